@@ -1,0 +1,30 @@
+"""galmoss: batched two-dimensional galaxy light-profile fitting with PyTorch.
+
+The user API of GalMOSS is kept::
+
+    import galmoss as gm
+    sersic = gm.lp.Sersic(cen_x=gm.p(64.5), cen_y=gm.p(64.5), pa=gm.p(30, angle=True),
+                          axis_r=gm.p(0.6), eff_r=gm.p(5.0), mag=gm.p(17.0, M0=22.5),
+                          ser_n=gm.p(2.0, log=True))
+    image = gm.render(sersic, (128, 128), psf=psf)
+"""
+
+from . import profiles as lp
+from .params import Parameter, p
+from .profiles import EllipticalProfile, LightProfile
+from .render import Renderer, render
+from .settings import RenderSettings
+
+__version__ = "3.0.0.dev0"
+
+__all__ = [
+    "EllipticalProfile",
+    "LightProfile",
+    "Parameter",
+    "RenderSettings",
+    "Renderer",
+    "__version__",
+    "lp",
+    "p",
+    "render",
+]

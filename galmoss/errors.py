@@ -1,0 +1,27 @@
+"""Exception types raised by galmoss.
+
+Every error subclasses the matching built-in, so ``except ValueError`` keeps
+working, and every message names what was wrong, where, and how to fix it.
+"""
+
+from __future__ import annotations
+
+
+class GalmossError(Exception):
+    """Base class of all galmoss-specific errors."""
+
+
+class ParameterValueError(GalmossError, ValueError):
+    """A parameter value is outside the range a profile accepts."""
+
+
+class PSFError(GalmossError, ValueError):
+    """A PSF image cannot be used (no positive pixel, wrong batch, bad shape)."""
+
+
+class DataError(GalmossError, ValueError):
+    """An input image, sigma image or mask cannot be used."""
+
+
+class DataFileNotFoundError(GalmossError, FileNotFoundError):
+    """An input file named in a Dataset does not exist."""

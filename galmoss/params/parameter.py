@@ -1,0 +1,395 @@
+"""``gm.p``: the definition of a model parameter.
+
+A :class:`Parameter` says what a parameter starts at (one value per galaxy, or
+one value for all), which units the user speaks in, whether it is fitted, and
+within which range. It holds no fit state: the values a model is evaluated at
+live in :mod:`galmoss.params.context` for the duration of one rendering, and
+fitted values live in the fit's results.
+
+The same ``Parameter`` object given to two profiles is one shared free
+parameter (a common centre for a bulge and a disk, say).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+import torch
+
+from .context import active_values
+from .transforms import (
+    Compose,
+    Exp,
+    Identity,
+    Logistic,
+    Pow10,
+    Transform,
+    UnitMap,
+)
+
+#: The value modes the seed's ``param.value(mode)`` accepts. Inside a rendering
+#: every mode returns the values being rendered; outside one, the start values.
+VALUE_MODES = (
+    "updating_model",
+    "best_model",
+    "initial_model",
+    "load_best_in_optim_list",
+    "load_best_in_jacobian",
+    "load_initial_in_jacobian",
+    "load_initial_in_optim_list",
+)
+
+
+class Role(str, Enum):
+    """What a parameter slot of a profile means; it chooses the default fitting space."""
+
+    REAL = "real"  # any real number, fitted as is (sky level, gradients)
+    POSITION = "position"  # a pixel coordinate
+    MAGNITUDE = "magnitude"  # a total magnitude
+    ANGLE = "angle"  # a position angle in degrees, fitted without bounds
+    AXIS_RATIO = "axis_ratio"  # b/a, fitted as ln(q) with no wall at q = 1
+    POSITIVE = "positive"  # a strictly positive quantity, fitted in log space
+    BOXINESS = "boxiness"  # GALFIT's C0, > -2
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """How a profile uses one of its parameters.
+
+    Parameters
+    ----------
+    role
+        The parameter's meaning; it picks the default fitting-space transform.
+    domain
+        The open interval ``(lower, upper)`` of values (profile units) for which the
+        profile is defined; ``upper_closed`` makes the upper end part of it (q <= 1).
+        Values given by the user outside it raise a ``ValueError`` at rendering.
+    default
+        The start value used when the user leaves the parameter out (None: required).
+    fit_default
+        Whether a parameter built from ``default`` is fitted.
+    description
+        One line for documentation and error messages.
+    """
+
+    role: Role = Role.REAL
+    domain: tuple[float, float] = (-math.inf, math.inf)
+    upper_closed: bool = False
+    default: float | None = None
+    fit_default: bool = True
+    description: str = ""
+
+    def allows(self, value: np.ndarray) -> np.ndarray:
+        """Boolean mask: which entries of ``value`` lie in the domain."""
+        lo, hi = self.domain
+        upper_ok = value <= hi if self.upper_closed else value < hi
+        return np.isfinite(value) & (value > lo) & upper_ok
+
+    def domain_text(self) -> str:
+        lo, hi = self.domain
+        right = "]" if self.upper_closed else ")"
+        return f"({lo:g}, {hi:g}{right}"
+
+
+def _as_array(values, what: str) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().double().numpy()
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"gm.p: {what} must be a number or a sequence of numbers, got {values!r}") from exc
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.ndim != 1:
+        raise ValueError(
+            f"gm.p: {what} must be a scalar or a 1-D sequence (one value per galaxy); got shape {arr.shape}"
+        )
+    if arr.size == 0:
+        raise ValueError(f"gm.p: {what} is empty; give one value, or one value per galaxy")
+    return arr
+
+
+class Parameter:
+    """A model parameter: start values, units, bounds and whether it is fitted.
+
+    Parameters
+    ----------
+    parameters
+        Start value(s) in user units: a scalar (used for every galaxy) or a
+        sequence with one value per galaxy.
+    value_range
+        ``(lower, upper)`` in user units; either may be None. The fit never leaves
+        the open range (a logistic transform in the fitting space).
+    step_length
+        Accepted for compatibility with GalMOSS 2; scales the Adam step of this
+        parameter (the Levenberg-Marquardt solver needs no step length).
+    M0
+        Magnitude zero point: the parameter is a magnitude, ``flux = 10**(-0.4 (m - M0))``.
+    pix_scale
+        Arcsec per pixel: the value is given (and reported) in arcsec, fitted in pixels.
+    angle
+        The value is an angle in degrees (profiles receive radians from ``value()``).
+    fit
+        Whether the parameter is free. ``fit=False`` keeps it fixed at its start value.
+    log
+        Fit ``log10`` of the value instead of the value (the value must be positive).
+    dim
+        Only ``"1d"`` (one number per galaxy) is supported.
+    name
+        Optional label used in messages.
+
+    Notes
+    -----
+    ``value(mode)`` returns a tensor of shape ``(B, 1, 1)`` in profile units
+    (pixels, radians, magnitude minus ``M0``) that broadcasts against ``(H, W)``
+    grids. Inside a rendering it holds the values being rendered (every ``mode``
+    the seed knew returns them); outside one, the start values of every galaxy.
+    """
+
+    def __init__(
+        self,
+        parameters,
+        value_range: Sequence[float | None] | None = (None, None),
+        step_length: float | None = None,
+        M0: float | None = None,
+        pix_scale: float | None = None,
+        angle: bool = False,
+        fit: bool = True,
+        log: bool = False,
+        dim: str = "1d",
+        name: str | None = None,
+    ) -> None:
+        if dim != "1d":
+            raise NotImplementedError(
+                f"gm.p(dim={dim!r}): only dim='1d' (one number per galaxy) is implemented"
+            )
+        self.name = name
+        self.initial = _as_array(parameters, "the start value")
+        if not np.all(np.isfinite(self.initial)):
+            bad = np.flatnonzero(~np.isfinite(self.initial))
+            raise ValueError(
+                f"gm.p{self._label()}: start value is not finite for galaxy index {bad[:5].tolist()}; "
+                "give a finite number"
+            )
+        if pix_scale is not None and not (np.isfinite(pix_scale) and pix_scale > 0):
+            raise ValueError(f"gm.p{self._label()}: pix_scale must be a positive number of arcsec per pixel, got {pix_scale!r}")
+        if M0 is not None and not np.isfinite(M0):
+            raise ValueError(f"gm.p{self._label()}: M0 must be a finite zero point, got {M0!r}")
+        self.M0 = None if M0 is None else float(M0)
+        self.pix_scale = None if pix_scale is None else float(pix_scale)
+        self.angle = bool(angle)
+        self.fit = bool(fit)
+        self.log = bool(log)
+        self.step_length = step_length
+        scale = 1.0
+        offset = 0.0
+        if self.pix_scale is not None:
+            scale /= self.pix_scale
+        if self.angle:
+            scale *= math.pi / 180.0
+        if self.M0 is not None:
+            offset = -self.M0
+        self.units = UnitMap(scale=scale, offset=offset)
+        self.value_range = self._check_range(value_range)
+        if self.log and np.any(self.initial <= 0):
+            raise ValueError(
+                f"gm.p{self._label()}: log=True needs positive start values, got {self.initial[self.initial <= 0][:5].tolist()}"
+            )
+
+    # ------------------------------------------------------------------ helpers
+    def _label(self) -> str:
+        return f"({self.name!r})" if self.name else ""
+
+    def _check_range(self, value_range) -> tuple[float | None, float | None] | None:
+        if value_range is None:
+            return None
+        if len(value_range) != 2:
+            raise ValueError(f"gm.p{self._label()}: value_range must be (lower, upper), got {value_range!r}")
+        lo, hi = value_range
+        lo = None if lo is None else float(lo)
+        hi = None if hi is None else float(hi)
+        if lo is None and hi is None:
+            return None
+        if lo is not None and hi is not None and not lo < hi:
+            raise ValueError(f"gm.p{self._label()}: value_range lower {lo} must be below upper {hi}")
+        outside = np.zeros(self.initial.shape, bool)
+        if lo is not None:
+            outside |= self.initial < lo
+        if hi is not None:
+            outside |= self.initial > hi
+        if outside.any():
+            idx = np.flatnonzero(outside)
+            raise ValueError(
+                f"gm.p{self._label()}: start value {self.initial[idx[0]]:g} (galaxy index {idx[0]}"
+                f"{' and ' + str(len(idx) - 1) + ' more' if len(idx) > 1 else ''}) lies outside "
+                f"value_range=({lo}, {hi}); widen the range or change the start value"
+            )
+        if self.log and lo is not None and lo <= 0:
+            raise ValueError(f"gm.p{self._label()}: log=True needs a positive lower bound, got {lo}")
+        return (lo, hi)
+
+    @property
+    def param_length(self) -> int:
+        """Number of start values (1 means: the same for every galaxy)."""
+        return int(self.initial.size)
+
+    def mark_as_angle(self) -> None:
+        """Declare the value an angle in degrees (``value()`` then returns radians).
+
+        Profiles call this for their position angle, which is in degrees whether or
+        not ``angle=True`` was given.
+        """
+        if not self.angle:
+            self.angle = True
+            self.units = UnitMap(scale=self.units.scale * math.pi / 180.0, offset=self.units.offset)
+
+    def __len__(self) -> int:
+        return self.param_length
+
+    def initial_profile_units(self) -> np.ndarray:
+        """Start values converted to profile units (pixels, radians, m - M0)."""
+        return self.units.to_profile(self.initial)
+
+    def value(self, mode: str = "updating_model") -> torch.Tensor:
+        """The parameter's values in profile units, shape ``(B, 1, 1)``.
+
+        Inside a rendering these are the values being rendered; outside one, the
+        start values of every galaxy (float64).
+        """
+        if mode not in VALUE_MODES:
+            raise ValueError(f"value(mode={mode!r}): mode must be one of {', '.join(VALUE_MODES)}")
+        active = active_values()
+        if active is not None and self in active:
+            return active[self]
+        return torch.as_tensor(self.initial_profile_units(), dtype=torch.float64).reshape(-1, 1, 1)
+
+    # ----------------------------------------------------------- fitting space
+    def profile_bounds(self) -> tuple[float, float]:
+        """``value_range`` in profile units, (-inf, inf) where not given."""
+        if self.value_range is None:
+            return (-math.inf, math.inf)
+        ends = []
+        for end, default in zip(self.value_range, (-math.inf, math.inf)):
+            ends.append(default if end is None else float(self.units.to_profile(end)))
+        lo, hi = ends
+        if self.units.scale < 0:  # pragma: no cover - no unit map flips sign today
+            lo, hi = hi, lo
+        return lo, hi
+
+    def fitting_transform(self, role: Role) -> Transform:
+        """The bijection from the fitting space to profile units for a slot of ``role``.
+
+        Bounded parameters use a logistic map (open bounds); positive quantities
+        and axis ratios are fitted in log space; an axis-ratio range whose upper
+        end is 1 is mirrored to ``(lo, 1/lo)`` in q so that the fitting space has
+        no wall at q = 1 (q > 1 is the same ellipse turned by 90 degrees, and is
+        reported that way).
+        """
+        lo, hi = self.profile_bounds()
+        bounded_lo, bounded_hi = math.isfinite(lo), math.isfinite(hi)
+        if role is Role.AXIS_RATIO:
+            lo = lo if bounded_lo and lo > 0 else None
+            if lo is None and not bounded_hi:
+                return Exp()
+            lo = lo if lo is not None else 1e-3
+            if not bounded_hi or hi >= 1.0:
+                return Compose(Exp(), Logistic(math.log(lo), -math.log(lo)))
+            return Compose(Exp(), Logistic(math.log(lo), math.log(hi)))
+        if role is Role.BOXINESS and not (bounded_lo or bounded_hi):
+            return Logistic(-1.99, 10.0)
+        if bounded_lo and bounded_hi:
+            if self.log:
+                return Compose(Pow10(), Logistic(math.log10(lo), math.log10(hi)))
+            if role is Role.POSITIVE and lo > 0:
+                return Compose(Exp(), Logistic(math.log(lo), math.log(hi)))
+            return Logistic(lo, hi)
+        if bounded_lo or bounded_hi:
+            return _HalfBounded(lo if bounded_lo else hi, from_above=not bounded_lo, log=self.log)
+        if self.log:
+            return Pow10()
+        if role is Role.POSITIVE:
+            return Exp()
+        return Identity()
+
+    def __repr__(self) -> str:
+        vals = self.initial if self.initial.size <= 4 else np.r_[self.initial[:3], np.nan]
+        shown = ", ".join("..." if np.isnan(v) else f"{v:g}" for v in vals)
+        opts = []
+        if not self.fit:
+            opts.append("fit=False")
+        if self.value_range is not None:
+            opts.append(f"value_range={self.value_range}")
+        for key in ("M0", "pix_scale"):
+            if getattr(self, key) is not None:
+                opts.append(f"{key}={getattr(self, key)}")
+        if self.angle:
+            opts.append("angle=True")
+        if self.log:
+            opts.append("log=True")
+        return f"gm.p([{shown}]{', ' if opts else ''}{', '.join(opts)})"
+
+
+@dataclass(frozen=True)
+class _HalfBounded(Transform):
+    """``v = bound + exp(u)`` (or ``bound - exp(u)``): a range open on one side.
+
+    With ``log=True`` the optimiser works in log10 of the distance from the bound.
+    """
+
+    bound: float = 0.0
+    from_above: bool = False
+    log: bool = False
+
+    @property
+    def lower(self) -> float:  # type: ignore[override]
+        return -math.inf if self.from_above else self.bound
+
+    @property
+    def upper(self) -> float:  # type: ignore[override]
+        return self.bound if self.from_above else math.inf
+
+    def _sign(self) -> float:
+        return -1.0 if self.from_above else 1.0
+
+    def _base(self) -> Transform:
+        return Pow10() if self.log else Exp()
+
+    def forward(self, u):
+        return self.bound + self._sign() * self._base().forward(u)
+
+    def inverse(self, v):
+        return self._base().inverse(self._sign() * (v - self.bound))
+
+    def derivative(self, u):
+        return self._sign() * self._base().derivative(u)
+
+
+def p(
+    parameters,
+    value_range: Sequence[float | None] | None = (None, None),
+    step_length: float | None = None,
+    M0: float | None = None,
+    pix_scale: float | None = None,
+    angle: bool = False,
+    fit: bool = True,
+    log: bool = False,
+    dim: str = "1d",
+    name: str | None = None,
+) -> Parameter:
+    """Make a :class:`Parameter` (the seed's ``gm.p``); see that class for the arguments."""
+    return Parameter(
+        parameters,
+        value_range=value_range,
+        step_length=step_length,
+        M0=M0,
+        pix_scale=pix_scale,
+        angle=angle,
+        fit=fit,
+        log=log,
+        dim=dim,
+        name=name,
+    )

@@ -1,0 +1,35 @@
+"""Light profiles (``gm.lp``).
+
+Each profile is a class whose parameters are :func:`galmoss.p` objects and whose
+image is a pure batched tensor function of those parameters. Subclass
+:class:`LightProfile` (grid-sampled) or :class:`EllipticalProfile` (drawn exactly)
+to add your own; subclasses register themselves by name.
+"""
+
+from .base import EllipticalProfile, LightProfile, profile_class, registered_profiles
+from .expdisk import ExpDisk
+from .ferrer import Ferrer
+from .gaussian import Gaussian
+from .king import King
+from .moffat import Moffat
+from .point_source import PointSource
+from .sersic import DeVaucouleurs, Sersic
+from .sky import Sky
+from .special import sersic_b
+
+__all__ = [
+    "DeVaucouleurs",
+    "EllipticalProfile",
+    "ExpDisk",
+    "Ferrer",
+    "Gaussian",
+    "King",
+    "LightProfile",
+    "Moffat",
+    "PointSource",
+    "Sersic",
+    "Sky",
+    "profile_class",
+    "registered_profiles",
+    "sersic_b",
+]

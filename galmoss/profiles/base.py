@@ -1,0 +1,275 @@
+"""Base classes of light profiles and the registry that names them.
+
+Two kinds of profile exist:
+
+* :class:`LightProfile` -- the seed's base class. A subclass computes its image
+  on a pixel grid in ``image_via_grid_from(grid, mode)``, reading its parameters
+  through ``param.value(mode)``. The renderer samples it at pixel centres. Set
+  ``self.psf = False`` for components that are not blurred by the telescope
+  (a sky background).
+* :class:`EllipticalProfile` -- a surface brightness that depends on position only
+  through a (generalised) elliptical radius. Subclasses give a pure batched
+  function of the radius, ``profile_function(r, v)``, and its analytic integral;
+  the renderer then draws them exactly (see :mod:`galmoss.render.core`), which
+  point sampling cannot do for steep centres.
+
+Every concrete subclass registers itself by its lower-case class name, so job
+files and the command line can name it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from ..errors import ParameterValueError
+from ..params import Parameter, ParamSpec, Role, p
+
+Tensor = torch.Tensor
+
+_REGISTRY: dict[str, type["LightProfile"]] = {}
+
+
+def registered_profiles() -> dict[str, type["LightProfile"]]:
+    """All registered profile classes by name (built-in and user-defined)."""
+    return dict(_REGISTRY)
+
+
+def profile_class(name: str) -> type["LightProfile"]:
+    """The profile class registered under ``name`` (case-insensitive)."""
+    try:
+        return _REGISTRY[name.lower()]
+    except KeyError:
+        raise KeyError(
+            f"no light profile is registered as {name!r}; known: {', '.join(sorted(_REGISTRY))}"
+        ) from None
+
+
+class LightProfile:
+    """Base class of every light profile (the seed's ``gm.LightProfile``).
+
+    A user profile subclasses it, stores its :class:`~galmoss.params.Parameter`
+    objects as attributes in ``__init__`` and implements
+    ``image_via_grid_from(grid, mode)``. ``grid`` is a pair ``(y, x)`` of tensors of
+    shape ``(H, W)`` holding 1-based pixel-centre coordinates (the centre of the
+    first pixel is (1, 1)); ``param.value(mode)`` returns a ``(B, 1, 1)`` tensor,
+    so ordinary broadcasting gives a ``(B, H, W)`` image.
+
+    Attributes
+    ----------
+    psf : bool
+        Whether the component is convolved with the PSF (False for a sky).
+    saving : bool
+        Whether the component gets its own extension in image blocks.
+    """
+
+    #: How each named parameter is used; subclasses may fill it in. Parameters
+    #: without an entry are plain real numbers with no default.
+    parameter_specs: ClassVar[dict[str, ParamSpec]] = {}
+    #: Name under which the class is registered (defaults to the class name).
+    profile_name: ClassVar[str | None] = None
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        name = (cls.__dict__.get("profile_name") or cls.__name__).lower()
+        if not name.startswith("_"):
+            _REGISTRY[name] = cls
+
+    def __init__(self) -> None:
+        self.psf = True
+        self.saving = True
+
+    # ---------------------------------------------------------------- seed API
+    def image_via_grid_from(self, grid, mode: str = "updating_model") -> Tensor:
+        """The surface brightness at the pixel centres of ``grid``, shape (B, H, W)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement image_via_grid_from(grid, mode) "
+            "(or derive from gm.EllipticalProfile and give profile_function)"
+        )
+
+    # -------------------------------------------------------------- parameters
+    def parameters(self) -> dict[str, Parameter]:
+        """The profile's parameters by attribute name, in definition order."""
+        return {k: v for k, v in vars(self).items() if isinstance(v, Parameter)}
+
+    def missing_parameters(self) -> list[str]:
+        """Names of declared parameters that were left out (set to None)."""
+        return [k for k in self.parameter_specs if getattr(self, k, None) is None]
+
+    @classmethod
+    def spec(cls, name: str) -> ParamSpec:
+        """How this profile uses its parameter ``name``."""
+        return cls.parameter_specs.get(name, ParamSpec())
+
+    def validate(self, values: Mapping[str, np.ndarray], profile_label: str | None = None) -> None:
+        """Raise a ``ValueError`` naming the first value outside a parameter's domain.
+
+        ``values`` maps parameter names to per-galaxy arrays in profile units.
+        """
+        label = profile_label or type(self).__name__
+        for name, arr in values.items():
+            spec = self.spec(name)
+            arr = np.asarray(arr, dtype=np.float64).reshape(-1)
+            ok = spec.allows(arr)
+            if not np.all(ok):
+                idx = int(np.flatnonzero(~ok)[0])
+                raise ParameterValueError(
+                    f"profile {label!r} ({type(self).__name__}): parameter {name!r} is {arr[idx]:g} for "
+                    f"galaxy index {idx}; allowed range is {spec.domain_text()}"
+                    + (f" ({spec.description})" if spec.description else "")
+                )
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={v!r}" for k, v in self.parameters().items())
+        return f"{type(self).__name__}({inner})"
+
+
+def parameter_uses(profiles: Mapping[str, "LightProfile"]) -> dict[Parameter, list[tuple[str, str]]]:
+    """Each distinct parameter object and the (profile name, slot name) pairs that use it.
+
+    A parameter object used by several profiles (a shared centre) appears once.
+    Raises ``ValueError`` if a profile leaves out a required parameter.
+    """
+    uses: dict[Parameter, list[tuple[str, str]]] = {}
+    for pname, profile in profiles.items():
+        if not isinstance(profile, LightProfile):
+            raise TypeError(f"profile {pname!r} is a {type(profile).__name__}, not a gm.LightProfile")
+        missing = profile.missing_parameters()
+        if missing:
+            raise ValueError(
+                f"profile {pname!r} ({type(profile).__name__}) has no value for {', '.join(missing)}; "
+                f"give gm.p(...) for each (e.g. {type(profile).__name__}({missing[0]}=gm.p(1.0), ...))"
+            )
+        for slot, param in profile.parameters().items():
+            uses.setdefault(param, []).append((pname, slot))
+    return uses
+
+
+# Parameter specifications shared by every elliptical profile.
+_GEOMETRY_SPECS = {
+    "cen_x": ParamSpec(Role.POSITION, description="x of the centre, 1-based pixels"),
+    "cen_y": ParamSpec(Role.POSITION, description="y of the centre, 1-based pixels"),
+    "pa": ParamSpec(Role.ANGLE, description="position angle, degrees from +y towards -x"),
+    "axis_r": ParamSpec(Role.AXIS_RATIO, domain=(0.0, 1.0), upper_closed=True, description="axis ratio b/a"),
+    "box": ParamSpec(
+        Role.BOXINESS, domain=(-2.0, math.inf), default=0.0, fit_default=False,
+        description="GALFIT boxiness C0 (< 0 disky, > 0 boxy)",
+    ),
+}
+
+
+def _radius_safe(r2: Tensor) -> Tensor:
+    # sqrt has an infinite derivative at 0; a pixel centre that coincides with a
+    # galaxy centre must still give finite gradients (their weight there is 0).
+    tiny = 1e-20 if r2.dtype == torch.float64 else 1e-12
+    return torch.sqrt(r2.clamp_min(tiny))
+
+
+def box_area_factor(c: Tensor) -> Tensor:
+    """Area of the generalised ellipse ``|x|^c + |y/q|^c <= 1`` over that of the ellipse.
+
+    ``c = 2 + C0``; equals 1 for C0 = 0. This is the inverse of GALFIT's R(C0).
+    """
+    lg = torch.lgamma
+    return 4.0 * torch.exp(2.0 * lg(1.0 + 1.0 / c) - lg(1.0 + 2.0 / c)) / math.pi
+
+
+class EllipticalProfile(LightProfile):
+    """A profile whose brightness depends on the generalised elliptical radius.
+
+    ``r = (|x_maj|^c + |x_min / q|^c)^(1/c)`` with ``c = 2 + box`` (GALFIT's C0),
+    where ``x_maj`` runs along the major axis at position angle ``pa`` (degrees
+    from +y towards -x) and ``q = axis_r``. ``r`` is in pixels along the major axis.
+
+    Subclasses implement the pure batched functions :meth:`profile_function`
+    (the shape, dimensionless) and :meth:`circular_integral` (its integral over
+    the plane for q = 1, C0 = 0), and name their amplitude parameter in
+    ``amplitude_parameter`` (a total magnitude). The surface brightness is then
+    ``amplitude * profile_function`` with the amplitude fixed by the total flux.
+
+    All methods take ``v``, a mapping from parameter name to a tensor of shape
+    (B, 1, 1) (or broadcastable against ``r``) in profile units: pixels, radians
+    and magnitudes relative to the zero point.
+    """
+
+    parameter_specs: ClassVar[dict[str, ParamSpec]] = dict(_GEOMETRY_SPECS)
+    amplitude_parameter: ClassVar[str] = "mag"
+
+    def __init__(self, cen_x=None, cen_y=None, pa=None, axis_r=None, box=None, **shape) -> None:
+        super().__init__()
+        self.cen_x = cen_x
+        self.cen_y = cen_y
+        if isinstance(pa, Parameter):
+            # pa is in degrees by convention (design.md), with or without angle=True.
+            pa.mark_as_angle()
+        self.pa = pa
+        self.axis_r = axis_r
+        self.box = box if box is not None else p(0.0, fit=False)
+        for key, val in shape.items():
+            setattr(self, key, val)
+
+    # -- to implement ---------------------------------------------------------
+    def profile_function(self, r: Tensor, v: Mapping[str, Tensor]) -> Tensor:
+        """The profile shape at major-axis radius ``r`` (pixels); any normalisation."""
+        raise NotImplementedError
+
+    def circular_integral(self, v: Mapping[str, Tensor]) -> Tensor:
+        """``2 pi * integral_0^inf profile_function(r) r dr`` for the same ``v``."""
+        raise NotImplementedError
+
+    def truncation_radius(self, v: Mapping[str, Tensor]) -> Tensor | None:
+        """Major-axis radius beyond which the profile is exactly zero, or None."""
+        return None
+
+    # -- derived ----------------------------------------------------------------
+    def total_flux(self, v: Mapping[str, Tensor]) -> Tensor:
+        """Total flux in image units implied by the amplitude parameter."""
+        return torch.pow(10.0, -0.4 * v[self.amplitude_parameter])
+
+    def amplitude(self, v: Mapping[str, Tensor]) -> Tensor:
+        """Multiplier of ``profile_function`` that gives the total flux."""
+        c = 2.0 + v["box"]
+        return self.total_flux(v) / (v["axis_r"] * self.circular_integral(v) * box_area_factor(c))
+
+    def radial(self, r: Tensor, v: Mapping[str, Tensor]) -> Tensor:
+        """Surface brightness (flux per pixel area) at major-axis radius ``r``."""
+        return self.amplitude(v) * self.profile_function(r, v)
+
+    @staticmethod
+    def major_minor(y: Tensor, x: Tensor, v: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Offsets from the centre along the major and minor axes (pixels)."""
+        dx = x - v["cen_x"]
+        dy = y - v["cen_y"]
+        sin, cos = torch.sin(v["pa"]), torch.cos(v["pa"])
+        return -dx * sin + dy * cos, dx * cos + dy * sin
+
+    @staticmethod
+    def elliptical_radius(x_maj: Tensor, x_min: Tensor, q: Tensor) -> Tensor:
+        """``sqrt(x_maj^2 + (x_min / q)^2)``."""
+        return _radius_safe(x_maj * x_maj + (x_min / q) ** 2)
+
+    @staticmethod
+    def boxy_radius(x_maj: Tensor, x_min: Tensor, q: Tensor, box: Tensor) -> Tensor:
+        """GALFIT's generalised radius ``(|x_maj|^c + |x_min/q|^c)^(1/c)``, c = 2 + box."""
+        c = 2.0 + box
+        tiny = 1e-20 if x_maj.dtype == torch.float64 else 1e-12
+        a = x_maj.abs().clamp_min(tiny)
+        b = (x_min / q).abs().clamp_min(tiny)
+        return (a**c + b**c) ** (1.0 / c)
+
+    def image_via_grid_from(self, grid, mode: str = "updating_model") -> Tensor:
+        """Point samples of the surface brightness at the pixel centres of ``grid``.
+
+        This is the seed-compatible entry point; :func:`galmoss.render` does not
+        use it for elliptical profiles but draws them exactly (integrating the
+        sub-pixel structure), which point samples cannot do near a steep centre.
+        """
+        v = {k: prm.value(mode) for k, prm in self.parameters().items()}
+        y, x = grid[0], grid[1]
+        x_maj, x_min = self.major_minor(y, x, v)
+        r = self.boxy_radius(x_maj, x_min, v["axis_r"], v["box"])
+        return self.radial(r, v)

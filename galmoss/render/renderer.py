@@ -1,0 +1,221 @@
+"""Batched model images of a set of named profiles.
+
+The :class:`Renderer` is built once per cutout shape and PSF (it owns the FFT
+layout, the PSF spectrum, the grids and the quadrature tables) and is then
+called with parameter values for a batch of galaxies. It is a pure function of
+those values: differentiable, and usable under ``torch.func`` transforms
+(forward-mode Jacobians for the optimiser).
+
+How each kind of component is drawn:
+
+* :class:`~galmoss.profiles.base.EllipticalProfile` -- exactly, as a smooth part
+  sampled on the grid plus a sub-pixel core whose spectrum is computed
+  analytically (:mod:`galmoss.render.core`);
+* :class:`~galmoss.profiles.point_source.PointSource` -- a delta function, i.e. a
+  phase ramp in Fourier space (the PSF shifted by band-limited interpolation);
+* any other :class:`~galmoss.profiles.base.LightProfile` -- sampled at pixel
+  centres through its ``image_via_grid_from``.
+
+Components with ``psf=True`` are convolved with the PSF (which already holds
+the pixel response). Without a PSF, or for an elliptical component with
+``psf=False``, the image is the profile integrated over pixels (the pixel
+response applied to its band-limited spectrum). Grid-sampled components with
+``psf=False`` (a sky) are added as they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from ..params import Parameter, parameter_values
+from ..profiles.base import EllipticalProfile, LightProfile
+from ..profiles.point_source import PointSource
+from ..settings import RenderSettings
+from .core import core_radii, core_spectrum, shift_phase, smooth_window
+from .grid import ConvolutionLayout
+from .psf import prepare_psf, psf_spectrum
+
+Tensor = torch.Tensor
+
+# Without a PSF the pixel response, band-limited, has a kernel with tails; this
+# many pixels of margin around the cutout keep the light they carry in.
+_PIXEL_MARGIN = 8
+
+
+class Renderer:
+    """Model images for one cutout shape and PSF.
+
+    Parameters
+    ----------
+    shape
+        Cutout shape ``(H, W)``.
+    psf
+        PSF image ``(h, w)`` shared by all galaxies, ``(B, h, w)`` one per galaxy, or
+        None (no PSF: pixel-integrated images).
+    batch
+        Number of galaxies the renderer will be called with, used to check a
+        per-galaxy PSF (None: not checked here).
+    dtype, device
+        Precision and device of everything the renderer computes.
+    settings
+        Accuracy settings of the sub-pixel cores.
+    """
+
+    def __init__(
+        self,
+        shape: tuple[int, int],
+        psf=None,
+        *,
+        batch: int | None = None,
+        dtype: torch.dtype = torch.float32,
+        device=None,
+        settings: RenderSettings = RenderSettings(),
+    ) -> None:
+        if len(shape) != 2 or min(shape) < 1:
+            raise ValueError(f"render: shape must be (H, W) with positive sizes, got {shape!r}")
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.dtype = dtype
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.settings = settings
+        if psf is not None:
+            self.psf = prepare_psf(psf, batch, dtype, self.device)
+            psf_shape = tuple(self.psf.shape[-2:])
+        else:
+            self.psf = None
+            psf_shape = (2 * _PIXEL_MARGIN + 1, 2 * _PIXEL_MARGIN + 1)
+        self.layout = ConvolutionLayout(self.shape, psf_shape, settings.fft_padding)
+        self.ky, self.kx = self.layout.frequencies(dtype, self.device)
+        self.psf_hat = psf_spectrum(self.psf, self.layout) if self.psf is not None else None
+        # Pixel response (a unit box) restricted to the sampling band.
+        self.pixel_hat = torch.sinc(self.ky / (2 * torch.pi)) * torch.sinc(self.kx / (2 * torch.pi))
+        self.extended_grid = self.layout.extended_grid(dtype, self.device)
+        self.cutout_grid = self.layout.cutout_grid(dtype, self.device)
+        self.origin = self.layout.extended_origin
+
+    # ------------------------------------------------------------------ parts
+    def _values(self, profile: LightProfile, values: Mapping[Parameter, Tensor]) -> dict[str, Tensor]:
+        out = {}
+        for name, param in profile.parameters().items():
+            out[name] = values[param]
+        return out
+
+    def _elliptical(self, profile: EllipticalProfile, v: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Smooth part on the extended grid and core spectrum of an elliptical profile."""
+        y, x = self.extended_grid
+        r1, r2 = core_radii(profile, v, self.layout, self.settings)
+        x_maj, x_min = profile.major_minor(y, x, v)
+        r_ell = profile.elliptical_radius(x_maj, x_min, v["axis_r"])
+        core = profile.radial(r_ell, v) * smooth_window(r_ell, r1, r2)
+        if _box_is_zero(profile):
+            smooth = profile.radial(r_ell, v) - core
+        else:
+            r_box = profile.boxy_radius(x_maj, x_min, v["axis_r"], v["box"])
+            smooth = profile.radial(r_box, v) - core
+        spectrum = core_spectrum(profile, v, r1, r2, self.ky, self.kx, self.origin, self.settings)
+        return smooth, spectrum
+
+    def _point(self, profile: PointSource, v: Mapping[str, Tensor]) -> Tensor:
+        if self.psf is None or not profile.psf:
+            raise ValueError(
+                "PointSource needs a PSF: it is the PSF scaled and shifted. Give psf= to render, "
+                "or a psf_path to the Dataset."
+            )
+        flux = profile.total_flux(v)
+        return shift_phase(flux, v["cen_y"], v["cen_x"], self.ky, self.kx, self.origin)
+
+    def _batch_size(self, values: Mapping[Parameter, Tensor]) -> int:
+        sizes = {int(t.shape[0]) for t in values.values()}
+        sizes.discard(1)
+        if len(sizes) > 1:
+            raise ValueError(f"render: parameter values have different batch sizes {sorted(sizes)}")
+        return sizes.pop() if sizes else 1
+
+    # ------------------------------------------------------------------- call
+    def __call__(
+        self,
+        profiles: Mapping[str, LightProfile],
+        values: Mapping[Parameter, Tensor],
+        *,
+        components: bool = False,
+        mode: str = "updating_model",
+    ):
+        """Model images of the sum of ``profiles`` at ``values``.
+
+        Parameters
+        ----------
+        profiles
+            Named profiles.
+        values
+            Parameter -> tensor of shape (B, 1, 1) (or (1, 1, 1)) in profile units.
+        components
+            Also return each component's image (convolved as it is in the model).
+        mode
+            Passed to user profiles' ``image_via_grid_from``.
+
+        Returns
+        -------
+        Tensor or (Tensor, dict)
+            The model (B, H, W); with ``components``, also ``{name: (B, H, W)}``.
+        """
+        batch = self._batch_size(values)
+        with parameter_values(values):
+            parts = {name: self._parts(profile, values, mode, batch) for name, profile in profiles.items()}
+        total = self._combine(parts.values(), batch)
+        if not components:
+            return total
+        return total, {name: self._combine([part], batch) for name, part in parts.items()}
+
+    def _parts(self, profile: LightProfile, values, mode: str, batch: int):
+        """(convolved-with-PSF?, smooth image on the extended grid, spectrum, image added as is)."""
+        v = self._values(profile, values)
+        with_psf = bool(profile.psf) and self.psf_hat is not None
+        he, we = self.layout.extended_shape
+        if isinstance(profile, EllipticalProfile):
+            smooth, spectrum = self._elliptical(profile, v)
+            return with_psf, smooth, spectrum, None
+        if isinstance(profile, PointSource):
+            return with_psf, None, self._point(profile, v), None
+        if profile.psf:
+            image = profile.image_via_grid_from(self.extended_grid, mode)
+            return with_psf, torch.broadcast_to(image, (batch, he, we)), None, None
+        image = profile.image_via_grid_from(self.cutout_grid, mode)
+        return with_psf, None, None, torch.broadcast_to(image, (batch,) + self.shape)
+
+    def _combine(self, parts, batch: int) -> Tensor:
+        """Sum parts: one forward and one inverse FFT for all convolved components."""
+        n, m = self.layout.fft_shape
+        smooth = {True: None, False: None}
+        spectra = {True: None, False: None}
+        added = None
+        for with_psf, image, spectrum, plain in parts:
+            if image is not None:
+                smooth[with_psf] = image if smooth[with_psf] is None else smooth[with_psf] + image
+            if spectrum is not None:
+                spectra[with_psf] = spectrum if spectra[with_psf] is None else spectra[with_psf] + spectrum
+            if plain is not None:
+                added = plain if added is None else added + plain
+        total_spectrum = None
+        for with_psf in (True, False):
+            spec = spectra[with_psf]
+            if smooth[with_psf] is not None:
+                fft = torch.fft.rfft2(smooth[with_psf], s=(n, m))
+                spec = fft if spec is None else spec + fft
+            if spec is None:
+                continue
+            spec = spec * (self.psf_hat if with_psf else self.pixel_hat)
+            total_spectrum = spec if total_spectrum is None else total_spectrum + spec
+        total = None
+        if total_spectrum is not None:
+            total = self.layout.crop(torch.fft.irfft2(total_spectrum, s=(n, m)))
+        if added is not None:
+            total = added if total is None else total + added
+        if total is None:
+            total = torch.zeros((batch,) + self.shape, dtype=self.dtype, device=self.device)
+        return total
+
+
+def _box_is_zero(profile: EllipticalProfile) -> bool:
+    box = getattr(profile, "box", None)
+    return isinstance(box, Parameter) and not box.fit and bool((box.initial == 0).all())

@@ -1,0 +1,41 @@
+"""Settings passed into rendering and fitting (frozen dataclasses, no globals)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """Accuracy settings of the renderer (see :mod:`galmoss.render.core`).
+
+    Parameters
+    ----------
+    core_inner
+        Inner radius of the sub-pixel core window, in pixels along the sharpest
+        axis (the core is drawn exactly inside it).
+    core_width
+        Width of the window's smooth transition, pixels along the sharpest axis.
+    max_core_radius
+        Largest core radius (pixels along the x' axis); larger cores are shrunk.
+    radial_nodes
+        Gauss-Legendre nodes of the core's Hankel transform.
+    kappa_step
+        Spacing of the core spectrum table in units of 1/core radius.
+    fft_padding
+        Extra FFT padding (pixels) beyond the cutout plus PSF, room for the cores of
+        galaxies near the edge.
+    """
+
+    core_inner: float = 3.0
+    core_width: float = 5.0
+    max_core_radius: float = 64.0
+    radial_nodes: int = 128
+    kappa_step: float = 0.5
+    fft_padding: int = 16
+
+    def __post_init__(self) -> None:
+        if not (self.core_inner > 0 and self.core_width > 0 and self.max_core_radius > 0):
+            raise ValueError("RenderSettings: core_inner, core_width and max_core_radius must be positive")
+        if self.radial_nodes < 16 or self.kappa_step <= 0 or self.fft_padding < 0:
+            raise ValueError("RenderSettings: radial_nodes >= 16, kappa_step > 0 and fft_padding >= 0 are required")
