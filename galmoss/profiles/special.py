@@ -34,15 +34,17 @@ def sersic_b(n: Tensor) -> Tensor:
 
     Valid for 0.1 <= n <= 25 (relative error below 1e-10 in float64).
     """
-    coeffs = torch.as_tensor(_sersic_b_coefficients(), dtype=n.dtype, device=n.device)
+    # The series is summed in float64 whatever the input precision: for small n
+    # its terms cancel to a small b_n, which float32 would resolve only to ~3e-6.
+    coeffs = torch.as_tensor(_sersic_b_coefficients(), dtype=torch.float64, device=n.device)
     lo, hi = math.log(_B_N_RANGE[0]), math.log(_B_N_RANGE[1])
-    x = (2.0 * torch.log(n) - (lo + hi)) / (hi - lo)
+    x = (2.0 * torch.log(n.double()) - (lo + hi)) / (hi - lo)
     # Clenshaw recurrence
     b1 = torch.zeros_like(x)
     b2 = torch.zeros_like(x)
     for c in coeffs.flip(0)[:-1]:
         b1, b2 = 2.0 * x * b1 - b2 + c, b1
-    return x * b1 - b2 + coeffs[0]
+    return (x * b1 - b2 + coeffs[0]).to(n.dtype)
 
 
 def gauss_legendre(n_nodes: int, dtype: torch.dtype, device) -> tuple[Tensor, Tensor]:

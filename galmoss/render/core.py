@@ -38,8 +38,8 @@ The window is sized in pixels along the galaxy's sharpest axis
 (``r1 = core_inner / min(q, 1)``, ``r2 = r1 + core_width / min(q, 1)``), so a
 flattened galaxy, sharp across its minor axis all along its length, gets a long
 core. Profiles with a hard edge (Ferrer, King) are put into the core whole when
-they fit. ``r1`` and ``r2`` are computed from detached values: the split is exact
-for any window, so they need no derivative.
+they fit. The split is exact for any window; the radii still carry derivatives,
+so that the Jacobian is the exact derivative of the image actually computed.
 
 Boxy/disky isophotes (C0 != 0) are not elliptical: the core is then the
 elliptical profile with the same q, and the outer part is the exact boxy image
@@ -96,24 +96,27 @@ def smooth_window(r: Tensor, r1: Tensor, r2: Tensor) -> Tensor:
 def core_radii(
     profile, v: Mapping[str, Tensor], layout: ConvolutionLayout, settings: RenderSettings
 ) -> tuple[Tensor, Tensor]:
-    """Window radii ``(r1, r2)`` per galaxy, shape (B, 1, 1), detached."""
-    with torch.no_grad():
-        q = v["axis_r"].detach()
-        sharp = torch.clamp(q, max=1.0)
-        stretch = torch.clamp(q, min=1.0)
-        r1 = settings.core_inner / sharp
-        r2 = r1 + settings.core_width / sharp
-        limit = torch.clamp(
-            layout.core_room(v["cen_y"].detach(), v["cen_x"].detach()), max=settings.max_core_radius
-        ) / stretch
-        limit = limit.clamp_min(0.5)
-        r_trunc = profile.truncation_radius({k: x.detach() for k, x in v.items()})
-        if r_trunc is not None:
-            whole = r_trunc <= limit
-            r1 = torch.where(whole, r_trunc, r1)
-            r2 = torch.where(whole, r_trunc, r2)
-        scale = torch.clamp(limit / r2, max=1.0)
-        return (r1 * scale).expand_as(q), (r2 * scale).expand_as(q)
+    """Window radii ``(r1, r2)`` per galaxy, shape (B, 1, 1).
+
+    They depend (differentiably) on the axis ratio and, near the cutout edge, on
+    the centre. The split is exact for any window, but its small sampling error
+    changes with the window: keeping the radii in the derivative makes the
+    Jacobian the exact derivative of the image that is computed.
+    """
+    q = v["axis_r"]
+    sharp = torch.clamp(q, max=1.0)
+    stretch = torch.clamp(q, min=1.0)
+    r1 = settings.core_inner / sharp
+    r2 = r1 + settings.core_width / sharp
+    limit = torch.clamp(layout.core_room(v["cen_y"], v["cen_x"]), max=settings.max_core_radius) / stretch
+    limit = limit.clamp_min(0.5)
+    r_trunc = profile.truncation_radius(v)
+    if r_trunc is not None:
+        whole = r_trunc <= limit
+        r1 = torch.where(whole, r_trunc, r1)
+        r2 = torch.where(whole, r_trunc, r2)
+    scale = torch.clamp(limit / r2, max=1.0)
+    return (r1 * scale).expand_as(q), (r2 * scale).expand_as(q)
 
 
 def core_spectrum(

@@ -18,8 +18,9 @@ How each kind of component is drawn:
 
 Components with ``psf=True`` are convolved with the PSF (which already holds
 the pixel response). Without a PSF, or for an elliptical component with
-``psf=False``, the image is the profile integrated over pixels (the pixel
-response applied to its band-limited spectrum). Grid-sampled components with
+``psf=False``, an elliptical profile is integrated exactly over each pixel
+(:mod:`galmoss.render.pixel_integral`) and a grid-sampled profile gets the pixel
+response applied to its band-limited spectrum. Grid-sampled components with
 ``psf=False`` (a sky) are added as they are.
 """
 
@@ -35,6 +36,7 @@ from ..profiles.point_source import PointSource
 from ..settings import RenderSettings
 from .core import core_radii, core_spectrum, shift_phase, smooth_window
 from .grid import ConvolutionLayout
+from .pixel_integral import pixel_integrated_image
 from .psf import prepare_psf, psf_spectrum
 
 Tensor = torch.Tensor
@@ -160,6 +162,7 @@ class Renderer:
             The model (B, H, W); with ``components``, also ``{name: (B, H, W)}``.
         """
         batch = self._batch_size(values)
+        values = {prm: t.expand((batch,) + tuple(t.shape[1:])) if t.shape[0] != batch else t for prm, t in values.items()}
         with parameter_values(values):
             parts = {name: self._parts(profile, values, mode, batch) for name, profile in profiles.items()}
         total = self._combine(parts.values(), batch)
@@ -173,6 +176,8 @@ class Renderer:
         with_psf = bool(profile.psf) and self.psf_hat is not None
         he, we = self.layout.extended_shape
         if isinstance(profile, EllipticalProfile):
+            if not with_psf:
+                return with_psf, None, None, pixel_integrated_image(profile, v, self.cutout_grid, _box_is_zero(profile))
             smooth, spectrum = self._elliptical(profile, v)
             return with_psf, smooth, spectrum, None
         if isinstance(profile, PointSource):

@@ -1,0 +1,66 @@
+"""Every built-in profile keeps the profile contract (galmoss.testing.check_profile)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import galmoss as gm
+from galmoss.testing import check_profile
+
+
+def _geometry(count=3):
+    return dict(
+        cen_x=gm.p(np.array([24.3, 25.0, 23.6])[:count]),
+        cen_y=gm.p(np.array([24.8, 23.9, 24.5])[:count]),
+        pa=gm.p(np.array([30.0, -60.0, 85.0])[:count], angle=True),
+        axis_r=gm.p(np.array([0.7, 0.35, 1.0])[:count]),
+    )
+
+
+def _mag(count=3):
+    return gm.p(np.array([16.0, 17.0, 15.5])[:count], M0=22.5)
+
+
+PROFILES = {
+    "sersic": lambda: gm.lp.Sersic(**_geometry(), eff_r=gm.p([4.0, 2.0, 6.0]), mag=_mag(), ser_n=gm.p([1.5, 4.0, 0.6])),
+    "sersic_boxy": lambda: gm.lp.Sersic(**_geometry(), eff_r=gm.p([4.0, 2.0, 6.0]), mag=_mag(), ser_n=gm.p([1.5, 4.0, 0.6]),
+                                        box=gm.p([0.5, -0.5, 0.2])),
+    "devaucouleurs": lambda: gm.lp.DeVaucouleurs(**_geometry(), eff_r=gm.p([4.0, 2.0, 6.0]), mag=_mag()),
+    "expdisk": lambda: gm.lp.ExpDisk(**_geometry(), mag=_mag(), scale_l=gm.p([3.0, 1.5, 5.0])),
+    "gaussian": lambda: gm.lp.Gaussian(**_geometry(), mag=_mag(), fwhm=gm.p([3.0, 1.2, 6.0])),
+    "moffat": lambda: gm.lp.Moffat(**_geometry(), mag=_mag(), con=gm.p([2.5, 4.0, 1.8]), fwhm=gm.p([3.0, 1.5, 5.0])),
+    "ferrer": lambda: gm.lp.Ferrer(**_geometry(), mag=_mag(), trunc_r=gm.p([10.0, 6.0, 14.0]),
+                                   trunc_a=gm.p([2.0, 1.0, 0.5]), trunc_b=gm.p([0.0, 0.5, 1.0])),
+    "king": lambda: gm.lp.King(**_geometry(), mag=_mag(), core_r=gm.p([2.0, 1.0, 3.0]), trunc_r=gm.p([15.0, 10.0, 20.0]),
+                               pow_n=gm.p([2.0, 1.5, 3.0])),
+    "sky": lambda: gm.lp.Sky(sky_bg=gm.p([1.0, 2.0, -0.5]), grad_x=gm.p([0.01, 0.0, -0.02]), grad_y=gm.p([0.0, 0.03, 0.01])),
+}
+
+
+def test_every_builtin_profile_is_checked():
+    from galmoss.profiles import registered_profiles
+
+    builtin = {name for name, cls in registered_profiles().items() if cls.__module__.startswith("galmoss.profiles")}
+    builtin -= {"lightprofile", "ellipticalprofile", "pointsource"}  # abstract bases; the point source needs a PSF
+    assert builtin <= {name.split("_")[0] for name in PROFILES}
+
+
+@pytest.mark.parametrize("name", sorted(PROFILES))
+def test_profile_contract_without_psf(name):
+    report = check_profile(PROFILES[name](), shape=(48, 48), nonnegative=name != "sky", name=name)
+    assert report.measurements["float32_vs_float64"] < 1e-4
+
+
+@pytest.mark.parametrize("name", ["sersic", "ferrer", "moffat"])
+def test_profile_contract_with_asymmetric_psf(name):
+    yy, xx = np.mgrid[:15, :15] - 7.0
+    psf = np.exp(-0.5 * ((xx - 0.7) ** 2 / 2.0 + (yy + 0.4) ** 2 / 3.0 + 0.3 * xx * yy / 2.5))
+    check_profile(PROFILES[name](), shape=(48, 48), psf=psf, name=name)
+
+
+def test_point_source_contract():
+    yy, xx = np.mgrid[:11, :11] - 5.0
+    psf = np.exp(-0.5 * (xx**2 + yy**2) / 1.5**2)
+    star = gm.lp.PointSource(cen_x=gm.p([20.3, 24.0]), cen_y=gm.p([21.7, 25.5]), mag=gm.p([17.0, 18.0], M0=22.5))
+    check_profile(star, shape=(40, 40), psf=psf, name="pointsource")
