@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import galmoss as gm
-from galmoss.params import Compose, Exp, Identity, Logistic, Pow10, Role, parameter_values
+from galmoss.params import Compose, Exp, Identity, Logistic, ParamSpec, Pow10, Role, parameter_values
 from galmoss.params.parameter import _HalfBounded
 
 TRANSFORMS = [
@@ -81,6 +81,10 @@ def test_fitting_transforms_respect_bounds_and_roles():
     assert isinstance(gm.p(3.0).fitting_transform(Role.POSITIVE), Exp)
     assert isinstance(gm.p(3.0, log=True).fitting_transform(Role.POSITIVE), Pow10)
     assert isinstance(gm.p(3.0).fitting_transform(Role.POSITION), Identity)
+    # without a range, a slot's own bounds hold: the Moffat index stays above 1
+    moffat_con = gm.p(2.5).fitting_transform(ParamSpec(Role.POSITIVE, domain=(1.0, math.inf)))
+    assert float(moffat_con.forward(torch.tensor(-5.0, dtype=torch.float64))) > 1.0
+    assert float(moffat_con.forward(torch.tensor(-500.0, dtype=torch.float64))) >= 1.0
     # a huge step can never leave the range
     u = torch.tensor([-1e3, 0.0, 1e3], dtype=torch.float64)
     v = bounded.forward(u)

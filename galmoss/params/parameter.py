@@ -53,6 +53,7 @@ class Role(str, Enum):
     ANGLE = "angle"  # a position angle in degrees, fitted without bounds
     AXIS_RATIO = "axis_ratio"  # b/a, fitted as ln(q) with no wall at q = 1
     POSITIVE = "positive"  # a strictly positive quantity, fitted in log space
+    LENGTH = "length"  # a positive length along the major axis (pixels), fitted in log space
     BOXINESS = "boxiness"  # GALFIT's C0, > -2
 
 
@@ -72,6 +73,9 @@ class ParamSpec:
         The start value used when the user leaves the parameter out (None: required).
     fit_default
         Whether a parameter built from ``default`` is fitted.
+    fit_bounds
+        Bounds (profile units) the fit keeps to when the user gives no
+        ``value_range``; None: the domain's finite ends.
     description
         One line for documentation and error messages.
     """
@@ -81,6 +85,7 @@ class ParamSpec:
     upper_closed: bool = False
     default: float | None = None
     fit_default: bool = True
+    fit_bounds: tuple[float, float] | None = None
     description: str = ""
 
     def allows(self, value: np.ndarray) -> np.ndarray:
@@ -280,16 +285,24 @@ class Parameter:
             lo, hi = hi, lo
         return lo, hi
 
-    def fitting_transform(self, role: Role) -> Transform:
-        """The bijection from the fitting space to profile units for a slot of ``role``.
+    def fitting_transform(self, spec: "ParamSpec | Role") -> Transform:
+        """The bijection from the fitting space to profile units for a slot ``spec``.
 
         Bounded parameters use a logistic map (open bounds); positive quantities
         and axis ratios are fitted in log space; an axis-ratio range whose upper
         end is 1 is mirrored to ``(lo, 1/lo)`` in q so that the fitting space has
         no wall at q = 1 (q > 1 is the same ellipse turned by 90 degrees, and is
-        reported that way).
+        reported that way). Without a ``value_range`` the slot's own bounds apply
+        (a Moffat index above 1, a Sersic index within the range b_n is valid for).
         """
+        if isinstance(spec, Role):
+            spec = ParamSpec(spec)
+        role = spec.role
         lo, hi = self.profile_bounds()
+        if self.value_range is None and spec.fit_bounds is not None:
+            lo, hi = spec.fit_bounds
+        elif self.value_range is None and role in (Role.POSITIVE, Role.LENGTH) and spec.domain[0] > 0:
+            lo = spec.domain[0]
         bounded_lo, bounded_hi = math.isfinite(lo), math.isfinite(hi)
         if role is Role.AXIS_RATIO:
             lo = lo if bounded_lo and lo > 0 else None
@@ -304,14 +317,14 @@ class Parameter:
         if bounded_lo and bounded_hi:
             if self.log:
                 return Compose(Pow10(), Logistic(math.log10(lo), math.log10(hi)))
-            if role is Role.POSITIVE and lo > 0:
+            if role in (Role.POSITIVE, Role.LENGTH) and lo > 0:
                 return Compose(Exp(), Logistic(math.log(lo), math.log(hi)))
             return Logistic(lo, hi)
         if bounded_lo or bounded_hi:
             return _HalfBounded(lo if bounded_lo else hi, from_above=not bounded_lo, log=self.log)
         if self.log:
             return Pow10()
-        if role is Role.POSITIVE:
+        if role in (Role.POSITIVE, Role.LENGTH):
             return Exp()
         return Identity()
 

@@ -34,7 +34,7 @@ class Ferrer(EllipticalProfile):
     parameter_specs = {
         **_GEOMETRY_SPECS,
         "mag": ParamSpec(Role.MAGNITUDE, description="total magnitude"),
-        "trunc_r": ParamSpec(Role.POSITIVE, domain=(0.0, math.inf), description="outer truncation radius"),
+        "trunc_r": ParamSpec(Role.LENGTH, domain=(0.0, math.inf), description="outer truncation radius"),
         "trunc_a": ParamSpec(Role.POSITIVE, domain=(0.0, math.inf), description="outer truncation sharpness alpha"),
         "trunc_b": ParamSpec(Role.REAL, domain=(-math.inf, 2.0), description="central slope beta"),
     }

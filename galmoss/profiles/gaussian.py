@@ -31,7 +31,7 @@ class Gaussian(EllipticalProfile):
     parameter_specs = {
         **_GEOMETRY_SPECS,
         "mag": ParamSpec(Role.MAGNITUDE, description="total magnitude"),
-        "fwhm": ParamSpec(Role.POSITIVE, domain=(0.0, math.inf), description="FWHM along the major axis"),
+        "fwhm": ParamSpec(Role.LENGTH, domain=(0.0, math.inf), description="FWHM along the major axis"),
     }
 
     def __init__(self, cen_x=None, cen_y=None, pa=None, axis_r=None, mag=None, fwhm=None, box=None):

@@ -43,8 +43,8 @@ class King(EllipticalProfile):
     parameter_specs = {
         **_GEOMETRY_SPECS,
         "mag": ParamSpec(Role.MAGNITUDE, description="total magnitude"),
-        "core_r": ParamSpec(Role.POSITIVE, domain=(0.0, math.inf), description="core radius"),
-        "trunc_r": ParamSpec(Role.POSITIVE, domain=(0.0, math.inf), description="truncation radius"),
+        "core_r": ParamSpec(Role.LENGTH, domain=(0.0, math.inf), description="core radius"),
+        "trunc_r": ParamSpec(Role.LENGTH, domain=(0.0, math.inf), description="truncation radius"),
         "pow_n": ParamSpec(Role.POSITIVE, domain=(0.0, math.inf), description="power alpha"),
     }
 

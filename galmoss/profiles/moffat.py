@@ -34,7 +34,7 @@ class Moffat(EllipticalProfile):
         **_GEOMETRY_SPECS,
         "mag": ParamSpec(Role.MAGNITUDE, description="total magnitude"),
         "con": ParamSpec(Role.POSITIVE, domain=(1.0, math.inf), description="power-law index beta (> 1 for a finite flux)"),
-        "fwhm": ParamSpec(Role.POSITIVE, domain=(0.0, math.inf), description="FWHM along the major axis"),
+        "fwhm": ParamSpec(Role.LENGTH, domain=(0.0, math.inf), description="FWHM along the major axis"),
     }
 
     def __init__(self, cen_x=None, cen_y=None, pa=None, axis_r=None, mag=None, con=None, fwhm=None, box=None):

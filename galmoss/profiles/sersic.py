@@ -37,9 +37,11 @@ class Sersic(EllipticalProfile):
 
     parameter_specs = {
         **_GEOMETRY_SPECS,
-        "eff_r": ParamSpec(Role.POSITIVE, domain=(0.0, math.inf), description="half-light radius along the major axis"),
+        "eff_r": ParamSpec(Role.LENGTH, domain=(0.0, math.inf), description="half-light radius along the major axis"),
         "mag": ParamSpec(Role.MAGNITUDE, description="total magnitude"),
-        "ser_n": ParamSpec(Role.POSITIVE, domain=(0.0, 20.0), upper_closed=True, description="Sersic index"),
+        "ser_n": ParamSpec(
+            Role.POSITIVE, domain=(0.0, 20.0), upper_closed=True, fit_bounds=(0.1, 20.0), description="Sersic index"
+        ),
     }
 
     def __init__(self, cen_x=None, cen_y=None, pa=None, axis_r=None, eff_r=None, mag=None, ser_n=None, box=None):
@@ -53,10 +55,10 @@ class Sersic(EllipticalProfile):
         b = sersic_b(n)
         return torch.exp(-b * (torch.pow(r / v["eff_r"], 1.0 / n) - 1.0))
 
-    def log_circular_integral(self, v: Mapping[str, Tensor]) -> Tensor:
-        """log of ``2 pi r_e^2 n e^b b^(-2n) Gamma(2n)``."""
+    def log_circular_integral(self, v: Mapping[str, Tensor], b: Tensor | None = None) -> Tensor:
+        """log of ``2 pi r_e^2 n e^b b^(-2n) Gamma(2n)`` (``b`` = b_n if already known)."""
         n = self._index(v)
-        b = sersic_b(n)
+        b = sersic_b(n) if b is None else b
         re = v["eff_r"]
         return math.log(2.0 * math.pi) + 2.0 * torch.log(re) + torch.log(n) + b - 2.0 * n * torch.log(b) + torch.lgamma(2.0 * n)
 
@@ -70,7 +72,7 @@ class Sersic(EllipticalProfile):
         log_amp = (
             -0.4 * math.log(10.0) * v[self.amplitude_parameter]
             - torch.log(v["axis_r"])
-            - self.log_circular_integral(v)
+            - self.log_circular_integral(v, b)
             - torch.log(box_area_factor(2.0 + v["box"]))
         )
         return torch.exp(log_amp - b * (torch.pow(r / v["eff_r"], 1.0 / n) - 1.0))

@@ -119,8 +119,14 @@ def core_radii(
     return (r1 * scale).expand_as(q), (r2 * scale).expand_as(q)
 
 
+def core_nodes(r2: Tensor, settings: RenderSettings) -> Tensor:
+    """Radial quadrature nodes ``r = r2 t^2`` of each galaxy's core, shape (B, R)."""
+    t, _, _, _ = core_tables(settings, r2.dtype, r2.device)
+    return r2.reshape(-1, 1) * t * t
+
+
 def core_spectrum(
-    profile,
+    radial_at_nodes: Tensor,
     v: Mapping[str, Tensor],
     r1: Tensor,
     r2: Tensor,
@@ -133,10 +139,10 @@ def core_spectrum(
 
     Parameters
     ----------
-    profile
-        An :class:`~galmoss.profiles.base.EllipticalProfile`.
+    radial_at_nodes
+        The profile's surface brightness at :func:`core_nodes`, shape (B, R).
     v
-        Its parameter values, each of shape (B, 1, 1), profile units.
+        The profile's parameter values (only the geometry is used), (B, 1, 1).
     r1, r2
         Window radii from :func:`core_radii`.
     ky, kx
@@ -154,13 +160,11 @@ def core_spectrum(
     batch = r2.shape[0]
     r2f = r2.reshape(batch, 1)
     nodes = r2f * t * t  # (B, R)
-    radial = profile.radial(nodes[:, None, :], v)[:, 0, :]
     weight = smooth_window(nodes, r1.reshape(batch, 1), r2f)
     # dr = 2 r2 t dt; C(kappa) = sum_j g_j J0(kappa t_j^2)
-    g = 2.0 * math.pi * radial * weight * nodes * (2.0 * r2f * t) * w
+    g = 2.0 * math.pi * radial_at_nodes * weight * nodes * (2.0 * r2f * t) * w
     values = g @ j0m  # (B, K): C at kappa_i = i * step
     slopes = g @ dj0m  # dC/dkappa
-
     q = v["axis_r"]
     sin, cos = torch.sin(v["pa"]), torch.cos(v["pa"])
     k_major = -kx * sin + ky * cos

@@ -34,7 +34,7 @@ from ..params import Parameter, parameter_values
 from ..profiles.base import EllipticalProfile, LightProfile
 from ..profiles.point_source import PointSource
 from ..settings import RenderSettings
-from .core import core_radii, core_spectrum, shift_phase, smooth_window
+from .core import core_nodes, core_radii, core_spectrum, shift_phase, smooth_window
 from .grid import ConvolutionLayout
 from .pixel_integral import pixel_integrated_image
 from .psf import prepare_psf, psf_spectrum
@@ -106,16 +106,25 @@ class Renderer:
     def _elliptical(self, profile: EllipticalProfile, v: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
         """Smooth part on the extended grid and core spectrum of an elliptical profile."""
         y, x = self.extended_grid
+        batch = v["axis_r"].shape[0]
         r1, r2 = core_radii(profile, v, self.layout, self.settings)
+        nodes = core_nodes(r2, self.settings)
         x_maj, x_min = profile.major_minor(y, x, v)
         r_ell = profile.elliptical_radius(x_maj, x_min, v["axis_r"])
-        core = profile.radial(r_ell, v) * smooth_window(r_ell, r1, r2)
-        if _box_is_zero(profile):
-            smooth = profile.radial(r_ell, v) - core
+        radii = [r_ell.reshape(batch, 1, -1), nodes.reshape(batch, 1, -1)]
+        if not _box_is_zero(profile):
+            radii.append(profile.boxy_radius(x_maj, x_min, v["axis_r"], v["box"]).reshape(batch, 1, -1))
+        # one call of the profile function for every radius it is needed at
+        brightness = profile.radial(torch.cat(radii, dim=-1), v)[:, 0, :]
+        n_grid, n_nodes = r_ell[0].numel(), nodes.shape[1]
+        on_grid = brightness[:, :n_grid].reshape(r_ell.shape)
+        core = on_grid * smooth_window(r_ell, r1, r2)
+        if len(radii) == 2:
+            smooth = on_grid - core
         else:
-            r_box = profile.boxy_radius(x_maj, x_min, v["axis_r"], v["box"])
-            smooth = profile.radial(r_box, v) - core
-        spectrum = core_spectrum(profile, v, r1, r2, self.ky, self.kx, self.origin, self.settings)
+            smooth = brightness[:, n_grid + n_nodes:].reshape(r_ell.shape) - core
+        at_nodes = brightness[:, n_grid:n_grid + n_nodes]
+        spectrum = core_spectrum(at_nodes, v, r1, r2, self.ky, self.kx, self.origin, self.settings)
         return smooth, spectrum
 
     def _point(self, profile: PointSource, v: Mapping[str, Tensor]) -> Tensor:

@@ -1,0 +1,195 @@
+r"""Batched Levenberg-Marquardt: every galaxy its own damping, steps and convergence.
+
+The solver sees two functions of a fitting-space tensor ``theta`` (b, P) and
+the indices (b,) of the galaxies it holds -- residuals ``r`` (b, M), and
+residuals with their Jacobian ``J`` (b, M, P) -- and nothing of profiles, data or
+likelihoods. It minimises ``sum(r^2)`` per galaxy.
+
+One iteration, for every galaxy still active:
+
+1. solve :math:`(J^TJ + \lambda\,\mathrm{diag}(J^TJ))\,\delta = -J^Tr` (Marquardt
+   scaling, batched Cholesky in float64);
+2. evaluate the residuals at :math:`\theta + \delta`; a step is accepted when the
+   sum of squares decreases and is finite (a non-finite trial is rejected);
+3. damping follows Nielsen (1999): after an accepted step
+   :math:`\lambda \leftarrow \lambda \max(1/3, 1 - (2\rho - 1)^3)`, with
+   :math:`\rho` the ratio of actual to predicted decrease; after a rejected one
+   :math:`\lambda \leftarrow \nu\lambda`, :math:`\nu \leftarrow 2\nu`;
+4. the Jacobian is recomputed only for galaxies whose step was accepted.
+
+A galaxy has converged when (``ftol``) an accepted step, or the best step the
+damped model predicts, lowers the sum of squares by less than ``ftol`` relative;
+or (``xtol``) an accepted step moves ``theta`` by less than
+``xtol * (xtol + |theta|)``; or (``gtol``) the gradient is orthogonal to the
+residuals to ``gtol`` (the largest cosine between ``r`` and a column of ``J``).
+Converged galaxies leave the batch and cost nothing more; the rest continue
+until ``max_iterations``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+Tensor = torch.Tensor
+
+#: status codes of a galaxy after :func:`levenberg_marquardt`
+RUNNING, CONVERGED_FTOL, CONVERGED_XTOL, CONVERGED_GTOL, MAX_ITERATIONS, NON_FINITE, STALLED = range(7)
+STATUS_TEXT = {
+    RUNNING: "running",
+    CONVERGED_FTOL: "converged: relative decrease of chi2 below ftol",
+    CONVERGED_XTOL: "converged: step below xtol",
+    CONVERGED_GTOL: "converged: gradient orthogonal to residuals (gtol)",
+    MAX_ITERATIONS: "iteration limit reached before convergence",
+    NON_FINITE: "residuals are not finite at the start values",
+    STALLED: "no step lowers chi2 any more although the model predicts progress",
+}
+
+
+@dataclass(frozen=True)
+class LMSettings:
+    """Tolerances of :func:`levenberg_marquardt` (see the module docstring)."""
+
+    max_iterations: int = 100
+    ftol: float = 1e-6
+    xtol: float = 1e-8
+    gtol: float = 1e-8
+    initial_damping: float = 1e-3
+    max_damping: float = 1e12
+
+
+@dataclass
+class OptimizeResult:
+    """Per-galaxy outcome of an optimiser.
+
+    Attributes
+    ----------
+    theta
+        Best fitting-space parameters (B, P).
+    chi2
+        Sum of squared residuals at ``theta`` (B,), float64.
+    n_iter
+        Iterations each galaxy took (B,).
+    status
+        A code of :data:`STATUS_TEXT` per galaxy (B,).
+    """
+
+    theta: Tensor
+    chi2: Tensor
+    n_iter: Tensor
+    status: Tensor
+
+    @property
+    def converged(self) -> Tensor:
+        return (self.status == CONVERGED_FTOL) | (self.status == CONVERGED_XTOL) | (self.status == CONVERGED_GTOL)
+
+
+def _normal_equations(r: Tensor, jac: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """J^T J (b, P, P), J^T r (b, P) in float64, and the sum of squares (b,)."""
+    a = torch.bmm(jac.transpose(1, 2), jac).double()
+    g = torch.bmm(jac.transpose(1, 2), r.unsqueeze(-1)).squeeze(-1).double()
+    return a, g, sum_of_squares(r)
+
+
+def sum_of_squares(r: Tensor) -> Tensor:
+    """Per-galaxy sum of squares in float64; non-finite becomes +inf."""
+    s = (r.double() ** 2).sum(-1)
+    return torch.where(torch.isfinite(s), s, torch.full_like(s, float("inf")))
+
+
+def levenberg_marquardt(
+    residuals: Callable[[Tensor, Tensor], Tensor],
+    residuals_and_jacobian: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]],
+    theta0: Tensor,
+    settings: LMSettings = LMSettings(),
+) -> OptimizeResult:
+    """Minimise ``sum(residuals(theta)^2)`` for every galaxy of a batch independently.
+
+    Parameters
+    ----------
+    residuals
+        ``f(theta (b, P), index (b,)) -> r (b, M)``; ``index`` says which galaxies
+        of the batch the rows are.
+    residuals_and_jacobian
+        ``f(theta, index) -> (r (b, M), J (b, M, P))``.
+    theta0
+        Start values (B, P).
+    settings
+        Tolerances and limits.
+
+    Returns
+    -------
+    OptimizeResult
+    """
+    theta = theta0.clone()
+    batch, n_par = theta.shape
+    device = theta.device
+    everyone = torch.arange(batch, device=device)
+    r, jac = residuals_and_jacobian(theta, everyone)
+    a, g, chi2 = _normal_equations(r, jac)
+    del r, jac
+    status = torch.where(torch.isfinite(chi2), RUNNING, NON_FINITE).to(device)
+    damping = torch.full((batch,), settings.initial_damping, dtype=torch.float64, device=device)
+    nu = torch.full((batch,), 2.0, dtype=torch.float64, device=device)
+    n_iter = torch.zeros(batch, dtype=torch.long, device=device)
+    eye = torch.eye(n_par, dtype=torch.float64, device=device)
+    if n_par == 0:
+        status = torch.where(status == RUNNING, CONVERGED_FTOL, status)
+        return OptimizeResult(theta, chi2, n_iter, status)
+
+    for _ in range(settings.max_iterations):
+        idx = torch.nonzero(status == RUNNING).squeeze(1)  # the one sync per iteration
+        if idx.numel() == 0:
+            break
+        n_iter[idx] += 1
+        a_i, g_i, lam = a[idx], g[idx], damping[idx]
+        diag = torch.diagonal(a_i, dim1=1, dim2=2)
+        # Marquardt scaling; a column with no leverage (a PA of a round galaxy)
+        # still gets a little damping so the system stays solvable
+        scale = torch.maximum(diag, 1e-9 * diag.mean(1, keepdim=True) + 1e-300)
+        lhs = a_i + (lam[:, None] * scale)[:, :, None] * eye
+        chol, info = torch.linalg.cholesky_ex(lhs)
+        step = torch.cholesky_solve(-g_i.unsqueeze(-1), chol).squeeze(-1)
+        solvable = (info == 0) & torch.isfinite(step).all(1)
+        step = torch.where(solvable[:, None], step, torch.zeros_like(step))
+        predicted = (step * (a_i @ step.unsqueeze(-1)).squeeze(-1)).sum(1) + 2.0 * lam * (step * step * scale).sum(1)
+        trial = theta[idx] + step.to(theta.dtype)
+        chi2_trial = sum_of_squares(residuals(trial, idx))
+        chi2_i = chi2[idx]
+        decrease = chi2_i - chi2_trial
+        accepted = solvable & (decrease > 0)
+        rho = decrease / predicted.clamp_min(1e-300)
+        # damping (Nielsen 1999)
+        shrink = torch.clamp(1.0 - (2.0 * rho - 1.0) ** 3, min=1.0 / 3.0)
+        damping[idx] = torch.where(accepted, lam * shrink, lam * nu[idx])
+        nu[idx] = torch.where(accepted, torch.full_like(lam, 2.0), nu[idx] * 2.0)
+        # convergence
+        rel_actual = decrease / chi2_i.clamp_min(1e-300)
+        rel_predicted = predicted / chi2_i.clamp_min(1e-300)
+        small_step = step.abs().le(settings.xtol * (settings.xtol + theta[idx].abs().double())).all(1)
+        cosine = (g_i.abs() / torch.sqrt(diag.clamp_min(1e-300) * chi2_i.clamp_min(1e-300)[:, None])).amax(1)
+        new_status = torch.full_like(idx, RUNNING)
+        new_status = torch.where(cosine <= settings.gtol, CONVERGED_GTOL, new_status)
+        new_status = torch.where(accepted & small_step, CONVERGED_XTOL, new_status)
+        new_status = torch.where(
+            (accepted & (rel_actual <= settings.ftol) & (rel_predicted <= settings.ftol))
+            | (~accepted & solvable & (rel_predicted <= settings.ftol)),
+            CONVERGED_FTOL,
+            new_status,
+        )
+        new_status = torch.where(
+            (new_status == RUNNING) & (damping[idx] > settings.max_damping), STALLED, new_status
+        )
+        status[idx] = new_status
+        # move the galaxies whose step was accepted and refresh their normal equations
+        moved = idx[accepted]
+        if moved.numel():
+            theta[moved] = trial[accepted]
+            r, jac = residuals_and_jacobian(theta[moved], moved)
+            a_m, g_m, chi2_m = _normal_equations(r, jac)
+            del r, jac
+            a[moved], g[moved], chi2[moved] = a_m, g_m, chi2_m
+    status = torch.where(status == RUNNING, MAX_ITERATIONS, status)
+    return OptimizeResult(theta, chi2, n_iter, status)

@@ -1,0 +1,205 @@
+"""A model: named profiles and the vector of their free parameters.
+
+The optimisers work on a tensor ``theta`` of shape (B, P): one row per galaxy,
+one column per distinct free parameter object, in fitting-space coordinates
+(unbounded; see :mod:`galmoss.params.transforms`). :class:`Model` converts
+between that vector, the profile-unit values the renderer takes, and the
+user-unit values reported in results, and knows nothing of data or optimisers.
+
+Reporting canonicalises ellipses: the fitting space lets an axis ratio exceed 1
+(the same ellipse turned by 90 degrees, which keeps q = 1 an interior point),
+and a reported ellipse has q <= 1, its position angle turned accordingly and
+wrapped to (-90, 90] degrees, and its lengths measured along the true major axis.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .params import Parameter, ParamSpec, Role, Transform
+from .profiles.base import EllipticalProfile, LightProfile, parameter_uses
+
+Tensor = torch.Tensor
+
+
+@dataclass(frozen=True)
+class Column:
+    """One reported quantity: a parameter slot of a profile (``<profile>_<slot>``)."""
+
+    profile: str
+    slot: str
+    parameter: Parameter
+    spec: ParamSpec
+
+    @property
+    def name(self) -> str:
+        return f"{self.profile}_{self.slot}"
+
+
+class Model:
+    """Named light profiles and the layout of their parameters.
+
+    Parameters
+    ----------
+    profiles
+        ``{name: profile}``; the names prefix result columns.
+
+    Raises
+    ------
+    ValueError
+        A profile lacks a parameter, parameters hold different numbers of
+        galaxies, or one parameter object is used in slots of different meaning.
+    """
+
+    def __init__(self, profiles: Mapping[str, LightProfile]) -> None:
+        if not profiles:
+            raise ValueError("a model needs at least one profile; call dataset.define_profiles(name=profile, ...)")
+        self.profiles = dict(profiles)
+        self.uses = parameter_uses(self.profiles)
+        self.parameters: list[Parameter] = list(self.uses)
+        self.specs: dict[Parameter, ParamSpec] = {}
+        for prm, slots in self.uses.items():
+            specs = [self.profiles[p].spec(s) for p, s in slots]
+            roles = {sp.role for sp in specs}
+            if len(roles) > 1:
+                where = ", ".join(f"{p}.{s}" for p, s in slots)
+                raise ValueError(
+                    f"one gm.p object is shared by slots of different meaning ({where}); use separate gm.p objects"
+                )
+            self.specs[prm] = specs[0]
+        self.free: list[Parameter] = [prm for prm in self.parameters if prm.fit]
+        self.fixed: list[Parameter] = [prm for prm in self.parameters if not prm.fit]
+        self.transforms: dict[Parameter, Transform] = {prm: prm.fitting_transform(self.specs[prm]) for prm in self.free}
+        lengths = {prm.param_length for prm in self.parameters} - {1}
+        if len(lengths) > 1:
+            detail = ", ".join(
+                f"{p}.{s}: {prm.param_length}" for prm, slots in self.uses.items() for p, s in slots[:1] if prm.param_length > 1
+            )
+            raise ValueError(
+                f"parameters hold different numbers of galaxies ({detail}); give each gm.p one value or one per galaxy"
+            )
+        self.n_values: int | None = lengths.pop() if lengths else None
+        self.columns: list[Column] = [
+            Column(pname, slot, prm, self.profiles[pname].spec(slot))
+            for pname, profile in self.profiles.items()
+            for slot, prm in profile.parameters().items()
+        ]
+
+    # ------------------------------------------------------------------ sizes
+    @property
+    def n_free(self) -> int:
+        return len(self.free)
+
+    def free_names(self) -> list[str]:
+        """A readable name per free parameter (its first use)."""
+        return [f"{self.uses[prm][0][0]}_{self.uses[prm][0][1]}" for prm in self.free]
+
+    def check_galaxies(self, n_galaxies: int) -> None:
+        """Raise if parameters hold a number of values other than 1 or ``n_galaxies``."""
+        if self.n_values is not None and self.n_values != n_galaxies:
+            raise ValueError(
+                f"the parameters hold {self.n_values} values per parameter but the dataset has {n_galaxies} "
+                "galaxies; give one value per galaxy, or a single value for all"
+            )
+
+    # ------------------------------------------------------------ start values
+    def start_values(self, index: np.ndarray) -> dict[Parameter, np.ndarray]:
+        """Start values in profile units for galaxies ``index`` (float64 arrays)."""
+        out = {}
+        for prm in self.parameters:
+            vals = prm.initial_profile_units()
+            out[prm] = vals[index] if vals.size > 1 else np.full(len(index), vals[0])
+        return out
+
+    def theta_from_values(self, values: Mapping[Parameter, np.ndarray | Tensor], dtype, device) -> Tensor:
+        """Fitting-space vector (B, P) of profile-unit values, nudged off open bounds."""
+        cols = []
+        for prm in self.free:
+            t = self.transforms[prm]
+            v = torch.as_tensor(np.asarray(values[prm], dtype=np.float64))
+            lo, hi = t.lower, t.upper
+            if math.isfinite(lo) and math.isfinite(hi):
+                margin = 1e-3 * (hi - lo)
+                v = v.clamp(lo + margin, hi - margin)
+            elif math.isfinite(lo):
+                v = torch.maximum(v, torch.tensor(lo + 1e-6 * max(1.0, abs(lo)), dtype=torch.float64))
+            elif math.isfinite(hi):
+                v = torch.minimum(v, torch.tensor(hi - 1e-6 * max(1.0, abs(hi)), dtype=torch.float64))
+            cols.append(t.inverse(v))
+        if not cols:
+            return torch.zeros((len(next(iter(values.values()))) if values else 0, 0), dtype=dtype, device=device)
+        return torch.stack(cols, dim=1).to(dtype=dtype, device=device)
+
+    def fixed_tensors(self, values: Mapping[Parameter, np.ndarray], dtype, device) -> dict[Parameter, Tensor]:
+        """Profile-unit tensors (B, 1, 1) of the fixed parameters."""
+        return {
+            prm: torch.as_tensor(np.asarray(values[prm], dtype=np.float64), dtype=dtype, device=device).reshape(-1, 1, 1)
+            for prm in self.fixed
+        }
+
+    # ------------------------------------------------------- theta <-> values
+    def values(self, theta: Tensor, fixed: Mapping[Parameter, Tensor]) -> dict[Parameter, Tensor]:
+        """Profile-unit values (B, 1, 1) of every parameter at ``theta`` (B, P)."""
+        out = dict(fixed)
+        for j, prm in enumerate(self.free):
+            out[prm] = self.transforms[prm].forward(theta[:, j]).reshape(-1, 1, 1)
+        return out
+
+    def value_derivatives(self, theta: Tensor) -> Tensor:
+        """``dv/dtheta`` of each free parameter, shape (B, P)."""
+        if not self.free:
+            return theta
+        return torch.stack([self.transforms[prm].derivative(theta[:, j]) for j, prm in enumerate(self.free)], dim=1)
+
+    # --------------------------------------------------------------- reporting
+    def report(self, values: Mapping[Parameter, Tensor]) -> dict[str, Tensor]:
+        """User-unit value of every column, shape (B,), with ellipses canonicalised."""
+        out: dict[str, Tensor] = {}
+        for pname, profile in self.profiles.items():
+            params = profile.parameters()
+            v = {slot: values[prm].reshape(-1) for slot, prm in params.items()}
+            if isinstance(profile, EllipticalProfile) and "axis_r" in v:
+                v = _canonical_ellipse(profile, v)
+            for slot, prm in params.items():
+                out[f"{pname}_{slot}"] = prm.units.to_user(v[slot])
+        return out
+
+    def report_jacobian(self, theta: Tensor, fixed: Mapping[Parameter, Tensor]) -> tuple[dict[str, Tensor], Tensor]:
+        """Reported values and their derivatives with respect to ``theta``: (B, C, P).
+
+        Used by the delta method: the covariance of the reported values is
+        ``G Cov(theta) G^T``.
+        """
+        names = [c.name for c in self.columns]
+
+        def one(th, fx):
+            vals = self.values(th[None], {k: t[None] for k, t in fx.items()})
+            rep = self.report(vals)
+            return torch.stack([rep[n][0] for n in names])
+
+        fixed_rows = {k: t.reshape(t.shape[0], *t.shape[1:]) for k, t in fixed.items()}
+        jac = torch.func.vmap(torch.func.jacfwd(one), in_dims=(0, 0))(theta, fixed_rows)
+        with torch.no_grad():
+            rep = self.report(self.values(theta, fixed))
+        return rep, jac
+
+
+def _canonical_ellipse(profile: EllipticalProfile, v: dict[str, Tensor]) -> dict[str, Tensor]:
+    """q <= 1, PA in (-pi/2, pi/2], lengths along the major axis."""
+    v = dict(v)
+    q = v["axis_r"]
+    turned = q > 1.0
+    v["axis_r"] = torch.where(turned, 1.0 / q, q)
+    for slot in v:
+        if profile.spec(slot).role is Role.LENGTH:
+            v[slot] = torch.where(turned, v[slot] * q, v[slot])
+    if "pa" in v:
+        pa = torch.where(turned, v["pa"] + math.pi / 2, v["pa"])
+        # wrap to (-pi/2, pi/2]: an ellipse is symmetric under a half turn
+        v["pa"] = pa - math.pi * torch.ceil((pa - math.pi / 2) / math.pi)
+    return v
