@@ -10,6 +10,9 @@ The user API of GalMOSS is kept::
 """
 
 from . import profiles as lp
+from .data import DataSet, Dataset
+from .fitting import Fitting
+from .model import Model
 from .params import Parameter, p
 from .profiles import EllipticalProfile, LightProfile
 from .render import Renderer, render
@@ -18,7 +21,11 @@ from .settings import RenderSettings
 __version__ = "3.0.0.dev0"
 
 __all__ = [
+    "DataSet",
+    "Dataset",
     "EllipticalProfile",
+    "Fitting",
+    "Model",
     "LightProfile",
     "Parameter",
     "RenderSettings",

@@ -25,3 +25,11 @@ class DataError(GalmossError, ValueError):
 
 class DataFileNotFoundError(GalmossError, FileNotFoundError):
     """An input file named in a Dataset does not exist."""
+
+
+class OutputError(GalmossError, OSError):
+    """A results file or image block cannot be written where it was asked to go."""
+
+
+class FlagError(GalmossError, ValueError):
+    """A flag name or flag value that the registry in :mod:`galmoss.flags` does not define."""

@@ -74,12 +74,17 @@ class OptimizeResult:
         Iterations each galaxy took (B,).
     status
         A code of :data:`STATUS_TEXT` per galaxy (B,).
+    normal_matrix
+        ``J^T J`` of the residuals at ``theta`` (B, P, P), float64, when the
+        optimiser has it (Levenberg-Marquardt); for a chi2 objective this is the
+        Fisher information.
     """
 
     theta: Tensor
     chi2: Tensor
     n_iter: Tensor
     status: Tensor
+    normal_matrix: Tensor | None = None
 
     @property
     def converged(self) -> Tensor:
@@ -137,7 +142,7 @@ def levenberg_marquardt(
     eye = torch.eye(n_par, dtype=torch.float64, device=device)
     if n_par == 0:
         status = torch.where(status == RUNNING, CONVERGED_FTOL, status)
-        return OptimizeResult(theta, chi2, n_iter, status)
+        return OptimizeResult(theta, chi2, n_iter, status, a)
 
     for _ in range(settings.max_iterations):
         idx = torch.nonzero(status == RUNNING).squeeze(1)  # the one sync per iteration
@@ -192,4 +197,4 @@ def levenberg_marquardt(
             del r, jac
             a[moved], g[moved], chi2[moved] = a_m, g_m, chi2_m
     status = torch.where(status == RUNNING, MAX_ITERATIONS, status)
-    return OptimizeResult(theta, chi2, n_iter, status)
+    return OptimizeResult(theta, chi2, n_iter, status, a)

@@ -151,6 +151,7 @@ class Renderer:
         *,
         components: bool = False,
         mode: str = "updating_model",
+        index: Tensor | None = None,
     ):
         """Model images of the sum of ``profiles`` at ``values``.
 
@@ -164,6 +165,9 @@ class Renderer:
             Also return each component's image (convolved as it is in the model).
         mode
             Passed to user profiles' ``image_via_grid_from``.
+        index
+            With one PSF per galaxy: which galaxies (rows of the PSF batch the
+            renderer was built with) the values belong to. None: all, in order.
 
         Returns
         -------
@@ -172,12 +176,15 @@ class Renderer:
         """
         batch = self._batch_size(values)
         values = {prm: t.expand((batch,) + tuple(t.shape[1:])) if t.shape[0] != batch else t for prm, t in values.items()}
+        psf_hat = self.psf_hat
+        if index is not None and psf_hat is not None and psf_hat.shape[0] > 1:
+            psf_hat = psf_hat[index]
         with parameter_values(values):
             parts = {name: self._parts(profile, values, mode, batch) for name, profile in profiles.items()}
-        total = self._combine(parts.values(), batch)
+        total = self._combine(parts.values(), batch, psf_hat)
         if not components:
             return total
-        return total, {name: self._combine([part], batch) for name, part in parts.items()}
+        return total, {name: self._combine([part], batch, psf_hat) for name, part in parts.items()}
 
     def _parts(self, profile: LightProfile, values, mode: str, batch: int):
         """(convolved-with-PSF?, smooth image on the extended grid, spectrum, image added as is)."""
@@ -197,7 +204,7 @@ class Renderer:
         image = profile.image_via_grid_from(self.cutout_grid, mode)
         return with_psf, None, None, torch.broadcast_to(image, (batch,) + self.shape)
 
-    def _combine(self, parts, batch: int) -> Tensor:
+    def _combine(self, parts, batch: int, psf_hat: Tensor | None) -> Tensor:
         """Sum parts: one forward and one inverse FFT for all convolved components."""
         n, m = self.layout.fft_shape
         smooth = {True: None, False: None}
@@ -218,7 +225,7 @@ class Renderer:
                 spec = fft if spec is None else spec + fft
             if spec is None:
                 continue
-            spec = spec * (self.psf_hat if with_psf else self.pixel_hat)
+            spec = spec * (psf_hat if with_psf else self.pixel_hat)
             total_spectrum = spec if total_spectrum is None else total_spectrum + spec
         total = None
         if total_spectrum is not None:

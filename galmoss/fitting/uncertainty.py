@@ -1,0 +1,142 @@
+r"""Uncertainties: the covariance matrix (delta method) and the pixel bootstrap.
+
+``covar_mat``
+    At the best fit, the Fisher information :math:`F = J_m^T W J_m` (``J_m`` the
+    model's Jacobian through the PSF convolution, by forward mode; ``W`` the
+    likelihood's Fisher weights, :math:`1/\sigma^2` for chi2) is inverted in the
+    fitting space, where it is best conditioned, and mapped to the reported
+    units by the delta method, :math:`\Sigma = G F^{-1} G^T` with ``G`` the
+    derivative of the reported values (magnitudes, degrees, arcsec, with ellipses
+    canonicalised) with respect to the fitting-space parameters. Only P x P
+    matrices are formed. A singular or indefinite F gives NaN errors and the flag
+    ``no_covariance``.
+
+``bootstrap``
+    Each galaxy's usable pixels are resampled with replacement (``n_resample``
+    times, independently per galaxy); a pixel drawn k times weighs k in the chi2
+    (its residual is multiplied by sqrt(k)). All resamplings of a batch are refitted
+    together, started from the best fit, and the error of each reported value is
+    the standard deviation of its refits.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..model import Model
+from ..params import Role
+from .lm import levenberg_marquardt
+from .objective import BatchObjective
+
+Tensor = torch.Tensor
+
+
+def covariance_errors(model: Model, theta: np.ndarray, fisher: np.ndarray, dtype) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Errors of every reported column from stored Fisher matrices.
+
+    Returns
+    -------
+    errors
+        ``{column: (N,) array}``; NaN where no fit or no covariance.
+    no_covariance
+        (N,) boolean: fitted galaxies whose Fisher matrix could not be inverted.
+    """
+    n = theta.shape[0]
+    names = [c.name for c in model.columns]
+    errors = {name: np.full(n, np.nan) for name in names}
+    no_cov = np.zeros(n, dtype=bool)
+    fitted = np.flatnonzero(np.all(np.isfinite(theta), axis=1))
+    if model.n_free == 0:
+        for name in names:
+            errors[name][fitted] = 0.0
+        return errors, no_cov
+    for start in range(0, fitted.size, 4096):
+        rows = fitted[start : start + 4096]
+        f = torch.as_tensor(fisher[rows], dtype=torch.float64)
+        ok = torch.isfinite(f).flatten(1).all(1)
+        f = torch.where(ok[:, None, None], f, torch.eye(f.shape[-1], dtype=torch.float64))
+        # scale to unit diagonal before factorising: parameters differ by orders of magnitude
+        d = torch.sqrt(torch.diagonal(f, dim1=1, dim2=2).clamp_min(1e-300))
+        chol, info = torch.linalg.cholesky_ex(f / (d[:, :, None] * d[:, None, :]))
+        good = ok & (info == 0) & (torch.diagonal(f, dim1=1, dim2=2) > 0).all(1)
+        cov = torch.cholesky_inverse(chol) / (d[:, :, None] * d[:, None, :])
+        th = torch.as_tensor(theta[rows], dtype=torch.float64)
+        fixed = model.fixed_tensors(model.start_values(rows), torch.float64, "cpu")
+        _, g = model.report_jacobian(th, fixed)
+        cov_rep = g @ cov @ g.transpose(1, 2)
+        var = torch.diagonal(cov_rep, dim1=1, dim2=2)
+        err = torch.sqrt(var.clamp_min(0.0))
+        err = torch.where(good[:, None] & torch.isfinite(err), err, torch.full_like(err, float("nan")))
+        for j, name in enumerate(names):
+            errors[name][rows] = err[:, j].numpy()
+        no_cov[rows] = ~good.numpy()
+    return errors, no_cov
+
+
+def resample_weights(weight: Tensor, n_resample: int, generator: torch.Generator) -> Tensor:
+    """Bootstrap pixel counts (B * R, H, W) from usable-pixel masks (B, H, W).
+
+    For each galaxy its N usable pixels are drawn N times with replacement,
+    ``n_resample`` times; the count of each pixel is its weight.
+    """
+    batch = weight.shape[0]
+    flat = weight.flatten(1) > 0
+    out = torch.zeros((batch, n_resample, flat.shape[1]), dtype=weight.dtype, device=weight.device)
+    for i in range(batch):  # setup only: the draws themselves are vectorised over resamplings
+        used = torch.nonzero(flat[i]).squeeze(1)
+        if used.numel() == 0:
+            continue
+        draws = torch.randint(0, used.numel(), (n_resample, used.numel()), generator=generator, device="cpu").to(weight.device)
+        out[i].scatter_add_(1, used[draws], torch.ones(draws.shape, dtype=weight.dtype, device=weight.device))
+    return out.reshape((batch * n_resample,) + tuple(weight.shape[1:]))
+
+
+def bootstrap_errors(fitting, n_resample: int, iteration: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Standard deviation of bootstrap refits of every reported column."""
+    model: Model = fitting.model
+    names = [c.name for c in model.columns]
+    n = len(fitting.dataset)
+    errors = {name: np.full(n, np.nan) for name in names}
+    generator = torch.Generator().manual_seed(seed)
+    rows_per_pass = max(n_resample, fitting.batch_size * (4 if fitting.device.type == "cpu" else 32))
+    settings = type(fitting.lm_settings)(**{**fitting.lm_settings.__dict__, "max_iterations": iteration})
+    for gals in fitting._batches(record_failures=False):
+        gals = [g for g in gals if np.all(np.isfinite(fitting._theta[g.position]))]
+        if not gals:
+            continue
+        base = fitting._objective(gals)
+        positions = np.array([g.position for g in gals])
+        theta_best = torch.as_tensor(fitting._theta[positions], dtype=fitting.dtype, device=fitting.device)
+        counts = resample_weights(base.weight, n_resample, generator)
+        galaxy = torch.arange(len(gals), device=fitting.device).repeat_interleave(n_resample)
+        reported = []
+        for start in range(0, galaxy.numel(), rows_per_pass):
+            g = galaxy[start : start + rows_per_pass]
+            objective = BatchObjective(
+                model=model,
+                renderer=base.renderer,
+                likelihood=base.likelihood,
+                data=base.data,
+                sigma=base.sigma,
+                weight=counts[start : start + rows_per_pass],
+                fixed={k: v[g] for k, v in base.fixed.items()},
+                galaxy=g,
+                jacobian_chunk=base.jacobian_chunk,
+            )
+            result = levenberg_marquardt(objective.residuals, objective.residuals_and_jacobian, theta_best[g], settings)
+            with torch.no_grad():
+                rep = model.report(model.values(result.theta, objective.fixed))
+            ok = torch.isfinite(result.chi2)
+            reported.append(torch.stack([torch.where(ok, rep[name], torch.nan) for name in names], dim=1).double().cpu())
+        values = torch.cat(reported).reshape(len(gals), n_resample, len(names)).numpy()
+        best = np.stack([fitting._values[name][positions] for name in names], axis=1)[:, None, :]
+        deviation = values - best
+        for j, col in enumerate(model.columns):
+            if col.spec.role is Role.ANGLE:  # position angles live on a half circle
+                deviation[..., j] = (deviation[..., j] + 90.0) % 180.0 - 90.0
+        with np.errstate(invalid="ignore"):
+            std = np.nanstd(deviation, axis=1, ddof=1)
+        for j, name in enumerate(names):
+            errors[name][positions] = std[:, j]
+    return errors

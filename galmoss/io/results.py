@@ -1,0 +1,654 @@
+"""Writing fit results: the results table and the per-galaxy image blocks.
+
+Every file is written atomically: the bytes go to a hidden temporary file in
+the destination folder, which then replaces the destination in one
+``os.replace``. A run killed while writing leaves the previous file (or none),
+never a truncated one; a leftover ``.<name>.*.tmp`` file may be deleted.
+
+Results table
+    :func:`write_results` writes ``results.fits`` (a binary table) and
+    ``results.csv`` (plain comma-separated values, UTF-8, one header line of
+    column names, booleans as ``True``/``False``, floats in the shortest form
+    that reads back to the same value, NaN as ``nan``, masked cells empty),
+    which pandas, Excel and ``csv`` read directly.
+
+Image blocks
+    :func:`write_image_block` writes one FITS per galaxy: an empty primary HDU,
+    then extensions ``DATA``, ``MODEL``, ``RESIDUAL`` (data - model), one per
+    model component (EXTNAME = the component name upper-cased) and ``MASK``
+    (uint8, 1 = pixel used in the fit) when a mask is given. Images are
+    float32. :func:`galfit_header_cards` makes the GALFIT-style cards that go
+    into the ``MODEL`` header; :func:`update_image_block_header` replaces them
+    later (after uncertainties are computed); :func:`read_image_block` reads a
+    block back.
+
+GALFIT-style header keys
+------------------------
+``COMP_k = '<profile>'`` names component k (1-based, in model order; the card
+comment holds the galmoss component name), and ``k_<KEY> = '<value> +/-
+<error>'`` holds each parameter, as GALFIT writes them (values with 4
+decimals, ``%.4e`` outside 1e-3 <= |x| < 1e6, ``nan`` for NaN, just the value
+when there is no error). The keys:
+
+=========  =======  =========================================================
+galmoss    key      note
+=========  =======  =========================================================
+cen_x      XC
+cen_y      YC
+mag        MAG
+eff_r      RE
+ser_n      N
+axis_r     AR
+pa         PA
+box        C0       GALFIT's diskiness/boxiness
+scale_l    RS       exponential disk scale length
+fwhm       FWHM     Gaussian and Moffat
+con        C        Moffat power-law index beta; GALFIT's own header key for
+                    it could not be confirmed from its documentation
+sky_bg     SKY
+grad_x     DSDX
+grad_y     DSDY
+trunc_r    RT       King truncation radius and Ferrer outer radius
+trunc_a    ALPHA    Ferrer outer sharpness
+trunc_b    BETA     Ferrer central slope
+core_r     RC       King core radius
+pow_n      ALPHA    King power
+(other)    SLOT     the slot name upper-cased
+=========  =======  =========================================================
+
+FITS keywords have at most 8 characters. A longer key (a component numbered
+10 or more with a long key name, or an unlisted slot name) is cut to 8
+characters, e.g. ``120_ALPH``, ``1_INNER_``. A ``HIERARCH`` card with the full
+key (``HIERARCH 1_PARAM_TWO``) is used only where the cut key would collide
+with an earlier key of the same header, or keep nothing of the name: in
+practice never for the built-in profiles below component 1000
+(``COMP_1000`` would collide with ``COMP_100``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import os
+import re
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any, Union
+
+import numpy as np
+from astropy.io import fits
+from astropy.table import Table
+
+from ..errors import DataError, OutputError
+from .fits import _check_path, _open_fits, _physical
+
+__all__ = [
+    "GALFIT_KEYS",
+    "galfit_header_cards",
+    "read_image_block",
+    "update_image_block_header",
+    "write_image_block",
+    "write_results",
+]
+
+logger = logging.getLogger("galmoss")
+
+PathLike = Union[str, os.PathLike]
+Card = tuple[str, Any, str]
+
+RESULTS_FITS = "results.fits"
+RESULTS_CSV = "results.csv"
+
+#: GALFIT's header key for each galmoss parameter slot (see the module docs).
+GALFIT_KEYS: dict[str, str] = {
+    "cen_x": "XC",
+    "cen_y": "YC",
+    "mag": "MAG",
+    "eff_r": "RE",
+    "ser_n": "N",
+    "axis_r": "AR",
+    "pa": "PA",
+    "box": "C0",
+    "scale_l": "RS",
+    "fwhm": "FWHM",
+    "con": "C",
+    "sky_bg": "SKY",
+    "grad_x": "DSDX",
+    "grad_y": "DSDY",
+    "trunc_r": "RT",
+    "trunc_a": "ALPHA",
+    "trunc_b": "BETA",
+    "core_r": "RC",
+    "pow_n": "ALPHA",
+}
+
+_EXTRA_COMMENTS = {
+    "CHI2": "chi^2 of the fit",
+    "NDOF": "degrees of freedom",
+    "CHI2NU": "reduced chi^2 (chi^2 / NDOF)",
+    "FLAGS": "galmoss status flags (galmoss.flags.decode)",
+    "NITER": "iterations used",
+    "NFREE": "free parameters",
+}
+
+_FIXED_EXTENSIONS = ("DATA", "MODEL", "RESIDUAL", "MASK")
+# Cards astropy manages itself; setting them from outside would corrupt the HDU.
+_STRUCTURAL = re.compile(r"^(SIMPLE|XTENSION|BITPIX|NAXIS\d*|EXTEND|PCOUNT|GCOUNT|BSCALE|BZERO|BLANK|EXTNAME|END)$")
+_KEYWORD = re.compile(r"^[A-Z0-9_-]{1,8}$")
+
+
+# ------------------------------------------------------------------- helpers
+def _atomic_write(target: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Write ``target`` through a temporary file in its folder and os.replace."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    # os.open with mode 0o666 honours the umask; tempfile.mkstemp would leave
+    # the final file readable by its owner only.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(tmp, flags, 0o666)
+    except OSError as exc:
+        raise OutputError(
+            f"cannot create a file in '{target.parent}' to write '{target.name}' ({exc.strerror or exc}); "
+            "check that the folder is writable and the disk is not full"
+        ) from exc
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+        try:
+            os.replace(tmp, target)
+        except OSError as exc:
+            raise OutputError(
+                f"cannot replace '{target}' ({exc.strerror or exc}); check that it is not a folder "
+                "and that you may write there"
+            ) from exc
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _make_folder(folder: Path, what: str) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"{what} '{folder}' exists and is a file, not a folder; give a folder path")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(
+            f"cannot create the {what} folder '{folder}' ({exc.strerror or exc}); "
+            "check the path and its permissions"
+        ) from exc
+
+
+def _header_value(value: Any) -> Any:
+    """A value FITS headers accept: numpy scalars unwrapped, non-finite floats as text."""
+    if not isinstance(value, (str, bytes, bool, int, float)) and hasattr(value, "item"):
+        value = value.item()  # numpy scalars and one-element tensors
+    # FITS headers cannot hold NaN or infinity; the text still parses with float().
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return value
+
+
+def _set_cards(header: fits.Header, cards: Sequence[Card] | None, path: Path, where: str) -> None:
+    for card in cards or ():
+        if len(card) != 3:
+            raise DataError(
+                f"header card {card!r} for {where} of '{path}' is not (key, value, comment); "
+                "give each card as a 3-tuple"
+            )
+        key, value, comment = card
+        key = str(key).strip()
+        upper = key.upper()
+        if _STRUCTURAL.match(upper):
+            raise DataError(
+                f"header card {key!r} for {where} of '{path}' is a structural FITS keyword that galmoss sets "
+                "itself; use another key"
+            )
+        if key.upper().startswith("HIERARCH "):
+            name = key
+        elif _KEYWORD.match(upper):
+            name = upper
+        else:
+            # Longer or non-standard keys are legal only as HIERARCH cards;
+            # saying so explicitly keeps astropy from warning about it.
+            name = f"HIERARCH {key}"
+        try:
+            header[name] = (_header_value(value), str(comment))
+        except ValueError as exc:  # astropy refuses non-ASCII text and unsupported value types
+            raise DataError(
+                f"header card {key!r} for {where} of '{path}' cannot be written ({exc}); "
+                "use ASCII text and a number, bool or string value"
+            ) from exc
+
+
+def _array(x: Any, name: str, path: Path) -> np.ndarray:
+    if hasattr(x, "detach"):  # a torch tensor, possibly on a GPU
+        x = x.detach().cpu().numpy()
+    arr = np.asarray(x)
+    if arr.ndim != 2:
+        raise DataError(f"{name} for image block '{path}' has shape {arr.shape}; a 2-D image is needed")
+    if arr.dtype.kind not in "biuf":
+        raise DataError(f"{name} for image block '{path}' has dtype {arr.dtype}; a real-valued image is needed")
+    return arr
+
+
+# ------------------------------------------------------------------- results
+def _csv_cells(table: Table, name: str) -> np.ndarray:
+    """Column ``name`` as CSV text, one string per row."""
+    col = table[name]
+    values = np.asarray(col)  # plain values: units and masks are dropped here
+    if values.dtype.kind == "S":
+        text = np.char.decode(values, "utf-8", "replace")
+    else:
+        # numpy's float->str is the shortest text that reads back to the same
+        # value (float32 columns included); bools become True/False.
+        text = values.astype(str)
+    mask = np.ma.getmaskarray(col) if isinstance(col, np.ma.MaskedArray) else None
+    if mask is not None and mask.any():
+        text = text.astype(object)
+        text[mask] = ""
+    return text
+
+
+def _check_columns(table: Table, path: Path) -> None:
+    for name in table.colnames:
+        values = np.asarray(table[name])
+        if values.ndim > 1:
+            raise DataError(
+                f"results column '{name}' holds arrays of shape {values.shape[1:]} per row; results.csv in "
+                f"'{path}' needs one value per cell: split it into scalar columns"
+            )
+        if values.dtype.kind not in "biufUS":
+            raise DataError(
+                f"results column '{name}' has dtype {values.dtype}, which results.fits/.csv in "
+                f"'{path}' cannot hold; convert it to bool, int, float or str"
+            )
+
+
+def _fits_table(table: Table) -> fits.BinTableHDU:
+    out = table
+    for name in table.colnames:
+        values = np.asarray(table[name])
+        if values.dtype.kind != "U" or values.size == 0:
+            continue
+        encoded = np.char.encode(values, "ascii", "backslashreplace")
+        if np.any(np.char.str_len(encoded) != np.char.str_len(values)):
+            # FITS strings are ASCII only; escape the rest rather than lose the file.
+            logger.warning(
+                "results column '%s' holds non-ASCII text; results.fits stores it with backslash escapes "
+                "(results.csv keeps it as UTF-8)",
+                name,
+            )
+            if out is table:
+                out = table.copy(copy_data=False)
+            out.replace_column(name, encoded)
+    return fits.table_to_hdu(out)
+
+
+def write_results(table: Table, result_path: PathLike) -> tuple[Path, Path]:
+    """Write a results table as ``results.fits`` and ``results.csv``.
+
+    Parameters
+    ----------
+    table
+        The results, one row per galaxy. Columns must be scalar per row and of
+        bool, integer, float or string type.
+    result_path
+        Folder to write into; created (with parents) if missing. Existing
+        ``results.fits`` / ``results.csv`` there are replaced.
+
+    Returns
+    -------
+    (pathlib.Path, pathlib.Path)
+        The paths of ``results.fits`` and ``results.csv``.
+
+    Raises
+    ------
+    DataError
+        If a column cannot be written (vector-valued or of an unsupported type).
+    OutputError
+        If the folder cannot be created or written to.
+
+    Notes
+    -----
+    Both files are written atomically (see the module docs). Strings that are
+    not ASCII are kept as UTF-8 in the CSV; FITS cannot hold them, so
+    ``results.fits`` stores them with Python backslash escapes and a warning
+    is logged.
+    """
+    if not isinstance(table, Table):
+        raise TypeError(f"write_results needs an astropy.table.Table, got {type(table).__name__}")
+    folder = Path(os.fspath(result_path))
+    _check_columns(table, folder)
+    _make_folder(folder, "result_path")
+    fits_path = folder / RESULTS_FITS
+    csv_path = folder / RESULTS_CSV
+
+    hdul = fits.HDUList([fits.PrimaryHDU(), _fits_table(table)])
+    _atomic_write(fits_path, hdul.writeto)
+
+    columns = [_csv_cells(table, name) for name in table.colnames]
+
+    def write_csv(fh: IO[bytes]) -> None:
+        text = io.TextIOWrapper(fh, encoding="utf-8", newline="")
+        writer = csv.writer(text, lineterminator="\n")
+        writer.writerow(table.colnames)
+        writer.writerows(zip(*columns))
+        text.flush()
+        text.detach()  # leave closing the file to _atomic_write
+
+    _atomic_write(csv_path, write_csv)
+    return fits_path, csv_path
+
+
+# -------------------------------------------------------------- image blocks
+def write_image_block(
+    path: PathLike,
+    *,
+    data: Any,
+    model: Any,
+    components: Mapping[str, Any],
+    header_cards: Sequence[Card] | None = None,
+    primary_header_cards: Sequence[Card] | None = None,
+    mask: Any = None,
+) -> Path:
+    """Write one galaxy's image block.
+
+    Parameters
+    ----------
+    path
+        The FITS file to write (conventionally ``<galaxy_index>.fits``); its
+        folder is created if missing and an existing file is replaced.
+    data
+        The cutout, 2-D.
+    model
+        The model image (PSF-convolved sum of all components), same shape.
+    components
+        Component name -> that component's image, same shape, in model order.
+        Each becomes an extension whose EXTNAME is the name upper-cased.
+    header_cards
+        ``(key, value, comment)`` cards for the ``MODEL`` header, e.g. from
+        :func:`galfit_header_cards`. NaN and infinite values are written as
+        the strings ``'nan'``/``'inf'``/``'-inf'`` (FITS headers cannot hold them);
+        keys that are not valid 8-character FITS keywords become HIERARCH cards.
+    primary_header_cards
+        Cards for the (data-less) primary header, same rules.
+    mask
+        Optional 2-D array, true (non-zero) where the pixel WAS USED in the fit
+        -- the opposite of an input bad-pixel mask. Written as ``MASK``, uint8,
+        1 = used, 0 = excluded.
+
+    Returns
+    -------
+    pathlib.Path
+        The path written.
+
+    Raises
+    ------
+    DataError
+        If an array is not 2-D, the shapes differ, two extensions would share
+        an EXTNAME, or a card is malformed or structural.
+    OutputError
+        If the folder cannot be created or written to.
+    """
+    target = Path(os.fspath(path))
+    data_arr = _array(data, "data", target)
+    model_arr = _array(model, "model", target)
+    arrays: dict[str, np.ndarray] = {}
+    labels: dict[str, str] = {}
+    for name, image in components.items():
+        ext = str(name).upper()
+        if not ext or not ext.isascii() or not ext.isprintable():
+            raise DataError(
+                f"component name {name!r} for image block '{target}' cannot be a FITS EXTNAME; "
+                "use printable ASCII characters"
+            )
+        if ext in _FIXED_EXTENSIONS or ext in arrays:
+            raise DataError(
+                f"component '{name}' for image block '{target}' would be written as extension {ext}, "
+                f"which {'galmoss uses itself' if ext in _FIXED_EXTENSIONS else 'another component already has'}"
+                "; rename the component"
+            )
+        labels[ext] = f"component '{name}'"
+        arrays[ext] = _array(image, labels[ext], target)
+    mask_arr = None if mask is None else _array(mask, "mask", target)
+    checks = [("model", model_arr), *((labels[ext], arr) for ext, arr in arrays.items()), ("mask", mask_arr)]
+    for label, arr in checks:
+        if arr is not None and arr.shape != data_arr.shape:
+            raise DataError(
+                f"{label} for image block '{target}' has shape {arr.shape} but data has {data_arr.shape}; "
+                "every image of a block must have the data's shape"
+            )
+
+    primary = fits.PrimaryHDU()
+    _set_cards(primary.header, primary_header_cards, target, "the primary header")
+    model_hdu = fits.ImageHDU(model_arr.astype(np.float32), name="MODEL")
+    _set_cards(model_hdu.header, header_cards, target, "the MODEL header")
+    # The residual is formed in float64 and rounded once, so it is exact to
+    # float32 rather than the difference of two already-rounded images.
+    residual = data_arr.astype(np.float64) - model_arr.astype(np.float64)
+    hdus = [
+        primary,
+        fits.ImageHDU(data_arr.astype(np.float32), name="DATA"),
+        model_hdu,
+        fits.ImageHDU(residual.astype(np.float32), name="RESIDUAL"),
+    ]
+    hdus += [fits.ImageHDU(arr.astype(np.float32), name=ext) for ext, arr in arrays.items()]
+    if mask_arr is not None:
+        hdus.append(fits.ImageHDU((mask_arr != 0).astype(np.uint8), name="MASK"))
+
+    _make_folder(target.parent, "image block")
+    _atomic_write(target, fits.HDUList(hdus).writeto)
+    return target
+
+
+def read_image_block(path: PathLike) -> dict[str, np.ndarray]:
+    """Read an image block back.
+
+    Parameters
+    ----------
+    path
+        An image block written by :func:`write_image_block` (any FITS file
+        with named image extensions works).
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        EXTNAME -> image, in file order (``DATA``, ``MODEL``, ``RESIDUAL``,
+        components..., ``MASK``), as stored (float32 images, uint8 mask) in
+        native byte order. Headers are read with :func:`galmoss.io.read_header`,
+        e.g. ``read_header(path, "MODEL")``.
+
+    Raises
+    ------
+    DataFileNotFoundError
+        If the file does not exist.
+    DataError
+        If it is not a readable FITS file.
+    """
+    p = _check_path(path, "image block", "path")
+    out: dict[str, np.ndarray] = {}
+    with _open_fits(p, "image block") as hdul:
+        for i, hdu in enumerate(hdul):
+            if hdu.data is None or not getattr(hdu, "is_image", False):
+                continue
+            name = hdu.name or ("PRIMARY" if i == 0 else str(i))
+            header = hdu.header
+            if "BSCALE" in header or "BZERO" in header or "BLANK" in header:
+                arr = _physical(hdu, p, "image block", f"{i} ({name})")
+            else:
+                raw = np.asarray(hdu.data)
+                arr = raw.astype(raw.dtype.newbyteorder("="))
+            out[name] = np.ascontiguousarray(arr)
+    return out
+
+
+# Cards galfit_header_cards writes, so an update can drop stale ones first.
+_GALFIT_CARD = re.compile(r"^(COMP_\d+|\d+_[A-Z0-9_-]+)$")
+
+
+def update_image_block_header(path: PathLike, header_cards: Sequence[Card]) -> Path:
+    """Replace the fit cards in the ``MODEL`` header of an existing image block.
+
+    Used after :meth:`Fitting.uncertainty` to add the errors to blocks written
+    by the fit, without re-rendering any image.
+
+    Parameters
+    ----------
+    path
+        An image block written by :func:`write_image_block`.
+    header_cards
+        The new ``(key, value, comment)`` cards, e.g. from
+        :func:`galfit_header_cards`. Every GALFIT-style card already there
+        (``COMP_k``, ``k_<KEY>``) is removed first, so no stale component
+        survives; other cards with the same keys are overwritten; the images
+        are left exactly as they were.
+
+    Returns
+    -------
+    pathlib.Path
+        The path rewritten (atomically, as every write in this module).
+
+    Raises
+    ------
+    DataFileNotFoundError
+        If the file does not exist.
+    DataError
+        If it is not a readable FITS file, has no ``MODEL`` extension, or a
+        card is malformed or structural.
+    """
+    p = _check_path(path, "image block", "path")
+    with _open_fits(p, "image block") as hdul:
+        # Copy everything into memory so the file is closed before it is
+        # replaced (os.replace over an open file fails on Windows).
+        hdus = [hdu.copy() for hdu in hdul]
+        names = [hdu.name for hdu in hdul]
+    if "MODEL" not in names:
+        raise DataError(
+            f"image block '{p}' has no MODEL extension (it has {', '.join(n or '?' for n in names)}); "
+            "give a file written by write_image_block"
+        )
+    header = hdus[names.index("MODEL")].header
+    stale = [card.keyword for card in header.cards if _GALFIT_CARD.match(card.keyword)]
+    for keyword in stale:
+        del header[keyword]
+    _set_cards(header, header_cards, p, "the MODEL header")
+    _atomic_write(p, fits.HDUList(hdus).writeto)
+    return p
+
+
+# ------------------------------------------------------------- GALFIT cards
+def _galfit_number(x: float) -> str:
+    x = float(x)
+    if math.isnan(x):
+        return "nan"
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    if x == 0.0 or 1e-3 <= abs(x) < 1e6:
+        return f"{x:.4f}"
+    return f"{x:.4e}"
+
+
+def _fit_key(prefix: str, short: str, used: set[str]) -> str | None:
+    """``prefix + short`` cut to an 8-character FITS keyword, or None if that collides."""
+    cut = (prefix + short)[:8]
+    # A cut that keeps nothing of ``short`` would say nothing about the parameter.
+    if cut in used or len(cut) <= len(prefix):
+        return None
+    return cut
+
+
+def _param_key(k: int, param: str, name: str, used: set[str]) -> str:
+    """The header key of parameter ``param`` of component number ``k``."""
+    key = _fit_key(f"{k}_", GALFIT_KEYS.get(param, param.upper()), used)
+    if key is not None:
+        return key
+    # Only when cutting to 8 characters collides: the full slot name, which is
+    # unique within a component, as a HIERARCH card.
+    full = f"{k}_{param.upper()}"
+    if full in used:
+        raise DataError(
+            f"parameter '{param}' of component '{name}' has no free header key ({full} is taken by another "
+            "parameter of the same component); rename the parameter slot"
+        )
+    return f"HIERARCH {full}"
+
+
+def galfit_header_cards(
+    components: Mapping[str, str],
+    values: Mapping[tuple[str, str], float],
+    errors: Mapping[tuple[str, str], float] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> list[Card]:
+    """GALFIT-style header cards describing one galaxy's fit.
+
+    Parameters
+    ----------
+    components
+        Component name -> profile class name (e.g. ``{"bulge": "Sersic"}``), in
+        model order; component k (1-based) is the k-th entry.
+    values
+        ``(component, parameter) -> fitted value`` in the user's units. Each
+        component's parameters are written in the order they appear here.
+    errors
+        ``(component, parameter) -> 1-sigma error``; a parameter without an
+        entry (or ``errors=None``) is written as just its value.
+    extra
+        Plain keys to add before the components (e.g. ``CHI2``, ``NDOF``,
+        ``CHI2NU``, ``FLAGS``, ``NITER``): key (at most 8 characters) -> number
+        (or bool/str). NaN values are written as the string ``'nan'``.
+
+    Returns
+    -------
+    list of (key, value, comment)
+        Cards for :func:`write_image_block`'s ``header_cards``: the ``extra``
+        keys, then for each component ``COMP_k = '<profile name lower-cased>'``
+        and ``k_<KEY> = '<value> +/- <error>'`` (keys in the module docs).
+
+    Raises
+    ------
+    DataError
+        If a value or error names a component not in ``components``, or an
+        ``extra`` key is not a valid FITS keyword of at most 8 characters.
+    """
+    cards: list[Card] = []
+    used: set[str] = set()
+    for key, value in (extra or {}).items():
+        upper = str(key).upper()
+        if not _KEYWORD.match(upper) or _STRUCTURAL.match(upper):
+            raise DataError(
+                f"extra header key {key!r} is not a free FITS keyword of at most 8 characters "
+                "(A-Z, 0-9, '_', '-'); pick a shorter key such as CHI2NU"
+            )
+        cards.append((upper, _header_value(value), _EXTRA_COMMENTS.get(upper, "")))
+        used.add(upper)
+
+    numbers = {name: k for k, name in enumerate(components, start=1)}
+    for source, label in ((values, "values"), (errors or {}, "errors")):
+        for comp, param in source:
+            if comp not in numbers:
+                raise DataError(
+                    f"{label} name component '{comp}' (parameter '{param}'), which is not among the components "
+                    f"{list(components)}; add it to components or drop the entry"
+                )
+
+    for name, profile in components.items():
+        k = numbers[name]
+        comp_key = _fit_key("COMP_", str(k), used) or f"HIERARCH COMP_{k}"
+        cards.append((comp_key, str(profile).lower(), f"component '{name}'"))
+        used.add(comp_key.removeprefix("HIERARCH "))
+        for (comp, param), value in values.items():
+            if comp != name:
+                continue
+            key = _param_key(k, param, name, used)
+            text = _galfit_number(value)
+            if errors is not None and (comp, param) in errors:
+                text = f"{text} +/- {_galfit_number(errors[(comp, param)])}"
+            cards.append((key, text, f"{name} {param}"))
+            used.add(key.removeprefix("HIERARCH "))
+    return cards
