@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 import galmoss as gm
-from galmoss._compat import prepare_forward_mode
+from galmoss._compat import prepare_forward_mode, tune_cpu_allocator
 from galmoss.render import Renderer
 
 NAMES = ["cen_x", "cen_y", "pa", "axis_r", "eff_r", "mag", "ser_n"]
@@ -91,6 +91,7 @@ def timed(fn, device, repeat):
 
 def run(device, dtype, batches, repeat, chunk):
     prepare_forward_mode()
+    tune_cpu_allocator()  # what gm.Fitting does on the CPU
     rows = []
     for batch in batches:
         theta, model, chunks = setup(batch, device, dtype, chunk)

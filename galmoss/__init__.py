@@ -9,9 +9,11 @@ The user API of GalMOSS is kept::
     image = gm.render(sersic, (128, 128), psf=psf)
 """
 
+from . import flags
 from . import profiles as lp
 from .data import DataSet, Dataset
 from .fitting import Fitting
+from .io.init import results_to_init
 from .model import Model
 from .params import Parameter, p
 from .profiles import EllipticalProfile, LightProfile
@@ -31,7 +33,9 @@ __all__ = [
     "RenderSettings",
     "Renderer",
     "__version__",
+    "flags",
     "lp",
     "p",
     "render",
+    "results_to_init",
 ]

@@ -229,7 +229,7 @@ class Dataset:
         obj.img_block_path = None if img_block_path is None else Path(img_block_path)
         obj.result_path = None if result_path is None else Path(result_path)
         obj.gain = gain
-        shared_psf = psfs is not None and np.ndim(psfs) == 2 and not isinstance(psfs, list)
+        shared_psf = psfs is not None and not isinstance(psfs, (list, tuple)) and np.ndim(_to_numpy(psfs)) == 2
         obj._arrays = {
             "image": imgs,
             "sigma": None if sigmas is None else _array_list(sigmas, "sigmas", n),

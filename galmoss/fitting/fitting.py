@@ -397,7 +397,7 @@ class Fitting:
             self._errors, no_cov = covariance_errors(self.model, self._theta, self._fisher, self.dtype)
             self._flags[no_cov] |= int(Flag.no_covariance)
             for i in np.flatnonzero(no_cov):
-                self._messages[i] = "; ".join(filter(None, [self._messages[i], "singular Fisher matrix: errors are NaN"]))
+                self._messages[i] = "; ".join(filter(None, [self._messages[i], "singular Fisher matrix: errors that depend on an unconstrained parameter are NaN"]))
         elif method == "bootstrap":
             from .uncertainty import bootstrap_errors
 

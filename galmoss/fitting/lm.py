@@ -56,7 +56,7 @@ class LMSettings:
     ftol: float = 1e-6
     xtol: float = 1e-8
     gtol: float = 1e-8
-    initial_damping: float = 1e-3
+    initial_damping: float = 0.1
     max_damping: float = 1e12
 
 

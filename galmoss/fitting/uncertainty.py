@@ -9,7 +9,8 @@ r"""Uncertainties: the covariance matrix (delta method) and the pixel bootstrap.
     derivative of the reported values (magnitudes, degrees, arcsec, with ellipses
     canonicalised) with respect to the fitting-space parameters. Only P x P
     matrices are formed. A singular or indefinite F gives NaN errors and the flag
-    ``no_covariance``.
+    ``no_covariance``; a parameter the data do not constrain at all (pinned at a
+    bound) is set aside, so that only the values depending on it get NaN.
 
 ``bootstrap``
     Each galaxy's usable pixels are resampled with replacement (``n_resample``
@@ -32,7 +33,9 @@ from .objective import BatchObjective
 Tensor = torch.Tensor
 
 
-def covariance_errors(model: Model, theta: np.ndarray, fisher: np.ndarray, dtype) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def covariance_errors(
+    model: Model, theta: np.ndarray, fisher: np.ndarray, dtype, *, full: bool = False
+) -> tuple[dict[str, np.ndarray], np.ndarray] | tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """Errors of every reported column from stored Fisher matrices.
 
     Returns
@@ -41,36 +44,60 @@ def covariance_errors(model: Model, theta: np.ndarray, fisher: np.ndarray, dtype
         ``{column: (N,) array}``; NaN where no fit or no covariance.
     no_covariance
         (N,) boolean: fitted galaxies whose Fisher matrix could not be inverted.
+    covariance
+        With ``full=True``: the (N, C, C) covariance of the reported columns, in
+        the order of ``model.columns`` (for derived quantities such as B/T).
     """
     n = theta.shape[0]
     names = [c.name for c in model.columns]
     errors = {name: np.full(n, np.nan) for name in names}
     no_cov = np.zeros(n, dtype=bool)
+    covariance = np.full((n, len(names), len(names)), np.nan) if full else None
     fitted = np.flatnonzero(np.all(np.isfinite(theta), axis=1))
     if model.n_free == 0:
         for name in names:
             errors[name][fitted] = 0.0
+        if full:
+            covariance[fitted] = 0.0
+            return errors, no_cov, covariance
         return errors, no_cov
     for start in range(0, fitted.size, 4096):
         rows = fitted[start : start + 4096]
         f = torch.as_tensor(fisher[rows], dtype=torch.float64)
         ok = torch.isfinite(f).flatten(1).all(1)
-        f = torch.where(ok[:, None, None], f, torch.eye(f.shape[-1], dtype=torch.float64))
+        eye = torch.eye(f.shape[-1], dtype=torch.float64)
+        f = torch.where(ok[:, None, None], f, eye)
+        # A parameter the data do not constrain at all (a value pinned at a bound of
+        # its range, a position angle of an exactly round galaxy) has a zero row:
+        # it is set aside so that the others still get errors, and every reported
+        # value that depends on it gets NaN.
+        diag = torch.diagonal(f, dim1=1, dim2=2)
+        dropped = diag <= 1e-12 * diag.amax(1, keepdim=True)
+        keep = (~dropped).double()
+        f = f * keep[:, :, None] * keep[:, None, :] + torch.diag_embed(dropped.double())
         # scale to unit diagonal before factorising: parameters differ by orders of magnitude
-        d = torch.sqrt(torch.diagonal(f, dim1=1, dim2=2).clamp_min(1e-300))
+        d = torch.sqrt(torch.diagonal(f, dim1=1, dim2=2))
         chol, info = torch.linalg.cholesky_ex(f / (d[:, :, None] * d[:, None, :]))
-        good = ok & (info == 0) & (torch.diagonal(f, dim1=1, dim2=2) > 0).all(1)
+        good = ok & (info == 0)
+        chol = torch.where(good[:, None, None], chol, eye)  # failed rows: NaN below, no exception here
         cov = torch.cholesky_inverse(chol) / (d[:, :, None] * d[:, None, :])
         th = torch.as_tensor(theta[rows], dtype=torch.float64)
         fixed = model.fixed_tensors(model.start_values(rows), torch.float64, "cpu")
         _, g = model.report_jacobian(th, fixed)
+        affected = ((g.abs() > 0) & dropped[:, None, :]).any(-1)
+        g = g * keep[:, None, :]
         cov_rep = g @ cov @ g.transpose(1, 2)
         var = torch.diagonal(cov_rep, dim1=1, dim2=2)
         err = torch.sqrt(var.clamp_min(0.0))
-        err = torch.where(good[:, None] & torch.isfinite(err), err, torch.full_like(err, float("nan")))
+        err = torch.where(good[:, None] & ~affected & torch.isfinite(err), err, torch.full_like(err, float("nan")))
+        good = good & ~dropped.any(1)
         for j, name in enumerate(names):
             errors[name][rows] = err[:, j].numpy()
         no_cov[rows] = ~good.numpy()
+        if full:
+            covariance[rows] = cov_rep.numpy()
+    if full:
+        return errors, no_cov, covariance
     return errors, no_cov
 
 

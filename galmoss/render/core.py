@@ -172,7 +172,9 @@ def core_spectrum(
     kc = torch.sqrt((k_major * k_major + (q * k_minor) ** 2).clamp_min(1e-30))
     kappa = (kc * r2) / settings.kappa_step
     n_kappa = values.shape[1]
-    index = kappa.detach().floor().clamp(0, n_kappa - 2)
+    # a non-finite trial parameter must give a non-finite image (which the
+    # optimiser rejects), not an out-of-range table index
+    index = torch.nan_to_num(kappa.detach(), nan=0.0, posinf=0.0, neginf=0.0).floor().clamp(0, n_kappa - 2)
     frac = (kappa - index).clamp(0.0, 1.0)
     idx = index.long().reshape(batch, -1)
     frac = frac.reshape(batch, -1)

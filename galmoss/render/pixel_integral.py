@@ -70,7 +70,7 @@ def _interp_g_over_r2(rho: Tensor, log_r: Tensor, g: Tensor, slope: Tensor) -> T
     rho_c = torch.maximum(rho, r_min)
     # beyond the table's end (a truncated profile's edge) G is constant
     u = (torch.minimum(torch.log(rho_c), log_r[:, -1:]) - log_lo) / step
-    idx = u.detach().floor().clamp(0, n - 2)
+    idx = torch.nan_to_num(u.detach(), nan=0.0, posinf=0.0, neginf=0.0).floor().clamp(0, n - 2)
     frac = (u - idx).clamp(0.0, 1.0)
     idx = idx.long()
     g0, g1 = torch.gather(g, 1, idx), torch.gather(g, 1, idx + 1)

@@ -47,8 +47,11 @@ def _sersic(n, re, q, pa, cx, cy, flux, shape):
     return prof.shift(cx - (w / 2 + 0.5), cy - (h / 2 + 0.5))
 
 
-def _observe(rng, profile, psf, shape, snr, psf_size=51):
-    """Noiseless image, noisy image and sigma image at half-light S/N ``snr``."""
+def _observe(rng, profile, psf, shape, snr, source_noise=True):
+    """Noiseless image, noisy image and sigma image at half-light S/N ``snr``.
+
+    ``source_noise=False`` gives purely sky-limited noise.
+    """
     h, w = shape
     truth = galsim.Convolve(profile, psf, gsparams=GSPARAMS).drawImage(nx=w, ny=h, scale=1.0, method="auto").array
     truth = truth.astype(np.float64)
@@ -57,7 +60,7 @@ def _observe(rng, profile, psf, shape, snr, psf_size=51):
     sky_sigma = 0.5 * truth.sum() / (snr * np.sqrt(n_half))
     # gain: the source's Poisson variance equals the sky's at the half-light isophote
     gain = max(values[n_half - 1], 1e-30) / sky_sigma**2
-    sigma = np.sqrt(sky_sigma**2 + truth / gain)
+    sigma = np.sqrt(sky_sigma**2 + (truth / gain if source_noise else np.zeros_like(truth)))
     image = truth + rng.normal(0.0, 1.0, truth.shape) * sigma
     return truth, image, sigma
 
@@ -84,7 +87,7 @@ def perturb(rng, truth, keys=("mag", "re", "n", "q", "pa", "cx", "cy")):
 
 
 def single_sersic_mocks(count, seed=0, shape=(128, 128), n_range=(0.5, 6.0), re_range=(1.5, 15.0),
-                        q_range=(0.2, 1.0), snr_range=(20.0, 500.0)) -> MockSet:
+                        q_range=(0.2, 1.0), snr_range=(20.0, 500.0), source_noise=True) -> MockSet:
     rng = np.random.default_rng(seed)
     truth = {
         "n": np.exp(rng.uniform(np.log(n_range[0]), np.log(n_range[1]), count)),
@@ -101,7 +104,7 @@ def single_sersic_mocks(count, seed=0, shape=(128, 128), n_range=(0.5, 6.0), re_
         psf = moffat_psf(rng.uniform(3.0, 4.765), rng.uniform(3.3, 3.7))
         flux = 10 ** (-0.4 * (truth["mag"][i] - ZERO_POINT))
         prof = _sersic(truth["n"][i], truth["re"][i], truth["q"][i], truth["pa"][i], truth["cx"][i], truth["cy"][i], flux, shape)
-        t, img, sig = _observe(rng, prof, psf, shape, snr[i])
+        t, img, sig = _observe(rng, prof, psf, shape, snr[i], source_noise)
         truths.append(t)
         images.append(img)
         sigmas.append(sig)
@@ -110,7 +113,7 @@ def single_sersic_mocks(count, seed=0, shape=(128, 128), n_range=(0.5, 6.0), re_
     return MockSet(np.array(images), np.array(sigmas), np.array(psfs), np.array(truths), truth, start, snr)
 
 
-def bulge_disk_mocks(count, seed=0, shape=(128, 128), snr_range=(20.0, 500.0)) -> MockSet:
+def bulge_disk_mocks(count, seed=0, shape=(128, 128), snr_range=(20.0, 500.0), source_noise=True) -> MockSet:
     """Bulge (n = 4) + disk (n = 1) sharing a centre; B/T in [0.1, 0.7]."""
     rng = np.random.default_rng(seed)
     truth = {
@@ -136,7 +139,7 @@ def bulge_disk_mocks(count, seed=0, shape=(128, 128), snr_range=(20.0, 500.0)) -
                         flux[i] * truth["bt"][i], shape)
         disk = _sersic(1.0, truth["re_d"][i], truth["q_d"][i], truth["pa_d"][i], truth["cx"][i], truth["cy"][i],
                        flux[i] * (1 - truth["bt"][i]), shape)
-        t, img, sig = _observe(rng, bulge + disk, psf, shape, snr[i])
+        t, img, sig = _observe(rng, bulge + disk, psf, shape, snr[i], source_noise)
         truths.append(t)
         images.append(img)
         sigmas.append(sig)

@@ -1,0 +1,27 @@
+"""The command line, in-process."""
+
+from __future__ import annotations
+
+from astropy.table import Table
+
+from galmoss.cli import main
+
+
+def test_demo_fits_generated_galaxies_end_to_end(tmp_path, capsys):
+    code = main(["demo", "--galaxies", "4", "--size", "40", "--batch-size", "4", "--output", str(tmp_path), "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "4/4 converged" in out
+    table = Table.read(tmp_path / "results.csv", format="ascii.csv")
+    assert len(table) == 4 and all(str(v) == "True" for v in table["converged"])
+    # pulls of the printed values against the truth are those of honest errors
+    pulls = [float(line.split()[-1]) for line in out.splitlines() if line.startswith("demo0") and len(line.split()) == 6]
+    assert len(pulls) == 12 and max(abs(p) for p in pulls) < 4.5
+    assert len(list((tmp_path / "image_blocks").glob("*.fits"))) == 4
+
+
+def test_flags_lists_and_decodes(capsys):
+    assert main(["flags"]) == 0
+    assert "no_convergence" in capsys.readouterr().out
+    assert main(["flags", "5"]) == 0
+    assert capsys.readouterr().out.strip() == "no_convergence, no_covariance"
