@@ -32,7 +32,7 @@ class RenderSettings:
     max_core_radius: float = 64.0
     radial_nodes: int = 128
     kappa_step: float = 0.5
-    fft_padding: int = 16
+    fft_padding: int = 8
 
     def __post_init__(self) -> None:
         if not (self.core_inner > 0 and self.core_width > 0 and self.max_core_radius > 0):

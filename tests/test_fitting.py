@@ -124,3 +124,34 @@ def test_results_to_init_feeds_a_bulge_disk_fit():
     bt_true = 1 / (1 + 10 ** (-0.4 * (16.4 - 17.2)))
     assert np.all(np.abs(bt - bt_true) < 0.06)
     assert bulge.pa is not disk.pa and xcen is bulge.cen_x is disk.cen_x  # each indexing gives a new gm.p
+
+
+class NewSky(gm.LightProfile):
+    """The seed's user-defined sky profile, verbatim."""
+
+    def __init__(self, sky_0, grad_x, grad_y):
+        super().__init__()
+        self.psf = False
+        self.sky_0 = sky_0
+        self.grad_x = grad_x
+        self.grad_y = grad_y
+
+    def image_via_grid_from(self, grid, mode="updating_model"):
+        return (self.sky_0.value(mode)
+                + self.grad_x.value(mode) * (grid[1] - (grid[0].shape[1] + 1) / 2)
+                + self.grad_y.value(mode) * (grid[0] - (grid[0].shape[0] + 1) / 2))
+
+
+def test_seed_user_profile_fits_unchanged():
+    images, sigmas, clean = _mock(count=2, seed=13)
+    yy, xx = np.mgrid[1:49, 1:49]
+    sky = 0.8 + 0.01 * (xx - 24.5) - 0.02 * (yy - 24.5)
+    images = images + sky
+    ds = gm.Dataset.from_arrays(images, sigmas, PSF)
+    ds.define_profiles(galaxy=_start(count=2), sky=NewSky(gm.p(0.5), gm.p(0.0), gm.p(0.0)))
+    fitting = gm.Fitting(ds, batch_size=2, iteration=100, device="cpu", progress=False)
+    fitting.fit()
+    res = fitting.uncertainty()
+    assert np.all(res["converged"])
+    for col, true in (("sky_sky_0", 0.8), ("sky_grad_x", 0.01), ("sky_grad_y", -0.02)):
+        assert np.all(np.abs(res[col] - true) < 4 * res[f"{col}_err"]), col

@@ -47,6 +47,13 @@ def pixel_grid(height: int, width: int, y0: float = 1.0, x0: float = 1.0, *, dty
 class ConvolutionLayout:
     """Where the cutout, its PSF margins and the FFT box lie relative to each other.
 
+    The profile is evaluated on the *extended* grid: the cutout grown by the PSF
+    (every point whose light the PSF can carry into the cutout) and then by
+    ``taper`` more pixels on each side, where the image is rolled off smoothly to
+    zero. Those outer pixels are beyond the PSF's reach, so they change no model
+    pixel; they make the image a smooth periodic function on the FFT box, so that
+    derivatives taken in Fourier space (the shift of a component) do not ring.
+
     Parameters
     ----------
     shape
@@ -56,26 +63,35 @@ class ConvolutionLayout:
     extra_padding
         Additional FFT padding (pixels) beyond the extended grid, which leaves room
         for the sub-pixel cores of galaxies near the cutout edge.
+    taper
+        Width (pixels) of the roll-off beyond the PSF's reach.
     """
 
     shape: tuple[int, int]
     psf_shape: tuple[int, int]
-    extra_padding: int = 16
+    extra_padding: int = 8
+    taper: int = 6
 
     @property
     def psf_centre(self) -> tuple[int, int]:
         return (self.psf_shape[0] // 2, self.psf_shape[1] // 2)
 
     @property
-    def margin_before(self) -> tuple[int, int]:
-        """Rows/columns of the extended grid before the cutout's first pixel."""
+    def psf_reach_before(self) -> tuple[int, int]:
+        """How many pixels before a pixel the PSF gathers light from."""
         (h, w), (cy, cx) = self.psf_shape, self.psf_centre
         return (h - 1 - cy, w - 1 - cx)
 
     @property
+    def margin_before(self) -> tuple[int, int]:
+        """Rows/columns of the extended grid before the cutout's first pixel."""
+        ry, rx = self.psf_reach_before
+        return (ry + self.taper, rx + self.taper)
+
+    @property
     def extended_shape(self) -> tuple[int, int]:
         (H, W), (h, w) = self.shape, self.psf_shape
-        return (H + h - 1, W + w - 1)
+        return (H + h - 1 + 2 * self.taper, W + w - 1 + 2 * self.taper)
 
     @cached_property
     def fft_shape(self) -> tuple[int, int]:
@@ -92,6 +108,19 @@ class ConvolutionLayout:
         he, we = self.extended_shape
         oy, ox = self.extended_origin
         return pixel_grid(he, we, oy, ox, dtype=dtype, device=device)
+
+    def taper_weights(self, dtype, device) -> torch.Tensor:
+        """(He, We): 1 within the PSF's reach, rolling off smoothly to 0 over ``taper`` pixels."""
+        he, we = self.extended_shape
+        ramps = []
+        for size in (he, we):
+            i = torch.arange(size, dtype=torch.float64)
+            distance = torch.minimum(i + 1.0, size - i) / (self.taper + 1.0)  # (0, 1] inside the taper
+            t = distance.clamp(max=1.0)
+            a = torch.where(t > 0, torch.exp(-1.0 / t.clamp_min(1e-12)), torch.zeros_like(t))
+            b = torch.where(t < 1, torch.exp(-1.0 / (1.0 - t).clamp_min(1e-12)), torch.zeros_like(t))
+            ramps.append(a / (a + b))
+        return (ramps[0][:, None] * ramps[1][None, :]).to(dtype=dtype, device=device)
 
     def cutout_grid(self, dtype, device):
         return pixel_grid(*self.shape, dtype=dtype, device=device)
@@ -116,10 +145,11 @@ class ConvolutionLayout:
         galaxy, the largest radius such a source may have.
         """
         room = []
-        for cen, n, size, margin, cp in (
-            (cen_y, self.fft_shape[0], self.shape[0], self.margin_before[0], self.psf_centre[0]),
-            (cen_x, self.fft_shape[1], self.shape[1], self.margin_before[1], self.psf_centre[1]),
+        for cen, n, size, start, cp, reach in (
+            (cen_y, self.fft_shape[0], self.shape[0], self.margin_before[0], self.psf_centre[0], self.psf_reach_before[0]),
+            (cen_x, self.fft_shape[1], self.shape[1], self.margin_before[1], self.psf_centre[1], self.psf_reach_before[1]),
         ):
-            c = cen - 1.0 + margin  # 0-based index on the extended grid
-            room.append(torch.minimum(c + n - cp - margin - size, n - c) - 1.0)
+            c = cen - 1.0 + start  # 0-based index of the centre on the FFT box
+            # a copy at c + n must not reach the cutout's end; one at c - n not its start
+            room.append(torch.minimum(c + n - cp - start - size, start + n - c - reach) - 1.0)
         return torch.minimum(room[0], room[1])

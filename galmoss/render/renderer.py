@@ -93,6 +93,7 @@ class Renderer:
         # Pixel response (a unit box) restricted to the sampling band.
         self.pixel_hat = torch.sinc(self.ky / (2 * torch.pi)) * torch.sinc(self.kx / (2 * torch.pi))
         self.extended_grid = self.layout.extended_grid(dtype, self.device)
+        self.taper = self.layout.taper_weights(dtype, self.device)
         self.cutout_grid = self.layout.cutout_grid(dtype, self.device)
         self.origin = self.layout.extended_origin
 
@@ -186,6 +187,42 @@ class Renderer:
             return total
         return total, {name: self._combine([part], batch, psf_hat) for name, part in parts.items()}
 
+    def component_spectra(
+        self,
+        profiles: Mapping[str, LightProfile],
+        values: Mapping[Parameter, Tensor],
+        *,
+        mode: str = "updating_model",
+        index: Tensor | None = None,
+    ) -> dict[str, tuple[Tensor | None, Tensor | None]]:
+        """Each component as (its spectrum times its kernel on the FFT box, image added as is).
+
+        Either may be None. ``to_image(spectrum) + plain`` is the component's image;
+        multiplying the spectrum by ``-1j * kx`` first gives its derivative with
+        respect to a shift of the component along x (used for Jacobians).
+        """
+        batch = self._batch_size(values)
+        values = {prm: t.expand((batch,) + tuple(t.shape[1:])) if t.shape[0] != batch else t for prm, t in values.items()}
+        psf_hat = self.psf_hat
+        if index is not None and psf_hat is not None and psf_hat.shape[0] > 1:
+            psf_hat = psf_hat[index]
+        n, m = self.layout.fft_shape
+        out = {}
+        with parameter_values(values):
+            for name, profile in profiles.items():
+                with_psf, smooth, spectrum, plain = self._parts(profile, values, mode, batch)
+                if smooth is not None:
+                    fft = torch.fft.rfft2(smooth, s=(n, m))
+                    spectrum = fft if spectrum is None else spectrum + fft
+                if spectrum is not None:
+                    spectrum = spectrum * (psf_hat if with_psf else self.pixel_hat)
+                out[name] = (spectrum, plain)
+        return out
+
+    def to_image(self, spectrum: Tensor) -> Tensor:
+        """The cutout image of a spectrum on the FFT box."""
+        return self.layout.crop(torch.fft.irfft2(spectrum, s=self.layout.fft_shape))
+
     def _parts(self, profile: LightProfile, values, mode: str, batch: int):
         """(convolved-with-PSF?, smooth image on the extended grid, spectrum, image added as is)."""
         v = self._values(profile, values)
@@ -195,12 +232,12 @@ class Renderer:
             if not with_psf:
                 return with_psf, None, None, pixel_integrated_image(profile, v, self.cutout_grid, _box_is_zero(profile))
             smooth, spectrum = self._elliptical(profile, v)
-            return with_psf, smooth, spectrum, None
+            return with_psf, smooth * self.taper, spectrum, None
         if isinstance(profile, PointSource):
             return with_psf, None, self._point(profile, v), None
         if profile.psf:
             image = profile.image_via_grid_from(self.extended_grid, mode)
-            return with_psf, torch.broadcast_to(image, (batch, he, we)), None, None
+            return with_psf, torch.broadcast_to(image, (batch, he, we)) * self.taper, None, None
         image = profile.image_via_grid_from(self.cutout_grid, mode)
         return with_psf, None, None, torch.broadcast_to(image, (batch,) + self.shape)
 
