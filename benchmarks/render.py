@@ -1,9 +1,12 @@
-"""Rendering throughput: model images/s and forward-mode Jacobians/s.
+"""Rendering throughput: model images/s and Jacobians/s.
 
 Single Sersic galaxies, 128x128 cutouts, a 51x51 PSF per galaxy, batches of
 B = 1, 64, 1024 (by default). A "Jacobian" is the derivative of one galaxy's
-image with respect to its 7 Sersic parameters (7 forward-mode columns through
-the PSF convolution), what one Levenberg-Marquardt iteration needs.
+image with respect to its 7 Sersic parameters through the PSF convolution, what
+one Levenberg-Marquardt iteration needs: "forward mode" pushes 7 tangents
+through everything (torch.func.jvp); "fitter" is the structured Jacobian the
+fitter uses (magnitude and centre columns without tangents, see
+galmoss/fitting/objective.py).
 
 Usage::
 
@@ -69,6 +72,7 @@ def setup(batch: int, device, dtype, chunk: int):
             vals[sersic.box] = box
             return renderer({"sersic": sersic}, vals)
 
+        model.renderer, model.sersic = renderer, sersic
         return model
 
     chunks = [(s, min(s + chunk, batch)) for s in range(0, batch, chunk)]
@@ -96,6 +100,7 @@ def run(device, dtype, batches, repeat, chunk):
     for batch in batches:
         theta, model, chunks = setup(batch, device, dtype, chunk)
         n_par = len(NAMES)
+        objectives = [(a, b, _objective(theta[a:b], sub_model)) for a, b, sub_model in chunks]
 
         def images():
             with torch.no_grad():
@@ -108,10 +113,35 @@ def run(device, dtype, batches, repeat, chunk):
                 basis = torch.eye(n_par, dtype=dtype, device=device)[:, None, :].expand(n_par, b - a, n_par)
                 torch.func.vmap(lambda t: torch.func.jvp(sub_model, (theta[a:b],), (t,))[1])(basis)
 
+        def fitter_jacobians():
+            for a, b, (objective, th) in objectives:
+                objective.model_and_jacobian(th, torch.arange(b - a, device=device))
+
         t_img = timed(images, device, repeat)
-        t_jac = timed(jacobians, device, repeat if batch <= 64 or device.type == "cuda" else 1)
-        rows.append((batch, batch / t_img, batch / t_jac))
+        reps = repeat if batch <= 64 or device.type == "cuda" else 1
+        t_jac = timed(jacobians, device, reps)
+        t_fit = timed(fitter_jacobians, device, reps)
+        rows.append((batch, batch / t_img, batch / t_jac, batch / t_fit))
     return rows
+
+
+def _objective(theta, sub_model):
+    """The fitter's objective for a chunk, with the chunk's renderer and parameters."""
+    from galmoss.fitting.likelihoods import Chi2
+    from galmoss.fitting.objective import BatchObjective
+    from galmoss.model import Model
+
+    renderer, sersic = sub_model.renderer, sub_model.sersic
+    model = Model({"sersic": sersic})
+    b = theta.shape[0]
+    zeros = torch.zeros((b,) + renderer.shape, dtype=theta.dtype, device=theta.device)
+    fixed = {sersic.box: torch.zeros(b, 1, 1, dtype=theta.dtype, device=theta.device)}
+    # the benchmark's parameters are profile values; in the fitting space the
+    # Sersic's sizes are logs and q is ln q
+    values = {getattr(sersic, k): theta[:, i].double().cpu().numpy() for i, k in enumerate(NAMES)}
+    th = model.theta_from_values(values, theta.dtype, theta.device)
+    objective = BatchObjective(model, renderer, Chi2(), zeros, zeros + 1.0, zeros + 1.0, fixed, jacobian_chunk=b)
+    return objective, th
 
 
 def main(argv=None):
@@ -125,11 +155,11 @@ def main(argv=None):
     dtype = getattr(torch, args.dtype)
     devices = [args.device] if args.device else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     print(f"torch {torch.__version__}, {args.dtype}, 128x128 cutouts, 51x51 PSF, single Sersic (7 parameters)")
-    print(f"{'device':48s} {'B':>6s} {'images/s':>12s} {'Jacobians/s':>12s}")
+    print(f"{'device':48s} {'B':>6s} {'images/s':>10s} {'Jacobians/s: forward mode':>26s} {'fitter':>8s}")
     for name in devices:
         device = torch.device(name)
-        for batch, ips, jps in run(device, dtype, args.batches, args.repeat, args.chunk):
-            print(f"{device_name(device)[:48]:48s} {batch:6d} {ips:12.1f} {jps:12.1f}")
+        for batch, ips, jps, fps in run(device, dtype, args.batches, args.repeat, args.chunk):
+            print(f"{device_name(device)[:48]:48s} {batch:6d} {ips:10.1f} {jps:26.1f} {fps:8.1f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -218,17 +218,7 @@ class Dataset:
         imgs = _array_list(images, "images")
         n = len(imgs)
         names = [str(i) for i in range(n)] if galaxy_index is None else _as_names(galaxy_index, n)
-        obj = cls.__new__(cls)
-        obj.names = names
-        obj.image_paths = [None] * n
-        obj.sigma_paths = [None] * n
-        obj.psf_paths = [None] * n
-        obj.mask_paths = [None] * n
-        obj.mask_index = cls._mask_index(mask_index, n)
-        obj.hdus = {}
-        obj.img_block_path = None if img_block_path is None else Path(img_block_path)
-        obj.result_path = None if result_path is None else Path(result_path)
-        obj.gain = gain
+        obj = cls(names, [None] * n, mask_index=mask_index, img_block_path=img_block_path, result_path=result_path, gain=gain)
         shared_psf = psfs is not None and not isinstance(psfs, (list, tuple)) and np.ndim(_to_numpy(psfs)) == 2
         obj._arrays = {
             "image": imgs,
@@ -236,7 +226,6 @@ class Dataset:
             "psf": None if psfs is None else ([np.asarray(_to_numpy(psfs))] * n if shared_psf else _array_list(psfs, "psfs", n)),
             "mask": None if masks is None else _array_list(masks, "masks", n),
         }
-        obj.profiles = {}
         return obj
 
     # --------------------------------------------------------------- profiles

@@ -8,6 +8,8 @@ import torch
 
 import galmoss as gm
 
+from .helpers.user_profiles import NewSky
+
 YY, XX = np.mgrid[:15, :15] - 7.0
 PSF = (1 + (XX**2 + YY**2) / 2.2**2) ** -3.0
 
@@ -124,22 +126,6 @@ def test_results_to_init_feeds_a_bulge_disk_fit():
     bt_true = 1 / (1 + 10 ** (-0.4 * (16.4 - 17.2)))
     assert np.all(np.abs(bt - bt_true) < 0.06)
     assert bulge.pa is not disk.pa and xcen is bulge.cen_x is disk.cen_x  # each indexing gives a new gm.p
-
-
-class NewSky(gm.LightProfile):
-    """The seed's user-defined sky profile, verbatim."""
-
-    def __init__(self, sky_0, grad_x, grad_y):
-        super().__init__()
-        self.psf = False
-        self.sky_0 = sky_0
-        self.grad_x = grad_x
-        self.grad_y = grad_y
-
-    def image_via_grid_from(self, grid, mode="updating_model"):
-        return (self.sky_0.value(mode)
-                + self.grad_x.value(mode) * (grid[1] - (grid[0].shape[1] + 1) / 2)
-                + self.grad_y.value(mode) * (grid[0] - (grid[0].shape[0] + 1) / 2))
 
 
 def test_seed_user_profile_fits_unchanged():

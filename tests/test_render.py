@@ -11,6 +11,8 @@ from scipy.signal import convolve2d
 from scipy.special import gammainc
 
 import galmoss as gm
+
+from .helpers.user_profiles import NewSky
 from galmoss._compat import prepare_forward_mode
 from galmoss.render import Renderer
 
@@ -28,22 +30,6 @@ class Blob(gm.LightProfile):
         dx = grid[1] - self.x0.value(mode)
         dy = grid[0] - self.y0.value(mode)
         return self.amp.value(mode) * torch.exp(-0.5 * (dx**2 / 9.0 + dy**2 / 4.0 + 0.5 * dx * dy / 6.0))
-
-
-class NewSky(gm.LightProfile):
-    """The seed's user-defined sky, verbatim."""
-
-    def __init__(self, sky_0, grad_x, grad_y):
-        super().__init__()
-        self.psf = False
-        self.sky_0 = sky_0
-        self.grad_x = grad_x
-        self.grad_y = grad_y
-
-    def image_via_grid_from(self, grid, mode="updating_model"):
-        return (self.sky_0.value(mode)
-                + self.grad_x.value(mode) * (grid[1] - (grid[0].shape[1] + 1) / 2)
-                + self.grad_y.value(mode) * (grid[0] - (grid[0].shape[0] + 1) / 2))
 
 
 def _direct_convolution(profile_fn, shape, psf):
