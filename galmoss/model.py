@@ -56,10 +56,10 @@ class Model:
         galaxies, or one parameter object is used in slots of different meaning.
     """
 
-    def __init__(self, profiles: Mapping[str, LightProfile]) -> None:
+    def __init__(self, profiles: Mapping[str, LightProfile], *, auto_starts: bool = False) -> None:
         if not profiles:
             raise ValueError("a model needs at least one profile; call dataset.define_profiles(name=profile, ...)")
-        self.profiles = dict(profiles)
+        self.profiles = _with_auto_starts(profiles) if auto_starts else dict(profiles)
         self.uses = parameter_uses(self.profiles)
         self.parameters: list[Parameter] = list(self.uses)
         self.specs: dict[Parameter, ParamSpec] = {}
@@ -108,10 +108,24 @@ class Model:
             )
 
     # ------------------------------------------------------------ start values
-    def start_values(self, index: np.ndarray) -> dict[Parameter, np.ndarray]:
-        """Start values in profile units for galaxies ``index`` (float64 arrays)."""
+    @property
+    def auto_parameters(self) -> list["AutoStart"]:
+        """Parameters the user left out, started from each galaxy's image."""
+        return [prm for prm in self.parameters if isinstance(prm, AutoStart)]
+
+    def start_values(self, index: np.ndarray, estimates: list[dict] | None = None) -> dict[Parameter, np.ndarray]:
+        """Start values in profile units for galaxies ``index`` (float64 arrays).
+
+        ``estimates`` (one dict per galaxy, from
+        :func:`galmoss.fitting.starts.moment_estimates`) fill the parameters that
+        were left out; without them those are NaN.
+        """
         out = {}
         for prm in self.parameters:
+            if isinstance(prm, AutoStart):
+                user = np.array([prm.start_from(e) for e in estimates]) if estimates is not None else np.full(len(index), np.nan)
+                out[prm] = prm.units.to_profile(user)
+                continue
             vals = prm.initial_profile_units()
             out[prm] = vals[index] if vals.size > 1 else np.full(len(index), vals[0])
         return out
@@ -187,6 +201,73 @@ class Model:
         with torch.no_grad():
             rep = self.report(self.values(theta, fixed))
         return rep, jac
+
+
+#: start of a length slot left out, in units of the galaxy's half-light radius
+#: along the major axis (exponential scale length r_e / 1.678, ...)
+LENGTH_FACTORS = {"eff_r": 1.0, "scale_l": 1.0 / 1.678, "fwhm": 1.0, "trunc_r": 2.5, "core_r": 0.5}
+
+
+class AutoStart(Parameter):
+    """A parameter left out by the user: free, with per-galaxy starts from the image.
+
+    ``kind`` names the image estimate it starts from ("cen_x", "cen_y", "pa",
+    "axis_r", "eff_r", "flux", "sky"), ``factor`` scales a length and ``share`` is
+    the fraction of the flux for a magnitude.
+    """
+
+    def __init__(self, kind: str, factor: float = 1.0, share: float = 1.0, angle: bool = False) -> None:
+        super().__init__(0.0, angle=angle)
+        self.kind = kind
+        self.factor = factor
+        self.share = share
+
+    def start_from(self, estimate: dict) -> float:
+        """The start value (user units) given one galaxy's image estimates."""
+        if self.kind == "flux":
+            return -2.5 * math.log10(max(estimate["flux"] * self.share, 1e-30))
+        return estimate[self.kind] * self.factor
+
+
+def _with_auto_starts(profiles: Mapping[str, LightProfile]) -> dict[str, LightProfile]:
+    """Copies of the profiles with every left-out parameter filled in (see galmoss.fitting.starts)."""
+    import copy
+
+    out: dict[str, LightProfile] = {}
+    auto_mags = sum(
+        1 for p in profiles.values() for slot in p.missing_parameters() if p.spec(slot).role is Role.MAGNITUDE
+    )
+    for name, profile in profiles.items():
+        missing = profile.missing_parameters()
+        if not missing:
+            out[name] = profile
+            continue
+        filled = copy.copy(profile)
+        for slot in missing:
+            spec = profile.spec(slot)
+            role = spec.role
+            if spec.default is not None:
+                prm = Parameter(spec.default, fit=spec.fit_default)
+            elif role is Role.POSITION and slot in ("cen_x", "cen_y"):
+                prm = AutoStart(slot)
+            elif role is Role.ANGLE:
+                prm = AutoStart("pa", angle=True)
+            elif role is Role.AXIS_RATIO:
+                prm = AutoStart("axis_r")
+            elif role is Role.LENGTH:
+                prm = AutoStart("eff_r", factor=LENGTH_FACTORS.get(slot, 1.0))
+            elif role is Role.MAGNITUDE:
+                prm = AutoStart("flux", share=1.0 / max(auto_mags, 1))
+            elif slot == "sky_bg":
+                prm = AutoStart("sky")
+            else:
+                raise ValueError(
+                    f"profile {name!r} ({type(profile).__name__}) leaves out {slot!r}, which cannot be started "
+                    f"from the image; give {slot}=gm.p(...)"
+                )
+            setattr(filled, slot, prm)
+        out[name] = filled
+    return out
 
 
 def _canonical_ellipse(profile: EllipticalProfile, v: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -142,7 +142,7 @@ class Fitting:
         """
         if not self.dataset.profiles:
             raise ValueError("Fitting.fit: the dataset has no profiles; call dataset.define_profiles(name=profile)")
-        self.model = Model(self.dataset.profiles)
+        self.model = Model(self.dataset.profiles, auto_starts=True)
         self.model.check_galaxies(len(self.dataset))
         if self.device.type == "cpu":
             tune_cpu_allocator()
@@ -221,10 +221,18 @@ class Fitting:
             jacobian_chunk=self.jacobian_chunk,
         )
 
-    def _check_starts(self, gals: list[GalaxyData]) -> list[GalaxyData]:
+    def _estimates(self, gals: list[GalaxyData]) -> list[dict] | None:
+        """Image estimates for the parameters the user left out (None if none was)."""
+        if not self.model.auto_parameters:
+            return None
+        from .starts import moment_estimates
+
+        return [moment_estimates(g.image, g.weight, g.sigma) for g in gals]
+
+    def _check_starts(self, gals: list[GalaxyData], estimates: list[dict] | None) -> list[GalaxyData]:
         """Drop (and flag) galaxies whose start values lie outside a profile's domain."""
         positions = np.array([g.position for g in gals])
-        start = self.model.start_values(positions)
+        start = self.model.start_values(positions, estimates)
         keep = np.ones(len(gals), dtype=bool)
         for pname, profile in self.model.profiles.items():
             for slot, prm in profile.parameters().items():
@@ -241,12 +249,17 @@ class Fitting:
         return [g for g, k in zip(gals, keep) if k]
 
     def _fit_batch(self, gals: list[GalaxyData]) -> None:
-        gals = self._check_starts(gals)
-        if not gals:
+        estimates = self._estimates(gals)
+        kept = self._check_starts(gals, estimates)
+        if not kept:
             return
+        if estimates is not None:
+            kept_ids = {id(g) for g in kept}
+            estimates = [e for g, e in zip(gals, estimates) if id(g) in kept_ids]
+        gals = kept
         objective = self._objective(gals)
         positions = np.array([g.position for g in gals])
-        start = self.model.start_values(positions)
+        start = self.model.start_values(positions, estimates)
         theta0 = self.model.theta_from_values(start, self.dtype, self.device)
         if self.method == "lm":
             result = levenberg_marquardt(objective.residuals, objective.residuals_and_jacobian, theta0, self.lm_settings)

@@ -35,8 +35,8 @@ class Ferrer(EllipticalProfile):
         **_GEOMETRY_SPECS,
         "mag": ParamSpec(Role.MAGNITUDE, description="total magnitude"),
         "trunc_r": ParamSpec(Role.LENGTH, domain=(0.0, math.inf), description="outer truncation radius"),
-        "trunc_a": ParamSpec(Role.POSITIVE, domain=(0.0, math.inf), description="outer truncation sharpness alpha"),
-        "trunc_b": ParamSpec(Role.REAL, domain=(-math.inf, 2.0), description="central slope beta"),
+        "trunc_a": ParamSpec(Role.POSITIVE, domain=(0.0, math.inf), default=2.0, description="outer truncation sharpness alpha"),
+        "trunc_b": ParamSpec(Role.REAL, domain=(-math.inf, 2.0), default=0.0, fit_default=False, description="central slope beta"),
     }
 
     def __init__(self, cen_x=None, cen_y=None, pa=None, axis_r=None, mag=None, trunc_r=None, trunc_a=None, trunc_b=None, box=None):

@@ -45,7 +45,7 @@ class King(EllipticalProfile):
         "mag": ParamSpec(Role.MAGNITUDE, description="total magnitude"),
         "core_r": ParamSpec(Role.LENGTH, domain=(0.0, math.inf), description="core radius"),
         "trunc_r": ParamSpec(Role.LENGTH, domain=(0.0, math.inf), description="truncation radius"),
-        "pow_n": ParamSpec(Role.POSITIVE, domain=(0.0, math.inf), description="power alpha"),
+        "pow_n": ParamSpec(Role.POSITIVE, domain=(0.0, math.inf), default=2.0, fit_default=False, description="power alpha"),
     }
 
     def __init__(self, cen_x=None, cen_y=None, pa=None, axis_r=None, mag=None, core_r=None, trunc_r=None, pow_n=None, box=None):

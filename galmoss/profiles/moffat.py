@@ -33,7 +33,7 @@ class Moffat(EllipticalProfile):
     parameter_specs = {
         **_GEOMETRY_SPECS,
         "mag": ParamSpec(Role.MAGNITUDE, description="total magnitude"),
-        "con": ParamSpec(Role.POSITIVE, domain=(1.0, math.inf), description="power-law index beta (> 1 for a finite flux)"),
+        "con": ParamSpec(Role.POSITIVE, domain=(1.0, math.inf), default=3.0, description="power-law index beta (> 1 for a finite flux)"),
         "fwhm": ParamSpec(Role.LENGTH, domain=(0.0, math.inf), description="FWHM along the major axis"),
     }
 

@@ -40,7 +40,8 @@ class Sersic(EllipticalProfile):
         "eff_r": ParamSpec(Role.LENGTH, domain=(0.0, math.inf), description="half-light radius along the major axis"),
         "mag": ParamSpec(Role.MAGNITUDE, description="total magnitude"),
         "ser_n": ParamSpec(
-            Role.POSITIVE, domain=(0.0, 20.0), upper_closed=True, fit_bounds=(0.1, 20.0), description="Sersic index"
+            Role.POSITIVE, domain=(0.0, 20.0), upper_closed=True, fit_bounds=(0.1, 20.0), default=2.0,
+            description="Sersic index"
         ),
     }
 
