@@ -130,6 +130,42 @@ class Model:
             out[prm] = vals[index] if vals.size > 1 else np.full(len(index), vals[0])
         return out
 
+    def restart_values(self, start: Mapping[Parameter, np.ndarray], estimates: list[dict]) -> dict[Parameter, np.ndarray]:
+        """A second start for galaxies whose first fit went astray (profile units).
+
+        Free parameters that the image can estimate take that estimate (centre,
+        position angle, axis ratio, sizes, magnitudes splitting the flux evenly,
+        sky); shape indices go back to their profile's default (Sersic n = 2);
+        everything else keeps its start.
+        """
+        out = {prm: np.array(v, dtype=np.float64, copy=True) for prm, v in start.items()}
+        free_mags = {prm for pname, p in self.profiles.items() for slot, prm in p.parameters().items()
+                     if prm.fit and p.spec(slot).role is Role.MAGNITUDE}
+        share = 1.0 / max(len(free_mags), 1)
+        est = {key: np.array([e[key] for e in estimates]) for key in estimates[0]}
+        done: set = set()
+        for profile in self.profiles.values():
+            for slot, prm in profile.parameters().items():
+                if not prm.fit or prm in done:
+                    continue
+                done.add(prm)
+                spec = profile.spec(slot)
+                if spec.role is Role.POSITION and slot in ("cen_x", "cen_y"):
+                    out[prm] = est[slot].copy()
+                elif spec.role is Role.ANGLE:
+                    out[prm] = np.radians(est["pa"])
+                elif spec.role is Role.AXIS_RATIO:
+                    out[prm] = est["axis_r"].copy()
+                elif spec.role is Role.LENGTH:
+                    out[prm] = est["eff_r"] * LENGTH_FACTORS.get(slot, 1.0)
+                elif spec.role is Role.MAGNITUDE:
+                    out[prm] = -2.5 * np.log10(np.maximum(est["flux"] * share, 1e-30))
+                elif spec.default is not None:
+                    out[prm] = np.full(len(estimates), float(spec.default))
+                elif slot == "sky_bg":
+                    out[prm] = est["sky"].copy()
+        return out
+
     def theta_from_values(self, values: Mapping[Parameter, np.ndarray | Tensor], dtype, device) -> Tensor:
         """Fitting-space vector (B, P) of profile-unit values, nudged off open bounds."""
         cols = []

@@ -31,6 +31,7 @@ from .._compat import tune_cpu_allocator
 from ..data import Dataset, GalaxyData
 from ..flags import Flag
 from ..model import Model
+from ..params import Role
 from ..render import Renderer
 from ..settings import RenderSettings
 from .adam import AdamSettings, adam
@@ -84,6 +85,10 @@ class Fitting:
         CPU, 512 on a GPU).
     progress
         Show a progress bar (None: when writing to a terminal).
+    restarts
+        Fit again, from starts estimated on the image, every galaxy whose first fit
+        did not converge, ended at a bound, or whose size ran away; the fit with
+        the lower chi2 is kept.
     """
 
     def __init__(
@@ -101,6 +106,7 @@ class Fitting:
         adam_settings: AdamSettings | None = None,
         jacobian_chunk: int | None = None,
         progress: bool | None = None,
+        restarts: bool = True,
     ) -> None:
         if not isinstance(dataset, Dataset):
             raise TypeError(f"Fitting: dataset must be a gm.Dataset, got {type(dataset).__name__}")
@@ -124,6 +130,7 @@ class Fitting:
         self.adam_settings = AdamSettings(**{**base_adam.__dict__, "max_iterations": self.iteration})
         self.jacobian_chunk = jacobian_chunk or (32 if self.device.type == "cpu" else 512)
         self.progress = progress
+        self.restarts = restarts
         self.model: Model | None = None
         self._results: Table | None = None
 
@@ -261,10 +268,8 @@ class Fitting:
         positions = np.array([g.position for g in gals])
         start = self.model.start_values(positions, estimates)
         theta0 = self.model.theta_from_values(start, self.dtype, self.device)
-        if self.method == "lm":
-            result = levenberg_marquardt(objective.residuals, objective.residuals_and_jacobian, theta0, self.lm_settings)
-        else:
-            result = adam(objective.residuals, theta0, self.adam_settings, _adam_scales(self.model, gals, self.device, self.dtype))
+        result = self._optimise(objective, theta0, torch.arange(len(gals), device=self.device))
+        result = self._restart_strays(objective, gals, start, estimates, result)
         everyone = torch.arange(len(gals), device=self.device)
         with torch.no_grad():
             values = self.model.values(result.theta, objective.fixed)
@@ -305,6 +310,61 @@ class Fitting:
                 self._values[name][pos] = float(col[i])
         if self.dataset.img_block_path is not None:
             self._write_blocks(objective, result.theta, gals)
+
+    def _optimise(self, objective: BatchObjective, theta0: Tensor, rows: Tensor):
+        """Run the chosen optimiser on the galaxies ``rows`` of a batch."""
+
+        def residuals(theta, index):
+            return objective.residuals(theta, rows[index])
+
+        def residuals_and_jacobian(theta, index):
+            return objective.residuals_and_jacobian(theta, rows[index])
+
+        if self.method == "lm":
+            return levenberg_marquardt(residuals, residuals_and_jacobian, theta0, self.lm_settings)
+        return adam(residuals, theta0, self.adam_settings, _adam_scales(self.model, None, self.device, self.dtype))
+
+    def _strays(self, theta: Tensor, result, shape) -> np.ndarray:
+        """Galaxies whose fit went astray: not converged, at a bound, or a size run away."""
+        stray = ~result.converged.cpu().numpy()
+        stray |= np.array([bool(x) for x in self._near_bound(theta)])
+        diagonal = math.hypot(*shape)
+        for j, prm in enumerate(self.model.free):
+            role = self.model.specs[prm].role
+            value = self.model.transforms[prm].forward(theta[:, j].double()).cpu().numpy()
+            if role is Role.LENGTH:
+                stray |= ~(value < 4.0 * diagonal)
+            elif role is Role.AXIS_RATIO:  # a needle: q < 0.01 either way round
+                stray |= ~((value > 0.01) & (value < 100.0))
+        return stray
+
+    def _restart_strays(self, objective, gals, start, estimates, result):
+        """Fit strays again from image-based starts; keep whichever fit has the lower chi2."""
+        if not self.restarts or not self.model.n_free:
+            return result
+        stray = np.flatnonzero(self._strays(result.theta, result, gals[0].shape))
+        if stray.size == 0:
+            return result
+        if estimates is None:
+            from .starts import moment_estimates
+
+            estimates = [moment_estimates(gals[i].image, gals[i].weight, gals[i].sigma) for i in range(len(gals))]
+        sub_start = {prm: v[stray] for prm, v in start.items()}
+        second = self.model.restart_values(sub_start, [estimates[i] for i in stray])
+        theta0 = self.model.theta_from_values(second, self.dtype, self.device)
+        rows = torch.as_tensor(stray, device=self.device)
+        again = self._optimise(objective, theta0, rows)
+        better = (again.chi2 < result.chi2[rows]) | (~torch.isfinite(result.chi2[rows]) & torch.isfinite(again.chi2))
+        take = rows[better]
+        if take.numel():
+            result.theta[take] = again.theta[better]
+            result.chi2[take] = again.chi2[better]
+            result.status[take] = again.status[better]
+            result.n_iter[take] = result.n_iter[take] + again.n_iter[better]
+            if result.normal_matrix is not None and again.normal_matrix is not None:
+                result.normal_matrix[take] = again.normal_matrix[better]
+        log.info("restarted %d galaxies from image-based starts; %d improved", stray.size, int(take.numel()))
+        return result
 
     def _near_bound(self, theta: Tensor) -> list[list[str]]:
         names = self.model.free_names()
@@ -462,7 +522,7 @@ def _column_units(prm) -> dict:
     return meta
 
 
-def _adam_scales(model: Model, gals, device, dtype) -> Tensor:
+def _adam_scales(model: Model, _unused, device, dtype) -> Tensor:
     """Per-parameter learning-rate multipliers (the seed's ``step_length`` when given)."""
     scales = []
     for prm in model.free:
