@@ -22,13 +22,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 from ._compat import prepare_forward_mode
-from .params import Parameter, Role
+from .params import Role
 from .profiles.base import EllipticalProfile, LightProfile, box_area_factor, parameter_uses
-from .render.renderer import Renderer
+from .render import Renderer, start_tensors
 
 
 @dataclass
@@ -37,13 +36,6 @@ class ProfileReport:
 
     name: str
     measurements: dict[str, float] = field(default_factory=dict)
-
-
-def _start_values(uses, batch: int, dtype) -> dict[Parameter, torch.Tensor]:
-    return {
-        prm: torch.as_tensor(np.broadcast_to(prm.initial_profile_units(), (batch,)).copy(), dtype=dtype).reshape(batch, 1, 1)
-        for prm in uses
-    }
 
 
 def _radial_integral_numeric(profile: EllipticalProfile, v: dict[str, torch.Tensor], i: int) -> float:
@@ -117,7 +109,7 @@ def check_profile(
     batch = lengths.pop() if lengths else 1
     r64 = Renderer(shape, psf, dtype=torch.float64)
     r32 = Renderer(shape, psf, dtype=torch.float32)
-    values = _start_values(uses, batch, torch.float64)
+    values = start_tensors(uses, batch, torch.float64)
     image = r64(profiles, values)
 
     # finite, non-negative
@@ -164,7 +156,7 @@ def check_profile(
         report.measurements["batch_vs_alone_difference"] = worst
         assert worst < 1e-10, f"{label}: a galaxy rendered in a batch differs from it rendered alone by {worst:.2e}"
         moved = {prm: t.clone() for prm, t in values.items()}
-        for prm, t in moved.items():
+        for t in moved.values():
             if t.shape[0] > 1:
                 t[0] = t[0] * 1.01 + 0.01
         changed = r64(profiles, moved)

@@ -23,6 +23,7 @@ __all__ = [
     "prepare_psf",
     "psf_spectrum",
     "render",
+    "start_tensors",
 ]
 
 
@@ -43,6 +44,15 @@ def named_profiles(profiles) -> dict[str, LightProfile]:
             named[name] = prof
         return named
     raise TypeError(f"render: profiles must be a LightProfile, a list or a dict of them, got {type(profiles).__name__}")
+
+
+def start_tensors(parameters, batch: int, dtype, device=None) -> dict[Parameter, torch.Tensor]:
+    """Each parameter's start values in profile units as a (batch, 1, 1) tensor."""
+    return {
+        prm: torch.as_tensor(np.broadcast_to(prm.initial_profile_units(), (batch,)).copy(), dtype=dtype,
+                             device=device).reshape(batch, 1, 1)
+        for prm in parameters
+    }
 
 
 def render(
@@ -104,9 +114,6 @@ def render(
             {slot: prm.initial_profile_units() for slot, prm in profile.parameters().items() if slot in profile.parameter_specs},
             profile_label=name,
         )
-    values = {
-        prm: torch.as_tensor(np.broadcast_to(prm.initial_profile_units(), (batch,)).copy(), dtype=dtype, device=device).reshape(batch, 1, 1)
-        for prm in uses
-    }
+    values = start_tensors(uses, batch, dtype, device)
     renderer = Renderer(shape, psf, batch=batch, dtype=dtype, device=device, settings=settings)
     return renderer(named, values, components=components)

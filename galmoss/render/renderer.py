@@ -137,6 +137,15 @@ class Renderer:
         flux = profile.total_flux(v)
         return shift_phase(flux, v["cen_y"], v["cen_x"], self.ky, self.kx, self.origin)
 
+    def _prepare(self, values: Mapping[Parameter, Tensor], index: Tensor | None):
+        """Batch size, values expanded to it, and the PSF spectra of the galaxies ``index``."""
+        batch = self._batch_size(values)
+        values = {prm: t.expand((batch,) + tuple(t.shape[1:])) if t.shape[0] != batch else t for prm, t in values.items()}
+        psf_hat = self.psf_hat
+        if index is not None and psf_hat is not None and psf_hat.shape[0] > 1:
+            psf_hat = psf_hat[index]
+        return batch, values, psf_hat
+
     def _batch_size(self, values: Mapping[Parameter, Tensor]) -> int:
         sizes = {int(t.shape[0]) for t in values.values()}
         sizes.discard(1)
@@ -175,11 +184,7 @@ class Renderer:
         Tensor or (Tensor, dict)
             The model (B, H, W); with ``components``, also ``{name: (B, H, W)}``.
         """
-        batch = self._batch_size(values)
-        values = {prm: t.expand((batch,) + tuple(t.shape[1:])) if t.shape[0] != batch else t for prm, t in values.items()}
-        psf_hat = self.psf_hat
-        if index is not None and psf_hat is not None and psf_hat.shape[0] > 1:
-            psf_hat = psf_hat[index]
+        batch, values, psf_hat = self._prepare(values, index)
         with parameter_values(values):
             parts = {name: self._parts(profile, values, mode, batch) for name, profile in profiles.items()}
         total = self._combine(parts.values(), batch, psf_hat)
@@ -201,11 +206,7 @@ class Renderer:
         multiplying the spectrum by ``-1j * kx`` first gives its derivative with
         respect to a shift of the component along x (used for Jacobians).
         """
-        batch = self._batch_size(values)
-        values = {prm: t.expand((batch,) + tuple(t.shape[1:])) if t.shape[0] != batch else t for prm, t in values.items()}
-        psf_hat = self.psf_hat
-        if index is not None and psf_hat is not None and psf_hat.shape[0] > 1:
-            psf_hat = psf_hat[index]
+        batch, values, psf_hat = self._prepare(values, index)
         n, m = self.layout.fft_shape
         out = {}
         with parameter_values(values):
