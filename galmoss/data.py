@@ -251,23 +251,23 @@ class Dataset:
         gal = GalaxyData(position, self.names[position])
         try:
             image, header = self._read("image", position)
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # any failure to read is this galaxy's problem, not the run's
             gal.flags |= Flag.read_error
-            gal.messages.append(str(exc))
+            gal.messages.append(_describe(exc))
             return gal
         gal.image = image
         try:
             sigma, _ = self._read("sigma", position)
             mask, _ = self._read("mask", position)
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # any failure to read is this galaxy's problem, not the run's
             gal.flags |= Flag.read_error
-            gal.messages.append(str(exc))
+            gal.messages.append(_describe(exc))
             return gal
         try:
             psf, _ = self._read("psf", position)
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # any failure to read is this galaxy's problem, not the run's
             gal.flags |= Flag.read_error | Flag.bad_psf
-            gal.messages.append(str(exc))
+            gal.messages.append(_describe(exc))
             return gal
         source = self._source("image", position)
         for what, arr in (("sigma", sigma), ("mask", mask)):
@@ -369,6 +369,13 @@ def estimate_sigma(image: np.ndarray, weight: np.ndarray, gain: float | None) ->
     if gain is not None and gain > 0:
         variance = variance + np.clip(np.nan_to_num(image - sky), 0.0, None) / gain
     return np.sqrt(variance)
+
+
+def _describe(exc: Exception) -> str:
+    """The message of a reading error; the exception type too when it is not one of ours."""
+    if isinstance(exc, (OSError, ValueError)):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _to_numpy(x) -> np.ndarray:

@@ -22,6 +22,8 @@ they set a bit here and the fit moves on to the next galaxy.
    9    512   ``bad_start``           start values outside the profile's domain
   10   1024   ``no_dof``              no more usable pixels than free parameters
                                       (dof <= 0): reduced_chi2 is NaN
+  11   2048   ``fit_error``           fitting this galaxy raised an error (see the
+                                      message): values are NaN
 =====  =====  ======================  ==================================================
 
 Bits are part of the file format: a bit, once given a meaning, keeps it, and new
@@ -67,6 +69,7 @@ class Flag(enum.IntFlag):
     bad_psf = 1 << 8
     bad_start = 1 << 9
     no_dof = 1 << 10
+    fit_error = 1 << 11
 
 
 _DESCRIPTIONS: dict[str, str] = {
@@ -81,6 +84,7 @@ _DESCRIPTIONS: dict[str, str] = {
     "bad_psf": "the PSF is unusable",
     "bad_start": "start values outside the profile's domain",
     "no_dof": "no more usable pixels than free parameters (dof <= 0): reduced_chi2 is NaN",
+    "fit_error": "fitting this galaxy raised an error (see the message): values are NaN",
 }
 
 # Iterating an IntFlag class changed between Python 3.10 and 3.12 (aliases,

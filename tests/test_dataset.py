@@ -193,3 +193,28 @@ def test_a_million_galaxies_cost_no_reading_at_construction():
     assert len(dataset) == 1_000_000
     gal = dataset.load(999_999)  # reading happens here, one galaxy at a time
     assert gal.flags & Flag.read_error and "/nonexistent/g999999.fits" in gal.messages[0]
+
+
+def test_a_galaxy_whose_fit_raises_is_flagged_and_the_batch_survives():
+    class Fragile(gm.LightProfile):
+        """Raises for one galaxy's parameter value (a stand-in for any unexpected failure)."""
+
+        def __init__(self, level):
+            super().__init__()
+            self.psf = False
+            self.level = level
+
+        def image_via_grid_from(self, grid, mode="updating_model"):
+            value = self.level.value(mode)
+            if bool((value > 100.0).any()):
+                raise RuntimeError("level beyond what this profile supports")
+            return value + 0.0 * grid[0]
+
+    rng = np.random.default_rng(3)
+    images = np.array([1.0, 2.0, 500.0, 4.0])[:, None, None] + rng.normal(0, 0.1, (4, 16, 16))
+    dataset = gm.Dataset.from_arrays(images, np.full(images.shape, 0.1))
+    dataset.define_profiles(flat=Fragile(gm.p([1.5, 1.5, 150.0, 3.5])))
+    res = gm.Fitting(dataset, batch_size=4, iteration=50, device="cpu", progress=False).fit()
+    assert res["flag"][2] & Flag.fit_error and "level beyond" in res["message"][2] and np.isnan(res["flat_level"][2])
+    np.testing.assert_allclose(np.asarray(res["flat_level"])[[0, 1, 3]], [1.0, 2.0, 4.0], atol=0.05)
+    assert not np.any(np.asarray(res["flag"])[[0, 1, 3]] & Flag.fit_error)

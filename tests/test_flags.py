@@ -26,6 +26,7 @@ EXPECTED_VALUES = {
     "bad_psf": 256,
     "bad_start": 512,
     "no_dof": 1024,
+    "fit_error": 2048,
 }
 
 
@@ -58,8 +59,8 @@ def test_unknown_names_and_bits_are_refused_with_the_fix():
     with pytest.raises(FlagError, match="unknown flag name 'no_convergance'.*known flags: no_convergence") as info:
         encode(["no_convergance"])
     assert isinstance(info.value, ValueError)
-    with pytest.raises(FlagError, match="bit\\(s\\) \\[11\\].*does not define"):
-        decode(2048 + 1)
+    with pytest.raises(FlagError, match="bit\\(s\\) \\[12\\].*does not define"):
+        decode(4096 + 1)
     with pytest.raises(FlagError, match="negative"):
         decode(-1)
     with pytest.raises(FlagError, match="not an integer"):

@@ -165,7 +165,7 @@ class Fitting:
         self._values = {c.name: np.full(n, np.nan) for c in self.model.columns}
         self._errors: dict[str, np.ndarray] | None = None
         for batch in self._batches():
-            self._fit_batch(batch)
+            self._fit_batch_safely(batch)
         self._results = self._table()
         self._write_results()
         return self._results
@@ -202,6 +202,33 @@ class Fitting:
         for group in groups.values():
             yield group
         progress.close()
+
+    def _fit_batch_safely(self, gals: list[GalaxyData]) -> None:
+        """Fit a batch; if it raises, fit its galaxies one by one so only the culprit is lost."""
+        try:
+            self._fit_batch(gals)
+        except Exception as exc:  # noqa: BLE001 - one galaxy must not stop a catalogue
+            if len(gals) == 1:
+                gal = gals[0]
+                log.warning("galaxy %r: fit raised %s", gal.name, exc)
+                self._values_reset(gal.position)
+                self._fail(gal.position, gal.flags | Flag.fit_error,
+                           gal.messages + [f"fit raised {type(exc).__name__}: {exc}"])
+                return
+            log.warning("a batch of %d galaxies raised %s; fitting them one by one", len(gals), exc)
+            for gal in gals:
+                self._fit_batch_safely([gal])
+
+    def _values_reset(self, position: int) -> None:
+        """Forget whatever a failed fit left for one galaxy."""
+        self._theta[position] = np.nan
+        self._fisher[position] = np.nan
+        self._chi2[position] = np.nan
+        self._dof[position] = 0
+        self._n_iter[position] = 0
+        self._converged[position] = False
+        for col in self._values.values():
+            col[position] = np.nan
 
     def _fail(self, position: int, flags: int, messages: list[str]) -> None:
         self._flags[position] |= int(flags)
@@ -304,6 +331,8 @@ class Fitting:
                 self._fisher[pos] = fisher[i].cpu().numpy()
             self._chi2[pos] = chi2[i]
             self._dof[pos] = int(n_used[i]) - self.model.n_free
+            if self._dof[pos] <= 0:
+                self._flags[pos] |= int(Flag.no_dof)
             self._n_iter[pos] = int(result.n_iter[i])
             self._converged[pos] = bool(converged[i])
             for name, col in reported.items():
