@@ -97,8 +97,10 @@ class BatchObjective:
         Structured forward mode: each component is differentiated only with respect
         to its own parameters; a magnitude's column is the component's image times
         -0.4 ln 10 and a centre's column is the component's spectrum times -i k, both
-        exact and almost free; only the remaining parameters (shape, size, axis
-        ratio, angle) go through forward-mode tangents.
+        exact and almost free; shape parameters (r_e, n, ...) take forward mode
+        through the profile function alone, mapped by the image's own linear map;
+        only the geometry (PA, q, box) and user profiles take tangents through the
+        whole rendering.
         """
         prepare_forward_mode()
         images, jacobians = [], []
@@ -121,14 +123,24 @@ class BatchObjective:
 
         total = None
         for name, profile in model.profiles.items():
-            spectrum, plain = renderer.component_spectra({name: profile}, values, index=rows)[name]
+            params = profile.parameters()
+            shape = [(slot, prm) for slot, prm in params.items() if prm in column_of and _is_shape_slot(profile, slot, values)]
+            if shape and renderer.psf_hat is not None and profile.psf:
+                spectrum, derivatives = renderer.spectrum_and_shape_derivatives(
+                    profile, values, [slot for slot, _ in shape], index=rows
+                )
+                plain = None
+                for (_, prm), derivative in zip(shape, derivatives):
+                    add(column_of[prm], derivative)
+            else:
+                shape = []
+                spectrum, plain = renderer.component_spectra({name: profile}, values, index=rows)[name]
             image = renderer.to_image(spectrum) if spectrum is not None else None
             if plain is not None:
                 image = plain if image is None else image + plain
             total = image if total is None else total + image
-            params = profile.parameters()
             shortcuts = _shortcut_slots(profile, spectrum is not None and plain is None, params)
-            handled = set()
+            handled = {slot for slot, _ in shape}
             for slot, kind in shortcuts.items():
                 prm = params[slot]
                 if prm not in column_of:
@@ -213,6 +225,24 @@ def _shortcut_slots(profile: LightProfile, has_spectrum: bool, params: dict) -> 
         slots["cen_x"] = "x"
         slots["cen_y"] = "y"
     return slots
+
+
+_GEOMETRY_SLOTS = frozenset({"cen_x", "cen_y", "pa", "axis_r", "box"})
+
+
+def _is_shape_slot(profile, slot: str, values) -> bool:
+    """Whether ``slot`` only changes the profile function at fixed radii.
+
+    (See :meth:`Renderer.spectrum_and_shape_derivatives`.) Not the geometry, not
+    the magnitude (its column is a shortcut), not a profile whose truncation
+    radius moves the window, and not a parameter object used in two slots.
+    """
+    if not isinstance(profile, EllipticalProfile) or slot in _GEOMETRY_SLOTS or slot == profile.amplitude_parameter:
+        return False
+    params = profile.parameters()
+    if len({id(p) for p in params.values()}) != len(params):
+        return False
+    return profile.truncation_radius({k: values[p] for k, p in params.items()}) is None
 
 
 def _builtin_total_flux(profile):

@@ -52,6 +52,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -125,8 +126,46 @@ def core_nodes(r2: Tensor, settings: RenderSettings) -> Tensor:
     return r2.reshape(-1, 1) * t * t
 
 
-def core_spectrum(
-    radial_at_nodes: Tensor,
+@dataclass
+class CoreMap:
+    """The linear map from a profile's brightness at the core nodes to the core's spectrum.
+
+    Everything in it depends only on the geometry (centre, PA, q) and the window:
+    the quadrature factors, the table positions of every FFT frequency with their
+    Hermite weights, and the phase. Applying it is a matrix product and four
+    gathers, for any number of brightness vectors at once (a leading dimension),
+    which is how the derivatives with respect to a profile's shape parameters
+    are mapped to spectra without pushing tangents through the geometry.
+    """
+
+    node_factor: Tensor  # (B, R): 2 pi w(r) r dr/dt, Gauss-Legendre weight included
+    index: Tensor  # (B, F): table position of each frequency
+    basis: tuple[Tensor, Tensor, Tensor, Tensor]  # (B, F) Hermite weights of C0, C0', C1, C1'
+    phase: Tensor  # (B, N, M'): q exp(-i k . x0)
+    j0m: Tensor
+    dj0m: Tensor
+
+    def apply(self, radial_at_nodes: Tensor) -> Tensor:
+        """Core spectra (..., B, N, M') of brightness at the nodes (..., B, R)."""
+        g = radial_at_nodes * self.node_factor
+        values = g @ self.j0m  # (..., B, K): C at kappa_i = i * step
+        slopes = g @ self.dj0m  # (..., B, K): dC/dkappa, times the step (in the basis)
+        lead = values.shape[:-2]
+        batch, n_kappa = values.shape[-2:]
+        values = values.reshape(-1, batch, n_kappa)
+        slopes = slopes.reshape(-1, batch, n_kappa)
+        idx = self.index.expand(values.shape[0], *self.index.shape)
+        h00, h10, h01, h11 = self.basis
+        spectrum = (
+            h00 * torch.gather(values, 2, idx)
+            + h10 * torch.gather(slopes, 2, idx)
+            + h01 * torch.gather(values, 2, idx + 1)
+            + h11 * torch.gather(slopes, 2, idx + 1)
+        )
+        return spectrum.reshape(lead + self.phase.shape) * self.phase
+
+
+def core_map(
     v: Mapping[str, Tensor],
     r1: Tensor,
     r2: Tensor,
@@ -134,64 +173,53 @@ def core_spectrum(
     kx: Tensor,
     origin: tuple[float, float],
     settings: RenderSettings,
-) -> Tensor:
-    """Exact spectrum of the windowed core on the rfft2 frequencies ``(ky, kx)``.
+) -> CoreMap:
+    """The :class:`CoreMap` of galaxies with geometry ``v`` and window radii ``(r1, r2)``.
 
     Parameters
     ----------
-    radial_at_nodes
-        The profile's surface brightness at :func:`core_nodes`, shape (B, R).
     v
-        The profile's parameter values (only the geometry is used), (B, 1, 1).
+        The profile's parameter values (only centre, PA and q are used), (B, 1, 1).
     r1, r2
         Window radii from :func:`core_radii`.
     ky, kx
         Angular frequencies, shapes (N, 1) and (1, M').
     origin
         1-based (y, x) coordinate of index (0, 0) of the FFT box.
-
-    Returns
-    -------
-    Tensor
-        Complex tensor of shape (B, N, M').
     """
     dtype, device = r2.dtype, r2.device
     t, w, j0m, dj0m = core_tables(settings, dtype, device)
     batch = r2.shape[0]
     r2f = r2.reshape(batch, 1)
     nodes = r2f * t * t  # (B, R)
-    weight = smooth_window(nodes, r1.reshape(batch, 1), r2f)
     # dr = 2 r2 t dt; C(kappa) = sum_j g_j J0(kappa t_j^2)
-    g = 2.0 * math.pi * radial_at_nodes * weight * nodes * (2.0 * r2f * t) * w
-    values = g @ j0m  # (B, K): C at kappa_i = i * step
-    slopes = g @ dj0m  # dC/dkappa
+    node_factor = 2.0 * math.pi * smooth_window(nodes, r1.reshape(batch, 1), r2f) * nodes * (2.0 * r2f * t) * w
     q = v["axis_r"]
     sin, cos = torch.sin(v["pa"]), torch.cos(v["pa"])
     k_major = -kx * sin + ky * cos
     k_minor = kx * cos + ky * sin
     kc = torch.sqrt((k_major * k_major + (q * k_minor) ** 2).clamp_min(1e-30))
     kappa = (kc * r2) / settings.kappa_step
-    n_kappa = values.shape[1]
+    n_kappa = j0m.shape[1]
     # a non-finite trial parameter must give a non-finite image (which the
     # optimiser rejects), not an out-of-range table index
     index = torch.nan_to_num(kappa.detach(), nan=0.0, posinf=0.0, neginf=0.0).floor().clamp(0, n_kappa - 2)
-    frac = (kappa - index).clamp(0.0, 1.0)
-    idx = index.long().reshape(batch, -1)
-    frac = frac.reshape(batch, -1)
-    c0 = torch.gather(values, 1, idx)
-    c1 = torch.gather(values, 1, idx + 1)
-    d0 = torch.gather(slopes, 1, idx) * settings.kappa_step
-    d1 = torch.gather(slopes, 1, idx + 1) * settings.kappa_step
+    frac = (kappa - index).clamp(0.0, 1.0).reshape(batch, -1)
     f2 = frac * frac
     one_f = 1.0 - frac
-    spectrum = (
-        (1.0 + 2.0 * frac) * one_f * one_f * c0
-        + frac * one_f * one_f * d0
-        + f2 * (3.0 - 2.0 * frac) * c1
-        + f2 * (frac - 1.0) * d1
-    ).reshape(kc.shape)
+    basis = (
+        (1.0 + 2.0 * frac) * one_f * one_f,
+        frac * one_f * one_f * settings.kappa_step,
+        f2 * (3.0 - 2.0 * frac),
+        f2 * (frac - 1.0) * settings.kappa_step,
+    )
+    phase = shift_phase(q.to(kc.dtype), v["cen_y"], v["cen_x"], ky, kx, origin).expand(batch, *kc.shape[-2:])
+    return CoreMap(node_factor, index.long().reshape(batch, -1), basis, phase, j0m, dj0m)
 
-    return shift_phase(q * spectrum, v["cen_y"], v["cen_x"], ky, kx, origin)
+
+def core_spectrum(radial_at_nodes: Tensor, v, r1, r2, ky, kx, origin, settings: RenderSettings) -> Tensor:
+    """Exact spectrum (B, N, M') of the windowed core, from the brightness at :func:`core_nodes`."""
+    return core_map(v, r1, r2, ky, kx, origin, settings).apply(radial_at_nodes)
 
 
 def shift_phase(spectrum: Tensor, cen_y: Tensor, cen_x: Tensor, ky: Tensor, kx: Tensor, origin) -> Tensor:

@@ -27,6 +27,7 @@ response applied to its band-limited spectrum. Grid-sampled components with
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 
@@ -34,7 +35,7 @@ from ..params import Parameter, parameter_values
 from ..profiles.base import EllipticalProfile, LightProfile
 from ..profiles.point_source import PointSource
 from ..settings import RenderSettings
-from .core import core_nodes, core_radii, core_spectrum, shift_phase, smooth_window
+from .core import CoreMap, core_map, core_nodes, core_radii, shift_phase, smooth_window
 from .grid import ConvolutionLayout
 from .pixel_integral import pixel_integrated_image
 from .psf import prepare_psf, psf_spectrum
@@ -104,29 +105,91 @@ class Renderer:
             out[name] = values[param]
         return out
 
-    def _elliptical(self, profile: EllipticalProfile, v: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """Smooth part on the extended grid and core spectrum of an elliptical profile."""
+    def _geometry(self, profile: EllipticalProfile, v: Mapping[str, Tensor]) -> "_Geometry":
+        """Everything about drawing an elliptical profile that its shape parameters do not change."""
         y, x = self.extended_grid
-        batch = v["axis_r"].shape[0]
         r1, r2 = core_radii(profile, v, self.layout, self.settings)
-        nodes = core_nodes(r2, self.settings)
         x_maj, x_min = profile.major_minor(y, x, v)
         r_ell = profile.elliptical_radius(x_maj, x_min, v["axis_r"])
-        radii = [r_ell.reshape(batch, 1, -1), nodes.reshape(batch, 1, -1)]
-        if not _box_is_zero(profile):
-            radii.append(profile.boxy_radius(x_maj, x_min, v["axis_r"], v["box"]).reshape(batch, 1, -1))
-        # one call of the profile function for every radius it is needed at
-        brightness = profile.radial(torch.cat(radii, dim=-1), v)[:, 0, :]
-        n_grid, n_nodes = r_ell[0].numel(), nodes.shape[1]
-        on_grid = brightness[:, :n_grid].reshape(r_ell.shape)
-        core = on_grid * smooth_window(r_ell, r1, r2)
-        if len(radii) == 2:
+        r_box = None if _box_is_zero(profile) else profile.boxy_radius(x_maj, x_min, v["axis_r"], v["box"])
+        return _Geometry(
+            r_ell=r_ell,
+            r_box=r_box,
+            nodes=core_nodes(r2, self.settings),
+            window=smooth_window(r_ell, r1, r2),
+            core=core_map(v, r1, r2, self.ky, self.kx, self.origin, self.settings),
+        )
+
+    def _radii(self, geometry: "_Geometry") -> Tensor:
+        """Every radius the profile function is needed at, (B, 1, grid + nodes [+ grid])."""
+        batch = geometry.r_ell.shape[0]
+        radii = [geometry.r_ell.reshape(batch, 1, -1), geometry.nodes.reshape(batch, 1, -1)]
+        if geometry.r_box is not None:
+            radii.append(geometry.r_box.reshape(batch, 1, -1))
+        return torch.cat(radii, dim=-1)
+
+    def _from_brightness(self, geometry: "_Geometry", brightness: Tensor) -> tuple[Tensor, Tensor]:
+        """Tapered smooth part (..., B, He, We) and core spectrum from brightness (..., B, 1, radii).
+
+        Linear in ``brightness``: any number of leading dimensions is mapped at once.
+        """
+        shape = geometry.r_ell.shape
+        n_grid, n_nodes = geometry.r_ell[0].numel(), geometry.nodes.shape[1]
+        on_grid = brightness[..., 0, :n_grid].reshape(brightness.shape[:-3] + shape)
+        core = on_grid * geometry.window
+        if geometry.r_box is None:
             smooth = on_grid - core
         else:
-            smooth = brightness[:, n_grid + n_nodes:].reshape(r_ell.shape) - core
-        at_nodes = brightness[:, n_grid:n_grid + n_nodes]
-        spectrum = core_spectrum(at_nodes, v, r1, r2, self.ky, self.kx, self.origin, self.settings)
-        return smooth, spectrum
+            smooth = brightness[..., 0, n_grid + n_nodes:].reshape(on_grid.shape) - core
+        spectrum = geometry.core.apply(brightness[..., 0, n_grid:n_grid + n_nodes])
+        return smooth * self.taper, spectrum
+
+    def _elliptical(self, profile: EllipticalProfile, v: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Smooth part on the extended grid and core spectrum of an elliptical profile."""
+        geometry = self._geometry(profile, v)
+        # one call of the profile function for every radius it is needed at
+        return self._from_brightness(geometry, profile.radial(self._radii(geometry), v))
+
+    def spectrum_and_shape_derivatives(
+        self,
+        profile: EllipticalProfile,
+        values: Mapping[Parameter, Tensor],
+        slots: list[str],
+        *,
+        index: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """A convolved elliptical component's spectrum and its derivatives w.r.t. shape ``slots``.
+
+        Returns the spectrum times the PSF's (as :meth:`component_spectra`) and the
+        derivative images (S, B, H, W). A shape parameter (Sersic n, r_e, a Moffat
+        index...) changes only the profile function at fixed radii, and the image is
+        linear in that function: its derivative at the grid and core nodes (forward
+        mode through the profile function alone) is mapped through the same FFT and
+        core spectrum as the image, with no tangent through the geometry. Valid for
+        slots that are not geometry (centre, PA, q, box), components convolved with a
+        PSF, and profiles without a truncation radius (which moves the window).
+        """
+        batch, values, psf_hat = self._prepare(values, index)
+        v = self._values(profile, values)
+        geometry = self._geometry(profile, v)
+        radii = self._radii(geometry)
+        x0 = torch.stack([v[slot].reshape(-1) for slot in slots], dim=1)  # (B, S)
+
+        def brightness(x):
+            shaped = dict(v)
+            for i, slot in enumerate(slots):
+                shaped[slot] = x[:, i].reshape(-1, 1, 1)
+            return profile.radial(radii, shaped)
+
+        n_slots = len(slots)
+        basis = torch.eye(n_slots, dtype=x0.dtype, device=x0.device)[:, None, :].expand(n_slots, batch, n_slots)
+        primal, tangents = torch.func.vmap(lambda t: torch.func.jvp(brightness, (x0,), (t,)), out_dims=(None, 0))(basis)
+        n, m = self.layout.fft_shape
+        spectra = []
+        for b in (primal, tangents):
+            smooth, spectrum = self._from_brightness(geometry, b)
+            spectra.append((spectrum + torch.fft.rfft2(smooth, s=(n, m))) * psf_hat)
+        return spectra[0], self.to_image(spectra[1])
 
     def _point(self, profile: PointSource, v: Mapping[str, Tensor]) -> Tensor:
         if self.psf is None or not profile.psf:
@@ -233,7 +296,7 @@ class Renderer:
             if not with_psf:
                 return with_psf, None, None, pixel_integrated_image(profile, v, self.cutout_grid, _box_is_zero(profile))
             smooth, spectrum = self._elliptical(profile, v)
-            return with_psf, smooth * self.taper, spectrum, None
+            return with_psf, smooth, spectrum, None
         if isinstance(profile, PointSource):
             return with_psf, None, self._point(profile, v), None
         if profile.psf:
@@ -273,6 +336,17 @@ class Renderer:
         if total is None:
             total = torch.zeros((batch,) + self.shape, dtype=self.dtype, device=self.device)
         return total
+
+
+@dataclass
+class _Geometry:
+    """Radii, window and core map of an elliptical profile at given geometry."""
+
+    r_ell: Tensor
+    r_box: Tensor | None
+    nodes: Tensor
+    window: Tensor
+    core: CoreMap
 
 
 def _box_is_zero(profile: EllipticalProfile) -> bool:
