@@ -19,6 +19,7 @@ from ..params import Parameter
 from ..profiles.base import EllipticalProfile, LightProfile
 from ..profiles.point_source import PointSource
 from ..render import Renderer
+from ..render.renderer import box_is_zero
 from .likelihoods import Likelihood
 
 Tensor = torch.Tensor
@@ -238,6 +239,8 @@ def _is_shape_slot(profile, slot: str, values) -> bool:
     radius moves the window, and not a parameter object used in two slots.
     """
     if not isinstance(profile, EllipticalProfile) or slot in _GEOMETRY_SLOTS or slot == profile.amplitude_parameter:
+        return False
+    if not box_is_zero(profile):  # the boxy part is supersampled apart from the radii
         return False
     params = profile.parameters()
     if len({id(p) for p in params.values()}) != len(params):

@@ -42,9 +42,9 @@ they fit. The split is exact for any window; the radii still carry derivatives,
 so that the Jacobian is the exact derivative of the image actually computed.
 
 Boxy/disky isophotes (C0 != 0) are not elliptical: the core is then the
-elliptical profile with the same q, and the outer part is the exact boxy image
-minus that core. It stays exact in sum; its smoothness degrades in proportion
-to |C0|.
+elliptical profile with the same q, and the renderer adds the difference between
+the boxy and the elliptical image separately (supersampled pixel means divided by
+the pixel response in the band).
 """
 
 from __future__ import annotations

@@ -154,11 +154,11 @@ def _pixel_integrated_image(profile, v, grid, box_is_zero: bool) -> Tensor:
     image = -q.reshape(batch, 1) * torch.cat(out, dim=1)
     image = image.reshape((batch,) + tuple(y.shape))
     if not box_is_zero:
-        image = image + _boxy_correction(profile, v, grid)
+        image = image + boxy_difference_means(profile, v, grid)
     return image
 
 
-def _boxy_correction(profile, v, grid, factor: int = 6) -> Tensor:
+def boxy_difference_means(profile, v, grid, factor: int = 6) -> Tensor:
     """Supersampled pixel means of S(r_box) - S(r_ell), whose cusps cancel to first order."""
     y, x = grid
     offsets = (torch.arange(factor, dtype=y.dtype, device=y.device) + 0.5) / factor - 0.5

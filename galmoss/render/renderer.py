@@ -37,7 +37,7 @@ from ..profiles.point_source import PointSource
 from ..settings import RenderSettings
 from .core import CoreMap, core_map, core_nodes, core_radii, shift_phase, smooth_window
 from .grid import ConvolutionLayout
-from .pixel_integral import pixel_integrated_image
+from .pixel_integral import boxy_difference_means, pixel_integrated_image
 from .psf import prepare_psf, psf_spectrum
 
 Tensor = torch.Tensor
@@ -111,22 +111,17 @@ class Renderer:
         r1, r2 = core_radii(profile, v, self.layout, self.settings)
         x_maj, x_min = profile.major_minor(y, x, v)
         r_ell = profile.elliptical_radius(x_maj, x_min, v["axis_r"])
-        r_box = None if _box_is_zero(profile) else profile.boxy_radius(x_maj, x_min, v["axis_r"], v["box"])
         return _Geometry(
             r_ell=r_ell,
-            r_box=r_box,
             nodes=core_nodes(r2, self.settings),
             window=smooth_window(r_ell, r1, r2),
             core=core_map(v, r1, r2, self.ky, self.kx, self.origin, self.settings),
         )
 
     def _radii(self, geometry: "_Geometry") -> Tensor:
-        """Every radius the profile function is needed at, (B, 1, grid + nodes [+ grid])."""
+        """Every radius the profile function is needed at, (B, 1, grid + nodes)."""
         batch = geometry.r_ell.shape[0]
-        radii = [geometry.r_ell.reshape(batch, 1, -1), geometry.nodes.reshape(batch, 1, -1)]
-        if geometry.r_box is not None:
-            radii.append(geometry.r_box.reshape(batch, 1, -1))
-        return torch.cat(radii, dim=-1)
+        return torch.cat([geometry.r_ell.reshape(batch, 1, -1), geometry.nodes.reshape(batch, 1, -1)], dim=-1)
 
     def _from_brightness(self, geometry: "_Geometry", brightness: Tensor) -> tuple[Tensor, Tensor]:
         """Tapered smooth part (..., B, He, We) and core spectrum from brightness (..., B, 1, radii).
@@ -134,21 +129,26 @@ class Renderer:
         Linear in ``brightness``: any number of leading dimensions is mapped at once.
         """
         shape = geometry.r_ell.shape
-        n_grid, n_nodes = geometry.r_ell[0].numel(), geometry.nodes.shape[1]
+        n_grid = geometry.r_ell[0].numel()
         on_grid = brightness[..., 0, :n_grid].reshape(brightness.shape[:-3] + shape)
-        core = on_grid * geometry.window
-        if geometry.r_box is None:
-            smooth = on_grid - core
-        else:
-            smooth = brightness[..., 0, n_grid + n_nodes:].reshape(on_grid.shape) - core
-        spectrum = geometry.core.apply(brightness[..., 0, n_grid:n_grid + n_nodes])
+        smooth = on_grid * (1.0 - geometry.window)
+        spectrum = geometry.core.apply(brightness[..., 0, n_grid:])
         return smooth * self.taper, spectrum
 
     def _elliptical(self, profile: EllipticalProfile, v: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
         """Smooth part on the extended grid and core spectrum of an elliptical profile."""
         geometry = self._geometry(profile, v)
         # one call of the profile function for every radius it is needed at
-        return self._from_brightness(geometry, profile.radial(self._radii(geometry), v))
+        smooth, spectrum = self._from_brightness(geometry, profile.radial(self._radii(geometry), v))
+        if not box_is_zero(profile):
+            # Boxy/disky isophotes: the difference from the elliptical profile has a
+            # (weaker) cusp of its own. Its pixel means, supersampled, alias far less
+            # than its point samples; dividing by the pixel response in the band
+            # turns them into band-limited samples.
+            means = boxy_difference_means(profile, v, self.extended_grid, factor=4) * self.taper
+            n, m = self.layout.fft_shape
+            spectrum = spectrum + torch.fft.rfft2(means, s=(n, m)) / self.pixel_hat
+        return smooth, spectrum
 
     def spectrum_and_shape_derivatives(
         self,
@@ -294,7 +294,7 @@ class Renderer:
         he, we = self.layout.extended_shape
         if isinstance(profile, EllipticalProfile):
             if not with_psf:
-                return with_psf, None, None, pixel_integrated_image(profile, v, self.cutout_grid, _box_is_zero(profile))
+                return with_psf, None, None, pixel_integrated_image(profile, v, self.cutout_grid, box_is_zero(profile))
             smooth, spectrum = self._elliptical(profile, v)
             return with_psf, smooth, spectrum, None
         if isinstance(profile, PointSource):
@@ -343,12 +343,11 @@ class _Geometry:
     """Radii, window and core map of an elliptical profile at given geometry."""
 
     r_ell: Tensor
-    r_box: Tensor | None
     nodes: Tensor
     window: Tensor
     core: CoreMap
 
 
-def _box_is_zero(profile: EllipticalProfile) -> bool:
+def box_is_zero(profile: EllipticalProfile) -> bool:
     box = getattr(profile, "box", None)
     return isinstance(box, Parameter) and not box.fit and bool((box.initial == 0).all())
