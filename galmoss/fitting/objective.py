@@ -136,9 +136,7 @@ class BatchObjective:
             else:
                 shape = []
                 spectrum, plain = renderer.component_spectra({name: profile}, values, index=rows)[name]
-            image = renderer.to_image(spectrum) if spectrum is not None else None
-            if plain is not None:
-                image = plain if image is None else image + plain
+            image = renderer.component_image(spectrum, plain)
             total = image if total is None else total + image
             shortcuts = _shortcut_slots(profile, spectrum is not None and plain is None, params)
             handled = {slot for slot, _ in shape}
@@ -173,11 +171,7 @@ class BatchObjective:
             vals = dict(values)
             for i, prm in enumerate(params):
                 vals[prm] = x[:, i].reshape(-1, 1, 1)
-            spectrum, plain = renderer.component_spectra({name: profile}, vals, index=rows)[name]
-            out = renderer.to_image(spectrum) if spectrum is not None else None
-            if plain is not None:
-                out = plain if out is None else out + plain
-            return out
+            return renderer.component_image(*renderer.component_spectra({name: profile}, vals, index=rows)[name])
 
         r = len(params)
         basis = torch.eye(r, dtype=x0.dtype, device=x0.device)[:, None, :].expand(r, x0.shape[0], r)

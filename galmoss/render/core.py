@@ -217,11 +217,6 @@ def core_map(
     return CoreMap(node_factor, index.long().reshape(batch, -1), basis, phase, j0m, dj0m)
 
 
-def core_spectrum(radial_at_nodes: Tensor, v, r1, r2, ky, kx, origin, settings: RenderSettings) -> Tensor:
-    """Exact spectrum (B, N, M') of the windowed core, from the brightness at :func:`core_nodes`."""
-    return core_map(v, r1, r2, ky, kx, origin, settings).apply(radial_at_nodes)
-
-
 def shift_phase(spectrum: Tensor, cen_y: Tensor, cen_x: Tensor, ky: Tensor, kx: Tensor, origin) -> Tensor:
     """Multiply a centred spectrum (B, N, M') by ``exp(-i k . x0)``: a source at (cen_x, cen_y).
 

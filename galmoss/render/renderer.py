@@ -287,6 +287,13 @@ class Renderer:
         """The cutout image of a spectrum on the FFT box."""
         return self.layout.crop(torch.fft.irfft2(spectrum, s=self.layout.fft_shape))
 
+    def component_image(self, spectrum: Tensor | None, plain: Tensor | None) -> Tensor:
+        """A component's image from the two parts :meth:`component_spectra` gives."""
+        image = self.to_image(spectrum) if spectrum is not None else None
+        if plain is not None:
+            image = plain if image is None else image + plain
+        return image
+
     def _parts(self, profile: LightProfile, values, mode: str, batch: int):
         """(convolved-with-PSF?, smooth image on the extended grid, spectrum, image added as is)."""
         v = self._values(profile, values)
