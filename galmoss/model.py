@@ -232,8 +232,7 @@ class Model:
             rep = self.report(vals)
             return torch.stack([rep[n][0] for n in names])
 
-        fixed_rows = {k: t.reshape(t.shape[0], *t.shape[1:]) for k, t in fixed.items()}
-        jac = torch.func.vmap(torch.func.jacfwd(one), in_dims=(0, 0))(theta, fixed_rows)
+        jac = torch.func.vmap(torch.func.jacfwd(one), in_dims=(0, 0))(theta, dict(fixed))
         with torch.no_grad():
             rep = self.report(self.values(theta, fixed))
         return rep, jac

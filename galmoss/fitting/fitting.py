@@ -235,22 +235,23 @@ class Fitting:
         self._messages[position] = "; ".join(messages)
 
     # ----------------------------------------------------------- fit a batch
-    def _objective(self, gals: list[GalaxyData], weight: Tensor | None = None) -> BatchObjective:
+    def _objective(self, gals: list[GalaxyData], start: dict | None = None) -> BatchObjective:
+        """The batch's objective; ``start`` (profile units) gives the fixed values if already at hand."""
         dt, dev = self.dtype, self.device
         stack = lambda xs: torch.as_tensor(np.stack(xs), dtype=dt, device=dev)  # noqa: E731
         psf = None
         if gals[0].psf is not None:
             psf = stack(_pad_psfs([g.psf for g in gals]))
         renderer = Renderer(gals[0].shape, psf, batch=len(gals), dtype=dt, device=dev, settings=self.render_settings)
-        positions = np.array([g.position for g in gals])
-        start = self.model.start_values(positions)
+        if start is None:
+            start = self.model.start_values(np.array([g.position for g in gals]))
         return BatchObjective(
             model=self.model,
             renderer=renderer,
             likelihood=self.likelihood,
             data=stack([g.image for g in gals]),
             sigma=stack([g.sigma for g in gals]),
-            weight=stack([g.weight for g in gals]) if weight is None else weight,
+            weight=stack([g.weight for g in gals]),
             fixed=self.model.fixed_tensors(start, dt, dev),
             jacobian_chunk=self.jacobian_chunk,
         )
@@ -263,10 +264,8 @@ class Fitting:
 
         return [moment_estimates(g.image, g.weight, g.sigma) for g in gals]
 
-    def _check_starts(self, gals: list[GalaxyData], estimates: list[dict] | None) -> list[GalaxyData]:
-        """Drop (and flag) galaxies whose start values lie outside a profile's domain."""
-        positions = np.array([g.position for g in gals])
-        start = self.model.start_values(positions, estimates)
+    def _check_starts(self, gals: list[GalaxyData], start: dict) -> np.ndarray:
+        """Which galaxies have start values inside every profile's domain; the others are flagged."""
         keep = np.ones(len(gals), dtype=bool)
         for pname, profile in self.model.profiles.items():
             for slot, prm in profile.parameters().items():
@@ -280,20 +279,19 @@ class Fitting:
                         gals[i].messages
                         + [f"start value of {pname}.{slot} is {start[prm][i]:g}, outside {spec.domain_text()}"],
                     )
-        return [g for g, k in zip(gals, keep) if k]
+        return keep
 
     def _fit_batch(self, gals: list[GalaxyData]) -> None:
         estimates = self._estimates(gals)
-        kept = self._check_starts(gals, estimates)
-        if not kept:
+        start = self.model.start_values(np.array([g.position for g in gals]), estimates)
+        keep = self._check_starts(gals, start)
+        if not keep.any():
             return
+        gals = [g for g, k in zip(gals, keep) if k]
+        start = {prm: v[keep] for prm, v in start.items()}
         if estimates is not None:
-            kept_ids = {id(g) for g in kept}
-            estimates = [e for g, e in zip(gals, estimates) if id(g) in kept_ids]
-        gals = kept
-        objective = self._objective(gals)
-        positions = np.array([g.position for g in gals])
-        start = self.model.start_values(positions, estimates)
+            estimates = [e for e, k in zip(estimates, keep) if k]
+        objective = self._objective(gals, start)
         theta0 = self.model.theta_from_values(start, self.dtype, self.device)
         result = self._optimise(objective, theta0, torch.arange(len(gals), device=self.device))
         result = self._restart_strays(objective, gals, start, estimates, result)
@@ -351,7 +349,7 @@ class Fitting:
 
         if self.method == "lm":
             return levenberg_marquardt(residuals, residuals_and_jacobian, theta0, self.lm_settings)
-        return adam(residuals, theta0, self.adam_settings, _adam_scales(self.model, None, self.device, self.dtype))
+        return adam(residuals, theta0, self.adam_settings, _adam_scales(self.model, self.device, self.dtype))
 
     def _strays(self, theta: Tensor, result, shape) -> np.ndarray:
         """Galaxies whose fit went astray: not converged, at a bound, or a size run away."""
@@ -551,7 +549,7 @@ def _column_units(prm) -> dict:
     return meta
 
 
-def _adam_scales(model: Model, _unused, device, dtype) -> Tensor:
+def _adam_scales(model: Model, device, dtype) -> Tensor:
     """Per-parameter learning-rate multipliers (the seed's ``step_length`` when given)."""
     scales = []
     for prm in model.free:
