@@ -24,6 +24,13 @@ they set a bit here and the fit moves on to the next galaxy.
                                       (dof <= 0): reduced_chi2 is NaN
   11   2048   ``fit_error``           fitting this galaxy raised an error (see the
                                       message): values are NaN
+  12   4096   ``block_not_written``   the image block could not be written; the fit
+                                      is kept
+  13   8192   ``bad_mask``            mask_index absent from the mask: not fitted
+  14  16384   ``no_source``           blank or constant cutout: not fitted
+  15  32768   ``psf_off_centre``      PSF centroid > 0.5 px from its documented centre
+  16  65536   ``negative_pixels``     Poisson likelihood given negative pixels: masked
+  17 131072   ``psf_larger_than_cutout``  the PSF stamp is larger than the cutout
 =====  =====  ======================  ==================================================
 
 Bits are part of the file format: a bit, once given a meaning, keeps it, and new
@@ -70,6 +77,12 @@ class Flag(enum.IntFlag):
     bad_start = 1 << 9
     no_dof = 1 << 10
     fit_error = 1 << 11
+    block_not_written = 1 << 12
+    bad_mask = 1 << 13
+    no_source = 1 << 14
+    psf_off_centre = 1 << 15
+    negative_pixels = 1 << 16
+    psf_larger_than_cutout = 1 << 17
 
 
 _DESCRIPTIONS: dict[str, str] = {
@@ -85,6 +98,12 @@ _DESCRIPTIONS: dict[str, str] = {
     "bad_start": "start values outside the profile's domain",
     "no_dof": "no more usable pixels than free parameters (dof <= 0): reduced_chi2 is NaN",
     "fit_error": "fitting this galaxy raised an error (see the message): values are NaN",
+    "block_not_written": "the image block could not be written (see the message); the fit itself is kept",
+    "bad_mask": "the mask cannot select the galaxy (mask_index absent from the mask): not fitted",
+    "no_source": "the cutout holds no source (blank or constant): not fitted",
+    "psf_off_centre": "the PSF's centroid is more than half a pixel from its documented centre",
+    "negative_pixels": "a Poisson likelihood was given negative pixels: they were masked",
+    "psf_larger_than_cutout": "the PSF stamp is larger than the cutout",
 }
 
 # Iterating an IntFlag class changed between Python 3.10 and 3.12 (aliases,
