@@ -27,6 +27,12 @@ EXPECTED_VALUES = {
     "bad_start": 512,
     "no_dof": 1024,
     "fit_error": 2048,
+    "block_not_written": 4096,
+    "bad_mask": 8192,
+    "no_source": 16384,
+    "psf_off_centre": 32768,
+    "negative_pixels": 65536,
+    "psf_larger_than_cutout": 131072,
 }
 
 
@@ -39,7 +45,9 @@ def test_every_flag_has_its_pinned_single_bit():
 
 def test_decode_encode_round_trip_over_all_values():
     names = list(EXPECTED_VALUES)
-    for value in range(2 ** len(names)):
+    # every combination of the first 12 bits, then each later bit on top of a few of them
+    values = list(range(2**12)) + [v | EXPECTED_VALUES[n] for n in names[12:] for v in (0, 1, 2049, 4095)]
+    for value in values:
         decoded = decode(value)
         assert encode(decoded) == value
         assert decoded == [n for n in names if value & EXPECTED_VALUES[n]]  # increasing bit order
@@ -59,8 +67,8 @@ def test_unknown_names_and_bits_are_refused_with_the_fix():
     with pytest.raises(FlagError, match="unknown flag name 'no_convergance'.*known flags: no_convergence") as info:
         encode(["no_convergance"])
     assert isinstance(info.value, ValueError)
-    with pytest.raises(FlagError, match="bit\\(s\\) \\[12\\].*does not define"):
-        decode(4096 + 1)
+    with pytest.raises(FlagError, match="bit\\(s\\) \\[40\\].*does not define"):
+        decode(2**40 + 1)
     with pytest.raises(FlagError, match="negative"):
         decode(-1)
     with pytest.raises(FlagError, match="not an integer"):
