@@ -31,6 +31,13 @@ they set a bit here and the fit moves on to the next galaxy.
   15  32768   ``psf_off_centre``      PSF centroid > 0.5 px from its documented centre
   16  65536   ``negative_pixels``     Poisson likelihood given negative pixels: masked
   17 131072   ``psf_larger_than_cutout``  the PSF stamp is larger than the cutout
+  18 262144   ``segment_fallback``    auto mask: no segment under the start position;
+                                      the brightest segment near it was fitted
+  19 524288   ``chi2_high``           chi2 > dof + 10 sqrt(2 dof): far beyond the noise
+  20 1048576  ``size_runaway``        a length beyond half the cutout's diagonal
+  21 2097152  ``negligible_component``  a component holds < 1 % of the model's flux
+  22 4194304  ``at_start``            a free parameter ended at its start value
+  23 8388608  ``components_merged``   two components converged onto each other
 =====  =====  ======================  ==================================================
 
 Bits are part of the file format: a bit, once given a meaning, keeps it, and new
@@ -83,6 +90,12 @@ class Flag(enum.IntFlag):
     psf_off_centre = 1 << 15
     negative_pixels = 1 << 16
     psf_larger_than_cutout = 1 << 17
+    segment_fallback = 1 << 18
+    chi2_high = 1 << 19
+    size_runaway = 1 << 20
+    negligible_component = 1 << 21
+    at_start = 1 << 22
+    components_merged = 1 << 23
 
 
 _DESCRIPTIONS: dict[str, str] = {
@@ -104,6 +117,12 @@ _DESCRIPTIONS: dict[str, str] = {
     "psf_off_centre": "the PSF's centroid is more than half a pixel from its documented centre",
     "negative_pixels": "a Poisson likelihood was given negative pixels: they were masked",
     "psf_larger_than_cutout": "the PSF stamp is larger than the cutout",
+    "segment_fallback": "auto mask: no segment lies under the start position; the brightest segment near it was fitted",
+    "chi2_high": "chi2 exceeds dof + k sqrt(2 dof) (k = 10 by default): far more than the noise allows",
+    "size_runaway": "a fitted length exceeds half the cutout's diagonal: the size ran away",
+    "negligible_component": "a component carries a negligible share (< 1 %) of the model's flux",
+    "at_start": "a free parameter ended at its start value: the fit did not move it",
+    "components_merged": "two components converged onto each other (same centre, size, shape)",
 }
 
 # Iterating an IntFlag class changed between Python 3.10 and 3.12 (aliases,

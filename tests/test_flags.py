@@ -33,6 +33,12 @@ EXPECTED_VALUES = {
     "psf_off_centre": 32768,
     "negative_pixels": 65536,
     "psf_larger_than_cutout": 131072,
+    "segment_fallback": 1 << 18,
+    "chi2_high": 1 << 19,
+    "size_runaway": 1 << 20,
+    "negligible_component": 1 << 21,
+    "at_start": 1 << 22,
+    "components_merged": 1 << 23,
 }
 
 
@@ -129,4 +135,4 @@ def test_add_flag_refuses_arrays_that_cannot_hold_the_bits():
     with pytest.raises(FlagError, match="integer dtype of 16 bits or more"):
         add_flag(torch.zeros(2), "bad_psf")
     with pytest.raises(FlagError, match="does not define"):
-        add_flag(np.zeros(2, dtype=np.int64), 1 << 20)
+        add_flag(np.zeros(2, dtype=np.int64), 1 << 40)
