@@ -23,34 +23,79 @@ or (``xtol``) an accepted step moves ``theta`` by less than
 ``xtol * (xtol + |theta|)``; or (``gtol``) the gradient is orthogonal to the
 residuals to ``gtol`` (the largest cosine between ``r`` and a column of ``J``).
 Converged galaxies leave the batch and cost nothing more; the rest continue
-until ``max_iterations``.
+until ``max_iterations``. How each galaxy ended is a
+:class:`~galmoss.fitting.status.Status` code.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
+from .status import Status, is_converged
+
 Tensor = torch.Tensor
 
-#: status codes of a galaxy after :func:`levenberg_marquardt`
-RUNNING, CONVERGED_FTOL, CONVERGED_XTOL, CONVERGED_GTOL, MAX_ITERATIONS, NON_FINITE, STALLED = range(7)
-STATUS_TEXT = {
-    RUNNING: "running",
-    CONVERGED_FTOL: "converged: relative decrease of chi2 below ftol",
-    CONVERGED_XTOL: "converged: step below xtol",
-    CONVERGED_GTOL: "converged: gradient orthogonal to residuals (gtol)",
-    MAX_ITERATIONS: "iteration limit reached before convergence",
-    NON_FINITE: "residuals are not finite at the start values",
-    STALLED: "no step lowers chi2 any more although the model predicts progress",
-}
+# The status codes by their old names (fitting code and user scripts import them from here).
+RUNNING = Status.RUNNING
+CONVERGED_FTOL = Status.CONVERGED_FTOL
+CONVERGED_XTOL = Status.CONVERGED_XTOL
+CONVERGED_GTOL = Status.CONVERGED_GTOL
+MAX_ITERATIONS = Status.MAX_ITERATIONS
+NON_FINITE = Status.NON_FINITE
+STALLED = Status.STALLED
+#: code -> message, derived from :class:`~galmoss.fitting.status.Status`
+STATUS_TEXT = {int(s): s.message for s in Status}
+
+
+def _check_count(owner: str, name: str, value, minimum: int = 1) -> None:
+    # bool is an int subclass: max_iterations=True is a typo, not a count
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{owner}({name}={value!r}): {name} must be an integer >= {minimum}")
+
+
+def _check_number(owner: str, name: str, value, *, positive: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > 0 if positive else value >= 0)
+    if not ok:
+        kind = "a finite number > 0" if positive else "a finite number >= 0"
+        raise ValueError(f"{owner}({name}={value!r}): {name} must be {kind}")
 
 
 @dataclass(frozen=True)
 class LMSettings:
-    """Tolerances of :func:`levenberg_marquardt` (see the module docstring)."""
+    """Tolerances and limits of :func:`levenberg_marquardt` (see the module docstring).
+
+    Change a field with ``dataclasses.replace(settings, ftol=1e-8)``.
+
+    Parameters
+    ----------
+    max_iterations
+        Iterations at most per galaxy (integer >= 1); a galaxy that has not
+        converged by then ends with status ``MAX_ITERATIONS``.
+    ftol
+        Converged when the relative decrease of the loss, the one an accepted step
+        achieved and the one the damped model predicts, is at most ``ftol`` (>= 0).
+    xtol
+        Converged when an accepted step moves every fitting-space coordinate by
+        at most ``xtol * (xtol + |theta|)`` (>= 0).
+    gtol
+        Converged when the largest cosine between the residuals and a Jacobian
+        column is at most ``gtol`` (>= 0): the gradient is orthogonal to them.
+    initial_damping
+        Starting Marquardt damping lambda (> 0), relative to diag(J^T J).
+    max_damping
+        A galaxy whose damping grows beyond this (> ``initial_damping``) without
+        a successful step ends with status ``STALLED``.
+
+    Raises
+    ------
+    ValueError
+        A field of the wrong type or out of range, naming the field and what it must be.
+    """
 
     max_iterations: int = 100
     ftol: float = 1e-6
@@ -58,6 +103,18 @@ class LMSettings:
     gtol: float = 1e-8
     initial_damping: float = 0.1
     max_damping: float = 1e12
+
+    def __post_init__(self) -> None:
+        _check_count("LMSettings", "max_iterations", self.max_iterations)
+        for name in ("ftol", "xtol", "gtol"):
+            _check_number("LMSettings", name, getattr(self, name))
+        _check_number("LMSettings", "initial_damping", self.initial_damping, positive=True)
+        _check_number("LMSettings", "max_damping", self.max_damping, positive=True)
+        if not self.max_damping > self.initial_damping:
+            raise ValueError(
+                f"LMSettings(max_damping={self.max_damping!r}): max_damping must exceed "
+                f"initial_damping={self.initial_damping!r}"
+            )
 
 
 @dataclass
@@ -68,27 +125,38 @@ class OptimizeResult:
     ----------
     theta
         Best fitting-space parameters (B, P).
-    chi2
-        Sum of squared residuals at ``theta`` (B,), float64.
+    loss
+        Sum of squared residuals at ``theta`` (B,), float64: the chi2 for the chi2
+        likelihood, a deviance (-2 ln L up to a constant) for the others.
     n_iter
         Iterations each galaxy took (B,).
     status
-        A code of :data:`STATUS_TEXT` per galaxy (B,).
+        A :class:`~galmoss.fitting.status.Status` code per galaxy (B,), int64.
     normal_matrix
         ``J^T J`` of the residuals at ``theta`` (B, P, P), float64, when the
         optimiser has it (Levenberg-Marquardt); for a chi2 objective this is the
         Fisher information.
+    n_skipped
+        Steps skipped because they were not finite (B,), when the optimiser
+        counts them (Adam).
     """
 
     theta: Tensor
-    chi2: Tensor
+    loss: Tensor
     n_iter: Tensor
     status: Tensor
     normal_matrix: Tensor | None = None
+    n_skipped: Tensor | None = None
+
+    @property
+    def chi2(self) -> Tensor:
+        """The same tensor as :attr:`loss` (the old name; a chi2 only for the chi2 likelihood)."""
+        return self.loss
 
     @property
     def converged(self) -> Tensor:
-        return (self.status == CONVERGED_FTOL) | (self.status == CONVERGED_XTOL) | (self.status == CONVERGED_GTOL)
+        """Boolean (B,): the status is one of the converged codes (see :func:`~galmoss.fitting.status.is_converged`)."""
+        return is_converged(self.status)
 
 
 def _normal_equations(r: Tensor, jac: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -135,13 +203,13 @@ def levenberg_marquardt(
     r, jac = residuals_and_jacobian(theta, everyone)
     a, g, chi2 = _normal_equations(r, jac)
     del r, jac
-    status = torch.where(torch.isfinite(chi2), RUNNING, NON_FINITE).to(device)
+    status = torch.where(torch.isfinite(chi2), int(RUNNING), int(NON_FINITE)).to(device)
     damping = torch.full((batch,), settings.initial_damping, dtype=torch.float64, device=device)
     nu = torch.full((batch,), 2.0, dtype=torch.float64, device=device)
     n_iter = torch.zeros(batch, dtype=torch.long, device=device)
     eye = torch.eye(n_par, dtype=torch.float64, device=device)
     if n_par == 0:
-        status = torch.where(status == RUNNING, CONVERGED_FTOL, status)
+        status = torch.where(status == RUNNING, int(Status.EVALUATED), status)
         return OptimizeResult(theta, chi2, n_iter, status, a)
 
     for _ in range(settings.max_iterations):
@@ -175,17 +243,17 @@ def levenberg_marquardt(
         rel_predicted = predicted / chi2_i.clamp_min(1e-300)
         small_step = step.abs().le(settings.xtol * (settings.xtol + theta[idx].abs().double())).all(1)
         cosine = (g_i.abs() / torch.sqrt(diag.clamp_min(1e-300) * chi2_i.clamp_min(1e-300)[:, None])).amax(1)
-        new_status = torch.full_like(idx, RUNNING)
-        new_status = torch.where(cosine <= settings.gtol, CONVERGED_GTOL, new_status)
-        new_status = torch.where(accepted & small_step, CONVERGED_XTOL, new_status)
+        new_status = torch.full_like(idx, int(RUNNING))
+        new_status = torch.where(cosine <= settings.gtol, int(CONVERGED_GTOL), new_status)
+        new_status = torch.where(accepted & small_step, int(CONVERGED_XTOL), new_status)
         new_status = torch.where(
             (accepted & (rel_actual <= settings.ftol) & (rel_predicted <= settings.ftol))
             | (~accepted & solvable & (rel_predicted <= settings.ftol)),
-            CONVERGED_FTOL,
+            int(CONVERGED_FTOL),
             new_status,
         )
         new_status = torch.where(
-            (new_status == RUNNING) & (damping[idx] > settings.max_damping), STALLED, new_status
+            (new_status == RUNNING) & (damping[idx] > settings.max_damping), int(STALLED), new_status
         )
         status[idx] = new_status
         # move the galaxies whose step was accepted and refresh their normal equations
@@ -196,5 +264,5 @@ def levenberg_marquardt(
             a_m, g_m, chi2_m = _normal_equations(r, jac)
             del r, jac
             a[moved], g[moved], chi2[moved] = a_m, g_m, chi2_m
-    status = torch.where(status == RUNNING, MAX_ITERATIONS, status)
+    status = torch.where(status == RUNNING, int(MAX_ITERATIONS), status)
     return OptimizeResult(theta, chi2, n_iter, status, a)
