@@ -12,10 +12,13 @@ The user API of GalMOSS is kept::
 from . import flags
 from . import profiles as lp
 from .data import DataSet, Dataset
-from .fitting import Fitting
+from .pipeline import Fitting
 from .io.init import results_to_init
 from .model import Model
 from .params import Parameter, p
+from .params.ties import tie
+from .galfit import read_galfit, write_galfit
+from .plot import plot_fit, write_report
 from .profiles import EllipticalProfile, LightProfile
 from .render import Renderer, render
 from .settings import RenderSettings
@@ -36,6 +39,11 @@ __all__ = [
     "flags",
     "lp",
     "p",
+    "plot_fit",
     "render",
+    "read_galfit",
     "results_to_init",
+    "write_report",
+    "tie",
+    "write_galfit",
 ]

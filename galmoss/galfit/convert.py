@@ -1,0 +1,286 @@
+"""Feedmes to galmoss profiles, and fitted values back to GALFIT's parameters.
+
+Each GALFIT component becomes one galmoss profile named ``<type>_<k>`` (k its
+number in the feedme): ``sersic_1``, ``sky_2``. The mapping of parameter lines:
+
+=========  ==========  =========================================================
+GALFIT     galmoss     note
+=========  ==========  =========================================================
+1) x y     cen_x/cen_y pixels; shifted to the H) cutout's frame for the fit and
+                       back to the full image's frame in every output
+3)         mag         ``gm.p(mag, M0=J)``; king/ferrer: ``mu0`` (mag/arcsec^2,
+                       :mod:`galmoss.galfit.profiles`)
+4)         eff_r       sersic/devauc R_e; expdisk ``scale_l`` (R_s);
+                       gaussian/moffat ``fwhm``; king ``core_r``; ferrer ``trunc_r``
+5)         ser_n       sersic n; moffat ``con`` (powerlaw); king ``trunc_r``;
+                       ferrer ``trunc_a`` (alpha)
+6)                     king ``pow_n`` (alpha, default 2 fixed); ferrer ``trunc_b``
+                       (beta, default 0 fixed)
+9)         axis_r      default 1, fixed
+10)        pa          degrees, up = 0, left = 90 (galmoss's own convention)
+C0)        box         default 0, fixed
+sky 1/2/3  sky_bg,     galmoss's sky gradients are about the cutout centre
+           grad_x/y
+=========  ==========  =========================================================
+
+Values stay in pixels whatever K) says (as GALFIT); K) enters only the
+surface brightness of king and ferrer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import profiles as lp
+from ..params import Parameter
+from ..params.ties import Tied, tie
+from .constraints import Constraint
+from .feedme import Feedme, FeedmeError, FeedmeUnsupportedError
+from .profiles import FerrerSB, KingSB
+
+_GEOMETRY = {"1x": "cen_x", "1y": "cen_y", "9": "axis_r", "10": "pa", "C0": "box"}
+SLOTS: dict[str, dict[str, str]] = {
+    "sersic": {**_GEOMETRY, "3": "mag", "4": "eff_r", "5": "ser_n"},
+    "devauc": {**_GEOMETRY, "3": "mag", "4": "eff_r"},
+    "expdisk": {**_GEOMETRY, "3": "mag", "4": "scale_l"},
+    "gaussian": {**_GEOMETRY, "3": "mag", "4": "fwhm"},
+    "moffat": {**_GEOMETRY, "3": "mag", "4": "fwhm", "5": "con"},
+    "king": {**_GEOMETRY, "3": "mu0", "4": "core_r", "5": "trunc_r", "6": "pow_n"},
+    "ferrer": {**_GEOMETRY, "3": "mu0", "4": "trunc_r", "5": "trunc_a", "6": "trunc_b"},
+    "psf": {"1x": "cen_x", "1y": "cen_y", "3": "mag"},
+    "sky": {"1": "sky_bg", "2": "grad_x", "3": "grad_y"},
+}
+#: Values of parameters a feedme may leave out (all fixed).
+DEFAULTS: dict[str, dict[str, float]] = {
+    "king": {"6": 2.0}, "ferrer": {"5": 2.0, "6": 0.0},
+}
+_GEOMETRY_DEFAULTS = {"9": 1.0, "10": 0.0, "C0": 0.0}
+CLASSES = {
+    "sersic": lp.Sersic, "devauc": lp.DeVaucouleurs, "expdisk": lp.ExpDisk, "gaussian": lp.Gaussian,
+    "moffat": lp.Moffat, "king": KingSB, "ferrer": FerrerSB, "psf": lp.PointSource, "sky": lp.Sky,
+}
+#: GALFIT's header key of each galmoss slot.
+HEADER_KEYS = {
+    "cen_x": "XC", "cen_y": "YC", "mag": "MAG", "mu0": "MU0", "eff_r": "RE", "scale_l": "RS", "fwhm": "FWHM",
+    "ser_n": "N", "con": "C", "core_r": "RC", "trunc_r": "RT", "pow_n": "ALPHA", "trunc_a": "ALPHA",
+    "trunc_b": "BETA", "axis_r": "AR", "pa": "PA", "box": "C0", "sky_bg": "SKY", "grad_x": "DSDX", "grad_y": "DSDY",
+}
+
+
+def ordered_labels(kind: str) -> list[str]:
+    """A component's parameter labels in GALFIT's order (x, y, 3, 4, ..., 9, 10, C0)."""
+    def rank(label: str) -> float:
+        return {"1x": 1.0, "1y": 1.5, "C0": 99.0}.get(label, float(label) if label.isdigit() else 50.0)
+
+    return sorted(SLOTS[kind], key=rank)
+
+
+def slot_of(kind: str, label: str) -> str | None:
+    """The galmoss slot of GALFIT parameter ``label`` of a ``kind`` component (None: it has none)."""
+    return SLOTS.get(kind, {}).get(label)
+
+
+def component_name(kind: str, index: int) -> str:
+    return f"{kind}_{index}"
+
+
+@dataclass
+class Start:
+    """One parameter of one component over the galaxies of a group (GALFIT units, full frame)."""
+
+    values: np.ndarray
+    fit: bool
+    given: bool
+
+
+def starts(feedme: Feedme) -> dict[tuple[int, str], tuple[float, bool, bool]]:
+    """``(component, label) -> (value, fit, given)`` for every parameter of every component."""
+    out = {}
+    for comp in feedme.components:
+        for label in SLOTS[comp.kind]:
+            key = label[0] if label in ("1x", "1y") else label
+            prm = comp.params.get(key)
+            if prm is not None:
+                i = 1 if label == "1y" else 0
+                out[(comp.index, label)] = (prm.values[i], prm.fit[i], True)
+                continue
+            default = DEFAULTS.get(comp.kind, {}).get(label)
+            if default is None and comp.kind not in ("psf", "sky"):
+                default = _GEOMETRY_DEFAULTS.get(label)
+            if default is not None:
+                out[(comp.index, label)] = (default, False, False)
+    return out
+
+
+def _clip(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    return np.clip(values, lo, hi)
+
+
+def build_profiles(
+    feedmes: Sequence[Feedme],
+    constraints: Sequence[Sequence[Constraint]] | None = None,
+    origins: Sequence[tuple[int, int]] | None = None,
+    values: dict[tuple[int, str], np.ndarray] | None = None,
+) -> dict[str, object]:
+    """The galmoss profiles of feedmes that share one model structure.
+
+    Parameters
+    ----------
+    feedmes
+        Feedmes with the same components, fit toggles, zero point and plate
+        scale (one galaxy each; parameters hold one value per feedme).
+    constraints
+        Each feedme's constraints (the same structure for all).
+    origins
+        ``(xmin, ymin)`` of each galaxy's fitting region (1-based; (1, 1) when
+        there is none): centres are moved to the cutout's frame.
+    values
+        Replace the start values (``(component, label) -> per-galaxy values`` in
+        the full frame), all fixed and without constraints: how fitted results
+        are turned back into profiles to draw image blocks.
+
+    Returns
+    -------
+    dict
+        ``{"<type>_<k>": profile}`` in component order; skipped components
+        (``Z) 1``) included (the caller leaves them out of the output image).
+    """
+    first = feedmes[0]
+    n = len(feedmes)
+    origins = origins or [(1, 1)] * n
+    table = [starts(f) for f in feedmes]
+    zeropoint = first.zeropoint
+    area = first.plate_scale[0] * first.plate_scale[1]
+    params: dict[tuple[int, str], Parameter] = {}
+    for key, (_, fit, _) in table[0].items():
+        comp_index, label = key
+        kind = first.components[comp_index - 1].kind
+        if values is not None:
+            vals = np.asarray(values[key], dtype=np.float64)
+            fit = False
+        else:
+            vals = np.array([t[key][0] for t in table], dtype=np.float64)
+        if label == "1x":
+            vals = vals - np.array([o[0] - 1 for o in origins], dtype=np.float64)
+        elif label == "1y":
+            vals = vals - np.array([o[1] - 1 for o in origins], dtype=np.float64)
+        slot = SLOTS[kind][label]
+        params[key] = _parameter(vals, fit, slot, zeropoint)
+    if values is None and constraints is not None and constraints[0]:
+        _apply_constraints(params, feedmes, table, constraints)
+    out: dict[str, object] = {}
+    for comp in first.components:
+        kwargs = {SLOTS[comp.kind][label]: prm for (k, label), prm in params.items() if k == comp.index}
+        cls = CLASSES[comp.kind]
+        if cls in (KingSB, FerrerSB):
+            kwargs["pixel_area"] = area
+        out[component_name(comp.kind, comp.index)] = cls(**kwargs)
+    return out
+
+
+def _parameter(vals: np.ndarray, fit: bool, slot: str, zeropoint: float) -> Parameter:
+    kwargs = {}
+    if slot in ("mag", "mu0"):
+        kwargs["M0"] = zeropoint
+    if slot == "pa":
+        kwargs["angle"] = True
+    return Parameter(vals if vals.size > 1 else vals[0], fit=fit, **kwargs)
+
+
+def _apply_constraints(params, feedmes, table, constraints) -> None:
+    """Ranges become value_range, couplings become ties (see constraints.py)."""
+    n = len(feedmes)
+    ranged: dict[tuple[int, str], str] = {}
+    tied: dict[tuple[int, str], str] = {}
+    bases: dict[tuple[int, str], str] = {}  # parameters another one is tied to: never replaced later
+    order = {"range": 0, "relative": 1, "difference": 2, "quotient": 2, "offset": 3, "ratio": 3}
+    rows = sorted(range(len(constraints[0])), key=lambda j: order[constraints[0][j].kind])
+    for j in rows:
+        c = constraints[0][j]
+        per = [constraints[g][j] for g in range(n)]  # same structure; hard ties' starts differ per galaxy
+        label = c.label
+        if c.kind == "range":
+            key = (c.components[0], label)
+            prm = params[key]
+            if key in tied:
+                raise FeedmeUnsupportedError(f"{c.where}: a range on a parameter that is already coupled ({tied[key]})")
+            if not prm.fit:
+                continue  # GALFIT: a fixed parameter ignores its range
+            lo, hi = c.lo, c.hi
+            if prm.value_range is not None:
+                lo, hi = max(lo, prm.value_range[0]), min(hi, prm.value_range[1])
+                if not lo < hi:
+                    raise FeedmeError(f"{c.where}: this range does not overlap the one of {ranged[key]}")
+            user = _clip(prm.initial, lo, hi)
+            params[key] = Parameter(user if user.size > 1 else user[0], value_range=(lo, hi), fit=True,
+                                    M0=prm.M0, angle=prm.angle)
+            ranged[key] = c.where
+        elif c.kind == "relative":
+            key = (c.components[0], label)
+            prm = params[key]
+            if key in tied or key in ranged:
+                raise FeedmeUnsupportedError(
+                    f"{c.where}: a range relative to the start on a parameter that already has a range or coupling; "
+                    "give one constraint per parameter"
+                )
+            if not prm.fit:
+                continue
+            base = Parameter(prm.initial if prm.initial.size > 1 else prm.initial[0], fit=False, M0=prm.M0, angle=prm.angle)
+            link = Parameter(0.0 if 0.0 > c.lo and 0.0 < c.hi else 0.5 * (c.lo + c.hi), value_range=(c.lo, c.hi))
+            params[key] = tie(base, offset=link)
+            tied[key] = c.where
+        elif c.kind in ("difference", "quotient"):
+            a, b = ((c.components[0], label), (c.components[1], label))
+            if a in tied or a in ranged:
+                raise FeedmeUnsupportedError(
+                    f"{c.where}: component {c.components[0]}'s parameter already has a range or coupling; a range on a "
+                    "difference or ratio needs it free"
+                )
+            start_a, start_b = params[a].initial, params[b].initial
+            lo, hi = c.lo, c.hi
+            width = hi - lo
+            if c.kind == "difference":
+                link0 = _clip(start_a - start_b, lo + 1e-3 * width, hi - 1e-3 * width)
+                params[a] = tie(params[b], offset=Parameter(link0 if link0.size > 1 else link0[0], value_range=(lo, hi)))
+            else:
+                link0 = _clip(start_a / start_b, lo + 1e-3 * width, hi - 1e-3 * width)
+                params[a] = tie(params[b], ratio=Parameter(link0 if link0.size > 1 else link0[0], value_range=(lo, hi)))
+            tied[a] = c.where
+            bases[b] = c.where
+        else:  # hard offset / ratio: every component after the first follows the first
+            base_key = (c.components[0], label)
+            for k in c.components[1:]:
+                key = (k, label)
+                if key in tied or key in ranged or key in bases:
+                    raise FeedmeUnsupportedError(
+                        f"{c.where}: component {k}'s {label}) already has a range or coupling "
+                        f"({tied.get(key) or ranged.get(key) or bases.get(key)}); a coupled parameter follows its "
+                        "first component: put the constraint on that one"
+                    )
+                start = np.array([t[key][0] for t in table], dtype=np.float64)
+                base_start = np.array([t[base_key][0] for t in table], dtype=np.float64)
+                if c.kind == "offset":
+                    link = start - base_start
+                else:
+                    if np.any(base_start == 0):
+                        raise FeedmeError(f"{c.where}: a ratio coupling needs a non-zero start of component {c.components[0]}")
+                    link = start / base_start
+                params[key] = tie(params[base_key], **{c.kind: link if link.size > 1 else link[0]})
+                tied[key] = c.where
+            bases[base_key] = c.where
+        del per
+
+
+def free_and_fixed(feedme: Feedme, constraints: Sequence[Constraint] = ()) -> tuple[int, int]:
+    """GALFIT's NFREE and NFIX: parameters fitted and parameters held (couplings count as fixed)."""
+    tab = starts(feedme)
+    coupled = {(k, c.label) for c in constraints if c.kind in ("offset", "ratio") for k in c.components[1:]}
+    n_free = sum(1 for key, (_, fit, _) in tab.items() if fit and key not in coupled)
+    return n_free, len(tab) - n_free
+
+
+def is_tied(prm) -> bool:
+    return isinstance(prm, Tied)

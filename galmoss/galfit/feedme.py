@@ -1,0 +1,366 @@
+"""GALFIT 3 input files ("feedmes"): the grammar, read into plain data.
+
+A feedme has control lines ``A)`` to ``W)`` and then components, each opened by
+``0) <type>`` and made of numbered parameter lines ``1) x y fit_x fit_y``,
+``3) value fit``, ..., the hidden ``C0) value fit`` (boxiness) and ``Z) 0|1``
+(skip in the output image). Everything after ``#`` is a comment; blank lines
+and separator lines (``=====``, ``-----``) are ignored; fields may be separated
+by tabs. The "Object number" and "Component number" headers of different
+GALFIT versions are comments.
+
+This module only reads: :func:`parse_feedme` gives a :class:`Feedme` holding the
+numbers as GALFIT means them. :mod:`galmoss.galfit.convert` turns it into
+galmoss profiles and a Dataset.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import GalmossError
+
+
+class FeedmeError(GalmossError, ValueError):
+    """A GALFIT input or constraint file that galmoss cannot read (names file, line and text)."""
+
+
+class FeedmeUnsupportedError(FeedmeError, NotImplementedError):
+    """A GALFIT feature galmoss does not have (a component type or hidden parameter)."""
+
+
+#: Parameter numbers each supported component reads, with GALFIT's meaning.
+COMPONENT_PARAMETERS: dict[str, dict[str, str]] = {
+    "sersic": {"1": "position x, y [pixel]", "3": "total magnitude", "4": "R_e [pixel]", "5": "Sersic index n",
+               "9": "axis ratio b/a", "10": "position angle [deg: Up=0, Left=90]"},
+    "devauc": {"1": "position x, y [pixel]", "3": "total magnitude", "4": "R_e [pixel]",
+               "9": "axis ratio b/a", "10": "position angle [deg: Up=0, Left=90]"},
+    "expdisk": {"1": "position x, y [pixel]", "3": "total magnitude", "4": "R_s disk scale length [pixel]",
+                "9": "axis ratio b/a", "10": "position angle [deg: Up=0, Left=90]"},
+    "gaussian": {"1": "position x, y [pixel]", "3": "total magnitude", "4": "FWHM [pixel]",
+                 "9": "axis ratio b/a", "10": "position angle [deg: Up=0, Left=90]"},
+    "moffat": {"1": "position x, y [pixel]", "3": "total magnitude", "4": "FWHM [pixel]", "5": "powerlaw",
+               "9": "axis ratio b/a", "10": "position angle [deg: Up=0, Left=90]"},
+    "king": {"1": "position x, y [pixel]", "3": "mu(0) central surface brightness [mag/arcsec^2]",
+             "4": "R_c core radius [pixel]", "5": "R_t truncation radius [pixel]", "6": "alpha powerlaw",
+             "9": "axis ratio b/a", "10": "position angle [deg: Up=0, Left=90]"},
+    "ferrer": {"1": "position x, y [pixel]", "3": "mu(0) central surface brightness [mag/arcsec^2]",
+               "4": "R_out outer truncation radius [pixel]", "5": "alpha (outer truncation sharpness)",
+               "6": "beta (central slope)", "9": "axis ratio b/a", "10": "position angle [deg: Up=0, Left=90]"},
+    "psf": {"1": "position x, y [pixel]", "3": "total magnitude"},
+    "sky": {"1": "sky background [ADU counts]", "2": "dsky/dx [ADU/pix]", "3": "dsky/dy [ADU/pix]"},
+}
+#: Parameters a component must give (the others have defaults, see convert.py).
+REQUIRED_PARAMETERS: dict[str, tuple[str, ...]] = {
+    "sersic": ("1", "3", "4"), "devauc": ("1", "3", "4"), "expdisk": ("1", "3", "4"),
+    "gaussian": ("1", "3", "4"), "moffat": ("1", "3", "4"), "king": ("1", "3", "4", "5"),
+    "ferrer": ("1", "3", "4"), "psf": ("1", "3"), "sky": ("1",),
+}
+#: GALFIT components galmoss has no profile for.
+UNSUPPORTED_COMPONENTS = {"nuker": "Nuker", "edgedisk": "edge-on disk"}
+_HIDDEN = {"F": "azimuthal Fourier mode", "B": "bending mode", "R": "coordinate rotation", "T": "truncation"}
+
+CONTROL_KEYS = "ABCDEFGHIJKOPSW"
+_LABEL = re.compile(r"^\s*([A-Za-z0-9]+)\)\s*(.*)$")
+_SEPARATOR = re.compile(r"^\s*[=\-_*]+\s*$")
+
+
+@dataclass
+class Line:
+    """One parsed line: its number in the file, its fields and the raw text."""
+
+    number: int
+    fields: list[str]
+    text: str
+
+
+@dataclass
+class Parameter:
+    """A component parameter line: its values and fit toggles (GALFIT units)."""
+
+    label: str
+    values: list[float]
+    fit: list[bool]
+    line: int
+
+
+@dataclass
+class Component:
+    """One ``0) <type>`` block of a feedme."""
+
+    kind: str
+    index: int  # 1-based component number, as GALFIT numbers them
+    line: int
+    params: dict[str, Parameter] = field(default_factory=dict)
+    skip: bool = False
+
+    def value(self, label: str, default: float | None = None, i: int = 0) -> float | None:
+        prm = self.params.get(label)
+        return default if prm is None else prm.values[i]
+
+
+@dataclass
+class Feedme:
+    """A GALFIT input file, read.
+
+    Paths are resolved (relative paths against ``base``, the feedme's folder by
+    default) and ``None`` stands for GALFIT's ``none`` or a blank value.
+    """
+
+    path: Path
+    image: Path
+    output: Path
+    sigma: Path | None
+    psf: Path | None
+    psf_sampling: int
+    mask: Path | None
+    constraints: Path | None
+    region: tuple[int, int, int, int] | None
+    conv_box: tuple[int, int] | None
+    zeropoint: float
+    plate_scale: tuple[float, float]
+    display: str
+    mode: int
+    components: list[Component]
+    lines: dict[str, Line] = field(default_factory=dict)
+
+    def where(self, key: str) -> str:
+        line = self.lines.get(key)
+        return f"{self.path}, line {line.number}" if line else str(self.path)
+
+    @property
+    def structure(self) -> tuple:
+        """What fixes the shape of the fitted model (feedmes that agree are fitted as one batch)."""
+        comps = tuple(
+            (c.kind, c.skip, tuple(sorted((k, tuple(p.fit)) for k, p in c.params.items())))
+            for c in self.components
+        )
+        return (comps, self.psf is not None, self.psf_sampling, self.constraints is not None, self.mode)
+
+
+def _fail(path, number: int, text: str, why: str, cls=FeedmeError):
+    raise cls(f"{path}, line {number}: {why}: {text.strip()!r}")
+
+
+def _float(path, line: Line, token: str, what: str) -> float:
+    try:
+        return float(token)
+    except ValueError:
+        _fail(path, line.number, line.text, f"{what} must be a number, got {token!r}")
+
+
+def _int(path, line: Line, token: str, what: str) -> int:
+    try:
+        value = float(token)
+    except ValueError:
+        _fail(path, line.number, line.text, f"{what} must be an integer, got {token!r}")
+    if value != int(value):
+        _fail(path, line.number, line.text, f"{what} must be an integer, got {token!r}")
+    return int(value)
+
+
+def _toggle(path, line: Line, token: str) -> bool:
+    if token not in ("0", "1"):
+        _fail(path, line.number, line.text, f"a fit toggle must be 0 or 1, got {token!r}")
+    return token == "1"
+
+
+def _path(value: list[str], base: Path, *, optional: bool) -> Path | None:
+    if not value or (optional and value[0].lower() == "none"):
+        return None
+    p = Path(os.path.expanduser(value[0]))
+    return p if p.is_absolute() else base / p
+
+
+def split_lines(path: Path, text: str):
+    """(label, Line) for every line that holds one; errors for lines that do not parse."""
+    for number, raw in enumerate(text.splitlines(), start=1):
+        body = raw.split("#", 1)[0].replace("\t", " ")
+        if not body.strip() or _SEPARATOR.match(body):
+            continue
+        m = _LABEL.match(body)
+        if not m:
+            _fail(path, number, raw, "not a GALFIT line (expected 'X) value ...', a comment after '#', or blank)")
+        yield m.group(1), Line(number, m.group(2).split(), raw)
+
+
+def parse_feedme(path: str | os.PathLike, *, base: str | os.PathLike | None = None) -> Feedme:
+    """Read a GALFIT 3 input file.
+
+    Parameters
+    ----------
+    path
+        The feedme.
+    base
+        Folder that relative file names in it are taken from (default: the
+        feedme's own folder; GALFIT itself uses the folder it is run in, which is
+        the same when it is run next to its feedme).
+
+    Returns
+    -------
+    Feedme
+
+    Raises
+    ------
+    FileNotFoundError
+        If the feedme does not exist.
+    FeedmeError
+        A line that does not parse, a value of the wrong kind, a missing A) or
+        B), an E) that is not a positive integer, a component lacking a
+        parameter it needs (each naming the file, the line and its text).
+    FeedmeUnsupportedError
+        A component type (nuker, edgedisk) or hidden parameter (Fourier Fn,
+        bending Bn, rotation Rn, truncation Tn) that galmoss does not have.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"GALFIT input file '{path}' does not exist")
+    text = path.read_text(errors="replace")
+    base = Path(base) if base is not None else path.parent
+    control: dict[str, Line] = {}
+    components: list[Component] = []
+    current: Component | None = None
+    for label, line in split_lines(path, text):
+        upper = label.upper()
+        if label == "0":
+            if not line.fields:
+                _fail(path, line.number, line.text, "a component needs a type after '0)'")
+            kind = line.fields[0].lower()
+            if kind in UNSUPPORTED_COMPONENTS:
+                _fail(path, line.number, line.text,
+                      f"component {len(components) + 1} is a {kind} ({UNSUPPORTED_COMPONENTS[kind]}) profile, which "
+                      "galmoss does not have; replace it (e.g. by sersic) or fit this galaxy with GALFIT",
+                      FeedmeUnsupportedError)
+            if kind not in COMPONENT_PARAMETERS:
+                _fail(path, line.number, line.text,
+                      f"unknown component type {kind!r}; galmoss reads {', '.join(COMPONENT_PARAMETERS)}")
+            current = Component(kind, len(components) + 1, line.number)
+            components.append(current)
+            continue
+        if current is None:
+            if upper not in CONTROL_KEYS or len(upper) != 1:
+                _fail(path, line.number, line.text,
+                      f"unknown control line {label}); GALFIT's are {', '.join(CONTROL_KEYS)} (and components "
+                      "start with '0) <type>')")
+            control[upper] = line
+            continue
+        _component_line(path, current, label, line)
+    for comp in components:
+        missing = [k for k in REQUIRED_PARAMETERS[comp.kind] if k not in comp.params]
+        if missing:
+            _fail(path, comp.line, f"0) {comp.kind}",
+                  f"component {comp.index} ({comp.kind}) lacks parameter(s) {', '.join(m + ')' for m in missing)} "
+                  f"({'; '.join(COMPONENT_PARAMETERS[comp.kind][m] for m in missing)})")
+    return _control(path, base, control, components)
+
+
+def _component_line(path: Path, comp: Component, label: str, line: Line) -> None:
+    upper = label.upper()
+    where = f"component {comp.index} ({comp.kind})"
+    if upper == "Z":
+        if len(line.fields) < 1 or line.fields[0] not in ("0", "1"):
+            _fail(path, line.number, line.text, f"{where}: Z) must be 0 (subtract) or 1 (skip in the output image)")
+        comp.skip = line.fields[0] == "1"
+        return
+    if upper == "C0":
+        if comp.kind in ("psf", "sky"):
+            _fail(path, line.number, line.text, f"{where}: a {comp.kind} component has no C0 (boxiness)")
+        nums = 1
+    elif upper[0] in _HIDDEN and upper[1:].isdigit() or upper in ("TO", "TI"):
+        _fail(path, line.number, line.text,
+              f"{where} has the hidden parameter {label}) ({_HIDDEN[upper[0]]}), which galmoss does not have; "
+              "remove the line to fit the plain profile", FeedmeUnsupportedError)
+    elif label.isdigit():
+        known = COMPONENT_PARAMETERS[comp.kind]
+        if label not in known:
+            # GALFIT's own restart files carry placeholder lines ("6) 0.0 0 # -----")
+            # for parameter numbers a profile does not use; GALFIT ignores them.
+            return
+        nums = 2 if (label == "1" and comp.kind != "sky") else 1
+    else:
+        _fail(path, line.number, line.text, f"{where}: unknown parameter line {label})")
+    tokens = line.fields
+    if len(tokens) < 2 * nums:
+        _fail(path, line.number, line.text,
+              f"{where}: parameter {label}) needs {nums} value(s) and {nums} fit toggle(s) (1 = fit, 0 = fixed)")
+    values = [_float(path, line, t, f"parameter {label})") for t in tokens[:nums]]
+    fit = [_toggle(path, line, t) for t in tokens[nums : 2 * nums]]
+    comp.params[upper] = Parameter(upper, values, fit, line.number)
+
+
+def _control(path: Path, base: Path, control: dict[str, Line], components: list[Component]) -> Feedme:
+    def fields(key: str) -> list[str]:
+        return control[key].fields if key in control else []
+
+    def need(key: str, what: str) -> list[str]:
+        if not fields(key):
+            where = f"{path}, line {control[key].number}" if key in control else str(path)
+            raise FeedmeError(f"{where}: {key}) ({what}) is required and is missing or blank")
+        return fields(key)
+
+    need("A", "input data image")
+    need("B", "output image block")
+    if len(fields("D")) > 1:
+        line = control["D"]
+        _fail(path, line.number, line.text, "a PSF diffusion kernel (second file on D) is not supported by galmoss",
+              FeedmeUnsupportedError)
+    sampling = 1
+    if fields("E"):
+        line = control["E"]
+        token = fields("E")[0]
+        try:
+            value = float(token)
+        except ValueError:
+            value = float("nan")
+        if not (value == value and value >= 1 and value == int(value)):
+            _fail(path, line.number, line.text, f"E) (PSF fine-sampling factor) must be a positive integer, got {token!r}")
+        sampling = int(value)
+    region = None
+    if fields("H"):
+        line = control["H"]
+        if len(fields("H")) < 4:
+            _fail(path, line.number, line.text, "H) needs xmin xmax ymin ymax")
+        region = tuple(_int(path, line, t, "H) region") for t in fields("H")[:4])
+        if not (region[0] <= region[1] and region[2] <= region[3]):
+            _fail(path, line.number, line.text, "H) region must have xmin <= xmax and ymin <= ymax")
+    conv = None
+    if fields("I"):
+        line = control["I"]
+        vals = [_int(path, line, t, "I) convolution box") for t in fields("I")[:2]]
+        conv = (vals[0], vals[-1])
+    zeropoint = 0.0
+    if fields("J"):
+        zeropoint = _float(path, control["J"], fields("J")[0], "J) zero point")
+    scale = (1.0, 1.0)
+    if fields("K"):
+        line = control["K"]
+        vals = [_float(path, line, t, "K) plate scale") for t in fields("K")[:2]]
+        scale = (vals[0], vals[-1])
+        if min(scale) <= 0:
+            _fail(path, line.number, line.text, "K) plate scale must be positive")
+    mode = 0
+    if fields("P"):
+        line = control["P"]
+        mode = _int(path, line, fields("P")[0], "P) option")
+        if mode not in (0, 1, 2, 3):
+            _fail(path, line.number, line.text, "P) must be 0 (fit), 1 (model), 2 (image block) or 3 (with components)")
+    return Feedme(
+        path=path,
+        image=_path(fields("A"), base, optional=False),
+        output=_path(fields("B"), base, optional=False),
+        sigma=_path(fields("C"), base, optional=True),
+        psf=_path(fields("D"), base, optional=True),
+        psf_sampling=sampling,
+        mask=_path(fields("F"), base, optional=True),
+        constraints=_path(fields("G"), base, optional=True),
+        region=region,
+        conv_box=conv,
+        zeropoint=zeropoint,
+        plate_scale=scale,
+        display=(fields("O") or ["regular"])[0],
+        mode=mode,
+        components=components,
+        lines=control,
+    )

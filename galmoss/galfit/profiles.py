@@ -1,0 +1,67 @@
+"""King and Ferrer profiles with GALFIT's amplitude: the central surface brightness.
+
+GALFIT's parameter 3) of ``king`` and ``ferrer`` is mu(0), the central surface
+brightness in mag/arcsec^2, not a total magnitude. These subclasses of
+:class:`galmoss.lp.King` and :class:`galmoss.lp.Ferrer` take ``mu0`` instead of
+``mag`` (with ``gm.p(mu0, M0=zeropoint)``) and ``pixel_area`` (dx * dy in
+arcsec^2, GALFIT's K) line): the central brightness per pixel is
+``10**(-0.4 (mu0 - M0)) * pixel_area``, so the total flux is that times the
+profile's analytic integral. Fitting mu0 is then exactly what GALFIT fits (not
+a conversion after the fact), and its error comes from the same delta method.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from ..params import ParamSpec, Role
+from ..profiles.base import box_area_factor
+from ..profiles.ferrer import Ferrer
+from ..profiles.king import King
+
+Tensor = torch.Tensor
+
+_MU0 = ParamSpec(Role.MAGNITUDE, description="central surface brightness mu(0), mag/arcsec^2")
+
+
+class _CentralBrightness:
+    amplitude_parameter = "mu0"
+    pixel_area: float
+
+    def total_flux(self, v: Mapping[str, Tensor]) -> Tensor:
+        central = torch.pow(10.0, -0.4 * v["mu0"]) * self.pixel_area
+        return central * v["axis_r"] * self.circular_integral(v) * box_area_factor(2.0 + v["box"])
+
+
+class KingSB(_CentralBrightness, King):
+    """GALFIT's King profile: ``mu0`` (central surface brightness) instead of ``mag``.
+
+    Parameters are those of :class:`galmoss.lp.King`, with ``mu0`` for ``mag``,
+    and ``pixel_area`` in arcsec^2 (1 when the plate scale is 1).
+    """
+
+    profile_name = "galfit_king"
+    parameter_specs = {**{k: s for k, s in King.parameter_specs.items() if k != "mag"}, "mu0": _MU0}
+
+    def __init__(self, cen_x=None, cen_y=None, pa=None, axis_r=None, mu0=None, core_r=None, trunc_r=None, pow_n=None,
+                 box=None, pixel_area: float = 1.0):
+        King.__init__(self, cen_x, cen_y, pa, axis_r, None, core_r, trunc_r, pow_n, box)
+        del self.mag
+        self.mu0 = mu0
+        self.pixel_area = float(pixel_area)
+
+
+class FerrerSB(_CentralBrightness, Ferrer):
+    """GALFIT's Ferrer profile: ``mu0`` (central surface brightness) instead of ``mag``."""
+
+    profile_name = "galfit_ferrer"
+    parameter_specs = {**{k: s for k, s in Ferrer.parameter_specs.items() if k != "mag"}, "mu0": _MU0}
+
+    def __init__(self, cen_x=None, cen_y=None, pa=None, axis_r=None, mu0=None, trunc_r=None, trunc_a=None,
+                 trunc_b=None, box=None, pixel_area: float = 1.0):
+        Ferrer.__init__(self, cen_x, cen_y, pa, axis_r, None, trunc_r, trunc_a, trunc_b, box)
+        del self.mag
+        self.mu0 = mu0
+        self.pixel_area = float(pixel_area)
