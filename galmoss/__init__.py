@@ -12,13 +12,12 @@ The user API of GalMOSS is kept::
 from . import flags
 from . import profiles as lp
 from .data import DataSet, Dataset
-from .pipeline import Fitting
+from .fitting import Fitting
 from .io.init import results_to_init
 from .model import Model
 from .params import Parameter, p
 from .params.ties import tie
 from .galfit import read_galfit, write_galfit
-from .plot import plot_fit, write_report
 from .profiles import EllipticalProfile, LightProfile
 from .render import Renderer, render
 from .settings import RenderSettings
@@ -39,11 +38,9 @@ __all__ = [
     "flags",
     "lp",
     "p",
-    "plot_fit",
-    "render",
     "read_galfit",
+    "render",
     "results_to_init",
-    "write_report",
     "tie",
     "write_galfit",
 ]
