@@ -134,7 +134,7 @@ def parse_constraints(path: str | os.PathLike, components: list[Component]) -> l
                 comps = (int(spec),)
                 if len(rest) == 3 and rest[1].lower() == "to":
                     kind, nums = "range", (rest[0], rest[2])
-                elif len(rest) == 2:
+                elif len(rest) == 2 and all(re.fullmatch(r"[-+.0-9eE]+", t) for t in rest):
                     kind, nums = "relative", (rest[0], rest[1])
                 else:
                     raise FeedmeUnsupportedError(

@@ -54,8 +54,8 @@ COMPONENT_PARAMETERS: dict[str, dict[str, str]] = {
 }
 #: Parameters a component must give (the others have defaults, see convert.py).
 REQUIRED_PARAMETERS: dict[str, tuple[str, ...]] = {
-    "sersic": ("1", "3", "4"), "devauc": ("1", "3", "4"), "expdisk": ("1", "3", "4"),
-    "gaussian": ("1", "3", "4"), "moffat": ("1", "3", "4"), "king": ("1", "3", "4", "5"),
+    "sersic": ("1", "3", "4", "5"), "devauc": ("1", "3", "4"), "expdisk": ("1", "3", "4"),
+    "gaussian": ("1", "3", "4"), "moffat": ("1", "3", "4", "5"), "king": ("1", "3", "4", "5"),
     "ferrer": ("1", "3", "4"), "psf": ("1", "3"), "sky": ("1",),
 }
 #: GALFIT components galmoss has no profile for.
