@@ -124,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     flags = sub.add_parser("flags", help="list the result flags, or decode a flag value")
     flags.add_argument("value", nargs="?", type=int)
     flags.set_defaults(run=_flags)
+    from .galfit.cli import add_galfit_parser
+
+    add_galfit_parser(sub)
     args = parser.parse_args(argv)
     if args.verbose:
         logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
