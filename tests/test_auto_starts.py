@@ -67,5 +67,106 @@ def test_a_parameter_that_cannot_be_started_from_the_image_is_named():
 
     ds = gm.Dataset.from_arrays(np.zeros((1, 8, 8)))
     ds.define_profiles(odd=Odd())
-    with pytest.raises(ValueError, match=r"leaves out 'wobble'.*give wobble=gm.p"):
+    with pytest.raises(ValueError, match=r"'wobble'.*cannot be started from the image; give wobble=gm.p"):
         gm.Fitting(ds, device="cpu", progress=False).fit()
+
+
+# ---------------------------------------------------------------- batched starts (issue 8)
+from galmoss.fitting.starts import assign_roles, component_starts, estimate_starts  # noqa: E402
+from tests.helpers.neighbour_mocks import SKY, neighbour_mocks  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def clean():
+    return neighbour_mocks(24, seed=21, neighbours=(0, 0), nan_fraction=0.5)
+
+
+def test_batched_starts_land_near_the_galsim_truth(clean):
+    weights = np.isfinite(clean.images).astype(float)
+    est = estimate_starts(clean.images, weights, clean.sigmas)
+    t = clean.truth
+    assert est["detected"].all()
+    assert np.all(np.abs(est["sky"] - SKY) < 0.2 * clean.sky_sigma)
+    offset = np.hypot(est["cen_x"] - t["cx"], est["cen_y"] - t["cy"])
+    assert np.median(offset) < 0.15 and np.all(offset < 0.6)  # a windowed centroid at S/N 30-300
+    turn = (est["pa"] - t["pa"] + 90) % 180 - 90
+    elongated = np.abs(turn)[t["q"] < 0.8]
+    assert np.median(elongated) < 6 and np.all(elongated < 30)  # moments of a noisy segment
+    # the PSF rounds small galaxies: q 0.33 at r_e 3 px looks like 0.55
+    assert np.median(np.abs(est["axis_r"] - t["q"])) < 0.1 and np.all(np.abs(est["axis_r"] - t["q"]) < 0.3)
+    ratio = est["eff_r"] / t["re"]
+    assert 0.8 < np.median(ratio) < 1.25 and np.all((ratio > 0.5) & (ratio < 1.6))
+    flux = est["flux"] / t["flux"]
+    assert 0.9 < np.median(flux) < 1.1 and np.all((flux > 0.6) & (flux < 1.3))
+    assert np.all((est["ser_n"] >= 0.5) & (est["ser_n"] <= 6))
+
+
+def test_batched_and_single_galaxy_starts_agree(clean):
+    weights = np.isfinite(clean.images).astype(float)
+    est = estimate_starts(clean.images[:4], weights[:4])
+    for i in range(4):
+        one = moment_estimates(clean.images[i], weights[i], clean.sigmas[i])
+        for key, value in one.items():
+            assert value == pytest.approx(est[key][i], rel=1e-9, abs=1e-9), key
+
+
+def test_concentration_orders_the_sersic_index():
+    from tests.helpers.galsim_mocks import GSPARAMS, galsim
+
+    psf = galsim.Moffat(beta=3.5, fwhm=3.5, gsparams=GSPARAMS)
+    rng = np.random.default_rng(4)
+    images = []
+    for n in (1.0, 4.0):
+        prof = galsim.Convolve(galsim.Sersic(n=n, half_light_radius=8.0, flux=2000.0, gsparams=GSPARAMS), psf)
+        images.append(prof.drawImage(nx=128, ny=128, scale=1.0).array + rng.normal(0, 0.01, (128, 128)))
+    est = estimate_starts(np.array(images), np.ones((2, 128, 128)))
+    # the PSF and the finite cutout lower both; the order and a clear gap remain
+    assert est["ser_n"][1] > 1.8 * est["ser_n"][0]
+    assert 0.6 < est["ser_n"][0] < 1.5
+
+
+def test_moments_on_a_segment_match_photutils_source_catalog():
+    pytest.importorskip("photutils")
+    from photutils.segmentation import SegmentationImage, SourceCatalog
+
+    from galmoss.auto import auto_mask
+
+    mocks = neighbour_mocks(4, seed=8)
+    results = [auto_mask(img) for img in mocks.images]
+    segments = np.array([r.target for r in results])
+    weights = np.array([r.weight for r in results])
+    est = estimate_starts(mocks.images, weights, mocks.sigmas, segments=segments)
+    for i, r in enumerate(results):
+        light = np.where(r.target & (weights[i] > 0), np.clip(mocks.images[i] - est["sky"][i], 0, None), 0.0)
+        cat = SourceCatalog(light, SegmentationImage(r.target.astype(int)))
+        cov = np.asarray(cat.covariance).reshape(2, 2)
+        eig = np.linalg.eigvalsh(cov)
+        # photutils adds 1/12 px^2 to the diagonal (a pixel's own variance): equal to ~0.02
+        assert est["axis_r"][i] == pytest.approx(np.sqrt(eig[0] / eig[1]), abs=0.02)
+        orientation = float(np.atleast_1d(getattr(cat.orientation, "value", cat.orientation))[0])
+        turn = (est["pa"][i] - (orientation - 90.0) + 90.0) % 180.0 - 90.0  # theirs from +x, ours from +y
+        assert abs(turn) < 2.0 or est["axis_r"][i] > 0.9
+        # and the neighbours (>= 10 px away, masked) do not pull the centre far from the truth
+        assert np.hypot(est["cen_x"][i] - mocks.truth["cx"][i], est["cen_y"][i] - mocks.truth["cy"][i]) < 0.75
+
+
+def test_components_never_start_equal():
+    est = {"cen_x": np.array([64.5]), "cen_y": np.array([64.5]), "pa": np.array([30.0]), "axis_r": np.array([0.49]),
+           "eff_r": np.array([10.0]), "flux": np.array([1000.0]), "ser_n": np.array([2.0]), "sky": np.array([0.0])}
+    roles = assign_roles([("bulge", "Sersic", None), ("disk", "Sersic", None)])
+    assert roles == {"bulge": "bulge", "disk": "disk"}
+    starts = component_starts(est, roles)
+    b, d = starts["bulge"], starts["disk"]
+    assert b["flux"][0] + d["flux"][0] == pytest.approx(1000.0)
+    assert b["eff_r"][0] < 0.5 * d["eff_r"][0] and b["ser_n"][0] == 4.0 and d["ser_n"][0] == 1.0
+    assert b["axis_r"][0] == pytest.approx(0.7) and d["axis_r"][0] == pytest.approx(0.49)
+    # two anonymous Sersics: a compact bulge and an extended disk, by model order
+    assert assign_roles([("a", "Sersic", None), ("b", "Sersic", None)]) == {"a": "bulge", "b": "disk"}
+    # a fixed n and the profile type decide before the order does
+    assert assign_roles([("a", "Sersic", 1.0), ("b", "Sersic", 4.0), ("c", "PointSource", None)]) == {
+        "a": "disk", "b": "bulge", "c": "point"}
+    # two disks still differ in size
+    two = component_starts(est, {"d1": "disk", "d2": "disk"})
+    assert two["d1"]["eff_r"][0] != pytest.approx(two["d2"]["eff_r"][0], rel=0.2)
+    one = component_starts(est, {"g": "single"})
+    assert one["g"]["eff_r"][0] == 10.0 and one["g"]["flux"][0] == 1000.0

@@ -121,6 +121,34 @@ def _detect(light: np.ndarray, used: np.ndarray) -> np.ndarray:
     return (labels == label[:, None, None]) & (label[:, None, None] > 0)
 
 
+def _geometry(light, target, xx, yy):
+    """Centre, PA (degrees), q and the elliptical radius map of the target's light, per galaxy.
+
+    The centroid and covariance of the light (clipped at zero) over the
+    segment: photutils' ``SourceCatalog`` ``centroid`` and ``covariance``.
+    """
+    wgt = np.where(target, np.clip(light, 0.0, None), 0.0)
+    total = wgt.sum(axis=(1, 2))
+    found = total > 0
+    safe = np.where(found, total, 1.0)
+    cx = (wgt * xx).sum(axis=(1, 2)) / safe
+    cy = (wgt * yy).sum(axis=(1, 2)) / safe
+    dx, dy = xx - cx[:, None, None], yy - cy[:, None, None]
+    mxx = np.maximum((wgt * dx**2).sum(axis=(1, 2)) / safe, 0.25)
+    myy = np.maximum((wgt * dy**2).sum(axis=(1, 2)) / safe, 0.25)
+    mxy = (wgt * dx * dy).sum(axis=(1, 2)) / safe
+    trace, det = mxx + myy, mxx * myy - mxy**2
+    root = np.sqrt(np.maximum(trace**2 / 4 - det, 0.0))
+    a2, b2 = trace / 2 + root, np.maximum(trace / 2 - root, 1e-6)
+    q = np.clip(np.sqrt(b2 / a2), 0.1, 1.0)
+    theta = np.degrees(0.5 * np.arctan2(2 * mxy, mxx - myy))  # major axis from +x, counter-clockwise
+    pa = theta - 90.0  # design.md: from +y towards -x ...
+    pa = pa - 180.0 * np.ceil((pa - 90.0) / 180.0)  # ... wrapped to (-90, 90]
+    sin, cos = np.sin(np.radians(pa))[:, None, None], np.cos(np.radians(pa))[:, None, None]
+    r = np.sqrt((-dx * sin + dy * cos) ** 2 + ((dx * cos + dy * sin) / q[:, None, None]) ** 2)
+    return cx, cy, pa, q, r, found
+
+
 def estimate_starts(
     images: np.ndarray,
     weights: np.ndarray,
@@ -153,8 +181,7 @@ def estimate_starts(
         geometry is the cutout centre, round, a tenth of the cutout in size).
     """
     images = np.asarray(images, dtype=float)
-    single = images.ndim == 2
-    if single:
+    if images.ndim == 2:
         images = images[None]
     weights = np.broadcast_to(np.asarray(weights, dtype=float), images.shape)
     if images.ndim != 3:
@@ -179,36 +206,19 @@ def estimate_starts(
     target &= enough[:, None, None]
 
     yy, xx = np.mgrid[1 : h + 1, 1 : w + 1].astype(float)
-    wgt = np.where(target, np.clip(light, 0.0, None), 0.0)
-    total = wgt.sum(axis=(1, 2))
-    found = total > 0
-    safe = np.where(found, total, 1.0)
-    cx = (wgt * xx).sum(axis=(1, 2)) / safe
-    cy = (wgt * yy).sum(axis=(1, 2)) / safe
-    dx, dy = xx - cx[:, None, None], yy - cy[:, None, None]
-    mxx = np.maximum((wgt * dx**2).sum(axis=(1, 2)) / safe, 0.25)
-    myy = np.maximum((wgt * dy**2).sum(axis=(1, 2)) / safe, 0.25)
-    mxy = (wgt * dx * dy).sum(axis=(1, 2)) / safe
-    trace, det = mxx + myy, mxx * myy - mxy**2
-    root = np.sqrt(np.maximum(trace**2 / 4 - det, 0.0))
-    a2, b2 = trace / 2 + root, np.maximum(trace / 2 - root, 1e-6)
-    q = np.clip(np.sqrt(b2 / a2), 0.1, 1.0)
-    theta = np.degrees(0.5 * np.arctan2(2 * mxy, mxx - myy))  # major axis from +x, counter-clockwise
-    pa = theta - 90.0  # design.md: from +y towards -x ...
-    pa = pa - 180.0 * np.ceil((pa - 90.0) / 180.0)  # ... wrapped to (-90, 90]
-
-    # growth curve in elliptical apertures (the elliptical radius is along the major axis)
-    sin, cos = np.sin(np.radians(pa))[:, None, None], np.cos(np.radians(pa))[:, None, None]
-    r = np.sqrt((-dx * sin + dy * cos) ** 2 + ((dx * cos + dy * sin) / q[:, None, None]) ** 2)
+    cx, cy, pa, q, r, found = _geometry(light, target, xx, yy)
     extent = np.where(target, r, 0.0).max(axis=(1, 2))
     # the sky again, far from the target: a galaxy's wings below the detection
     # threshold lift a sky taken over the whole cutout, and the flux and r_e with it
     far = used & (r > np.maximum(2.0 * extent, 6.0)[:, None, None]) & ~target
-    enough_far = far.reshape(b, -1).sum(axis=1) >= max(50, h * w // 20)
+    enough_far = (far.reshape(b, -1).sum(axis=1) >= max(50, h * w // 20)) & found
     if enough_far.any():
         sky_far, _ = _batched_sky(data, np.where(enough_far[:, None, None], far, used))
-        sky = np.where(enough_far & found, sky_far, sky)
+        sky = np.where(enough_far, sky_far, sky)
         light = np.where(used, data - sky[:, None, None], 0.0)
+        cx, cy, pa, q, r, found = _geometry(light, target, xx, yy)
+
+    # growth curve in elliptical apertures (the elliptical radius is along the major axis)
     aperture = used & (r <= np.maximum(3.0 * extent, 6.0)[:, None, None])
     r_flat = np.where(aperture, r, np.inf).reshape(b, -1)
     order = np.argsort(r_flat, axis=1)
@@ -222,6 +232,34 @@ def estimate_starts(
         return r_sorted[np.arange(b), idx]
 
     r20, r50, r80 = radius(0.2), radius(0.5), radius(0.8)
+    # the segment's edge follows the noise, which pulls its centroid; SExtractor's
+    # windowed centroid (XWIN: a Gaussian window of the half-light size, iterated)
+    # does not depend on the edge
+    window = np.maximum(r50 * np.sqrt(q), 1.0) / 1.1774
+    wx, wy = cx.copy(), cy.copy()
+    col, row = np.arange(w), np.arange(h)
+    batch = np.arange(b)[:, None, None]
+    # only pixels whose mirror image through the centre is usable too: a mask on
+    # one side (a neighbour, a bad column) would pull the centre the other way
+    mx = np.rint(2.0 * wx - 2.0).astype(int)[:, None, None] - col[None, None, :]
+    my = np.rint(2.0 * wy - 2.0).astype(int)[:, None, None] - row[None, :, None]
+    inside = (mx >= 0) & (mx < w) & (my >= 0) & (my < h)
+    symmetric = used & used[batch, np.clip(my, 0, h - 1), np.clip(mx, 0, w - 1)] & inside
+    symmetric_light = np.where(symmetric, light, 0.0)
+    for _ in range(5):
+        d2 = (xx - wx[:, None, None]) ** 2 + (yy - wy[:, None, None]) ** 2
+        kernel = symmetric_light * np.exp(-0.5 * d2 / window[:, None, None] ** 2)
+        norm = kernel.sum(axis=(1, 2))
+        ok = found & (norm > 0)
+        safe_norm = np.where(ok, norm, 1.0)
+        step_x = (kernel * (xx - wx[:, None, None])).sum(axis=(1, 2)) / safe_norm
+        step_y = (kernel * (yy - wy[:, None, None])).sum(axis=(1, 2)) / safe_norm
+        # SExtractor's factor 2 (the window's own weighting halves the step); the
+        # step is kept within the window so a noisy cutout cannot run off
+        wx = np.where(ok, wx + np.clip(2.0 * step_x, -window, window), wx)
+        wy = np.where(ok, wy + np.clip(2.0 * step_y, -window, window), wy)
+    moved = np.hypot(wx - cx, wy - cy) < 3.0 * window  # keep the segment centroid if the window wandered
+    cx, cy = np.where(moved, wx, cx), np.where(moved, wy, cy)
     ser_n = sersic_n_from_concentration(r80 / np.maximum(r20, 0.5))
 
     out = {
