@@ -18,6 +18,7 @@ from .model import Model
 from .params import Parameter, p
 from .params.ties import tie
 from .galfit import read_galfit, write_galfit
+from .plot import plot_fit, write_report
 from .profiles import EllipticalProfile, LightProfile
 from .render import Renderer, render
 from .settings import RenderSettings
@@ -38,9 +39,11 @@ __all__ = [
     "flags",
     "lp",
     "p",
+    "plot_fit",
     "read_galfit",
     "render",
     "results_to_init",
+    "write_report",
     "tie",
     "write_galfit",
 ]

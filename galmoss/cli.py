@@ -92,6 +92,9 @@ def _demo(args: argparse.Namespace) -> int:
     ok = int(np.sum(results["converged"]))
     print(f"\n{ok}/{n} converged; median reduced chi2 {np.nanmedian(results['reduced_chi2']):.3f}")
     print(f"results: {out / 'results.fits'} and {out / 'results.csv'}; image blocks: {out / 'image_blocks'}")
+    from .plot import write_report
+
+    print(f"report: {write_report(out)}")
     return 0 if ok == n else 1
 
 
@@ -104,6 +107,23 @@ def _flags(args: argparse.Namespace) -> int:
     table = flag_table()
     for row in table:
         print(f"{row['value']:6d}  {row['name']:18s} {row['description']}")
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from .plot import plot_fit
+
+    out = Path(args.out) if args.out else Path(f"{args.galaxy}_fit.png")
+    plot_fit(args.results, args.galaxy, blocks=args.blocks, out=out, dpi=args.dpi)
+    print(f"wrote {out}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .plot import write_report
+
+    path = write_report(args.results, args.out, blocks=args.blocks)
+    print(f"report: {path}")
     return 0
 
 
@@ -124,6 +144,18 @@ def main(argv: list[str] | None = None) -> int:
     flags = sub.add_parser("flags", help="list the result flags, or decode a flag value")
     flags.add_argument("value", nargs="?", type=int)
     flags.set_defaults(run=_flags)
+    plot = sub.add_parser("plot", help="draw one galaxy's fit (data, model, residual, profile) from a results folder")
+    plot.add_argument("results", help="the run's results folder (result_path)")
+    plot.add_argument("--galaxy", required=True, help="the galaxy's galaxy_index")
+    plot.add_argument("--out", default=None, help="image file to write (default: <galaxy>_fit.png)")
+    plot.add_argument("--blocks", default=None, help="image-block folder, if not found from the results folder")
+    plot.add_argument("--dpi", type=int, default=100)
+    plot.set_defaults(run=_plot)
+    report = sub.add_parser("report", help="write a self-contained HTML report of a run")
+    report.add_argument("results", help="the run's results folder (result_path)")
+    report.add_argument("--out", default=None, help="HTML file to write (default: RESULTS/report.html)")
+    report.add_argument("--blocks", default=None, help="image-block folder, if not found from the results folder")
+    report.set_defaults(run=_report)
     from .galfit.cli import add_galfit_parser
 
     add_galfit_parser(sub)

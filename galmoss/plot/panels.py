@@ -1,0 +1,419 @@
+"""The picture of one fit: data, model, residual, components and a radial profile.
+
+:func:`plot_fit` draws it from a results row and the galaxy's image block, so
+it needs nothing but the files a run wrote. It uses ``matplotlib.figure.Figure``
+with the Agg canvas directly, never pyplot: no display is needed, no global
+figure state is touched, and figures are freed as soon as they are dropped.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import textwrap
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Union
+
+import numpy as np
+from astropy.table import Row, Table
+
+from ..errors import DataError, DataFileNotFoundError
+from . import _files
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
+
+__all__ = ["elliptical_radius", "format_value", "plot_fit", "radial_profile"]
+
+PathLike = Union[str, os.PathLike]
+
+#: Labels given to the axes of a fit figure (``ax.get_label()``), so tests and
+#: users can find a panel: images are ``"data"``, ``"model"``, ``"residual"``
+#: and ``"component:<name>"``; then ``"profile"`` and ``"values"``.
+IMAGE_PANELS = ("data", "model", "residual")
+
+
+def _matplotlib():
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as exc:  # pragma: no cover - matplotlib is a dependency
+        raise ImportError(
+            "galmoss plots need matplotlib; install it with `pip install matplotlib` (or `pip install galmoss[plot]`)"
+        ) from exc
+    return Figure, FigureCanvasAgg
+
+
+def new_figure(figsize: tuple[float, float], layout: str | None = "constrained") -> "Figure":
+    """A Figure on an Agg canvas (no display, no pyplot state)."""
+    Figure, FigureCanvasAgg = _matplotlib()
+    fig = Figure(figsize=figsize, layout=layout)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+# ------------------------------------------------------------------ numbers
+def format_value(value: float, error: float | None = None) -> str:
+    """``value +/- error`` rounded to the error's two significant digits.
+
+    Without a usable error the value is shown with 5 significant digits.
+    """
+    if value is None or not np.isfinite(value):
+        return "nan"
+    if error is None or not np.isfinite(error) or error <= 0:
+        # A zero error is what a fixed parameter gets.
+        return f"{value:.5g}" + (" (fixed)" if error == 0 else "")
+    decimals = max(0, 1 - int(math.floor(math.log10(error))))
+    if abs(value) >= 1e6 or decimals > 8:
+        return f"{value:.4e} ± {error:.2e}"
+    return f"{value:.{decimals}f} ± {error:.{decimals}f}"
+
+
+def elliptical_radius(shape: tuple[int, int], cen_x: float, cen_y: float, pa: float = 0.0, axis_r: float = 1.0) -> np.ndarray:
+    """Elliptical radius (along the major axis) of every pixel, galmoss conventions.
+
+    Pixel centres are 1-based (the first pixel is at (1, 1)); ``pa`` is in degrees
+    from +y towards -x; ``axis_r`` is b/a.
+    """
+    y, x = np.mgrid[1 : shape[0] + 1, 1 : shape[1] + 1].astype(np.float64)
+    dx, dy = x - cen_x, y - cen_y
+    t = math.radians(pa)
+    major = -dx * math.sin(t) + dy * math.cos(t)
+    minor = dx * math.cos(t) + dy * math.sin(t)
+    q = axis_r if np.isfinite(axis_r) and axis_r > 0 else 1.0
+    return np.hypot(major, minor / q)
+
+
+def radial_profile(
+    radius: np.ndarray,
+    images: Mapping[str, np.ndarray],
+    used: np.ndarray,
+    sigma: np.ndarray | None = None,
+    n_bins: int = 18,
+) -> dict[str, np.ndarray]:
+    """Mean intensity in annuli of ``radius`` over the used pixels.
+
+    Parameters
+    ----------
+    radius
+        Radius of every pixel (e.g. :func:`elliptical_radius`).
+    images
+        Name -> image; each gets its mean per annulus over the same pixels.
+    used
+        Boolean image of the pixels that enter (the fit's mask).
+    sigma
+        Per-pixel sigma; gives the error of the mean of ``images["data"]``
+        (without it, the scatter in the annulus over sqrt(n)).
+    n_bins
+        Annuli: one from 0 to 1 px, then logarithmic out to the largest radius.
+
+    Returns
+    -------
+    dict
+        ``radius`` (mean radius of the pixels in each annulus), ``n`` (pixels),
+        one mean per image, and ``data_err`` when ``"data"`` is among the images;
+        annuli without pixels are dropped.
+    """
+    r = radius[used]
+    if r.size == 0:
+        return {"radius": np.zeros(0), "n": np.zeros(0)}
+    r_max = max(float(r.max()), 1.0) * (1 + 1e-9)
+    edges = np.unique(np.concatenate([[0.0], np.geomspace(1.0, r_max, n_bins)])) if r_max > 1 else np.array([0.0, r_max])
+    index = np.clip(np.searchsorted(edges, r, side="right") - 1, 0, edges.size - 2)
+    n_ann = edges.size - 1
+    count = np.bincount(index, minlength=n_ann).astype(np.float64)
+    keep = count > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = {"radius": (np.bincount(index, weights=r, minlength=n_ann) / count)[keep], "n": count[keep]}
+        for name, image in images.items():
+            values = np.asarray(image, dtype=np.float64)[used]
+            out[name] = (np.bincount(index, weights=values, minlength=n_ann) / count)[keep]
+        if "data" in images:
+            values = np.asarray(images["data"], dtype=np.float64)[used]
+            if sigma is not None:
+                var = np.bincount(index, weights=np.asarray(sigma, dtype=np.float64)[used] ** 2, minlength=n_ann)
+                out["data_err"] = (np.sqrt(var) / count)[keep]
+            else:
+                mean2 = np.bincount(index, weights=values**2, minlength=n_ann) / count
+                spread = np.sqrt(np.maximum(mean2 - (np.bincount(index, weights=values, minlength=n_ann) / count) ** 2, 0))
+                out["data_err"] = (spread / np.sqrt(np.maximum(count - 1, 1)))[keep]
+    return out
+
+
+# ------------------------------------------------------------------ sources
+def _as_mapping(row: Row | Mapping[str, Any]) -> dict[str, Any]:
+    items = {name: row[name] for name in row.colnames} if isinstance(row, Row) else dict(row)
+    # Masked cells (an empty CSV field) read as NaN, or as nothing for text.
+    return {k: np.nan if v is np.ma.masked else v for k, v in items.items()}
+
+
+def _resolve(source: Any, galaxy: Any, block: Any, blocks: PathLike | None) -> tuple[dict, dict, dict]:
+    """(row, block images, run info) from any of the sources plot_fit accepts."""
+    info: dict = {}
+    block_dir: Path | None = Path(os.fspath(blocks)) if blocks is not None else None
+    # A Fitting is recognised by what it has rather than its class, so the
+    # plots do not import (or depend on the layout of) the fitting package.
+    if hasattr(source, "dataset") and hasattr(source, "results"):
+        if galaxy is None:
+            raise ValueError("plot_fit(fitting, galaxy): name the galaxy to plot (a value of galaxy_index)")
+        row = _files.find_row(source.results, galaxy, "the fit's results")
+        if block_dir is None and getattr(source.dataset, "img_block_path", None) is not None:
+            block_dir = Path(source.dataset.img_block_path)
+    elif isinstance(source, (str, os.PathLike)):
+        if galaxy is None:
+            raise ValueError(f"plot_fit('{source}', galaxy): name the galaxy to plot (a value of galaxy_index)")
+        run = _files.open_run(source, blocks)
+        row, block_dir, info = _files.find_row(run.table, galaxy, f"'{source}'"), run.blocks, run.info
+    elif isinstance(source, Table):
+        if galaxy is None:
+            raise ValueError("plot_fit(table, galaxy): name the galaxy to plot (a value of galaxy_index)")
+        row = _files.find_row(source, galaxy)
+    elif isinstance(source, (Row, Mapping)):
+        row = source
+    else:
+        raise TypeError(
+            f"plot_fit: cannot plot from a {type(source).__name__}; give a results folder, a gm.Fitting, "
+            "a results Table with a galaxy name, or a results row"
+        )
+    row = _as_mapping(row)
+    if isinstance(block, Mapping):
+        images = dict(block)
+    else:
+        path = Path(os.fspath(block)) if block is not None else _files.block_file(row, block_dir)
+        if path is None:
+            raise DataFileNotFoundError(
+                f"no image-block folder is known for galaxy '{row.get('galaxy_index')}'; "
+                "pass blocks=FOLDER (the run's img_block_path) or block=FILE"
+            )
+        if not path.exists():
+            raise DataFileNotFoundError(
+                f"image block '{path}' of galaxy '{row.get('galaxy_index')}' does not exist; "
+                "pass blocks=FOLDER (the run's img_block_path) or block=FILE"
+            )
+        from ..io.results import read_image_block
+
+        images = read_image_block(path)
+    for needed in ("DATA", "MODEL"):
+        if needed not in images:
+            raise DataError(
+                f"the image block of galaxy '{row.get('galaxy_index')}' has no {needed} extension "
+                f"(it has {', '.join(images)}); give a block written by galmoss"
+            )
+    return row, images, info
+
+
+def _residual(images: Mapping[str, np.ndarray]) -> tuple[np.ndarray, bool]:
+    """The residual image, in sigma when the block has SIGMA, and whether it is."""
+    if "RESIDUAL" in images:
+        res = np.asarray(images["RESIDUAL"], dtype=np.float64)
+    else:
+        res = np.asarray(images["DATA"], dtype=np.float64) - np.asarray(images["MODEL"], dtype=np.float64)
+    if "SIGMA" not in images:
+        return res, False
+    sigma = np.asarray(images["SIGMA"], dtype=np.float64)
+    good = np.isfinite(sigma) & (sigma > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(good, res / np.where(good, sigma, 1.0), np.nan), True
+
+
+def _centre(row: Mapping[str, Any], components: list[str]) -> tuple[float, float, float, float, str | None] | None:
+    """Centre, PA and axis ratio for the annuli.
+
+    The first component with a finite centre, PA and axis ratio gives all
+    three; failing that, the first with a finite centre gives circular annuli.
+    """
+    def finite(*values):
+        return all(v is not None and np.isfinite(v) for v in values)
+
+    for comp in components:
+        cx, cy, pa, q = (row.get(f"{comp}_{s}") for s in ("cen_x", "cen_y", "pa", "axis_r"))
+        if finite(cx, cy, pa, q) and q > 0:
+            return float(cx), float(cy), float(pa), float(q), comp
+    for comp in components:
+        cx, cy = row.get(f"{comp}_cen_x"), row.get(f"{comp}_cen_y")
+        if finite(cx, cy):
+            return float(cx), float(cy), 0.0, 1.0, comp
+    return None
+
+
+def _parameter_names(row: Mapping[str, Any]) -> list[str]:
+    """The fitted-parameter entries of a row (as :func:`_files.parameter_columns` for a table)."""
+    out = []
+    for name, value in row.items():
+        if name in _files.META_COLUMNS or name.endswith("_err"):
+            continue
+        if isinstance(value, (bool, np.bool_)) or np.asarray(value).dtype.kind not in "fiu":
+            continue
+        out.append(name)
+    return out
+
+
+def _text_lines(row: Mapping[str, Any], params: list[str]) -> list[str]:
+    from ..flags import decode
+
+    lines = [f"galaxy {row.get('galaxy_index')}"]
+    width = max((len(p) for p in params), default=0)
+    for name in params:
+        err = row.get(f"{name}_err")
+        lines.append(f"{name:<{width}s} {format_value(float(row[name]), None if err is None else float(err))}")
+    chi2, dof, red = row.get("chi2"), row.get("dof"), row.get("reduced_chi2")
+    if chi2 is not None:
+        lines.append(f"chi2 {float(chi2):.6g}   dof {dof}   reduced chi2 {float(red):.4g}")
+    if row.get("n_iter") is not None:
+        lines.append(f"iterations {row.get('n_iter')}   converged {row.get('converged')}")
+    flag = row.get("flag")
+    if flag is not None:
+        try:
+            names = decode(int(flag))
+        except ValueError:
+            names = ["(bits this galmoss does not define)"]
+        lines.append(f"flag {int(flag)}: {', '.join(names) or 'none'}")
+    if row.get("status") is not None:
+        lines.append(f"status {_files.decode_status(int(row['status']))}")
+    message = row.get("message")
+    message = message.strip() if isinstance(message, str) else ""
+    if message and message != "--":
+        lines += textwrap.wrap(f"message: {message}", 70)
+    return lines
+
+
+def plot_fit(
+    source: Any,
+    galaxy: Any = None,
+    *,
+    block: PathLike | Mapping[str, np.ndarray] | None = None,
+    blocks: PathLike | None = None,
+    out: PathLike | None = None,
+    dpi: int = 100,
+    n_bins: int = 18,
+) -> "Figure":
+    """Draw one galaxy's fit: data, model, residual, components, radial profile, values.
+
+    Parameters
+    ----------
+    source
+        Where the fit comes from: a results folder (the run's ``result_path``), a
+        :class:`gm.Fitting` after ``fit()``, a results ``Table``, or one results
+        row (an astropy ``Row`` or a dict of column -> value).
+    galaxy
+        The galaxy's name (its ``galaxy_index``); needed unless ``source`` is a row.
+    block
+        The galaxy's image block: a file, or the dict :func:`galmoss.io.results.read_image_block`
+        returns. By default it is found from the row's ``image_block`` column (or
+        ``<galaxy_index>.fits``) in the run's image-block folder.
+    blocks
+        The image-block folder, when it is not recorded in ``run.json`` and not
+        at ``RESULT/../image_blocks`` or ``RESULT/image_blocks``.
+    out
+        Save the figure there too (format from the suffix, e.g. ``.png``, ``.pdf``).
+    dpi
+        Resolution when saving.
+    n_bins
+        Annuli of the radial profile.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Image panels labelled ``"data"``, ``"model"``, ``"residual"`` and
+        ``"component:<name>"`` (``ax.get_label()``), each with its colour bar, the
+        ``"profile"`` axes and the ``"values"`` text. The residual is
+        (data - model) / sigma when the block holds a ``SIGMA`` extension (a
+        symmetric colour scale either way), else data - model in image units.
+        The mask (pixels used in the fit) is outlined in white on data and
+        residual.
+
+    Raises
+    ------
+    DataFileNotFoundError
+        If the results folder or the image block cannot be found.
+    KeyError
+        If the galaxy is not in the results.
+    """
+    from astropy.visualization import AsinhStretch, AsymmetricPercentileInterval, ImageNormalize
+
+    row, images, _ = _resolve(source, galaxy, block, blocks)
+    data = np.asarray(images["DATA"], dtype=np.float64)
+    model = np.asarray(images["MODEL"], dtype=np.float64)
+    comp_exts = [k for k in images if k.upper() not in _files.BLOCK_IMAGES]
+    used = np.isfinite(data)
+    if "MASK" in images:
+        used &= np.asarray(images["MASK"]) != 0
+    residual, in_sigma = _residual(images)
+    sigma = np.asarray(images["SIGMA"], dtype=np.float64) if "SIGMA" in images else None
+
+    n_img = 3 + len(comp_exts)
+    # A fixed layout: constrained layout measures every tick label and takes
+    # most of the drawing time, which matters in a report's gallery.
+    width = max(2.6 * n_img, 10.0)
+    fig = new_figure((width, 6.2), layout=None)
+    grid = fig.add_gridspec(2, n_img, height_ratios=[1.0, 1.1], left=0.5 / width, right=1 - 0.25 / width,
+                            bottom=0.08, top=0.95, wspace=0.45, hspace=0.3)
+    extent = (0.5, data.shape[1] + 0.5, 0.5, data.shape[0] + 0.5)  # 1-based pixel centres
+    shown = data[used & np.isfinite(data)]
+    if shown.size and np.ptp(shown) > 0:
+        norm = ImageNormalize(shown, interval=AsymmetricPercentileInterval(1.0, 99.8), stretch=AsinhStretch(0.1))
+    else:
+        norm = None
+    finite_res = residual[used & np.isfinite(residual)]
+    vmax = float(np.percentile(np.abs(finite_res), 99.5)) if finite_res.size else 1.0
+    vmax = vmax if vmax > 0 else 1.0
+    outline = bool(used.any() and not used.all())
+
+    panels = [("data", "data", data), ("model", "model", model)]
+    panels.append(("residual", "(data - model) / sigma" if in_sigma else "data - model [image units]", residual))
+    panels += [(f"component:{ext.lower()}", f"component {ext.lower()}", np.asarray(images[ext], dtype=np.float64)) for ext in comp_exts]
+    for k, (label, title, image) in enumerate(panels):
+        ax = fig.add_subplot(grid[0, k], label=label)
+        if label == "residual":
+            im = ax.imshow(image, origin="lower", extent=extent, cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest")
+        else:
+            im = ax.imshow(image, origin="lower", extent=extent, cmap="magma", norm=norm, interpolation="nearest")
+        if outline and label in ("data", "residual"):
+            ax.contour(used.astype(float), levels=[0.5], colors="white" if label == "data" else "black",
+                       linewidths=0.8, extent=extent, origin="lower")
+        ax.set_title(title, fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.locator_params(nbins=4)  # few ticks: tick layout is most of the drawing time
+        bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+        bar.ax.tick_params(labelsize=6)
+        bar.ax.locator_params(nbins=5)
+
+    split = max(1, math.ceil(n_img / 2))
+    ax = fig.add_subplot(grid[1, :split], label="profile")
+    components = _files.components_in(list(row), comp_exts)
+    geometry = _centre(row, components)
+    if geometry is None:
+        cy, cx = (np.array(data.shape, dtype=float) + 1) / 2
+        geometry = (cx, cy, 0.0, 1.0, None)
+    cx, cy, pa, q, comp = geometry
+    radius = elliptical_radius(data.shape, cx, cy, pa, q)
+    profile_images = {"data": data, "model": model, **{ext.lower(): images[ext] for ext in comp_exts}}
+    prof = radial_profile(radius, profile_images, used, sigma, n_bins)
+    if prof["radius"].size:
+        ax.errorbar(prof["radius"], prof["data"], yerr=prof["data_err"], fmt="o", ms=3.5, color="black", label="data", zorder=3)
+        ax.plot(prof["radius"], prof["model"], "-", color="tab:red", lw=1.8, label="model")
+        for name in (ext.lower() for ext in comp_exts):
+            ax.plot(prof["radius"], prof[name], "--", lw=1.1, label=name)
+        noise = np.nanmedian(prof["data_err"]) if np.isfinite(prof["data_err"]).any() else 0.0
+        peak = np.nanmax(np.abs(prof["model"])) if np.isfinite(prof["model"]).any() else 1.0
+        # symlog: the outer annuli scatter around zero, which a log axis cannot show.
+        ax.set_yscale("symlog", linthresh=float(noise) if noise > 0 else max(float(peak) * 1e-3, 1e-30))
+        ax.set_xscale("log") if prof["radius"].min() > 0 else ax.set_xscale("symlog", linthresh=1.0)
+        ax.legend(fontsize=7, loc="upper right")
+    where = "circular annuli" if comp is None or (q == 1.0 and pa == 0.0) else f"elliptical annuli of {comp}: q={q:.2f}, PA={pa:.1f} deg"
+    ax.set_title(f"mean intensity per pixel ({where})", fontsize=9)
+    ax.set_xlabel("radius along the major axis [px]" if comp is not None and q != 1.0 else "radius [px]", fontsize=8)
+    ax.set_ylabel("image units per pixel", fontsize=8)
+    ax.tick_params(labelsize=7)
+
+    text = fig.add_subplot(grid[1, split:], label="values")
+    text.axis("off")
+    lines = _text_lines(row, _parameter_names(row))
+    text.text(0.0, 1.0, "\n".join(lines), va="top", ha="left", family="monospace",
+              fontsize=min(8.5, 300.0 / max(len(lines), 1)), transform=text.transAxes)
+    if out is not None:
+        target = Path(os.fspath(out))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(target, dpi=dpi)
+    return fig
