@@ -158,8 +158,11 @@ def build_profiles(
     for key, (_, fit, _) in table[0].items():
         comp_index, label = key
         kind = first.components[comp_index - 1].kind
-        if values is not None:
+        if values is not None and key in values:
             vals = np.asarray(values[key], dtype=np.float64)
+            fit = False
+        elif values is not None:  # a default the outputs leave out (C0 = 0)
+            vals = np.array([t[key][0] for t in table], dtype=np.float64)
             fit = False
         else:
             vals = np.array([t[key][0] for t in table], dtype=np.float64)
@@ -268,7 +271,12 @@ def _apply_constraints(params, feedmes, table, constraints) -> None:
                     if np.any(base_start == 0):
                         raise FeedmeError(f"{c.where}: a ratio coupling needs a non-zero start of component {c.components[0]}")
                     link = start / base_start
-                params[key] = tie(params[base_key], **{c.kind: link if link.size > 1 else link[0]})
+                if np.all(link == (0.0 if c.kind == "offset" else 1.0)):
+                    # the same value: one shared gm.p is the same model, and the fitter's
+                    # structured Jacobian handles it (a tie takes the general route)
+                    params[key] = params[base_key]
+                else:
+                    params[key] = tie(params[base_key], **{c.kind: link if link.size > 1 else link[0]})
                 tied[key] = c.where
             bases[base_key] = c.where
         del per
@@ -278,8 +286,9 @@ def free_and_fixed(feedme: Feedme, constraints: Sequence[Constraint] = ()) -> tu
     """GALFIT's NFREE and NFIX: parameters fitted and parameters held (couplings count as fixed)."""
     tab = starts(feedme)
     coupled = {(k, c.label) for c in constraints if c.kind in ("offset", "ratio") for k in c.components[1:]}
-    n_free = sum(1 for key, (_, fit, _) in tab.items() if fit and key not in coupled)
-    return n_free, len(tab) - n_free
+    given = {key: fit for key, (_, fit, was_given) in tab.items() if was_given}
+    n_free = sum(1 for key, fit in given.items() if fit and key not in coupled)
+    return n_free, len(given) - n_free
 
 
 def is_tied(prm) -> bool:

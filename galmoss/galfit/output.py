@@ -136,7 +136,7 @@ def write_block(
     """The image block at ``path`` in GALFIT's layout (see the module docs)."""
     def with_cards(hdu):
         for key, value, comment in cards:
-            hdu.header[key] = (value, comment)
+            hdu.header.append(_card(key, value, comment))
         return hdu
 
     if mode == 1:
@@ -151,6 +151,13 @@ def write_block(
     for name, image in (components or {}).items():
         hdus.append(fits.ImageHDU(image.astype(np.float32), name=name.upper()))
     atomic_write_fits(path, fits.HDUList(hdus))
+
+
+def _card(key: str, value, comment: str) -> fits.Card:
+    """A card whose comment is cut to fit 80 characters (astropy would warn and cut it)."""
+    bare = len(fits.Card(key, value).image.rstrip())
+    room = 80 - bare - 3
+    return fits.Card(key, value, comment[: max(room, 0)] if room > 0 else "")
 
 
 def restart_path(block: Path) -> Path:

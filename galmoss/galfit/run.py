@@ -357,8 +357,8 @@ def _values_of(row, feedme: Feedme, origin) -> dict:
         name = component_name(comp.kind, comp.index)
         for label, slot in SLOTS[comp.kind].items():
             col = f"{name}_{slot}"
-            if col not in row.colnames:
-                continue
+            if col not in row.colnames or (label == "C0" and "C0" not in comp.params):
+                continue  # C0 appears in GALFIT's outputs only when the feedme gives it
             v = float(row[col])
             if label == "1x":
                 v += origin[0] - 1
@@ -383,9 +383,10 @@ def _write_outputs(g, gal: GalaxyInput, row, out: dict, n_free: int, n_fix: int,
             col = f"{name}_{slot}_err"
             if col in row.colnames:
                 errors[(comp.index, label)] = float(row[col])
-    coupled = {(k, c.label) for c in gal.constraints if c.kind in ("offset", "ratio") for k in c.components[1:]}
     tab = starts(feedme)
-    free = {key: bool(fit) and key not in coupled and feedme.mode not in (1, 2) for key, (_, fit, _) in tab.items()}
+    # fit toggles as the feedme gives them (a coupled parameter keeps its 1 and gets the tie's error);
+    # an evaluated model (P) 1, 2) has every value given, none fitted
+    free = {key: bool(fit) and feedme.mode not in (1, 2) for key, (_, fit, _) in tab.items()}
     message = str(row["message"]) if "message" in row.colnames else ""
     flags = int(row["flag"]) | gal.flags
     problems = set()
@@ -428,7 +429,7 @@ def _write_outputs(g, gal: GalaxyInput, row, out: dict, n_free: int, n_fix: int,
         comp = feedme.components[key[0] - 1]
         col = f"{key[0]}_{HEADER_KEYS[SLOTS[comp.kind][key[1]]]}"
         out[col] = v
-        out[col + "_err"] = errors.get(key, math.nan) if free.get(key) or key in coupled else math.nan
+        out[col + "_err"] = errors.get(key, math.nan) if free.get(key) else math.nan
 
 
 def _results_table(gals: list[GalaxyInput], rows: list[dict]):
