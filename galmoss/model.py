@@ -21,9 +21,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .params import Parameter, ParamSpec, Role, Transform
+from .params import Parameter, ParamSpec, Role, Transform, UnitMap
 from .params.ties import Tied, order_ties as _order_ties
 from .profiles.base import EllipticalProfile, LightProfile, parameter_uses
+
+#: Fitted coordinates within this fraction of a range's fitted width from a bound
+#: are "near the bound" (Flag.near_bound; see Transform.near_bound).
+NEAR_BOUND = 1e-3
+#: A start must survive the trip into the fitting space and back in the fit's
+#: dtype to this relative accuracy, or its range is too wide for the precision.
+PRECISION = 1e-4
 
 Tensor = torch.Tensor
 
@@ -50,14 +57,25 @@ class Model:
     profiles
         ``{name: profile}``; the names prefix result columns.
 
+    auto_starts
+        Fill slots left out, and parameters given without a start value
+        (``gm.p(M0=22.5)``), with parameters started from each galaxy's image.
+    dtype
+        The dtype the model will be fitted in; given, every value_range is
+        checked against its precision at once (:meth:`check_precision`).
+
     Raises
     ------
     ValueError
         A profile lacks a parameter, parameters hold different numbers of
-        galaxies, or one parameter object is used in slots of different meaning.
+        galaxies, one parameter object is used in slots of different meaning, a
+        parameter has no start value and ``auto_starts`` is off, or a
+        value_range is too wide for ``dtype``.
     """
 
-    def __init__(self, profiles: Mapping[str, LightProfile], *, auto_starts: bool = False) -> None:
+    def __init__(
+        self, profiles: Mapping[str, LightProfile], *, auto_starts: bool = False, dtype: torch.dtype | None = None
+    ) -> None:
         if not profiles:
             raise ValueError("a model needs at least one profile; call dataset.define_profiles(name=profile, ...)")
         self.profiles = _with_auto_starts(profiles) if auto_starts else dict(profiles)
@@ -75,6 +93,17 @@ class Model:
                     f"one gm.p object is shared by slots of different meaning ({where}); use separate gm.p objects"
                 )
             self.specs[prm] = specs[0]
+        startless = [
+            f"{slots[0][0]}.{slots[0][1]}" for prm, slots in self.uses.items()
+            if not prm.has_start and not isinstance(prm, AutoStart)
+        ]
+        if startless:
+            raise ValueError(
+                f"{', '.join(startless)} has no start value (gm.p(...) without one); give a value, or fit with "
+                "gm.Fitting, which starts such parameters from each galaxy's image"
+            )
+        # Angle slots take degrees whatever the gm.p says (the user's object is not changed).
+        self.units: dict[Parameter, UnitMap] = {prm: prm.units_for(self.specs[prm].role) for prm in self.parameters}
         self.free: list[Parameter] = [prm for prm in self.parameters if prm.fit]
         self.fixed: list[Parameter] = [prm for prm in self.parameters if not prm.fit and not isinstance(prm, Tied)]
         self.transforms: dict[Parameter, Transform] = {prm: prm.fitting_transform(self.specs[prm]) for prm in self.free}
@@ -92,6 +121,9 @@ class Model:
             for pname, profile in self.profiles.items()
             for slot, prm in profile.parameters().items()
         ]
+        self._precision_checked: set[torch.dtype] = set()
+        if dtype is not None:
+            self.check_precision(dtype)
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -126,10 +158,12 @@ class Model:
         out = {}
         for prm in self.parameters:
             if isinstance(prm, AutoStart):
-                user = np.array([prm.start_from(e) for e in estimates]) if estimates is not None else np.full(len(index), np.nan)
-                out[prm] = prm.units.to_profile(user)
+                out[prm] = (
+                    np.array([prm.start_from(e) for e in estimates], dtype=np.float64)
+                    if estimates is not None else np.full(len(index), np.nan)
+                )
                 continue
-            vals = prm.initial_profile_units()
+            vals = self.units[prm].to_profile(prm.initial_values())
             out[prm] = vals[index] if vals.size > 1 else np.full(len(index), vals[0])
         return out
 
@@ -170,20 +204,19 @@ class Model:
         return out
 
     def theta_from_values(self, values: Mapping[Parameter, np.ndarray | Tensor], dtype, device) -> Tensor:
-        """Fitting-space vector (B, P) of profile-unit values, nudged off open bounds."""
+        """Fitting-space vector (B, P) of profile-unit values.
+
+        A start strictly inside its range keeps its value; only one on (or
+        beyond) a bound is moved inside it, by a fraction of the fitted width
+        (:meth:`~galmoss.params.Transform.start_coordinate`), so a log-space
+        range is never clamped by its linear width.
+        """
+        self.check_precision(dtype)
         cols = []
         for prm in self.free:
             t = self.transforms[prm]
             v = torch.as_tensor(np.asarray(values[prm], dtype=np.float64))
-            lo, hi = t.lower, t.upper
-            if math.isfinite(lo) and math.isfinite(hi):
-                margin = 1e-3 * (hi - lo)
-                v = v.clamp(lo + margin, hi - margin)
-            elif math.isfinite(lo):
-                v = torch.maximum(v, torch.tensor(lo + 1e-6 * max(1.0, abs(lo)), dtype=torch.float64))
-            elif math.isfinite(hi):
-                v = torch.minimum(v, torch.tensor(hi - 1e-6 * max(1.0, abs(hi)), dtype=torch.float64))
-            cols.append(t.inverse(v))
+            cols.append(t.start_coordinate(v))
         if not cols:
             return torch.zeros((len(next(iter(values.values()))) if values else 0, 0), dtype=dtype, device=device)
         return torch.stack(cols, dim=1).to(dtype=dtype, device=device)
@@ -194,6 +227,42 @@ class Model:
             prm: torch.as_tensor(np.asarray(values[prm], dtype=np.float64), dtype=dtype, device=device).reshape(-1, 1, 1)
             for prm in self.fixed
         }
+
+    def check_precision(self, dtype: torch.dtype) -> None:
+        """Raise if a value_range is too wide for fits in ``dtype``.
+
+        Every free parameter's start values (those the user gave) are taken into
+        the fitting space in ``dtype`` and back: if that moves one by more than
+        1e-4 of its size (at least 1e-6 of the range's width), a fit cannot
+        resolve values there -- it would freeze, not fit.
+        """
+        if dtype in self._precision_checked:
+            return
+        for prm in self.free:
+            if isinstance(prm, AutoStart) or not prm.has_start:
+                continue
+            t = self.transforms[prm]
+            v = torch.as_tensor(self.units[prm].to_profile(prm.initial_values()), dtype=torch.float64)
+            error = t.round_trip_error(v, dtype)
+            width = (t.upper - t.lower) if math.isfinite(t.upper - t.lower) else 0.0
+            allowed = PRECISION * torch.clamp(v.abs(), min=1e-6 * width)
+            if bool((error > allowed).any()):
+                slot = "{}.{}".format(*self.uses[prm][0])
+                i = int(torch.argmax(error / allowed.clamp_min(1e-300)))
+                raise ValueError(
+                    f"{slot}: value_range={prm.value_range} is too wide for {str(dtype).replace('torch.', '')} fits: "
+                    f"the start {float(self.units[prm].to_user(v[i])):g} is resolved only to "
+                    f"{float(error[i]):.3g} (profile units); give a narrower value_range"
+                    + (", log=True" if not prm.log and t.lower >= 0 else "")
+                    + " or fit in float64 (dtype=torch.float64)"
+                )
+        self._precision_checked.add(dtype)
+
+    def near_bound(self, theta: Tensor, rel: float = NEAR_BOUND) -> Tensor:
+        """Boolean (B, P): which fitted coordinates lie within ``rel`` of a bound, judged in the fitting space."""
+        if not self.free:
+            return torch.zeros(theta.shape, dtype=torch.bool, device=theta.device)
+        return torch.stack([self.transforms[prm].near_bound(theta[:, j], rel) for j, prm in enumerate(self.free)], dim=1)
 
     # ------------------------------------------------------- theta <-> values
     def values(self, theta: Tensor, fixed: Mapping[Parameter, Tensor]) -> dict[Parameter, Tensor]:
@@ -221,7 +290,7 @@ class Model:
             if isinstance(profile, EllipticalProfile) and "axis_r" in v:
                 v = _canonical_ellipse(profile, v)
             for slot, prm in params.items():
-                out[f"{pname}_{slot}"] = prm.units.to_user(v[slot])
+                out[f"{pname}_{slot}"] = self.units[prm].to_user(v[slot])
         return out
 
     def report_jacobian(self, theta: Tensor, fixed: Mapping[Parameter, Tensor]) -> tuple[dict[str, Tensor], Tensor]:
@@ -249,63 +318,110 @@ LENGTH_FACTORS = {"eff_r": 1.0, "scale_l": 1.0 / 1.678, "fwhm": 1.0, "trunc_r": 
 
 
 class AutoStart(Parameter):
-    """A parameter left out by the user: free, with per-galaxy starts from the image.
+    """A free parameter with per-galaxy starts from the image: a slot left out, or a ``gm.p`` without a value.
 
     ``kind`` names the image estimate it starts from ("cen_x", "cen_y", "pa",
-    "axis_r", "eff_r", "flux", "sky"), ``factor`` scales a length and ``share`` is
-    the fraction of the flux for a magnitude.
+    "axis_r", "eff_r", "flux", "sky", or "default" for the slot's default value
+    ``constant``), ``factor`` scales a length and ``share`` is the fraction of
+    the flux for a magnitude. ``like`` is the user's ``gm.p`` it stands for, whose
+    units (``M0``, ``pix_scale``), ``value_range``, ``log`` and step length it keeps.
     """
 
-    def __init__(self, kind: str, factor: float = 1.0, share: float = 1.0, angle: bool = False) -> None:
-        super().__init__(0.0, angle=angle)
+    def __init__(
+        self,
+        kind: str,
+        factor: float = 1.0,
+        share: float = 1.0,
+        angle: bool = False,
+        *,
+        like: Parameter | None = None,
+        constant: float | None = None,
+    ) -> None:
+        if like is None:
+            super().__init__(None, angle=angle)
+        else:
+            super().__init__(
+                None, value_range=like.value_range, step_length=like.step_length, M0=like.M0,
+                pix_scale=like.pix_scale, angle=like.angle or angle, log=like.log, name=like.name,
+            )
         self.kind = kind
         self.factor = factor
         self.share = share
+        self.constant = constant
+        self.like = like
 
     def start_from(self, estimate: dict) -> float:
-        """The start value (user units) given one galaxy's image estimates."""
+        """The start value in profile units (pixels, radians, m - M0) given one galaxy's image estimates."""
+        if self.kind == "default":
+            return float(self.constant)
         if self.kind == "flux":
             return -2.5 * math.log10(max(estimate["flux"] * self.share, 1e-30))
+        if self.kind == "pa":
+            return math.radians(estimate["pa"])
         return estimate[self.kind] * self.factor
 
 
+def _auto_start(name: str, profile: LightProfile, slot: str, share: float, like: Parameter | None) -> Parameter:
+    """The parameter that fills ``slot`` of ``profile`` from the image (``like``: the user's gm.p without value)."""
+    spec = profile.spec(slot)
+    role = spec.role
+    if spec.default is not None:
+        if like is None:
+            return Parameter(spec.default, fit=spec.fit_default)
+        return AutoStart("default", like=like, constant=float(spec.default))
+    if role is Role.POSITION and slot in ("cen_x", "cen_y"):
+        return AutoStart(slot, like=like)
+    if role is Role.ANGLE:
+        return AutoStart("pa", angle=True, like=like)
+    if role is Role.AXIS_RATIO:
+        return AutoStart("axis_r", like=like)
+    if role is Role.LENGTH:
+        return AutoStart("eff_r", factor=LENGTH_FACTORS.get(slot, 1.0), like=like)
+    if role is Role.MAGNITUDE:
+        return AutoStart("flux", share=share, like=like)
+    if slot == "sky_bg":
+        return AutoStart("sky", like=like)
+    raise ValueError(
+        f"profile {name!r} ({type(profile).__name__}) has no start value for {slot!r}, which cannot be started "
+        f"from the image; give {slot}=gm.p(value, ...)"
+    )
+
+
 def _with_auto_starts(profiles: Mapping[str, LightProfile]) -> dict[str, LightProfile]:
-    """Copies of the profiles with every left-out parameter filled in (see galmoss.fitting.starts)."""
+    """Copies of the profiles with every left-out or start-less parameter filled in (see galmoss.fitting.starts).
+
+    A start-less ``gm.p`` shared by several slots stays one parameter: every slot
+    gets the same :class:`AutoStart`. The user's profiles are not changed.
+    """
     import copy
 
+    def startless(profile: LightProfile) -> list[str]:
+        return [slot for slot, prm in profile.parameters().items() if not prm.has_start and not isinstance(prm, AutoStart)]
+
+    magnitudes = {
+        (id(prm) if prm is not None else (name, slot))
+        for name, p in profiles.items()
+        for slot in p.missing_parameters() + startless(p)
+        if p.spec(slot).role is Role.MAGNITUDE
+        for prm in [getattr(p, slot, None)]
+    }
+    share = 1.0 / max(len(magnitudes), 1)
+    replaced: dict[int, Parameter] = {}  # id(user's gm.p) -> its AutoStart, so sharing survives
     out: dict[str, LightProfile] = {}
-    auto_mags = sum(
-        1 for p in profiles.values() for slot in p.missing_parameters() if p.spec(slot).role is Role.MAGNITUDE
-    )
     for name, profile in profiles.items():
         missing = profile.missing_parameters()
-        if not missing:
+        unstarted = startless(profile)
+        if not missing and not unstarted:
             out[name] = profile
             continue
         filled = copy.copy(profile)
         for slot in missing:
-            spec = profile.spec(slot)
-            role = spec.role
-            if spec.default is not None:
-                prm = Parameter(spec.default, fit=spec.fit_default)
-            elif role is Role.POSITION and slot in ("cen_x", "cen_y"):
-                prm = AutoStart(slot)
-            elif role is Role.ANGLE:
-                prm = AutoStart("pa", angle=True)
-            elif role is Role.AXIS_RATIO:
-                prm = AutoStart("axis_r")
-            elif role is Role.LENGTH:
-                prm = AutoStart("eff_r", factor=LENGTH_FACTORS.get(slot, 1.0))
-            elif role is Role.MAGNITUDE:
-                prm = AutoStart("flux", share=1.0 / max(auto_mags, 1))
-            elif slot == "sky_bg":
-                prm = AutoStart("sky")
-            else:
-                raise ValueError(
-                    f"profile {name!r} ({type(profile).__name__}) leaves out {slot!r}, which cannot be started "
-                    f"from the image; give {slot}=gm.p(...)"
-                )
-            setattr(filled, slot, prm)
+            setattr(filled, slot, _auto_start(name, profile, slot, share, None))
+        for slot in unstarted:
+            like = getattr(profile, slot)
+            if id(like) not in replaced:
+                replaced[id(like)] = _auto_start(name, profile, slot, share, like)
+            setattr(filled, slot, replaced[id(like)])
         out[name] = filled
     return out
 

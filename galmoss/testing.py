@@ -26,7 +26,7 @@ import torch
 
 from ._compat import prepare_forward_mode
 from .params import Role
-from .profiles.base import EllipticalProfile, LightProfile, box_area_factor, parameter_uses
+from .profiles.base import EllipticalProfile, LightProfile, box_area_factor, parameter_units, parameter_uses
 from .render import Renderer, start_tensors
 
 
@@ -109,7 +109,7 @@ def check_profile(
     batch = lengths.pop() if lengths else 1
     r64 = Renderer(shape, psf, dtype=torch.float64)
     r32 = Renderer(shape, psf, dtype=torch.float32)
-    values = start_tensors(uses, batch, torch.float64)
+    values = start_tensors(uses, batch, torch.float64, units=parameter_units(profiles))
     image = r64(profiles, values)
 
     # finite, non-negative

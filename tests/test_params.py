@@ -100,10 +100,38 @@ def test_axis_ratio_has_no_wall_at_one():
     assert float(t.forward(torch.tensor(50.0, dtype=torch.float64))) == pytest.approx(10.0)
 
 
-def test_position_angle_is_always_in_degrees():
+def test_position_angle_is_degrees_by_role_and_the_users_object_is_untouched():
     pa = gm.p(90.0)  # no angle=True
-    gm.lp.Sersic(cen_x=gm.p(1.0), cen_y=gm.p(1.0), pa=pa, axis_r=gm.p(0.5), eff_r=gm.p(2.0), mag=gm.p(20.0), ser_n=gm.p(1.0))
-    assert float(pa.value()) == pytest.approx(math.pi / 2)
+    before = dict(vars(pa))
+    geometry = dict(cen_x=gm.p(16.3), cen_y=gm.p(15.8), axis_r=gm.p(0.5), eff_r=gm.p(3.0), mag=gm.p(20.0), ser_n=gm.p(1.0))
+    plain = gm.lp.Sersic(pa=pa, **geometry)
+    assert vars(pa) == before and not pa.angle  # building a profile changed nothing
+    assert float(pa.value()) == 90.0  # outside a rendering: its own units
+    # rendered as 90 degrees: the same image as angle=True, not as 90 radians
+    flagged = gm.lp.Sersic(pa=gm.p(90.0, angle=True), **geometry)
+    radians = gm.lp.Sersic(pa=gm.p(90.0 * 180 / math.pi, angle=True), **geometry)  # 90 rad
+    image = gm.render(plain, (32, 32), dtype=torch.float64)
+    assert torch.equal(image, gm.render(flagged, (32, 32), dtype=torch.float64))
+    assert float((image - gm.render(radians, (32, 32), dtype=torch.float64)).abs().max()) > 1e-3 * float(image.max())
+    # the model starts it at pi/2 and reports it in degrees again
+    from galmoss.model import Model
+
+    model = Model({"s": plain})
+    start = model.start_values(np.array([0]))
+    assert float(start[pa][0]) == pytest.approx(math.pi / 2)
+    values = {prm: torch.as_tensor(v).reshape(-1, 1, 1) for prm, v in start.items()}
+    assert float(model.report(values)["s_pa"][0]) == pytest.approx(90.0)
+    assert vars(pa) == before
+
+
+def test_value_outside_a_rendering_gives_starts_only_for_current_modes():
+    prm = gm.p([1.0, 2.0])
+    assert prm.value("initial_model").flatten().tolist() == [1.0, 2.0]
+    for mode in ("best_model", "load_best_in_optim_list", "load_initial_in_jacobian"):
+        with pytest.raises(ValueError, match=r"outside a rendering.*no fit state.*fitting\.results"):
+            prm.value(mode)
+        with parameter_values({prm: torch.zeros(2, 1, 1)}):
+            assert float(prm.value(mode).abs().sum()) == 0.0  # inside one, every mode is the rendered values
 
 
 def test_no_fit_state_on_parameter_objects():

@@ -250,8 +250,9 @@ def _supersampled_reference(profile, shape, psf, factor=16, pad=32):
 def test_boxy_and_disky_isophotes_match_a_supersampled_reference(box):
     yy, xx = np.mgrid[:21, :21] - 10.0
     psf = (1 + (xx**2 + yy**2) / 2.0**2) ** -4.0
-    sersic = gm.lp.Sersic(cen_x=gm.p(32.3), cen_y=gm.p(31.8), pa=gm.p(35.0), axis_r=gm.p(0.55), eff_r=gm.p(2.0),
-                          mag=gm.p(17.0, M0=22.5), ser_n=gm.p(1.0), box=gm.p(box, fit=False))
+    # angle=True: the reference reads pa.value() outside a rendering, which is in the gm.p's own units
+    sersic = gm.lp.Sersic(cen_x=gm.p(32.3), cen_y=gm.p(31.8), pa=gm.p(35.0, angle=True), axis_r=gm.p(0.55),
+                          eff_r=gm.p(2.0), mag=gm.p(17.0, M0=22.5), ser_n=gm.p(1.0), box=gm.p(box, fit=False))
     ours = gm.render(sersic, (64, 64), psf=psf, dtype=torch.float64)[0].numpy()
     reference = _supersampled_reference(sersic, (64, 64), psf)
     flux = 10 ** (-0.4 * (17.0 - 22.5))

@@ -32,7 +32,9 @@ from .transforms import (
 )
 
 #: The value modes the seed's ``param.value(mode)`` accepts. Inside a rendering
-#: every mode returns the values being rendered; outside one, the start values.
+#: every mode returns the values being rendered. Outside one only the modes that
+#: mean "the current values" (:data:`CURRENT_MODES`) answer, with the start
+#: values; the others raise, since no fit state lives on a parameter.
 VALUE_MODES = (
     "updating_model",
     "best_model",
@@ -42,6 +44,8 @@ VALUE_MODES = (
     "load_initial_in_jacobian",
     "load_initial_in_optim_list",
 )
+#: Modes whose answer outside a rendering is the start values.
+CURRENT_MODES = ("updating_model", "initial_model")
 
 
 class Role(str, Enum):
@@ -100,12 +104,26 @@ class ParamSpec:
         return f"({lo:g}, {hi:g}{right}"
 
 
+def _is_bool(value) -> bool:
+    return isinstance(value, (bool, np.bool_))
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not _is_bool(value)
+
+
 def _as_array(values, what: str) -> np.ndarray:
     if isinstance(values, torch.Tensor):
         values = values.detach().cpu().double().numpy()
+    # numpy would read "3" as 3.0 and True as 1.0: both are mistakes in a start value
+    raw = np.asarray(values) if not isinstance(values, (str, bytes)) else None
+    if raw is None or raw.dtype.kind not in "iuf" or _is_bool(values):
+        raise TypeError(
+            f"gm.p: {what} must be a number or a sequence of numbers (one per galaxy), got {values!r}"
+        )
     try:
         arr = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError) as exc:  # pragma: no cover - kinds i/u/f always convert
         raise TypeError(f"gm.p: {what} must be a number or a sequence of numbers, got {values!r}") from exc
     if arr.ndim == 0:
         arr = arr.reshape(1)
@@ -124,20 +142,25 @@ class Parameter:
     Parameters
     ----------
     parameters
-        Start value(s) in user units: a scalar (used for every galaxy) or a
-        sequence with one value per galaxy.
+        Start value(s) in user units: a number (used for every galaxy) or a
+        sequence with one number per galaxy. Leave it out (``gm.p(M0=22.5)``) for
+        a free parameter that :class:`~galmoss.Fitting` starts from each galaxy's
+        image, as it does for a slot left out, but with this parameter's units
+        and range.
     value_range
         ``(lower, upper)`` in user units; either may be None. The fit never leaves
-        the open range (a logistic transform in the fitting space).
+        the open range (a logistic transform in the fitting space, applied to the
+        logarithm of the value for a parameter fitted in log space).
     step_length
         Accepted for compatibility with GalMOSS 2; scales the Adam step of this
         parameter (the Levenberg-Marquardt solver needs no step length).
     M0
         Magnitude zero point: the parameter is a magnitude, ``flux = 10**(-0.4 (m - M0))``.
     pix_scale
-        Arcsec per pixel: the value is given (and reported) in arcsec, fitted in pixels.
+        Arcsec per pixel (> 0): the value is given (and reported) in arcsec, fitted in pixels.
     angle
-        The value is an angle in degrees (profiles receive radians from ``value()``).
+        The value is an angle in degrees (profiles compute in radians). A profile's
+        position-angle slot is in degrees whether or not this is given.
     fit
         Whether the parameter is free. ``fit=False`` keeps it fixed at its start value.
     log
@@ -147,17 +170,39 @@ class Parameter:
     name
         Optional label used in messages.
 
+    Raises
+    ------
+    TypeError
+        An argument of the wrong type (a string or a bool as a value, a
+        ``value_range`` that is not a pair, ``fit="yes"``), naming it.
+    ValueError
+        A value out of range: non-finite starts, ``lower >= upper``, a start
+        outside ``value_range``, ``pix_scale <= 0``, a non-positive start with
+        ``log=True``, or ``fit=False`` without a start value.
+
     Notes
     -----
     ``value(mode)`` returns a tensor of shape ``(B, 1, 1)`` in profile units
     (pixels, radians, magnitude minus ``M0``) that broadcasts against ``(H, W)``
     grids. Inside a rendering it holds the values being rendered (every ``mode``
-    the seed knew returns them); outside one, the start values of every galaxy.
+    the seed knew returns them). Outside one, ``"updating_model"`` and
+    ``"initial_model"`` give the start values (in this object's own units: a
+    position angle given without ``angle=True`` is then still in degrees) and the
+    other modes raise: fitted values are in the fit's results, never on the
+    parameter.
+
+    Two parameters are the same parameter only if they are the same object:
+    sharing a ``gm.p`` between profiles is how a common centre is declared, and
+    parameters are dictionary keys by identity throughout galmoss.
     """
+
+    # Identity, not value, is what makes two slots share a parameter; a value
+    # __eq__ (GalSim style) would silently merge distinct parameters.
+    __hash__ = object.__hash__
 
     def __init__(
         self,
-        parameters,
+        parameters=None,
         value_range: Sequence[float | None] | None = (None, None),
         step_length: float | None = None,
         M0: float | None = None,
@@ -168,39 +213,49 @@ class Parameter:
         dim: str = "1d",
         name: str | None = None,
     ) -> None:
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"gm.p(name={name!r}): name must be a string or None")
+        self.name = name
+        if not isinstance(dim, str):
+            raise TypeError(f"gm.p{self._label()}(dim={dim!r}): dim must be the string '1d'")
         if dim != "1d":
             raise NotImplementedError(
                 f"gm.p(dim={dim!r}): only dim='1d' (one number per galaxy) is implemented"
             )
-        self.name = name
-        self.initial = _as_array(parameters, "the start value")
-        if not np.all(np.isfinite(self.initial)):
-            bad = np.flatnonzero(~np.isfinite(self.initial))
+        for key, flag in (("angle", angle), ("fit", fit), ("log", log)):
+            if not _is_bool(flag):
+                raise TypeError(f"gm.p{self._label()}({key}={flag!r}): {key} must be True or False")
+        if parameters is None:
+            self.initial = None
+        else:
+            self.initial = _as_array(parameters, "the start value")
+            if not np.all(np.isfinite(self.initial)):
+                bad = np.flatnonzero(~np.isfinite(self.initial))
+                raise ValueError(
+                    f"gm.p{self._label()}: start value is not finite for galaxy index {bad[:5].tolist()}; "
+                    "give a finite number"
+                )
+        if not fit and self.initial is None:
             raise ValueError(
-                f"gm.p{self._label()}: start value is not finite for galaxy index {bad[:5].tolist()}; "
-                "give a finite number"
+                f"gm.p{self._label()}(fit=False) needs a start value to stay fixed at; give gm.p(value, fit=False)"
             )
-        if pix_scale is not None and not (np.isfinite(pix_scale) and pix_scale > 0):
-            raise ValueError(f"gm.p{self._label()}: pix_scale must be a positive number of arcsec per pixel, got {pix_scale!r}")
-        if M0 is not None and not np.isfinite(M0):
-            raise ValueError(f"gm.p{self._label()}: M0 must be a finite zero point, got {M0!r}")
+        if pix_scale is not None and not (_is_number(pix_scale) and math.isfinite(pix_scale) and pix_scale > 0):
+            raise ValueError(
+                f"gm.p{self._label()}: pix_scale must be a positive finite number of arcsec per pixel, got {pix_scale!r}"
+            )
+        if M0 is not None and not (_is_number(M0) and math.isfinite(M0)):
+            raise ValueError(f"gm.p{self._label()}: M0 must be a finite number (the magnitude zero point), got {M0!r}")
+        if step_length is not None and not (_is_number(step_length) and math.isfinite(step_length) and step_length > 0):
+            raise ValueError(f"gm.p{self._label()}: step_length must be a positive finite number or None, got {step_length!r}")
         self.M0 = None if M0 is None else float(M0)
         self.pix_scale = None if pix_scale is None else float(pix_scale)
         self.angle = bool(angle)
         self.fit = bool(fit)
         self.log = bool(log)
         self.step_length = step_length
-        scale = 1.0
-        offset = 0.0
-        if self.pix_scale is not None:
-            scale /= self.pix_scale
-        if self.angle:
-            scale *= math.pi / 180.0
-        if self.M0 is not None:
-            offset = -self.M0
-        self.units = UnitMap(scale=scale, offset=offset)
+        self.units = self._unit_map(self.angle)
         self.value_range = self._check_range(value_range)
-        if self.log and np.any(self.initial <= 0):
+        if self.log and self.initial is not None and np.any(self.initial <= 0):
             raise ValueError(
                 f"gm.p{self._label()}: log=True needs positive start values, got {self.initial[self.initial <= 0][:5].tolist()}"
             )
@@ -209,79 +264,135 @@ class Parameter:
     def _label(self) -> str:
         return f"({self.name!r})" if self.name else ""
 
+    def _unit_map(self, degrees: bool) -> UnitMap:
+        scale = 1.0
+        offset = 0.0
+        if self.pix_scale is not None:
+            scale /= self.pix_scale
+        if degrees:
+            scale *= math.pi / 180.0
+        if self.M0 is not None:
+            offset = -self.M0
+        return UnitMap(scale=scale, offset=offset)
+
     def _check_range(self, value_range) -> tuple[float | None, float | None] | None:
         if value_range is None:
             return None
-        if len(value_range) != 2:
-            raise ValueError(f"gm.p{self._label()}: value_range must be (lower, upper), got {value_range!r}")
-        lo, hi = value_range
-        lo = None if lo is None else float(lo)
-        hi = None if hi is None else float(hi)
+        if isinstance(value_range, (str, bytes)) or not hasattr(value_range, "__len__") or len(value_range) != 2:
+            raise TypeError(f"gm.p{self._label()}: value_range must be a pair (lower, upper), got {value_range!r}")
+        ends = []
+        for what, end, infinite in (("lower", value_range[0], -math.inf), ("upper", value_range[1], math.inf)):
+            if end is None:
+                ends.append(None)
+                continue
+            if not _is_number(end):
+                raise TypeError(
+                    f"gm.p{self._label()}: value_range {what} end must be a number or None, got {end!r}"
+                )
+            end = float(end)
+            if math.isnan(end) or end == -infinite:
+                raise ValueError(f"gm.p{self._label()}: value_range {what} end {end} is not a valid bound")
+            ends.append(None if end == infinite else end)  # an infinite end is no bound
+        lo, hi = ends
         if lo is None and hi is None:
             return None
         if lo is not None and hi is not None and not lo < hi:
             raise ValueError(f"gm.p{self._label()}: value_range lower {lo} must be below upper {hi}")
-        outside = np.zeros(self.initial.shape, bool)
-        if lo is not None:
-            outside |= self.initial < lo
-        if hi is not None:
-            outside |= self.initial > hi
-        if outside.any():
-            idx = np.flatnonzero(outside)
-            raise ValueError(
-                f"gm.p{self._label()}: start value {self.initial[idx[0]]:g} (galaxy index {idx[0]}"
-                f"{' and ' + str(len(idx) - 1) + ' more' if len(idx) > 1 else ''}) lies outside "
-                f"value_range=({lo}, {hi}); widen the range or change the start value"
-            )
+        if self.initial is not None:
+            outside = np.zeros(self.initial.shape, bool)
+            if lo is not None:
+                outside |= self.initial < lo
+            if hi is not None:
+                outside |= self.initial > hi
+            if outside.any():
+                idx = np.flatnonzero(outside)
+                raise ValueError(
+                    f"gm.p{self._label()}: start value {self.initial[idx[0]]:g} (galaxy index {idx[0]}"
+                    f"{' and ' + str(len(idx) - 1) + ' more' if len(idx) > 1 else ''}) lies outside "
+                    f"value_range=({lo}, {hi}); widen the range or change the start value"
+                )
         if self.log and lo is not None and lo <= 0:
             raise ValueError(f"gm.p{self._label()}: log=True needs a positive lower bound, got {lo}")
         return (lo, hi)
 
     @property
+    def has_start(self) -> bool:
+        """Whether the parameter has start values (``gm.p(M0=22.5)`` has none)."""
+        return self.initial is not None
+
+    @property
     def param_length(self) -> int:
-        """Number of start values (1 means: the same for every galaxy)."""
-        return int(self.initial.size)
+        """Number of start values (1 means: the same for every galaxy, or none given)."""
+        return 1 if self.initial is None else int(self.initial.size)
 
-    def mark_as_angle(self) -> None:
-        """Declare the value an angle in degrees (``value()`` then returns radians).
+    def units_for(self, role: "Role | None" = None) -> UnitMap:
+        """The map from user units to profile units in a slot of ``role``.
 
-        Profiles call this for their position angle, which is in degrees whether or
-        not ``angle=True`` was given.
+        An angle slot (``Role.ANGLE``) takes degrees whether or not ``angle=True``
+        was given; this is how profiles treat their position angle without
+        changing the user's object.
         """
-        if not self.angle:
-            self.angle = True
-            self.units = UnitMap(scale=self.units.scale * math.pi / 180.0, offset=self.units.offset)
+        if role is Role.ANGLE and not self.angle:
+            return self._unit_map(True)
+        return self.units
 
     def __len__(self) -> int:
         return self.param_length
 
-    def initial_profile_units(self) -> np.ndarray:
-        """Start values converted to profile units (pixels, radians, m - M0)."""
-        return self.units.to_profile(self.initial)
+    def _require_start(self, what: str) -> np.ndarray:
+        if self.initial is None:
+            raise ValueError(
+                f"gm.p{self._label()} has no start value, so {what} has nothing to use; give gm.p(value, ...), "
+                "or fit it with gm.Fitting, which starts it from each galaxy's image"
+            )
+        return self.initial
+
+    def initial_values(self) -> np.ndarray:
+        """The start values in user units; ``ValueError`` if the parameter has none."""
+        return self._require_start("its start value")
+
+    def initial_profile_units(self, role: "Role | None" = None) -> np.ndarray:
+        """Start values converted to profile units (pixels, radians, m - M0) for a slot of ``role``."""
+        return self.units_for(role).to_profile(self.initial_values())
 
     def value(self, mode: str = "updating_model") -> torch.Tensor:
         """The parameter's values in profile units, shape ``(B, 1, 1)``.
 
-        Inside a rendering these are the values being rendered; outside one, the
-        start values of every galaxy (float64).
+        Inside a rendering these are the values being rendered, whatever the
+        mode. Outside one, ``"updating_model"`` and ``"initial_model"`` give the
+        start values of every galaxy (float64) and the other modes raise.
+
+        Raises
+        ------
+        ValueError
+            An unknown mode; a mode other than the current values outside a
+            rendering (read fitted values from ``Fitting.results``); no start value.
         """
         if mode not in VALUE_MODES:
             raise ValueError(f"value(mode={mode!r}): mode must be one of {', '.join(VALUE_MODES)}")
         active = active_values()
         if active is not None and self in active:
             return active[self]
+        if mode not in CURRENT_MODES:
+            raise ValueError(
+                f"gm.p{self._label()}.value({mode!r}) outside a rendering: galmoss keeps no fit state on "
+                "parameters, so there is no such value to give. Read fitted values from fitting.results "
+                "(column '<profile>_<parameter>') or gm.results_to_init(...); value('updating_model') gives the "
+                "start values"
+            )
         return torch.as_tensor(self.initial_profile_units(), dtype=torch.float64).reshape(-1, 1, 1)
 
     # ----------------------------------------------------------- fitting space
-    def profile_bounds(self) -> tuple[float, float]:
-        """``value_range`` in profile units, (-inf, inf) where not given."""
+    def profile_bounds(self, role: "Role | None" = None) -> tuple[float, float]:
+        """``value_range`` in profile units for a slot of ``role``, (-inf, inf) where not given."""
         if self.value_range is None:
             return (-math.inf, math.inf)
+        units = self.units_for(role)
         ends = []
         for end, default in zip(self.value_range, (-math.inf, math.inf)):
-            ends.append(default if end is None else float(self.units.to_profile(end)))
+            ends.append(default if end is None else float(units.to_profile(end)))
         lo, hi = ends
-        if self.units.scale < 0:  # pragma: no cover - no unit map flips sign today
+        if units.scale < 0:  # pragma: no cover - no unit map flips sign today
             lo, hi = hi, lo
         return lo, hi
 
@@ -298,7 +409,7 @@ class Parameter:
         if isinstance(spec, Role):
             spec = ParamSpec(spec)
         role = spec.role
-        lo, hi = self.profile_bounds()
+        lo, hi = self.profile_bounds(role)
         if self.value_range is None and spec.fit_bounds is not None:
             lo, hi = spec.fit_bounds
         elif self.value_range is None and role in (Role.POSITIVE, Role.LENGTH) and spec.domain[0] > 0:
@@ -329,8 +440,11 @@ class Parameter:
         return Identity()
 
     def __repr__(self) -> str:
-        vals = self.initial if self.initial.size <= 4 else np.r_[self.initial[:3], np.nan]
-        shown = ", ".join("..." if np.isnan(v) else f"{v:g}" for v in vals)
+        if self.initial is None:
+            shown = None
+        else:
+            vals = self.initial if self.initial.size <= 4 else np.r_[self.initial[:3], np.nan]
+            shown = "[" + ", ".join("..." if np.isnan(v) else f"{v:g}" for v in vals) + "]"
         opts = []
         if not self.fit:
             opts.append("fit=False")
@@ -343,7 +457,9 @@ class Parameter:
             opts.append("angle=True")
         if self.log:
             opts.append("log=True")
-        return f"gm.p([{shown}]{', ' if opts else ''}{', '.join(opts)})"
+        if shown is None:
+            return f"gm.p({', '.join(opts)})"
+        return f"gm.p({shown}{', ' if opts else ''}{', '.join(opts)})"
 
 
 @dataclass(frozen=True)
@@ -380,9 +496,15 @@ class _HalfBounded(Transform):
     def derivative(self, u):
         return self._sign() * self._base().derivative(u)
 
+    def start_coordinate(self, v, margin: float = 1e-6):
+        # no width to take a fraction of: a start on the bound goes 1e-6 of its size inside
+        inside = self.bound + self._sign() * 1e-6 * max(1.0, abs(self.bound))
+        limit = torch.tensor(inside, dtype=v.dtype, device=v.device)
+        return self.inverse(torch.minimum(v, limit) if self.from_above else torch.maximum(v, limit))
+
 
 def p(
-    parameters,
+    parameters=None,
     value_range: Sequence[float | None] | None = (None, None),
     step_length: float | None = None,
     M0: float | None = None,

@@ -13,8 +13,13 @@ Two kinds of profile exist:
   the renderer then draws them exactly (see :mod:`galmoss.render.core`), which
   point sampling cannot do for steep centres.
 
-Every concrete subclass registers itself by its lower-case class name, so job
-files and the command line can name it.
+Every usable subclass registers itself by its lower-case class name (or its
+``profile_name``), so job files and the command line can name it. A class is
+usable unless it sets ``usable = False`` or, for an elliptical profile, leaves
+``profile_function`` / ``circular_integral`` to a base class that does not
+implement them (``EllipticalProfile`` itself); names starting with ``_`` are not
+registered. A name already taken by a different class is an error: two classes
+must not answer to one name.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import numpy as np
 import torch
 
 from ..errors import ParameterValueError
-from ..params import Parameter, ParamSpec, Role, p
+from ..params import Parameter, ParamSpec, Role, UnitMap, p
 
 Tensor = torch.Tensor
 
@@ -35,8 +40,28 @@ _REGISTRY: dict[str, type["LightProfile"]] = {}
 
 
 def registered_profiles() -> dict[str, type["LightProfile"]]:
-    """All registered profile classes by name (built-in and user-defined)."""
+    """All registered (usable) profile classes by name, built-in and user-defined."""
     return dict(_REGISTRY)
+
+
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _register(cls: type["LightProfile"]) -> None:
+    name = (cls.__dict__.get("profile_name") or cls.__name__).lower()
+    if name.startswith("_") or not cls.is_usable():
+        return
+    known = _REGISTRY.get(name)
+    # The same class defined again (a re-run notebook cell, a module reloaded)
+    # replaces itself; a different class may not take a name that is in use.
+    if known is not None and _qualified(known) != _qualified(cls):
+        raise TypeError(
+            f"light profile {_qualified(cls)} would be registered as {name!r}, which already names "
+            f"{_qualified(known)}; rename the class or give it its own name with "
+            f"profile_name = 'my_{name}' in the class body"
+        )
+    _REGISTRY[name] = cls
 
 
 def profile_class(name: str) -> type["LightProfile"]:
@@ -72,12 +97,27 @@ class LightProfile:
     parameter_specs: ClassVar[dict[str, ParamSpec]] = {}
     #: Name under which the class is registered (defaults to the class name).
     profile_name: ClassVar[str | None] = None
+    #: Whether the class can be instantiated and rendered (set False on an
+    #: abstract intermediate class; it is then not registered).
+    usable: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
-        name = (cls.__dict__.get("profile_name") or cls.__name__).lower()
-        if not name.startswith("_"):
-            _REGISTRY[name] = cls
+        if "usable" not in cls.__dict__:
+            cls.usable = True  # not inherited: an abstract base's subclasses are usable
+        _register(cls)
+
+    @classmethod
+    def is_usable(cls) -> bool:
+        """Whether the class is concrete: ``usable`` and, if elliptical, with its shape implemented."""
+        if not cls.usable:
+            return False
+        if issubclass(cls, EllipticalProfile):
+            return (
+                cls.profile_function is not EllipticalProfile.profile_function
+                and cls.circular_integral is not EllipticalProfile.circular_integral
+            )
+        return True
 
     def __init__(self) -> None:
         self.psf = True
@@ -104,6 +144,15 @@ class LightProfile:
     def spec(cls, name: str) -> ParamSpec:
         """How this profile uses its parameter ``name``."""
         return cls.parameter_specs.get(name, ParamSpec())
+
+    def _check_parameters(self, slots: Mapping[str, object]) -> None:
+        """Raise a ``TypeError`` for a slot given something other than ``gm.p`` (or None)."""
+        for slot, value in slots.items():
+            if value is not None and not isinstance(value, Parameter):
+                raise TypeError(
+                    f"{type(self).__name__}({slot}={value!r}): {slot} must be a parameter object, "
+                    f"gm.p(...) (e.g. {slot}=gm.p({value!r}) for a start value), or left out"
+                )
 
     def validate(self, values: Mapping[str, np.ndarray], profile_label: str | None = None) -> None:
         """Raise a ``ValueError`` naming the first value outside a parameter's domain.
@@ -138,6 +187,8 @@ def parameter_uses(profiles: Mapping[str, "LightProfile"]) -> dict[Parameter, li
     for pname, profile in profiles.items():
         if not isinstance(profile, LightProfile):
             raise TypeError(f"profile {pname!r} is a {type(profile).__name__}, not a gm.LightProfile")
+        # a user profile sets its own attributes: a number where a declared slot wants gm.p
+        profile._check_parameters({slot: getattr(profile, slot, None) for slot in profile.parameter_specs})
         missing = profile.missing_parameters()
         if missing:
             raise ValueError(
@@ -147,6 +198,20 @@ def parameter_uses(profiles: Mapping[str, "LightProfile"]) -> dict[Parameter, li
         for slot, param in profile.parameters().items():
             uses.setdefault(param, []).append((pname, slot))
     return uses
+
+
+def parameter_units(profiles: Mapping[str, "LightProfile"]) -> dict[Parameter, UnitMap]:
+    """The user-to-profile unit map of each parameter, from the roles of the slots it fills.
+
+    A parameter in an angle slot is in degrees whether or not ``angle=True`` was
+    given (:meth:`galmoss.params.Parameter.units_for`); the user's object is
+    never changed.
+    """
+    out: dict[Parameter, UnitMap] = {}
+    for prm, slots in parameter_uses(profiles).items():
+        roles = {profiles[pname].spec(slot).role for pname, slot in slots}
+        out[prm] = prm.units_for(Role.ANGLE if Role.ANGLE in roles else None)
+    return out
 
 
 # Parameter specifications shared by every elliptical profile.
@@ -198,14 +263,15 @@ class EllipticalProfile(LightProfile):
 
     parameter_specs: ClassVar[dict[str, ParamSpec]] = dict(_GEOMETRY_SPECS)
     amplitude_parameter: ClassVar[str] = "mag"
+    usable: ClassVar[bool] = False
 
     def __init__(self, cen_x=None, cen_y=None, pa=None, axis_r=None, box=None, **shape) -> None:
         super().__init__()
+        self._check_parameters({"cen_x": cen_x, "cen_y": cen_y, "pa": pa, "axis_r": axis_r, "box": box, **shape})
         self.cen_x = cen_x
         self.cen_y = cen_y
-        if isinstance(pa, Parameter):
-            # pa is in degrees by convention (design.md), with or without angle=True.
-            pa.mark_as_angle()
+        # pa is in degrees by convention (design.md), with or without angle=True:
+        # the Role.ANGLE of the slot says so, and the user's object is left as given
         self.pa = pa
         self.axis_r = axis_r
         self.box = box if box is not None else p(0.0, fit=False)

@@ -34,6 +34,7 @@ class PointSource(LightProfile):
 
     def __init__(self, cen_x=None, cen_y=None, mag=None):
         super().__init__()
+        self._check_parameters({"cen_x": cen_x, "cen_y": cen_y, "mag": mag})
         self.cen_x = cen_x
         self.cen_y = cen_y
         self.mag = mag

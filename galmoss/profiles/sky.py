@@ -32,6 +32,7 @@ class Sky(LightProfile):
 
     def __init__(self, sky_bg=None, grad_x=None, grad_y=None):
         super().__init__()
+        self._check_parameters({"sky_bg": sky_bg, "grad_x": grad_x, "grad_y": grad_y})
         self.psf = False
         self.sky_bg = sky_bg
         self.grad_x = grad_x

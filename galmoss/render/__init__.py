@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ..params import Parameter
-from ..profiles.base import LightProfile, parameter_uses
+from ..profiles.base import LightProfile, parameter_units, parameter_uses
 from ..settings import RenderSettings
 from .grid import ConvolutionLayout, fast_fft_size, pixel_grid
 from .psf import prepare_psf, psf_spectrum
@@ -46,13 +46,18 @@ def named_profiles(profiles) -> dict[str, LightProfile]:
     raise TypeError(f"render: profiles must be a LightProfile, a list or a dict of them, got {type(profiles).__name__}")
 
 
-def start_tensors(parameters, batch: int, dtype, device=None) -> dict[Parameter, torch.Tensor]:
-    """Each parameter's start values in profile units as a (batch, 1, 1) tensor."""
-    return {
-        prm: torch.as_tensor(np.broadcast_to(prm.initial_profile_units(), (batch,)).copy(), dtype=dtype,
-                             device=device).reshape(batch, 1, 1)
-        for prm in parameters
-    }
+def start_tensors(parameters, batch: int, dtype, device=None, *, units=None) -> dict[Parameter, torch.Tensor]:
+    """Each parameter's start values in profile units as a (batch, 1, 1) tensor.
+
+    ``units`` (parameter -> UnitMap, from :func:`galmoss.profiles.base.parameter_units`)
+    gives the map of the slots each parameter fills (position angles in degrees);
+    without it, each parameter's own map is used.
+    """
+    out = {}
+    for prm in parameters:
+        vals = prm.initial_profile_units() if units is None else units[prm].to_profile(prm.initial_values())
+        out[prm] = torch.as_tensor(np.broadcast_to(vals, (batch,)).copy(), dtype=dtype, device=device).reshape(batch, 1, 1)
+    return out
 
 
 def render(
@@ -109,11 +114,13 @@ def render(
             "or one value per galaxy to every gm.p"
         )
     batch = lengths.pop() if lengths else 1
+    units = parameter_units(named)
     for name, profile in named.items():
         profile.validate(
-            {slot: prm.initial_profile_units() for slot, prm in profile.parameters().items() if slot in profile.parameter_specs},
+            {slot: units[prm].to_profile(prm.initial_values()) for slot, prm in profile.parameters().items()
+             if slot in profile.parameter_specs},
             profile_label=name,
         )
-    values = start_tensors(uses, batch, dtype, device)
+    values = start_tensors(uses, batch, dtype, device, units=units)
     renderer = Renderer(shape, psf, batch=batch, dtype=dtype, device=device, settings=settings)
     return renderer(named, values, components=components)
