@@ -346,9 +346,9 @@ def plot_fit(
     # A fixed layout: constrained layout measures every tick label and takes
     # most of the drawing time, which matters in a report's gallery.
     width = max(2.6 * n_img, 10.0)
-    fig = new_figure((width, 6.2), layout=None)
-    grid = fig.add_gridspec(2, n_img, height_ratios=[1.0, 1.1], left=0.5 / width, right=1 - 0.25 / width,
-                            bottom=0.08, top=0.95, wspace=0.45, hspace=0.3)
+    fig = new_figure((width, 5.8), layout=None)
+    grid = fig.add_gridspec(2, n_img, height_ratios=[1.0, 1.1], left=0.5 / width, right=1 - 0.5 / width,
+                            bottom=0.08, top=0.95, wspace=0.5, hspace=0.28)
     extent = (0.5, data.shape[1] + 0.5, 0.5, data.shape[0] + 0.5)  # 1-based pixel centres
     shown = data[used & np.isfinite(data)]
     if shown.size and np.ptp(shown) > 0:

@@ -123,8 +123,8 @@ def _panel_grid(ncols: int, nrows: int, height: float):
 
     width, total = 3.4 * ncols, height * nrows
     fig = new_figure((width, total), layout=None)
-    fig.subplots_adjust(left=0.6 / width, right=1 - 0.15 / width, bottom=0.45 / total, top=1 - 0.3 / total,
-                        wspace=0.35, hspace=0.55)
+    fig.subplots_adjust(left=0.95 / width, right=1 - 0.15 / width, bottom=0.45 / total, top=1 - 0.3 / total,
+                        wspace=0.5, hspace=0.55)
     return fig
 
 
