@@ -12,7 +12,7 @@ The user API of GalMOSS is kept::
 from . import flags
 from . import profiles as lp
 from .data import DataSet, Dataset
-from .fitting import Fitting
+from .pipeline import Fitting
 from .io.init import results_to_init
 from .model import Model
 from .params import Parameter, p
@@ -40,8 +40,8 @@ __all__ = [
     "lp",
     "p",
     "plot_fit",
-    "read_galfit",
     "render",
+    "read_galfit",
     "results_to_init",
     "write_report",
     "tie",

@@ -1,4 +1,4 @@
-"""Command line: ``galmoss demo`` and ``galmoss flags``.
+"""Command line: ``galmoss demo``, ``fit``, ``collate``, ``flags`` (and the plot, report and galfit commands).
 
 ``galmoss demo`` makes a small set of mock galaxies (Sersic profiles drawn by
 galmoss, convolved with a Moffat PSF, with sky noise), writes them as FITS
@@ -127,6 +127,87 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fit(args: argparse.Namespace) -> int:
+    from .errors import GalmossError
+    from .pipeline.job import load_job
+
+    try:
+        job = load_job(args.job)
+    except (GalmossError, KeyError) as exc:
+        print(f"galmoss fit: {exc}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        print(job.describe())
+        print("dry run: the job is valid; nothing was fitted")
+        return 0
+    try:
+        return _run_job(job, args)
+    except GalmossError as exc:  # a configuration error found before any fit (output folders, devices, ...)
+        print(f"galmoss fit: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run_job(job, args: argparse.Namespace) -> int:
+    import galmoss as gm
+
+    shard = None
+    if args.shard:
+        try:
+            k, n = (int(x) for x in args.shard.split("/"))
+        except ValueError:
+            print(f"galmoss fit: --shard {args.shard!r}; give K/N, e.g. --shard 3/8", file=sys.stderr)
+            return 2
+        shard = (k, n)
+    job.output.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(job.output / (f"fit-{shard[0]}of{shard[1]}.log" if shard else "fit.log"))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger = logging.getLogger("galmoss")
+    logger.addHandler(handler)
+    logger.setLevel(min(logger.level or logging.INFO, logging.INFO))
+    client = cluster = None
+    try:
+        if args.dask:
+            from dask.distributed import Client, LocalCluster
+
+            if args.dask.startswith("local:"):
+                cluster = LocalCluster(n_workers=int(args.dask.split(":", 1)[1]), threads_per_worker=1,
+                                       dashboard_address=None)
+                client = Client(cluster)
+            else:
+                client = Client(args.dask)
+        fit = dict(job.fit)
+        uncertainty = fit.pop("uncertainty", "covar_mat")
+        n_resample = fit.pop("n_resample", 100)
+        seed = fit.pop("seed", 0)
+        fitting = gm.Fitting(job.dataset, client=client, progress=None if not args.quiet else False, **fit)
+        t0 = time.perf_counter()
+        results = fitting.fit(resume=args.resume, shard=shard)
+        if uncertainty != "none":
+            results = fitting.uncertainty(uncertainty, n_resample=n_resample, seed=seed)
+        elapsed = time.perf_counter() - t0
+        done = int(np.sum(np.isfinite(np.asarray(results["reduced_chi2"] if "reduced_chi2" in results.colnames
+                                                  else results["reduced_deviance"]))))
+        print(f"fitted {len(results)} galaxies in {elapsed:.1f} s ({done} with a result); "
+              + (f"parts in {job.output / 'parts'} (merge with: galmoss collate {job.output})" if shard
+                 else f"results in {job.output / 'results.fits'}"))
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
+    return 0
+
+
+def _collate(args: argparse.Namespace) -> int:
+    from .pipeline.collate import collate
+
+    report = collate(args.folder)
+    print(report.summary())
+    return 1 if (report.missing or report.unreadable) and not args.allow_missing else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
     parser = argparse.ArgumentParser(prog="galmoss", description="Batched galaxy light-profile fitting.")
@@ -141,6 +222,18 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--seed", type=int, default=1)
     demo.add_argument("--show", type=int, default=3, help="galaxies to print")
     demo.set_defaults(run=_demo)
+    fit = sub.add_parser("fit", help="run a job file (catalogue in, results out as the run goes)")
+    fit.add_argument("job", help="the job file (TOML); see galmoss.pipeline.job")
+    fit.add_argument("--dry-run", action="store_true", help="check the job and print the model; fit nothing")
+    fit.add_argument("--shard", default=None, help="K/N: fit the K-th of N parts of the catalogue (parts only)")
+    fit.add_argument("--resume", action="store_true", help="keep the galaxies already in the output's parts")
+    fit.add_argument("--dask", default=None, help="a dask scheduler ADDRESS, or local:N for N local workers")
+    fit.add_argument("--quiet", action="store_true", help="no progress bar")
+    fit.set_defaults(run=_fit)
+    collate = sub.add_parser("collate", help="merge the result parts of shards into results.fits / .csv")
+    collate.add_argument("folder", help="the output folder the shards wrote into")
+    collate.add_argument("--allow-missing", action="store_true", help="exit 0 even when galaxies are missing")
+    collate.set_defaults(run=_collate)
     flags = sub.add_parser("flags", help="list the result flags, or decode a flag value")
     flags.add_argument("value", nargs="?", type=int)
     flags.set_defaults(run=_flags)

@@ -26,6 +26,14 @@ the FITS header gives a gain (``GAIN``, ``EGAIN`` or ``CCDGAIN``, electrons per
 image unit, times ``NCOMBINE`` if present) or ``gain=`` is passed, the source's
 Poisson noise is added: ``sigma^2 = sigma_sky^2 + max(image - sky, 0) / gain``
 (GALFIT's recipe). The galaxy is flagged ``sigma_estimated``.
+
+Three sources of pixels, one behaviour: per-galaxy FITS files (the seed's form),
+arrays (:meth:`Dataset.from_arrays`, kept as given and converted one galaxy at a
+time), and image sets (:meth:`Dataset.from_image_set`: one FITS or HDF5 file of
+(N, H, W) cubes, memory-mapped). :meth:`Dataset.from_catalog` reads a table of
+file names (CSV, FITS or Parquet). A ``region`` (GALFIT's fitting section,
+``xmin xmax ymin ymax``, 1-based inclusive) cuts each galaxy's section out of a
+larger image.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import DataError
 from .flags import Flag
 from .profiles.base import LightProfile
 
@@ -74,8 +83,8 @@ class GalaxyData:
 
     @property
     def usable(self) -> bool:
-        return self.image is not None and not (
-            self.flags & (Flag.read_error | Flag.fully_masked | Flag.bad_psf)
+        return self.image is not None and self.weight is not None and not (
+            self.flags & (Flag.read_error | Flag.fully_masked | Flag.bad_psf | Flag.bad_mask | Flag.no_source)
         )
 
     @property
@@ -83,8 +92,12 @@ class GalaxyData:
         return None if self.image is None else tuple(self.image.shape)
 
 
-def _as_list(value, name: str, n: int | None, *, allow_none: bool = True) -> list:
+def _as_list(value, name: str, n: int | None, *, allow_none: bool = True, paths: bool = True) -> list:
     """Normalise a per-galaxy argument to a list of length n (or infer n)."""
+    if not paths and isinstance(value, np.ndarray):
+        value = value.ravel().tolist()
+    elif not paths and isinstance(value, (int, np.integer)):
+        value = [value]
     if value is None:
         if not allow_none:
             raise TypeError(f"Dataset: {name} is required")
@@ -102,7 +115,11 @@ def _as_list(value, name: str, n: int | None, *, allow_none: bool = True) -> lis
         raise TypeError(
             f"Dataset: {name} must be a path (str) or a list of paths, one per galaxy; got {type(value).__name__}"
         )
-    for item in items:
+    for i, item in enumerate(items):
+        if not paths:
+            if item is None or isinstance(item, (list, tuple, dict, set)):
+                raise TypeError(f"Dataset: {name}[{i}] is {item!r}; give each galaxy a name (a string)")
+            continue
         if item is not None and not isinstance(item, (str, os.PathLike)):
             raise TypeError(f"Dataset: {name} holds {item!r} ({type(item).__name__}); give file paths as strings")
     if n is not None and len(items) != n:
@@ -160,13 +177,23 @@ class Dataset:
         psf_hdu=None,
         mask_hdu=None,
         gain: float | None = None,
+        region=None,
+        _pixels: str = "files",
     ) -> None:
-        names = _as_list(galaxy_index, "galaxy_index", None, allow_none=False)
+        names = _as_list(galaxy_index, "galaxy_index", None, allow_none=False, paths=False)
         self.names = [str(x) for x in names]
         n = len(self.names)
         if n == 0:
             raise ValueError("Dataset: galaxy_index is empty; give at least one galaxy")
+        _check_unique(self.names)
+        if _pixels != "files":  # from_arrays / from_image_set: no image files
+            image_path = [None] * n
         self.image_paths = _as_list(image_path, "image_path", n, allow_none=False)
+        if _pixels == "files" and any(x is None for x in self.image_paths):
+            bad = next(i for i, x in enumerate(self.image_paths) if x is None)
+            raise TypeError(
+                f"Dataset: image_path of galaxy {self.names[bad]!r} (index {bad}) is None; give every galaxy an image file"
+            )
         self.sigma_paths = _as_list(sigma_path, "sigma_path", n)
         self.psf_paths = _as_list(psf_path, "psf_path", n)
         self.mask_paths = _as_list(mask_path, "mask_path", n)
@@ -174,18 +201,27 @@ class Dataset:
         self.hdus = {"image": image_hdu, "sigma": sigma_hdu, "psf": psf_hdu, "mask": mask_hdu}
         self.img_block_path = None if img_block_path is None else Path(img_block_path)
         self.result_path = None if result_path is None else Path(result_path)
-        self.gain = gain
+        self.gain = _check_gain(gain)
+        self.regions = _regions(region, n, self.names)
         self._arrays: dict[str, Sequence | None] | None = None
+        self._image_set = None
+        #: the catalogue the galaxies came from (image-set CATALOG, catalogue file), or None
+        self.catalog = None
         self.profiles: dict[str, LightProfile] = {}
 
     @staticmethod
     def _mask_index(mask_index, n: int) -> list:
         if mask_index is None or np.isscalar(mask_index):
-            return [mask_index] * n
+            return [_mask_value(mask_index, None)] * n
+        if isinstance(mask_index, tuple):
+            raise TypeError(
+                f"Dataset: mask_index={mask_index!r} is a tuple; give one number (the galaxy's value in its mask) "
+                "or a list with one number per galaxy"
+            )
         values = list(mask_index)
         if len(values) != n:
             raise ValueError(f"Dataset: mask_index has {len(values)} entries for {n} galaxies; give one or one per galaxy")
-        return values
+        return [_mask_value(v, i) for i, v in enumerate(values)]
 
     # ------------------------------------------------------------ from arrays
     @classmethod
@@ -214,19 +250,169 @@ class Dataset:
             (h, w) for all galaxies, (N, h, w), or a list of (h_i, w_i).
         galaxy_index
             Names (default ``"0"``, ``"1"``, ...).
+
+        Notes
+        -----
+        The arrays are kept as given (no copy); each galaxy is converted to
+        float64 when its batch is read, so a float32 cube of 10^6 cutouts is not
+        doubled in memory up front.
         """
         imgs = _array_list(images, "images")
         n = len(imgs)
         names = [str(i) for i in range(n)] if galaxy_index is None else _as_names(galaxy_index, n)
-        obj = cls(names, [None] * n, mask_index=mask_index, img_block_path=img_block_path, result_path=result_path, gain=gain)
-        shared_psf = psfs is not None and not isinstance(psfs, (list, tuple)) and np.ndim(_to_numpy(psfs)) == 2
+        obj = cls(names, None, mask_index=mask_index, img_block_path=img_block_path, result_path=result_path, gain=gain,
+                  _pixels="arrays")
+        shared_psf = psfs is not None and not isinstance(psfs, (list, tuple)) and np.ndim(psfs) == 2
         obj._arrays = {
             "image": imgs,
             "sigma": None if sigmas is None else _array_list(sigmas, "sigmas", n),
-            "psf": None if psfs is None else ([np.asarray(_to_numpy(psfs))] * n if shared_psf else _array_list(psfs, "psfs", n)),
+            "psf": None if psfs is None else (_SharedPlane(psfs, n) if shared_psf else _array_list(psfs, "psfs", n)),
             "mask": None if masks is None else _array_list(masks, "masks", n),
         }
         return obj
+
+    @classmethod
+    def from_image_set(
+        cls,
+        path: PathLike,
+        galaxy_index=None,
+        *,
+        mask_index=None,
+        img_block_path: PathLike | None = None,
+        result_path: PathLike | None = None,
+        gain: float | None = None,
+    ) -> "Dataset":
+        """A dataset from one image-set file (the seed's "image sets (image, sigma, psf)").
+
+        Parameters
+        ----------
+        path
+            A FITS file with image extensions ``IMAGE`` (N, H, W), and optionally
+            ``SIGMA`` (N, H, W), ``PSF`` (N, h, w) or (h, w), ``MASK`` (N, H, W) and a
+            ``CATALOG`` binary table; or an HDF5 file with datasets of those names
+            (see :mod:`galmoss.io.imageset`). Planes are memory-mapped and read one
+            galaxy at a time.
+        galaxy_index
+            Names of the N galaxies; default: the CATALOG's ``galaxy_index`` column
+            when there is one, else ``"0"``, ``"1"``, ...
+        mask_index, img_block_path, result_path, gain
+            As for :class:`Dataset`.
+
+        Notes
+        -----
+        The CATALOG table is kept as :attr:`catalog` (start values for ``gm.p``:
+        ``gm.p(dataset.catalog["re"])``).
+        """
+        from .io.imageset import ImageSet
+
+        image_set = ImageSet(path)
+        catalog = image_set.catalog()
+        if catalog is not None and len(catalog) != image_set.n:
+            raise DataError(
+                f"image set '{image_set.path}': CATALOG has {len(catalog)} rows but IMAGE holds {image_set.n} "
+                "cutouts; give one catalogue row per cutout"
+            )
+        if galaxy_index is None:
+            if catalog is not None and "galaxy_index" in catalog.colnames:
+                names = [str(x) for x in np.asarray(catalog["galaxy_index"])]
+            else:
+                names = [str(i) for i in range(image_set.n)]
+        else:
+            names = _as_names(galaxy_index, image_set.n)
+        obj = cls(names, None, mask_index=mask_index, img_block_path=img_block_path, result_path=result_path, gain=gain,
+                  _pixels="image_set")
+        obj._image_set = image_set
+        obj.catalog = catalog
+        return obj
+
+    @classmethod
+    def from_catalog(
+        cls,
+        catalog,
+        *,
+        galaxy_index: str = "galaxy_index",
+        image: str = "image",
+        sigma: str | None = None,
+        psf: str | None = None,
+        mask: str | None = None,
+        mask_index: str | int | None = None,
+        img_block_path: PathLike | None = None,
+        result_path: PathLike | None = None,
+        gain: float | None = None,
+        base_path: PathLike | None = None,
+    ) -> "Dataset":
+        """A dataset from a catalogue table: one row per galaxy naming its files.
+
+        Parameters
+        ----------
+        catalog
+            An astropy Table, or the path of a CSV, FITS or Parquet table.
+        galaxy_index, image, sigma, psf, mask
+            Column names: the galaxy names, and the image, sigma, PSF and mask
+            file paths (None: not given). Relative paths are relative to
+            ``base_path`` (default: the catalogue file's folder, or the current
+            folder for a Table).
+        mask_index
+            A column name (the galaxy's value in its mask, per row) or one number.
+        img_block_path, result_path, gain
+            As for :class:`Dataset`.
+
+        Raises
+        ------
+        KeyError
+            If a named column is missing (the message lists the columns there are).
+        """
+        from .io.catalog import read_catalog
+
+        table, folder = read_catalog(catalog)
+        base = Path(base_path) if base_path is not None else folder
+
+        def column(name, what):
+            if name is None:
+                return None
+            if name not in table.colnames:
+                raise KeyError(
+                    f"catalogue: no column {name!r} for {what}; the columns are {', '.join(table.colnames)}"
+                )
+            return table[name]
+
+        def paths(name, what):
+            col = column(name, what)
+            if col is None:
+                return None
+            out = []
+            for value in np.asarray(col).tolist():
+                text = "" if value is None else str(value).strip()
+                if not text or text.lower() in ("none", "nan", "--"):
+                    out.append(None)
+                    continue
+                p = Path(text).expanduser()
+                out.append(str(p if p.is_absolute() else base / p))
+            return out
+
+        names = [str(x) for x in np.asarray(column(galaxy_index, "galaxy_index")).tolist()]
+        images = paths(image, "image")
+        if mask_index is not None and isinstance(mask_index, str):
+            mask_index = list(np.asarray(column(mask_index, "mask_index")).tolist())
+        obj = cls(names, images, sigma_path=paths(sigma, "sigma"), psf_path=paths(psf, "psf"),
+                  mask_path=paths(mask, "mask"), mask_index=mask_index, img_block_path=img_block_path,
+                  result_path=result_path, gain=gain)
+        obj.catalog = table
+        return obj
+
+    def close(self) -> None:
+        """Close any file kept open between reads (an image set); reading reopens it."""
+        if self._image_set is not None:
+            self._image_set.close()
+
+    def input_paths(self, position: int) -> list[str]:
+        """The files galaxy ``position`` is read from (to make sure no output replaces one)."""
+        if self._image_set is not None:
+            return [str(self._image_set.path)]
+        if self._arrays is not None:
+            return []
+        return [str(p) for p in (self.image_paths[position], self.sigma_paths[position],
+                                 self.psf_paths[position], self.mask_paths[position]) if p is not None]
 
     # --------------------------------------------------------------- profiles
     def define_profiles(self, **profiles: LightProfile) -> None:
@@ -278,6 +464,17 @@ class Dataset:
                     f"{image.shape} ({source}); give cutouts of the same size"
                 )
                 return gal
+        region = self.regions[position]
+        if region is not None:
+            cut = _cut_region(region, image.shape, source)
+            if isinstance(cut, str):
+                gal.flags |= Flag.read_error
+                gal.messages.append(cut)
+                gal.image = None
+                return gal
+            image = gal.image = image[cut]
+            sigma = None if sigma is None else sigma[cut]
+            mask = None if mask is None else mask[cut]
         if psf is not None:
             if not (np.all(np.isfinite(psf)) and np.any(psf > 0) and psf.sum() > 0):
                 gal.flags |= Flag.bad_psf
@@ -287,9 +484,31 @@ class Dataset:
                 )
                 return gal
             gal.psf = psf
+            offset = _psf_centroid_offset(psf)
+            if offset > 0.5:
+                gal.flags |= Flag.psf_off_centre
+                gal.messages.append(
+                    f"{self._source('psf', position)}: the PSF's centroid is {offset:.2f} px from its centre pixel "
+                    f"(row {psf.shape[0] // 2 + 1}, column {psf.shape[1] // 2 + 1}, 1-based); fitted centres are "
+                    "shifted by the same amount: re-centre the PSF stamp"
+                )
+            if psf.shape[0] > image.shape[0] or psf.shape[1] > image.shape[1]:
+                gal.flags |= Flag.psf_larger_than_cutout
+                gal.messages.append(f"the PSF ({psf.shape[0]}x{psf.shape[1]}) is larger than the cutout "
+                                    f"({image.shape[0]}x{image.shape[1]})")
         weight = np.ones(image.shape)
         if mask is not None:
             target = self.mask_index[position]
+            if target is not None and not np.any(mask == target):
+                values = np.unique(mask[np.isfinite(mask)])
+                shown = ", ".join(f"{v:g}" for v in values[:8]) + (", ..." if values.size > 8 else "")
+                gal.flags |= Flag.bad_mask
+                gal.messages.append(
+                    f"{self._source('mask', position)}: mask_index {target:g} does not occur in the mask "
+                    f"(its values are {shown}); without it the galaxy itself would be masked: give this "
+                    "galaxy's value in its mask"
+                )
+                return gal
             weight[(mask != 0) & (mask != target if target is not None else True)] = 0.0
         if sigma is None:
             sigma = estimate_sigma(image, weight, self._gain(header))
@@ -305,9 +524,14 @@ class Dataset:
         gal.image = np.where(bad, 0.0, image)
         gal.sigma = np.where(bad, 1.0, sigma)
         gal.weight = weight
-        if not np.any(weight > 0):
+        used = weight > 0
+        if not np.any(used):
             gal.flags |= Flag.fully_masked
             gal.messages.append(f"{source}: every pixel is masked or bad; nothing to fit")
+        elif np.ptp(gal.image[used]) == 0:
+            gal.flags |= Flag.no_source
+            gal.messages.append(f"{source}: every usable pixel has the value {gal.image[used][0]:g}; "
+                                "there is no source to fit")
         return gal
 
     # ------------------------------------------------------------- internals
@@ -315,14 +539,21 @@ class Dataset:
         paths = getattr(self, f"{what}_paths")
         if paths[position] is not None:
             return str(paths[position])
+        if self._image_set is not None:
+            return f"{self._image_set.path}[{what.upper()}][{position}] (galaxy {self.names[position]!r})"
         return f"{what} array of galaxy {self.names[position]!r} (index {position})"
 
     def _read(self, what: str, position: int):
+        if self._image_set is not None:
+            plane = what.upper()
+            if not self._image_set.has(plane):
+                return None, None
+            return self._image_set.read(plane, position), None
         if self._arrays is not None:
             arrays = self._arrays[what]
             if arrays is None:
                 return None, None
-            arr = np.asarray(arrays[position], dtype=np.float64)
+            arr = _to_numpy(arrays[position])
             if arr.ndim != 2:
                 raise ValueError(f"{self._source(what, position)} must be 2-D, got shape {arr.shape}")
             return arr, None
@@ -384,16 +615,40 @@ def _to_numpy(x) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
-def _array_list(value, name: str, n: int | None = None) -> list:
+class _SharedPlane:
+    """One (h, w) array standing for every galaxy (a PSF shared by all)."""
+
+    def __init__(self, array, n: int) -> None:
+        self.array = array
+        self.n = n
+
+    def __getitem__(self, index: int):
+        return self.array
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def _array_list(value, name: str, n: int | None = None):
+    """A per-galaxy sequence of 2-D arrays, without copying: a list, or the (N, H, W) array itself."""
     if isinstance(value, (list, tuple)):
-        items = [_to_numpy(v) for v in value]
+        items = list(value)
+        for i, item in enumerate(items):
+            if np.ndim(item) != 2:
+                raise ValueError(f"Dataset.from_arrays: {name}[{i}] has shape {np.shape(item)}; give 2-D arrays")
     else:
-        arr = _to_numpy(value)
-        if arr.ndim == 2:
-            arr = arr[None]
-        if arr.ndim != 3:
-            raise ValueError(f"Dataset.from_arrays: {name} must be (N, H, W), (H, W) or a list of 2-D arrays; got {arr.shape}")
-        items = list(arr)
+        if not hasattr(value, "shape") or not hasattr(value, "__getitem__"):
+            value = np.asarray(value)
+        if len(value.shape) == 2:
+            value = value[None]
+        if len(value.shape) != 3:
+            raise ValueError(
+                f"Dataset.from_arrays: {name} must be (N, H, W), (H, W) or a list of 2-D arrays; got {tuple(value.shape)}"
+            )
+        dtype = getattr(value, "dtype", None)
+        if dtype is not None and hasattr(dtype, "kind") and dtype.kind not in "biuf":
+            raise TypeError(f"Dataset.from_arrays: {name} has dtype {dtype}; give real-valued pixels")
+        items = value
     if n is not None and len(items) != n:
         raise ValueError(f"Dataset.from_arrays: {name} holds {len(items)} galaxies but images hold {n}")
     return items
@@ -402,8 +657,107 @@ def _array_list(value, name: str, n: int | None = None) -> list:
 def _as_names(galaxy_index, n: int) -> list[str]:
     names = [str(x) for x in (galaxy_index if isinstance(galaxy_index, (list, tuple, np.ndarray)) else [galaxy_index])]
     if len(names) != n:
-        raise ValueError(f"Dataset.from_arrays: galaxy_index has {len(names)} names for {n} images")
+        raise ValueError(f"Dataset: galaxy_index has {len(names)} names for {n} images")
     return names
+
+
+def _check_unique(names: list[str]) -> None:
+    if len(set(names)) == len(names):
+        return
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in seen:
+            raise ValueError(
+                f"Dataset: galaxy_index {name!r} is given twice (positions {seen[name]} and {i}); every galaxy "
+                "needs its own name (its results row and image block are named after it)"
+            )
+        seen[name] = i
+
+
+def _check_gain(gain):
+    if gain is None:
+        return None
+    try:
+        value = float(gain)
+    except (TypeError, ValueError):
+        raise TypeError(f"Dataset: gain={gain!r} is not a number; give electrons per image unit, e.g. gain=4.5") from None
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(f"Dataset: gain={gain!r} must be a positive finite number (electrons per image unit)")
+    return value
+
+
+def _mask_value(value, index):
+    """A mask_index entry as a number; numeric strings (from a CSV) are accepted."""
+    where = "" if index is None else f" (galaxy {index})"
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"Dataset: mask_index{where} is {value!r}; give the galaxy's value in its mask, a number")
+    if isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            raise TypeError(
+                f"Dataset: mask_index{where} is {value!r}, not a number; give the galaxy's value in its mask"
+            ) from None
+        return int(number) if number.is_integer() else number
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        if not np.isfinite(value):
+            raise ValueError(f"Dataset: mask_index{where} is {value!r}; give a finite number")
+        return value.item() if hasattr(value, "item") else value
+    raise TypeError(
+        f"Dataset: mask_index{where} is {value!r} ({type(value).__name__}); give one number, or a list of one "
+        "number per galaxy"
+    )
+
+
+def _regions(region, n: int, names: list[str]) -> list:
+    """Per-galaxy fitting sections (xmin, xmax, ymin, ymax), 1-based inclusive, or None."""
+    if region is None:
+        return [None] * n
+    arr = region
+    if len(arr) == 4 and all(np.isscalar(v) for v in arr):
+        arr = [arr] * n
+    if len(arr) != n:
+        raise ValueError(f"Dataset: region has {len(arr)} entries for {n} galaxies; give one (xmin, xmax, ymin, ymax) "
+                         "or one per galaxy")
+    out = []
+    for i, r in enumerate(arr):
+        if r is None:
+            out.append(None)
+            continue
+        try:
+            xmin, xmax, ymin, ymax = (int(v) for v in r)
+        except (TypeError, ValueError):
+            raise TypeError(f"Dataset: region of galaxy {names[i]!r} is {r!r}; give (xmin, xmax, ymin, ymax) "
+                            "as integers, 1-based and inclusive") from None
+        if not (1 <= xmin <= xmax and 1 <= ymin <= ymax):
+            raise ValueError(f"Dataset: region of galaxy {names[i]!r} is {r!r}; need 1 <= xmin <= xmax and "
+                             "1 <= ymin <= ymax (1-based pixels, inclusive)")
+        out.append((xmin, xmax, ymin, ymax))
+    return out
+
+
+def _cut_region(region, shape, source: str):
+    """The slices of a 1-based inclusive region, or a message when it leaves the image."""
+    xmin, xmax, ymin, ymax = region
+    h, w = shape
+    if xmax > w or ymax > h:
+        return (f"{source}: the fitting region x {xmin}-{xmax}, y {ymin}-{ymax} leaves the image, which is "
+                f"{w} x {h} pixels; give a region inside it")
+    return (slice(ymin - 1, ymax), slice(xmin - 1, xmax))
+
+
+def _psf_centroid_offset(psf: np.ndarray) -> float:
+    """Distance (px) of the PSF's light centroid from its documented centre pixel (h // 2, w // 2)."""
+    light = np.clip(psf, 0.0, None)
+    total = light.sum()
+    if total <= 0:
+        return 0.0
+    yy, xx = np.indices(psf.shape)
+    cy = float((light * yy).sum() / total)
+    cx = float((light * xx).sum() / total)
+    return float(np.hypot(cy - psf.shape[0] // 2, cx - psf.shape[1] // 2))
 
 
 __all__ = ["DataSet", "Dataset", "GalaxyData", "estimate_sigma"]

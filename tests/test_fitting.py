@@ -37,7 +37,7 @@ def test_results_layout_and_refit_gives_the_same_answer():
     first = fitting.fit()
     second = fitting.fit()
     expected = ["galaxy_index"] + [f"galaxy_{k}" for k in ("cen_x", "cen_y", "pa", "axis_r", "box", "eff_r", "mag", "ser_n")]
-    expected += ["chi2", "dof", "reduced_chi2", "n_iter", "converged", "flag", "message"]
+    expected += ["chi2", "dof", "reduced_chi2", "n_iter", "converged", "status", "flag", "message"]
     assert first.colnames == expected
     for col in expected[1:-1]:
         np.testing.assert_array_equal(first[col], second[col])

@@ -25,6 +25,8 @@ code  member                  meaning
                               (Adam)
 8     ``EVALUATED``           nothing to fit (no free parameter): the loss of
                               the given model
+9     ``NOT_FITTED``          the galaxy was not fitted (unusable data, a bad
+                              start, or its fit raised): see flag and message
 ====  ======================  ==================================================
 
 Codes are part of the results file format: members are only ever added, with
@@ -61,6 +63,7 @@ class Status(IntEnum):
     STALLED = 6, "no step lowers the loss any more although the model predicts progress"
     CONVERGED_PATIENCE = 7, "converged: the best loss stopped improving by more than tol for patience iterations"
     EVALUATED = 8, "no free parameter: the given model was evaluated, not fitted"
+    NOT_FITTED = 9, "not fitted: the galaxy's data could not be used or its fit raised (see flag and message)"
 
     @property
     def converged(self) -> bool:

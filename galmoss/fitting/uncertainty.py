@@ -22,6 +22,8 @@ r"""Uncertainties: the covariance matrix (delta method) and the pixel bootstrap.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -34,9 +36,13 @@ Tensor = torch.Tensor
 
 
 def covariance_errors(
-    model: Model, theta: np.ndarray, fisher: np.ndarray, dtype, *, full: bool = False
+    model: Model, theta: np.ndarray, fisher: np.ndarray, dtype, *, full: bool = False,
+    positions: np.ndarray | None = None,
 ) -> tuple[dict[str, np.ndarray], np.ndarray] | tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """Errors of every reported column from stored Fisher matrices.
+
+    ``positions`` are the dataset positions of the rows of ``theta`` (default
+    ``0..N-1``): they pick the values of fixed parameters given per galaxy.
 
     Returns
     -------
@@ -82,7 +88,8 @@ def covariance_errors(
         chol = torch.where(good[:, None, None], chol, eye)  # failed rows: NaN below, no exception here
         cov = torch.cholesky_inverse(chol) / (d[:, :, None] * d[:, None, :])
         th = torch.as_tensor(theta[rows], dtype=torch.float64)
-        fixed = model.fixed_tensors(model.start_values(rows), torch.float64, "cpu")
+        where = rows if positions is None else np.asarray(positions)[rows]
+        fixed = model.fixed_tensors(model.start_values(where), torch.float64, "cpu")
         _, g = model.report_jacobian(th, fixed)
         affected = ((g.abs() > 0) & dropped[:, None, :]).any(-1)
         g = g * keep[:, None, :]
@@ -119,51 +126,56 @@ def resample_weights(weight: Tensor, n_resample: int, generator: torch.Generator
     return out.reshape((batch * n_resample,) + tuple(weight.shape[1:]))
 
 
-def bootstrap_errors(fitting, n_resample: int, iteration: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Standard deviation of bootstrap refits of every reported column."""
-    model: Model = fitting.model
+def bootstrap_batch(model: Model, objective: BatchObjective, theta_best: Tensor, best: np.ndarray,
+                    n_resample: int, settings, generator: torch.Generator, rows_per_pass: int) -> np.ndarray:
+    """Bootstrap standard deviations (B, C) of the reported columns of one batch.
+
+    Parameters
+    ----------
+    model, objective
+        The batch's model and objective (data, PSFs, weights, fixed values).
+    theta_best
+        (B, P) best fit, where every replica starts (a warm start: replicas are
+        a small perturbation of the data, so LM needs few iterations).
+    best
+        (B, C) reported best-fit values (deviations are taken from them).
+    n_resample
+        Resamplings per galaxy.
+    settings
+        :class:`~galmoss.fitting.lm.LMSettings` of the refits.
+    generator
+        Random generator of the resampling.
+    rows_per_pass
+        Replicas fitted together (memory bound).
+    """
     names = [c.name for c in model.columns]
-    n = len(fitting.dataset)
-    errors = {name: np.full(n, np.nan) for name in names}
-    generator = torch.Generator().manual_seed(seed)
-    rows_per_pass = max(n_resample, fitting.batch_size * (4 if fitting.device.type == "cpu" else 32))
-    settings = type(fitting.lm_settings)(**{**fitting.lm_settings.__dict__, "max_iterations": iteration})
-    for gals in fitting._batches(record_failures=False):
-        gals = [g for g in gals if np.all(np.isfinite(fitting._theta[g.position]))]
-        if not gals:
-            continue
-        base = fitting._objective(gals)
-        positions = np.array([g.position for g in gals])
-        theta_best = torch.as_tensor(fitting._theta[positions], dtype=fitting.dtype, device=fitting.device)
-        counts = resample_weights(base.weight, n_resample, generator)
-        galaxy = torch.arange(len(gals), device=fitting.device).repeat_interleave(n_resample)
-        reported = []
-        for start in range(0, galaxy.numel(), rows_per_pass):
-            g = galaxy[start : start + rows_per_pass]
-            objective = BatchObjective(
-                model=model,
-                renderer=base.renderer,
-                likelihood=base.likelihood,
-                data=base.data,
-                sigma=base.sigma,
-                weight=counts[start : start + rows_per_pass],
-                fixed={k: v[g] for k, v in base.fixed.items()},
-                galaxy=g,
-                jacobian_chunk=base.jacobian_chunk,
-            )
-            result = levenberg_marquardt(objective.residuals, objective.residuals_and_jacobian, theta_best[g], settings)
-            with torch.no_grad():
-                rep = model.report(model.values(result.theta, objective.fixed))
-            ok = torch.isfinite(result.chi2)
-            reported.append(torch.stack([torch.where(ok, rep[name], torch.nan) for name in names], dim=1).double().cpu())
-        values = torch.cat(reported).reshape(len(gals), n_resample, len(names)).numpy()
-        best = np.stack([fitting._values[name][positions] for name in names], axis=1)[:, None, :]
-        deviation = values - best
-        for j, col in enumerate(model.columns):
-            if col.spec.role is Role.ANGLE:  # position angles live on a half circle
-                deviation[..., j] = (deviation[..., j] + 90.0) % 180.0 - 90.0
-        with np.errstate(invalid="ignore"):
-            std = np.nanstd(deviation, axis=1, ddof=1)
-        for j, name in enumerate(names):
-            errors[name][positions] = std[:, j]
-    return errors
+    b = theta_best.shape[0]
+    counts = resample_weights(objective.weight, n_resample, generator)
+    galaxy = torch.arange(b, device=theta_best.device).repeat_interleave(n_resample)
+    reported = []
+    for start in range(0, galaxy.numel(), rows_per_pass):
+        g = galaxy[start : start + rows_per_pass]
+        replica = BatchObjective(
+            model=model,
+            renderer=objective.renderer,
+            likelihood=objective.likelihood,
+            data=objective.data,
+            sigma=objective.sigma,
+            weight=counts[start : start + rows_per_pass],
+            fixed={k: v[g] for k, v in objective.fixed.items()},
+            galaxy=g,
+            jacobian_chunk=objective.jacobian_chunk,
+        )
+        result = levenberg_marquardt(replica.residuals, replica.residuals_and_jacobian, theta_best[g], settings)
+        with torch.no_grad():
+            rep = model.report(model.values(result.theta, replica.fixed))
+        ok = torch.isfinite(result.loss)
+        reported.append(torch.stack([torch.where(ok, rep[name], torch.nan) for name in names], dim=1).double().cpu())
+    values = torch.cat(reported).reshape(b, n_resample, len(names)).numpy()
+    deviation = values - best[:, None, :]
+    for j, col in enumerate(model.columns):
+        if col.spec.role is Role.ANGLE:  # position angles live on a half circle
+            deviation[..., j] = (deviation[..., j] + 90.0) % 180.0 - 90.0
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a galaxy whose replicas all failed: NaN
+        return np.nanstd(deviation, axis=1, ddof=1)

@@ -134,7 +134,7 @@ _EXTRA_COMMENTS = {
     "NFREE": "free parameters",
 }
 
-_FIXED_EXTENSIONS = ("DATA", "MODEL", "RESIDUAL", "MASK")
+_FIXED_EXTENSIONS = ("DATA", "MODEL", "RESIDUAL", "MASK", "SIGMA")
 # Cards astropy manages itself; setting them from outside would corrupt the HDU.
 _STRUCTURAL = re.compile(r"^(SIMPLE|XTENSION|BITPIX|NAXIS\d*|EXTEND|PCOUNT|GCOUNT|BSCALE|BZERO|BLANK|EXTNAME|END)$")
 _KEYWORD = re.compile(r"^[A-Z0-9_-]{1,8}$")
@@ -270,7 +270,16 @@ def _check_columns(table: Table, path: Path) -> None:
             )
 
 
-def _fits_table(table: Table) -> fits.BinTableHDU:
+def _fits_bytes(table: Table) -> bytes:
+    """The table as a FITS file in memory; column units (TUNIT) and column meta (``M0``,
+    ``pix_scale``, ``angle``) travel in astropy's serialised-metadata header comments."""
+    out = _ascii_table(table)
+    buffer = io.BytesIO()
+    out.write(buffer, format="fits")
+    return buffer.getvalue()
+
+
+def _ascii_table(table: Table) -> Table:
     out = table
     for name in table.colnames:
         values = np.asarray(table[name])
@@ -287,7 +296,7 @@ def _fits_table(table: Table) -> fits.BinTableHDU:
             if out is table:
                 out = table.copy(copy_data=False)
             out.replace_column(name, encoded)
-    return fits.table_to_hdu(out)
+    return out
 
 
 def write_results(table: Table, result_path: PathLike) -> tuple[Path, Path]:
@@ -329,8 +338,8 @@ def write_results(table: Table, result_path: PathLike) -> tuple[Path, Path]:
     fits_path = folder / RESULTS_FITS
     csv_path = folder / RESULTS_CSV
 
-    hdul = fits.HDUList([fits.PrimaryHDU(), _fits_table(table)])
-    _atomic_write(fits_path, hdul.writeto)
+    data = _fits_bytes(table)
+    _atomic_write(fits_path, lambda fh: fh.write(data))
 
     columns = [_csv_cells(table, name) for name in table.colnames]
 
@@ -356,6 +365,7 @@ def write_image_block(
     header_cards: Sequence[Card] | None = None,
     primary_header_cards: Sequence[Card] | None = None,
     mask: Any = None,
+    sigma: Any = None,
 ) -> Path:
     """Write one galaxy's image block.
 
@@ -382,6 +392,9 @@ def write_image_block(
         Optional 2-D array, true (non-zero) where the pixel WAS USED in the fit
         -- the opposite of an input bad-pixel mask. Written as ``MASK``, uint8,
         1 = used, 0 = excluded.
+    sigma
+        Optional 2-D sigma image (the noise the fit used), written last as
+        ``SIGMA`` (float32), so the residual can be shown in units of sigma.
 
     Returns
     -------
@@ -417,7 +430,9 @@ def write_image_block(
         labels[ext] = f"component '{name}'"
         arrays[ext] = _array(image, labels[ext], target)
     mask_arr = None if mask is None else _array(mask, "mask", target)
-    checks = [("model", model_arr), *((labels[ext], arr) for ext, arr in arrays.items()), ("mask", mask_arr)]
+    sigma_arr = None if sigma is None else _array(sigma, "sigma", target)
+    checks = [("model", model_arr), *((labels[ext], arr) for ext, arr in arrays.items()), ("mask", mask_arr),
+              ("sigma", sigma_arr)]
     for label, arr in checks:
         if arr is not None and arr.shape != data_arr.shape:
             raise DataError(
@@ -441,6 +456,8 @@ def write_image_block(
     hdus += [fits.ImageHDU(arr.astype(np.float32), name=ext) for ext, arr in arrays.items()]
     if mask_arr is not None:
         hdus.append(fits.ImageHDU((mask_arr != 0).astype(np.uint8), name="MASK"))
+    if sigma_arr is not None:
+        hdus.append(fits.ImageHDU(sigma_arr.astype(np.float32), name="SIGMA"))
 
     _make_folder(target.parent, "image block")
     _atomic_write(target, fits.HDUList(hdus).writeto)

@@ -1,0 +1,586 @@
+"""The pure batch fit: ``fit_batch(model, batch, settings) -> BatchResult``.
+
+A batch is a stack of galaxies of one cutout shape (tensors with a leading
+galaxy dimension) plus their dataset positions, flags and messages. Fitting it
+does no I/O and keeps no state: the same inputs give the same result on any
+machine, which is what lets the pipeline run it in a background thread, in a
+loop over a catalogue, or as a dask task (:mod:`galmoss.pipeline`).
+
+:func:`fit_batch_safely` is the fault barrier: when a batch raises, it is split
+in halves until the galaxy that raises is alone; that galaxy gets ``fit_error``
+and NaN values, and every other galaxy's fit is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..errors import GalmossError
+from ..flags import Flag
+from ..model import Model
+from ..params import Role
+from ..render import Renderer
+from ..settings import RenderSettings
+from .adam import AdamSettings, adam
+from .likelihoods import get_likelihood
+from .lm import LMSettings, levenberg_marquardt
+from .objective import BatchObjective
+from .status import Status, decode_status
+
+log = logging.getLogger("galmoss")
+
+Tensor = torch.Tensor
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class ProfileOutputError(GalmossError, ValueError):
+    """A profile's image does not have the batch's shape (a user profile's bug)."""
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """How a batch is fitted (a frozen value, picklable, so dask can ship it).
+
+    Parameters
+    ----------
+    method
+        ``"lm"`` (Levenberg-Marquardt) or ``"adam"``.
+    likelihood
+        ``"chi2"``, ``"poisson"`` or ``"student_t"``.
+    lm, adam
+        Optimiser settings (their ``max_iterations`` is the iteration limit).
+    device
+        ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
+    dtype
+        ``"float32"`` or ``"float64"``.
+    render
+        Renderer accuracy settings.
+    jacobian_chunk
+        Galaxies per forward-mode Jacobian pass.
+    restarts
+        Refit galaxies whose first fit went astray from image-based starts.
+    covariance
+        Compute covariance-matrix errors of the reported values with the fit
+        (cheap: the Fisher matrix is at hand).
+    model_images
+        Return the model and component images (for image blocks).
+    """
+
+    method: str = "lm"
+    likelihood: str = "chi2"
+    lm: LMSettings = field(default_factory=LMSettings)
+    adam: AdamSettings = field(default_factory=AdamSettings)
+    device: str = "cpu"
+    dtype: str = "float32"
+    render: RenderSettings = field(default_factory=RenderSettings)
+    jacobian_chunk: int = 32
+    restarts: bool = True
+    covariance: bool = True
+    model_images: bool = False
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return _DTYPES[self.dtype]
+
+    @property
+    def torch_device(self) -> torch.device:
+        return torch.device(self.device)
+
+
+@dataclass
+class Batch:
+    """Galaxies of one (possibly padded) cutout shape, ready to fit.
+
+    Attributes
+    ----------
+    positions
+        (B,) dataset positions (rows of the results).
+    names
+        Their ``galaxy_index``.
+    image, sigma, weight
+        (B, H, W) float arrays; padded pixels have weight 0.
+    psf
+        (B, h, w) or None.
+    shapes
+        Each galaxy's own cutout shape (the padded area is cut off on output).
+    flags
+        (B,) int64 flags set while reading.
+    messages
+        One list of messages per galaxy.
+    """
+
+    positions: np.ndarray
+    names: list[str]
+    image: np.ndarray
+    sigma: np.ndarray
+    weight: np.ndarray
+    psf: np.ndarray | None
+    shapes: list[tuple[int, int]]
+    flags: np.ndarray
+    messages: list[list[str]]
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def take(self, rows: np.ndarray) -> "Batch":
+        """The sub-batch of ``rows``."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return Batch(
+            positions=self.positions[rows],
+            names=[self.names[i] for i in rows],
+            image=self.image[rows],
+            sigma=self.sigma[rows],
+            weight=self.weight[rows],
+            psf=None if self.psf is None else self.psf[rows],
+            shapes=[self.shapes[i] for i in rows],
+            flags=self.flags[rows].copy(),
+            messages=[list(self.messages[i]) for i in rows],
+        )
+
+
+@dataclass
+class BatchResult:
+    """What a batch fit gives, one row per galaxy (numpy only, picklable).
+
+    Attributes
+    ----------
+    positions, names
+        Which galaxies.
+    values
+        ``{column: (B,)}`` reported values in the user's units (NaN where not fitted).
+    errors
+        ``{column: (B,)}`` covariance-matrix errors, or None when not computed.
+    covariance
+        (B, C, C) covariance of the reported columns (model order), or None.
+    theta
+        (B, P) best fitting-space parameters (float64; NaN where not fitted).
+    loss
+        (B,) the minimised sum of squared likelihood residuals (chi2 for the chi2
+        likelihood, a deviance otherwise).
+    dof, n_iter, status, converged, flags
+        Per galaxy.
+    messages
+        One string per galaxy.
+    model_image, components
+        (B, H, W) float32 images, each galaxy cut to its own shape on output; only
+        with ``FitSettings.model_images``.
+    """
+
+    positions: np.ndarray
+    names: list[str]
+    values: dict[str, np.ndarray]
+    errors: dict[str, np.ndarray] | None
+    covariance: np.ndarray | None
+    theta: np.ndarray
+    loss: np.ndarray
+    dof: np.ndarray
+    n_iter: np.ndarray
+    status: np.ndarray
+    converged: np.ndarray
+    flags: np.ndarray
+    messages: list[str]
+    model_image: list[np.ndarray] | None = None
+    components: list[dict[str, np.ndarray]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    @classmethod
+    def empty(cls, model: Model, positions, names, flags, messages, with_errors: bool) -> "BatchResult":
+        """Rows of galaxies that were not fitted: NaN values, their flags and messages."""
+        n = len(positions)
+        cols = [c.name for c in model.columns]
+        nan = lambda: np.full(n, np.nan)  # noqa: E731
+        return cls(
+            positions=np.asarray(positions, dtype=np.int64),
+            names=list(names),
+            values={c: nan() for c in cols},
+            errors={c: nan() for c in cols} if with_errors else None,
+            covariance=np.full((n, len(cols), len(cols)), np.nan) if with_errors else None,
+            theta=np.full((n, model.n_free), np.nan),
+            loss=nan(),
+            dof=np.zeros(n, dtype=np.int64),
+            n_iter=np.zeros(n, dtype=np.int64),
+            status=np.full(n, int(Status.NOT_FITTED), dtype=np.int64),
+            converged=np.zeros(n, dtype=bool),
+            flags=np.asarray(flags, dtype=np.int64).copy(),
+            messages=["; ".join(m) if isinstance(m, list) else str(m) for m in messages],
+            model_image=None,
+            components=None,
+        )
+
+    @classmethod
+    def concatenate(cls, parts: list["BatchResult"]) -> "BatchResult":
+        """One result of several (in the given order)."""
+        parts = [p for p in parts if len(p)]
+        first = parts[0]
+        cat = np.concatenate
+
+        def maybe(get):
+            vals = [get(p) for p in parts]
+            return None if any(v is None for v in vals) else vals
+
+        errs = maybe(lambda p: p.errors)
+        covs = maybe(lambda p: p.covariance)
+        images = maybe(lambda p: p.model_image)
+        comps = maybe(lambda p: p.components)
+        return cls(
+            positions=cat([p.positions for p in parts]),
+            names=[n for p in parts for n in p.names],
+            values={k: cat([p.values[k] for p in parts]) for k in first.values},
+            errors=None if errs is None else {k: cat([e[k] for e in errs]) for k in first.values},
+            covariance=None if covs is None else cat(covs),
+            theta=cat([p.theta for p in parts]),
+            loss=cat([p.loss for p in parts]),
+            dof=cat([p.dof for p in parts]),
+            n_iter=cat([p.n_iter for p in parts]),
+            status=cat([p.status for p in parts]),
+            converged=cat([p.converged for p in parts]),
+            flags=cat([p.flags for p in parts]),
+            messages=[m for p in parts for m in p.messages],
+            model_image=None if images is None else [im for x in images for im in x],
+            components=None if comps is None else [c for x in comps for c in x],
+        )
+
+
+# ------------------------------------------------------------------ the fit
+def fit_batch_safely(model: Model, batch: Batch, settings: FitSettings) -> BatchResult:
+    """:func:`fit_batch` behind a fault barrier: a galaxy whose fit raises is flagged, the rest kept.
+
+    A batch that raises is split in halves (log2(B) extra fits to isolate one bad
+    galaxy, not B). Configuration errors (:class:`ProfileOutputError`) are not
+    caught: they would fail every galaxy the same way.
+    """
+    try:
+        return fit_batch(model, batch, settings)
+    except ProfileOutputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one galaxy must not stop a catalogue
+        if len(batch) == 1:
+            log.warning("galaxy %r: fit raised %s: %s", batch.names[0], type(exc).__name__, exc)
+            msgs = [batch.messages[0] + [f"fit raised {type(exc).__name__}: {exc}"]]
+            return BatchResult.empty(model, batch.positions, batch.names, batch.flags | int(Flag.fit_error), msgs,
+                                     settings.covariance)
+        log.warning("a batch of %d galaxies raised %s; splitting it to find the culprit", len(batch), exc)
+        half = len(batch) // 2
+        rows = np.arange(len(batch))
+        return BatchResult.concatenate([
+            fit_batch_safely(model, batch.take(rows[:half]), settings),
+            fit_batch_safely(model, batch.take(rows[half:]), settings),
+        ])
+
+
+def fit_batch(model: Model, batch: Batch, settings: FitSettings) -> BatchResult:
+    """Fit every galaxy of ``batch``; a pure function of its arguments.
+
+    Parameters
+    ----------
+    model
+        The profiles and their parameter layout (start values per dataset position).
+    batch
+        The galaxies' pixels, PSFs, positions and reading flags.
+    settings
+        Optimiser, likelihood, device, precision and what to compute.
+
+    Returns
+    -------
+    BatchResult
+        One row per galaxy of ``batch``, in its order.
+    """
+    dev, dt = settings.torch_device, settings.torch_dtype
+    estimates = _estimates(batch) if model.auto_parameters else None
+    start = model.start_values(batch.positions, estimates)
+    keep, flags, messages = _check_starts(model, batch, start)
+    if not keep.all():
+        skipped = np.flatnonzero(~keep)
+        out = [BatchResult.empty(model, batch.positions[skipped], [batch.names[i] for i in skipped],
+                                 flags[skipped], [messages[i] for i in skipped], settings.covariance)]
+        if keep.any():
+            rows = np.flatnonzero(keep)
+            sub = batch.take(rows)
+            sub.flags, sub.messages = flags[rows], [messages[i] for i in rows]
+            out.append(fit_batch(model, sub, settings))
+        result = BatchResult.concatenate(out)
+        order = np.argsort(np.concatenate([skipped, np.flatnonzero(keep)]), kind="stable")
+        return _reorder(result, order)
+
+    objective = _objective(model, batch, start, settings)
+    theta0 = model.theta_from_values(start, dt, dev)
+    everyone = torch.arange(len(batch), device=dev)
+    result = _optimise(model, objective, theta0, everyone, settings)
+    if settings.restarts and model.n_free:
+        result = _restart_strays(model, objective, batch, start, estimates, result, settings)
+    with torch.no_grad():
+        values = model.values(result.theta, objective.fixed)
+        reported = {k: v.double().cpu().numpy() for k, v in model.report(values).items()}
+    loss = result.loss.double().cpu().numpy()
+    finite = np.isfinite(loss)
+    status = result.status.cpu().numpy().astype(np.int64)
+    converged = result.converged.cpu().numpy()
+    n_used = objective.weight.flatten(1).gt(0).sum(1).cpu().numpy()
+    dof = (n_used - model.n_free).astype(np.int64)
+    near = _near_bound(model, result.theta)
+
+    flags = batch.flags.copy()
+    messages = [list(m) for m in batch.messages]
+    for i in range(len(batch)):
+        if not converged[i]:
+            flags[i] |= int(Flag.non_finite if not finite[i] else Flag.no_convergence)
+            messages[i].append(decode_status(int(status[i])))
+        if near[i]:
+            flags[i] |= int(Flag.near_bound)
+            messages[i].append("a parameter ended within 0.1% of its bound: " + ", ".join(near[i]))
+        if finite[i] and dof[i] <= 0:
+            flags[i] |= int(Flag.no_dof)
+    theta = result.theta.double().cpu().numpy()
+    theta[~finite] = np.nan
+    for col in reported.values():
+        col[~finite] = np.nan
+    loss = np.where(finite, loss, np.nan)
+
+    errors = covariance = None
+    if settings.covariance:
+        errors, covariance, no_cov = _covariance(model, objective, result, theta, batch.positions, settings)
+        for i in np.flatnonzero(no_cov & finite):
+            flags[i] |= int(Flag.no_covariance)
+            messages[i].append("singular Fisher matrix: errors that depend on an unconstrained parameter are NaN")
+
+    out = BatchResult(
+        positions=batch.positions.copy(),
+        names=list(batch.names),
+        values=reported,
+        errors=errors,
+        covariance=covariance,
+        theta=theta,
+        loss=loss,
+        dof=np.where(finite, dof, 0),
+        n_iter=result.n_iter.cpu().numpy().astype(np.int64),
+        status=status,
+        converged=converged & finite,
+        flags=flags,
+        messages=["; ".join(m) for m in messages],
+    )
+    if settings.model_images:
+        with torch.no_grad():
+            total, parts = objective.model_images(result.theta, everyone, components=True)
+        total = total.float().cpu().numpy()
+        parts = {k: v.float().cpu().numpy() for k, v in parts.items() if model.profiles[k].saving}
+        out.model_image = [total[i, : h, : w] for i, (h, w) in enumerate(batch.shapes)]
+        out.components = [{k: v[i, : h, : w] for k, v in parts.items()} for i, (h, w) in enumerate(batch.shapes)]
+    return out
+
+
+def check_model_output(model: Model, batch: Batch, settings: FitSettings) -> None:
+    """Render the first galaxies of ``batch`` at their starts and check every component's image.
+
+    Called once, on the first batch of a run: a user profile that returns the
+    wrong shape, or that cannot be drawn for any of the first three galaxies,
+    is a configuration error, not a catalogue of flagged galaxies. A failure
+    for some galaxies only is left to the fault barrier (it flags them).
+
+    Raises
+    ------
+    ProfileOutputError
+        Naming the profile, the shape it returned and the shape needed.
+    """
+    tried = batch.take(np.arange(min(3, len(batch))))
+    estimates = _estimates(tried) if model.auto_parameters else None
+    start = model.start_values(tried.positions, estimates)
+    objective = _objective(model, tried, start, settings)
+    theta0 = model.theta_from_values(start, settings.torch_dtype, settings.torch_device)
+    want = tuple(batch.image.shape[1:])
+    failure = None
+    with torch.no_grad():
+        values = model.values(theta0, objective.fixed)
+        for i in range(len(tried)):
+            index = torch.tensor([i], dtype=torch.long, device=settings.torch_device)
+            one = {k: v[index] for k, v in values.items()}
+            try:
+                _, parts = objective.renderer(model.profiles, one, index=index, components=True)
+            except Exception as exc:  # noqa: BLE001 - judged below: systematic or this galaxy's
+                failure = failure or exc
+                continue
+            for name, image in parts.items():
+                if tuple(image.shape) != (1,) + want:
+                    raise ProfileOutputError(
+                        f"profile {name!r} ({type(model.profiles[name]).__name__}) returned an image of shape "
+                        f"{tuple(image.shape)[1:]} for cutouts of shape {want}; a profile must return one "
+                        "(H, W) image per galaxy of the batch"
+                    )
+            return
+        # every galaxy tried failed: find the profile that cannot be drawn
+        index = torch.tensor([0], dtype=torch.long, device=settings.torch_device)
+        one = {k: v[index] for k, v in values.items()}
+        for name, profile in model.profiles.items():
+            try:
+                objective.renderer({name: profile}, one, index=index, components=True)
+            except Exception as exc:  # noqa: BLE001 - reported as the configuration error it is
+                raise ProfileOutputError(
+                    f"profile {name!r} ({type(profile).__name__}) cannot be drawn for any of the first {len(tried)} "
+                    f"galaxies ({type(exc).__name__}: {exc}); a profile must return one (H, W) image of shape "
+                    f"{want} per galaxy"
+                ) from exc
+    if failure is not None:
+        raise ProfileOutputError(
+            f"the model cannot be drawn for any of the first {len(tried)} galaxies "
+            f"({type(failure).__name__}: {failure}); check the profiles"
+        ) from failure
+
+
+# --------------------------------------------------------------- internals
+def _reorder(result: BatchResult, order: np.ndarray) -> BatchResult:
+    take = lambda a: a[order]  # noqa: E731
+    return BatchResult(
+        positions=take(result.positions),
+        names=[result.names[i] for i in order],
+        values={k: take(v) for k, v in result.values.items()},
+        errors=None if result.errors is None else {k: take(v) for k, v in result.errors.items()},
+        covariance=None if result.covariance is None else take(result.covariance),
+        theta=take(result.theta),
+        loss=take(result.loss),
+        dof=take(result.dof),
+        n_iter=take(result.n_iter),
+        status=take(result.status),
+        converged=take(result.converged),
+        flags=take(result.flags),
+        messages=[result.messages[i] for i in order],
+        model_image=None if result.model_image is None else [result.model_image[i] for i in order],
+        components=None if result.components is None else [result.components[i] for i in order],
+    )
+
+
+def _estimates(batch: Batch) -> list[dict]:
+    from .starts import moment_estimates
+
+    return [moment_estimates(batch.image[i, :h, :w], batch.weight[i, :h, :w], batch.sigma[i, :h, :w])
+            for i, (h, w) in enumerate(batch.shapes)]
+
+
+def _check_starts(model: Model, batch: Batch, start: dict):
+    """Which galaxies start inside every profile's domain; the others get ``bad_start``."""
+    keep = np.ones(len(batch), dtype=bool)
+    flags = batch.flags.copy()
+    messages = [list(m) for m in batch.messages]
+    for pname, profile in model.profiles.items():
+        for slot, prm in profile.parameters().items():
+            spec = profile.spec(slot)
+            ok = spec.allows(start[prm])
+            for i in np.flatnonzero(~ok & keep):
+                keep[i] = False
+                flags[i] |= int(Flag.bad_start)
+                messages[i].append(f"start value of {pname}.{slot} is {start[prm][i]:g}, outside {spec.domain_text()}")
+    return keep, flags, messages
+
+
+def _objective(model: Model, batch: Batch, start: dict, settings: FitSettings) -> BatchObjective:
+    dt, dev = settings.torch_dtype, settings.torch_device
+    as_tensor = lambda x: torch.as_tensor(np.ascontiguousarray(x), dtype=dt, device=dev)  # noqa: E731
+    psf = None if batch.psf is None else as_tensor(batch.psf)
+    renderer = Renderer(tuple(batch.image.shape[1:]), psf, batch=len(batch), dtype=dt, device=dev,
+                        settings=settings.render)
+    return BatchObjective(
+        model=model,
+        renderer=renderer,
+        likelihood=get_likelihood(settings.likelihood),
+        data=as_tensor(batch.image),
+        sigma=as_tensor(batch.sigma),
+        weight=as_tensor(batch.weight),
+        fixed=model.fixed_tensors(start, dt, dev),
+        jacobian_chunk=settings.jacobian_chunk,
+    )
+
+
+def _optimise(model: Model, objective: BatchObjective, theta0: Tensor, rows: Tensor, settings: FitSettings):
+    def residuals(theta, index):
+        return objective.residuals(theta, rows[index])
+
+    def residuals_and_jacobian(theta, index):
+        return objective.residuals_and_jacobian(theta, rows[index])
+
+    if settings.method == "lm":
+        return levenberg_marquardt(residuals, residuals_and_jacobian, theta0, settings.lm)
+    scales = torch.tensor([float(p.step_length) / 0.02 if p.step_length else 1.0 for p in model.free],
+                          device=theta0.device, dtype=theta0.dtype)
+    return adam(residuals, theta0, settings.adam, scales)
+
+
+def _near_bound(model: Model, theta: Tensor) -> list[list[str]]:
+    """Free parameters within 0.1 % of a bound, judged in the space that is fitted."""
+    names = model.free_names()
+    out: list[list[str]] = [[] for _ in range(theta.shape[0])]
+    for j, prm in enumerate(model.free):
+        t = model.transforms[prm]
+        judge = getattr(t, "near_bound", None)
+        if judge is not None:
+            close = judge(theta[:, j].double()).cpu().numpy()
+        else:
+            lo, hi = t.lower, t.upper
+            if not (math.isfinite(lo) and math.isfinite(hi)):
+                continue
+            v = t.forward(theta[:, j].double()).cpu().numpy()
+            close = (v - lo < 1e-3 * (hi - lo)) | (hi - v < 1e-3 * (hi - lo))
+        for i in np.flatnonzero(close):
+            out[i].append(names[j])
+    return out
+
+
+def _strays(model: Model, result, shape) -> np.ndarray:
+    """Galaxies whose fit went astray: not converged, at a bound, or a size run away."""
+    theta = result.theta
+    stray = ~result.converged.cpu().numpy()
+    stray |= np.array([bool(x) for x in _near_bound(model, theta)])
+    diagonal = math.hypot(*shape)
+    for j, prm in enumerate(model.free):
+        role = model.specs[prm].role
+        value = model.transforms[prm].forward(theta[:, j].double()).cpu().numpy()
+        if role is Role.LENGTH:
+            stray |= ~(value < 4.0 * diagonal)
+        elif role is Role.AXIS_RATIO:  # a needle: q < 0.01 either way round
+            stray |= ~((value > 0.01) & (value < 100.0))
+    return stray
+
+
+def _restart_strays(model, objective, batch, start, estimates, result, settings):
+    """Fit strays again from image-based starts; keep whichever fit has the lower loss."""
+    stray = np.flatnonzero(_strays(model, result, batch.image.shape[1:]))
+    if stray.size == 0:
+        return result
+    if estimates is None:
+        estimates = _estimates(batch)
+    sub_start = {prm: v[stray] for prm, v in start.items()}
+    second = model.restart_values(sub_start, [estimates[i] for i in stray])
+    theta0 = model.theta_from_values(second, settings.torch_dtype, settings.torch_device)
+    rows = torch.as_tensor(stray, device=settings.torch_device)
+    again = _optimise(model, objective, theta0, rows, settings)
+    better = (again.loss < result.loss[rows]) | (~torch.isfinite(result.loss[rows]) & torch.isfinite(again.loss))
+    take = rows[better]
+    if take.numel():
+        result.theta[take] = again.theta[better]
+        result.loss[take] = again.loss[better]
+        result.status[take] = again.status[better]
+        result.n_iter[take] = result.n_iter[take] + again.n_iter[better]
+        if result.normal_matrix is not None and again.normal_matrix is not None:
+            result.normal_matrix[take] = again.normal_matrix[better]
+    log.info("restarted %d galaxies from image-based starts; %d improved", stray.size, int(take.numel()))
+    return result
+
+
+def _covariance(model, objective, result, theta: np.ndarray, positions: np.ndarray, settings: FitSettings):
+    """Covariance-matrix errors of the batch (see :mod:`galmoss.fitting.uncertainty`)."""
+    from .uncertainty import covariance_errors
+
+    if not model.n_free:
+        fisher = np.zeros((len(theta), 0, 0))
+    elif result.normal_matrix is not None and settings.likelihood == "chi2":
+        fisher = result.normal_matrix.double().cpu().numpy()  # J^T W J at the solution, already at hand
+    else:
+        everyone = torch.arange(len(theta), device=settings.torch_device)
+        fisher = objective.fisher(result.theta, everyone).detach().double().cpu().numpy()
+    errors, no_cov, cov = covariance_errors(model, theta, fisher, settings.torch_dtype, full=True, positions=positions)
+    return errors, cov, no_cov

@@ -1,0 +1,188 @@
+"""Image sets: every galaxy of a catalogue in one file, read one plane at a time.
+
+The layout (the same in FITS and HDF5)::
+
+    IMAGE    (N, H, W)            required
+    SIGMA    (N, H, W)            optional
+    PSF      (N, h, w) or (h, w)  optional (one PSF for all galaxies, or one each)
+    MASK     (N, H, W)            optional
+    CATALOG  table of N rows      optional: a ``galaxy_index`` column and start values
+
+In FITS these are extensions named by EXTNAME (CATALOG a binary table); in HDF5,
+datasets at the file's root (CATALOG a compound dataset, or a group of
+one-dimensional datasets, one per column).
+
+Planes are read through a memory map (FITS) or an h5py dataset slice (HDF5), so
+a dataset of 10^6 cutouts costs memory only for the galaxies being read. The
+file is opened lazily in each process, which keeps an :class:`ImageSet`
+picklable (dask workers reopen it).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+from astropy.table import Table
+
+from ..errors import DataError, DataFileNotFoundError
+
+__all__ = ["ImageSet", "PLANES"]
+
+PLANES = ("IMAGE", "SIGMA", "PSF", "MASK")
+
+
+def _is_hdf5(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(8) == b"\x89HDF\r\n\x1a\n"
+
+
+class ImageSet:
+    """A lazily opened image-set file (FITS or HDF5).
+
+    Parameters
+    ----------
+    path
+        The file.
+
+    Raises
+    ------
+    DataFileNotFoundError
+        If the file does not exist.
+    DataError
+        If it has no ``IMAGE`` plane, a plane is not 3-D (2-D for ``PSF``), or
+        planes disagree on N or on the cutout shape.
+    """
+
+    def __init__(self, path) -> None:
+        self.path = Path(os.fspath(path))
+        if not self.path.is_file():
+            raise DataFileNotFoundError(f"image set '{self.path}' does not exist; give the path of a FITS or HDF5 file")
+        self.kind = "hdf5" if _is_hdf5(self.path) else "fits"
+        self._lock = threading.Lock()
+        self._open = None
+        shapes = self._shapes()
+        if "IMAGE" not in shapes:
+            raise DataError(
+                f"image set '{self.path}' has no IMAGE {'extension' if self.kind == 'fits' else 'dataset'} "
+                f"(it has {', '.join(shapes) or 'none'}); name the (N, H, W) cube of cutouts IMAGE"
+            )
+        image = shapes["IMAGE"]
+        if len(image) != 3:
+            raise DataError(f"image set '{self.path}': IMAGE has shape {image}; it must be (N, H, W)")
+        self.n = int(image[0])
+        self.shape = tuple(int(x) for x in image[1:])
+        for name, shape in shapes.items():
+            if name == "PSF" and len(shape) == 2:
+                continue
+            if len(shape) != 3 or shape[0] != self.n:
+                raise DataError(
+                    f"image set '{self.path}': {name} has shape {shape} but IMAGE has {image}; "
+                    f"give {name} as (N, H, W){' or one (h, w) PSF' if name == 'PSF' else ''} with N = {self.n}"
+                )
+            if name in ("SIGMA", "MASK") and tuple(shape[1:]) != self.shape:
+                raise DataError(
+                    f"image set '{self.path}': {name} cutouts are {tuple(shape[1:])} but IMAGE cutouts are "
+                    f"{self.shape}; every plane must have the image's shape"
+                )
+        self.planes = tuple(shapes)
+
+    # pickling: the open file handle stays behind; each process opens its own
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_lock", None)
+        state["_open"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def _handle(self):
+        # one handle, used under the lock: neither astropy's HDUList nor h5py is
+        # safe for concurrent use, and a plane copy out of a memory map is fast
+        if self._open is None:
+            if self.kind == "hdf5":
+                import h5py
+
+                self._open = h5py.File(self.path, "r")
+            else:
+                from astropy.io import fits
+
+                self._open = fits.open(self.path, memmap=True, lazy_load_hdus=True)
+        return self._open
+
+    def close(self) -> None:
+        """Close the file (it is opened again by the next read)."""
+        with self._lock:
+            if self._open is not None:
+                self._open.close()
+                self._open = None
+
+    def _shapes(self) -> dict[str, tuple[int, ...]]:
+        out: dict[str, tuple[int, ...]] = {}
+        if self.kind == "hdf5":
+            import h5py
+
+            with h5py.File(self.path, "r") as fh:
+                for name in PLANES:
+                    if name in fh and isinstance(fh[name], h5py.Dataset):
+                        out[name] = tuple(fh[name].shape)
+            return out
+        from astropy.io import fits
+
+        try:
+            with fits.open(self.path, memmap=True) as hdul:
+                for hdu in hdul:
+                    name = (hdu.name or "").upper()
+                    if name in PLANES and hdu.is_image and hdu.header.get("NAXIS", 0) > 0:
+                        out[name] = tuple(hdu.shape)
+        except OSError as exc:
+            raise DataError(f"image set '{self.path}' is not a readable FITS or HDF5 file ({exc})") from exc
+        return out
+
+    def has(self, plane: str) -> bool:
+        """Whether the file holds ``plane`` (IMAGE, SIGMA, PSF or MASK)."""
+        return plane in self.planes
+
+    def read(self, plane: str, index: int) -> np.ndarray:
+        """Galaxy ``index``'s (H, W) plane as float64 (a shared PSF for any index)."""
+        with self._lock:
+            handle = self._handle()
+            if self.kind == "hdf5":
+                data = handle[plane]
+                arr = data[()] if (plane == "PSF" and data.ndim == 2) else data[index]
+            else:
+                data = handle[plane].data  # memory-mapped; BSCALE/BZERO applied by astropy on access
+                arr = data if (plane == "PSF" and data.ndim == 2) else data[index]
+            return np.array(arr, dtype=np.float64)  # native byte order, a private copy of one plane
+
+    def catalog(self) -> Table | None:
+        """The CATALOG table, or None when the file has none."""
+        if self.kind == "hdf5":
+            import h5py
+
+            with h5py.File(self.path, "r") as fh:
+                if "CATALOG" not in fh:
+                    return None
+                node = fh["CATALOG"]
+                if isinstance(node, h5py.Group):
+                    return Table({k: _decode(np.asarray(node[k])) for k in node})
+                arr = np.asarray(node)
+                return Table({k: _decode(arr[k]) for k in arr.dtype.names})
+        from astropy.io import fits
+
+        with fits.open(self.path, memmap=True) as hdul:
+            if "CATALOG" not in hdul:
+                return None
+        table = Table.read(self.path, hdu="CATALOG")
+        table.convert_bytestring_to_unicode()  # FITS strings arrive as bytes
+        return table
+
+
+def _decode(values: np.ndarray) -> np.ndarray:
+    if values.dtype.kind in "SO":
+        return np.array([v.decode() if isinstance(v, bytes) else str(v) for v in values])
+    return values

@@ -1,0 +1,534 @@
+"""``gm.Fitting``: the seed's facade over the stream, the batch fit, the store and the sinks.
+
+The seed's API::
+
+    fitting = gm.Fitting(dataset=dataset, batch_size=64, iteration=1000)
+    fitting.fit()
+    fitting.uncertainty(method="covar_mat")     # or "bootstrap"
+    fitting.results                             # astropy Table, one row per galaxy
+
+What happens in ``fit()``:
+
+1. configuration is checked and output folders are created and proven
+   writable (an error here means nothing was fitted);
+2. a :class:`~galmoss.pipeline.stream.BatchStream` reads galaxies ahead in
+   background threads and groups them into batches;
+3. each batch goes through :func:`~galmoss.fitting.batch.fit_batch_safely` (a
+   pure function, locally or as dask tasks);
+4. its rows go into the :class:`~galmoss.pipeline.store.ResultStore`, then, outside
+   the fault barrier, to the sinks: a Parquet part in ``result_path/parts`` and
+   the image blocks. A sink that fails flags the galaxy, never loses its fit;
+5. ``results.fits`` / ``results.csv`` are written from the store.
+
+``fit(resume=True)`` reads the parts already in ``result_path`` and fits only
+the galaxies missing from them; ``fit(shard=(k, n))`` fits the k-th of n parts of
+the dataset and writes only parts (``galmoss collate`` merges them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from astropy.table import Table
+
+from .._compat import tune_cpu_allocator
+from ..data import Dataset
+from ..errors import OutputError
+from ..fitting.adam import AdamSettings
+from ..fitting.batch import BatchResult, FitSettings
+from ..fitting.lm import LMSettings
+from ..model import Model
+from ..settings import RenderSettings
+from .parts import PartWriter, read_parts
+from .run import (
+    Progress,
+    iterate_results,
+    read_run_description,
+    shard_positions,
+    write_run_description,
+)
+from .sinks import BlockWriter, check_output_folder
+from .store import ResultStore, column_units
+
+log = logging.getLogger("galmoss")
+
+__all__ = ["Fitting", "default_device"]
+
+
+def default_device() -> torch.device:
+    """CUDA when present, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _device(device) -> torch.device:
+    if device is None:
+        return default_device()
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"Fitting: device={device!r} is not a device; use 'cpu', 'cuda' or 'cuda:N'") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"Fitting: device={device!r} but this machine has no CUDA device; use device='cpu'")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"Fitting: device={device!r} but only {torch.cuda.device_count()} CUDA devices exist")
+    elif dev.type == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise ValueError(f"Fitting: device={device!r} but MPS is not available here; use device='cpu'")
+    elif dev.type != "cpu":
+        raise ValueError(f"Fitting: device={device!r} is not supported; use 'cpu', 'cuda' or 'cuda:N'")
+    return dev
+
+
+def _dtype(dtype) -> torch.dtype:
+    if dtype is None:
+        return torch.float32
+    names = {"float32": torch.float32, "float64": torch.float64, "single": torch.float32, "double": torch.float64}
+    if isinstance(dtype, str):
+        if dtype.lower() in names:
+            return names[dtype.lower()]
+    elif dtype in (torch.float32, torch.float64):
+        return dtype
+    elif dtype in (np.float32, np.float64):
+        return torch.float32 if dtype is np.float32 else torch.float64
+    raise ValueError(
+        f"Fitting: dtype={dtype!r} is not supported; use torch.float32 (fast, default) or torch.float64 "
+        "(half precision cannot hold a chi2 of 10^4 pixels)"
+    )
+
+
+def _positive_int(value, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"Fitting: {name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+class Fitting:
+    """Fit the profiles of a dataset to each of its galaxies.
+
+    Parameters
+    ----------
+    dataset
+        A :class:`~galmoss.Dataset` with profiles attached (``define_profiles``).
+    batch_size
+        Galaxies fitted together. Larger batches use a GPU better; on a CPU 32-128.
+    iteration
+        Iteration limit per galaxy (default 200, or ``lm_settings.max_iterations``
+        when those are given; giving both, different, is an error).
+    method
+        ``"LM"`` (Levenberg-Marquardt, default) or ``"adam"``.
+    likelihood
+        ``"chi2"`` (default), ``"poisson"`` (Cash, images in counts) or
+        ``"student_t"`` (robust); see :mod:`galmoss.fitting.likelihoods`.
+    device, dtype
+        Where and in what precision to compute (default: CUDA if present, else CPU;
+        float32). Strings (``"cuda"``, ``"float64"``) are accepted.
+    render_settings
+        Accuracy settings of the renderer.
+    lm_settings, adam_settings
+        Tolerances of the optimisers.
+    jacobian_chunk
+        Galaxies per forward-mode Jacobian pass (memory bound; default 32 on the
+        CPU, 512 on a GPU).
+    progress
+        Show a progress bar of galaxies fitted (None: when writing to a terminal).
+    restarts
+        Fit again, from starts estimated on the image, every galaxy whose first fit
+        did not converge, ended at a bound, or whose size ran away; the fit with
+        the lower chi2 is kept.
+    client
+        A ``dask.distributed.Client``: chunks of the dataset are fitted as dask
+        tasks (results equal a local run's).
+    read_workers
+        Threads reading files ahead of the fit.
+    pad_shapes
+        Pad cutouts of similar sizes into full batches when sizes are mixed.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int = 64,
+        iteration: int | None = None,
+        method: str = "LM",
+        likelihood: str = "chi2",
+        device=None,
+        dtype: torch.dtype | str | None = None,
+        *,
+        render_settings: RenderSettings = RenderSettings(),
+        lm_settings: LMSettings | None = None,
+        adam_settings: AdamSettings | None = None,
+        jacobian_chunk: int | None = None,
+        progress: bool | None = None,
+        restarts: bool = True,
+        client=None,
+        read_workers: int = 2,
+        pad_shapes: bool = True,
+    ) -> None:
+        from ..fitting.likelihoods import get_likelihood
+
+        if not isinstance(dataset, Dataset):
+            raise TypeError(f"Fitting: dataset must be a gm.Dataset, got {type(dataset).__name__}")
+        self.batch_size = _positive_int(batch_size, "batch_size")
+        if str(method).lower() not in ("lm", "adam"):
+            raise ValueError(f"Fitting: method={method!r}; choose 'LM' (Levenberg-Marquardt) or 'adam'")
+        for name, value, kind in (("lm_settings", lm_settings, LMSettings), ("adam_settings", adam_settings, AdamSettings),
+                                  ("render_settings", render_settings, RenderSettings)):
+            if value is not None and not isinstance(value, kind):
+                raise TypeError(f"Fitting: {name} must be a {kind.__name__}, got {type(value).__name__}")
+        base_lm = lm_settings or LMSettings()
+        base_adam = adam_settings or AdamSettings()
+        if iteration is None:
+            iteration = base_lm.max_iterations if lm_settings is not None else (
+                base_adam.max_iterations if adam_settings is not None else 200)
+        iteration = _positive_int(iteration, "iteration")
+        for given, what in ((lm_settings, "lm_settings"), (adam_settings, "adam_settings")):
+            if given is not None and given.max_iterations != iteration and given.max_iterations != type(given)().max_iterations:
+                raise ValueError(
+                    f"Fitting: iteration={iteration} but {what}.max_iterations={given.max_iterations}; give the limit once"
+                )
+        self.dataset = dataset
+        self.iteration = iteration
+        self.method = str(method).lower()
+        self.likelihood = get_likelihood(likelihood)
+        self.device = _device(device)
+        self.dtype = _dtype(dtype)
+        self.render_settings = render_settings
+        self.lm_settings = dataclasses.replace(base_lm, max_iterations=iteration)
+        self.adam_settings = dataclasses.replace(base_adam, max_iterations=iteration)
+        self.jacobian_chunk = _positive_int(jacobian_chunk, "jacobian_chunk") if jacobian_chunk is not None else (
+            32 if self.device.type == "cpu" else 512)
+        self.progress = progress
+        self.restarts = bool(restarts)
+        self.client = client
+        self.read_workers = _positive_int(read_workers, "read_workers")
+        self.pad_shapes = bool(pad_shapes)
+        self.model: Model | None = None
+        self.store: ResultStore | None = None
+        self._errors_shown = False
+        self._results: Table | None = None
+        self._positions: np.ndarray | None = None
+        self.timing: dict[str, float] = {}
+
+    # ----------------------------------------------------------------- public
+    @property
+    def results(self) -> Table:
+        """One row per galaxy, in dataset order (see docs/design.md)."""
+        if self._results is None:
+            raise RuntimeError("Fitting.results: call fit() first")
+        return self._results
+
+    def settings(self, *, covariance: bool = True) -> FitSettings:
+        """The :class:`~galmoss.fitting.batch.FitSettings` a batch is fitted with."""
+        return FitSettings(
+            method=self.method,
+            likelihood=self.likelihood.name,
+            lm=self.lm_settings,
+            adam=self.adam_settings,
+            device=str(self.device),
+            dtype="float64" if self.dtype == torch.float64 else "float32",
+            render=self.render_settings,
+            jacobian_chunk=self.jacobian_chunk,
+            restarts=self.restarts,
+            covariance=covariance,
+            model_images=self.dataset.img_block_path is not None,
+        )
+
+    def fit(self, *, resume: bool = False, shard: tuple[int, int] | None = None) -> Table:
+        """Fit every galaxy (or the shard's); return (and keep in ``results``) the results table.
+
+        Parameters
+        ----------
+        resume
+            Keep the galaxies whose rows are already in ``result_path/parts`` and
+            fit only the others; the files at the end are those an uninterrupted
+            run writes.
+        shard
+            ``(k, n)``: fit only the k-th (1-based) of n contiguous parts of the
+            dataset and write only its result parts (merge with ``galmoss collate``).
+
+        Calling it again (without ``resume``) starts again from the start values.
+        """
+        if not self.dataset.profiles:
+            raise ValueError("Fitting.fit: the dataset has no profiles; call dataset.define_profiles(name=profile)")
+        shard = _check_shard(shard)
+        if resume and self.dataset.result_path is None:
+            raise ValueError("Fitting.fit(resume=True) needs the dataset's result_path (where the parts are)")
+        self.model = model = Model(self.dataset.profiles, auto_starts=True)
+        model.check_galaxies(len(self.dataset))
+        n = len(self.dataset)
+        positions = shard_positions(n, shard)
+        self._positions = positions
+        self.store = store = ResultStore(model, self.dataset.names)
+        self._errors_shown = False
+        # ---- outputs checked before the first galaxy is fitted
+        block_writer = self._block_writer(model)
+        part_writer = None
+        result_path = self.dataset.result_path
+        if result_path is not None:
+            check_output_folder(result_path, "result_path")
+            description = self._description(model)
+            if resume:
+                self._resume(store, description)
+            part_writer = PartWriter(result_path, store.columns, _shard_label(shard))
+            write_run_description(result_path, description, self.dataset.names)
+        if self.device.type == "cpu":
+            tune_cpu_allocator()
+        todo = positions[~store.done[positions]]
+        settings = self.settings(covariance=True)
+        progress = Progress(len(positions), self.progress)
+        progress.update(int(store.done[positions].sum()))
+        write_failure: OutputError | None = None
+        t0 = time.perf_counter()
+        try:
+            for batch, result in iterate_results(self.dataset, model, settings, todo, self.batch_size,
+                                                 read_workers=self.read_workers, pad=self.pad_shapes,
+                                                 client=self.client):
+                store.add(result)
+                # ---- sinks, outside the fault barrier: a failed write never erases a fit
+                if block_writer is not None and batch is not None:
+                    block_writer.write(batch, result, store)
+                if part_writer is not None and write_failure is None:
+                    try:
+                        part_writer.write(_with_store_flags(result, store),
+                                          [store.image_block[p] for p in result.positions])
+                    except OutputError as exc:
+                        write_failure = exc
+                        log.error("%s; the run goes on and keeps every fit in memory", exc)
+                progress.update(len(result))
+        finally:
+            self.timing = {"fit_s": time.perf_counter() - t0, "galaxies": int(len(todo))}
+            progress.close()
+        self._results = self._table(errors=False)
+        if shard is None:
+            self._write_results()
+        if write_failure is not None:
+            raise OutputError(f"result parts could not be written during the run ({write_failure}); the fits are in "
+                              "Fitting.results" + (" and results.fits" if shard is None else ""))
+        return self._results
+
+    def uncertainty(self, method: str = "covar_mat", n_resample: int = 100, iteration: int | None = None,
+                    seed: int = 0) -> Table:
+        """Add ``<column>_err`` to the results.
+
+        Parameters
+        ----------
+        method
+            ``"covar_mat"``: sigma from the inverse Fisher matrix (J^T W J)^-1 at the
+            best fit, J through the PSF convolution, mapped to the reported units by
+            the delta method (computed with each batch's fit). ``"bootstrap"``: the
+            standard deviation of refits of ``n_resample`` pixel resamplings of each
+            galaxy (a pixel drawn k times weighs k), warm-started from the best fit.
+        n_resample
+            Bootstrap resamplings per galaxy (at least 2).
+        iteration
+            Iteration limit of each bootstrap refit (default: the fit's).
+        seed
+            Random seed of the resampling.
+        """
+        if self.store is None:
+            raise RuntimeError("Fitting.uncertainty: call fit() first")
+        if method not in ("covar_mat", "bootstrap"):
+            raise ValueError(f"uncertainty(method={method!r}): choose 'covar_mat' or 'bootstrap'")
+        if method == "bootstrap":
+            n_resample = _positive_int(n_resample, "n_resample", 2)
+            iteration = _positive_int(iteration, "iteration") if iteration is not None else self.iteration
+            self._bootstrap(n_resample, iteration, seed)
+        self._errors_shown = True
+        self._results = self._table(errors=True)
+        if self._positions is not None and len(self._positions) == len(self.dataset):
+            self._write_results()
+        if method == "bootstrap" and self.dataset.img_block_path is not None:
+            self._block_writer(self.model, check=False).update_headers(self.store)
+        return self._results
+
+    # -------------------------------------------------------------- internals
+    def _block_writer(self, model: Model, check: bool = True) -> BlockWriter | None:
+        folder = self.dataset.img_block_path
+        if folder is None:
+            return None
+        from ..io.naming import safe_file_names
+
+        if check:
+            check_output_folder(folder, "img_block_path")
+        names = safe_file_names(self.dataset.names)
+        if check:
+            _refuse_inputs_as_outputs(self.dataset, Path(folder), names)
+        return BlockWriter(Path(folder), model, names)
+
+    def _description(self, model: Model) -> dict:
+        from .. import __version__
+
+        cols = []
+        for col in model.columns:
+            unit, meta = column_units(col)
+            cols.append({"name": col.name, "unit": unit, "meta": meta})
+        img = self.dataset.img_block_path
+        return {
+            "galmoss": __version__,
+            "n_galaxies": len(self.dataset),
+            "columns": cols,
+            "free": model.free_names(),
+            "profiles": {name: type(p).__name__ for name, p in model.profiles.items()},
+            "method": self.method,
+            "likelihood": self.likelihood.name,
+            "img_block_path": None if img is None else os.path.abspath(img),
+            "settings": {"batch_size": self.batch_size, "iteration": self.iteration, "dtype": str(self.dtype),
+                         "device": str(self.device), "restarts": self.restarts},
+        }
+
+    def _resume(self, store: ResultStore, description: dict) -> None:
+        folder = self.dataset.result_path
+        try:
+            before = read_run_description(folder)
+        except OutputError:
+            return  # nothing run here yet
+        keys = ("columns", "free", "profiles", "method", "likelihood", "n_galaxies")
+        changed = [k for k in keys if before.get(k) != json_round_trip(description[k])]
+        if changed:
+            raise ValueError(
+                f"Fitting.fit(resume=True): the parts in '{folder}' come from a different run ({', '.join(changed)} "
+                "differ); resume with the same model and dataset, or give a new result_path"
+            )
+        found = read_parts(folder, store.columns)
+        if not found.rows:
+            return
+        rows = found.rows
+        pos = rows["position"].astype(np.int64)
+        names = np.asarray(self.dataset.names, dtype=object)
+        ok = (pos >= 0) & (pos < len(store)) & (names[np.clip(pos, 0, len(store) - 1)] == rows["galaxy_index"])
+        if not ok.all():
+            log.warning("resume: %d rows in the parts do not match this dataset's galaxies; they are ignored",
+                        int((~ok).sum()))
+        idx = np.flatnonzero(ok)
+        _, first = np.unique(pos[idx], return_index=True)
+        idx = idx[first]
+        result = _result_from_rows(store, rows, idx)
+        store.add(result)
+        for i, p in zip(idx, pos[idx]):
+            store.image_block[int(p)] = str(rows["image_block"][i])
+        log.info("resume: %d galaxies already fitted in '%s'", len(idx), folder)
+
+    def _table(self, errors: bool) -> Table:
+        table = self.store.table(errors=errors, likelihood=self.likelihood.name, method=self.method,
+                                 blocks=self.dataset.img_block_path is not None)
+        if self._positions is not None and len(self._positions) != len(self.dataset):
+            table = table[self._positions]
+        return table
+
+    def _write_results(self) -> None:
+        if self.dataset.result_path is None:
+            return
+        from ..io.results import write_results
+
+        write_results(self._results, self.dataset.result_path)
+
+    def _bootstrap(self, n_resample: int, iteration: int, seed: int) -> None:
+        from ..fitting.batch import _objective
+        from ..fitting.uncertainty import bootstrap_batch
+        from .stream import BatchStream
+
+        store, model = self.store, self.model
+        fitted = np.flatnonzero(np.isfinite(store.loss) & np.all(np.isfinite(store.theta), axis=1))
+        fitted = np.intersect1d(fitted, self._positions)
+        store.errors[fitted] = np.nan
+        settings = self.settings(covariance=False)
+        lm = dataclasses.replace(self.lm_settings, max_iterations=iteration)
+        generator = torch.Generator().manual_seed(seed)
+        rows_per_pass = max(n_resample, self.batch_size * (4 if self.device.type == "cpu" else 32))
+        stream = BatchStream(self.dataset, fitted, self.batch_size, read_workers=self.read_workers,
+                             pad=self.pad_shapes, likelihood=self.likelihood.name)
+        for batch in stream:
+            if not hasattr(batch, "image"):
+                continue
+            start = model.start_values(batch.positions)
+            objective = _objective(model, batch, start, settings)
+            theta = torch.as_tensor(store.theta[batch.positions], dtype=self.dtype, device=self.device)
+            std = bootstrap_batch(model, objective, theta, store.values[batch.positions], n_resample, lm,
+                                  generator, rows_per_pass)
+            store.errors[batch.positions] = std
+
+
+def json_round_trip(value):
+    import json
+
+    return json.loads(json.dumps(value, default=str))
+
+
+def _check_shard(shard):
+    if shard is None:
+        return None
+    try:
+        k, n = (int(x) for x in shard)
+    except (TypeError, ValueError):
+        raise ValueError(f"Fitting.fit: shard={shard!r}; give (k, n) with 1 <= k <= n, e.g. shard=(2, 8)") from None
+    if not 1 <= k <= n:
+        raise ValueError(f"Fitting.fit: shard=({k}, {n}); k must be between 1 and n")
+    return (k, n)
+
+
+def _shard_label(shard) -> str:
+    return "0of1" if shard is None else f"{shard[0]}of{shard[1]}"
+
+
+def _with_store_flags(result: BatchResult, store: ResultStore) -> BatchResult:
+    """The batch's rows with flags and messages added by the sinks (block_not_written)."""
+    rows = result.positions
+    result.flags = store.flags[rows].copy()
+    result.messages = [store.messages[p] for p in rows]
+    return result
+
+
+def _result_from_rows(store: ResultStore, rows: dict, idx: np.ndarray) -> BatchResult:
+    cols = store.columns
+    n_free = store.theta.shape[1]
+    c = len(cols)
+
+    def matrix(name, width):
+        out = np.full((len(idx), width), np.nan)
+        for j, i in enumerate(idx):
+            vals = rows[name][i]
+            if vals is not None and len(vals) == width:
+                out[j] = vals
+        return out
+
+    has_errors = bool(np.all(rows["has_errors"][idx])) if "has_errors" in rows else True
+    cov = matrix("covariance", c * c).reshape(len(idx), c, c) if has_errors else None
+    return BatchResult(
+        positions=rows["position"][idx].astype(np.int64),
+        names=[str(x) for x in rows["galaxy_index"][idx]],
+        values={k: rows[k][idx].astype(np.float64) for k in cols},
+        errors={k: rows[f"{k}_err"][idx].astype(np.float64) for k in cols} if has_errors else None,
+        covariance=cov,
+        theta=matrix("theta", n_free),
+        loss=rows["loss"][idx].astype(np.float64),
+        dof=rows["dof"][idx].astype(np.int64),
+        n_iter=rows["n_iter"][idx].astype(np.int64),
+        status=rows["status"][idx].astype(np.int64),
+        converged=rows["converged"][idx].astype(bool),
+        flags=rows["flag"][idx].astype(np.int64),
+        messages=[str(x) for x in rows["message"][idx]],
+    )
+
+
+def _refuse_inputs_as_outputs(dataset: Dataset, folder: Path, file_names: list[str]) -> None:
+    """No image block may replace an input file (img_block_path set to the cutout folder, say)."""
+    if dataset._arrays is not None:
+        return
+    base = os.path.abspath(folder)
+    inputs: set[str] = set()
+    for pos in range(len(dataset)):
+        inputs.update(os.path.normcase(os.path.abspath(p)) for p in dataset.input_paths(pos))
+    for pos, fname in enumerate(file_names):
+        target = os.path.normcase(os.path.join(base, fname))
+        if target in inputs:
+            raise OutputError(
+                f"the image block of galaxy {dataset.names[pos]!r} would be '{target}', which is an input file; "
+                "give img_block_path a folder of its own (nothing has been fitted yet)"
+            )

@@ -1,0 +1,289 @@
+"""Job files: ``galmoss fit JOB.toml``, a whole catalogue run described in TOML.
+
+::
+
+    [data]
+    catalog = "catalog.csv"      # CSV, FITS table or Parquet, one row per galaxy
+    galaxy_index = "id"          # the column of names
+    image = "image"              # columns of file paths
+    sigma = "sigma"
+    psf = "psf"
+    # mask = "mask"   mask_index = 2   image_set = "galaxies.fits"
+
+    [model.sersic]               # one table per component; its name prefixes the columns
+    profile = "Sersic"
+    cen_x = { column = "x0" }
+    pa = { column = "pa", angle = true }
+    mag = { column = "mag", M0 = 22.5 }
+
+    [fit]
+    batch_size = 64
+    iteration = 200
+    uncertainty = "covar_mat"    # or "bootstrap" or "none"
+
+    [output]
+    folder = "results"
+
+Paths are absolute or relative to the job file; paths inside the catalogue are
+relative to the catalogue's folder. A parameter is a number (one start for all
+galaxies), ``{ column = ... }`` (one start per galaxy from a catalogue column),
+``{ value = ... }``, with any ``gm.p`` keyword (``fit``, ``value_range``, ``log``,
+``angle``, ``M0``, ``pix_scale``), or ``{ share = "bulge.cen_x" }`` (the same
+parameter as another component's). A parameter left out starts from the image.
+Every key, profile and column is checked before anything is fitted: a mistake
+is an error naming it (:class:`JobError`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import GalmossError
+
+__all__ = ["Job", "JobError", "load_job"]
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+
+class JobError(GalmossError, ValueError):
+    """A job file that cannot be run as written (the message names the key and the fix)."""
+
+
+_SECTIONS = {"data", "model", "fit", "output"}
+_DATA_KEYS = {"catalog", "galaxy_index", "image", "sigma", "psf", "mask", "mask_index", "image_set", "gain"}
+_FIT_KEYS = {"batch_size", "iteration", "method", "likelihood", "device", "dtype", "uncertainty", "n_resample",
+             "restarts", "seed"}
+_OUTPUT_KEYS = {"folder", "image_blocks"}
+_PARAM_KEYS = {"column", "value", "share", "fit", "value_range", "log", "angle", "M0", "pix_scale", "step_length"}
+_P_KEYWORDS = {"fit": bool, "log": bool, "angle": bool, "M0": (int, float), "pix_scale": (int, float),
+               "step_length": (int, float)}
+
+
+@dataclass
+class Job:
+    """A parsed job: the dataset, its profiles and how to fit them."""
+
+    path: Path
+    dataset: Any
+    profiles: dict
+    fit: dict = field(default_factory=dict)
+    output: Path | None = None
+    blocks: Path | None = None
+
+    def describe(self) -> str:
+        """What --dry-run prints: the data, the model and the settings."""
+        lines = [f"job {self.path}", f"  galaxies: {len(self.dataset)} ({self.dataset!r})"]
+        for name, profile in self.profiles.items():
+            lines.append(f"  component {name}: {type(profile).__name__}")
+            for slot, prm in profile.parameters().items():
+                values = np.atleast_1d(prm.initial_profile_units() if hasattr(prm, "initial_profile_units") else [])
+                start = f"{values[0]:g}" if values.size == 1 else f"{values.size} values"
+                lines.append(f"    {slot:8s} start {start} {'free' if prm.fit else 'fixed'}")
+            for slot in profile.missing_parameters():
+                lines.append(f"    {slot:8s} start from the image, free")
+        lines.append("  fit: " + ", ".join(f"{k}={v}" for k, v in sorted(self.fit.items())))
+        lines.append(f"  results: {self.output}" + (f", image blocks: {self.blocks}" if self.blocks else ""))
+        return "\n".join(lines)
+
+
+def _unknown(keys, allowed: set, where: str, path: Path) -> None:
+    extra = sorted(set(keys) - allowed)
+    if extra:
+        raise JobError(f"{path}: unknown key {extra[0]!r} in {where}; allowed keys are {', '.join(sorted(allowed))}")
+
+
+def _expect(value, kinds, key: str, path: Path, what: str):
+    if isinstance(value, bool) and bool not in (kinds if isinstance(kinds, tuple) else (kinds,)):
+        raise JobError(f"{path}: {key} = {value!r} must be {what}")
+    if not isinstance(value, kinds):
+        raise JobError(f"{path}: {key} = {value!r} must be {what}")
+    return value
+
+
+def load_job(path) -> Job:
+    """Read and check a job file; build its Dataset and profiles (nothing is read or fitted yet).
+
+    Raises
+    ------
+    JobError
+        For any key, profile, column or value that is wrong, naming it.
+    """
+    import galmoss as gm
+    from ..profiles.base import profile_class
+
+    path = Path(os.fspath(path)).expanduser().resolve()
+    if not path.is_file():
+        raise JobError(f"job file '{path}' does not exist")
+    try:
+        doc = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise JobError(f"{path}: not valid TOML ({exc})") from exc
+    base = path.parent
+    _unknown(doc, _SECTIONS, "the job file (top level)", path)
+    for section in ("data", "model"):
+        if section not in doc:
+            raise JobError(f"{path}: the [{section}] section is missing")
+
+    def local(p: str) -> Path:
+        q = Path(_expect(p, str, "path", path, "a path (a string)")).expanduser()
+        return q if q.is_absolute() else base / q
+
+    data = doc["data"]
+    _unknown(data, _DATA_KEYS, "[data]", path)
+    output = doc.get("output", {})
+    _unknown(output, _OUTPUT_KEYS, "[output]", path)
+    folder = local(output.get("folder", "results"))
+    blocks = local(output["image_blocks"]) if "image_blocks" in output else None
+    gain = data.get("gain")
+    if gain is not None:
+        _expect(gain, (int, float), "data.gain", path, "a number (electrons per image unit)")
+    mask_index = data.get("mask_index")
+
+    if "image_set" in data:
+        if "catalog" in data:
+            raise JobError(f"{path}: [data] gives both image_set and catalog; give one of them")
+        dataset = gm.Dataset.from_image_set(local(data["image_set"]), mask_index=mask_index, img_block_path=blocks,
+                                            result_path=folder, gain=gain)
+        if "galaxy_index" in data and dataset.catalog is not None:
+            column = data["galaxy_index"]
+            if column not in dataset.catalog.colnames:
+                raise JobError(f"{path}: data.galaxy_index = {column!r} is not a CATALOG column; the columns are "
+                               f"{', '.join(dataset.catalog.colnames)}")
+            names = [str(x) for x in np.asarray(dataset.catalog[column]).tolist()]
+            dataset = gm.Dataset.from_image_set(local(data["image_set"]), names, mask_index=mask_index,
+                                                img_block_path=blocks, result_path=folder, gain=gain)
+    elif "catalog" in data:
+        for key in ("galaxy_index", "image", "sigma", "psf", "mask"):
+            if key in data:
+                _expect(data[key], str, f"data.{key}", path, "a column name (a string)")
+        if "image" not in data:
+            raise JobError(f"{path}: [data] needs image = \"<column of image paths>\"")
+        try:
+            dataset = gm.Dataset.from_catalog(
+                local(data["catalog"]), galaxy_index=data.get("galaxy_index", "galaxy_index"), image=data["image"],
+                sigma=data.get("sigma"), psf=data.get("psf"), mask=data.get("mask"), mask_index=mask_index,
+                img_block_path=blocks, result_path=folder, gain=gain)
+        except KeyError as exc:
+            raise JobError(f"{path}: {exc.args[0]}") from None
+    else:
+        raise JobError(f"{path}: [data] needs catalog = \"<table>\" or image_set = \"<file>\"")
+    catalog = dataset.catalog
+
+    # ---- the model
+    models = doc["model"]
+    if not isinstance(models, dict) or not models:
+        raise JobError(f"{path}: [model] needs one table per component, e.g. [model.sersic] profile = \"Sersic\"")
+    profiles: dict = {}
+    made: dict[tuple[str, str], Any] = {}
+    pending_shares: list[tuple[str, str, str]] = []
+    specs: dict[str, dict] = {}
+    for comp, spec in models.items():
+        if not isinstance(spec, dict):
+            raise JobError(f"{path}: model.{comp} must be a table ([model.{comp}])")
+        if "profile" not in spec:
+            raise JobError(f"{path}: [model.{comp}] needs profile = \"<name>\" (e.g. \"Sersic\")")
+        try:
+            cls = profile_class(_expect(spec["profile"], str, f"model.{comp}.profile", path, "a profile name"))
+        except KeyError as exc:
+            raise JobError(f"{path}: model.{comp}.profile: {exc.args[0]}") from None
+        specs[comp] = {"cls": cls, "params": {k: v for k, v in spec.items() if k != "profile"}}
+    for comp, spec in specs.items():
+        cls, params = spec["cls"], spec["params"]
+        slots = _slots_of(cls)
+        kwargs = {}
+        for slot, value in params.items():
+            key = f"model.{comp}.{slot}"
+            if slots is not None and slot not in slots:
+                raise JobError(f"{path}: {key}: {cls.__name__} has no parameter {slot!r}; its parameters are "
+                               f"{', '.join(slots)}")
+            if isinstance(value, dict) and "share" in value:
+                _unknown(value, {"share"}, key, path)
+                pending_shares.append((comp, slot, _expect(value["share"], str, f"{key}.share", path,
+                                                           "\"<component>.<parameter>\"")))
+                continue
+            kwargs[slot] = made[(comp, slot)] = _parameter(value, key, catalog, len(dataset), path)
+        spec["kwargs"] = kwargs
+    for comp, slot, target in pending_shares:
+        other = tuple(target.split(".", 1)) if "." in target else None
+        if other is None or other not in made:
+            known = ", ".join(f"{c}.{s}" for c, s in made) or "none"
+            raise JobError(f"{path}: model.{comp}.{slot}: share = {target!r} names no parameter given in the job; "
+                           f"parameters given: {known}")
+        specs[comp]["kwargs"][slot] = made[other]
+    for comp, spec in specs.items():
+        try:
+            profiles[comp] = spec["cls"](**spec["kwargs"])
+        except (TypeError, ValueError) as exc:
+            raise JobError(f"{path}: [model.{comp}]: {exc}") from exc
+    dataset.define_profiles(**profiles)
+
+    fit = doc.get("fit", {})
+    _unknown(fit, _FIT_KEYS, "[fit]", path)
+    for key in ("batch_size", "iteration", "n_resample", "seed"):
+        if key in fit:
+            _expect(fit[key], int, f"fit.{key}", path, "an integer")
+    for key in ("method", "likelihood", "device", "dtype", "uncertainty"):
+        if key in fit:
+            _expect(fit[key], str, f"fit.{key}", path, "a string")
+    if fit.get("uncertainty", "covar_mat") not in ("covar_mat", "bootstrap", "none"):
+        raise JobError(f"{path}: fit.uncertainty = {fit['uncertainty']!r}; choose covar_mat, bootstrap or none")
+    return Job(path=path, dataset=dataset, profiles=profiles, fit=dict(fit), output=folder, blocks=blocks)
+
+
+def _slots_of(cls) -> list[str] | None:
+    specs = getattr(cls, "parameter_specs", None)
+    # a user profile that declares no specs takes whatever its constructor takes
+    return list(specs) if isinstance(specs, dict) and specs else None
+
+
+def _parameter(value, key: str, catalog, n: int, path: Path):
+    import galmoss as gm
+
+    if isinstance(value, bool) or not isinstance(value, (int, float, dict)):
+        raise JobError(f"{path}: {key} = {value!r} must be a number, {{ column = ... }} or {{ value = ... }}")
+    if not isinstance(value, dict):
+        return gm.p(float(value))
+    _unknown(value, _PARAM_KEYS - {"share"}, key, path)
+    if ("column" in value) == ("value" in value):
+        raise JobError(f"{path}: {key} needs exactly one of column = \"<name>\" or value = <number>")
+    options = {}
+    for name, kinds in _P_KEYWORDS.items():
+        if name in value:
+            what = "true or false" if kinds is bool else "a number"
+            if kinds is bool:
+                _expect(value[name], bool, f"{key}.{name}", path, what)
+            else:
+                _expect(value[name], kinds, f"{key}.{name}", path, what)
+            options[name] = value[name]
+    if "value_range" in value:
+        rng = value["value_range"]
+        if not (isinstance(rng, list) and len(rng) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                                for x in rng)):
+            raise JobError(f"{path}: {key}.value_range = {rng!r} must be [low, high]")
+        options["value_range"] = tuple(float(x) for x in rng)
+    if "column" in value:
+        column = _expect(value["column"], str, f"{key}.column", path, "a column name")
+        if catalog is None or column not in catalog.colnames:
+            have = ", ".join(catalog.colnames) if catalog is not None else "no catalogue"
+            raise JobError(f"{path}: {key}: column {column!r} is not in the catalogue (columns: {have})")
+        try:
+            start = np.asarray(catalog[column], dtype=np.float64)
+        except (TypeError, ValueError):
+            raise JobError(f"{path}: {key}: column {column!r} does not hold numbers") from None
+        if start.shape != (n,):
+            raise JobError(f"{path}: {key}: column {column!r} has {start.size} values for {n} galaxies")
+    else:
+        start = _expect(value["value"], (int, float), f"{key}.value", path, "a number")
+    try:
+        return gm.p(start, **options)
+    except (TypeError, ValueError) as exc:
+        raise JobError(f"{path}: {key}: {exc}") from exc

@@ -1,0 +1,159 @@
+"""Result parts: each finished batch's rows, one Parquet file each, written atomically.
+
+A run with ``result_path`` writes ``<result_path>/parts/part-<shard>-<seq>-<token>.parquet``
+after every batch, through a temporary file and ``os.replace``: a killed run
+leaves complete parts (and perhaps a hidden ``.part-*.tmp`` that is ignored),
+never a truncated part. A part that cannot be read (cut short by a disk that
+filled up, say) is reported and its galaxies are fitted again; it is never read
+as data.
+
+Columns of a part: ``position`` (the galaxy's row in the dataset), ``galaxy_index``,
+every value column and its ``_err``, ``loss``, ``dof``, ``n_iter``, ``status``,
+``converged``, ``flag``, ``message``, ``image_block``, and two list columns,
+``theta`` (the fitting-space parameters, P values) and ``covariance`` (the C x C
+covariance of the reported columns, row-major; empty when not computed). The
+run's description (columns, model, settings) is in ``<result_path>/run.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import OutputError
+from ..fitting.batch import BatchResult
+
+log = logging.getLogger("galmoss")
+
+__all__ = ["PartWriter", "PartsRead", "read_parts"]
+
+PARTS_FOLDER = "parts"
+_PART = re.compile(r"^part-[A-Za-z0-9_]+-\d+-[0-9a-f]+\.parquet$")
+
+
+def _pyarrow():
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError as exc:  # pragma: no cover - pyarrow is a dependency
+        raise ImportError("writing result parts needs pyarrow: pip install pyarrow") from exc
+    return pa, pq
+
+
+class PartWriter:
+    """Writes each batch's rows as one Parquet part in ``<folder>/parts``.
+
+    Parameters
+    ----------
+    folder
+        The run's result folder (must exist and be writable: checked before the run).
+    columns
+        The value columns, in model order.
+    shard
+        A label for this process's parts (``"0of1"``, ``"3of8"``), so shards
+        writing into one folder never collide.
+    """
+
+    def __init__(self, folder: Path, columns: list[str], shard: str = "0of1") -> None:
+        self.folder = Path(folder) / PARTS_FOLDER
+        self.columns = columns
+        self.shard = shard
+        self.seq = 0
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def write(self, result: BatchResult, image_block: list[str]) -> Path:
+        """Write one part; raises :class:`OutputError` when it cannot."""
+        pa, pq = _pyarrow()
+        self.seq += 1
+        data = {
+            "position": pa.array(result.positions.astype(np.int64)),
+            "galaxy_index": pa.array(result.names, type=pa.string()),
+        }
+        for c in self.columns:
+            data[c] = pa.array(result.values[c].astype(np.float64))
+            err = result.errors[c] if result.errors is not None else np.full(len(result), np.nan)
+            data[f"{c}_err"] = pa.array(np.asarray(err, dtype=np.float64))
+        data["loss"] = pa.array(result.loss.astype(np.float64))
+        data["dof"] = pa.array(result.dof.astype(np.int64))
+        data["n_iter"] = pa.array(result.n_iter.astype(np.int64))
+        data["status"] = pa.array(result.status.astype(np.int64))
+        data["converged"] = pa.array(result.converged.astype(bool))
+        data["flag"] = pa.array(result.flags.astype(np.int64))
+        data["message"] = pa.array(result.messages, type=pa.string())
+        data["image_block"] = pa.array(image_block, type=pa.string())
+        data["has_errors"] = pa.array(np.full(len(result), result.errors is not None))
+        data["theta"] = pa.array([row.tolist() for row in result.theta], type=pa.list_(pa.float64()))
+        if result.covariance is not None:
+            cov = [row.ravel().tolist() for row in result.covariance]
+        else:
+            cov = [[] for _ in range(len(result))]
+        data["covariance"] = pa.array(cov, type=pa.list_(pa.float64()))
+        table = pa.table(data)
+        name = f"part-{self.shard}-{self.seq:06d}-{secrets.token_hex(4)}.parquet"
+        target = self.folder / name
+        tmp = self.folder / f".{name}.tmp"
+        try:
+            pq.write_table(table, tmp)
+            os.replace(tmp, target)
+        except OSError as exc:
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+            raise OutputError(
+                f"cannot write result part '{target}' ({exc.strerror or exc}); check the disk and permissions"
+            ) from exc
+        return target
+
+
+@dataclass
+class PartsRead:
+    """What :func:`read_parts` found."""
+
+    rows: dict[str, np.ndarray]
+    files: list[Path]
+    unreadable: list[tuple[Path, str]]
+
+
+def read_parts(folder: Path, columns: list[str] | None = None) -> PartsRead:
+    """Read every complete part under ``<folder>/parts``.
+
+    Parts that do not read (truncated, not Parquet, wrong columns) are listed in
+    ``unreadable`` and skipped: their galaxies count as not fitted.
+    """
+    pa, pq = _pyarrow()
+    parts_dir = Path(folder) / PARTS_FOLDER
+    files = sorted(p for p in parts_dir.glob("part-*.parquet") if _PART.match(p.name)) if parts_dir.is_dir() else []
+    tables, good, bad = [], [], []
+    for path in files:
+        try:
+            table = pq.read_table(path)
+            need = {"position", "galaxy_index", "loss", "flag", "theta"}
+            if columns is not None:
+                need |= set(columns)
+            missing = need - set(table.column_names)
+            if missing:
+                raise ValueError(f"missing columns {sorted(missing)}")
+        except Exception as exc:  # noqa: BLE001 - any unreadable part is refitted, never read as data
+            log.warning("result part '%s' cannot be read (%s); its galaxies will be fitted again", path, exc)
+            bad.append((path, f"{type(exc).__name__}: {exc}"))
+            continue
+        tables.append(table)
+        good.append(path)
+    if not tables:
+        return PartsRead({}, good, bad)
+    whole = pa.concat_tables(tables, promote_options="default")
+    rows = {}
+    for name in whole.column_names:
+        col = whole.column(name)
+        if pa.types.is_list(col.type):
+            rows[name] = np.array(col.to_pylist(), dtype=object)
+        else:
+            rows[name] = col.to_numpy(zero_copy_only=False)
+    return PartsRead(rows, good, bad)

@@ -1,0 +1,225 @@
+"""The stream: galaxies read ahead in background threads, grouped into batches.
+
+Galaxies of one cutout shape go into one batch. When shapes are mixed and no
+shape fills a batch, galaxies of similar shapes (within one step of a size
+ladder, at most about 25 % larger) are padded with zero-weight pixels to the
+largest of them, so batches fill and memory stays bounded: at most
+``4 * batch_size`` galaxies wait in groups, plus ``read_ahead`` being read.
+Padding adds pixels on the high-x and high-y sides only, so the 1-based pixel
+frame of every galaxy is unchanged; padded pixels carry no weight, and outputs
+are cut back to each galaxy's own shape.
+
+Galaxies that cannot be fitted (unreadable files, fully masked, no source, ...)
+pass through as :class:`Unfitted` records so their rows are written too.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..data import Dataset, GalaxyData
+from ..fitting.batch import Batch
+from ..flags import Flag
+
+__all__ = ["BatchStream", "Unfitted", "bucket_size"]
+
+
+@dataclass
+class Unfitted:
+    """Galaxies that are not fitted, with their flags and messages."""
+
+    positions: np.ndarray
+    names: list[str]
+    flags: np.ndarray
+    messages: list[list[str]]
+
+
+_LADDER = [8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384, 448, 512]
+
+
+def bucket_size(n: int) -> int:
+    """The ladder step a cutout side of ``n`` pixels pads up to."""
+    for step in _LADDER:
+        if n <= step:
+            return step
+    return int(np.ceil(n / 128.0) * 128)
+
+
+class BatchStream:
+    """Iterate over the batches of ``positions`` of a dataset.
+
+    Parameters
+    ----------
+    dataset
+        Where the galaxies come from.
+    positions
+        Which galaxies (dataset positions), in the order to read them.
+    batch_size
+        Galaxies per batch.
+    read_workers
+        Threads reading files (FITS decoding releases the GIL for the I/O).
+    read_ahead
+        Galaxies read ahead of the fit (default ``2 * batch_size``).
+    pad
+        Pad galaxies of similar shapes into full batches when shapes are mixed.
+    likelihood
+        The likelihood's name: with ``"poisson"`` negative pixels are masked and
+        flagged (a Poisson likelihood needs counts >= 0).
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        positions: np.ndarray,
+        batch_size: int,
+        *,
+        read_workers: int = 2,
+        read_ahead: int | None = None,
+        pad: bool = True,
+        likelihood: str = "chi2",
+    ) -> None:
+        self.dataset = dataset
+        self.positions = np.asarray(positions, dtype=np.int64)
+        self.batch_size = int(batch_size)
+        self.read_workers = max(1, int(read_workers))
+        self.read_ahead = int(read_ahead or 2 * self.batch_size)
+        self.pad = pad
+        self.likelihood = likelihood
+        self.max_waiting = 4 * self.batch_size
+
+    def galaxies(self) -> Iterator[GalaxyData]:
+        """Galaxies in order, each read by a background thread ahead of its use."""
+        try:
+            with ThreadPoolExecutor(max_workers=self.read_workers, thread_name_prefix="galmoss-read") as pool:
+                pending: deque = deque()
+                it = iter(self.positions.tolist())
+                exhausted = False
+                while True:
+                    while not exhausted and len(pending) < self.read_ahead:
+                        try:
+                            pending.append(pool.submit(self.dataset.load, next(it)))
+                        except StopIteration:
+                            exhausted = True
+                    if not pending:
+                        return
+                    yield pending.popleft().result()
+        finally:
+            self.dataset.close()
+
+    def __iter__(self) -> Iterator[Batch | Unfitted]:
+        groups: dict[tuple, list[GalaxyData]] = {}
+        waiting = 0
+        for gal in self.galaxies():
+            if self.likelihood == "poisson" and gal.usable:
+                _mask_negative(gal)
+            if not gal.usable:
+                yield Unfitted(np.array([gal.position]), [gal.name], np.array([gal.flags], dtype=np.int64),
+                               [list(gal.messages)])
+                continue
+            key = (gal.shape, gal.psf is not None)
+            group = groups.setdefault(key, [])
+            group.append(gal)
+            waiting += 1
+            if len(group) == self.batch_size:
+                waiting -= len(group)
+                yield make_batch(groups.pop(key))
+            elif self.pad and waiting > self.max_waiting:
+                batch = self._padded(groups)
+                waiting -= len(batch)
+                yield batch
+        while groups:
+            if self.pad and len(groups) > 1:
+                batch = self._padded(groups)
+            else:
+                key = next(iter(groups))
+                gals = groups.pop(key)
+                batch = make_batch(gals[: self.batch_size])
+                if len(gals) > self.batch_size:
+                    groups[key] = gals[self.batch_size:]
+            yield batch
+
+    def _padded(self, groups: dict[tuple, list[GalaxyData]]) -> Batch:
+        """One batch from the bucket of similar shapes with the most galaxies waiting."""
+        buckets: dict[tuple, list[tuple]] = {}
+        for key in groups:
+            (h, w), has_psf = key
+            buckets.setdefault((bucket_size(h), bucket_size(w), has_psf), []).append(key)
+        best = max(buckets.values(), key=lambda keys: sum(len(groups[k]) for k in keys))
+        chosen: list[GalaxyData] = []
+        for key in sorted(best, key=lambda k: -len(groups[k])):
+            room = self.batch_size - len(chosen)
+            if room <= 0:
+                break
+            gals = groups[key]
+            chosen += gals[:room]
+            if len(gals) > room:
+                groups[key] = gals[room:]
+            else:
+                del groups[key]
+        return make_batch(chosen)
+
+
+def _mask_negative(gal: GalaxyData) -> None:
+    negative = (gal.image < 0) & (gal.weight > 0)
+    count = int(negative.sum())
+    if not count:
+        return
+    rows, cols = np.nonzero(negative)
+    where = ", ".join(f"({c + 1}, {r + 1})" for r, c in zip(rows[:5], cols[:5])) + (", ..." if count > 5 else "")
+    gal.weight = np.where(negative, 0.0, gal.weight)
+    gal.flags |= Flag.negative_pixels
+    gal.messages.append(
+        f"{count} negative pixels masked for the Poisson likelihood (x, y 1-based: {where}); give images in counts "
+        "with the sky included, or use likelihood='chi2'"
+    )
+    if not np.any(gal.weight > 0):
+        gal.flags |= Flag.fully_masked
+
+
+def make_batch(gals: list[GalaxyData]) -> Batch:
+    """Stack galaxies into a batch, padding cutouts (weight 0) and PSFs (centre kept) to common shapes."""
+    h = max(g.image.shape[0] for g in gals)
+    w = max(g.image.shape[1] for g in gals)
+    n = len(gals)
+    image = np.zeros((n, h, w))
+    sigma = np.ones((n, h, w))
+    weight = np.zeros((n, h, w))
+    for i, g in enumerate(gals):
+        gh, gw = g.image.shape
+        image[i, :gh, :gw] = g.image
+        sigma[i, :gh, :gw] = g.sigma
+        weight[i, :gh, :gw] = g.weight
+    psf = None
+    if gals[0].psf is not None:
+        psf = np.stack(_pad_psfs([g.psf for g in gals]))
+    return Batch(
+        positions=np.array([g.position for g in gals], dtype=np.int64),
+        names=[g.name for g in gals],
+        image=image,
+        sigma=sigma,
+        weight=weight,
+        psf=psf,
+        shapes=[tuple(g.image.shape) for g in gals],
+        flags=np.array([int(g.flags) for g in gals], dtype=np.int64),
+        messages=[list(g.messages) for g in gals],
+    )
+
+
+def _pad_psfs(psfs: list[np.ndarray]) -> list[np.ndarray]:
+    """Pad PSFs to a common shape keeping each centre pixel (h//2, w//2) in place."""
+    h = max(p.shape[0] for p in psfs)
+    w = max(p.shape[1] for p in psfs)
+    out = []
+    for p in psfs:
+        if p.shape == (h, w):
+            out.append(p)
+            continue
+        top = h // 2 - p.shape[0] // 2
+        left = w // 2 - p.shape[1] // 2
+        out.append(np.pad(p, ((top, h - p.shape[0] - top), (left, w - p.shape[1] - left))))
+    return out
