@@ -1,4 +1,10 @@
-"""Shared test configuration: opt-in slow tests and CUDA-only tests."""
+"""Shared test configuration: slow validation tests and CUDA-only tests.
+
+``python -m pytest`` runs everything, the long validation tests (marked
+``slow``) included: that is what CI (``.ci/run``) calls. ``python -m pytest -m
+"not slow"`` is the quick developer run. Tests marked ``cuda`` are skipped when
+no CUDA device is present.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +12,9 @@ import pytest
 import torch
 
 
-def pytest_addoption(parser):
-    parser.addoption("--runslow", action="store_true", default=False, help="run slow validation tests")
-
-
 def pytest_collection_modifyitems(config, items):
-    skip_slow = pytest.mark.skip(reason="slow validation: run with --runslow")
     skip_cuda = pytest.mark.skip(reason="no CUDA device present")
     for item in items:
-        if "slow" in item.keywords and not config.getoption("--runslow"):
-            item.add_marker(skip_slow)
         if "cuda" in item.keywords and not torch.cuda.is_available():
             item.add_marker(skip_cuda)
 

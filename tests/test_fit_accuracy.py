@@ -22,6 +22,9 @@ import galmoss as gm
 from .helpers.crb import bt_sigma, crb_errors
 from .helpers.mocks import ZERO_POINT, bulge_disk_mocks, single_sersic_mocks
 
+# hundreds of fits: the quick run (-m "not slow") leaves them out; CI runs them
+pytestmark = pytest.mark.slow
+
 
 def _sersic(v):
     return gm.lp.Sersic(cen_x=gm.p(v["cx"]), cen_y=gm.p(v["cy"]), pa=gm.p(v["pa"], angle=True), axis_r=gm.p(v["q"]),

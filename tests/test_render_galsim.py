@@ -73,6 +73,7 @@ def population():
     return pop, np.array(truths), np.array(psfs)
 
 
+@pytest.mark.slow  # 240 GalSim drawings (~20 s on 2 cores)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_sersic_moffat_matches_galsim(population, dtype):
     pop, truths, psfs = population

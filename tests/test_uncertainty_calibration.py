@@ -19,6 +19,9 @@ import galmoss as gm
 
 from .helpers.galsim_mocks import GSPARAMS, galsim, moffat_psf, psf_image
 
+# hundreds of fits: the quick run (-m "not slow") leaves them out; CI runs them
+pytestmark = pytest.mark.slow
+
 GALAXIES = {
     # name: (n, r_e, q, pa, mag, half-light S/N, cutout)
     "compact_high_n": (4.0, 2.0, 0.7, 30.0, 16.5, 120.0, 48),
