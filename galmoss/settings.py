@@ -25,6 +25,10 @@ class RenderSettings:
     fft_padding
         Extra FFT padding (pixels) beyond the cutout plus PSF, room for the cores of
         galaxies near the edge.
+    psf_oversampling
+        The PSF is sampled this many times finer than the data (GALFIT's E): the
+        model is drawn on the PSF's grid, convolved there and summed into data
+        pixels (:class:`galmoss.render.renderer.OversampledRenderer`).
     """
 
     core_inner: float = 3.0
@@ -33,9 +37,12 @@ class RenderSettings:
     radial_nodes: int = 128
     kappa_step: float = 0.5
     fft_padding: int = 8
+    psf_oversampling: int = 1
 
     def __post_init__(self) -> None:
         if not (self.core_inner > 0 and self.core_width > 0 and self.max_core_radius > 0):
             raise ValueError("RenderSettings: core_inner, core_width and max_core_radius must be positive")
         if self.radial_nodes < 16 or self.kappa_step <= 0 or self.fft_padding < 0:
             raise ValueError("RenderSettings: radial_nodes >= 16, kappa_step > 0 and fft_padding >= 0 are required")
+        if not (isinstance(self.psf_oversampling, int) and self.psf_oversampling >= 1):
+            raise ValueError(f"RenderSettings: psf_oversampling must be a positive integer, got {self.psf_oversampling!r}")

@@ -20,12 +20,14 @@ import galmoss as gm
 from galmoss.cli import main
 from galmoss.galfit import galfit_sigma, parse_feedme
 
+from .helpers.galsim_mocks import draw, moffat_psf
 from .helpers.galfit_mocks import (
     SKY_SIGMA, ZP, expdisk_block, galsim, galsim_profile, observe, perturbed_start, sersic_block, sersic_feedme,
     sersic_truth, sky_block, write_image, write_psf,
 )
 
 SHAPE = (48, 48)
+GOOD = (0, 1, 2, 6)  # the feedmes that can be fitted (3, 4, 5 cannot)
 _VALUE = re.compile(r"^-?\d+\.\d{4}(e[-+]\d+)? \+/- \d+\.\d{4}(e[-+]\d+)?$")
 
 
@@ -67,12 +69,23 @@ def _single_sersic_run(tmp_path, rng):
     bad = [
         dict(image="missing.fits", sigma="sigma.fits"),  # A) names no file
         dict(image="g0.fits", sigma="sigma.fits", region="30 80 1 40"),  # H) leaves the 48 x 48 image
-        dict(image="g0.fits", sigma="sigma.fits", sampling=2),  # E) 2 is not implemented
+        dict(image="g0.fits", sigma="sigma.fits", psf="none", sampling=2),  # E) 2 without a PSF
     ]
     for j, spec in enumerate(bad, start=3):
         path = tmp_path / f"g{j}.feedme"
         path.write_text(sersic_feedme(f"g{j}", block=f"blocks/g{j}.fits", comps=sersic_block(1, **start), **spec))
         files.append(path)
+    # g6: the PSF is sampled 2x finer than the data (E) 2), as HST users have it
+    fine = tmp_path / "fine"
+    fine.mkdir()
+    write_psf(fine, size=79, fwhm=2.5, beta=3.0, oversample=2)
+    t = sersic_truth(rng, 24.5, 24.5)
+    write_image(tmp_path / "g6.fits", draw(galsim_profile(t, SHAPE), SHAPE, moffat_psf(3.0, 2.5)) + rng.normal(0, SKY_SIGMA, SHAPE))
+    truths.append(t)
+    path = tmp_path / "g6.feedme"
+    path.write_text(sersic_feedme("g6", image="g6.fits", block="blocks/g6.fits", sigma="sigma.fits", psf="fine/psf.fits",
+                                  sampling=2, comps=sersic_block(1, **perturbed_start(t, rng))))
+    files.append(path)
     (tmp_path / "list.txt").write_text("\n".join(p.name for p in files) + "\n")
     return truths, files
 
@@ -94,7 +107,7 @@ def _header_number(text: str) -> tuple[float, float]:
 def test_blocks_have_galfits_layout_and_keys(single_run):
     tmp_path, truths, files, rc = single_run
     assert rc == 1  # three feedmes could not be fitted, the others were
-    for i in range(3):
+    for i in GOOD:
         with fits.open(tmp_path / "blocks" / f"g{i}.fits") as hdul:
             assert len(hdul) == 4 and hdul[0].data is None
             data, model, resid = (hdul[k].data.astype(np.float64) for k in (1, 2, 3))
@@ -116,12 +129,14 @@ def test_blocks_have_galfits_layout_and_keys(single_run):
         assert hdul[2].header["FITSECT"] == "[47:94,17:64]"
     with fits.open(tmp_path / "blocks" / "g1.fits") as hdul:
         assert hdul[2].header["MASK"].endswith("g1_mask.fits")
+    with fits.open(tmp_path / "blocks" / "g6.fits") as hdul:
+        assert hdul[2].header["PSF"].endswith("fine/psf.fits") and hdul[2].header["FLAGS"] == ""
 
 
 def test_truth_is_recovered_in_the_full_frame(single_run):
     tmp_path, truths, files, rc = single_run
     keys = {"1_XC": "x", "1_YC": "y", "1_MAG": "mag", "1_RE": "re", "1_N": "n", "1_AR": "q", "1_PA": "pa"}
-    for i, truth in enumerate(truths):
+    for i, truth in zip(GOOD, truths):
         h = fits.getheader(tmp_path / "blocks" / f"g{i}.fits", 2)
         for key, name in keys.items():
             value, error = _header_number(h[key])
@@ -152,7 +167,7 @@ def test_same_fit_as_the_python_api(single_run):
 
 def test_restart_files_fit_log_and_results_table(single_run):
     tmp_path, truths, files, rc = single_run
-    for i in range(3):
+    for i in GOOD:
         restart = tmp_path / "blocks" / f"g{i}.galfit.01"
         feedme = parse_feedme(restart)
         original = parse_feedme(files[i])
@@ -163,16 +178,17 @@ def test_restart_files_fit_log_and_results_table(single_run):
         assert comp.value("4") == pytest.approx(_header_number(h["1_RE"])[0], abs=1e-4)
         assert comp.params["3"].fit == [True]
     log = (tmp_path / "run" / "fit.log").read_text()
-    assert log.count("Init. par. file") == 6
+    assert log.count("Init. par. file") == 7
     assert "Chi^2/nu" in log
     table = Table.read(tmp_path / "run" / "results.fits")
-    assert len(table) == 6 and list(table["feedme"]) == [str(f) for f in files]
+    assert len(table) == 7 and list(table["feedme"]) == [str(f) for f in files]
     flags = [gm.flags.decode(int(f)) for f in table["flag"]]
     for j in (3, 4, 5):
         assert "read_error" in flags[j]
     assert "missing.fits" in table["message"][3] and "does not exist" in table["message"][3]
     assert "outside" in table["message"][4] and "48 x 48" in table["message"][4]
-    assert "E) 2" in table["message"][5] and "not implemented" in table["message"][5]
+    assert "E) 2 needs a D) PSF" in table["message"][5]
+    assert table["flag"][6] == 0 and table["group"][6] != table["group"][0]  # E) 2 is its own batch
     assert not (tmp_path / "blocks" / "g3.fits").exists()
 
 

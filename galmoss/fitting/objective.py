@@ -103,9 +103,10 @@ class BatchObjective:
         only the geometry (PA, q, box) and user profiles take tangents through the
         whole rendering.
         """
-        if self.model.ties:
-            # a tied slot's derivative belongs to its base's and link's columns: the
-            # general route differentiates through Model.values, where ties live
+        if self.model.ties or self.renderer.settings.psf_oversampling > 1:
+            # a tied slot's derivative belongs to its base's and link's columns, and an
+            # oversampled renderer (PSF finer than the data) has no data-grid spectra:
+            # the general route differentiates through Model.values and the rendering
             return self._forward_jacobian(lambda t, ix: self.model_images(t, ix).reshape(t.shape[0], -1), theta, index)
         prepare_forward_mode()
         images, jacobians = [], []

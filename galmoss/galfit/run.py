@@ -159,11 +159,8 @@ def load_galaxy(feedme: Feedme, constraints: list[Constraint]) -> GalaxyInput:
     region = feedme.region
     gal.origin = (region[0], region[2]) if region is not None else (1, 1)
     try:
-        if feedme.psf_sampling > 1:
-            raise NotImplementedError(
-                f"{feedme.where('E')}: E) {feedme.psf_sampling} (a PSF finer than the data) is not implemented in "
-                "galmoss yet: resample the PSF to the data's pixels and give E) 1"
-            )
+        if feedme.psf_sampling > 1 and feedme.psf is None:
+            raise ValueError(f"{feedme.where('E')}: E) {feedme.psf_sampling} needs a D) PSF (sampled that much finer)")
         image, header, _ = _read_section(feedme.image, region, "A) input image")
         weight = np.isfinite(image).astype(np.float64)
         if feedme.mask is not None:
@@ -316,11 +313,19 @@ def _run_group(g, gals: list[GalaxyInput], rows: list[dict], batch_size, iterati
             galaxy_index=names,
         )
         dataset.define_profiles(**profiles)
-        fitting = gm.Fitting(dataset=dataset, batch_size=batch_size, iteration=iteration, device=device, progress=False)
+        fitting = gm.Fitting(dataset=dataset, batch_size=batch_size, iteration=iteration, device=device, progress=False,
+                             render_settings=_settings(first))
         fitting.fit()
         fitted = fitting.uncertainty("covar_mat")
     for i, (gal, row) in enumerate(zip(gals, rows)):
         _write_outputs(g, gal, fitted[i], row, n_free, n_fix, out_dir)
+
+
+def _settings(feedme: Feedme):
+    """Render settings of a feedme: its E) PSF oversampling."""
+    from ..settings import RenderSettings
+
+    return RenderSettings(psf_oversampling=feedme.psf_sampling)
 
 
 def _evaluate(profiles, gals: list[GalaxyInput]):
@@ -340,7 +345,8 @@ def _evaluate(profiles, gals: list[GalaxyInput]):
     dof = np.zeros(len(gals), dtype=np.int64)
     for i, gal in enumerate(gals):
         single = build_profiles([gal.feedme], values=_values_of(table[i], gal.feedme, gal.origin), origins=[gal.origin])
-        model = gm.render(single, gal.image.shape, psf=gal.psf, dtype=__import__("torch").float64).numpy()[0]
+        model = gm.render(single, gal.image.shape, psf=gal.psf, dtype=__import__("torch").float64,
+                          settings=_settings(gal.feedme)).numpy()[0]
         chi2[i] = float(np.sum(((gal.image - model) / gal.sigma) ** 2 * (gal.weight > 0)))
         dof[i] = int(np.count_nonzero(gal.weight > 0))
     table["chi2"] = chi2
@@ -395,6 +401,12 @@ def _write_outputs(g, gal: GalaxyInput, row, out: dict, n_free: int, n_fix: int,
         col = f"{component_name(comp.kind, comp.index)}_{SLOTS[comp.kind][key[1]]}"
         if free.get(key) and (not math.isfinite(v) or not math.isfinite(errors.get(key, math.nan)) or col in message):
             problems.add(key)
+    spurious = getattr(Flag, "psf_larger_than_cutout", 0)
+    if feedme.psf_sampling > 1 and gal.psf is not None and flags & spurious and all(
+            p <= feedme.psf_sampling * c for p, c in zip(gal.psf.shape, gal.image.shape)):
+        # the PSF is sampled E times finer: compared with the cutout in data pixels it fits
+        flags &= ~int(spurious)
+        message = "; ".join(m for m in message.split("; ") if "larger than the cutout" not in m)
     messages = [m for m in [*gal.messages, message] if m]
     chi2 = float(row["chi2"])
     ndof = int(row["dof"])
@@ -406,7 +418,8 @@ def _write_outputs(g, gal: GalaxyInput, row, out: dict, n_free: int, n_fix: int,
         shown = {name: prof for (name, prof), comp in zip(single.items(), feedme.components) if not comp.skip}
         shape = gal.image.shape
         if shown:
-            model, parts = gm.render(shown, shape, psf=gal.psf, dtype=torch.float64, components=True)
+            model, parts = gm.render(shown, shape, psf=gal.psf, dtype=torch.float64, components=True,
+                                     settings=_settings(feedme))
             model = model.numpy()[0]
             parts = {name: im.numpy()[0] for name, im in parts.items()}
         else:

@@ -50,6 +50,9 @@ _PIXEL_MARGIN = 8
 class Renderer:
     """Model images for one cutout shape and PSF.
 
+    With ``settings.psf_oversampling`` E > 1 the PSF is sampled E times finer than
+    the data and the renderer is an :class:`OversampledRenderer`.
+
     Parameters
     ----------
     shape
@@ -65,6 +68,11 @@ class Renderer:
     settings
         Accuracy settings of the sub-pixel cores.
     """
+
+    def __new__(cls, *args, settings: RenderSettings = RenderSettings(), **kwargs):
+        if cls is Renderer and settings.psf_oversampling > 1:
+            return super().__new__(OversampledRenderer)
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -358,3 +366,96 @@ class _Geometry:
 def box_is_zero(profile: EllipticalProfile) -> bool:
     box = getattr(profile, "box", None)
     return isinstance(box, Parameter) and not box.fit and bool((box.initial == 0).all())
+
+
+class OversampledRenderer(Renderer):
+    """Model images when the PSF is sampled E times finer than the data (GALFIT's E) > 1).
+
+    The model is drawn on the PSF's grid -- E x E fine pixels per data pixel,
+    with a fine pixel's centre at data coordinate ``0.5 + (i - 0.5) / E`` --,
+    convolved there with the fine PSF (which holds the fine pixel's response),
+    and each data pixel is the sum of its E x E fine pixels: the light falling
+    into it. Parameters stay in data pixels: positions map to
+    ``E (x - 0.5) + 0.5``, lengths to ``E r``, magnitudes are unchanged (the
+    total flux is), a sky level is spread over E^2 fine pixels.
+
+    Only :meth:`__call__` is offered: the fitter differentiates through it
+    (forward mode), as it does for tied parameters.
+    """
+
+    def __init__(self, shape, psf=None, *, batch=None, dtype=torch.float32, device=None,
+                 settings: RenderSettings = RenderSettings()) -> None:
+        import dataclasses
+
+        factor = settings.psf_oversampling
+        if psf is None:
+            raise ValueError("render: psf_oversampling > 1 needs a PSF (the grid it is finer than the data on)")
+        if len(shape) != 2 or min(shape) < 1:
+            raise ValueError(f"render: shape must be (H, W) with positive sizes, got {shape!r}")
+        self.factor = factor
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.dtype = dtype
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.settings = settings
+        self.fine = Renderer((self.shape[0] * factor, self.shape[1] * factor), psf, batch=batch, dtype=dtype,
+                             device=device, settings=dataclasses.replace(settings, psf_oversampling=1))
+        self.psf = self.fine.psf
+        # the fitter's structured Jacobian uses the spectra of a data-grid renderer; none here
+        self.psf_hat = None
+
+    def _fine_values(self, profiles: Mapping[str, LightProfile], values: Mapping[Parameter, Tensor]):
+        from ..params import Role
+        from ..profiles.sky import Sky
+
+        e = float(self.factor)
+        out: dict[Parameter, Tensor] = dict(values)
+        fine_profiles: dict[str, LightProfile] = {}
+        done: dict[Parameter, str] = {}
+        for name, profile in profiles.items():
+            hook = getattr(profile, "for_finer_grid", None)
+            fine_profiles[name] = hook(self.factor) if hook is not None else profile
+            for slot, prm in profile.parameters().items():
+                if isinstance(profile, Sky):
+                    kind = "sky" if slot == "sky_bg" else "gradient"
+                elif isinstance(profile, (EllipticalProfile, PointSource)):
+                    role = profile.spec(slot).role
+                    kind = {Role.POSITION: "position", Role.LENGTH: "length"}.get(role, "same")
+                else:
+                    raise NotImplementedError(
+                        f"profile {name!r} ({type(profile).__name__}): with psf_oversampling > 1 galmoss draws the "
+                        "model on the PSF's finer grid and knows how to move the built-in profiles' parameters "
+                        "there; give this profile a for_finer_grid(factor) method or render it with E = 1"
+                    )
+                if done.setdefault(prm, kind) != kind:
+                    raise ValueError(f"profile {name!r}: parameter {slot!r} is shared by slots of different meaning")
+                v = values[prm]
+                if kind == "position":
+                    out[prm] = e * (v - 0.5) + 0.5
+                elif kind == "length":
+                    out[prm] = e * v
+                elif kind == "sky":
+                    out[prm] = v / e**2
+                elif kind == "gradient":
+                    out[prm] = v / e**3
+        return fine_profiles, out
+
+    def _bin(self, image: Tensor) -> Tensor:
+        b = image.shape[0]
+        h, w = self.shape
+        return image.reshape(b, h, self.factor, w, self.factor).sum(dim=(2, 4))
+
+    def __call__(self, profiles, values, *, components: bool = False, mode: str = "updating_model", index=None):
+        fine_profiles, fine_values = self._fine_values(profiles, values)
+        result = self.fine(fine_profiles, fine_values, components=components, mode=mode, index=index)
+        if not components:
+            return self._bin(result)
+        total, parts = result
+        return self._bin(total), {name: self._bin(part) for name, part in parts.items()}
+
+    def _unavailable(self, *args, **kwargs):
+        raise NotImplementedError("an oversampled renderer (psf_oversampling > 1) draws images only through __call__")
+
+    component_spectra = _unavailable
+    spectrum_and_shape_derivatives = _unavailable
+    to_image = _unavailable
+    component_image = _unavailable
