@@ -257,6 +257,10 @@ def test_gallery_selection_criteria(run):
     assert list(selection["flag: read_error"]) == [4]
     limited = report_mod.gallery_selection(run["table"], per_criterion=6, max_gallery=2)
     assert len({int(r) for _, rows in limited for r in rows}) == 2
+    # other likelihoods report a deviance in place of chi2
+    table = run["table"].copy()
+    table.rename_columns(["chi2", "reduced_chi2"], ["deviance", "reduced_deviance"])
+    assert list(dict(report_mod.gallery_selection(table, per_criterion=2))["highest reduced deviance"]) == [3, 2]
 
 
 def test_report_of_1e5_rows_counts_correctly(tmp_path):

@@ -25,8 +25,18 @@ PathLike = Union[str, os.PathLike]
 
 #: Columns of a results table that are not fitted parameters.
 META_COLUMNS = frozenset(
-    {"galaxy_index", "chi2", "dof", "reduced_chi2", "n_iter", "converged", "flag", "message", "status", "image_block"}
+    {"galaxy_index", "chi2", "deviance", "dof", "reduced_chi2", "reduced_deviance", "n_iter", "converged", "flag",
+     "message", "status", "image_block"}
 )
+
+
+def loss_columns(colnames) -> tuple[str | None, str | None]:
+    """The loss and reduced-loss columns: ``chi2``/``reduced_chi2``, or
+    ``deviance``/``reduced_deviance`` for the other likelihoods."""
+    names = set(colnames)
+    loss = "chi2" if "chi2" in names else "deviance" if "deviance" in names else None
+    reduced = "reduced_chi2" if "reduced_chi2" in names else "reduced_deviance" if "reduced_deviance" in names else None
+    return loss, reduced
 #: Image-block extensions that are not model components.
 BLOCK_IMAGES = frozenset({"PRIMARY", "DATA", "MODEL", "RESIDUAL", "MASK", "SIGMA"})
 
@@ -59,9 +69,20 @@ def read_table(folder: Path) -> Table:
     if fits_path.exists():
         # NaN stays NaN (astropy would mask it), so columns are plain arrays.
         try:
-            table = Table.read(fits_path, format="fits", character_as_bytes=False, mask_invalid=False)
+            table = Table.read(fits_path, format="fits", mask_invalid=False)
         except TypeError:  # astropy < 5.3 has no mask_invalid and never masked NaN
-            table = Table.read(fits_path, format="fits", character_as_bytes=False)
+            table = Table.read(fits_path, format="fits")
+        # Text columns come as bytes; numpy's cast decodes them in C, where
+        # astropy's character_as_bytes=False decodes element by element (4 s
+        # for 10^6 names and messages).
+        for name in table.colnames:
+            col = table[name]
+            if col.dtype.kind == "S":
+                try:
+                    text = np.asarray(col).astype("U")
+                except UnicodeDecodeError:
+                    text = np.char.decode(np.asarray(col), "utf-8", "backslashreplace")
+                table.replace_column(name, text)
     elif csv_path.exists():
         table = Table.read(csv_path, format="ascii.csv", guess=False, fast_reader=True)
     else:

@@ -257,9 +257,11 @@ def _text_lines(row: Mapping[str, Any], params: list[str]) -> list[str]:
     for name in params:
         err = row.get(f"{name}_err")
         lines.append(f"{name:<{width}s} {format_value(float(row[name]), None if err is None else float(err))}")
-    chi2, dof, red = row.get("chi2"), row.get("dof"), row.get("reduced_chi2")
-    if chi2 is not None:
-        lines.append(f"chi2 {float(chi2):.6g}   dof {dof}   reduced chi2 {float(red):.4g}")
+    loss_name, red_name = _files.loss_columns(row)
+    if loss_name is not None:
+        red = float(row[red_name]) if red_name else float("nan")
+        lines.append(f"{loss_name} {float(row[loss_name]):.6g}   dof {row.get('dof')}   "
+                     f"{red_name.replace('_', ' ') if red_name else 'reduced'} {red:.4g}")
     if row.get("n_iter") is not None:
         lines.append(f"iterations {row.get('n_iter')}   converged {row.get('converged')}")
     flag = row.get("flag")

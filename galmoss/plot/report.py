@@ -268,7 +268,8 @@ def gallery_selection(table, per_criterion: int = 6, max_gallery: int = 40) -> l
         for every parameter the ``near_bound`` messages name.
     """
     n = len(table)
-    red = _float_column(table, "reduced_chi2") if "reduced_chi2" in table.colnames else np.full(n, np.nan)
+    red_name = _files.loss_columns(table.colnames)[1]
+    red = _float_column(table, red_name) if red_name else np.full(n, np.nan)
     flag = _int_column(table, "flag") if "flag" in table.colnames else np.zeros(n, np.int64)
     badness = np.where(np.isfinite(red), red, np.inf)
 
@@ -280,7 +281,7 @@ def gallery_selection(table, per_criterion: int = 6, max_gallery: int = 40) -> l
     criteria: list[tuple[str, np.ndarray]] = []
     finite = np.flatnonzero(np.isfinite(red))
     if finite.size:
-        criteria.append(("highest reduced chi2", worst(finite, per_criterion)))
+        criteria.append((f"highest {red_name.replace('_', ' ')}", worst(finite, per_criterion)))
     for member in sorted(Flag.__members__.values(), key=int):
         rows = np.flatnonzero(flag & int(member))
         if rows.size:
@@ -311,6 +312,7 @@ def _gallery(run: _files.Run, selection: list[tuple[str, np.ndarray]], dpi: int)
     from .panels import plot_fit
 
     table = run.table
+    red_name = _files.loss_columns(table.colnames)[1]
     rendered: dict[int, str] = {}
     parts = []
     for title, rows in selection:
@@ -318,8 +320,8 @@ def _gallery(run: _files.Run, selection: list[tuple[str, np.ndarray]], dpi: int)
         for r in rows.tolist():
             row = table[r]
             name = str(row["galaxy_index"])
-            red = row["reduced_chi2"] if "reduced_chi2" in table.colnames else float("nan")
-            caption = f"<p><b>{html.escape(name)}</b> (row {r}), reduced chi2 {float(red):.4g}</p>"
+            red = f", {red_name.replace('_', ' ')} {float(row[red_name]):.4g}" if red_name else ""
+            caption = f"<p><b>{html.escape(name)}</b> (row {r}){html.escape(red)}</p>"
             if r not in rendered:
                 path = _files.block_file(row, run.blocks)
                 if path is None or not path.exists():
@@ -385,9 +387,10 @@ def write_report(
     flags_html, _ = _flag_counts(flag)
     params = _files.parameter_columns(table)
     columns = {name: _float_column(table, name) for name in params}
-    red = _float_column(table, "reduced_chi2") if "reduced_chi2" in table.colnames else np.full(n, np.nan)
+    red_name = _files.loss_columns(table.colnames)[1]
+    red = _float_column(table, red_name) if red_name else np.full(n, np.nan)
     units = _units(run.info)
-    hist_png, hist_notes = _histograms({**columns, "reduced_chi2": red}, dpi, units)
+    hist_png, hist_notes = _histograms({**columns, **({red_name: red} if red_name else {})}, dpi, units)
     pairs = {name: (columns[name], _float_column(table, f"{name}_err")) for name in params if f"{name}_err" in table.colnames}
     err_png = _errors_vs_values(pairs, dpi, units) if pairs else None
     selection = gallery_selection(table, per_criterion, max_gallery)
@@ -399,7 +402,7 @@ def write_report(
     if converged is not None:
         summary.append(f"{converged} converged ({100 * converged / max(n, 1):.1f} %)")
     if finite_red.size:
-        summary.append(f"median reduced chi2 {np.median(finite_red):.4g}")
+        summary.append(f"median {red_name.replace('_', ' ')} {np.median(finite_red):.4g}")
     summary.append(f"{int(np.count_nonzero(flag == 0))} without flags")
 
     info = dict(run.info)
