@@ -166,6 +166,23 @@ def test_radial_profile_follows_the_fitted_ellipse(run):
     assert "elliptical annuli of disk: q=0.50, PA=30.0" in ax.get_title()  # the bulge has no PA or q
 
 
+def test_plot_from_the_csv_table_alone(run, tmp_path):
+    # a run copied without results.fits: the CSV (empty message cells, True/False text) is enough
+    import shutil
+
+    folder = tmp_path / "results"
+    folder.mkdir()
+    shutil.copy(run["folder"] / "results.csv", folder)
+    fig = gm.plot_fit(folder, "g1", blocks=run["blocks"])
+    axes = _axes(fig)
+    _assert_float32_residual(axes["residual"].images[0].get_array(), read_image_block(run["blocks"] / "g1.fits"))
+    text = axes["values"].texts[0].get_text()
+    assert "disk_axis_r 0.5000 ± 0.0040" in text and "converged True" in text
+    assert "message: a parameter ended" in text
+    with pytest.raises(FileNotFoundError, match="pass blocks=FOLDER"):
+        gm.plot_fit(folder, "g0")  # no run.json and no image_blocks beside it
+
+
 def test_format_value_rounds_to_the_error():
     assert format_value(17.03124, 0.01234) == "17.031 ± 0.012"
     assert format_value(1234.4, 56.0) == "1234 ± 56"
@@ -188,7 +205,7 @@ def test_plot_fit_from_a_fitting_and_the_cli(tmp_path, capsys):
     ds.define_profiles(sersic=gm.lp.Sersic(cen_x=gm.p(12.5), cen_y=gm.p(12.5), pa=gm.p(0.0, angle=True),
                                            axis_r=gm.p(0.7), eff_r=gm.p(3.5), mag=gm.p(17.2, M0=22.5),
                                            ser_n=gm.p(1.5, log=True)))
-    fitting = gm.Fitting(ds, batch_size=2, iteration=60, device="cpu", progress=False)
+    fitting = gm.Fitting(ds, batch_size=2, iteration=60, device="cpu", progress=False, restarts=False)
     fitting.fit()
     fig = gm.plot_fit(fitting, "b")
     axes = _axes(fig)
