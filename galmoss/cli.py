@@ -111,18 +111,28 @@ def _flags(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
+    from .errors import GalmossError
     from .plot import plot_fit
 
     out = Path(args.out) if args.out else Path(f"{args.galaxy}_fit.png")
-    plot_fit(args.results, args.galaxy, blocks=args.blocks, out=out, dpi=args.dpi)
+    try:
+        plot_fit(args.results, args.galaxy, blocks=args.blocks, out=out, dpi=args.dpi)
+    except (GalmossError, KeyError, FileNotFoundError) as exc:  # a wrong folder or name, said in one line
+        print(f"galmoss plot: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
+        return 2
     print(f"wrote {out}")
     return 0
 
 
 def _report(args: argparse.Namespace) -> int:
+    from .errors import GalmossError
     from .plot import write_report
 
-    path = write_report(args.results, args.out, blocks=args.blocks)
+    try:
+        path = write_report(args.results, args.out, blocks=args.blocks)
+    except (GalmossError, FileNotFoundError) as exc:
+        print(f"galmoss report: {exc}", file=sys.stderr)
+        return 2
     print(f"report: {path}")
     return 0
 

@@ -219,8 +219,11 @@ def test_plot_fit_from_a_fitting_and_the_cli(tmp_path, capsys):
 
     picture = imread(out)
     assert picture.shape[0] > 300 and picture.shape[1] > 600 and picture[..., :3].std() > 0.05
-    with pytest.raises(KeyError, match="galaxy 'zz' is not in"):
-        main(["plot", str(tmp_path / "res"), "--galaxy", "zz", "--blocks", str(tmp_path / "blocks")])
+    capsys.readouterr()
+    assert main(["plot", str(tmp_path / "res"), "--galaxy", "zz", "--blocks", str(tmp_path / "blocks")]) == 2
+    assert "galmoss plot: galaxy 'zz' is not in" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "nowhere")]) == 2
+    assert "does not exist" in capsys.readouterr().err
 
 
 def fitting_block_name(fitting, name):

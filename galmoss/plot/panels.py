@@ -182,9 +182,11 @@ def _resolve(source: Any, galaxy: Any, block: Any, blocks: PathLike | None) -> t
     else:
         path = Path(os.fspath(block)) if block is not None else _files.block_file(row, block_dir)
         if path is None:
+            fitting_without_blocks = hasattr(source, "dataset") and getattr(source.dataset, "img_block_path", None) is None
             raise DataFileNotFoundError(
                 f"no image-block folder is known for galaxy '{row.get('galaxy_index')}'; "
-                "pass blocks=FOLDER (the run's img_block_path) or block=FILE"
+                + ("this fit wrote no image blocks: give the Dataset an img_block_path and fit again"
+                   if fitting_without_blocks else "pass blocks=FOLDER (the run's img_block_path) or block=FILE")
             )
         if not path.exists():
             raise DataFileNotFoundError(
