@@ -173,7 +173,9 @@ def _run_job(job, args: argparse.Namespace) -> int:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logger = logging.getLogger("galmoss")
     logger.addHandler(handler)
-    logger.setLevel(min(logger.level or logging.INFO, logging.INFO))
+    handler.setLevel(logging.INFO)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
     client = cluster = None
     try:
         if args.dask:

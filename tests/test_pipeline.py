@@ -133,7 +133,8 @@ def test_shards_collate_to_the_single_run_and_doubles_are_reported(tmp_path, cap
     assert main(["collate", str(tmp_path / "shards")]) == 0
     merged = Table.read(tmp_path / "shards" / "results.fits")
     for col in _value_columns(reference) + ["chi2"]:
-        np.testing.assert_allclose(merged[col], reference[col], rtol=1e-6, err_msg=col)
+        # shards batch the galaxies differently: float32 round-off of the solver, far below the errors
+        np.testing.assert_allclose(merged[col], reference[col], rtol=2e-5, err_msg=col)
     # the same shard run twice: collate keeps one row per galaxy and says which were doubled
     ds = gm.Dataset.from_arrays(images, sigmas, PSF, result_path=tmp_path / "shards")
     ds.define_profiles(sersic=_sersic(9))

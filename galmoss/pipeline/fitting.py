@@ -285,6 +285,9 @@ class Fitting:
         progress = Progress(len(positions), self.progress)
         progress.update(int(store.done[positions].sum()))
         write_failure: OutputError | None = None
+        log.info("fitting %d galaxies (%d already done) on %s, batches of %d, %s likelihood%s",
+                 len(todo), len(positions) - len(todo), self.device, self.batch_size, self.likelihood.name,
+                 f", shard {shard[0]}/{shard[1]}" if shard else "")
         t0 = time.perf_counter()
         try:
             for batch, result in iterate_results(self.dataset, model, settings, todo, self.batch_size,
@@ -305,6 +308,9 @@ class Fitting:
         finally:
             self.timing = {"fit_s": time.perf_counter() - t0, "galaxies": int(len(todo))}
             progress.close()
+        fitted = positions[np.isfinite(store.loss[positions])]
+        log.info("fitted %d galaxies in %.1f s; %d with a result, %d flagged", len(todo), self.timing["fit_s"],
+                 len(fitted), int(np.count_nonzero(store.flags[positions])))
         self._results = self._table(errors=False)
         if shard is None:
             self._write_results()

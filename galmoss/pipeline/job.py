@@ -148,19 +148,16 @@ def load_job(path) -> Job:
         _expect(gain, (int, float), "data.gain", path, "a number (electrons per image unit)")
     mask_index = data.get("mask_index")
 
-    if "image_set" in data:
-        if "catalog" in data:
-            raise JobError(f"{path}: [data] gives both image_set and catalog; give one of them")
-        dataset = gm.Dataset.from_image_set(local(data["image_set"]), mask_index=mask_index, img_block_path=blocks,
-                                            result_path=folder, gain=gain)
-        if "galaxy_index" in data and dataset.catalog is not None:
-            column = data["galaxy_index"]
-            if column not in dataset.catalog.colnames:
-                raise JobError(f"{path}: data.galaxy_index = {column!r} is not a CATALOG column; the columns are "
-                               f"{', '.join(dataset.catalog.colnames)}")
-            names = [str(x) for x in np.asarray(dataset.catalog[column]).tolist()]
-            dataset = gm.Dataset.from_image_set(local(data["image_set"]), names, mask_index=mask_index,
-                                                img_block_path=blocks, result_path=folder, gain=gain)
+    if "image_set" in data and "catalog" in data:
+        raise JobError(f"{path}: [data] gives both image_set and catalog; give one of them")
+    try:
+        dataset = _image_set_dataset(data, local, mask_index, blocks, folder, gain, path) if "image_set" in data else None
+    except JobError:
+        raise
+    except (ValueError, TypeError, OSError) as exc:
+        raise JobError(f"{path}: [data]: {exc}") from exc
+    if dataset is not None:
+        pass
     elif "catalog" in data:
         for key in ("galaxy_index", "image", "sigma", "psf", "mask"):
             if key in data:
@@ -174,6 +171,10 @@ def load_job(path) -> Job:
                 img_block_path=blocks, result_path=folder, gain=gain)
         except KeyError as exc:
             raise JobError(f"{path}: {exc.args[0]}") from None
+        except JobError:
+            raise
+        except (ValueError, TypeError, OSError) as exc:
+            raise JobError(f"{path}: [data]: {exc}") from exc
     else:
         raise JobError(f"{path}: [data] needs catalog = \"<table>\" or image_set = \"<file>\"")
     catalog = dataset.catalog
@@ -237,6 +238,22 @@ def load_job(path) -> Job:
     if fit.get("uncertainty", "covar_mat") not in ("covar_mat", "bootstrap", "none"):
         raise JobError(f"{path}: fit.uncertainty = {fit['uncertainty']!r}; choose covar_mat, bootstrap or none")
     return Job(path=path, dataset=dataset, profiles=profiles, fit=dict(fit), output=folder, blocks=blocks)
+
+
+def _image_set_dataset(data, local, mask_index, blocks, folder, gain, path):
+    import galmoss as gm
+
+    dataset = gm.Dataset.from_image_set(local(data["image_set"]), mask_index=mask_index, img_block_path=blocks,
+                                        result_path=folder, gain=gain)
+    if "galaxy_index" in data and dataset.catalog is not None:
+        column = data["galaxy_index"]
+        if column not in dataset.catalog.colnames:
+            raise JobError(f"{path}: data.galaxy_index = {column!r} is not a CATALOG column; the columns are "
+                           f"{', '.join(dataset.catalog.colnames)}")
+        names = [str(x) for x in np.asarray(dataset.catalog[column]).tolist()]
+        dataset = gm.Dataset.from_image_set(local(data["image_set"]), names, mask_index=mask_index,
+                                            img_block_path=blocks, result_path=folder, gain=gain)
+    return dataset
 
 
 def _slots_of(cls) -> list[str] | None:

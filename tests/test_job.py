@@ -1,0 +1,104 @@
+"""``galmoss fit JOB.toml``: the issue's job file as written, dry runs, bad job files named before any fit."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.table import Table
+
+from galmoss.cli import main
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "survey_job"
+
+
+@pytest.fixture(scope="module")
+def survey(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("survey")
+    shutil.copy(EXAMPLE / "job.toml", folder / "job.toml")
+    sys.path.insert(0, str(EXAMPLE))
+    try:
+        import make_catalog
+    finally:
+        sys.path.remove(str(EXAMPLE))
+    make_catalog.make(folder, 8, size=40)
+    return folder
+
+
+def test_the_example_job_runs_as_written_and_recovers_the_truth(survey, capsys):
+    assert main(["fit", str(survey / "job.toml"), "--quiet"]) == 0
+    res = Table.read(survey / "results" / "results.fits")
+    truth = Table.read(survey / "truth.csv")
+    assert list(res["galaxy_index"]) == list(truth["id"])
+    pull = (res["sersic_mag"] - truth["mag"]) / res["sersic_mag_err"]
+    assert np.all(np.abs(pull) < 5) and np.all(res["converged"])
+    assert np.all(np.abs(res["sersic_eff_r"] / truth["re"] - 1) < 0.1)
+    assert (survey / "results" / "fit.log").read_text().strip()
+    assert res["sersic_mag"].meta["M0"] == 22.5
+
+
+def test_dry_run_prints_the_model_and_fits_nothing(survey, capsys, tmp_path):
+    job = tmp_path / "job.toml"
+    job.write_text((survey / "job.toml").read_text().replace('catalog = "catalog.csv"',
+                                                              f'catalog = "{survey / "catalog.csv"}"')
+                   .replace('folder = "results"', 'folder = "dry"'))
+    assert main(["fit", str(job), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "component sersic: Sersic" in out and "8 values" in out and "nothing was fitted" in out
+    assert not (tmp_path / "dry" / "results.fits").exists()
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (('profile = "Sersic"', 'profile = "Sersik"'), "no light profile is registered as 'Sersik'"),
+        (('cen_x = { column = "x0" }', 'cen_x = { column = "x_0" }'), "column 'x_0' is not in the catalogue"),
+        (("batch_size = 64", "batch_sise = 64"), "unknown key 'batch_sise' in \\[fit\\]"),
+        (("iteration = 200", 'iteration = "200"'), "fit.iteration = '200' must be an integer"),
+        (('ser_n = { column = "n", log = true }', 'ser_n = { column = "n", log = "yes" }'),
+         "model.sersic.ser_n.log = 'yes' must be true or false"),
+        (('eff_r = { column = "re" }', 'eff_r = { share = "disk.eff_r" }'), "share = 'disk.eff_r' names no parameter"),
+        (('eff_r = { column = "re" }', 'radius = { column = "re" }'), "Sersic has no parameter 'radius'"),
+    ],
+)
+def test_a_bad_job_file_is_named_before_any_fit(survey, tmp_path, capsys, change, message):
+    text = (survey / "job.toml").read_text().replace('catalog = "catalog.csv"', f'catalog = "{survey / "catalog.csv"}"')
+    assert change[0] in text
+    job = tmp_path / "job.toml"
+    job.write_text(text.replace(change[0], change[1]))
+    assert main(["fit", str(job)]) == 2
+    err = capsys.readouterr().err
+    assert str(job) in err
+    import re
+
+    assert re.search(message, err), err
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_catalogue_row_with_missing_files_is_flagged_and_the_run_goes_on(survey, tmp_path):
+    rows = Table.read(survey / "catalog.csv")
+    for col in ("image", "sigma", "psf"):
+        rows[col] = [str(survey / p) for p in rows[col]]
+    images = list(rows["image"])
+    images[1] = str(tmp_path / "missing.fits")
+    rows["image"] = images
+    rows[:3].write(tmp_path / "catalog.csv")
+    (tmp_path / "job.toml").write_text((survey / "job.toml").read_text())
+    assert main(["fit", str(tmp_path / "job.toml"), "--quiet"]) == 0
+    res = Table.read(tmp_path / "results" / "results.csv")
+    assert res["flag"][1] & 128 and "missing.fits" in res["message"][1]
+    assert np.isfinite(res["sersic_mag"][0]) and np.isfinite(res["sersic_mag"][2])
+
+
+def test_duplicate_galaxy_names_in_a_catalogue_are_an_error(survey, tmp_path, capsys):
+    rows = Table.read(survey / "catalog.csv")[:2]
+    rows["id"][1] = rows["id"][0]
+    for col in ("image", "sigma", "psf"):
+        rows[col] = [str(survey / p) for p in rows[col]]
+    rows.write(tmp_path / "catalog.csv")
+    (tmp_path / "job.toml").write_text((survey / "job.toml").read_text())
+    assert main(["fit", str(tmp_path / "job.toml")]) == 2
+    assert "is given twice" in capsys.readouterr().err
