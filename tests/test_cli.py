@@ -18,6 +18,9 @@ def test_demo_fits_generated_galaxies_end_to_end(tmp_path, capsys):
     pulls = [float(line.split()[-1]) for line in out.splitlines() if line.startswith("demo0") and len(line.split()) == 6]
     assert len(pulls) == 12 and max(abs(p) for p in pulls) < 4.5
     assert len(list((tmp_path / "image_blocks").glob("*.fits"))) == 4
+    # the demo ends with its report, named on the last line (the report itself: tests/test_plot.py)
+    assert out.strip().splitlines()[-1] == f"report: {tmp_path / 'report.html'}"
+    assert (tmp_path / "report.html").read_text(encoding="utf-8").count("<img ") == 2 + 4  # figures, gallery
 
 
 def test_flags_lists_and_decodes(capsys):
