@@ -91,11 +91,13 @@ def test_auto_start_of_a_valueless_parameter_keeps_units_range_and_sharing():
     start = model.start_values(np.array([0]), [estimate])
     values = {prm: torch.as_tensor(v).reshape(-1, 1, 1) for prm, v in start.items()}
     reported = model.report(values)
-    # the magnitude is reported in the M0 system, the size in arcsec, as the gm.p said
-    assert float(reported["b_mag"][0]) == pytest.approx(22.5 - 2.5 * math.log10(100.0))
-    assert float(reported["b_eff_r"][0]) == pytest.approx(4.0 * 0.5)
+    # the magnitude is reported in the M0 system, the size in arcsec, as the gm.p said (the starts
+    # themselves -- a share of the flux, a fraction of the galaxy's size -- are the start rules' business)
+    b_re, b_mag = model.profiles["b"].eff_r, model.profiles["b"].mag
+    assert float(start[b_mag][0]) < 0 < float(start[b_re][0])
+    assert float(reported["b_mag"][0]) == pytest.approx(22.5 + float(start[b_mag][0]))
+    assert float(reported["b_eff_r"][0]) == pytest.approx(0.5 * float(start[b_re][0]))
     assert float(reported["b_cen_x"][0]) == float(reported["d_cen_x"][0]) == 15.5
-    b_re = model.profiles["b"].eff_r
     assert isinstance(b_re, AutoStart) and b_re.pix_scale == 0.5 and b_re.value_range == (0.1, 10.0)
     # the range is in arcsec: (0.2, 20) px, fitted in log space
     t = model.transforms[b_re]
@@ -186,3 +188,25 @@ def test_the_same_class_defined_again_replaces_itself():
 
         made.append(Redefined)
     assert registered_profiles()["redefined_for_a_test"] is made[1]
+
+
+def test_a_valueless_gm_p_is_started_from_the_image_and_reported_in_its_units():
+    """Issue 8: gm.p(M0=22.5) (no value) is fitted like a slot left out, in the M0 and arcsec the gm.p gave."""
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[:11, :11] - 5.0
+    psf = np.exp(-0.5 * (xx**2 + yy**2) / 1.2**2)
+    truth = gm.lp.Sersic(cen_x=gm.p(20.4), cen_y=gm.p(20.8), pa=gm.p(20.0), axis_r=gm.p(0.6), eff_r=gm.p(3.0),
+                         mag=gm.p(17.0, M0=22.5), ser_n=gm.p(1.0))
+    noise = 0.05
+    image = gm.render(truth, (40, 40), psf=psf, dtype=torch.float64)[0].numpy() + rng.normal(0, noise, (40, 40))
+    data = gm.Dataset.from_arrays(image[None], np.full((1, 40, 40), noise), psf)
+    data.define_profiles(s=gm.lp.Sersic(cen_x=gm.p(20.0), cen_y=gm.p(20.0), pa=gm.p(0.0), axis_r=gm.p(0.8),
+                                        eff_r=gm.p(pix_scale=0.4), mag=gm.p(M0=22.5), ser_n=gm.p(1.0, fit=False)))
+    fit = gm.Fitting(dataset=data, batch_size=1, iteration=100)
+    fit.fit()
+    fit.uncertainty(method="covar_mat")
+    res = fit.results
+    assert int(res["flag"][0]) == 0
+    # the injected values, within 5 sigma of the fit's own errors, in the gm.p's units
+    assert abs(float(res["s_mag"][0]) - 17.0) < 5 * float(res["s_mag_err"][0])
+    assert abs(float(res["s_eff_r"][0]) - 3.0 * 0.4) < 5 * float(res["s_eff_r_err"][0])
