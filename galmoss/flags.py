@@ -8,8 +8,9 @@ they set a bit here and the fit moves on to the next galaxy.
  bit   value  name                    meaning
 =====  =====  ======================  ==================================================
    0      1   ``no_convergence``      hit the iteration limit before converging
-   1      2   ``near_bound``          a fitted value lies within 1e-3 of the width of its
-                                      value_range from a bound
+   1      2   ``near_bound``          a fitted value lies within 1e-3 of its range's
+                                      width from a bound, in the space that is fitted
+                                      (log space for sizes and log=True)
    2      4   ``no_covariance``       J^T W J is singular or not positive definite:
                                       errors are NaN
    3      8   ``fully_masked``        no usable pixel
@@ -100,7 +101,8 @@ class Flag(enum.IntFlag):
 
 _DESCRIPTIONS: dict[str, str] = {
     "no_convergence": "hit the iteration limit before converging",
-    "near_bound": "a fitted value lies within 1e-3 of the width of its value_range from a bound",
+    "near_bound": "a fitted value lies within 1e-3 of its range's width from a bound, in the space that is fitted "
+                  "(log space for sizes and log=True)",
     "no_covariance": "J^T W J is singular or not positive definite: errors are NaN",
     "fully_masked": "no usable pixel",
     "bad_pixels_masked": "non-finite data/sigma pixels or sigma <= 0 pixels were excluded",
