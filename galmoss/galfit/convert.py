@@ -30,13 +30,11 @@ surface brightness of king and ferrer.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-
 import numpy as np
 
 from .. import profiles as lp
 from ..params import Parameter
-from ..params.ties import Tied, tie
+from ..params.ties import tie
 from .constraints import Constraint
 from .feedme import Feedme, FeedmeError, FeedmeUnsupportedError
 from .profiles import FerrerSB, KingSB
@@ -85,15 +83,6 @@ def slot_of(kind: str, label: str) -> str | None:
 
 def component_name(kind: str, index: int) -> str:
     return f"{kind}_{index}"
-
-
-@dataclass
-class Start:
-    """One parameter of one component over the galaxies of a group (GALFIT units, full frame)."""
-
-    values: np.ndarray
-    fit: bool
-    given: bool
 
 
 def starts(feedme: Feedme) -> dict[tuple[int, str], tuple[float, bool, bool]]:
@@ -195,7 +184,6 @@ def _parameter(vals: np.ndarray, fit: bool, slot: str, zeropoint: float) -> Para
 
 def _apply_constraints(params, feedmes, table, constraints) -> None:
     """Ranges become value_range, couplings become ties (see constraints.py)."""
-    n = len(feedmes)
     ranged: dict[tuple[int, str], str] = {}
     tied: dict[tuple[int, str], str] = {}
     bases: dict[tuple[int, str], str] = {}  # parameters another one is tied to: never replaced later
@@ -203,7 +191,6 @@ def _apply_constraints(params, feedmes, table, constraints) -> None:
     rows = sorted(range(len(constraints[0])), key=lambda j: order[constraints[0][j].kind])
     for j in rows:
         c = constraints[0][j]
-        per = [constraints[g][j] for g in range(n)]  # same structure; hard ties' starts differ per galaxy
         label = c.label
         if c.kind == "range":
             key = (c.components[0], label)
@@ -279,7 +266,6 @@ def _apply_constraints(params, feedmes, table, constraints) -> None:
                     params[key] = tie(params[base_key], **{c.kind: link if link.size > 1 else link[0]})
                 tied[key] = c.where
             bases[base_key] = c.where
-        del per
 
 
 def free_and_fixed(feedme: Feedme, constraints: Sequence[Constraint] = ()) -> tuple[int, int]:
@@ -290,6 +276,3 @@ def free_and_fixed(feedme: Feedme, constraints: Sequence[Constraint] = ()) -> tu
     n_free = sum(1 for key, fit in given.items() if fit and key not in coupled)
     return n_free, len(given) - n_free
 
-
-def is_tied(prm) -> bool:
-    return isinstance(prm, Tied)

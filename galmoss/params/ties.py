@@ -60,12 +60,20 @@ class Tied(Parameter):
         self.link = link
         self.op = op
 
-    def value_from(self, base_value: torch.Tensor, link_value: torch.Tensor) -> torch.Tensor:
-        """Profile-unit value from the profile-unit values of the base and the link."""
-        base_user = self.base.units.to_user(base_value)
-        link_user = self.link.units.to_user(link_value)
+    def value_from(self, base_value: torch.Tensor, link_value: torch.Tensor, units=None) -> torch.Tensor:
+        """Profile-unit value from the profile-unit values of the base and the link.
+
+        ``units`` maps each parameter to the user-to-profile map of the slots it
+        fills (a position angle is in degrees in an angle slot); None: each
+        parameter's own map.
+        """
+        def unit(prm):
+            return units[prm] if units is not None and prm in units else prm.units
+
+        base_user = unit(self.base).to_user(base_value)
+        link_user = unit(self.link).to_user(link_value)
         user = base_user + link_user if self.op == "offset" else base_user * link_user
-        return self.units.to_profile(user)
+        return unit(self).to_profile(user)
 
     def __repr__(self) -> str:
         return f"gm.tie({self.base!r}, {self.op}={self.link!r})"
