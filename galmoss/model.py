@@ -271,7 +271,7 @@ class Model:
         for j, prm in enumerate(self.free):
             out[prm] = self.transforms[prm].forward(theta[:, j]).reshape(-1, 1, 1)
         for tied in self.ties:
-            out[tied] = tied.value_from(out[tied.base], out[tied.link])
+            out[tied] = tied.value_from(out[tied.base], out[tied.link], getattr(self, "units", None))
         return out
 
     def value_derivatives(self, theta: Tensor) -> Tensor:
