@@ -403,7 +403,10 @@ def plot_fit(
         peak = np.nanmax(np.abs(prof["model"])) if np.isfinite(prof["model"]).any() else 1.0
         # symlog: the outer annuli scatter around zero, which a log axis cannot show.
         ax.set_yscale("symlog", linthresh=float(noise) if noise > 0 else max(float(peak) * 1e-3, 1e-30))
-        ax.set_xscale("log") if prof["radius"].min() > 0 else ax.set_xscale("symlog", linthresh=1.0)
+        if prof["radius"].min() > 0:
+            ax.set_xscale("log")
+        else:  # a centre exactly on a pixel puts that pixel at r = 0
+            ax.set_xscale("symlog", linthresh=1.0)
         ax.legend(fontsize=7, loc="upper right")
     where = "circular annuli" if comp is None or (q == 1.0 and pa == 0.0) else f"elliptical annuli of {comp}: q={q:.2f}, PA={pa:.1f} deg"
     ax.set_title(f"mean intensity per pixel ({where})", fontsize=9)
@@ -415,7 +418,8 @@ def plot_fit(
     text.axis("off")
     lines = _text_lines(row, _parameter_names(row))
     text.text(0.0, 1.0, "\n".join(lines), va="top", ha="left", family="monospace",
-              fontsize=min(8.5, 300.0 / max(len(lines), 1)), transform=text.transAxes)
+              # the text axes are about 190 pt high: shrink the font so that long lists fit
+              fontsize=max(4.0, min(8.5, 150.0 / max(len(lines), 1))), transform=text.transAxes)
     if out is not None:
         target = Path(os.fspath(out))
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -254,10 +254,10 @@ def gallery_selection(table, per_criterion: int = 6, max_gallery: int = 40) -> l
     table
         A results table.
     per_criterion
-        At most this many rows per criterion.
+        At most this many rows per criterion (at least 1).
     max_gallery
         At most this many different galaxies over all criteria (criteria later
-        in the list get what is left).
+        in the list get what is left; 0 for none).
 
     Returns
     -------
@@ -267,6 +267,10 @@ def gallery_selection(table, per_criterion: int = 6, max_gallery: int = 40) -> l
         chi2 among them; a NaN chi2 counts as worst); ``"at a bound: <parameter>"``
         for every parameter the ``near_bound`` messages name.
     """
+    if not isinstance(per_criterion, (int, np.integer)) or per_criterion < 1:
+        raise ValueError(f"gallery per_criterion={per_criterion!r}; give a positive number of galaxies per criterion")
+    if not isinstance(max_gallery, (int, np.integer)) or max_gallery < 0:
+        raise ValueError(f"gallery max_gallery={max_gallery!r}; give the most galaxies to draw (0 for none)")
     n = len(table)
     red_name = _files.loss_columns(table.colnames)[1]
     red = _float_column(table, red_name) if red_name else np.full(n, np.nan)
