@@ -6,6 +6,8 @@
 
 The checks, each against an independent truth:
 
+* every parameter the profile holds is declared in its ``parameter_specs`` (a
+  misspelt key would silently fit the slot as an unbounded real number);
 * the image is finite (and non-negative, for profiles that promise it);
 * for elliptical profiles, the analytic integral used to turn a magnitude into an
   amplitude equals a numerical quadrature of the profile (relative 1e-6);
@@ -104,6 +106,12 @@ def check_profile(
     label = name or type(profile).__name__
     report = ProfileReport(label)
     profiles = {label: profile}
+    # a slot whose name is misspelt in parameter_specs would be fitted as a plain real number
+    undeclared = sorted(set(profile.parameters()) - set(profile.parameter_specs)) if profile.parameter_specs else []
+    assert not undeclared, (
+        f"{label}: parameter(s) {', '.join(undeclared)} have no entry in {type(profile).__name__}.parameter_specs "
+        f"(declared: {', '.join(profile.parameter_specs)}); a misspelt key makes the slot an unbounded real number"
+    )
     uses = parameter_uses(profiles)
     lengths = {prm.param_length for prm in uses} - {1}
     batch = lengths.pop() if lengths else 1

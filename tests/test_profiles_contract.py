@@ -49,7 +49,24 @@ def test_every_builtin_profile_is_checked():
 @pytest.mark.parametrize("name", sorted(PROFILES))
 def test_profile_contract_without_psf(name):
     report = check_profile(PROFILES[name](), shape=(48, 48), nonnegative=name != "sky", name=name)
-    assert report.measurements["float32_vs_float64"] < 1e-4
+    # every check ran (a check skipped by mistake would pass silently)
+    expected = {"float32_vs_float64", "batch_vs_alone_difference", "jvp_vs_finite_difference"}
+    if name != "sky":
+        expected |= {"most_negative_over_peak", "flux_integral_relative_error", "pa_plus_180_difference"}
+    assert expected <= set(report.measurements)
+
+
+def test_a_misspelt_spec_key_is_caught():
+    from galmoss.params import ParamSpec, Role
+
+    class _Typo(gm.lp.ExpDisk):
+        parameter_specs = {**{k: v for k, v in gm.lp.ExpDisk.parameter_specs.items() if k != "scale_l"},
+                           "scale_1": ParamSpec(Role.LENGTH)}
+
+    typo = _Typo(cen_x=gm.p(24.0), cen_y=gm.p(24.0), pa=gm.p(0.0), axis_r=gm.p(0.7), mag=gm.p(17.0), scale_l=gm.p(3.0))
+    typo.scale_1 = gm.p(3.0)  # so that nothing is "missing": only the undeclared scale_l remains
+    with pytest.raises(AssertionError, match=r"scale_l have no entry in _Typo.parameter_specs"):
+        check_profile(typo)
 
 
 @pytest.mark.parametrize("name", ["sersic", "ferrer", "moffat"])
