@@ -264,20 +264,26 @@ def run_galfit(
     out_dir = Path(output)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    gals = [load_galaxy(f, c) for f, c in parsed]
+    # group on the feedmes alone, then read each group's data a chunk at a time:
+    # memory holds one chunk's sections, never the whole catalogue's
     groups: dict[tuple, list[int]] = {}
-    for i, gal in enumerate(gals):
-        if gal.image is not None and not (gal.flags & Flag.fully_masked):
-            groups.setdefault(group_key(gal.feedme, gal.constraints), []).append(i)
-    rows: list[dict] = [dict() for _ in gals]
-    for g, (key, members) in enumerate(groups.items()):
+    for i, (feedme, cons) in enumerate(parsed):
+        groups.setdefault(group_key(feedme, cons), []).append(i)
+    rows: list[dict] = [dict() for _ in parsed]
+    chunk = max(4 * batch_size, 256)
+    for g, members in enumerate(groups.values()):
         log.info("group %d: %d feedmes, components %s", g, len(members),
-                 ", ".join(c.kind for c in gals[members[0]].feedme.components))
-        _run_group(g, [gals[i] for i in members], [rows[i] for i in members], batch_size, iteration, device, out_dir)
-    for gal, row in zip(gals, rows):
-        if not row:
-            row.update(_failed_row(gal, out_dir / "fit.log"))
-    table = _results_table(gals, rows)
+                 ", ".join(c.kind for c in parsed[members[0]][0].components))
+        for start in range(0, len(members), chunk):
+            part = members[start : start + chunk]
+            loaded = {i: load_galaxy(*parsed[i]) for i in part}
+            good = [i for i in part if loaded[i].image is not None and not (loaded[i].flags & Flag.fully_masked)]
+            for i in part:
+                if i not in good:
+                    rows[i].update(_failed_row(loaded[i], out_dir / "fit.log"))
+            if good:
+                _run_group(g, [loaded[i] for i in good], [rows[i] for i in good], batch_size, iteration, device, out_dir)
+    table = _results_table([f for f, _ in parsed], rows)
     from ..io.results import write_results
 
     write_results(table, out_dir)
@@ -445,12 +451,12 @@ def _write_outputs(g, gal: GalaxyInput, row, out: dict, n_free: int, n_fix: int,
         out[col + "_err"] = errors.get(key, math.nan) if free.get(key) else math.nan
 
 
-def _results_table(gals: list[GalaxyInput], rows: list[dict]):
+def _results_table(feedmes: list[Feedme], rows: list[dict]):
     from astropy.table import Table
 
     table = Table()
-    table["feedme"] = [str(g.feedme.path) for g in gals]
-    table["output"] = [str(g.feedme.output) for g in gals]
+    table["feedme"] = [str(f.path) for f in feedmes]
+    table["output"] = [str(f.output) for f in feedmes]
     table["restart"] = [r.get("restart", "") for r in rows]
     table["group"] = np.array([r.get("group", -1) for r in rows], dtype=np.int64)
     table["flag"] = np.array([r.get("flag", 0) for r in rows], dtype=np.int64)

@@ -54,6 +54,8 @@ class Tied(Parameter):
                 "gm.tie: the offset or ratio is in the user units of the base parameter; give it as a plain "
                 "gm.p (no M0, pix_scale, angle or log)"
             )
+        if getattr(base, "initial", None) is None or getattr(link, "initial", None) is None:
+            raise ValueError("gm.tie: the base and the offset/ratio need start values (gm.p(value, ...))")
         start = base.initial + link.initial if op == "offset" else base.initial * link.initial
         super().__init__(start, M0=base.M0, pix_scale=base.pix_scale, angle=base.angle, fit=False, name=name)
         self.base = base
