@@ -176,12 +176,16 @@ class Model:
         everything else keeps its start.
         """
         out = {prm: np.array(v, dtype=np.float64, copy=True) for prm, v in start.items()}
-        free_mags = {prm for pname, p in self.profiles.items() for slot, prm in p.parameters().items()
+        free_mags = {(pname, prm) for pname, p in self.profiles.items() for slot, prm in p.parameters().items()
                      if prm.fit and p.spec(slot).role is Role.MAGNITUDE}
         share = 1.0 / max(len(free_mags), 1)
+        # several components restart apart (galmoss.fitting.starts.component_rules), never equal
+        rules = start_rules(self.profiles)
+        rule_total = sum(rules[pname]["share"] for pname, _ in free_mags if pname in rules) or 1.0
         est = {key: np.array([e[key] for e in estimates]) for key in estimates[0]}
         done: set = set()
-        for profile in self.profiles.values():
+        for pname, profile in self.profiles.items():
+            rule = rules.get(pname)
             for slot, prm in profile.parameters().items():
                 if not prm.fit or prm in done:
                     continue
@@ -192,11 +196,15 @@ class Model:
                 elif spec.role is Role.ANGLE:
                     out[prm] = np.radians(est["pa"])
                 elif spec.role is Role.AXIS_RATIO:
-                    out[prm] = est["axis_r"].copy()
+                    out[prm] = est["axis_r"] ** (rule["q_power"] if rule else 1.0)
                 elif spec.role is Role.LENGTH:
-                    out[prm] = est["eff_r"] * LENGTH_FACTORS.get(slot, 1.0)
+                    size = rule["length"] if rule and rule["length"] > 0 else 1.0
+                    out[prm] = est["eff_r"] * LENGTH_FACTORS.get(slot, 1.0) * size
                 elif spec.role is Role.MAGNITUDE:
-                    out[prm] = -2.5 * np.log10(np.maximum(est["flux"] * share, 1e-30))
+                    part = rule["share"] / rule_total if rule else share
+                    out[prm] = -2.5 * np.log10(np.maximum(est["flux"] * part, 1e-30))
+                elif rule is not None and slot == "ser_n" and math.isfinite(rule["ser_n"]):
+                    out[prm] = np.full(len(estimates), rule["ser_n"])
                 elif spec.default is not None:
                     out[prm] = np.full(len(estimates), float(spec.default))
                 elif slot == "sky_bg":
@@ -336,6 +344,7 @@ class AutoStart(Parameter):
         *,
         like: Parameter | None = None,
         constant: float | None = None,
+        power: float = 1.0,
     ) -> None:
         if like is None:
             super().__init__(None, angle=angle)
@@ -349,6 +358,7 @@ class AutoStart(Parameter):
         self.share = share
         self.constant = constant
         self.like = like
+        self.power = power  # axis ratio of a component: the galaxy's q ** power (a bulge starts rounder)
 
     def start_from(self, estimate: dict) -> float:
         """The start value in profile units (pixels, radians, m - M0) given one galaxy's image estimates."""
@@ -358,13 +368,26 @@ class AutoStart(Parameter):
             return -2.5 * math.log10(max(estimate["flux"] * self.share, 1e-30))
         if self.kind == "pa":
             return math.radians(estimate["pa"])
+        if self.power != 1.0:
+            return estimate[self.kind] ** self.power * self.factor
         return estimate[self.kind] * self.factor
 
 
-def _auto_start(name: str, profile: LightProfile, slot: str, share: float, like: Parameter | None) -> Parameter:
-    """The parameter that fills ``slot`` of ``profile`` from the image (``like``: the user's gm.p without value)."""
+def _auto_start(
+    name: str, profile: LightProfile, slot: str, share: float, like: Parameter | None, rule: dict | None = None
+) -> Parameter:
+    """The parameter that fills ``slot`` of ``profile`` from the image (``like``: the user's gm.p without value).
+
+    ``rule`` (from :func:`galmoss.fitting.starts.component_rules`) sets this
+    component apart from the others of the model: its share of the flux, its
+    size, axis ratio and Sersic index relative to the whole galaxy's.
+    """
     spec = profile.spec(slot)
     role = spec.role
+    if rule is not None and slot == "ser_n" and math.isfinite(rule["ser_n"]):
+        if like is None:
+            return Parameter(rule["ser_n"], fit=spec.fit_default)
+        return AutoStart("default", like=like, constant=rule["ser_n"])
     if spec.default is not None:
         if like is None:
             return Parameter(spec.default, fit=spec.fit_default)
@@ -374,17 +397,50 @@ def _auto_start(name: str, profile: LightProfile, slot: str, share: float, like:
     if role is Role.ANGLE:
         return AutoStart("pa", angle=True, like=like)
     if role is Role.AXIS_RATIO:
-        return AutoStart("axis_r", like=like)
+        return AutoStart("axis_r", like=like, power=rule["q_power"] if rule else 1.0)
     if role is Role.LENGTH:
-        return AutoStart("eff_r", factor=LENGTH_FACTORS.get(slot, 1.0), like=like)
+        size = rule["length"] if rule and rule["length"] > 0 else 1.0
+        return AutoStart("eff_r", factor=LENGTH_FACTORS.get(slot, 1.0) * size, like=like)
     if role is Role.MAGNITUDE:
-        return AutoStart("flux", share=share, like=like)
+        return AutoStart("flux", share=rule["share"] if rule else share, like=like)
     if slot == "sky_bg":
         return AutoStart("sky", like=like)
     raise ValueError(
         f"profile {name!r} ({type(profile).__name__}) has no start value for {slot!r}, which cannot be started "
         f"from the image; give {slot}=gm.p(value, ...)"
     )
+
+
+def start_rules(profiles: Mapping[str, LightProfile]) -> dict[str, dict]:
+    """Per-component start rules when two or more luminous components leave starts out.
+
+    Components that start equal stay equal, so each gets a role (bulge, disk,
+    point, ... from its name, type and given Sersic index:
+    :func:`galmoss.fitting.starts.assign_roles`) and the role's rule; the
+    flux shares are renormalised over the components whose magnitude is
+    started from the image. ``{}`` for a single component.
+    """
+    from .fitting.starts import assign_roles, component_rules
+
+    luminous = {name: p for name, p in profiles.items() if any(p.spec(s).role is Role.MAGNITUDE for s in p.parameter_specs)}
+    if len(luminous) < 2:
+        return {}
+
+    def given_n(p: LightProfile) -> float | None:
+        prm = getattr(p, "ser_n", None) if "ser_n" in p.parameter_specs else None
+        if prm is None or not getattr(prm, "has_start", False):
+            return None
+        vals = np.asarray(prm.initial_values(), dtype=float).ravel()
+        return float(np.median(vals)) if vals.size else None
+
+    roles = assign_roles([(name, type(p).__name__, given_n(p)) for name, p in luminous.items()])
+    rules = component_rules(roles)
+    auto_mag = [name for name, p in luminous.items() for s in p.parameter_specs if p.spec(s).role is Role.MAGNITUDE
+                and (getattr(p, s, None) is None or not getattr(p, s).has_start)]
+    total = sum(rules[name]["share"] for name in auto_mag) or 1.0
+    for name in auto_mag:
+        rules[name] = {**rules[name], "share": rules[name]["share"] / total}
+    return rules
 
 
 def _with_auto_starts(profiles: Mapping[str, LightProfile]) -> dict[str, LightProfile]:
@@ -406,6 +462,7 @@ def _with_auto_starts(profiles: Mapping[str, LightProfile]) -> dict[str, LightPr
         for prm in [getattr(p, slot, None)]
     }
     share = 1.0 / max(len(magnitudes), 1)
+    rules = start_rules(profiles)
     replaced: dict[int, Parameter] = {}  # id(user's gm.p) -> its AutoStart, so sharing survives
     out: dict[str, LightProfile] = {}
     for name, profile in profiles.items():
@@ -415,12 +472,13 @@ def _with_auto_starts(profiles: Mapping[str, LightProfile]) -> dict[str, LightPr
             out[name] = profile
             continue
         filled = copy.copy(profile)
+        rule = rules.get(name)
         for slot in missing:
-            setattr(filled, slot, _auto_start(name, profile, slot, share, None))
+            setattr(filled, slot, _auto_start(name, profile, slot, share, None, rule))
         for slot in unstarted:
             like = getattr(profile, slot)
             if id(like) not in replaced:
-                replaced[id(like)] = _auto_start(name, profile, slot, share, like)
+                replaced[id(like)] = _auto_start(name, profile, slot, share, like, rule)
             setattr(filled, slot, replaced[id(like)])
         out[name] = filled
     return out

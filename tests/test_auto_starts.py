@@ -73,6 +73,7 @@ def test_a_parameter_that_cannot_be_started_from_the_image_is_named():
 
 # ---------------------------------------------------------------- batched starts (issue 8)
 from galmoss.fitting.starts import assign_roles, component_starts, estimate_starts  # noqa: E402
+from galmoss.flags import Flag  # noqa: E402
 from tests.helpers.neighbour_mocks import SKY, neighbour_mocks  # noqa: E402
 
 
@@ -170,3 +171,44 @@ def test_components_never_start_equal():
     assert two["d1"]["eff_r"][0] != pytest.approx(two["d2"]["eff_r"][0], rel=0.2)
     one = component_starts(est, {"g": "single"})
     assert one["g"]["eff_r"][0] == 10.0 and one["g"]["flux"][0] == 1000.0
+
+
+def test_seed_bulge_disk_without_starts_fits_two_different_components():
+    """The issue's case: the seed's bulge + disk with every start left out gave two equal components."""
+    from tests.helpers.galsim_mocks import GSPARAMS, galsim, psf_image
+
+    from galmoss.auto import quality_flags
+
+    psf = galsim.Moffat(beta=3.5, fwhm=3.5, gsparams=GSPARAMS)
+    psf_img = psf_image(psf, 25)
+    rng = np.random.default_rng(12)
+    shape, total, sigma = (64, 64), 4000.0, 0.05
+    truth_bt = np.array([0.3])
+    images, truths = [], []
+    for bt, pa in zip(truth_bt, (30.0,)):
+        bulge = galsim.Sersic(n=4, half_light_radius=2.5 * np.sqrt(0.85), flux=bt * total, gsparams=GSPARAMS)
+        bulge = bulge.shear(q=0.85, beta=(pa + 90) * galsim.degrees)
+        disk = galsim.Sersic(n=1, half_light_radius=7.0 * np.sqrt(0.5), flux=(1 - bt) * total, gsparams=GSPARAMS)
+        disk = disk.shear(q=0.5, beta=(pa + 90) * galsim.degrees)
+        clean = galsim.Convolve(bulge + disk, psf, gsparams=GSPARAMS).drawImage(nx=64, ny=64, scale=1.0).array + 0.1
+        truths.append(clean)
+        images.append(clean + rng.normal(0, sigma, shape))
+    images, truths = np.array(images), np.array(truths)
+    sigmas = np.full(images.shape, sigma)
+    xcen, ycen = gm.p(), gm.p()  # shared, started from the image
+    ds = gm.Dataset.from_arrays(images, sigmas, psf_img)
+    ds.define_profiles(bulge=gm.lp.Sersic(cen_x=xcen, cen_y=ycen), disk=gm.lp.Sersic(cen_x=xcen, cen_y=ycen),
+                       sky=gm.lp.Sky())
+    fitting = gm.Fitting(ds, batch_size=1, iteration=300, device="cpu", progress=False)
+    fitting.fit()
+    res = fitting.results
+    values = {c: np.asarray(res[c], dtype=float) for c in res.colnames if c.startswith(("bulge_", "disk_"))}
+    # the components are a compact n ~ 4 bulge and an extended n ~ 1 disk, not one thing twice
+    assert np.all(values["bulge_eff_r"] < 0.5 * values["disk_eff_r"])
+    flags, _ = quality_flags(np.asarray(res["reduced_chi2"]), np.asarray(res["dof"]), values, {}, shape)
+    assert not np.any(flags & Flag.components_merged)
+    flux_b, flux_d = 10 ** (-0.4 * values["bulge_mag"]), 10 ** (-0.4 * values["disk_mag"])
+    assert np.all(np.abs(flux_b / (flux_b + flux_d) - truth_bt) < 0.08)
+    # and the fit reaches the true chi2 level (the validation test of docs/validation.md)
+    chi2_true = (((images - truths) / sigmas) ** 2).sum(axis=(1, 2))
+    assert np.all(np.asarray(res["chi2"]) < chi2_true + 25)
