@@ -351,7 +351,7 @@ def plot_fit(
     # most of the drawing time, which matters in a report's gallery.
     width = max(2.6 * n_img, 10.0)
     fig = new_figure((width, 5.8), layout=None)
-    grid = fig.add_gridspec(2, n_img, height_ratios=[1.0, 1.1], left=0.5 / width, right=1 - 0.5 / width,
+    grid = fig.add_gridspec(2, n_img, height_ratios=[1.0, 1.1], left=0.8 / width, right=1 - 0.5 / width,
                             bottom=0.08, top=0.95, wspace=0.5, hspace=0.28)
     extent = (0.5, data.shape[1] + 0.5, 0.5, data.shape[0] + 0.5)  # 1-based pixel centres
     shown = data[used & np.isfinite(data)]
@@ -395,18 +395,18 @@ def plot_fit(
     profile_images = {"data": data, "model": model, **{ext.lower(): images[ext] for ext in comp_exts}}
     prof = radial_profile(radius, profile_images, used, sigma, n_bins)
     if prof["radius"].size:
-        ax.errorbar(prof["radius"], prof["data"], yerr=prof["data_err"], fmt="o", ms=3.5, color="black", label="data", zorder=3)
-        ax.plot(prof["radius"], prof["model"], "-", color="tab:red", lw=1.8, label="model")
+        # The central annulus (0-1 px) is drawn at 0.5 px: its mean radius is ~0
+        # when the centre falls on a pixel, which a log axis would stretch to.
+        r_plot = np.maximum(prof["radius"], 0.5)
+        ax.errorbar(r_plot, prof["data"], yerr=prof["data_err"], fmt="o", ms=3.5, color="black", label="data", zorder=3)
+        ax.plot(r_plot, prof["model"], "-", color="tab:red", lw=1.8, label="model")
         for name in (ext.lower() for ext in comp_exts):
-            ax.plot(prof["radius"], prof[name], "--", lw=1.1, label=name)
+            ax.plot(r_plot, prof[name], "--", lw=1.1, label=name)
         noise = np.nanmedian(prof["data_err"]) if np.isfinite(prof["data_err"]).any() else 0.0
         peak = np.nanmax(np.abs(prof["model"])) if np.isfinite(prof["model"]).any() else 1.0
         # symlog: the outer annuli scatter around zero, which a log axis cannot show.
         ax.set_yscale("symlog", linthresh=float(noise) if noise > 0 else max(float(peak) * 1e-3, 1e-30))
-        if prof["radius"].min() > 0:
-            ax.set_xscale("log")
-        else:  # a centre exactly on a pixel puts that pixel at r = 0
-            ax.set_xscale("symlog", linthresh=1.0)
+        ax.set_xscale("log")
         ax.legend(fontsize=7, loc="upper right")
     where = "circular annuli" if comp is None or (q == 1.0 and pa == 0.0) else f"elliptical annuli of {comp}: q={q:.2f}, PA={pa:.1f} deg"
     ax.set_title(f"mean intensity per pixel ({where})", fontsize=9)
