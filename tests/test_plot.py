@@ -183,6 +183,15 @@ def test_plot_from_the_csv_table_alone(run, tmp_path):
         gm.plot_fit(folder, "g0")  # no run.json and no image_blocks beside it
 
 
+def test_importing_galmoss_does_not_import_matplotlib():
+    import subprocess
+    import sys
+
+    code = "import sys, galmoss; print('matplotlib' in sys.modules, callable(galmoss.plot_fit))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["False", "True"], out.stderr[-2000:]
+
+
 def test_format_value_rounds_to_the_error():
     assert format_value(17.03124, 0.01234) == "17.031 ± 0.012"
     assert format_value(1234.4, 56.0) == "1234 ± 56"
