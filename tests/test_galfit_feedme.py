@@ -363,3 +363,52 @@ def test_king_and_ferrer_take_galfits_central_surface_brightness(cls, shape):
     total = central * q * 2 * math.pi * quad(lambda r: f(r) * r, 0, rmax, epsabs=0, epsrel=1e-12)[0]
     image = gm.render(prof, (24, 24), dtype=torch.float64)
     assert float(image.sum()) == pytest.approx(total, rel=1e-6)
+
+
+# ------------------------------------------------------------- reading the data
+def _image_feedme(tmp_path, **lines):
+    from astropy.io import fits
+
+    image = np.arange(30 * 40, dtype=np.float64).reshape(30, 40)  # value = 40 * (y - 1) + (x - 1)
+    fits.PrimaryHDU(image).writeto(tmp_path / "img.fits", overwrite=True)
+    control = {"A": "img.fits", "B": "out.fits", "C": "none", "D": "none", "F": "none", "H": "", "J": "25"}
+    control.update(lines)
+    text = "".join(f"{k}) {v}\n" for k, v in control.items()) + " 0) sky\n 1) 0 1\n"
+    path = tmp_path / "data.feedme"
+    path.write_text(text)
+    return parse_feedme(path)
+
+
+def test_section_and_ascii_mask_in_the_full_frame(tmp_path):
+    from galmoss.galfit import load_galaxy
+
+    (tmp_path / "bad.txt").write_text("# x y, 1-based, full frame\n12 7\n5 5\n")
+    gal = load_galaxy(_image_feedme(tmp_path, H="11 20 6 15", F="bad.txt"), [])
+    assert gal.image.shape == (10, 10) and gal.origin == (11, 6)
+    # the section's first pixel is the full frame's (11, 6)
+    assert gal.image[0, 0] == 40 * 5 + 10
+    # (12, 7) is inside the section at row 1, column 1; (5, 5) is outside it
+    assert gal.weight[1, 1] == 0 and gal.weight.sum() == 99
+    assert gal.flags & gm.flags.Flag.sigma_estimated
+
+
+@pytest.mark.parametrize("line, value, words", [
+    ("C", "nosigma.fits", "C) sigma image"), ("D", "nopsf.fits", "D) PSF"), ("F", "nomask.fits", "F) bad-pixel mask"),
+])
+def test_a_missing_file_flags_the_galaxy_and_names_it(tmp_path, line, value, words):
+    from galmoss.galfit import load_galaxy
+
+    gal = load_galaxy(_image_feedme(tmp_path, **{line: value}), [])
+    assert gal.image is None and gal.flags & gm.flags.Flag.read_error
+    message = "; ".join(gal.messages)
+    assert value in message and "does not exist" in message and words in message
+
+
+def test_restart_files_never_overwrite(tmp_path):
+    from galmoss.galfit.output import restart_path
+
+    block = tmp_path / "gal_block.fits"
+    first = restart_path(block)
+    assert first.name == "gal_block.galfit.01"
+    first.write_text("x")
+    assert restart_path(block).name == "gal_block.galfit.02"

@@ -124,6 +124,7 @@ __all__ = [
     "KingSB",
     "build_profiles",
     "galfit_sigma",
+    "load_galaxy",
     "parse_constraints",
     "parse_feedme",
     "read_galfit",
