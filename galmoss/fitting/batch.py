@@ -313,7 +313,10 @@ def fit_batch(model: Model, batch: Batch, settings: FitSettings) -> BatchResult:
     objective = _objective(model, batch, start, settings)
     theta0 = model.theta_from_values(start, dt, dev)
     everyone = torch.arange(len(batch), device=dev)
-    result = _optimise(model, objective, theta0, everyone, settings)
+    if model.n_free:
+        result = _optimise(model, objective, theta0, everyone, settings)
+    else:
+        result = _evaluate(objective, theta0, everyone)
     if settings.restarts and model.n_free:
         result = _restart_strays(model, objective, batch, start, estimates, result, settings)
     with torch.no_grad():
@@ -456,10 +459,11 @@ def _reorder(result: BatchResult, order: np.ndarray) -> BatchResult:
 
 
 def _estimates(batch: Batch) -> list[dict]:
-    from .starts import moment_estimates
+    """Image-based starts of every galaxy of the batch, in one vectorised pass (padding has weight 0)."""
+    from .starts import estimate_starts
 
-    return [moment_estimates(batch.image[i, :h, :w], batch.weight[i, :h, :w], batch.sigma[i, :h, :w])
-            for i, (h, w) in enumerate(batch.shapes)]
+    est = estimate_starts(batch.image, batch.weight, batch.sigma)
+    return [{k: float(v[i]) for k, v in est.items()} for i in range(len(batch))]
 
 
 def _check_starts(model: Model, batch: Batch, start: dict):
@@ -508,6 +512,16 @@ def _optimise(model: Model, objective: BatchObjective, theta0: Tensor, rows: Ten
     scales = torch.tensor([float(p.step_length) / 0.02 if p.step_length else 1.0 for p in model.free],
                           device=theta0.device, dtype=theta0.dtype)
     return adam(residuals, theta0, settings.adam, scales)
+
+
+def _evaluate(objective: BatchObjective, theta0: Tensor, rows: Tensor):
+    """A model with no free parameter is evaluated, not fitted (GALFIT's P) 1): its loss at the given values."""
+    from .lm import OptimizeResult, sum_of_squares
+
+    with torch.no_grad():
+        loss = sum_of_squares(objective.residuals(theta0, rows))
+    status = torch.where(torch.isfinite(loss), int(Status.EVALUATED), int(Status.NON_FINITE))
+    return OptimizeResult(theta0, loss, torch.zeros_like(rows), status.to(rows.device), None)
 
 
 def _near_bound(model: Model, theta: Tensor) -> list[list[str]]:

@@ -309,6 +309,13 @@ class Fitting:
             self.timing = {"fit_s": time.perf_counter() - t0, "galaxies": int(len(todo))}
             progress.close()
         fitted = positions[np.isfinite(store.loss[positions])]
+        if result_path is not None:
+            before = read_run_description(result_path)
+            timing = dict(before.get("timing") or {})
+            timing[_shard_label(shard)] = {"fit_s": round(self.timing["fit_s"], 3), "galaxies": len(todo),
+                                           "galaxies_per_s": round(len(todo) / max(self.timing["fit_s"], 1e-9), 3),
+                                           "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            write_run_description(result_path, {**description, "timing": timing}, self.dataset.names)
         log.info("fitted %d galaxies in %.1f s; %d with a result, %d flagged", len(todo), self.timing["fit_s"],
                  len(fitted), int(np.count_nonzero(store.flags[positions])))
         self._results = self._table(errors=False)
