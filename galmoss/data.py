@@ -80,6 +80,9 @@ class GalaxyData:
     psf: np.ndarray | None = None
     flags: int = 0
     messages: list[str] = field(default_factory=list)
+    #: pixels masked by the automatic mask (``auto_mask=True``), and the target's segment (H, W) bool
+    n_masked: int = 0
+    segment: np.ndarray | None = None
 
     @property
     def usable(self) -> bool:
@@ -154,6 +157,17 @@ class Dataset:
     gain
         Electrons per image unit, used only to estimate sigma when no sigma image
         is given (overrides the FITS header).
+    auto_mask
+        Mask every source but the target with photutils (:func:`galmoss.auto.auto_mask`:
+        detection, deblending, each neighbour grown in proportion to its size),
+        combined with any mask given; the target is the segment under the first
+        profile's start centre (the cutout centre when none is given). Without a
+        sigma image, sigma comes from the sky pixels it finds. Needs
+        ``pip install 'galmoss[auto]'``.
+    psf_fwhm
+        PSF FWHM in pixels (one, or one per galaxy) for galaxies without a PSF
+        image: a pixel-integrated Moffat (``psf_beta``) or Gaussian (``psf_kind``),
+        :func:`galmoss.auto.psf_from_fwhm`.
 
     Notes
     -----
@@ -178,6 +192,10 @@ class Dataset:
         mask_hdu=None,
         gain: float | None = None,
         region=None,
+        auto_mask: bool = False,
+        psf_fwhm=None,
+        psf_kind: str = "moffat",
+        psf_beta: float = 3.5,
         _pixels: str = "files",
     ) -> None:
         names = _as_list(galaxy_index, "galaxy_index", None, allow_none=False, paths=False)
@@ -203,6 +221,13 @@ class Dataset:
         self.result_path = None if result_path is None else Path(result_path)
         self.gain = _check_gain(gain)
         self.regions = _regions(region, n, self.names)
+        self.auto_mask = bool(auto_mask)
+        if self.auto_mask:
+            from .auto.segment import photutils_or_raise
+
+            photutils_or_raise()  # at construction, not galaxy by galaxy
+        self.psf_fwhm = _psf_fwhm(psf_fwhm, n)
+        self.psf_kind, self.psf_beta = psf_kind, float(psf_beta)
         self._arrays: dict[str, Sequence | None] | None = None
         self._image_set = None
         #: the catalogue the galaxies came from (image-set CATALOG, catalogue file), or None
@@ -237,6 +262,10 @@ class Dataset:
         img_block_path: PathLike | None = None,
         result_path: PathLike | None = None,
         gain: float | None = None,
+        auto_mask: bool = False,
+        psf_fwhm=None,
+        psf_kind: str = "moffat",
+        psf_beta: float = 3.5,
     ) -> "Dataset":
         """A dataset from numpy arrays or torch tensors.
 
@@ -250,6 +279,8 @@ class Dataset:
             (h, w) for all galaxies, (N, h, w), or a list of (h_i, w_i).
         galaxy_index
             Names (default ``"0"``, ``"1"``, ...).
+        auto_mask, psf_fwhm, psf_kind, psf_beta
+            As for :class:`Dataset`.
 
         Notes
         -----
@@ -261,7 +292,7 @@ class Dataset:
         n = len(imgs)
         names = [str(i) for i in range(n)] if galaxy_index is None else _as_names(galaxy_index, n)
         obj = cls(names, None, mask_index=mask_index, img_block_path=img_block_path, result_path=result_path, gain=gain,
-                  _pixels="arrays")
+                  auto_mask=auto_mask, psf_fwhm=psf_fwhm, psf_kind=psf_kind, psf_beta=psf_beta, _pixels="arrays")
         shared_psf = psfs is not None and not isinstance(psfs, (list, tuple)) and np.ndim(psfs) == 2
         obj._arrays = {
             "image": imgs,
@@ -475,6 +506,11 @@ class Dataset:
             image = gal.image = image[cut]
             sigma = None if sigma is None else sigma[cut]
             mask = None if mask is None else mask[cut]
+        if psf is None and self.psf_fwhm[position] is not None:
+            from .auto.psf import psf_from_fwhm
+
+            psf = psf_from_fwhm(self.psf_fwhm[position], kind=self.psf_kind, beta=self.psf_beta)[0]
+            gal.messages.append(f"PSF: a {self.psf_kind} of FWHM {self.psf_fwhm[position]:g} px (psf_fwhm)")
         if psf is not None:
             if not (np.all(np.isfinite(psf)) and np.any(psf > 0) and psf.sum() > 0):
                 gal.flags |= Flag.bad_psf
@@ -510,6 +546,24 @@ class Dataset:
                 )
                 return gal
             weight[(mask != 0) & (mask != target if target is not None else True)] = 0.0
+        if self.auto_mask:
+            from .auto.segment import auto_mask
+
+            found = auto_mask(image, weight, sigma, start_xy=self._start_xy(position))
+            weight = found.weight.copy()
+            gal.flags |= found.flags
+            gal.messages.append(found.message)
+            gal.n_masked, gal.segment = found.n_masked, found.target
+            if sigma is None and np.isfinite(found.sky_sigma) and found.sky_sigma > 0:
+                # the sky pixels with every source left out: the sigma a clip over the
+                # whole cutout overestimates (it sees the galaxies' wings)
+                variance = np.full(image.shape, found.sky_sigma**2)
+                gain = self._gain(header)
+                if gain is not None and gain > 0:
+                    variance = variance + np.clip(np.nan_to_num(image - found.sky), 0.0, None) / gain
+                sigma = np.sqrt(variance)
+                gal.flags |= Flag.sigma_estimated
+                gal.messages.append(f"sigma {found.sky_sigma:.4g} from the sky pixels (auto mask; no sigma image given)")
         if sigma is None:
             sigma = estimate_sigma(image, weight, self._gain(header))
             gal.flags |= Flag.sigma_estimated
@@ -535,6 +589,21 @@ class Dataset:
         return gal
 
     # ------------------------------------------------------------- internals
+    def _start_xy(self, position: int) -> tuple[float, float] | None:
+        """The first profile's start centre (1-based pixels) for galaxy ``position``, or None."""
+        for profile in self.profiles.values():
+            cx, cy = getattr(profile, "cen_x", None), getattr(profile, "cen_y", None)
+            if cx is None or cy is None or not (getattr(cx, "has_start", False) and getattr(cy, "has_start", False)):
+                continue
+            try:
+                xs, ys = np.ravel(cx.initial_values()), np.ravel(cy.initial_values())
+                x = float(xs[position] if xs.size > 1 else xs[0])
+                y = float(ys[position] if ys.size > 1 else ys[0])
+            except (TypeError, ValueError, IndexError, AttributeError):
+                return None
+            return (x, y) if np.isfinite(x) and np.isfinite(y) else None
+        return None
+
     def _source(self, what: str, position: int) -> str:
         paths = getattr(self, f"{what}_paths")
         if paths[position] is not None:
@@ -600,6 +669,25 @@ def estimate_sigma(image: np.ndarray, weight: np.ndarray, gain: float | None) ->
     if gain is not None and gain > 0:
         variance = variance + np.clip(np.nan_to_num(image - sky), 0.0, None) / gain
     return np.sqrt(variance)
+
+
+def _psf_fwhm(psf_fwhm, n: int) -> list:
+    """One PSF FWHM (px) or None per galaxy, checked."""
+    if psf_fwhm is None:
+        return [None] * n
+    values = [psf_fwhm] * n if np.isscalar(psf_fwhm) else list(np.ravel(psf_fwhm))
+    if len(values) != n:
+        raise ValueError(f"Dataset: psf_fwhm has {len(values)} entries for {n} galaxies; give one or one per galaxy")
+    out = []
+    for i, v in enumerate(values):
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            out.append(None)
+            continue
+        v = float(v)
+        if not (np.isfinite(v) and v > 0):
+            raise ValueError(f"Dataset: psf_fwhm of galaxy {i} is {v}; give a FWHM in pixels > 0 (or None)")
+        out.append(v)
+    return out
 
 
 def _describe(exc: Exception) -> str:
