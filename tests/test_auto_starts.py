@@ -212,3 +212,14 @@ def test_seed_bulge_disk_without_starts_fits_two_different_components():
     # and the fit reaches the true chi2 level (the validation test of docs/validation.md)
     chi2_true = (((images - truths) / sigmas) ** 2).sum(axis=(1, 2))
     assert np.all(np.asarray(res["chi2"]) < chi2_true + 25)
+
+
+def test_a_galaxy_without_a_segment_is_detected_as_if_none_were_given(clean):
+    weights = np.isfinite(clean.images[:3]).astype(float)
+    plain = estimate_starts(clean.images[:3], weights)
+    segments = np.zeros(clean.images[:3].shape, dtype=int)
+    segments[0, 40:56, 40:56] = 1  # one galaxy with a (crude) segment, two without
+    mixed = estimate_starts(clean.images[:3], weights, segments=segments)
+    for key in ("cen_x", "cen_y", "eff_r", "flux", "sky"):
+        assert np.allclose(mixed[key][1:], plain[key][1:], rtol=1e-12), key
+    assert mixed["detected"].all()

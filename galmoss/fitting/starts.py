@@ -171,7 +171,8 @@ def estimate_starts(
         that callers pass what a batch holds (and a later weighting can use it).
     segments
         Same shape, or None: non-zero on the target's pixels (e.g.
-        ``AutoMaskResult.target``). None: the target is detected here.
+        ``AutoMaskResult.target``, ``GalaxyData.segment``). None, or a galaxy
+        whose segment is all zero: the target is detected here.
 
     Returns
     -------
@@ -194,18 +195,18 @@ def estimate_starts(
     data = np.where(used, images, 0.0)
     enough = used.reshape(b, -1).sum(axis=1) >= 10
 
-    if segments is not None:
-        target = np.broadcast_to(np.asarray(segments), images.shape) != 0
-        target = target & used
-        sky_pixels = used & ~target
-        # a target covering the whole cutout leaves no sky: fall back to all pixels
-        sky_pixels = np.where((sky_pixels.reshape(b, -1).sum(1) >= 10)[:, None, None], sky_pixels, used)
-        sky, _ = _batched_sky(data, sky_pixels)
-        light = np.where(used, data - sky[:, None, None], 0.0)
-    else:
-        sky, raw_noise = _batched_sky(data, used)
-        light = np.where(used, data - sky[:, None, None], 0.0)
-        target = _detect(light, used, raw_noise)
+    given = np.zeros((b, h, w), dtype=bool) if segments is None else (
+        np.broadcast_to(np.asarray(segments), images.shape) != 0) & used
+    has_segment = given.reshape(b, -1).any(axis=1)
+    # the sky: outside the segment where there is one (a segment covering the
+    # whole cutout leaves no sky: then all pixels), all pixels elsewhere
+    sky_pixels = np.where(has_segment[:, None, None], used & ~given, used)
+    sky_pixels = np.where((sky_pixels.reshape(b, -1).sum(1) >= 10)[:, None, None], sky_pixels, used)
+    sky, raw_noise = _batched_sky(data, sky_pixels)
+    light = np.where(used, data - sky[:, None, None], 0.0)
+    target = given
+    if not has_segment.all():  # galaxies without a segment: detect the target here
+        target = np.where(has_segment[:, None, None], given, _detect(light, used, raw_noise))
     target &= enough[:, None, None]
 
     yy, xx = np.mgrid[1 : h + 1, 1 : w + 1].astype(float)
