@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -145,13 +146,13 @@ def clipped_sigma(values: np.ndarray, nsigma: float = 3.0) -> tuple[float, float
     return float(median), float(std) / _clip_factor(nsigma)
 
 
+@lru_cache(maxsize=8)
 def _clip_factor(k: float) -> float:
-    from scipy.stats import norm
-
     c = 1.0
     for _ in range(100):
         t = k * c
-        c = math.sqrt(1.0 - 2.0 * t * norm.pdf(t) / (2.0 * norm.cdf(t) - 1.0))
+        pdf = math.exp(-0.5 * t * t) / math.sqrt(2.0 * math.pi)
+        c = math.sqrt(1.0 - 2.0 * t * pdf / math.erf(t / math.sqrt(2.0)))  # 2 Phi(t) - 1 = erf(t / sqrt 2)
     return c
 
 
