@@ -114,3 +114,21 @@ def test_missing_photutils_names_the_extra(monkeypatch):
 def test_bad_shapes_are_named():
     with pytest.raises(ValueError, match="weight has shape"):
         auto_mask(np.zeros((32, 32)), np.ones((31, 32)))
+
+
+def test_a_faint_target_on_a_bright_stars_halo_keeps_its_own_segment():
+    from tests.helpers.galsim_mocks import GSPARAMS, galsim
+
+    psf = galsim.Moffat(beta=2.5, fwhm=3.5, gsparams=GSPARAMS)  # broad wings
+    shape = (96, 96)
+    galaxy = galsim.Sersic(n=1.0, half_light_radius=4.0, flux=500.0, gsparams=GSPARAMS)
+    star = galsim.DeltaFunction(flux=20 * 500.0).shift(14.0, 5.0)  # 20 times brighter, 15 px away
+    clean = galsim.Convolve(galaxy + star, psf, gsparams=GSPARAMS).drawImage(nx=96, ny=96, scale=1.0).array
+    image = clean + np.random.default_rng(9).normal(0, 0.05, shape)
+    res = auto_mask(image)
+    assert res.flags == 0
+    assert res.target[47, 47]  # the cutout centre (48.5, 48.5) is the galaxy's
+    assert abs(res.properties["x"] - 48.5) < 1.0 and abs(res.properties["y"] - 48.5) < 1.0
+    star_x, star_y = 48.5 + 14.0, 48.5 + 5.0
+    assert res.mask[int(star_y) - 1, int(star_x) - 1]  # the star is masked
+    assert any(np.hypot(nb["x"] - star_x, nb["y"] - star_y) < 1.5 and nb["flux_ratio"] > 5 for nb in res.neighbours)
