@@ -27,14 +27,11 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
+from hypothesis import HealthCheck, given, settings  # in the test extra: never skipped silently
+from hypothesis import strategies as st
 
 import galmoss as gm
-
-hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
 NAMES = ["g0", "../../escape", "/abs/olute", "results", "a b", "ü-ñ", "x" * 300, "CON", ".", "g0.fits"]
 
