@@ -18,7 +18,7 @@ def test_codes_are_pinned_and_carry_their_message():
     # the codes are stored in results files: renumbering one breaks old files
     pinned = {
         "RUNNING": 0, "CONVERGED_FTOL": 1, "CONVERGED_XTOL": 2, "CONVERGED_GTOL": 3, "MAX_ITERATIONS": 4,
-        "NON_FINITE": 5, "STALLED": 6, "CONVERGED_PATIENCE": 7, "EVALUATED": 8,
+        "NON_FINITE": 5, "STALLED": 6, "CONVERGED_PATIENCE": 7, "EVALUATED": 8, "NOT_FITTED": 9,
     }
     assert {s.name: int(s) for s in Status} == pinned
     assert all(s.message and s.message != s.name for s in Status)
@@ -33,8 +33,8 @@ def test_is_converged_on_ints_arrays_and_tensors():
     assert CONVERGED == {Status.CONVERGED_FTOL, Status.CONVERGED_XTOL, Status.CONVERGED_GTOL,
                          Status.CONVERGED_PATIENCE, Status.EVALUATED}
     assert is_converged(1) and is_converged(Status.CONVERGED_PATIENCE) and not is_converged(Status.STALLED)
-    codes = np.arange(9)
-    expected = np.array([False, True, True, True, False, False, False, True, True])
+    codes = np.arange(10)
+    expected = np.array([False, True, True, True, False, False, False, True, True, False])
     np.testing.assert_array_equal(is_converged(codes), expected)
     np.testing.assert_array_equal(is_converged(torch.as_tensor(codes)).numpy(), expected)
     assert Status.CONVERGED_XTOL.converged and not Status.NON_FINITE.converged
