@@ -73,7 +73,7 @@ def test_parts_are_written_per_batch_and_resume_gives_the_uninterrupted_files(tm
     for extra in kept[1:]:
         extra.unlink()
     (half / "results.fits").unlink()
-    (half / "parts" / "part-0of1-000099-deadbeef.parquet").write_bytes(b"PAR1 cut short by a kill")
+    (half / "parts" / "part-0of1-99999999999999999-000099-deadbeef.parquet").write_bytes(b"PAR1 cut short by a kill")
     resumed = gm.Dataset.from_arrays(images, sigmas, PSF, result_path=half)
     fitting, table = _fit(resumed, 10, resume=True)
     assert fitting.timing["galaxies"] == 6  # only the galaxies of the lost parts were fitted again
@@ -140,7 +140,7 @@ def test_shards_collate_to_the_single_run_and_doubles_are_reported(tmp_path, cap
         err = np.asarray(reference[f"{col}_err"])
         assert np.all(np.abs(merged[col] - reference[col]) <= 0.05 * err + 1e-12), col
         np.testing.assert_allclose(merged[f"{col}_err"], err, rtol=5e-2, atol=1e-12, err_msg=col)
-    # the same shard run twice: collate keeps one row per galaxy and says which were doubled
+    # the same shard run twice: collate keeps the newest row per galaxy and says which were doubled
     ds = gm.Dataset.from_arrays(images, sigmas, PSF, result_path=tmp_path / "shards")
     ds.define_profiles(sersic=_sersic(9))
     gm.Fitting(ds, batch_size=4, iteration=60, device="cpu", progress=False).fit(shard=(2, 3))

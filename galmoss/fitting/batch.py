@@ -341,6 +341,9 @@ def fit_batch(model: Model, batch: Batch, settings: FitSettings) -> BatchResult:
             messages[i].append("a parameter ended within 0.1% of its bound: " + ", ".join(near[i]))
         if finite[i] and dof[i] <= 0:
             flags[i] |= int(Flag.no_dof)
+    if model.n_free:
+        _quality(model, start, reported, loss, dof, finite, tuple(batch.image.shape[1:]), flags, messages,
+                 settings.likelihood == "chi2")
     theta = result.theta.double().cpu().numpy()
     theta[~finite] = np.nan
     for col in reported.values():
@@ -514,6 +517,27 @@ def _optimise(model: Model, objective: BatchObjective, theta0: Tensor, rows: Ten
     return adam(residuals, theta0, settings.adam, scales)
 
 
+def _quality(model: Model, start: dict, reported: dict, loss, dof, finite, shape, flags, messages, chi2: bool) -> None:
+    """Flags that never hide a bad fit (:func:`galmoss.auto.quality.quality_flags`), ORed into ``flags``."""
+    from ..auto.quality import quality_flags
+
+    with torch.no_grad():
+        start_tensors = {prm: torch.as_tensor(np.asarray(v, dtype=np.float64)).reshape(-1, 1, 1)
+                         for prm, v in start.items()}
+        start_rep = {k: v.double().numpy() for k, v in model.report(start_tensors).items()}
+    free = {c.name for c in model.columns if c.parameter.fit}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        reduced = np.where(finite & (dof > 0) & chi2, loss / np.maximum(dof, 1), np.nan)
+    scales = {c.name: c.parameter.pix_scale for c in model.columns if c.parameter.pix_scale is not None}
+    q_flags, q_messages = quality_flags(
+        reduced, dof, reported, {k: v for k, v in start_rep.items() if k in free}, shape,
+        pixel_scale=scales or None, components={c.name: c.profile for c in model.columns},
+    )
+    for i in np.flatnonzero(finite & (q_flags != 0)):
+        flags[i] |= int(q_flags[i])
+        messages[i].append(q_messages[i])
+
+
 def _evaluate(objective: BatchObjective, theta0: Tensor, rows: Tensor):
     """A model with no free parameter is evaluated, not fitted (GALFIT's P) 1): its loss at the given values."""
     from .lm import OptimizeResult, sum_of_squares
@@ -525,23 +549,10 @@ def _evaluate(objective: BatchObjective, theta0: Tensor, rows: Tensor):
 
 
 def _near_bound(model: Model, theta: Tensor) -> list[list[str]]:
-    """Free parameters within 0.1 % of a bound, judged in the space that is fitted."""
+    """Free parameters within 0.1 % of a bound, judged in the space that is fitted (:meth:`Model.near_bound`)."""
     names = model.free_names()
-    out: list[list[str]] = [[] for _ in range(theta.shape[0])]
-    for j, prm in enumerate(model.free):
-        t = model.transforms[prm]
-        judge = getattr(t, "near_bound", None)
-        if judge is not None:
-            close = judge(theta[:, j].double()).cpu().numpy()
-        else:
-            lo, hi = t.lower, t.upper
-            if not (math.isfinite(lo) and math.isfinite(hi)):
-                continue
-            v = t.forward(theta[:, j].double()).cpu().numpy()
-            close = (v - lo < 1e-3 * (hi - lo)) | (hi - v < 1e-3 * (hi - lo))
-        for i in np.flatnonzero(close):
-            out[i].append(names[j])
-    return out
+    close = model.near_bound(theta).cpu().numpy()
+    return [[names[j] for j in np.flatnonzero(row)] for row in close]
 
 
 def _strays(model: Model, result, shape) -> np.ndarray:

@@ -12,7 +12,8 @@ In FITS these are extensions named by EXTNAME (CATALOG a binary table); in HDF5,
 datasets at the file's root (CATALOG a compound dataset, or a group of
 one-dimensional datasets, one per column).
 
-Planes are read through a memory map (FITS) or an h5py dataset slice (HDF5), so
+Planes are read one at a time (astropy's ``section``, a seek and a read, for FITS;
+an h5py dataset slice for HDF5), so
 a dataset of 10^6 cutouts costs memory only for the galaxies being read. The
 file is opened lazily in each process, which keeps an :class:`ImageSet`
 picklable (dask workers reopen it).
@@ -111,7 +112,10 @@ class ImageSet:
             else:
                 from astropy.io import fits
 
-                self._open = fits.open(self.path, memmap=True, lazy_load_hdus=True)
+                # no memory map: .section reads one plane with a seek, so pages of
+                # planes already fitted never stay resident (a memory map would keep
+                # them in the process's RSS until the file is closed)
+                self._open = fits.open(self.path, memmap=False, lazy_load_hdus=True)
         return self._open
 
     def close(self) -> None:
@@ -155,8 +159,11 @@ class ImageSet:
                 data = handle[plane]
                 arr = data[()] if (plane == "PSF" and data.ndim == 2) else data[index]
             else:
-                data = handle[plane].data  # memory-mapped; BSCALE/BZERO applied by astropy on access
-                arr = data if (plane == "PSF" and data.ndim == 2) else data[index]
+                hdu = handle[plane]
+                if plane == "PSF" and hdu.header.get("NAXIS") == 2:
+                    arr = hdu.data
+                else:
+                    arr = hdu.section[index]  # BSCALE/BZERO applied by astropy
             return np.array(arr, dtype=np.float64)  # native byte order, a private copy of one plane
 
     def catalog(self) -> Table | None:

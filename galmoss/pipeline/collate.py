@@ -2,9 +2,8 @@
 
 Shards of one run (``fit(shard=(k, n))``, ``galmoss fit JOB --shard k/n``) write
 Parquet parts into one result folder. Collating reads every complete part, keeps
-one row per galaxy (the first found, in part-name order, when a galaxy was
-fitted twice: two shards given the same part, or a resumed run), puts the rows
-in input order, writes ``results.fits`` / ``results.csv`` and reports which
+one row per galaxy (the newest fit, when a galaxy was fitted twice: two shards
+given the same part, or a shard run again), puts the rows in input order, writes ``results.fits`` / ``results.csv`` and reports which
 galaxies are missing, which were fitted more than once, and which parts could
 not be read.
 """
@@ -42,7 +41,7 @@ class CollateReport:
         if self.missing:
             lines.append(f"{len(self.missing)} galaxies have no result yet: {names(self.missing)}")
         if self.doubled:
-            lines.append(f"{len(self.doubled)} galaxies fitted more than once (the first result kept): "
+            lines.append(f"{len(self.doubled)} galaxies fitted more than once (the newest result kept): "
                          f"{names(self.doubled)}")
         if self.unreadable:
             lines.append(f"{len(self.unreadable)} parts could not be read (their galaxies count as missing): "
@@ -74,8 +73,10 @@ def collate(folder, *, write: bool = True) -> CollateReport:
     if rows:
         pos = rows["position"].astype(np.int64)
         counts = np.bincount(pos, minlength=n)
-        _, first = np.unique(pos, return_index=True)
-        order = first[np.argsort(pos[first])]
+        # rows come oldest run first: a galaxy fitted twice keeps its newest row
+        _, last = np.unique(pos[::-1], return_index=True)
+        last = len(pos) - 1 - last
+        order = last[np.argsort(pos[last])]
     else:
         pos = np.zeros(0, dtype=np.int64)
         counts = np.zeros(n, dtype=np.int64)

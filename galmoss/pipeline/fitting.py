@@ -31,6 +31,8 @@ import dataclasses
 import logging
 import os
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -130,7 +132,8 @@ class Fitting:
         Where and in what precision to compute (default: CUDA if present, else CPU;
         float32). Strings (``"cuda"``, ``"float64"``) are accepted.
     render_settings
-        Accuracy settings of the renderer.
+        Accuracy settings of the renderer (default: the dataset's own, e.g. a GALFIT
+        feedme's PSF oversampling, else :class:`~galmoss.RenderSettings()`).
     lm_settings, adam_settings
         Tolerances of the optimisers.
     jacobian_chunk
@@ -161,7 +164,7 @@ class Fitting:
         device=None,
         dtype: torch.dtype | str | None = None,
         *,
-        render_settings: RenderSettings = RenderSettings(),
+        render_settings: RenderSettings | None = None,
         lm_settings: LMSettings | None = None,
         adam_settings: AdamSettings | None = None,
         jacobian_chunk: int | None = None,
@@ -199,6 +202,8 @@ class Fitting:
         self.likelihood = get_likelihood(likelihood)
         self.device = _device(device)
         self.dtype = _dtype(dtype)
+        if render_settings is None:
+            render_settings = getattr(dataset, "render_settings", None) or RenderSettings()
         self.render_settings = render_settings
         self.lm_settings = dataclasses.replace(base_lm, max_iterations=iteration)
         self.adam_settings = dataclasses.replace(base_adam, max_iterations=iteration)
@@ -260,7 +265,7 @@ class Fitting:
         shard = _check_shard(shard)
         if resume and self.dataset.result_path is None:
             raise ValueError("Fitting.fit(resume=True) needs the dataset's result_path (where the parts are)")
-        self.model = model = Model(self.dataset.profiles, auto_starts=True)
+        self.model = model = Model(self.dataset.profiles, auto_starts=True, dtype=self.dtype)
         model.check_galaxies(len(self.dataset))
         n = len(self.dataset)
         positions = shard_positions(n, shard)
@@ -284,30 +289,42 @@ class Fitting:
         settings = self.settings(covariance=True)
         progress = Progress(len(positions), self.progress)
         progress.update(int(store.done[positions].sum()))
-        write_failure: OutputError | None = None
+        write_failures: list[OutputError] = []
+
+        def sink(batch, result) -> None:
+            """Blocks, then the part (which carries the blocks' flags); runs in the writer thread."""
+            if block_writer is not None and batch is not None:
+                block_writer.write(batch, result, store)
+            if part_writer is not None and not write_failures:
+                try:
+                    part_writer.write(_with_store_flags(result, store), [store.image_block[p] for p in result.positions])
+                except OutputError as exc:
+                    write_failures.append(exc)
+                    log.error("%s; the run goes on and keeps every fit in memory", exc)
+
         log.info("fitting %d galaxies (%d already done) on %s, batches of %d, %s likelihood%s",
                  len(todo), len(positions) - len(todo), self.device, self.batch_size, self.likelihood.name,
                  f", shard {shard[0]}/{shard[1]}" if shard else "")
         t0 = time.perf_counter()
+        # writing overlaps with the next batch's fit (one writer thread keeps parts in order);
+        # at most a few batches wait to be written, so memory stays bounded
+        pending: deque = deque()
         try:
-            for batch, result in iterate_results(self.dataset, model, settings, todo, self.batch_size,
-                                                 read_workers=self.read_workers, pad=self.pad_shapes,
-                                                 client=self.client):
-                store.add(result)
-                # ---- sinks, outside the fault barrier: a failed write never erases a fit
-                if block_writer is not None and batch is not None:
-                    block_writer.write(batch, result, store)
-                if part_writer is not None and write_failure is None:
-                    try:
-                        part_writer.write(_with_store_flags(result, store),
-                                          [store.image_block[p] for p in result.positions])
-                    except OutputError as exc:
-                        write_failure = exc
-                        log.error("%s; the run goes on and keeps every fit in memory", exc)
-                progress.update(len(result))
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="galmoss-write") as writer:
+                for batch, result in iterate_results(self.dataset, model, settings, todo, self.batch_size,
+                                                     read_workers=self.read_workers, pad=self.pad_shapes,
+                                                     client=self.client):
+                    store.add(result)
+                    pending.append(writer.submit(sink, batch, result))
+                    while len(pending) > 2:
+                        pending.popleft().result()
+                    progress.update(len(result))
+                while pending:
+                    pending.popleft().result()
         finally:
             self.timing = {"fit_s": time.perf_counter() - t0, "galaxies": int(len(todo))}
             progress.close()
+        write_failure = write_failures[0] if write_failures else None
         fitted = positions[np.isfinite(store.loss[positions])]
         if result_path is not None:
             before = read_run_description(result_path)
@@ -420,8 +437,9 @@ class Fitting:
             log.warning("resume: %d rows in the parts do not match this dataset's galaxies; they are ignored",
                         int((~ok).sum()))
         idx = np.flatnonzero(ok)
-        _, first = np.unique(pos[idx], return_index=True)
-        idx = idx[first]
+        # a galaxy fitted more than once: the newest row (rows come oldest run first)
+        _, last = np.unique(pos[idx][::-1], return_index=True)
+        idx = idx[::-1][last]
         result = _result_from_rows(store, rows, idx)
         store.add(result)
         for i, p in zip(idx, pos[idx]):

@@ -1,6 +1,7 @@
 """Result parts: each finished batch's rows, one Parquet file each, written atomically.
 
-A run with ``result_path`` writes ``<result_path>/parts/part-<shard>-<seq>-<token>.parquet``
+A run with ``result_path`` writes ``<result_path>/parts/part-<shard>-<run>-<seq>-<token>.parquet``
+(``<run>`` the run's start time in microseconds, so later runs sort later)
 after every batch, through a temporary file and ``os.replace``: a killed run
 leaves complete parts (and perhaps a hidden ``.part-*.tmp`` that is ignored),
 never a truncated part. A part that cannot be read (cut short by a disk that
@@ -21,6 +22,7 @@ import logging
 import os
 import re
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +36,7 @@ log = logging.getLogger("galmoss")
 __all__ = ["PartWriter", "PartsRead", "read_parts"]
 
 PARTS_FOLDER = "parts"
-_PART = re.compile(r"^part-[A-Za-z0-9_]+-\d+-[0-9a-f]+\.parquet$")
+_PART = re.compile(r"^part-(?P<shard>[A-Za-z0-9_]+)-(?P<run>\d+)-(?P<seq>\d+)-[0-9a-f]+\.parquet$")
 
 
 def _pyarrow():
@@ -64,6 +66,7 @@ class PartWriter:
         self.folder = Path(folder) / PARTS_FOLDER
         self.columns = columns
         self.shard = shard
+        self.run = time.time_ns() // 1000
         self.seq = 0
         self.folder.mkdir(parents=True, exist_ok=True)
 
@@ -95,7 +98,7 @@ class PartWriter:
             cov = [[] for _ in range(len(result))]
         data["covariance"] = pa.array(cov, type=pa.list_(pa.float64()))
         table = pa.table(data)
-        name = f"part-{self.shard}-{self.seq:06d}-{secrets.token_hex(4)}.parquet"
+        name = f"part-{self.shard}-{self.run:017d}-{self.seq:06d}-{secrets.token_hex(4)}.parquet"
         target = self.folder / name
         tmp = self.folder / f".{name}.tmp"
         try:
@@ -122,14 +125,18 @@ class PartsRead:
 
 
 def read_parts(folder: Path, columns: list[str] | None = None) -> PartsRead:
-    """Read every complete part under ``<folder>/parts``.
+    """Read every complete part under ``<folder>/parts``, oldest run first.
 
+    Rows come in the order the runs wrote them (run start time, then batch), so
+    where a galaxy was fitted more than once the LAST row is the newest fit.
     Parts that do not read (truncated, not Parquet, wrong columns) are listed in
     ``unreadable`` and skipped: their galaxies count as not fitted.
     """
     pa, pq = _pyarrow()
     parts_dir = Path(folder) / PARTS_FOLDER
-    files = sorted(p for p in parts_dir.glob("part-*.parquet") if _PART.match(p.name)) if parts_dir.is_dir() else []
+    found = [(_PART.match(p.name), p) for p in parts_dir.glob("part-*.parquet")] if parts_dir.is_dir() else []
+    files = [p for m, p in sorted(((m, p) for m, p in found if m),
+                                  key=lambda mp: (int(mp[0]["run"]), mp[0]["shard"], int(mp[0]["seq"]), mp[1].name))]
     tables, good, bad = [], [], []
     for path in files:
         try:

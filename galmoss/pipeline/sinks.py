@@ -128,7 +128,7 @@ class BlockWriter:
                     components=result.components[j],
                     header_cards=self.cards(store, pos, result.errors is not None),
                     primary_header_cards=[(_MARK, True, "an image block written by galmoss"),
-                                          ("OBJECT", _ascii(batch.names[i])[:68], "galaxy_index")],
+                                          ("OBJECT", _ascii(batch.names[i])[:48], "galaxy_index")],
                     mask=batch.weight[i, :h, :w] > 0,
                     sigma=batch.sigma[i, :h, :w],
                 )
