@@ -9,7 +9,7 @@
 checkout (``PYTHONPATH=<old tree> python benchmarks/pipeline.py throughput``).
 ``memory`` writes one image set of small (24 x 24) cutouts and evaluates a fixed
 Sersic on every galaxy (no free parameter: the pipeline's reading, batching, store
-and parts are all that run), in a fresh process per size, and prints the peak RSS.
+and parts are all that run; a 7 x 7 PSF), in a fresh process per size, and prints the peak RSS.
 Each prints a table.
 """
 
@@ -100,16 +100,19 @@ def memory(args) -> None:
             path = Path(tmp) / f"set{n}.fits"
             rng = np.random.default_rng(0)
             cube = rng.normal(0, 1, (n, 24, 24)).astype(np.float32) + 5.0
+            yy, xx = np.mgrid[-3:4, -3:4]
+            psf = np.exp(-0.5 * (xx**2 + yy**2) / 1.2**2).astype(np.float32)
             fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(cube, name="IMAGE"),
-                          fits.ImageHDU(np.ones_like(cube), name="SIGMA")]).writeto(path)
+                          fits.ImageHDU(np.ones_like(cube), name="SIGMA"), fits.ImageHDU(psf, name="PSF")]).writeto(path)
             del cube
             out = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(path), str(Path(tmp) / f"out{n}")],
                                  capture_output=True, text=True, check=True).stdout.split()
             rows.append((n, path.stat().st_size / 2**20, float(out[1]), float(out[2])))
             path.unlink()
-    print(f"{'galaxies':>9} {'image set MB':>13} {'wall s':>8} {'peak RSS MB':>12}")
-    for n, size, wall, rss in rows:
-        print(f"{n:9d} {size:13.1f} {wall:8.1f} {rss:12.1f}")
+            if len(rows) == 1:
+                print(f"{'galaxies':>9} {'image set MB':>13} {'wall s':>8} {'peak RSS MB':>12}", flush=True)
+            n, size, wall, rss = rows[-1]
+            print(f"{n:9d} {size:13.1f} {wall:8.1f} {rss:12.1f}", flush=True)
 
 
 RESUME_CHILD = """
