@@ -35,6 +35,14 @@ __all__ = ["ImageSet", "PLANES"]
 PLANES = ("IMAGE", "SIGMA", "PSF", "MASK")
 
 
+def _h5py():
+    try:
+        import h5py
+    except ImportError as exc:
+        raise ImportError("reading an HDF5 image set needs h5py: pip install 'galmoss[hdf5]' (or pip install h5py)") from exc
+    return h5py
+
+
 def _is_hdf5(path: Path) -> bool:
     with open(path, "rb") as fh:
         return fh.read(8) == b"\x89HDF\r\n\x1a\n"
@@ -106,9 +114,7 @@ class ImageSet:
         # safe for concurrent use, and a plane copy out of a memory map is fast
         if self._open is None:
             if self.kind == "hdf5":
-                import h5py
-
-                self._open = h5py.File(self.path, "r")
+                self._open = _h5py().File(self.path, "r")
             else:
                 from astropy.io import fits
 
@@ -128,8 +134,7 @@ class ImageSet:
     def _shapes(self) -> dict[str, tuple[int, ...]]:
         out: dict[str, tuple[int, ...]] = {}
         if self.kind == "hdf5":
-            import h5py
-
+            h5py = _h5py()
             with h5py.File(self.path, "r") as fh:
                 for name in PLANES:
                     if name in fh and isinstance(fh[name], h5py.Dataset):
@@ -169,8 +174,7 @@ class ImageSet:
     def catalog(self) -> Table | None:
         """The CATALOG table, or None when the file has none."""
         if self.kind == "hdf5":
-            import h5py
-
+            h5py = _h5py()
             with h5py.File(self.path, "r") as fh:
                 if "CATALOG" not in fh:
                     return None
