@@ -237,6 +237,11 @@ def memory_model(pool, device, probes: tuple[int, int], dtype) -> MemoryModel:
     return MemoryModel(64 * 2**20, per, False)
 
 
+def batch_that_fits(memory: MemoryModel, batch: int, free: float) -> int:
+    """The batch size for ``batch`` galaxies: all at once when predicted to fit in ``free`` bytes, else the largest that does."""
+    return min(batch, memory.largest(free))
+
+
 # ===================================================================== a fit
 @dataclasses.dataclass
 class Row:
@@ -254,12 +259,13 @@ class Row:
     note: str = ""
 
 
-def fit_timed(pool, model, count, device, dtype, batch_size, iteration) -> Row:
+def fit_timed(pool, model, count, device, dtype, batch_size, iteration, restarts: bool = True) -> Row:
     """Fit ``count`` galaxies in batches of ``batch_size``, halving it on an out-of-memory error."""
     halvings = 0
     while True:
         ds = dataset_of(pool, count)
-        fitting = gm.Fitting(ds, batch_size=batch_size, iteration=iteration, device=device, dtype=dtype, progress=False)
+        fitting = gm.Fitting(ds, batch_size=batch_size, iteration=iteration, device=device, dtype=dtype, progress=False,
+                             restarts=restarts)
         if device.type == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
@@ -283,9 +289,10 @@ def fit_timed(pool, model, count, device, dtype, batch_size, iteration) -> Row:
                    float(np.mean(res["converged"])), float(np.median(res["n_iter"])), halvings)
 
 
-def format_table(rows: list[Row], device: torch.device, size: int, psf_size: int, memory_kind: str) -> str:
+def format_table(rows: list[Row], device: torch.device, size: int, psf_size: int, memory_kind: str,
+                 restarts: bool = True) -> str:
     head = (f"device: {device_name(device)}; torch {torch.__version__}; {size}x{size} cutouts, {psf_size}x{psf_size} PSF, "
-            f"float32, LM to convergence (restarts on)\n\n"
+            f"float32, LM to convergence (restarts {'off' if not restarts else 'on'})\n\n"
             f"| model | B | fitted in batches of | galaxies/s | wall s | peak {memory_kind} GiB | host (outside fit_batch) | "
             "outside the LM loop | converged | median iterations | note |\n" + "|---" * 11 + "|\n")
     body = "".join(
@@ -304,6 +311,7 @@ def main(argv=None) -> str:
     parser.add_argument("--budget", type=float, default=420.0, help="seconds for the whole run (the rest is skipped)")
     parser.add_argument("--memory-limit", type=float, default=None, help="GiB a batch may use (default: free memory)")
     parser.add_argument("--iteration", type=int, default=None, help="LM iteration limit (200; 30 with --quick)")
+    parser.add_argument("--no-restarts", action="store_true", help="no refits of unconverged galaxies")
     parser.add_argument("--quick", action="store_true", help="tiny B and cutouts (a CPU smoke run)")
     parser.add_argument("--out", default="gpu_table.md", help="file the table is written to")
     args = parser.parse_args(argv)
@@ -339,15 +347,15 @@ def main(argv=None) -> str:
                 print(f"{model} B={batch}: {rows[-1].note}", flush=True)
                 continue
             free = free_memory(device, args.memory_limit)
-            fits = min(batch, memories[model].largest(free))
+            fits = batch_that_fits(memories[model], batch, free)
             note = "" if fits == batch else f"{memories[model].predict(batch) / 2**30:.1f} GiB predicted > free {free / 2**30:.1f}"
-            row = fit_timed(pools[model], model, batch, device, dtype, fits, iteration)
+            row = fit_timed(pools[model], model, batch, device, dtype, fits, iteration, restarts=not args.no_restarts)
             row.note = "; ".join(x for x in (note, f"{row.oom_halvings} OOM halvings" if row.oom_halvings else "") if x)
             rows.append(row)
             rates[model] = row.galaxies_per_s
             print(f"{model} B={batch}: {row.galaxies_per_s:.1f} galaxies/s, {row.wall_s:.1f} s, peak {row.peak_gib:.2f} GiB, "
                   f"host {row.host_fraction * 100:.0f} %, converged {row.converged * 100:.0f} %", flush=True)
-    table = format_table(rows, device, size, psf_size, memory_kind)
+    table = format_table(rows, device, size, psf_size, memory_kind, restarts=not args.no_restarts)
     table += f"\ntotal {time.perf_counter() - t_start:.0f} s\n"
     print(table)
     Path(args.out).write_text(table)

@@ -136,10 +136,6 @@ def worker_pyimfit(data, model, threads):
     return out, wall, cpu, f"pyimfit {getattr(pyimfit, '__version__', '?')}, maxThreads={threads}"
 
 
-def worker_astrophot(data, model, threads, batch):
-    raise NotImplementedError("AstroPhot worker: see _astrophot below")
-
-
 def run_worker(args):
     data = dict(np.load(args.mocks))
     if args.threads:
@@ -157,21 +153,13 @@ def run_worker(args):
 
 
 def _astrophot(data, model, threads, batch):
-    import astrophot as ap  # noqa: F401
-    import torch
-
-    torch.set_num_threads(threads)
-    raise NotImplementedError(
-        f"AstroPhot {ap.__version__}: the worker for this version's API is not written yet "
-        "(benchmarks/peers.py _astrophot)")
+    raise NotImplementedError("AstroPhot (LM and BatchLM): the worker for the 0.18 API (TargetImage, Model, "
+                              "fit.LM / fit.BatchLM) is not written yet (benchmarks/peers.py _astrophot)")
 
 
 def _galmoss22(data, model, threads):
-    import galmoss  # noqa: F401
-    import torch
-
-    torch.set_num_threads(threads)
-    raise NotImplementedError("GalMOSS 2.2: the worker is not written yet (benchmarks/peers.py _galmoss22)")
+    raise NotImplementedError("GalMOSS 2.2: the worker (its Dataset reads FITS files) is not written yet "
+                              "(benchmarks/peers.py _galmoss22)")
 
 
 # ================================================================ the driver
