@@ -70,3 +70,9 @@ def test_no_mask_no_sigma_no_starts_reaches_the_true_chi2(mocks):
     chi2_true = (np.where(clean, (data - mocks.target_images - SKY) / mocks.sigmas, 0) ** 2).sum(axis=(1, 2))
     assert np.all(chi2_fit < chi2_true + 25), chi2_fit - chi2_true
     assert np.all(np.abs(np.asarray(res["g_eff_r"][:-1]) / mocks.truth["re"] - 1) < 0.15)
+    # what the automatic mask took out is counted in the results
+    from galmoss.data import Dataset
+
+    loaded = [Dataset.load(ds, i).n_masked for i in range(len(mocks.images))]
+    np.testing.assert_array_equal(np.asarray(res["n_masked"][:-1]), loaded)
+    assert np.any(np.asarray(res["n_masked"][:-1]) > 0)

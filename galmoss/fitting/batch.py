@@ -124,6 +124,8 @@ class Batch:
     shapes: list[tuple[int, int]]
     flags: np.ndarray
     messages: list[list[str]]
+    segments: np.ndarray | None = None
+    n_masked: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -141,6 +143,8 @@ class Batch:
             shapes=[self.shapes[i] for i in rows],
             flags=self.flags[rows].copy(),
             messages=[list(self.messages[i]) for i in rows],
+            segments=None if self.segments is None else self.segments[rows],
+            n_masked=None if self.n_masked is None else self.n_masked[rows],
         )
 
 
@@ -465,7 +469,7 @@ def _estimates(batch: Batch) -> list[dict]:
     """Image-based starts of every galaxy of the batch, in one vectorised pass (padding has weight 0)."""
     from .starts import estimate_starts
 
-    est = estimate_starts(batch.image, batch.weight, batch.sigma)
+    est = estimate_starts(batch.image, batch.weight, batch.sigma, segments=batch.segments)
     return [{k: float(v[i]) for k, v in est.items()} for i in range(len(batch))]
 
 

@@ -315,6 +315,8 @@ class Fitting:
                                                      read_workers=self.read_workers, pad=self.pad_shapes,
                                                      client=self.client):
                     store.add(result)
+                    if batch is not None and batch.n_masked is not None:
+                        store.n_masked[batch.positions] = batch.n_masked
                     pending.append(writer.submit(sink, batch, result))
                     while len(pending) > 2:
                         pending.popleft().result()
@@ -448,7 +450,8 @@ class Fitting:
 
     def _table(self, errors: bool) -> Table:
         table = self.store.table(errors=errors, likelihood=self.likelihood.name, method=self.method,
-                                 blocks=self.dataset.img_block_path is not None)
+                                 blocks=self.dataset.img_block_path is not None,
+                                 n_masked=bool(getattr(self.dataset, "auto_mask", False)))
         if self._positions is not None and len(self._positions) != len(self.dataset):
             table = table[self._positions]
         return table

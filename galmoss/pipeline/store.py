@@ -47,6 +47,7 @@ class ResultStore:
         self.flags = np.zeros(n, dtype=np.int64)
         self.messages = [""] * n
         self.image_block = [""] * n
+        self.n_masked = np.zeros(n, dtype=np.int64)
         self.done = np.zeros(n, dtype=bool)
 
     def __len__(self) -> int:
@@ -77,7 +78,8 @@ class ResultStore:
     def value(self, column: str) -> np.ndarray:
         return self.values[:, self.columns.index(column)]
 
-    def table(self, *, errors: bool, likelihood: str = "chi2", method: str = "lm", blocks: bool = False) -> Table:
+    def table(self, *, errors: bool, likelihood: str = "chi2", method: str = "lm", blocks: bool = False,
+              n_masked: bool = False) -> Table:
         """The results table (docs/design.md): one row per galaxy, in dataset order.
 
         ``chi2`` holds the minimised objective only for the chi2 likelihood; for
@@ -106,6 +108,8 @@ class ResultStore:
         table["status"] = self.status
         table["flag"] = self.flags
         table["message"] = np.array(self.messages, dtype=str) if self.messages else np.array([], dtype=str)
+        if n_masked:
+            table["n_masked"] = self.n_masked  # pixels the automatic mask took out
         if blocks:
             table["image_block"] = np.array(self.image_block, dtype=str)
         table.meta["method"] = method

@@ -197,6 +197,14 @@ def make_batch(gals: list[GalaxyData]) -> Batch:
     psf = None
     if gals[0].psf is not None:
         psf = np.stack(_pad_psfs([g.psf for g in gals]))
+    segments = None
+    if any(getattr(g, "segment", None) is not None for g in gals):
+        # automatic masks: the target's segment seeds the image-based starts (zero = none found)
+        segments = np.zeros((n, h, w), dtype=bool)
+        for i, g in enumerate(gals):
+            if getattr(g, "segment", None) is not None:
+                gh, gw = g.segment.shape
+                segments[i, :gh, :gw] = g.segment
     return Batch(
         positions=np.array([g.position for g in gals], dtype=np.int64),
         names=[g.name for g in gals],
@@ -207,6 +215,8 @@ def make_batch(gals: list[GalaxyData]) -> Batch:
         shapes=[tuple(g.image.shape) for g in gals],
         flags=np.array([int(g.flags) for g in gals], dtype=np.int64),
         messages=[list(g.messages) for g in gals],
+        segments=segments,
+        n_masked=np.array([int(getattr(g, "n_masked", 0)) for g in gals], dtype=np.int64),
     )
 
 
