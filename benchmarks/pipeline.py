@@ -61,7 +61,7 @@ def throughput(args) -> None:
 
     images, sigmas, psf, truth = _mocks(args.galaxies)
     rows = []
-    for batch in (16, 64):
+    for batch in args.batches:
         best = np.inf
         for _ in range(args.repeat):
             ds = gm.Dataset.from_arrays(images, sigmas, psf)
@@ -194,6 +194,7 @@ def main() -> None:
     parser.add_argument("--galaxies", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 20000, 200000])
+    parser.add_argument("--batches", type=int, nargs="+", default=[16, 64])
     args = parser.parse_args()
     {"throughput": throughput, "memory": memory, "resume": resume, "dask": dask_vs_local}[args.what](args)
 
