@@ -256,6 +256,8 @@ def main(argv=None):
     parser.add_argument("--work", default="/tmp/peers", help="where the mocks .npz and results go")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per peer and model")
     parser.add_argument("--out", default=None, help="also write the table (markdown) here")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep the mocks .npz and the peers' results already in --work (refit galmoss only)")
     # worker mode
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--mocks", default=None, help=argparse.SUPPRESS)
@@ -274,13 +276,17 @@ def main(argv=None):
     print(f"load average before: {os.getloadavg()}", flush=True)
     for model in args.models:
         path = work / f"mocks_{model.replace('+', '_')}_{args.n}.npz"
-        data = draw_mocks(args.n, model, args.seed, path)
+        data = dict(np.load(path)) if args.reuse and path.exists() else draw_mocks(args.n, model, args.seed, path)
         truth = truths(data, model)
         ours, wall, cpu, info = fit_galmoss(data, model, args.batch, args.threads)
         results = [("galmoss", info, wall, cpu, accuracy(ours, truth, model))]
         print(f"{model}: galmoss {cpu / args.n:.3f} CPU-s, {wall / args.n:.3f} wall-s per galaxy ({info})", flush=True)
         for name in args.peers:
-            got, why = run_peer(name, args.venvs, path, model, args.threads, args.timeout)
+            done = path.with_suffix(f".{name}.{model}.json")
+            if args.reuse and done.exists():
+                got, why = json.loads(done.read_text()), None
+            else:
+                got, why = run_peer(name, args.venvs, path, model, args.threads, args.timeout)
             if got is None:
                 notes.append(f"{PEERS[name][1]} ({model}): {why}")
                 print(f"{model}: {PEERS[name][1]}: {why}", flush=True)
@@ -289,11 +295,13 @@ def main(argv=None):
             print(f"{model}: {PEERS[name][1]} {got['cpu'] / args.n:.3f} CPU-s, {got['wall'] / args.n:.3f} wall-s per galaxy "
                   f"({got['info']})", flush=True)
         _, _, w0, c0, _ = results[0]
+        first = len(rows)
         for label, info, wall, cpu, acc in results:
             ratio = "—" if label == "galmoss" else f"{cpu / c0:.1f}x, {wall / w0:.1f}x"
             n_err = "fixed" if model != "sersic" else f"{acc['n']:.3f}"
             rows.append(f"| {model} | {label} | {cpu / args.n:.3f} | {wall / args.n:.3f} | {ratio} | {acc['re']:.3f} | "
                         f"{n_err} | {acc['flux']:.3f} | {acc['converged'] * 100:.0f} % |")
+        print("\n".join([header, *rows[first:]]), flush=True)  # each model's rows as soon as it is done
     load = os.getloadavg()
     table = "\n".join([header, "|" + "---|" * 9, *rows])
     text = (f"{table}\n\n{args.n} galaxies per model, {args.threads} threads per fitter, load average after: "
