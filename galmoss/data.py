@@ -324,6 +324,8 @@ class Dataset:
         img_block_path: PathLike | None = None,
         result_path: PathLike | None = None,
         gain: float | None = None,
+        auto_mask: bool = False,
+        psf_fwhm=None,
     ) -> "Dataset":
         """A dataset from one image-set file (the seed's "image sets (image, sigma, psf)").
 
@@ -338,7 +340,7 @@ class Dataset:
         galaxy_index
             Names of the N galaxies; default: the CATALOG's ``galaxy_index`` column
             when there is one, else ``"0"``, ``"1"``, ...
-        mask_index, img_block_path, result_path, gain
+        mask_index, img_block_path, result_path, gain, auto_mask, psf_fwhm
             As for :class:`Dataset`.
 
         Notes
@@ -363,7 +365,7 @@ class Dataset:
         else:
             names = _as_names(galaxy_index, image_set.n)
         obj = cls(names, None, mask_index=mask_index, img_block_path=img_block_path, result_path=result_path, gain=gain,
-                  _pixels="image_set")
+                  auto_mask=auto_mask, psf_fwhm=psf_fwhm, _pixels="image_set")
         obj._image_set = image_set
         obj.catalog = catalog
         return obj
@@ -383,6 +385,8 @@ class Dataset:
         result_path: PathLike | None = None,
         gain: float | None = None,
         base_path: PathLike | None = None,
+        auto_mask: bool = False,
+        psf_fwhm=None,
     ) -> "Dataset":
         """A dataset from a catalogue table: one row per galaxy naming its files.
 
@@ -397,8 +401,11 @@ class Dataset:
             folder for a Table).
         mask_index
             A column name (the galaxy's value in its mask, per row) or one number.
-        img_block_path, result_path, gain
+        img_block_path, result_path, gain, auto_mask
             As for :class:`Dataset`.
+        psf_fwhm
+            A column name (one FWHM in pixels per row) or one number: a PSF made from
+            the FWHM for galaxies without a PSF file (see :class:`Dataset`).
 
         Raises
         ------
@@ -437,9 +444,11 @@ class Dataset:
         images = paths(image, "image")
         if mask_index is not None and isinstance(mask_index, str):
             mask_index = list(np.asarray(column(mask_index, "mask_index")).tolist())
+        if isinstance(psf_fwhm, str):
+            psf_fwhm = np.asarray(column(psf_fwhm, "psf_fwhm"), dtype=np.float64)
         obj = cls(names, images, sigma_path=paths(sigma, "sigma"), psf_path=paths(psf, "psf"),
                   mask_path=paths(mask, "mask"), mask_index=mask_index, img_block_path=img_block_path,
-                  result_path=result_path, gain=gain)
+                  result_path=result_path, gain=gain, auto_mask=auto_mask, psf_fwhm=psf_fwhm)
         obj.catalog = table
         return obj
 

@@ -102,3 +102,15 @@ def test_duplicate_galaxy_names_in_a_catalogue_are_an_error(survey, tmp_path, ca
     (tmp_path / "job.toml").write_text((survey / "job.toml").read_text())
     assert main(["fit", str(tmp_path / "job.toml")]) == 2
     assert "is given twice" in capsys.readouterr().err
+
+
+def test_mask_auto_and_psf_fwhm_in_a_job_file(survey, tmp_path):
+    from galmoss.pipeline.job import load_job
+
+    text = (survey / "job.toml").read_text().replace('catalog = "catalog.csv"', f'catalog = "{survey / "catalog.csv"}"')
+    job = tmp_path / "job.toml"
+    job.write_text(text.replace('psf = "psf"', 'mask = "auto"\npsf_fwhm = 2.5'))
+    loaded = load_job(job)
+    assert loaded.dataset.auto_mask
+    gal = loaded.dataset.load(0)
+    assert gal.psf is not None and "FWHM 2.5 px" in " ".join(gal.messages)  # a PSF made from the FWHM

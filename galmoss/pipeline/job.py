@@ -9,6 +9,7 @@
     sigma = "sigma"
     psf = "psf"
     # mask = "mask"   mask_index = 2   image_set = "galaxies.fits"
+    # mask = "auto" (photutils masks every other source)   psf_fwhm = 1.3 or "<column>"
 
     [model.sersic]               # one table per component; its name prefixes the columns
     profile = "Sersic"
@@ -59,7 +60,8 @@ class JobError(GalmossError, ValueError):
 
 
 _SECTIONS = {"data", "model", "fit", "output"}
-_DATA_KEYS = {"catalog", "galaxy_index", "image", "sigma", "psf", "mask", "mask_index", "image_set", "gain"}
+_DATA_KEYS = {"catalog", "galaxy_index", "image", "sigma", "psf", "mask", "mask_index", "image_set", "gain",
+              "psf_fwhm"}
 _FIT_KEYS = {"batch_size", "iteration", "method", "likelihood", "device", "dtype", "uncertainty", "n_resample",
              "restarts", "seed"}
 _OUTPUT_KEYS = {"folder", "image_blocks"}
@@ -147,11 +149,17 @@ def load_job(path) -> Job:
     if gain is not None:
         _expect(gain, (int, float), "data.gain", path, "a number (electrons per image unit)")
     mask_index = data.get("mask_index")
+    # mask = "auto": photutils masks every source but the target (galmoss.auto)
+    auto_mask = data.get("mask") == "auto"
+    psf_fwhm = data.get("psf_fwhm")
+    if psf_fwhm is not None and (isinstance(psf_fwhm, bool) or not isinstance(psf_fwhm, (int, float, str))):
+        raise JobError(f"{path}: data.psf_fwhm = {psf_fwhm!r} must be a number (pixels) or a column name")
 
     if "image_set" in data and "catalog" in data:
         raise JobError(f"{path}: [data] gives both image_set and catalog; give one of them")
     try:
-        dataset = _image_set_dataset(data, local, mask_index, blocks, folder, gain, path) if "image_set" in data else None
+        dataset = (_image_set_dataset(data, local, mask_index, blocks, folder, gain, path, auto_mask, psf_fwhm)
+                   if "image_set" in data else None)
     except JobError:
         raise
     except (ValueError, TypeError, OSError) as exc:
@@ -167,8 +175,9 @@ def load_job(path) -> Job:
         try:
             dataset = gm.Dataset.from_catalog(
                 local(data["catalog"]), galaxy_index=data.get("galaxy_index", "galaxy_index"), image=data["image"],
-                sigma=data.get("sigma"), psf=data.get("psf"), mask=data.get("mask"), mask_index=mask_index,
-                img_block_path=blocks, result_path=folder, gain=gain)
+                sigma=data.get("sigma"), psf=data.get("psf"), mask=None if auto_mask else data.get("mask"),
+                mask_index=mask_index, img_block_path=blocks, result_path=folder, gain=gain, auto_mask=auto_mask,
+                psf_fwhm=psf_fwhm)
         except KeyError as exc:
             raise JobError(f"{path}: {exc.args[0]}") from None
         except JobError:
@@ -240,11 +249,14 @@ def load_job(path) -> Job:
     return Job(path=path, dataset=dataset, profiles=profiles, fit=dict(fit), output=folder, blocks=blocks)
 
 
-def _image_set_dataset(data, local, mask_index, blocks, folder, gain, path):
+def _image_set_dataset(data, local, mask_index, blocks, folder, gain, path, auto_mask=False, psf_fwhm=None):
     import galmoss as gm
 
+    if isinstance(psf_fwhm, str):
+        raise JobError(f"{path}: data.psf_fwhm = {psf_fwhm!r}: with an image set give one number (pixels)")
+    extra = {"auto_mask": auto_mask, "psf_fwhm": psf_fwhm}
     dataset = gm.Dataset.from_image_set(local(data["image_set"]), mask_index=mask_index, img_block_path=blocks,
-                                        result_path=folder, gain=gain)
+                                        result_path=folder, gain=gain, **extra)
     if "galaxy_index" in data and dataset.catalog is not None:
         column = data["galaxy_index"]
         if column not in dataset.catalog.colnames:
@@ -252,7 +264,7 @@ def _image_set_dataset(data, local, mask_index, blocks, folder, gain, path):
                            f"{', '.join(dataset.catalog.colnames)}")
         names = [str(x) for x in np.asarray(dataset.catalog[column]).tolist()]
         dataset = gm.Dataset.from_image_set(local(data["image_set"]), names, mask_index=mask_index,
-                                            img_block_path=blocks, result_path=folder, gain=gain)
+                                            img_block_path=blocks, result_path=folder, gain=gain, **extra)
     return dataset
 
 
