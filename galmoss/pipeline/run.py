@@ -57,9 +57,6 @@ def _results_of(stream: BatchStream, model: Model, settings: FitSettings, check_
 def fit_chunk(dataset: Dataset, model: Model, settings: FitSettings, positions: np.ndarray, batch_size: int,
               read_workers: int = 1, pad: bool = True) -> list[tuple[Batch | None, BatchResult]]:
     """Read and fit the galaxies ``positions`` (a dask task; pure but for reading the inputs)."""
-    import torch
-
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     stream = BatchStream(dataset, positions, batch_size, read_workers=read_workers, pad=pad,
                          likelihood=settings.likelihood)
     return list(_results_of(stream, model, settings, check_first=False))
