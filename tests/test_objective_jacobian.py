@@ -58,6 +58,10 @@ CASES = {
         "disk": _sersic(x, y, axis_r=gm.p([0.5, 0.7, 0.3]), eff_r=gm.p([6.0, 5.0, 7.0]), ser_n=gm.p(1.0, fit=False)),
         "sky": gm.lp.Sky(sky_bg=gm.p([0.1, 0.0, -0.2]), grad_x=gm.p([0.01, 0.0, 0.0])),
     })(gm.p([20.3, 19.6, 21.0]), gm.p([18.8, 20.2, 19.1])),
+    # a flattened galaxy near the cutout's edge: its window radii shrink with
+    # the room left (and so depend on q): the PA and q columns must follow
+    "flat_sersic_near_edge": lambda: {"s": _sersic(gm.p([5.2, 36.0, 20.0]), gm.p([20.0, 4.6, 37.3]),
+                                                   axis_r=gm.p([0.25, 0.3, 0.95]), ser_n=gm.p([4.0, 6.0, 2.5]))},
     "star_and_user_profile": lambda: {
         "star": gm.lp.PointSource(cen_x=gm.p([10.2, 25.7, 30.1]), cen_y=gm.p([30.4, 9.9, 12.0]), mag=gm.p(18.0, M0=22.5)),
         "tilt": Tilt(gm.p([1.0, 2.0, 0.5]), gm.p([0.01, -0.02, 0.0])),

@@ -228,16 +228,28 @@ def _shortcut_slots(profile: LightProfile, has_spectrum: bool, params: dict) -> 
 
 
 _GEOMETRY_SLOTS = frozenset({"cen_x", "cen_y", "pa", "axis_r", "box"})
+_RADIUS_SLOTS = frozenset({"pa", "axis_r"})
+
+
+def _builtin_radius(profile) -> bool:
+    """Whether the profile keeps the built-in major/minor offsets and elliptical radius."""
+    kind = type(profile)
+    return (kind.major_minor is EllipticalProfile.major_minor
+            and kind.elliptical_radius is EllipticalProfile.elliptical_radius)
 
 
 def _is_shape_slot(profile, slot: str, values) -> bool:
-    """Whether ``slot`` only changes the profile function at fixed radii.
+    """Whether ``slot``'s column comes from :meth:`Renderer.spectrum_and_shape_derivatives`.
 
-    (See :meth:`Renderer.spectrum_and_shape_derivatives`.) Not the geometry, not
-    the magnitude (its column is a shortcut), not a profile whose truncation
-    radius moves the window, and not a parameter object used in two slots.
+    A shape parameter only changes the profile function at fixed radii; the
+    position angle and axis ratio move the radii, through the built-in
+    elliptical radius only. Not the centre or the box, not the magnitude (its
+    column is a shortcut), not a profile whose truncation radius moves the
+    window, and not a parameter object used in two slots.
     """
-    if not isinstance(profile, EllipticalProfile) or slot in _GEOMETRY_SLOTS or slot == profile.amplitude_parameter:
+    if not isinstance(profile, EllipticalProfile) or slot == profile.amplitude_parameter:
+        return False
+    if slot in _GEOMETRY_SLOTS and not (slot in _RADIUS_SLOTS and _builtin_radius(profile)):
         return False
     if not box_is_zero(profile):  # the boxy part is supersampled apart from the radii
         return False

@@ -144,25 +144,51 @@ class CoreMap:
     phase: Tensor  # (B, N, M'): q exp(-i k . x0)
     j0m: Tensor
     dj0m: Tensor
+    # kept for the geometry derivatives (:func:`core_geometry_derivatives`)
+    frac: Tensor | None = None  # (B, F): position of each frequency between its two table entries
+    frac_moves: Tensor | None = None  # (B, F): 1 where that position follows kappa (not clamped)
+    k_major: Tensor | None = None  # (B, N, M'): frequency along the major axis
+    k_minor: Tensor | None = None
+    kc: Tensor | None = None  # (B, N, M'): the stretched frequency
+    kappa_step: float = 1.0
 
     def apply(self, radial_at_nodes: Tensor) -> Tensor:
         """Core spectra (..., B, N, M') of brightness at the nodes (..., B, R)."""
-        g = radial_at_nodes * self.node_factor
+        return self.apply_weighted(radial_at_nodes * self.node_factor)
+
+    def apply_weighted(self, g: Tensor) -> Tensor:
+        """Core spectra (..., B, N, M') of quadrature-weighted node values ``g`` (..., B, R)."""
+        return self._interpolate(g, self.basis).reshape(g.shape[:-2] + self.phase.shape) * self.phase
+
+    def kappa_slope(self, g: Tensor) -> Tensor:
+        """dC/dkappa (B, F) at every frequency, of weighted node values ``g`` (B, R), as interpolated.
+
+        The derivative of the cubic Hermite interpolant with respect to the
+        position between two table entries (zero where the position is clamped
+        at the table's end), so that it is the derivative of what :meth:`apply`
+        computes.
+        """
+        f = self.frac
+        one_f = 1.0 - f
+        step = self.kappa_step
+        slope_basis = (-6.0 * f * one_f, one_f * (1.0 - 3.0 * f) * step, 6.0 * f * one_f, f * (3.0 * f - 2.0) * step)
+        slope = self._interpolate(g, slope_basis) * self.frac_moves
+        return slope.reshape(g.shape[:-2] + self.phase.shape)
+
+    def _interpolate(self, g: Tensor, basis) -> Tensor:
         values = g @ self.j0m  # (..., B, K): C at kappa_i = i * step
         slopes = g @ self.dj0m  # (..., B, K): dC/dkappa, times the step (in the basis)
-        lead = values.shape[:-2]
         batch, n_kappa = values.shape[-2:]
         values = values.reshape(-1, batch, n_kappa)
         slopes = slopes.reshape(-1, batch, n_kappa)
         idx = self.index.expand(values.shape[0], *self.index.shape)
-        h00, h10, h01, h11 = self.basis
-        spectrum = (
+        h00, h10, h01, h11 = basis
+        return (
             h00 * torch.gather(values, 2, idx)
             + h10 * torch.gather(slopes, 2, idx)
             + h01 * torch.gather(values, 2, idx + 1)
             + h11 * torch.gather(slopes, 2, idx + 1)
         )
-        return spectrum.reshape(lead + self.phase.shape) * self.phase
 
 
 def core_map(
@@ -188,12 +214,9 @@ def core_map(
         1-based (y, x) coordinate of index (0, 0) of the FFT box.
     """
     dtype, device = r2.dtype, r2.device
-    t, w, j0m, dj0m = core_tables(settings, dtype, device)
+    _, _, j0m, dj0m = core_tables(settings, dtype, device)
     batch = r2.shape[0]
-    r2f = r2.reshape(batch, 1)
-    nodes = r2f * t * t  # (B, R)
-    # dr = 2 r2 t dt; C(kappa) = sum_j g_j J0(kappa t_j^2)
-    node_factor = 2.0 * math.pi * smooth_window(nodes, r1.reshape(batch, 1), r2f) * nodes * (2.0 * r2f * t) * w
+    node_factor = core_node_factor(r1, r2, settings)
     q = v["axis_r"]
     sin, cos = torch.sin(v["pa"]), torch.cos(v["pa"])
     k_major = -kx * sin + ky * cos
@@ -204,7 +227,9 @@ def core_map(
     # a non-finite trial parameter must give a non-finite image (which the
     # optimiser rejects), not an out-of-range table index
     index = torch.nan_to_num(kappa.detach(), nan=0.0, posinf=0.0, neginf=0.0).floor().clamp(0, n_kappa - 2)
-    frac = (kappa - index).clamp(0.0, 1.0).reshape(batch, -1)
+    offset = (kappa - index).reshape(batch, -1)
+    frac = offset.clamp(0.0, 1.0)
+    frac_moves = ((offset >= 0.0) & (offset <= 1.0)).to(frac.dtype)
     f2 = frac * frac
     one_f = 1.0 - frac
     basis = (
@@ -214,7 +239,39 @@ def core_map(
         f2 * (frac - 1.0) * settings.kappa_step,
     )
     phase = shift_phase(q.to(kc.dtype), v["cen_y"], v["cen_x"], ky, kx, origin).expand(batch, *kc.shape[-2:])
-    return CoreMap(node_factor, index.long().reshape(batch, -1), basis, phase, j0m, dj0m)
+    return CoreMap(node_factor, index.long().reshape(batch, -1), basis, phase, j0m, dj0m,
+                   frac=frac, frac_moves=frac_moves, k_major=k_major, k_minor=k_minor, kc=kc,
+                   kappa_step=settings.kappa_step)
+
+
+def core_node_factor(r1: Tensor, r2: Tensor, settings: RenderSettings) -> Tensor:
+    """Quadrature factors (B, R) of the core's nodes: 2 pi w(r) r dr/dt times the Gauss-Legendre weight.
+
+    With ``r = r2 t^2``, ``dr = 2 r2 t dt`` and ``C(kappa) = sum_j g_j J0(kappa t_j^2)``.
+    """
+    t, w, _, _ = core_tables(settings, r2.dtype, r2.device)
+    batch = r2.shape[0]
+    r2f = r2.reshape(batch, 1)
+    nodes = r2f * t * t
+    return 2.0 * math.pi * smooth_window(nodes, r1.reshape(batch, 1), r2f) * nodes * (2.0 * r2f * t) * w
+
+
+def smooth_window_slopes(r: Tensor, r1: Tensor, r2: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Partial derivatives of :func:`smooth_window` with respect to ``r``, ``r1`` and ``r2``.
+
+    Written out (``psi'(x) = psi(x) / x^2``) so that a Jacobian needs no tangent
+    through the window; zero where the window is flat (as the clamps make it).
+    """
+    width = (r2 - r1).clamp_min(1e-12)
+    t = ((r - r1) / width).clamp(0.0, 1.0)
+    tiny = 1e-12
+    s, u = t.clamp_min(tiny), (1.0 - t).clamp_min(tiny)
+    a = torch.where(u > tiny, torch.exp(-1.0 / u), torch.zeros_like(u))
+    b = torch.where(s > tiny, torch.exp(-1.0 / s), torch.zeros_like(s))
+    # dw/dt for w = a / (a + b): -a b (1/(1-t)^2 + 1/t^2) / (a + b)^2
+    dw_dt = -(a * b) * (1.0 / (u * u) + 1.0 / (s * s)) / ((a + b) ** 2)
+    dw_dr = dw_dt / width
+    return dw_dr, dw_dt * (t - 1.0) / width, -dw_dt * t / width
 
 
 def shift_phase(spectrum: Tensor, cen_y: Tensor, cen_x: Tensor, ky: Tensor, kx: Tensor, origin) -> Tensor:
