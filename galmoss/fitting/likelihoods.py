@@ -46,6 +46,10 @@ class Likelihood:
     def fisher_weights(self, data: Tensor, model: Tensor, sigma: Tensor, weight: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def residuals_and_slope(self, data: Tensor, model: Tensor, sigma: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
+        """Residuals and their derivative with respect to the model, pixel by pixel (forward mode)."""
+        return torch.func.jvp(lambda m: self.residuals(data, m, sigma, weight), (model,), (torch.ones_like(model),))
+
 
 @dataclass(frozen=True)
 class Chi2(Likelihood):
@@ -55,6 +59,10 @@ class Chi2(Likelihood):
 
     def residuals(self, data, model, sigma, weight):
         return (data - model) * torch.sqrt(weight) / sigma
+
+    def residuals_and_slope(self, data, model, sigma, weight):
+        scale = torch.sqrt(weight) / sigma
+        return (data - model) * scale, -scale
 
     def fisher_weights(self, data, model, sigma, weight):
         return weight / (sigma * sigma)

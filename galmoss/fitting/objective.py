@@ -187,12 +187,9 @@ class BatchObjective:
         model, jac = self.model_and_jacobian(theta, index)
         shape = model.shape
 
-        def residual_of(m):
-            return self.likelihood.residuals(
-                self.data[rows].reshape(shape), m, self.sigma[rows].reshape(shape), self.weight[index].reshape(shape)
-            )
-
-        r, dr_dm = torch.func.jvp(residual_of, (model,), (torch.ones_like(model),))
+        r, dr_dm = self.likelihood.residuals_and_slope(
+            self.data[rows].reshape(shape), model, self.sigma[rows].reshape(shape), self.weight[index].reshape(shape)
+        )
         return r, dr_dm.unsqueeze(-1) * jac
 
     def fisher(self, theta: Tensor, index: Tensor) -> Tensor:

@@ -9,7 +9,7 @@ import torch
 
 from ..params import ParamSpec, Role
 from .base import EllipticalProfile, _GEOMETRY_SPECS, box_area_factor
-from .special import sersic_b
+from .special import sersic_b, sersic_b_and_slope
 
 Tensor = torch.Tensor
 
@@ -77,6 +77,51 @@ class Sersic(EllipticalProfile):
             - torch.log(box_area_factor(2.0 + v["box"]))
         )
         return torch.exp(log_amp - b * (torch.pow(r / v["eff_r"], 1.0 / n) - 1.0))
+
+
+    def radial_derivatives(self, r: Tensor, v: Mapping[str, Tensor], slots: list[str]):
+        """``radial`` at ``r``, its derivatives with respect to ``slots`` at fixed ``r``, and d/dr.
+
+        Analytic, for the Jacobian (see :meth:`Renderer.spectrum_and_shape_derivatives`):
+        forward mode through this function costs ten times its arithmetic in
+        torch 2.x (every operation with a constant goes through a Python
+        fallback). Returns None -- use forward mode -- for a subclass that
+        changes the profile, boxy isophotes, or a slot it does not know.
+        """
+        kind = type(self)
+        if not (kind.radial is Sersic.radial and kind.profile_function is Sersic.profile_function
+                and kind.log_circular_integral is Sersic.log_circular_integral
+                and kind._index in (Sersic._index, DeVaucouleurs._index)):
+            return None
+        known = {"eff_r", "pa", "axis_r"} | ({"ser_n"} if kind._index is Sersic._index else set())
+        if not set(slots) <= known or "box" in v and bool((v["box"] != 0).any()):
+            return None
+        n = self._index(v)
+        b, db = sersic_b_and_slope(n)
+        re, q = v["eff_r"], v["axis_r"]
+        log_amp = (
+            -0.4 * math.log(10.0) * v[self.amplitude_parameter]
+            - torch.log(q)
+            - self.log_circular_integral(v, b)
+        )  # (the box-area factor is 1 for elliptical isophotes)
+        log_ratio = torch.log(r / re)
+        u = torch.exp(log_ratio / n)
+        brightness = torch.exp(log_amp - b * (u - 1.0))
+        bu = brightness * u  # I (r/re)^(1/n)
+        out = []
+        for slot in slots:
+            if slot == "eff_r":  # d log I / d re = -2/re + b u / (n re)
+                out.append(brightness * (-2.0 / re) + bu * (b / (n * re)))
+            elif slot == "ser_n":
+                # d log(circular integral) / dn = 1/n + b' - 2 ln b - 2 n b'/b + 2 psi(2n)
+                d_log_ci = 1.0 / n + db - 2.0 * torch.log(b) - 2.0 * n * db / b + 2.0 * torch.digamma(2.0 * n)
+                out.append(brightness * (db - d_log_ci) + bu * (-db + (b / (n * n)) * log_ratio))
+            elif slot == "axis_r":
+                out.append(brightness * (-1.0 / q))
+            else:  # "pa": the profile function does not depend on it
+                out.append(torch.zeros_like(brightness))
+        slope = bu * (-b / n) / r
+        return brightness, out, slope
 
 
 class DeVaucouleurs(Sersic):

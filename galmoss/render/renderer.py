@@ -35,8 +35,8 @@ from ..params import Parameter, parameter_values
 from ..profiles.base import EllipticalProfile, LightProfile
 from ..profiles.point_source import PointSource
 from ..settings import RenderSettings
-from .core import (CoreMap, core_map, core_node_factor, core_nodes, core_radii, core_tables, shift_phase,
-                   smooth_window, smooth_window_slopes)
+from .core import (CoreMap, core_map, core_node_factor_slope, core_nodes, core_radii, core_radii_q_slopes, core_tables,
+                   shift_phase, smooth_window, smooth_window_and_slopes)
 from .grid import ConvolutionLayout
 from .pixel_integral import boxy_difference_means, pixel_integrated_image
 from .psf import prepare_psf, psf_spectrum
@@ -194,16 +194,17 @@ class Renderer:
         geometric = [slot for slot in slots if slot in ("pa", "axis_r")]
         q = v["axis_r"]
         if "axis_r" in geometric:
-            def radii_of(axis_r):
-                return core_radii(profile, {**v, "axis_r": axis_r}, self.layout, self.settings)
-
-            (r1, r2), (dr1_dq, dr2_dq) = torch.func.jvp(radii_of, (q,), (torch.ones_like(q),))
+            r1, r2, dr1_dq, dr2_dq = core_radii_q_slopes(profile, v, self.layout, self.settings)
         else:
             r1, r2 = core_radii(profile, v, self.layout, self.settings)
         y, x = self.extended_grid
         x_maj, x_min = profile.major_minor(y, x, v)
         r_ell = profile.elliptical_radius(x_maj, x_min, q)
-        geometry = _Geometry(r_ell=r_ell, nodes=core_nodes(r2, self.settings), window=smooth_window(r_ell, r1, r2),
+        if geometric:
+            window, *window_slopes = smooth_window_and_slopes(r_ell, r1, r2)
+        else:
+            window = smooth_window(r_ell, r1, r2)
+        geometry = _Geometry(r_ell=r_ell, nodes=core_nodes(r2, self.settings), window=window,
                              core=core_map(v, r1, r2, self.ky, self.kx, self.origin, self.settings))
         radii = self._radii(geometry)
         x0 = torch.stack([v[slot].reshape(-1) for slot in slots], dim=1)  # (B, S)
@@ -214,34 +215,40 @@ class Renderer:
                 shaped[slot] = x[:, i].reshape(-1, 1, 1)
             return profile.radial(rr, shaped)
 
-        # tangents: each slot at fixed radii, and (with geometry) the radial slope
+        # tangents: each slot at fixed radii, and (with geometry) the radial slope;
+        # written out by the profile when it can (forward mode costs ~10x)
         n_slots = len(slots)
-        n_dir = n_slots + (1 if geometric else 0)
-        basis_x = torch.eye(n_dir, n_slots, dtype=x0.dtype, device=x0.device)[:, None, :].expand(n_dir, batch, n_slots)
-        basis_r = torch.zeros((n_dir,) + radii.shape, dtype=radii.dtype, device=radii.device)
+        analytic = getattr(profile, "radial_derivatives", None)
+        analytic = analytic(radii, v, slots) if analytic is not None else None
+        if analytic is not None:
+            primal, columns, slope = analytic
+            tangents = torch.stack(columns + ([slope] if geometric else []))
+        else:
+            n_dir = n_slots + (1 if geometric else 0)
+            basis_x = torch.eye(n_dir, n_slots, dtype=x0.dtype, device=x0.device)[:, None, :].expand(n_dir, batch, n_slots)
+            basis_r = torch.zeros((n_dir,) + radii.shape, dtype=radii.dtype, device=radii.device)
+            if geometric:
+                basis_r[-1] = 1.0
+            primal, tangents = torch.func.vmap(lambda tx, tr: torch.func.jvp(brightness, (x0, radii), (tx, tr)),
+                                               out_dims=(None, 0))(basis_x, basis_r)
+        smooth_t, core_t = self._from_brightness(geometry, tangents[:n_slots])  # fresh tensors: added to in place
         if geometric:
-            basis_r[-1] = 1.0
-        primal, tangents = torch.func.vmap(lambda tx, tr: torch.func.jvp(brightness, (x0, radii), (tx, tr)),
-                                           out_dims=(None, 0))(basis_x, basis_r)
-        smooth_t, core_t = self._from_brightness(geometry, tangents[:n_slots])
-        if geometric:
-            extra_smooth, extra_core = self._geometry_terms(geometry, v, primal, tangents[-1], r1, r2, x_maj, x_min,
-                                                            dr1_dq if "axis_r" in geometric else None,
-                                                            dr2_dq if "axis_r" in geometric else None, geometric)
-            positions = [slots.index(slot) for slot in geometric]
-            smooth_t = smooth_t.clone()
-            core_t = core_t.clone()
-            for k, pos in enumerate(positions):
-                smooth_t[pos] = smooth_t[pos] + extra_smooth[k] * self.taper
-                core_t[pos] = core_t[pos] + extra_core[k]
+            terms = self._geometry_terms(geometry, window_slopes, v, primal, tangents[-1], r1, r2, x_maj, x_min,
+                                         dr1_dq if "axis_r" in geometric else None,
+                                         dr2_dq if "axis_r" in geometric else None, geometric)
+            for slot, (extra_smooth, extra_core) in zip(geometric, terms):
+                pos = slots.index(slot)
+                smooth_t[pos] += extra_smooth * self.taper
+                core_t[pos] += extra_core
         n, m = self.layout.fft_shape
         smooth, spectrum = self._from_brightness(geometry, primal)
         primal_spectrum = (spectrum + torch.fft.rfft2(smooth, s=(n, m))) * psf_hat
         tangent_spectra = (core_t + torch.fft.rfft2(smooth_t, s=(n, m))) * psf_hat
         return primal_spectrum, self.to_image(tangent_spectra)
 
-    def _geometry_terms(self, geometry, v, brightness, slope, r1, r2, x_maj, x_min, dr1_dq, dr2_dq, slots):
-        """What moving the radii adds to the PA and q columns: (G, B, He, We) smooth parts, (G, B, N, M') core spectra.
+    def _geometry_terms(self, geometry, window_slopes, v, brightness, slope, r1, r2, x_maj, x_min, dr1_dq, dr2_dq,
+                        slots):
+        """What moving the radii adds to the PA and q columns: per slot, (B, He, We) smooth part and (B, N, M') core spectrum.
 
         ``brightness`` and ``slope`` are the profile and its radial derivative at
         every radius (B, 1, grid + nodes).
@@ -254,35 +261,34 @@ class Renderer:
         at_nodes, slope_nodes = brightness[:, 0, n_grid:], slope[:, 0, n_grid:]
         r = geometry.r_ell
         outside = r > r1  # inside r1 the window is 1: no smooth part (and a cusp's slope may be infinite)
-        dw_dr, dw_dr1, dw_dr2 = smooth_window_slopes(r, r1, r2)
+        dw_dr, dw_dr1, dw_dr2 = window_slopes
         radial_term = torch.where(outside, slope_grid * (1.0 - geometry.window) - on_grid * dw_dr, 0.0)
         core = geometry.core
         g0 = at_nodes * core.node_factor
         dc_dkappa = core.kappa_slope(g0)  # (B, N, M')
         q2 = q * q
-        smooth_out, core_out = [], []
+        out = []
         for slot in slots:
             if slot == "pa":
                 # d x_maj / d pa = -x_min, d x_min / d pa = x_maj
                 dr = x_maj * x_min * (1.0 / q2 - 1.0) / r
-                smooth_out.append(radial_term * dr)
                 dkc = core.k_major * core.k_minor * (q2 - 1.0) / core.kc
-                core_out.append(dc_dkappa * (dkc * r2 / self.settings.kappa_step) * core.phase)
+                out.append((radial_term * dr, dc_dkappa * (dkc * r2 / self.settings.kappa_step) * core.phase))
                 continue
             dr = -(x_min * x_min) / (q2 * q * r)
             window_term = torch.where(outside, on_grid * (dw_dr1 * dr1_dq + dw_dr2 * dr2_dq), 0.0)
-            smooth_out.append(radial_term * dr - window_term)
             # the core: its nodes r2 t^2 and quadrature factors move with r2 (and r1),
             # its stretched frequency with q and r2, and its prefactor is q
             t, _, _, _ = core_tables(self.settings, r2.dtype, r2.device)
             batch = r2.shape[0]
-            _, d_factor = torch.func.jvp(lambda a, b: core_node_factor(a, b, self.settings), (r1, r2), (dr1_dq, dr2_dq))
+            d_factor = core_node_factor_slope(r1, r2, dr1_dq, dr2_dq, self.settings)
             dg = slope_nodes * (t * t) * dr2_dq.reshape(batch, 1) * core.node_factor + at_nodes * d_factor
             dkc = q * core.k_minor * core.k_minor / core.kc
             dkappa = (dkc * r2 + core.kc * dr2_dq) / self.settings.kappa_step
-            core_out.append(core.apply_weighted(dg) + dc_dkappa * dkappa * core.phase
-                            + core.apply_weighted(g0) / q)
-        return torch.stack(smooth_out), torch.stack(core_out)
+            # (the transform is linear in the node values: the prefactor's term rides along)
+            core_part = core.apply_weighted(dg + g0 / q.reshape(batch, 1))
+            out.append((radial_term * dr - window_term, core_part + dc_dkappa * dkappa * core.phase))
+        return out
 
     def _point(self, profile: PointSource, v: Mapping[str, Tensor]) -> Tensor:
         if self.psf is None or not profile.psf:
