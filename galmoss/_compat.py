@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import warnings
 
@@ -50,3 +51,19 @@ def tune_cpu_allocator() -> bool:
     except (OSError, AttributeError):
         return False
     return bool(ok)
+
+
+@contextlib.contextmanager
+def torch_threads(count: int | None):
+    """Run a block with ``count`` torch intra-op threads, restoring the setting after (None: unchanged)."""
+    import torch
+
+    if count is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

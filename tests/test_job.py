@@ -58,6 +58,7 @@ def test_dry_run_prints_the_model_and_fits_nothing(survey, capsys, tmp_path):
         (('cen_x = { column = "x0" }', 'cen_x = { column = "x_0" }'), "column 'x_0' is not in the catalogue"),
         (("batch_size = 64", "batch_sise = 64"), "unknown key 'batch_sise' in \\[fit\\]"),
         (("iteration = 200", 'iteration = "200"'), "fit.iteration = '200' must be an integer"),
+        (("iteration = 200", 'iteration = 200\nthreads = "all"'), "fit.threads = 'all' must be an integer"),
         (('ser_n = { column = "n", log = true }', 'ser_n = { column = "n", log = "yes" }'),
          "model.sersic.ser_n.log = 'yes' must be true or false"),
         (('eff_r = { column = "re" }', 'eff_r = { share = "disk.eff_r" }'), "share = 'disk.eff_r' names no parameter"),

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from astropy.table import Table
 
-from .._compat import tune_cpu_allocator
+from .._compat import torch_threads, tune_cpu_allocator
 from ..data import Dataset
 from ..errors import OutputError
 from ..fitting.adam import AdamSettings
@@ -152,6 +152,12 @@ class Fitting:
         Threads reading files ahead of the fit.
     pad_shapes
         Pad cutouts of similar sizes into full batches when sizes are mixed.
+    threads
+        Torch's intra-op threads while fitting on the CPU (restored afterwards).
+        Default 1: on 2 cores, 2 threads gave the same wall time for twice the CPU
+        time (idle), and threads that wait spin, so CPU time balloons on a shared
+        machine. Use the cores with processes instead (``--dask local:N``,
+        shards): batches are independent. None leaves torch's setting alone.
     """
 
     def __init__(
@@ -173,6 +179,7 @@ class Fitting:
         client=None,
         read_workers: int = 2,
         pad_shapes: bool = True,
+        threads: int | None = 1,
     ) -> None:
         from ..fitting.likelihoods import get_likelihood
 
@@ -214,6 +221,7 @@ class Fitting:
         self.client = client
         self.read_workers = _positive_int(read_workers, "read_workers")
         self.pad_shapes = bool(pad_shapes)
+        self.threads = _positive_int(threads, "threads") if threads is not None else None
         self.model: Model | None = None
         self.store: ResultStore | None = None
         self._errors_shown = False
@@ -260,6 +268,10 @@ class Fitting:
 
         Calling it again (without ``resume``) starts again from the start values.
         """
+        with torch_threads(self.threads if self.device.type == "cpu" else None):
+            return self._fit(resume, shard)
+
+    def _fit(self, resume: bool, shard) -> Table:
         if not self.dataset.profiles:
             raise ValueError("Fitting.fit: the dataset has no profiles; call dataset.define_profiles(name=profile)")
         shard = _check_shard(shard)
@@ -313,7 +325,7 @@ class Fitting:
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="galmoss-write") as writer:
                 for batch, result in iterate_results(self.dataset, model, settings, todo, self.batch_size,
                                                      read_workers=self.read_workers, pad=self.pad_shapes,
-                                                     client=self.client):
+                                                     client=self.client, threads=self.threads):
                     store.add(result)
                     if batch is not None and batch.n_masked is not None:
                         store.n_masked[batch.positions] = batch.n_masked
@@ -371,7 +383,8 @@ class Fitting:
         if method == "bootstrap":
             n_resample = _positive_int(n_resample, "n_resample", 2)
             iteration = _positive_int(iteration, "iteration") if iteration is not None else self.iteration
-            self._bootstrap(n_resample, iteration, seed)
+            with torch_threads(self.threads if self.device.type == "cpu" else None):
+                self._bootstrap(n_resample, iteration, seed)
         self._errors_shown = True
         self._results = self._table(errors=True)
         if self._positions is not None and len(self._positions) == len(self.dataset):

@@ -63,7 +63,7 @@ _SECTIONS = {"data", "model", "fit", "output"}
 _DATA_KEYS = {"catalog", "galaxy_index", "image", "sigma", "psf", "mask", "mask_index", "image_set", "gain",
               "psf_fwhm"}
 _FIT_KEYS = {"batch_size", "iteration", "method", "likelihood", "device", "dtype", "uncertainty", "n_resample",
-             "restarts", "seed"}
+             "restarts", "seed", "threads"}
 _OUTPUT_KEYS = {"folder", "image_blocks"}
 _PARAM_KEYS = {"column", "value", "share", "fit", "value_range", "log", "angle", "M0", "pix_scale", "step_length"}
 _P_KEYWORDS = {"fit": bool, "log": bool, "angle": bool, "M0": (int, float), "pix_scale": (int, float),
@@ -238,7 +238,7 @@ def load_job(path) -> Job:
 
     fit = doc.get("fit", {})
     _unknown(fit, _FIT_KEYS, "[fit]", path)
-    for key in ("batch_size", "iteration", "n_resample", "seed"):
+    for key in ("batch_size", "iteration", "n_resample", "seed", "threads"):
         if key in fit:
             _expect(fit[key], int, f"fit.{key}", path, "an integer")
     for key in ("method", "likelihood", "device", "dtype", "uncertainty"):

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._compat import torch_threads
 from ..data import Dataset
 from ..errors import OutputError
 from ..fitting.batch import Batch, BatchResult, FitSettings, check_model_output, fit_batch_safely
@@ -55,11 +56,16 @@ def _results_of(stream: BatchStream, model: Model, settings: FitSettings, check_
 
 
 def fit_chunk(dataset: Dataset, model: Model, settings: FitSettings, positions: np.ndarray, batch_size: int,
-              read_workers: int = 1, pad: bool = True) -> list[tuple[Batch | None, BatchResult]]:
-    """Read and fit the galaxies ``positions`` (a dask task; pure but for reading the inputs)."""
+              read_workers: int = 1, pad: bool = True, threads: int | None = None) -> list[tuple[Batch | None, BatchResult]]:
+    """Read and fit the galaxies ``positions`` (a dask task; pure but for reading the inputs).
+
+    ``threads``: torch's intra-op threads for the task on a CPU (a dask worker
+    process otherwise takes one per core, whatever its own thread count).
+    """
     stream = BatchStream(dataset, positions, batch_size, read_workers=read_workers, pad=pad,
                          likelihood=settings.likelihood)
-    return list(_results_of(stream, model, settings, check_first=False))
+    with torch_threads(threads if settings.torch_device.type == "cpu" else None):
+        return list(_results_of(stream, model, settings, check_first=False))
 
 
 def iterate_results(
@@ -73,6 +79,7 @@ def iterate_results(
     pad: bool = True,
     client=None,
     chunk_size: int | None = None,
+    threads: int | None = None,
 ) -> Iterator[tuple[Batch | None, BatchResult]]:
     """Fitted batches (and their inputs) of ``positions``, locally or on a dask cluster.
 
@@ -95,7 +102,7 @@ def iterate_results(
     size = int(chunk_size or max(batch_size, 4 * batch_size))
     chunks = [positions[i : i + size] for i in range(0, len(positions), size)]
     data_f, model_f = client.scatter([dataset, model], broadcast=True)
-    futures = [client.submit(fit_chunk, data_f, model_f, settings, chunk, batch_size, 1, pad, pure=False)
+    futures = [client.submit(fit_chunk, data_f, model_f, settings, chunk, batch_size, 1, pad, threads, pure=False)
                for chunk in chunks]
     for future in as_completed(futures):
         for pair in future.result():
