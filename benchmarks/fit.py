@@ -78,7 +78,7 @@ def run(device: torch.device, batch: int, bulge_disk: bool, repeat_small: int = 
     images, sigma, psf, starts = mock_batch(count, bulge_disk)
     ds = gm.Dataset.from_arrays(images, sigma, psf)
     ds.define_profiles(**starts)
-    fitting = gm.Fitting(ds, batch_size=batch, iteration=200, device=device, progress=False)
+    fitting = gm.Fitting(ds, batch_size=batch, iteration=200, device=device, progress=False, threads=None)
     warm = gm.Dataset.from_arrays(images[:1], sigma[:1], psf[:1])
     warm.define_profiles(**mock_batch(1, bulge_disk, seed=1)[3])
     gm.Fitting(warm, batch_size=1, iteration=5, device=device, progress=False).fit()  # warm-up

@@ -435,7 +435,8 @@ def fit_galmoss(data, model, batch_size, threads):
 
     # warm-up (allocator, kernels) on two galaxies, outside the timing as the peers' imports are
     gm.Fitting(dataset(slice(0, 2)), batch_size=2, iteration=3, device="cpu", progress=False).fit()
-    fitting = gm.Fitting(dataset(slice(None)), batch_size=batch_size, iteration=200, device="cpu", progress=False)
+    fitting = gm.Fitting(dataset(slice(None)), batch_size=batch_size, iteration=200, device="cpu", progress=False,
+                         threads=threads)
     t0, c0 = time.perf_counter(), time.process_time()
     res = fitting.fit()
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
