@@ -39,7 +39,7 @@ def timed_fit(model, n, size, batch, iteration=200, seed=2):
     ds = dataset_of(pool, n)
     warm = gm.Fitting(dataset_of(pool, 1), batch_size=1, iteration=2, device="cpu", progress=False, restarts=False)
     warm.fit()
-    fitting = gm.Fitting(ds, batch_size=batch, iteration=iteration, device="cpu", progress=False)
+    fitting = gm.Fitting(ds, batch_size=batch, iteration=iteration, device="cpu", progress=False, threads=None)
     t0, c0 = time.perf_counter(), time.process_time()
     res = fitting.fit()
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -86,7 +86,7 @@ def main(argv=None):
     parser.add_argument("--parts", nargs="+", default=["size", "params", "batch", "bootstrap"],
                         choices=["size", "params", "batch", "bootstrap"])
     parser.add_argument("--resample", type=int, default=16, help="bootstrap replicas per galaxy")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

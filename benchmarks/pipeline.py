@@ -172,7 +172,9 @@ def dask_vs_local(args) -> None:
         ds = gm.Dataset.from_arrays(images, sigmas, psf)
         ds.define_profiles(sersic=_start(truth, np.random.default_rng(1)))
         t0 = time.perf_counter()
-        res = gm.Fitting(ds, batch_size=8, iteration=200, device="cpu", progress=False, client=client).fit()
+        # the one-process run keeps its 2 threads (threads=None): the comparison is 2 cores either way
+        res = gm.Fitting(ds, batch_size=8, iteration=200, device="cpu", progress=False, client=client,
+                         threads=None if client is None else 1).fit()
         return time.perf_counter() - t0, res
 
     import torch
