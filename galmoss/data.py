@@ -83,6 +83,9 @@ class GalaxyData:
     #: pixels masked by the automatic mask (``auto_mask=True``), and the target's segment (H, W) bool
     n_masked: int = 0
     segment: np.ndarray | None = None
+    #: neighbours fitted with their own component (``neighbours="fit"``): one dict each, and their pixels
+    neighbours: list = field(default_factory=list)
+    neighbour_pixels: np.ndarray | None = None
 
     @property
     def usable(self) -> bool:
@@ -176,6 +179,19 @@ class Dataset:
         PSF FWHM in pixels (one, or one per galaxy) for galaxies without a PSF
         image: a pixel-integrated Moffat (``psf_beta``) or Gaussian (``psf_kind``),
         :func:`galmoss.auto.psf_from_fwhm`.
+    neighbours
+        With ``auto_mask``: ``"mask"`` (default) masks every other source;
+        ``"fit"`` gives the neighbours that bias the target (closer than 3 of its
+        half-light radii, or brighter and closer than 6:
+        :func:`galmoss.auto.select_neighbours`) their own component, fitted with
+        the target (a Sersic, or a point source when the neighbour is as compact
+        as the PSF), and masks the rest. The profiles given to
+        :meth:`define_profiles` are the target's only; the neighbours' columns
+        are ``nb<k>_*`` (Sersic) and ``nbstar<k>_*`` (point source), NaN where
+        fewer were fitted, and ``n_neighbours_fitted`` counts them.
+    max_neighbours
+        At most this many neighbours are fitted per galaxy (the nearest); the
+        others are masked.
 
     Notes
     -----
@@ -204,6 +220,8 @@ class Dataset:
         psf_fwhm=None,
         psf_kind: str = "moffat",
         psf_beta: float = 3.5,
+        neighbours: str = "mask",
+        max_neighbours: int = 3,
         _pixels: str = "files",
     ) -> None:
         names = _as_list(galaxy_index, "galaxy_index", None, allow_none=False, paths=False)
@@ -238,6 +256,7 @@ class Dataset:
             from .auto.segment import photutils_or_raise
 
             photutils_or_raise()  # at construction, not galaxy by galaxy
+        self.neighbours, self.max_neighbours = _neighbour_options(neighbours, max_neighbours, self.auto_mask)
         self.psf_fwhm = _psf_fwhm(psf_fwhm, n)
         self.psf_kind, self.psf_beta = psf_kind, float(psf_beta)
         self._arrays: dict[str, Sequence | None] | None = None
@@ -278,6 +297,8 @@ class Dataset:
         psf_fwhm=None,
         psf_kind: str = "moffat",
         psf_beta: float = 3.5,
+        neighbours: str = "mask",
+        max_neighbours: int = 3,
     ) -> "Dataset":
         """A dataset from numpy arrays or torch tensors.
 
@@ -291,7 +312,7 @@ class Dataset:
             (h, w) for all galaxies, (N, h, w), or a list of (h_i, w_i).
         galaxy_index
             Names (default ``"0"``, ``"1"``, ...).
-        auto_mask, psf_fwhm, psf_kind, psf_beta
+        auto_mask, psf_fwhm, psf_kind, psf_beta, neighbours, max_neighbours
             As for :class:`Dataset`.
 
         Notes
@@ -304,7 +325,8 @@ class Dataset:
         n = len(imgs)
         names = [str(i) for i in range(n)] if galaxy_index is None else _as_names(galaxy_index, n)
         obj = cls(names, None, mask_index=mask_index, img_block_path=img_block_path, result_path=result_path, gain=gain,
-                  auto_mask=auto_mask, psf_fwhm=psf_fwhm, psf_kind=psf_kind, psf_beta=psf_beta, _pixels="arrays")
+                  auto_mask=auto_mask, psf_fwhm=psf_fwhm, psf_kind=psf_kind, psf_beta=psf_beta,
+                  neighbours=neighbours, max_neighbours=max_neighbours, _pixels="arrays")
         shared_psf = psfs is not None and not isinstance(psfs, (list, tuple)) and np.ndim(psfs) == 2
         obj._arrays = {
             "image": imgs,
@@ -326,6 +348,8 @@ class Dataset:
         gain: float | None = None,
         auto_mask: bool = False,
         psf_fwhm=None,
+        neighbours: str = "mask",
+        max_neighbours: int = 3,
     ) -> "Dataset":
         """A dataset from one image-set file (the seed's "image sets (image, sigma, psf)").
 
@@ -340,7 +364,7 @@ class Dataset:
         galaxy_index
             Names of the N galaxies; default: the CATALOG's ``galaxy_index`` column
             when there is one, else ``"0"``, ``"1"``, ...
-        mask_index, img_block_path, result_path, gain, auto_mask, psf_fwhm
+        mask_index, img_block_path, result_path, gain, auto_mask, psf_fwhm, neighbours, max_neighbours
             As for :class:`Dataset`.
 
         Notes
@@ -365,7 +389,8 @@ class Dataset:
         else:
             names = _as_names(galaxy_index, image_set.n)
         obj = cls(names, None, mask_index=mask_index, img_block_path=img_block_path, result_path=result_path, gain=gain,
-                  auto_mask=auto_mask, psf_fwhm=psf_fwhm, _pixels="image_set")
+                  auto_mask=auto_mask, psf_fwhm=psf_fwhm, neighbours=neighbours,
+                  max_neighbours=max_neighbours, _pixels="image_set")
         obj._image_set = image_set
         obj.catalog = catalog
         return obj
@@ -387,6 +412,8 @@ class Dataset:
         base_path: PathLike | None = None,
         auto_mask: bool = False,
         psf_fwhm=None,
+        neighbours: str = "mask",
+        max_neighbours: int = 3,
     ) -> "Dataset":
         """A dataset from a catalogue table: one row per galaxy naming its files.
 
@@ -401,7 +428,7 @@ class Dataset:
             folder for a Table).
         mask_index
             A column name (the galaxy's value in its mask, per row) or one number.
-        img_block_path, result_path, gain, auto_mask
+        img_block_path, result_path, gain, auto_mask, neighbours, max_neighbours
             As for :class:`Dataset`.
         psf_fwhm
             A column name (one FWHM in pixels per row) or one number: a PSF made from
@@ -448,7 +475,8 @@ class Dataset:
             psf_fwhm = np.asarray(column(psf_fwhm, "psf_fwhm"), dtype=np.float64)
         obj = cls(names, images, sigma_path=paths(sigma, "sigma"), psf_path=paths(psf, "psf"),
                   mask_path=paths(mask, "mask"), mask_index=mask_index, img_block_path=img_block_path,
-                  result_path=result_path, gain=gain, auto_mask=auto_mask, psf_fwhm=psf_fwhm)
+                  result_path=result_path, gain=gain, auto_mask=auto_mask, psf_fwhm=psf_fwhm, neighbours=neighbours,
+                  max_neighbours=max_neighbours)
         obj.catalog = table
         return obj
 
@@ -570,11 +598,25 @@ class Dataset:
         if self.auto_mask:
             from .auto.segment import auto_mask
 
-            found = auto_mask(image, weight, sigma, start_xy=self._start_xy(position))
+            fit_them = self.neighbours == "fit"
+            psf_r_half = None
+            if fit_them and psf is not None:
+                from .auto.segment import psf_half_light_radius
+
+                psf_r_half = psf_half_light_radius(psf)
+            found = auto_mask(image, weight, sigma, start_xy=self._start_xy(position),
+                              neighbours=self.neighbours, max_neighbours=self.max_neighbours, psf_r_half=psf_r_half)
             weight = found.weight.copy()
             gal.flags |= found.flags
             gal.messages.append(found.message)
             gal.n_masked, gal.segment = found.n_masked, found.target
+            if fit_them:
+                if psf is None:  # a point source is the PSF: without one every neighbour is a Sersic
+                    for row in found.fitted:
+                        row["kind"] = "sersic"
+                gal.neighbours = found.fitted
+                gal.neighbour_pixels = np.isin(found.segmentation, [row["label"] for row in found.fitted]) & (
+                    found.segmentation > 0)
             if sigma is None and np.isfinite(found.sky_sigma) and found.sky_sigma > 0:
                 # the sky pixels with every source left out: the sigma a clip over the
                 # whole cutout overestimates (it sees the galaxies' wings)
@@ -690,6 +732,19 @@ def estimate_sigma(image: np.ndarray, weight: np.ndarray, gain: float | None) ->
     if gain is not None and gain > 0:
         variance = variance + np.clip(np.nan_to_num(image - sky), 0.0, None) / gain
     return np.sqrt(variance)
+
+
+def _neighbour_options(neighbours, max_neighbours, auto_mask: bool) -> tuple[str, int]:
+    """Check ``neighbours`` and ``max_neighbours`` (Dataset arguments)."""
+    if neighbours not in ("mask", "fit"):
+        raise ValueError(f"Dataset: neighbours={neighbours!r}; choose 'mask' (mask every other source) or 'fit' "
+                         "(fit the close and bright ones with their own component)")
+    if neighbours == "fit" and not auto_mask:
+        raise ValueError("Dataset: neighbours='fit' needs auto_mask=True (the neighbours are found by the automatic "
+                         "mask's segmentation)")
+    if isinstance(max_neighbours, bool) or not isinstance(max_neighbours, (int, np.integer)) or max_neighbours < 0:
+        raise ValueError(f"Dataset: max_neighbours={max_neighbours!r}; give an integer >= 0")
+    return neighbours, int(max_neighbours)
 
 
 def _psf_fwhm(psf_fwhm, n: int) -> list:

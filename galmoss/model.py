@@ -130,6 +130,12 @@ class Model:
     def n_free(self) -> int:
         return len(self.free)
 
+    @property
+    def neighbour_components(self) -> list[str]:
+        """Components that fit a neighbour of the target (``neighbours="fit"``; :class:`NeighbourStart`)."""
+        return [name for name, p in self.profiles.items()
+                if any(isinstance(prm, NeighbourStart) for prm in p.parameters().values())]
+
     def free_names(self) -> list[str]:
         """A readable name per free parameter (its first use)."""
         return [f"{self.uses[prm][0][0]}_{self.uses[prm][0][1]}" for prm in self.free]
@@ -176,15 +182,18 @@ class Model:
         everything else keeps its start.
         """
         out = {prm: np.array(v, dtype=np.float64, copy=True) for prm, v in start.items()}
-        free_mags = {(pname, prm) for pname, p in self.profiles.items() for slot, prm in p.parameters().items()
+        # fitted neighbours keep their starts (from their own segments); the target's components restart
+        neighbours = set(self.neighbour_components)
+        targets = {name: p for name, p in self.profiles.items() if name not in neighbours}
+        free_mags = {(pname, prm) for pname, p in targets.items() for slot, prm in p.parameters().items()
                      if prm.fit and p.spec(slot).role is Role.MAGNITUDE}
         share = 1.0 / max(len(free_mags), 1)
         # several components restart apart (galmoss.fitting.starts.component_rules), never equal
-        rules = start_rules(self.profiles)
+        rules = start_rules(targets)
         rule_total = sum(rules[pname]["share"] for pname, _ in free_mags if pname in rules) or 1.0
         est = {key: np.array([e[key] for e in estimates]) for key in estimates[0]}
-        done: set = set()
-        for pname, profile in self.profiles.items():
+        done: set = set(prm for name in neighbours for prm in self.profiles[name].parameters().values())
+        for pname, profile in targets.items():
             rule = rules.get(pname)
             for slot, prm in profile.parameters().items():
                 if not prm.fit or prm in done:
@@ -373,6 +382,28 @@ class AutoStart(Parameter):
         return estimate[self.kind] * self.factor
 
 
+class NeighbourStart(AutoStart):
+    """A free parameter of a fitted neighbour's component, started from the neighbour's own segment.
+
+    ``neighbours="fit"`` (:mod:`galmoss.fitting.neighbours`): the start of
+    component ``component``'s ``kind`` ("cen_x", "cen_y", "pa", "axis_r",
+    "eff_r", "flux", "ser_n") is the image estimate ``"<component>.<kind>"``
+    (photutils' catalogue row of that neighbour). Restarts keep it.
+    """
+
+    def __init__(self, component: str, kind: str, *, like: Parameter | None = None) -> None:
+        super().__init__(kind, angle=kind == "pa", like=like)
+        self.component = component
+
+    def start_from(self, estimate: dict) -> float:
+        value = float(estimate[f"{self.component}.{self.kind}"])
+        if self.kind == "flux":
+            return -2.5 * math.log10(max(value, 1e-30))
+        if self.kind == "pa":
+            return math.radians(value)
+        return value
+
+
 def _auto_start(
     name: str, profile: LightProfile, slot: str, share: float, like: Parameter | None, rule: dict | None = None
 ) -> Parameter:
@@ -422,7 +453,8 @@ def start_rules(profiles: Mapping[str, LightProfile]) -> dict[str, dict]:
     """
     from .fitting.starts import assign_roles, component_rules
 
-    luminous = {name: p for name, p in profiles.items() if any(p.spec(s).role is Role.MAGNITUDE for s in p.parameter_specs)}
+    luminous = {name: p for name, p in profiles.items() if any(p.spec(s).role is Role.MAGNITUDE for s in p.parameter_specs)
+                and not any(isinstance(getattr(p, s, None), NeighbourStart) for s in p.parameter_specs)}
     if len(luminous) < 2:
         return {}
 

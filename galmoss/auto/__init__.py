@@ -16,6 +16,7 @@ photutils is needed only by :func:`auto_mask` (``pip install 'galmoss[auto]'``).
 
 from .psf import psf_from_fwhm
 from .quality import CHI2_SIGMAS, quality_flags
-from .segment import AutoMaskResult, auto_mask
+from .segment import AutoMaskResult, auto_mask, psf_half_light_radius, select_neighbours
 
-__all__ = ["CHI2_SIGMAS", "AutoMaskResult", "auto_mask", "psf_from_fwhm", "quality_flags"]
+__all__ = ["CHI2_SIGMAS", "AutoMaskResult", "auto_mask", "psf_from_fwhm", "psf_half_light_radius", "quality_flags",
+           "select_neighbours"]

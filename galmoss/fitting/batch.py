@@ -126,6 +126,9 @@ class Batch:
     messages: list[list[str]]
     segments: np.ndarray | None = None
     n_masked: np.ndarray | None = None
+    #: neighbours fitted with the target (``neighbours="fit"``): one list of dicts per galaxy, and their pixels
+    neighbours: list[list[dict]] | None = None
+    neighbour_pixels: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -145,6 +148,8 @@ class Batch:
             messages=[list(self.messages[i]) for i in rows],
             segments=None if self.segments is None else self.segments[rows],
             n_masked=None if self.n_masked is None else self.n_masked[rows],
+            neighbours=None if self.neighbours is None else [self.neighbours[i] for i in rows],
+            neighbour_pixels=None if self.neighbour_pixels is None else self.neighbour_pixels[rows],
         )
 
 
@@ -297,6 +302,8 @@ def fit_batch(model: Model, batch: Batch, settings: FitSettings) -> BatchResult:
     BatchResult
         One row per galaxy of ``batch``, in its order.
     """
+    if getattr(model, "neighbour_layout", None) is not None:
+        return _fit_with_neighbours(model, batch, settings)
     dev, dt = settings.torch_device, settings.torch_dtype
     estimates = _estimates(batch) if model.auto_parameters else None
     start = model.start_values(batch.positions, estimates)
@@ -399,6 +406,11 @@ def check_model_output(model: Model, batch: Batch, settings: FitSettings) -> Non
     ProfileOutputError
         Naming the profile, the shape it returned and the shape needed.
     """
+    if getattr(model, "neighbour_layout", None) is not None:
+        from .neighbours import batch_model, signature
+
+        sigs = [signature(x) for x in (batch.neighbours or [[]] * len(batch))]
+        model, batch = batch_model(model, sigs[0]), batch.take(np.flatnonzero([s == sigs[0] for s in sigs]))
     tried = batch.take(np.arange(min(3, len(batch))))
     estimates = _estimates(tried) if model.auto_parameters else None
     start = model.start_values(tried.positions, estimates)
@@ -465,12 +477,41 @@ def _reorder(result: BatchResult, order: np.ndarray) -> BatchResult:
     )
 
 
+def _fit_with_neighbours(model: Model, batch: Batch, settings: FitSettings) -> BatchResult:
+    """Fit a batch with fitted neighbours: each neighbour signature with its own sub-model (fitting.neighbours)."""
+    from .neighbours import batch_model, expand, signature
+
+    sigs = [signature(x) for x in (batch.neighbours or [[]] * len(batch))]
+    parts, order = [], []
+    for sig in sorted(set(sigs)):
+        rows = np.flatnonzero([s == sig for s in sigs])
+        sub = batch_model(model, sig)
+        parts.append(expand(fit_batch(sub, batch.take(rows), settings), sub, model))
+        order.append(rows)
+    result = BatchResult.concatenate(parts)
+    if len(parts) == 1:
+        return result
+    return _reorder(result, np.argsort(np.concatenate(order), kind="stable"))
+
+
 def _estimates(batch: Batch) -> list[dict]:
-    """Image-based starts of every galaxy of the batch, in one vectorised pass (padding has weight 0)."""
+    """Image-based starts of every galaxy of the batch, in one vectorised pass (padding has weight 0).
+
+    Fitted neighbours' pixels are left out of the target's estimates (its flux
+    and size would take their light); the neighbours' own starts come from
+    their segments (``"<component>.<kind>"`` keys, :mod:`galmoss.fitting.neighbours`).
+    """
     from .starts import estimate_starts
 
-    est = estimate_starts(batch.image, batch.weight, batch.sigma, segments=batch.segments)
-    return [{k: float(v[i]) for k, v in est.items()} for i in range(len(batch))]
+    weight = batch.weight if batch.neighbour_pixels is None else np.where(batch.neighbour_pixels, 0.0, batch.weight)
+    est = estimate_starts(batch.image, weight, batch.sigma, segments=batch.segments)
+    out = [{k: float(v[i]) for k, v in est.items()} for i in range(len(batch))]
+    if batch.neighbours is not None:
+        from .neighbours import neighbour_estimates
+
+        for row, rows in zip(out, batch.neighbours):
+            row.update(neighbour_estimates(rows))
+    return out
 
 
 def _check_starts(model: Model, batch: Batch, start: dict):
@@ -530,12 +571,18 @@ def _quality(model: Model, start: dict, reported: dict, loss, dof, finite, shape
                          for prm, v in start.items()}
         start_rep = {k: v.double().numpy() for k, v in model.report(start_tensors).items()}
     free = {c.name for c in model.columns if c.parameter.fit}
+    # flags judge the target: a fitted neighbour is no component of it (negligible share, merged, ...)
+    neighbours = set(model.neighbour_components)
+    if neighbours:
+        own = {c.name for c in model.columns if c.profile not in neighbours}
+        reported = {k: v for k, v in reported.items() if k in own}
+        start_rep = {k: v for k, v in start_rep.items() if k in own}
     with np.errstate(divide="ignore", invalid="ignore"):
         reduced = np.where(finite & (dof > 0) & chi2, loss / np.maximum(dof, 1), np.nan)
     scales = {c.name: c.parameter.pix_scale for c in model.columns if c.parameter.pix_scale is not None}
     q_flags, q_messages = quality_flags(
         reduced, dof, reported, {k: v for k, v in start_rep.items() if k in free}, shape,
-        pixel_scale=scales or None, components={c.name: c.profile for c in model.columns},
+        pixel_scale=scales or None, components={c.name: c.profile for c in model.columns if c.name in reported},
     )
     for i in np.flatnonzero(finite & (q_flags != 0)):
         flags[i] |= int(q_flags[i])

@@ -277,7 +277,14 @@ class Fitting:
         shard = _check_shard(shard)
         if resume and self.dataset.result_path is None:
             raise ValueError("Fitting.fit(resume=True) needs the dataset's result_path (where the parts are)")
-        self.model = model = Model(self.dataset.profiles, auto_starts=True, dtype=self.dtype)
+        if getattr(self.dataset, "neighbours", "mask") == "fit":
+            from ..fitting.neighbours import neighbour_model
+
+            # the user's profiles are the target's; the neighbours' components are added here
+            self.model = model = neighbour_model(self.dataset.profiles, self.dataset.max_neighbours, auto_starts=True,
+                                                 dtype=self.dtype)
+        else:
+            self.model = model = Model(self.dataset.profiles, auto_starts=True, dtype=self.dtype)
         model.check_galaxies(len(self.dataset))
         n = len(self.dataset)
         positions = shard_positions(n, shard)
@@ -329,6 +336,8 @@ class Fitting:
                     store.add(result)
                     if batch is not None and batch.n_masked is not None:
                         store.n_masked[batch.positions] = batch.n_masked
+                    if batch is not None and batch.neighbours is not None:
+                        store.n_neighbours[batch.positions] = [len(x) for x in batch.neighbours]
                     pending.append(writer.submit(sink, batch, result))
                     while len(pending) > 2:
                         pending.popleft().result()
@@ -464,7 +473,8 @@ class Fitting:
     def _table(self, errors: bool) -> Table:
         table = self.store.table(errors=errors, likelihood=self.likelihood.name, method=self.method,
                                  blocks=self.dataset.img_block_path is not None,
-                                 n_masked=bool(getattr(self.dataset, "auto_mask", False)))
+                                 n_masked=bool(getattr(self.dataset, "auto_mask", False)),
+                                 neighbours=getattr(self.dataset, "neighbours", "mask") == "fit")
         if self._positions is not None and len(self._positions) != len(self.dataset):
             table = table[self._positions]
         return table

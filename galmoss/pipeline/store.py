@@ -48,6 +48,7 @@ class ResultStore:
         self.messages = [""] * n
         self.image_block = [""] * n
         self.n_masked = np.zeros(n, dtype=np.int64)
+        self.n_neighbours = np.zeros(n, dtype=np.int64)
         self.done = np.zeros(n, dtype=bool)
 
     def __len__(self) -> int:
@@ -79,7 +80,7 @@ class ResultStore:
         return self.values[:, self.columns.index(column)]
 
     def table(self, *, errors: bool, likelihood: str = "chi2", method: str = "lm", blocks: bool = False,
-              n_masked: bool = False) -> Table:
+              n_masked: bool = False, neighbours: bool = False) -> Table:
         """The results table (docs/design.md): one row per galaxy, in dataset order.
 
         ``chi2`` holds the minimised objective only for the chi2 likelihood; for
@@ -110,6 +111,8 @@ class ResultStore:
         table["message"] = np.array(self.messages, dtype=str) if self.messages else np.array([], dtype=str)
         if n_masked:
             table["n_masked"] = self.n_masked  # pixels the automatic mask took out
+        if neighbours:
+            table["n_neighbours_fitted"] = self.n_neighbours  # neighbours fitted with their own component
         if blocks:
             table["image_block"] = np.array(self.image_block, dtype=str)
         table.meta["method"] = method

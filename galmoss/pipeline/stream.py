@@ -1,6 +1,7 @@
 """The stream: galaxies read ahead in background threads, grouped into batches.
 
-Galaxies of one cutout shape go into one batch. When shapes are mixed and no
+Galaxies of one cutout shape (and, with fitted neighbours, one neighbour
+signature: :mod:`galmoss.fitting.neighbours`) go into one batch. When shapes are mixed and no
 shape fills a batch, galaxies of similar shapes (within one step of a size
 ladder, at most about 25 % larger) are padded with zero-weight pixels to the
 largest of them, so batches fill and memory stays bounded: at most
@@ -24,6 +25,7 @@ import numpy as np
 
 from ..data import Dataset, GalaxyData
 from ..fitting.batch import Batch
+from ..fitting.neighbours import signature
 from ..flags import Flag
 
 __all__ = ["BatchStream", "Unfitted", "bucket_size"]
@@ -121,7 +123,8 @@ class BatchStream:
                 yield Unfitted(np.array([gal.position]), [gal.name], np.array([gal.flags], dtype=np.int64),
                                [list(gal.messages)])
                 continue
-            key = (gal.shape, gal.psf is not None)
+            # galaxies with fitted neighbours: one batch per neighbour signature (galmoss.fitting.neighbours)
+            key = (gal.shape, gal.psf is not None, signature(gal.neighbours))
             group = groups.setdefault(key, [])
             group.append(gal)
             waiting += 1
@@ -147,8 +150,8 @@ class BatchStream:
         """One batch from the bucket of similar shapes with the most galaxies waiting."""
         buckets: dict[tuple, list[tuple]] = {}
         for key in groups:
-            (h, w), has_psf = key
-            buckets.setdefault((bucket_size(h), bucket_size(w), has_psf), []).append(key)
+            (h, w), has_psf, sig = key
+            buckets.setdefault((bucket_size(h), bucket_size(w), has_psf, sig), []).append(key)
         best = max(buckets.values(), key=lambda keys: sum(len(groups[k]) for k in keys))
         chosen: list[GalaxyData] = []
         for key in sorted(best, key=lambda k: -len(groups[k])):
@@ -205,6 +208,14 @@ def make_batch(gals: list[GalaxyData]) -> Batch:
             if getattr(g, "segment", None) is not None:
                 gh, gw = g.segment.shape
                 segments[i, :gh, :gw] = g.segment
+    neighbours = neighbour_pixels = None
+    if any(getattr(g, "neighbour_pixels", None) is not None for g in gals):
+        neighbours = [list(getattr(g, "neighbours", None) or []) for g in gals]
+        neighbour_pixels = np.zeros((n, h, w), dtype=bool)
+        for i, g in enumerate(gals):
+            if getattr(g, "neighbour_pixels", None) is not None:
+                gh, gw = g.neighbour_pixels.shape
+                neighbour_pixels[i, :gh, :gw] = g.neighbour_pixels
     return Batch(
         positions=np.array([g.position for g in gals], dtype=np.int64),
         names=[g.name for g in gals],
@@ -217,6 +228,8 @@ def make_batch(gals: list[GalaxyData]) -> Batch:
         messages=[list(g.messages) for g in gals],
         segments=segments,
         n_masked=np.array([int(getattr(g, "n_masked", 0)) for g in gals], dtype=np.int64),
+        neighbours=neighbours,
+        neighbour_pixels=neighbour_pixels,
     )
 
 
