@@ -115,3 +115,19 @@ def test_mask_auto_and_psf_fwhm_in_a_job_file(survey, tmp_path):
     assert loaded.dataset.auto_mask
     gal = loaded.dataset.load(0)
     assert gal.psf is not None and "FWHM 2.5 px" in " ".join(gal.messages)  # a PSF made from the FWHM
+
+
+def test_neighbours_fit_in_a_job_file_and_its_mistakes(survey, tmp_path, capsys):
+    from galmoss.pipeline.job import load_job
+
+    text = (survey / "job.toml").read_text().replace('catalog = "catalog.csv"', f'catalog = "{survey / "catalog.csv"}"')
+    job = tmp_path / "job.toml"
+    job.write_text(text.replace('psf = "psf"', 'psf = "psf"\nmask = "auto"\nneighbours = "fit"\nmax_neighbours = 2'))
+    loaded = load_job(job)
+    assert loaded.dataset.neighbours == "fit" and loaded.dataset.max_neighbours == 2
+    job.write_text(text.replace('psf = "psf"', 'psf = "psf"\nneighbours = "fit"'))
+    assert main(["fit", str(job)]) == 2
+    assert 'needs mask = "auto"' in capsys.readouterr().err
+    job.write_text(text.replace('psf = "psf"', 'psf = "psf"\nmask = "auto"\nneighbours = "model"'))
+    assert main(["fit", str(job)]) == 2
+    assert 'must be "mask" or "fit"' in capsys.readouterr().err

@@ -34,7 +34,7 @@ from ..profiles import PointSource, Sersic
 from ..profiles.base import LightProfile
 
 __all__ = ["SERSIC_PREFIX", "POINT_PREFIX", "batch_model", "expand", "neighbour_estimates", "neighbour_model",
-           "signature"]
+           "signature", "sub_indices"]
 
 SERSIC_PREFIX = "nb"
 POINT_PREFIX = "nbstar"
@@ -131,6 +131,14 @@ def batch_model(model: Model, sig: tuple[int, int]) -> Model:
     return model.batch_models[sig]
 
 
+def sub_indices(sub: Model, full: Model) -> tuple[np.ndarray, np.ndarray]:
+    """Where ``sub``'s reported columns and free parameters sit in ``full``'s: two index arrays."""
+    at = {c.name: j for j, c in enumerate(full.columns)}
+    where = {id(prm): j for j, prm in enumerate(full.free)}
+    return (np.array([at[c.name] for c in sub.columns], dtype=np.int64),
+            np.array([where[id(prm)] for prm in sub.free], dtype=np.int64))
+
+
 def expand(result, sub: Model, full: Model):
     """A :class:`~galmoss.fitting.batch.BatchResult` of ``sub`` in the columns of ``full`` (NaN elsewhere)."""
     n = len(result)
@@ -139,14 +147,12 @@ def expand(result, sub: Model, full: Model):
     errors = None
     if result.errors is not None:
         errors = {c: result.errors[c] if c in result.errors else np.full(n, np.nan) for c in cols}
+    idx, free = sub_indices(sub, full)
     covariance = None
     if result.covariance is not None:
-        at = {c: j for j, c in enumerate(cols)}
-        idx = np.array([at[c.name] for c in sub.columns], dtype=np.int64)
         covariance = np.full((n, len(cols), len(cols)), np.nan)
         covariance[:, idx[:, None], idx[None, :]] = result.covariance
-    where = {id(prm): j for j, prm in enumerate(full.free)}
     theta = np.full((n, full.n_free), np.nan)
-    theta[:, [where[id(prm)] for prm in sub.free]] = result.theta
+    theta[:, free] = result.theta
     result.values, result.errors, result.covariance, result.theta = values, errors, covariance, theta
     return result

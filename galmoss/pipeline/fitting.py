@@ -504,12 +504,21 @@ class Fitting:
         for batch in stream:
             if not hasattr(batch, "image"):
                 continue
-            start = model.start_values(batch.positions)
-            objective = _objective(model, batch, start, settings)
-            theta = torch.as_tensor(store.theta[batch.positions], dtype=self.dtype, device=self.device)
-            std = bootstrap_batch(model, objective, theta, store.values[batch.positions], n_resample, lm,
+            bmodel, cols, free = model, np.arange(len(store.columns)), np.arange(model.n_free)
+            if getattr(model, "neighbour_layout", None) is not None:
+                from ..fitting.neighbours import batch_model, signature, sub_indices
+
+                # the stream groups galaxies by neighbour signature: one sub-model per batch
+                bmodel = batch_model(model, signature((batch.neighbours or [[]])[0]))
+                cols, free = sub_indices(bmodel, model)
+            start = bmodel.start_values(batch.positions)
+            objective = _objective(bmodel, batch, start, settings)
+            theta = torch.as_tensor(store.theta[batch.positions][:, free], dtype=self.dtype, device=self.device)
+            std = bootstrap_batch(bmodel, objective, theta, store.values[batch.positions][:, cols], n_resample, lm,
                                   generator, rows_per_pass)
-            store.errors[batch.positions] = std
+            errors = np.full((len(batch), len(store.columns)), np.nan)
+            errors[:, cols] = std
+            store.errors[batch.positions] = errors
 
 
 def json_round_trip(value):

@@ -10,6 +10,7 @@
     psf = "psf"
     # mask = "mask"   mask_index = 2   image_set = "galaxies.fits"
     # mask = "auto" (photutils masks every other source)   psf_fwhm = 1.3 or "<column>"
+    # neighbours = "fit" (with mask = "auto": close/bright neighbours get a component)   max_neighbours = 3
 
     [model.sersic]               # one table per component; its name prefixes the columns
     profile = "Sersic"
@@ -61,7 +62,7 @@ class JobError(GalmossError, ValueError):
 
 _SECTIONS = {"data", "model", "fit", "output"}
 _DATA_KEYS = {"catalog", "galaxy_index", "image", "sigma", "psf", "mask", "mask_index", "image_set", "gain",
-              "psf_fwhm"}
+              "psf_fwhm", "neighbours", "max_neighbours"}
 _FIT_KEYS = {"batch_size", "iteration", "method", "likelihood", "device", "dtype", "uncertainty", "n_resample",
              "restarts", "seed", "threads"}
 _OUTPUT_KEYS = {"folder", "image_blocks"}
@@ -177,7 +178,7 @@ def load_job(path) -> Job:
                 local(data["catalog"]), galaxy_index=data.get("galaxy_index", "galaxy_index"), image=data["image"],
                 sigma=data.get("sigma"), psf=data.get("psf"), mask=None if auto_mask else data.get("mask"),
                 mask_index=mask_index, img_block_path=blocks, result_path=folder, gain=gain, auto_mask=auto_mask,
-                psf_fwhm=psf_fwhm)
+                psf_fwhm=psf_fwhm, **_neighbour_keys(data, auto_mask, path))
         except KeyError as exc:
             raise JobError(f"{path}: {exc.args[0]}") from None
         except JobError:
@@ -254,7 +255,7 @@ def _image_set_dataset(data, local, mask_index, blocks, folder, gain, path, auto
 
     if isinstance(psf_fwhm, str):
         raise JobError(f"{path}: data.psf_fwhm = {psf_fwhm!r}: with an image set give one number (pixels)")
-    extra = {"auto_mask": auto_mask, "psf_fwhm": psf_fwhm}
+    extra = {"auto_mask": auto_mask, "psf_fwhm": psf_fwhm, **_neighbour_keys(data, auto_mask, path)}
     dataset = gm.Dataset.from_image_set(local(data["image_set"]), mask_index=mask_index, img_block_path=blocks,
                                         result_path=folder, gain=gain, **extra)
     if "galaxy_index" in data and dataset.catalog is not None:
@@ -266,6 +267,25 @@ def _image_set_dataset(data, local, mask_index, blocks, folder, gain, path, auto
         dataset = gm.Dataset.from_image_set(local(data["image_set"]), names, mask_index=mask_index,
                                             img_block_path=blocks, result_path=folder, gain=gain, **extra)
     return dataset
+
+
+def _neighbour_keys(data: dict, auto_mask: bool, path) -> dict:
+    """``neighbours`` and ``max_neighbours`` of [data], checked."""
+    out = {}
+    if "neighbours" in data:
+        value = data["neighbours"]
+        if value not in ("mask", "fit"):
+            raise JobError(f"{path}: data.neighbours = {value!r} must be \"mask\" or \"fit\"")
+        if value == "fit" and not auto_mask:
+            raise JobError(f"{path}: data.neighbours = \"fit\" needs mask = \"auto\" (the neighbours come from "
+                           "the automatic mask's segmentation)")
+        out["neighbours"] = value
+    if "max_neighbours" in data:
+        value = data["max_neighbours"]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise JobError(f"{path}: data.max_neighbours = {value!r} must be an integer >= 0")
+        out["max_neighbours"] = value
+    return out
 
 
 def _slots_of(cls) -> list[str] | None:

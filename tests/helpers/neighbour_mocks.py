@@ -112,3 +112,31 @@ def neighbour_mocks(count: int, seed: int = 0, shape=(96, 96), neighbours=(1, 2)
         all_nb.append(nbs)
     return NeighbourSet(np.array(images), np.array(sigmas), np.array(sky_sigma), psf_img, np.array(targets),
                         np.array(others), np.array(masks), truth, all_nb, np.array(snrs))
+
+
+def neighbour_scene(target: dict | None, neighbours: list[dict], shape=(80, 80), noise: float = 0.02, seed: int = 0):
+    """One GalSim cutout of given sources: (image, sigma image, PSF, noiseless target).
+
+    ``target``: n, re, q, pa, cx, cy, flux (or None: no target); each neighbour:
+    kind ("galaxy" or "star"), x, y, flux and, for a galaxy, n, re, q, pa.
+    A flat sky of :data:`SKY`, Gaussian noise of ``noise``, the Moffat PSF of
+    :func:`neighbour_mocks`.
+    """
+    rng = np.random.default_rng(seed)
+    h, w = shape
+    psf = galsim.Moffat(beta=3.5, fwhm=3.5, gsparams=GSPARAMS)
+    psf_img = psf_image(psf, 25)
+    psf_img /= psf_img.sum()
+    clean = np.zeros(shape)
+    if target is not None:
+        t = target
+        clean = _draw(_sersic(t["n"], t["re"], t["q"], t["pa"], t["cx"], t["cy"], t["flux"], shape), psf, shape)
+    scene = clean.copy()
+    for nb in neighbours:
+        if nb["kind"] == "star":
+            prof = galsim.DeltaFunction(flux=nb["flux"]).shift(nb["x"] - (w / 2 + 0.5), nb["y"] - (h / 2 + 0.5))
+        else:
+            prof = _sersic(nb["n"], nb["re"], nb["q"], nb["pa"], nb["x"], nb["y"], nb["flux"], shape)
+        scene += _draw(prof, psf, shape)
+    image = SKY + scene + rng.normal(0.0, noise, shape)
+    return image, np.full(shape, noise), psf_img, clean
