@@ -18,6 +18,12 @@ def test_demo_fits_generated_galaxies_end_to_end(tmp_path, capsys):
     pulls = [float(line.split()[-1]) for line in out.splitlines() if line.startswith("demo0") and len(line.split()) == 6]
     assert len(pulls) == 12 and max(abs(p) for p in pulls) < 4.5
     assert len(list((tmp_path / "image_blocks").glob("*.fits"))) == 4
+    # a galaxy with a neighbour of equal brightness, fitted with no hand-made mask (truth r_e 5, mag 17)
+    line = next(x for x in out.splitlines() if x.strip().startswith("auto_mask + neighbours='fit'"))
+    r_e, mag, n_fitted = float(line.split()[-5]), float(line.split()[-4]), int(line.split()[-1])
+    assert abs(r_e / 5.0 - 1) < 0.05 and abs(mag - 17.0) < 0.05 and n_fitted == 1
+    line = next(x for x in out.splitlines() if x.strip().startswith("no mask"))
+    assert float(line.split()[-5]) > 6.0  # the comparison: without the neighbour's component r_e is far off
     # the demo ends with its report, named on the last line (the report itself: tests/test_plot.py)
     assert out.strip().splitlines()[-1] == f"report: {tmp_path / 'report.html'}"
     page = (tmp_path / "report.html").read_text(encoding="utf-8")

@@ -113,14 +113,15 @@ def single_sersic_mocks(count, seed=0, shape=(128, 128), n_range=(0.5, 6.0), re_
     return MockSet(np.array(images), np.array(sigmas), np.array(psfs), np.array(truths), truth, start, snr)
 
 
-def bulge_disk_mocks(count, seed=0, shape=(128, 128), snr_range=(20.0, 500.0), source_noise=True) -> MockSet:
-    """Bulge (n = 4) + disk (n = 1) sharing a centre; B/T in [0.1, 0.7]."""
+def bulge_disk_mocks(count, seed=0, shape=(128, 128), snr_range=(20.0, 500.0), source_noise=True,
+                     bt_range=(0.1, 0.7)) -> MockSet:
+    """Bulge (n = 4) + disk (n = 1) sharing a centre; B/T in ``bt_range`` ([0.1, 0.7])."""
     rng = np.random.default_rng(seed)
     truth = {
         "cx": shape[1] / 2 + 0.5 + rng.uniform(-1.0, 1.0, count),
         "cy": shape[0] / 2 + 0.5 + rng.uniform(-1.0, 1.0, count),
         "mag": rng.uniform(15.0, 17.5, count),
-        "bt": rng.uniform(0.1, 0.7, count),
+        "bt": rng.uniform(*bt_range, count),
         "re_d": np.exp(rng.uniform(np.log(5.0), np.log(15.0), count)),
         "q_d": rng.uniform(0.3, 1.0, count),
         "pa_d": rng.uniform(-90.0, 90.0, count),
