@@ -87,6 +87,11 @@ class LMSettings:
         column is at most ``gtol`` (>= 0): the gradient is orthogonal to them.
     initial_damping
         Starting Marquardt damping lambda (> 0), relative to diag(J^T J).
+    final_normal_matrix
+        Recompute the normal equations at the step a galaxy converges with, so
+        that ``normal_matrix`` is at the solution (the covariance uses it). False
+        saves one Jacobian per galaxy where nothing needs them (bootstrap
+        replicas); ``normal_matrix`` is then that of the step before.
     max_damping
         A galaxy whose damping grows beyond this (> ``initial_damping``) without
         a successful step ends with status ``STALLED``.
@@ -103,6 +108,7 @@ class LMSettings:
     gtol: float = 1e-8
     initial_damping: float = 0.1
     max_damping: float = 1e12
+    final_normal_matrix: bool = True
 
     def __post_init__(self) -> None:
         _check_count("LMSettings", "max_iterations", self.max_iterations)
@@ -110,6 +116,8 @@ class LMSettings:
             _check_number("LMSettings", name, getattr(self, name))
         _check_number("LMSettings", "initial_damping", self.initial_damping, positive=True)
         _check_number("LMSettings", "max_damping", self.max_damping, positive=True)
+        if not isinstance(self.final_normal_matrix, bool):
+            raise TypeError(f"LMSettings(final_normal_matrix={self.final_normal_matrix!r}): must be True or False")
         if not self.max_damping > self.initial_damping:
             raise ValueError(
                 f"LMSettings(max_damping={self.max_damping!r}): max_damping must exceed "
@@ -177,6 +185,7 @@ def levenberg_marquardt(
     residuals_and_jacobian: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]],
     theta0: Tensor,
     settings: LMSettings = LMSettings(),
+    start: tuple[Tensor, Tensor] | None = None,
 ) -> OptimizeResult:
     """Minimise ``sum(residuals(theta)^2)`` for every galaxy of a batch independently.
 
@@ -191,6 +200,9 @@ def levenberg_marquardt(
         Start values (B, P).
     settings
         Tolerances and limits.
+    start
+        ``(r, J)`` at ``theta0`` when the caller has them already (bootstrap
+        replicas share their galaxy's model Jacobian at the best fit).
 
     Returns
     -------
@@ -200,7 +212,7 @@ def levenberg_marquardt(
     batch, n_par = theta.shape
     device = theta.device
     everyone = torch.arange(batch, device=device)
-    r, jac = residuals_and_jacobian(theta, everyone)
+    r, jac = start if start is not None else residuals_and_jacobian(theta, everyone)
     a, g, chi2 = _normal_equations(r, jac)
     del r, jac
     status = torch.where(torch.isfinite(chi2), int(RUNNING), int(NON_FINITE)).to(device)
@@ -257,9 +269,13 @@ def levenberg_marquardt(
         )
         status[idx] = new_status
         # move the galaxies whose step was accepted and refresh their normal equations
-        moved = idx[accepted]
+        theta[idx[accepted]] = trial[accepted]
+        refresh = accepted if settings.final_normal_matrix else accepted & (new_status == RUNNING)
+        if not settings.final_normal_matrix:
+            done = accepted & ~refresh
+            chi2[idx[done]] = chi2_trial[done].to(chi2.dtype)
+        moved = idx[refresh]
         if moved.numel():
-            theta[moved] = trial[accepted]
             r, jac = residuals_and_jacobian(theta[moved], moved)
             a_m, g_m, chi2_m = _normal_equations(r, jac)
             del r, jac
