@@ -330,6 +330,7 @@ def fit_batch(model: Model, batch: Batch, settings: FitSettings) -> BatchResult:
         result = _evaluate(objective, theta0, everyone)
     if settings.restarts and model.n_free:
         result = _restart_strays(model, objective, batch, start, estimates, result, settings)
+        result = _restart_components(model, objective, batch, start, estimates, result, settings)
     with torch.no_grad():
         values = model.values(result.theta, objective.fixed)
         reported = {k: v.double().cpu().numpy() for k, v in model.report(values).items()}
@@ -644,6 +645,129 @@ def _restart_strays(model, objective, batch, start, estimates, result, settings)
         if result.normal_matrix is not None and again.normal_matrix is not None:
             result.normal_matrix[take] = again.normal_matrix[better]
     log.info("restarted %d galaxies from image-based starts; %d improved", stray.size, int(take.numel()))
+    return result
+
+
+#: slots that describe a component's shape and brightness, swapped between two components
+_SWAP_SLOTS = ("eff_r", "axis_r", "pa", "ser_n", "mag", "scale_l", "fwhm")
+
+
+def _component_pair(model: Model):
+    """The two luminous extended components of the target (compact one first), or None.
+
+    Only models with exactly two such components (a bulge + disk, two Sersics)
+    are judged: their wrong minima are known (docs/validation.md, issue 8).
+    """
+    from .starts import assign_roles
+
+    neighbours = set(model.neighbour_components)
+    extended = [name for name, p in model.profiles.items() if name not in neighbours
+                and any(p.spec(s).role is Role.LENGTH for s in p.parameter_specs)
+                and any(p.spec(s).role is Role.MAGNITUDE for s in p.parameter_specs)]
+    if len(extended) != 2:
+        return None
+
+    def given_n(p):
+        prm = getattr(p, "ser_n", None) if "ser_n" in p.parameter_specs else None
+        if prm is None or not getattr(prm, "has_start", False):
+            return None
+        return float(np.median(np.ravel(prm.initial_values())))
+
+    roles = assign_roles([(n, type(model.profiles[n]).__name__, given_n(model.profiles[n])) for n in extended])
+    order = {"bulge": 0, "point": 0, "bar": 1, "disk": 2, "halo": 3}
+    return tuple(sorted(extended, key=lambda n: order.get(roles.get(n), 2)))
+
+
+def _suspicious_pairs(model: Model, pair, values: dict, loss: np.ndarray, dof: np.ndarray, converged: np.ndarray):
+    """Two-component fits that may sit in a wrong minimum (item 8 of issue 8), as a bool array (B,).
+
+    Suspicious: not converged; chi2 above dof + 3 sqrt(2 dof); the compact
+    component ended larger than the extended one (they traded places); one
+    component collapsed (r_e below 0.5 px, or under 2 % of the flux); an axis
+    ratio at 1 or below 0.05; a Sersic index beyond 0.3-7.
+    """
+    a, b = pair
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        flux = {c: 10.0 ** (-0.4 * values[f"{c}_mag"]) for c in pair if f"{c}_mag" in values}
+        total = sum(flux.values()) if flux else None
+        out = ~converged | ~np.isfinite(loss)
+        out |= np.isfinite(loss) & (dof > 0) & (loss > dof + 3.0 * np.sqrt(2.0 * np.maximum(dof, 1)))
+        length = next((s for s in ("eff_r", "scale_l", "fwhm") if f"{a}_{s}" in values and f"{b}_{s}" in values), None)
+        if length is not None:
+            out |= values[f"{a}_{length}"] > values[f"{b}_{length}"]
+        for c in pair:
+            for s in ("eff_r", "scale_l", "fwhm"):
+                if f"{c}_{s}" in values:
+                    out |= values[f"{c}_{s}"] < 0.5
+            if total is not None and c in flux:
+                out |= flux[c] / total < 0.02
+            if f"{c}_axis_r" in values:
+                q = values[f"{c}_axis_r"]
+                out |= (q > 0.999) | (q < 0.05)
+            if f"{c}_ser_n" in values:
+                n = values[f"{c}_ser_n"]
+                out |= (n < 0.3) | (n > 7.0)
+    return out
+
+
+def _restart_components(model, objective, batch, start, estimates, result, settings):
+    """Two-component fits that may have ended in a wrong minimum: try the alternatives, keep the lowest chi2.
+
+    For the suspicious fits (:func:`_suspicious_pairs`), three restarts are fitted
+    together as one batch: the two components' shape parameters swapped (they
+    traded places); both restarted apart from the image (the rules of
+    :func:`galmoss.fitting.starts.component_rules`); and each component in
+    turn reset from those rules while the other keeps its fitted values (one
+    component collapsed or stuck). The fit with the lowest loss is kept.
+    """
+    pair = _component_pair(model)
+    if pair is None or not len(batch):
+        return result
+    with torch.no_grad():
+        values = model.values(result.theta, objective.fixed)
+        reported = {k: v.double().cpu().numpy() for k, v in model.report(values).items()}
+    loss = result.loss.double().cpu().numpy()
+    n_used = objective.weight.flatten(1).gt(0).sum(1).cpu().numpy()
+    dof = n_used - model.n_free
+    rows = np.flatnonzero(_suspicious_pairs(model, pair, reported, loss, dof, result.converged.cpu().numpy()))
+    if rows.size == 0:
+        return result
+    if estimates is None:
+        estimates = _estimates(batch)
+    fitted = {prm: values[prm].reshape(-1).double().cpu().numpy()[rows] for prm in model.free}
+    rules = model.restart_values({prm: v[rows] for prm, v in start.items()}, [estimates[i] for i in rows])
+    a, b = (model.profiles[c].parameters() for c in pair)
+    candidates = []
+    swapped = dict(fitted)
+    for slot in _SWAP_SLOTS:
+        pa_, pb_ = a.get(slot), b.get(slot)
+        if pa_ is None or pb_ is None or pa_ is pb_ or pa_ not in fitted or pb_ not in fitted:
+            continue
+        swapped[pa_], swapped[pb_] = fitted[pb_], fitted[pa_]
+    candidates.append(swapped)
+    candidates.append(rules)
+    for comp in (a, b):  # one component reset from the rules, the other kept
+        own = set(comp.values())
+        candidates.append({prm: (rules[prm] if prm in own else v) for prm, v in fitted.items()})
+    theta0 = torch.cat([model.theta_from_values(c, settings.torch_dtype, settings.torch_device) for c in candidates])
+    galaxies = torch.as_tensor(np.tile(rows, len(candidates)), device=settings.torch_device)
+    again = _optimise(model, objective, theta0, galaxies, settings)
+    tries = again.loss.reshape(len(candidates), rows.size)
+    tries = torch.where(torch.isfinite(tries), tries, torch.full_like(tries, float("inf")))
+    best_try = torch.argmin(tries, dim=0)
+    pick = best_try * rows.size + torch.arange(rows.size, device=tries.device)
+    index = torch.as_tensor(rows, device=settings.torch_device)
+    old = result.loss[index]
+    better = (again.loss[pick] < old) | (~torch.isfinite(old) & torch.isfinite(again.loss[pick]))
+    take, chosen = index[better], pick[better]
+    if take.numel():
+        result.theta[take] = again.theta[chosen]
+        result.loss[take] = again.loss[chosen]
+        result.status[take] = again.status[chosen]
+        result.n_iter[take] = result.n_iter[take] + again.n_iter[chosen]
+        if result.normal_matrix is not None and again.normal_matrix is not None:
+            result.normal_matrix[take] = again.normal_matrix[chosen]
+    log.info("two-component restarts: %d suspicious fits, %d improved", rows.size, int(take.numel()))
     return result
 
 
