@@ -8,9 +8,12 @@ free (started at 4 and 1). Success is the test of docs/validation.md: chi2 withi
 (the "bulge" ends larger than the disk), a component at a bound or at q = 1, a
 collapsed component (r_e < 0.5 px or < 2 % of the flux), an index run away.
 
+``--swapped`` starts each component with the other's (perturbed) shape and flux:
+the traded places a catalogue's wrong labels give.
+
 Usage::
 
-    python benchmarks/validate_bulge_disk.py --count 100 --seed 31 [--no-restarts]
+    python benchmarks/validate_bulge_disk.py --count 100 --seed 31 [--no-restarts] [--swapped] [--fixed-n]
 """
 
 from __future__ import annotations
@@ -30,13 +33,14 @@ from galmoss.flags import decode  # noqa: E402
 from tests.helpers.mocks import ZERO_POINT, bulge_disk_mocks  # noqa: E402
 
 
-def fit(mocks, restarts=True, free_n=True, batch_size=50):
+def fit(mocks, restarts=True, free_n=True, batch_size=50, swapped=False):
     s = mocks.start
+    b, d = ("d", "b") if swapped else ("b", "d")  # swapped: each component starts with the other's shape and flux
     xc, yc = gm.p(s["cx"]), gm.p(s["cy"])
-    bulge = gm.lp.Sersic(cen_x=xc, cen_y=yc, pa=gm.p(s["pa_b"]), axis_r=gm.p(s["q_b"]), eff_r=gm.p(s["re_b"]),
-                         mag=gm.p(s["mag_b"], M0=ZERO_POINT), ser_n=gm.p(4.0, fit=free_n))
-    disk = gm.lp.Sersic(cen_x=xc, cen_y=yc, pa=gm.p(s["pa_d"]), axis_r=gm.p(s["q_d"]), eff_r=gm.p(s["re_d"]),
-                        mag=gm.p(s["mag_d"], M0=ZERO_POINT), ser_n=gm.p(1.0, fit=free_n))
+    bulge = gm.lp.Sersic(cen_x=xc, cen_y=yc, pa=gm.p(s[f"pa_{b}"]), axis_r=gm.p(s[f"q_{b}"]), eff_r=gm.p(s[f"re_{b}"]),
+                         mag=gm.p(s[f"mag_{b}"], M0=ZERO_POINT), ser_n=gm.p(4.0, fit=free_n))
+    disk = gm.lp.Sersic(cen_x=xc, cen_y=yc, pa=gm.p(s[f"pa_{d}"]), axis_r=gm.p(s[f"q_{d}"]), eff_r=gm.p(s[f"re_{d}"]),
+                        mag=gm.p(s[f"mag_{d}"], M0=ZERO_POINT), ser_n=gm.p(1.0, fit=free_n))
     ds = gm.Dataset.from_arrays(mocks.images, mocks.sigmas, mocks.psfs)
     ds.define_profiles(bulge=bulge, disk=disk)
     fitting = gm.Fitting(ds, batch_size=batch_size, iteration=200, device="cpu", progress=False, restarts=restarts)
@@ -66,19 +70,22 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=31)
     parser.add_argument("--no-restarts", action="store_true")
     parser.add_argument("--fixed-n", action="store_true", help="fix n = 4 and 1 (as validate_fits.py --bulge-disk)")
+    parser.add_argument("--swapped", action="store_true", help="start each component with the other's shape and flux")
+    parser.add_argument("--shape", type=int, default=128, help="cutout side in pixels")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     t0 = time.perf_counter()
-    mocks = bulge_disk_mocks(args.count, seed=args.seed, bt_range=(0.1, 0.8))
+    mocks = bulge_disk_mocks(args.count, seed=args.seed, bt_range=(0.1, 0.8), shape=(args.shape, args.shape))
     print(f"{args.count} bulge + disk mocks (seed {args.seed}) drawn in {time.perf_counter() - t0:.0f} s")
     t0, c0 = time.perf_counter(), time.process_time()
-    res = fit(mocks, restarts=not args.no_restarts, free_n=not args.fixed_n)
+    res = fit(mocks, restarts=not args.no_restarts, free_n=not args.fixed_n, swapped=args.swapped)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     excess = np.asarray(res["chi2"]) - mocks.chi2_true()
     success = excess <= 25.0
     fb, fd = 10 ** (-0.4 * np.asarray(res["bulge_mag"])), 10 ** (-0.4 * np.asarray(res["disk_mag"]))
     dbt = np.abs(fb / (fb + fd) - mocks.truth["bt"])
-    print(f"restarts {'off' if args.no_restarts else 'on'}, n {'fixed' if args.fixed_n else 'free'}: "
+    print(f"restarts {'off' if args.no_restarts else 'on'}, n {'fixed' if args.fixed_n else 'free'}, "
+          f"{'swapped' if args.swapped else 'catalogue'} starts: "
           f"success {success.mean():.1%} ({int((~success).sum())} failed); median |dB/T| {np.median(dbt):.4f} "
           f"(successes {np.median(dbt[success]):.4f}); {wall:.0f} s wall, {cpu / args.count:.2f} CPU-s per galaxy")
     flags = np.asarray(res["flag"], dtype=np.int64)
