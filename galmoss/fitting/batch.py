@@ -718,7 +718,9 @@ def _restart_components(model, objective, batch, start, estimates, result, setti
     traded places); both restarted apart from the image (the rules of
     :func:`galmoss.fitting.starts.component_rules`); and each component in
     turn reset from those rules while the other keeps its fitted values (one
-    component collapsed or stuck). The fit with the lowest loss is kept.
+    component collapsed or stuck). Parameters of neither component (the sky,
+    fitted neighbours) keep their fitted values. The fit with the lowest loss
+    is kept.
     """
     pair = _component_pair(model)
     if pair is None or not len(batch):
@@ -745,7 +747,9 @@ def _restart_components(model, objective, batch, start, estimates, result, setti
             continue
         swapped[pa_], swapped[pb_] = fitted[pb_], fitted[pa_]
     candidates.append(swapped)
-    candidates.append(rules)
+    # both components restarted apart; everything else (sky, fitted neighbours) keeps its fit
+    both = set(a.values()) | set(b.values())
+    candidates.append({prm: (rules[prm] if prm in both else v) for prm, v in fitted.items()})
     for comp in (a, b):  # one component reset from the rules, the other kept
         own = set(comp.values())
         candidates.append({prm: (rules[prm] if prm in own else v) for prm, v in fitted.items()})
