@@ -76,3 +76,18 @@ def test_no_mask_no_sigma_no_starts_reaches_the_true_chi2(mocks):
     loaded = [Dataset.load(ds, i).n_masked for i in range(len(mocks.images))]
     np.testing.assert_array_equal(np.asarray(res["n_masked"][:-1]), loaded)
     assert np.any(np.asarray(res["n_masked"][:-1]) > 0)
+
+
+def test_a_resumed_run_keeps_the_masked_pixel_counts(mocks, tmp_path):
+    """``n_masked`` travels in the result parts: a resumed run reports the first run's counts."""
+    def run(resume):
+        ds = gm.Dataset.from_arrays(mocks.images[:2], None, mocks.psf, auto_mask=True, result_path=tmp_path / "out")
+        ds.define_profiles(g=gm.lp.Sersic(), sky=gm.lp.Sky())
+        return gm.Fitting(ds, batch_size=2, iteration=60, device="cpu", progress=False).fit(resume=resume)
+
+    first = run(False)
+    direct = [auto_mask(mocks.images[i]).n_masked for i in range(2)]
+    assert list(first["n_masked"]) == direct and min(direct) > 0
+    again = run(True)  # every galaxy is found in the parts: nothing is refitted
+    assert list(again["n_masked"]) == direct
+    assert np.array_equal(np.asarray(again["g_eff_r"]), np.asarray(first["g_eff_r"]))

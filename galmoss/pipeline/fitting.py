@@ -316,7 +316,10 @@ class Fitting:
                 block_writer.write(batch, result, store)
             if part_writer is not None and not write_failures:
                 try:
-                    part_writer.write(_with_store_flags(result, store), [store.image_block[p] for p in result.positions])
+                    counts = {"n_masked": store.n_masked[result.positions],
+                              "n_neighbours_fitted": store.n_neighbours[result.positions]}
+                    part_writer.write(_with_store_flags(result, store), [store.image_block[p] for p in result.positions],
+                                      counts)
                 except OutputError as exc:
                     write_failures.append(exc)
                     log.error("%s; the run goes on and keeps every fit in memory", exc)
@@ -468,6 +471,10 @@ class Fitting:
         store.add(result)
         for i, p in zip(idx, pos[idx]):
             store.image_block[int(p)] = str(rows["image_block"][i])
+        # parts written before these columns existed leave them at 0
+        for key, target in (("n_masked", store.n_masked), ("n_neighbours_fitted", store.n_neighbours)):
+            if key in rows:
+                target[pos[idx]] = np.nan_to_num(np.asarray(rows[key][idx], dtype=np.float64)).astype(np.int64)
         log.info("resume: %d galaxies already fitted in '%s'", len(idx), folder)
 
     def _table(self, errors: bool) -> Table:

@@ -70,8 +70,12 @@ class PartWriter:
         self.seq = 0
         self.folder.mkdir(parents=True, exist_ok=True)
 
-    def write(self, result: BatchResult, image_block: list[str]) -> Path:
-        """Write one part; raises :class:`OutputError` when it cannot."""
+    def write(self, result: BatchResult, image_block: list[str], counts: dict[str, np.ndarray] | None = None) -> Path:
+        """Write one part; raises :class:`OutputError` when it cannot.
+
+        ``counts``: per-galaxy integer columns the results table carries besides
+        the fit (``n_masked``, ``n_neighbours_fitted``), so a resumed run keeps them.
+        """
         pa, pq = _pyarrow()
         self.seq += 1
         data = {
@@ -97,6 +101,8 @@ class PartWriter:
         else:
             cov = [[] for _ in range(len(result))]
         data["covariance"] = pa.array(cov, type=pa.list_(pa.float64()))
+        for key, value in (counts or {}).items():
+            data[key] = pa.array(np.asarray(value, dtype=np.int64))
         table = pa.table(data)
         name = f"part-{self.shard}-{self.run:017d}-{self.seq:06d}-{secrets.token_hex(4)}.parquet"
         target = self.folder / name
