@@ -37,15 +37,28 @@ Tensor = torch.Tensor
 
 @dataclass(frozen=True)
 class Column:
-    """One reported quantity: a parameter slot of a profile (``<profile>_<slot>``)."""
+    """One reported quantity: a parameter slot of a profile (``<profile>_<slot>``).
+
+    A vector parameter of K values gives K columns, ``element`` 0..K-1, named
+    ``<profile>_<slot>_1`` .. ``_K`` inside galmoss; the results table and files
+    gather them into one array-valued column named :attr:`group`.
+    """
 
     profile: str
     slot: str
     parameter: Parameter
     spec: ParamSpec
+    element: int | None = None
+    size: int = 1
 
     @property
     def name(self) -> str:
+        base = f"{self.profile}_{self.slot}"
+        return base if self.element is None else f"{base}_{self.element + 1}"
+
+    @property
+    def group(self) -> str:
+        """The column's name in the results table (a vector's elements share it)."""
         return f"{self.profile}_{self.slot}"
 
 
@@ -107,6 +120,14 @@ class Model:
         self.free: list[Parameter] = [prm for prm in self.parameters if prm.fit]
         self.fixed: list[Parameter] = [prm for prm in self.parameters if not prm.fit and not isinstance(prm, Tied)]
         self.transforms: dict[Parameter, Transform] = {prm: prm.fitting_transform(self.specs[prm]) for prm in self.free}
+        _check_vector_sizes(self.profiles, self.uses)
+        # a vector parameter of K values takes K consecutive columns of theta
+        self.slices: dict[Parameter, slice] = {}
+        offset = 0
+        for prm in self.free:
+            self.slices[prm] = slice(offset, offset + prm.size)
+            offset += prm.size
+        self._n_free = offset
         lengths = {prm.param_length for prm in self.parameters} - {1}
         if len(lengths) > 1:
             detail = ", ".join(
@@ -117,9 +138,11 @@ class Model:
             )
         self.n_values: int | None = lengths.pop() if lengths else None
         self.columns: list[Column] = [
-            Column(pname, slot, prm, self.profiles[pname].spec(slot))
+            Column(pname, slot, prm, self.profiles[pname].spec(slot),
+                   element=k if prm.is_vector else None, size=prm.size)
             for pname, profile in self.profiles.items()
             for slot, prm in profile.parameters().items()
+            for k in range(prm.size)
         ]
         self._precision_checked: set[torch.dtype] = set()
         if dtype is not None:
@@ -128,7 +151,13 @@ class Model:
     # ------------------------------------------------------------------ sizes
     @property
     def n_free(self) -> int:
-        return len(self.free)
+        """Columns of theta: free values per galaxy (a vector parameter counts K)."""
+        return self._n_free
+
+    @property
+    def has_vectors(self) -> bool:
+        """Whether any parameter is a vector (K values per galaxy)."""
+        return any(prm.is_vector for prm in self.parameters)
 
     @property
     def neighbour_components(self) -> list[str]:
@@ -137,8 +166,26 @@ class Model:
                 if any(isinstance(prm, NeighbourStart) for prm in p.parameters().values())]
 
     def free_names(self) -> list[str]:
-        """A readable name per free parameter (its first use)."""
-        return [f"{self.uses[prm][0][0]}_{self.uses[prm][0][1]}" for prm in self.free]
+        """A readable name per column of theta (the parameter's first use; ``_k`` for vector elements)."""
+        out = []
+        for prm in self.free:
+            base = f"{self.uses[prm][0][0]}_{self.uses[prm][0][1]}"
+            out.extend([base] if not prm.is_vector else [f"{base}_{k + 1}" for k in range(prm.size)])
+        return out
+
+    def column_groups(self) -> list[tuple[Column, list[int]]]:
+        """The results-table columns: (first column, indices into :attr:`columns`) per group.
+
+        A scalar slot is a group of one; a vector slot's K element columns form
+        one group, reported as one array-valued column named ``Column.group``.
+        """
+        groups: list[tuple[Column, list[int]]] = []
+        for j, col in enumerate(self.columns):
+            if col.element is not None and col.element > 0:
+                groups[-1][1].append(j)
+            else:
+                groups.append((col, [j]))
+        return groups
 
     def check_galaxies(self, n_galaxies: int) -> None:
         """Raise if parameters hold a number of values other than 1 or ``n_galaxies``."""
@@ -170,7 +217,10 @@ class Model:
                 )
                 continue
             vals = self.units[prm].to_profile(prm.initial_values())
-            out[prm] = vals[index] if vals.size > 1 else np.full(len(index), vals[0])
+            if vals.shape[0] > 1:
+                out[prm] = vals[index]
+            else:
+                out[prm] = np.broadcast_to(vals, (len(index),) + vals.shape[1:]).copy()
         return out
 
     def restart_values(self, start: Mapping[Parameter, np.ndarray], estimates: list[dict]) -> dict[Parameter, np.ndarray]:
@@ -233,17 +283,19 @@ class Model:
         for prm in self.free:
             t = self.transforms[prm]
             v = torch.as_tensor(np.asarray(values[prm], dtype=np.float64))
-            cols.append(t.start_coordinate(v))
+            u = t.start_coordinate(v)
+            cols.append(u if u.ndim == 2 else u[:, None])
         if not cols:
             return torch.zeros((len(next(iter(values.values()))) if values else 0, 0), dtype=dtype, device=device)
-        return torch.stack(cols, dim=1).to(dtype=dtype, device=device)
+        return torch.cat(cols, dim=1).to(dtype=dtype, device=device)
 
     def fixed_tensors(self, values: Mapping[Parameter, np.ndarray], dtype, device) -> dict[Parameter, Tensor]:
-        """Profile-unit tensors (B, 1, 1) of the fixed parameters."""
-        return {
-            prm: torch.as_tensor(np.asarray(values[prm], dtype=np.float64), dtype=dtype, device=device).reshape(-1, 1, 1)
-            for prm in self.fixed
-        }
+        """Profile-unit tensors (B, 1, 1) of the fixed parameters ((B, K) for a vector)."""
+        out = {}
+        for prm in self.fixed:
+            t = torch.as_tensor(np.asarray(values[prm], dtype=np.float64), dtype=dtype, device=device)
+            out[prm] = t if prm.is_vector else t.reshape(-1, 1, 1)
+        return out
 
     def check_precision(self, dtype: torch.dtype) -> None:
         """Raise if a value_range is too wide for fits in ``dtype``.
@@ -259,7 +311,7 @@ class Model:
             if isinstance(prm, AutoStart) or not prm.has_start:
                 continue
             t = self.transforms[prm]
-            v = torch.as_tensor(self.units[prm].to_profile(prm.initial_values()), dtype=torch.float64)
+            v = torch.as_tensor(self.units[prm].to_profile(prm.initial_values()), dtype=torch.float64).reshape(-1)
             error = t.round_trip_error(v, dtype)
             width = (t.upper - t.lower) if math.isfinite(t.upper - t.lower) else 0.0
             allowed = PRECISION * torch.clamp(v.abs(), min=1e-6 * width)
@@ -279,14 +331,15 @@ class Model:
         """Boolean (B, P): which fitted coordinates lie within ``rel`` of a bound, judged in the fitting space."""
         if not self.free:
             return torch.zeros(theta.shape, dtype=torch.bool, device=theta.device)
-        return torch.stack([self.transforms[prm].near_bound(theta[:, j], rel) for j, prm in enumerate(self.free)], dim=1)
+        return torch.cat([self.transforms[prm].near_bound(theta[:, self.slices[prm]], rel) for prm in self.free], dim=1)
 
     # ------------------------------------------------------- theta <-> values
     def values(self, theta: Tensor, fixed: Mapping[Parameter, Tensor]) -> dict[Parameter, Tensor]:
-        """Profile-unit values (B, 1, 1) of every parameter at ``theta`` (B, P)."""
+        """Profile-unit values (B, 1, 1) of every parameter at ``theta`` (B, P); (B, K) for a vector."""
         out = dict(fixed)
-        for j, prm in enumerate(self.free):
-            out[prm] = self.transforms[prm].forward(theta[:, j]).reshape(-1, 1, 1)
+        for prm in self.free:
+            v = self.transforms[prm].forward(theta[:, self.slices[prm]])
+            out[prm] = v if prm.is_vector else v.reshape(-1, 1, 1)
         for tied in self.ties:
             out[tied] = tied.value_from(out[tied.base], out[tied.link], getattr(self, "units", None))
         return out
@@ -295,19 +348,27 @@ class Model:
         """``dv/dtheta`` of each free parameter, shape (B, P)."""
         if not self.free:
             return theta
-        return torch.stack([self.transforms[prm].derivative(theta[:, j]) for j, prm in enumerate(self.free)], dim=1)
+        return torch.cat([self.transforms[prm].derivative(theta[:, self.slices[prm]]) for prm in self.free], dim=1)
 
     # --------------------------------------------------------------- reporting
     def report(self, values: Mapping[Parameter, Tensor]) -> dict[str, Tensor]:
-        """User-unit value of every column, shape (B,), with ellipses canonicalised."""
+        """User-unit value of every column, shape (B,), with ellipses canonicalised.
+
+        A vector parameter gives one column per element (``<profile>_<slot>_k``).
+        """
         out: dict[str, Tensor] = {}
         for pname, profile in self.profiles.items():
             params = profile.parameters()
-            v = {slot: values[prm].reshape(-1) for slot, prm in params.items()}
-            if isinstance(profile, EllipticalProfile) and "axis_r" in v:
-                v = _canonical_ellipse(profile, v)
+            scalars = {slot: values[prm].reshape(-1) for slot, prm in params.items() if not prm.is_vector}
+            if isinstance(profile, EllipticalProfile) and "axis_r" in scalars:
+                scalars = _canonical_ellipse(profile, scalars)
             for slot, prm in params.items():
-                out[f"{pname}_{slot}"] = self.units[prm].to_user(v[slot])
+                if prm.is_vector:
+                    user = self.units[prm].to_user(values[prm].reshape(values[prm].shape[0], -1))
+                    for k in range(prm.size):
+                        out[f"{pname}_{slot}_{k + 1}"] = user[:, k]
+                else:
+                    out[f"{pname}_{slot}"] = self.units[prm].to_user(scalars[slot])
         return out
 
     def report_jacobian(self, theta: Tensor, fixed: Mapping[Parameter, Tensor]) -> tuple[dict[str, Tensor], Tensor]:
@@ -327,6 +388,19 @@ class Model:
         with torch.no_grad():
             rep = self.report(self.values(theta, fixed))
         return rep, jac
+
+
+def _check_vector_sizes(profiles: Mapping[str, LightProfile], uses: Mapping[Parameter, list]) -> None:
+    """Raise if a parameter holds a number of values per galaxy other than its slot expects."""
+    for prm, slots in uses.items():
+        for pname, slot in slots:
+            want = profiles[pname].expected_size(slot)
+            if want is not None and prm.size != want:
+                kind = f"{prm.size} values per galaxy" if prm.is_vector else "one value per galaxy (a scalar gm.p)"
+                raise ValueError(
+                    f"{pname}.{slot}: the parameter holds {kind} but {type(profiles[pname]).__name__} expects {want}; "
+                    f"give gm.p(values, dim='2d') with values of shape ({want},) or (N, {want})"
+                )
 
 
 #: start of a length slot left out, in units of the galaxy's half-light radius

@@ -71,7 +71,7 @@ def test_start_value_outside_range_is_refused_with_the_fix():
         gm.p(1.5, value_range=(2.0, 1.0))
     with pytest.raises(ValueError, match="not finite"):
         gm.p([1.0, float("nan")])
-    with pytest.raises(NotImplementedError, match="dim='1d'"):
+    with pytest.raises(ValueError, match=r"dim='2d'.*shape \(K,\)"):
         gm.p(1.0, dim="2d")
 
 

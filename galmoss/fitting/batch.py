@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,6 +42,55 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 class ProfileOutputError(GalmossError, ValueError):
     """A profile's image does not have the batch's shape (a user profile's bug)."""
+
+
+class FitMemoryError(GalmossError, MemoryError):
+    """A batch would need more memory than the device has (too many free values per galaxy)."""
+
+
+def memory_per_galaxy(n_free: int, n_columns: int, shape: tuple[int, int], dtype: torch.dtype = torch.float32) -> int:
+    """Bytes one galaxy of a batch needs while it is fitted with ``n_free`` free values (an upper estimate).
+
+    Levenberg-Marquardt holds about six P x P float64 matrices a galaxy (J^T J,
+    the damped system, its factor, the normal matrix of the trial, the inverse
+    and the covariance); the delta method adds the C x P derivative of the
+    reported values and the C x C covariance; the images (data, sigma, weight,
+    model, residuals) are a few times H x W. The forward-mode tangents are
+    bounded apart (``BatchObjective.tangent_memory``, shared by the batch).
+    """
+    p, c = int(n_free), int(n_columns)
+    pixels = int(shape[0]) * int(shape[1])
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    return 8 * (6 * p * p + 2 * c * p + c * c) + 16 * pixels * itemsize
+
+
+def available_memory(device: torch.device) -> int:
+    """Bytes the device can give: free GPU memory, or the machine's physical memory on the CPU."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not a POSIX system
+        return 2**63 - 1
+
+
+def check_memory(model: Model, n_galaxies: int, shape: tuple[int, int], settings: "FitSettings") -> int:
+    """Raise :class:`FitMemoryError` before fitting when a batch cannot fit in memory; return the bytes needed."""
+    from .objective import BatchObjective
+
+    per = memory_per_galaxy(model.n_free, len(model.columns), shape, settings.torch_dtype)
+    need = n_galaxies * per + BatchObjective.tangent_memory
+    have = available_memory(settings.torch_device)
+    if need > have:
+        raise FitMemoryError(
+            f"fitting {n_galaxies} galaxies of {shape[0]}x{shape[1]} pixels with {model.n_free} free values each "
+            f"needs about {need / 2**30:.3g} GiB ({per / 2**20:.4g} MiB per galaxy: six {model.n_free}x{model.n_free} "
+            f"float64 matrices and the covariance of {len(model.columns)} columns), but {settings.device} has "
+            f"{have / 2**30:.3g} GiB; use fewer free values (a coarser vector parameter), a smaller batch_size, "
+            "or a device with more memory"
+        )
+    return need
 
 
 @dataclass(frozen=True)
@@ -268,7 +318,7 @@ def fit_batch_safely(model: Model, batch: Batch, settings: FitSettings) -> Batch
     """
     try:
         return fit_batch(model, batch, settings)
-    except ProfileOutputError:
+    except (ProfileOutputError, FitMemoryError):
         raise
     except Exception as exc:  # noqa: BLE001 - one galaxy must not stop a catalogue
         if len(batch) == 1:
@@ -305,6 +355,7 @@ def fit_batch(model: Model, batch: Batch, settings: FitSettings) -> BatchResult:
     if getattr(model, "neighbour_layout", None) is not None:
         return _fit_with_neighbours(model, batch, settings)
     dev, dt = settings.torch_device, settings.torch_dtype
+    check_memory(model, len(batch), tuple(batch.image.shape[1:]), settings)
     estimates = _estimates(batch) if model.auto_parameters else None
     start = model.start_values(batch.positions, estimates)
     keep, flags, messages = _check_starts(model, batch, start)
@@ -524,10 +575,15 @@ def _check_starts(model: Model, batch: Batch, start: dict):
         for slot, prm in profile.parameters().items():
             spec = profile.spec(slot)
             ok = spec.allows(start[prm])
+            vector = ok.ndim == 2
+            if vector:  # a vector parameter: every element must be inside
+                ok = ok.all(axis=1)
             for i in np.flatnonzero(~ok & keep):
                 keep[i] = False
                 flags[i] |= int(Flag.bad_start)
-                messages[i].append(f"start value of {pname}.{slot} is {start[prm][i]:g}, outside {spec.domain_text()}")
+                shown = f"{start[prm][i]:g}" if not vector else (
+                    f"outside at element {int(np.flatnonzero(~spec.allows(start[prm][i]))[0]) + 1}")
+                messages[i].append(f"start value of {pname}.{slot} is {shown}, outside {spec.domain_text()}")
     return keep, flags, messages
 
 
@@ -557,8 +613,14 @@ def _optimise(model: Model, objective: BatchObjective, theta0: Tensor, rows: Ten
         return objective.residuals_and_jacobian(theta, rows[index])
 
     if settings.method == "lm":
+        if model.has_vectors:  # large P: J^T J in chunks, never J (b, M, P) whole
+            def normal_equations(theta, index):
+                return objective.normal_equations(theta, rows[index])
+
+            return levenberg_marquardt(residuals, None, theta0, settings.lm, normal_equations=normal_equations)
         return levenberg_marquardt(residuals, residuals_and_jacobian, theta0, settings.lm)
-    scales = torch.tensor([float(p.step_length) / 0.02 if p.step_length else 1.0 for p in model.free],
+    scales = torch.tensor([float(p.step_length) / 0.02 if p.step_length else 1.0
+                           for p in model.free for _ in range(p.size)],
                           device=theta0.device, dtype=theta0.dtype)
     return adam(residuals, theta0, settings.adam, scales)
 
@@ -568,8 +630,8 @@ def _quality(model: Model, start: dict, reported: dict, loss, dof, finite, shape
     from ..auto.quality import quality_flags
 
     with torch.no_grad():
-        start_tensors = {prm: torch.as_tensor(np.asarray(v, dtype=np.float64)).reshape(-1, 1, 1)
-                         for prm, v in start.items()}
+        start_tensors = {prm: torch.as_tensor(np.asarray(v, dtype=np.float64)) for prm, v in start.items()}
+        start_tensors = {prm: t if t.ndim == 2 else t.reshape(-1, 1, 1) for prm, t in start_tensors.items()}
         start_rep = {k: v.double().numpy() for k, v in model.report(start_tensors).items()}
     free = {c.name for c in model.columns if c.parameter.fit}
     # flags judge the target: a fitted neighbour is no component of it (negligible share, merged, ...)
@@ -613,9 +675,11 @@ def _strays(model: Model, result, shape) -> np.ndarray:
     stray = ~result.converged.cpu().numpy()
     stray |= np.array([bool(x) for x in _near_bound(model, theta)])
     diagonal = math.hypot(*shape)
-    for j, prm in enumerate(model.free):
+    for prm in model.free:
         role = model.specs[prm].role
-        value = model.transforms[prm].forward(theta[:, j].double()).cpu().numpy()
+        if prm.is_vector or role not in (Role.LENGTH, Role.AXIS_RATIO):
+            continue
+        value = model.transforms[prm].forward(theta[:, model.slices[prm]][:, 0].double()).cpu().numpy()
         if role is Role.LENGTH:
             stray |= ~(value < 4.0 * diagonal)
         elif role is Role.AXIS_RATIO:  # a needle: q < 0.01 either way round

@@ -174,6 +174,23 @@ def _normal_equations(r: Tensor, jac: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return a, g, sum_of_squares(r)
 
 
+def _eigen_solve(lhs: Tensor, rhs: Tensor) -> Tensor:
+    """``lhs^+ rhs`` (b, P) for symmetric ``lhs`` (b, P, P), eigenvalues below 1e-12 of the largest dropped."""
+    out = torch.full_like(rhs, float("nan"))  # NaN: the step is rejected and the damping grows
+    finite = torch.isfinite(lhs).flatten(1).all(1) & torch.isfinite(rhs).all(1)
+    if not bool(finite.any()):
+        return out
+    try:
+        w, v = torch.linalg.eigh(lhs[finite])
+    except RuntimeError:  # pragma: no cover - eigh did not converge
+        return out
+    keep = w > 1e-12 * w.abs().amax(1, keepdim=True)
+    inv = torch.where(keep, 1.0 / torch.where(keep, w, torch.ones_like(w)), torch.zeros_like(w))
+    coef = inv * (v.transpose(1, 2) @ rhs[finite].unsqueeze(-1)).squeeze(-1)
+    out[finite] = (v @ coef.unsqueeze(-1)).squeeze(-1)
+    return out
+
+
 def sum_of_squares(r: Tensor) -> Tensor:
     """Per-galaxy sum of squares in float64; non-finite becomes +inf."""
     s = (r.double() ** 2).sum(-1)
@@ -182,10 +199,11 @@ def sum_of_squares(r: Tensor) -> Tensor:
 
 def levenberg_marquardt(
     residuals: Callable[[Tensor, Tensor], Tensor],
-    residuals_and_jacobian: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]],
+    residuals_and_jacobian: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None,
     theta0: Tensor,
     settings: LMSettings = LMSettings(),
     start: tuple[Tensor, Tensor] | None = None,
+    normal_equations: Callable[[Tensor, Tensor], tuple[Tensor, Tensor, Tensor]] | None = None,
 ) -> OptimizeResult:
     """Minimise ``sum(residuals(theta)^2)`` for every galaxy of a batch independently.
 
@@ -195,7 +213,8 @@ def levenberg_marquardt(
         ``f(theta (b, P), index (b,)) -> r (b, M)``; ``index`` says which galaxies
         of the batch the rows are.
     residuals_and_jacobian
-        ``f(theta, index) -> (r (b, M), J (b, M, P))``.
+        ``f(theta, index) -> (r (b, M), J (b, M, P))``; may be None when
+        ``normal_equations`` is given.
     theta0
         Start values (B, P).
     settings
@@ -203,18 +222,36 @@ def levenberg_marquardt(
     start
         ``(r, J)`` at ``theta0`` when the caller has them already (bootstrap
         replicas share their galaxy's model Jacobian at the best fit).
+    normal_equations
+        ``f(theta, index) -> (J^T J (b, P, P), J^T r (b, P), sum r^2 (b,))``, all
+        float64: the large-P route, which never holds J (b, M, P) whole
+        (:meth:`galmoss.fitting.objective.BatchObjective.normal_equations`).
+        Used instead of ``residuals_and_jacobian`` when given.
 
     Returns
     -------
     OptimizeResult
+
+    Notes
+    -----
+    A damped system whose Cholesky factorisation fails (ill-conditioned at
+    large P: pixels the data barely constrain) is solved by an eigen
+    decomposition that drops eigenvalues below 1e-12 of the largest; a step
+    that is still not finite is rejected, which raises the damping.
     """
+    if normal_equations is None:
+        def normal_equations(th, ix):
+            r_, jac_ = residuals_and_jacobian(th, ix)
+            return _normal_equations(r_, jac_)
+
     theta = theta0.clone()
     batch, n_par = theta.shape
     device = theta.device
     everyone = torch.arange(batch, device=device)
-    r, jac = start if start is not None else residuals_and_jacobian(theta, everyone)
-    a, g, chi2 = _normal_equations(r, jac)
-    del r, jac
+    if start is not None:
+        a, g, chi2 = _normal_equations(*start)
+    else:
+        a, g, chi2 = normal_equations(theta, everyone)
     status = torch.where(torch.isfinite(chi2), int(RUNNING), int(NON_FINITE)).to(device)
     damping = torch.full((batch,), settings.initial_damping, dtype=torch.float64, device=device)
     nu = torch.full((batch,), 2.0, dtype=torch.float64, device=device)
@@ -237,7 +274,10 @@ def levenberg_marquardt(
         lhs = a_i + (lam[:, None] * scale)[:, :, None] * eye
         chol, info = torch.linalg.cholesky_ex(lhs)
         step = torch.cholesky_solve(-g_i.unsqueeze(-1), chol).squeeze(-1)
-        solvable = (info == 0) & torch.isfinite(step).all(1)
+        failed = torch.nonzero(info != 0).squeeze(1)
+        if failed.numel():  # rare: an eigen decomposition with small eigenvalues dropped
+            step[failed] = _eigen_solve(lhs[failed], -g_i[failed])
+        solvable = torch.isfinite(step).all(1)
         step = torch.where(solvable[:, None], step, torch.zeros_like(step))
         predicted = (step * (a_i @ step.unsqueeze(-1)).squeeze(-1)).sum(1) + 2.0 * lam * (step * step * scale).sum(1)
         trial = theta[idx] + step.to(theta.dtype)
@@ -276,9 +316,7 @@ def levenberg_marquardt(
             chi2[idx[done]] = chi2_trial[done].to(chi2.dtype)
         moved = idx[refresh]
         if moved.numel():
-            r, jac = residuals_and_jacobian(theta[moved], moved)
-            a_m, g_m, chi2_m = _normal_equations(r, jac)
-            del r, jac
+            a_m, g_m, chi2_m = normal_equations(theta[moved], moved)
             a[moved], g[moved], chi2[moved] = a_m, g_m, chi2_m
     status = torch.where(status == RUNNING, int(MAX_ITERATIONS), status)
     return OptimizeResult(theta, chi2, n_iter, status, a)

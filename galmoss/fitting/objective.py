@@ -54,6 +54,9 @@ class BatchObjective:
     fixed: dict[Parameter, Tensor]
     galaxy: Tensor | None = None
     jacobian_chunk: int = 64
+    #: bytes the tangents of one forward-mode pass may take (the large-P route of
+    #: vector parameters, :meth:`normal_equations`)
+    tangent_memory: int = 256 * 2**20
 
     def _rows(self, index: Tensor) -> Tensor:
         return index if self.galaxy is None else self.galaxy[index]
@@ -103,6 +106,9 @@ class BatchObjective:
         only the geometry (PA, q, box) and user profiles take tangents through the
         whole rendering.
         """
+        if self.model.has_vectors:
+            # vector parameters (K values a slot) take the general route in chunks of columns
+            return self._chunked_jacobian(theta, index)
         if self.model.ties or self.renderer.settings.psf_oversampling > 1:
             # a tied slot's derivative belongs to its base's and link's columns, and an
             # oversampled renderer (PSF finer than the data) has no data-grid spectra:
@@ -181,6 +187,160 @@ class BatchObjective:
         r = len(params)
         basis = torch.eye(r, dtype=x0.dtype, device=x0.device)[:, None, :].expand(r, x0.shape[0], r)
         return torch.func.vmap(lambda t: torch.func.jvp(image_of, (x0,), (t,))[1])(basis)
+
+    # ----------------------------------------------- large P (vector parameters)
+    # The components that hold a vector parameter are differentiated by forward
+    # mode through their own image only, in chunks of columns; the others keep
+    # the structured Jacobian above (a sub-model of the scalar components), so
+    # a Sersic next to a 1,000-pixel map costs its 7 columns, not 1,000 tangents
+    # through its rendering.
+    def tangent_bytes(self) -> int:
+        """Memory one forward-mode tangent of one galaxy takes while rendering (an estimate).
+
+        About a dozen images of the FFT box (real and complex intermediates of
+        the profile, the convolution and the residuals) in the fit's dtype.
+        """
+        n, m = self.renderer.layout.fft_shape
+        return 12 * n * m * self.data.element_size()
+
+    def _chunks(self, n_par: int) -> tuple[int, int]:
+        """(galaxies, columns) per forward-mode pass so that their tangents fit :attr:`tangent_memory`."""
+        per = self.tangent_bytes()
+        columns = max(1, min(n_par, self.tangent_memory // per))
+        galaxies = max(1, min(self.jacobian_chunk, self.tangent_memory // (per * columns)))
+        return galaxies, columns
+
+    def _split(self):
+        """(scalar sub-objective or None, its theta columns, vector components, their theta columns), cached."""
+        cached = getattr(self, "_split_cache", None)
+        if cached is not None:
+            return cached
+        model = self.model
+        vector = {n: p for n, p in model.profiles.items() if any(q.is_vector for q in p.parameters().values())}
+        scalar = {n: p for n, p in model.profiles.items() if n not in vector}
+        sub, cols_s = None, []
+        if scalar and not model.ties:
+            sub_model = Model(scalar)
+            sub = BatchObjective(
+                model=sub_model, renderer=self.renderer, likelihood=self.likelihood, data=self.data,
+                sigma=self.sigma, weight=self.weight, fixed={k: v for k, v in self.fixed.items() if k in sub_model.fixed},
+                galaxy=self.galaxy, jacobian_chunk=self.jacobian_chunk,
+            )
+            cols_s = [j for prm in sub_model.free for j in range(*model.slices[prm].indices(model.n_free))]
+        if model.ties:  # a tie couples columns across components: everything takes the vector route
+            vector = dict(model.profiles)
+        used = {prm for p in vector.values() for prm in p.parameters().values()}
+        cols_v = [j for prm in model.free if prm in used for j in range(*model.slices[prm].indices(model.n_free))]
+        self._split_cache = (sub, cols_s, vector, cols_v)
+        return self._split_cache
+
+    def _vector_pieces(self, th: Tensor, ix: Tensor):
+        """Model (b, M), residuals r, dr/dm, J_s (b, M, P_s) or None, and the vector components' image function."""
+        sub, cols_s, vector, cols_v = self._split()
+        rows = self._rows(ix)
+        fixed = {k: v[ix] for k, v in self.fixed.items()}
+
+        def g(t):
+            image = self.renderer(vector, self.model.values(t, fixed), index=rows)
+            return image.reshape(t.shape[0], -1)
+
+        with torch.no_grad():
+            model = g(th)
+        js = None
+        if sub is not None:
+            m_s, js = sub.model_and_jacobian(th[:, cols_s], ix)
+            model = model + m_s.detach()
+            js = js.detach()
+        shape = model.shape
+
+        def residual_of(m):
+            return self.likelihood.residuals(
+                self.data[rows].reshape(shape), m, self.sigma[rows].reshape(shape), self.weight[ix].reshape(shape)
+            )
+
+        r, dr_dm = torch.func.jvp(residual_of, (model,), (torch.ones_like(model),))
+        return model, r.detach(), dr_dm.detach(), js, g
+
+    def _column_block(self, fn, th: Tensor, cols: list[int]) -> Tensor:
+        """``d fn / d theta[:, cols]`` as (len(cols), b, M), by forward mode."""
+        basis = torch.zeros((len(cols), th.shape[0], th.shape[1]), dtype=th.dtype, device=th.device)
+        basis[torch.arange(len(cols)), :, torch.as_tensor(cols, dtype=torch.long)] = 1.0
+        return torch.func.vmap(lambda t: torch.func.jvp(fn, (th,), (t,))[1])(basis)
+
+    def _blocks(self, th: Tensor, js: Tensor | None, g, per_pass: int):
+        """(columns, J_m[:, :, columns] as (n, b, M)) over every column of theta, chunk by chunk."""
+        _, cols_s, _, cols_v = self._split()
+        pos_s = {j: i for i, j in enumerate(cols_s)}
+        in_v = set(cols_v)
+        only_s = [j for j in cols_s if j not in in_v]
+        for c0 in range(0, len(only_s), per_pass):
+            cols = only_s[c0 : c0 + per_pass]
+            yield cols, js[:, :, [pos_s[j] for j in cols]].permute(2, 0, 1)
+        for c0 in range(0, len(cols_v), per_pass):
+            cols = cols_v[c0 : c0 + per_pass]
+            block = self._column_block(g, th, cols).detach()
+            for i, j in enumerate(cols):
+                if j in pos_s:  # a parameter shared by a vector and a scalar component
+                    block[i] = block[i] + js[:, :, pos_s[j]]
+            yield cols, block
+
+    def _chunked_jacobian(self, theta: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
+        """Model images (b, M) and their Jacobian (b, M, P), in chunks of galaxies and columns."""
+        prepare_forward_mode()
+        n_par = theta.shape[1]
+        per_galaxy, per_pass = self._chunks(n_par)
+        images, jacobians = [], []
+        for g0 in range(0, theta.shape[0], per_galaxy):
+            th, ix = theta[g0 : g0 + per_galaxy], index[g0 : g0 + per_galaxy]
+            model, _, _, js, g = self._vector_pieces(th, ix)
+            jac = model.new_zeros(model.shape + (n_par,))
+            for cols, block in self._blocks(th, js, g, per_pass):
+                jac[:, :, cols] = block.permute(1, 2, 0)
+            images.append(model)
+            jacobians.append(jac)
+        return torch.cat(images), torch.cat(jacobians)
+
+    def normal_equations(self, theta: Tensor, index: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``J^T J`` (b, P, P) and ``J^T r`` (b, P) in float64, and ``sum r^2`` (b,), never holding J whole.
+
+        ``J = D J_m``, D the derivative of the likelihood's residuals by the
+        model. For each chunk of columns the block ``J_c`` (b, M, P_c) comes by
+        forward mode through the vector components (the scalar components'
+        columns from their structured Jacobian, held: a few columns); ``J^T r``
+        takes it at once, and the block row ``J_c^T J`` is ``J_c^T D J_s`` plus
+        one reverse-mode pass of the vector components per column of the
+        chunk. Memory: the tangents of one chunk (:attr:`tangent_memory`), M x
+        P_s for the scalar columns and P x P float64 per galaxy; nothing of
+        size M x P.
+        """
+        from .lm import sum_of_squares
+
+        prepare_forward_mode()
+        n_par = theta.shape[1]
+        _, cols_s, _, cols_v = self._split()
+        per_galaxy, per_pass = self._chunks(n_par)
+        a_rows, g_rows, s_rows = [], [], []
+        for g0 in range(0, theta.shape[0], per_galaxy):
+            th, ix = theta[g0 : g0 + per_galaxy], index[g0 : g0 + per_galaxy]
+            _, r, d, js, g = self._vector_pieces(th, ix)
+            djs = None if js is None else (d.unsqueeze(-1) * js).double()
+            pullback = torch.func.vjp(g, th)[1] if cols_v else None
+            b = th.shape[0]
+            a = torch.zeros((b, n_par, n_par), dtype=torch.float64, device=th.device)
+            grad = torch.zeros((b, n_par), dtype=torch.float64, device=th.device)
+            s_index = torch.as_tensor(cols_s, dtype=torch.long, device=th.device)
+            for cols, block in self._blocks(th, js, g, per_pass):
+                block = block * d.unsqueeze(0)  # rows of J = D J_m
+                at = torch.as_tensor(cols, dtype=torch.long, device=th.device)
+                grad[:, at] = torch.einsum("pbm,bm->bp", block.double(), r.double())
+                if pullback is not None:  # J_c^T D J_v: reverse mode through the vector components
+                    a[:, at, :] += torch.func.vmap(pullback)(block * d.unsqueeze(0))[0].permute(1, 0, 2).double()
+                if djs is not None:  # J_c^T D J_s: the scalar columns are at hand
+                    a[:, at[:, None], s_index[None, :]] += torch.einsum("pbm,bmq->bpq", block.double(), djs)
+            a_rows.append(0.5 * (a + a.transpose(1, 2)))  # exact up to round-off; keep it symmetric
+            g_rows.append(grad)
+            s_rows.append(sum_of_squares(r))
+        return torch.cat(a_rows), torch.cat(g_rows), torch.cat(s_rows)
 
     def residuals_and_jacobian(self, theta: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
         rows = self._rows(index)

@@ -81,7 +81,10 @@ def results_to_init(results: Table, profile: str, *, fit: bool = True, fill: str
         bad = ~np.isfinite(col)
         if bad.all():
             raise ValueError(f"results_to_init: column {name!r} has no finite value; nothing to start from")
-        col[bad] = np.nanmedian(col) if fill == "median" else float(fill)
+        if fill == "median":  # per element for an array-valued column (a vector parameter)
+            col[bad] = np.broadcast_to(np.nanmedian(col, axis=0), col.shape)[bad]
+        else:
+            col[bad] = float(fill)
         values[slot] = col
         meta = dict(getattr(results[name], "meta", {}) or {})
         units[slot] = {k: meta[k] for k in ("M0", "pix_scale", "angle") if k in meta}

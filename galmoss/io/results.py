@@ -255,13 +255,21 @@ def _csv_cells(table: Table, name: str) -> np.ndarray:
     return text
 
 
+def _vector_csv_name(name: str, element: str) -> str:
+    """CSV name of one element of an array-valued column: ``P_X_3`` and, for errors, ``P_X_3_err``."""
+    if name.endswith("_err"):
+        base = name[: -len("_err")]
+        return f"{base}_{element[len(name) + 1:]}_err"
+    return element
+
+
 def _check_columns(table: Table, path: Path) -> None:
     for name in table.colnames:
         values = np.asarray(table[name])
-        if values.ndim > 1:
+        if values.ndim > 2 or (values.ndim == 2 and values.dtype.kind not in "biuf"):
             raise DataError(
-                f"results column '{name}' holds arrays of shape {values.shape[1:]} per row; results.csv in "
-                f"'{path}' needs one value per cell: split it into scalar columns"
+                f"results column '{name}' holds arrays of shape {values.shape[1:]} per row; results.fits/.csv in "
+                f"'{path}' hold numbers, or one 1-D numeric array per row: split it into such columns"
             )
         if values.dtype.kind not in "biufUS":
             raise DataError(
@@ -305,8 +313,11 @@ def write_results(table: Table, result_path: PathLike) -> tuple[Path, Path]:
     Parameters
     ----------
     table
-        The results, one row per galaxy. Columns must be scalar per row and of
-        bool, integer, float or string type.
+        The results, one row per galaxy. Columns must be of bool, integer,
+        float or string type, scalar per row or (numbers) one 1-D array per
+        row (a vector parameter): ``results.fits`` holds it as a vector column
+        (TFORM ``KD``), ``results.csv`` as ``<name>_1`` .. ``<name>_K`` (errors
+        ``<name>_1_err`` ..).
     result_path
         Folder to write into; created (with parents) if missing. Existing
         ``results.fits`` / ``results.csv`` there are replaced.
@@ -341,12 +352,22 @@ def write_results(table: Table, result_path: PathLike) -> tuple[Path, Path]:
     data = _fits_bytes(table)
     _atomic_write(fits_path, lambda fh: fh.write(data))
 
-    columns = [_csv_cells(table, name) for name in table.colnames]
+    # CSV is flat: an array-valued column (a vector parameter) becomes <name>_1 .. <name>_K
+    names, columns = [], []
+    for name in table.colnames:
+        if np.ndim(table[name]) == 2:
+            flat = Table({f"{name}_{k + 1}": np.asarray(table[name])[:, k] for k in range(table[name].shape[1])})
+            for sub in flat.colnames:
+                names.append(_vector_csv_name(name, sub))
+                columns.append(_csv_cells(flat, sub))
+        else:
+            names.append(name)
+            columns.append(_csv_cells(table, name))
 
     def write_csv(fh: IO[bytes]) -> None:
         text = io.TextIOWrapper(fh, encoding="utf-8", newline="")
         writer = csv.writer(text, lineterminator="\n")
-        writer.writerow(table.colnames)
+        writer.writerow(names)
         writer.writerows(zip(*columns))
         text.flush()
         text.detach()  # leave closing the file to _atomic_write
@@ -582,7 +603,11 @@ def _fit_key(prefix: str, short: str, used: set[str]) -> str | None:
 
 def _param_key(k: int, param: str, name: str, used: set[str]) -> str:
     """The header key of parameter ``param`` of component number ``k``."""
-    key = _fit_key(f"{k}_", GALFIT_KEYS.get(param, param.upper()), used)
+    short = GALFIT_KEYS.get(param, param.upper())
+    if re.search(r"_\d+$", param) and len(f"{k}_{short}") > 8:
+        # an element of a vector parameter: cutting would drop its number
+        return f"HIERARCH {k}_{short}"
+    key = _fit_key(f"{k}_", short, used)
     if key is not None:
         return key
     # Only when cutting to 8 characters collides: the full slot name, which is
@@ -663,6 +688,10 @@ def galfit_header_cards(
             if comp != name:
                 continue
             key = _param_key(k, param, name, used)
+            if isinstance(value, str):  # e.g. 'see table' for a vector too long to list
+                cards.append((key, value, f"{name} {param}"))
+                used.add(key.removeprefix("HIERARCH "))
+                continue
             text = _galfit_number(value)
             if errors is not None and (comp, param) in errors:
                 text = f"{text} +/- {_galfit_number(errors[(comp, param)])}"

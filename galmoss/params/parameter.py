@@ -112,9 +112,24 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not _is_bool(value)
 
 
-def _as_array(values, what: str) -> np.ndarray:
+def _as_array(values, what: str, dim: str | None = None) -> np.ndarray:
+    """The start values as float64: (N,) for a scalar parameter, (N, K) for a vector one.
+
+    ``dim=None`` infers the kind from the shape (a 2-D array is a vector
+    parameter); ``"1d"`` insists on one number per galaxy, ``"2d"`` reads a 1-D
+    sequence as the K values every galaxy starts from.
+    """
     if isinstance(values, torch.Tensor):
         values = values.detach().cpu().double().numpy()
+    if isinstance(values, (list, tuple)) and values and all(isinstance(v, (list, tuple, np.ndarray)) for v in values):
+        lengths = [len(v) for v in values]
+        if len(set(lengths)) > 1:
+            first = lengths[0]
+            odd = next(i for i, n in enumerate(lengths) if n != first)
+            raise ValueError(
+                f"gm.p: {what} has rows of different lengths (galaxy 0: {first} values, galaxy {odd}: "
+                f"{lengths[odd]}); a vector parameter holds the same number K of values for every galaxy"
+            )
     # numpy would read "3" as 3.0 and True as 1.0: both are mistakes in a start value
     raw = np.asarray(values) if not isinstance(values, (str, bytes)) else None
     if raw is None or raw.dtype.kind not in "iuf" or _is_bool(values):
@@ -125,11 +140,27 @@ def _as_array(values, what: str) -> np.ndarray:
         arr = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError) as exc:  # pragma: no cover - kinds i/u/f always convert
         raise TypeError(f"gm.p: {what} must be a number or a sequence of numbers, got {values!r}") from exc
+    if dim == "2d":
+        if arr.ndim == 1:
+            arr = arr.reshape(1, -1)  # the same K start values for every galaxy
+        if arr.ndim != 2:
+            raise ValueError(
+                f"gm.p(dim='2d'): {what} must have shape (K,) (the same K values for every galaxy) or "
+                f"(N, K) (one row per galaxy); got shape {arr.shape}"
+            )
+        if arr.size == 0:
+            raise ValueError(f"gm.p(dim='2d'): {what} is empty (shape {arr.shape}); give K >= 1 values per galaxy")
+        return arr
     if arr.ndim == 0:
         arr = arr.reshape(1)
+    if arr.ndim == 2 and dim is None:
+        if arr.size == 0:
+            raise ValueError(f"gm.p: {what} is empty (shape {arr.shape}); give K >= 1 values per galaxy")
+        return arr
     if arr.ndim != 1:
+        hint = " (a vector parameter: a 2-D array (N, K), or dim='2d')" if dim == "1d" and arr.ndim == 2 else ""
         raise ValueError(
-            f"gm.p: {what} must be a scalar or a 1-D sequence (one value per galaxy); got shape {arr.shape}"
+            f"gm.p: {what} must be a scalar or a 1-D sequence (one value per galaxy){hint}; got shape {arr.shape}"
         )
     if arr.size == 0:
         raise ValueError(f"gm.p: {what} is empty; give one value, or one value per galaxy")
@@ -166,7 +197,12 @@ class Parameter:
     log
         Fit ``log10`` of the value instead of the value (the value must be positive).
     dim
-        Only ``"1d"`` (one number per galaxy) is supported.
+        ``"1d"``: one number per galaxy. ``"2d"``: a vector parameter of K free
+        values per galaxy -- ``parameters`` of shape (K,) (the same start for
+        every galaxy) or (N, K) (one row per galaxy). Left out (None), a 2-D
+        array makes a vector parameter and anything else a scalar one. The
+        other keywords apply to every element; a profile reads a vector
+        parameter as a (B, K) tensor.
     name
         Optional label used in messages.
 
@@ -182,7 +218,8 @@ class Parameter:
 
     Notes
     -----
-    ``value(mode)`` returns a tensor of shape ``(B, 1, 1)`` in profile units
+    ``value(mode)`` returns a tensor of shape ``(B, 1, 1)`` (a vector
+    parameter: ``(B, K)``) in profile units
     (pixels, radians, magnitude minus ``M0``) that broadcasts against ``(H, W)``
     grids. Inside a rendering it holds the values being rendered (every ``mode``
     the seed knew returns them). Outside one, ``"updating_model"`` and
@@ -210,27 +247,33 @@ class Parameter:
         angle: bool = False,
         fit: bool = True,
         log: bool = False,
-        dim: str = "1d",
+        dim: str | None = None,
         name: str | None = None,
     ) -> None:
         if name is not None and not isinstance(name, str):
             raise TypeError(f"gm.p(name={name!r}): name must be a string or None")
         self.name = name
-        if not isinstance(dim, str):
-            raise TypeError(f"gm.p{self._label()}(dim={dim!r}): dim must be the string '1d'")
-        if dim != "1d":
-            raise NotImplementedError(
-                f"gm.p(dim={dim!r}): only dim='1d' (one number per galaxy) is implemented"
+        if dim is not None and not isinstance(dim, str):
+            raise TypeError(f"gm.p{self._label()}(dim={dim!r}): dim must be '1d', '2d' or None")
+        if dim not in (None, "1d", "2d"):
+            raise ValueError(
+                f"gm.p{self._label()}(dim={dim!r}): dim must be '1d' (one number per galaxy), '2d' (K numbers "
+                "per galaxy: a vector parameter) or None (from the shape of the values)"
             )
         for key, flag in (("angle", angle), ("fit", fit), ("log", log)):
             if not _is_bool(flag):
                 raise TypeError(f"gm.p{self._label()}({key}={flag!r}): {key} must be True or False")
         if parameters is None:
+            if dim == "2d":
+                raise ValueError(
+                    f"gm.p{self._label()}(dim='2d') needs start values: their shape (K,) or (N, K) says how "
+                    "many values the parameter holds"
+                )
             self.initial = None
         else:
-            self.initial = _as_array(parameters, "the start value")
+            self.initial = _as_array(parameters, "the start value", dim)
             if not np.all(np.isfinite(self.initial)):
-                bad = np.flatnonzero(~np.isfinite(self.initial))
+                bad = np.unique(np.nonzero(~np.isfinite(self.initial))[0])
                 raise ValueError(
                     f"gm.p{self._label()}: start value is not finite for galaxy index {bad[:5].tolist()}; "
                     "give a finite number"
@@ -305,9 +348,10 @@ class Parameter:
             if hi is not None:
                 outside |= self.initial > hi
             if outside.any():
-                idx = np.flatnonzero(outside)
+                idx = np.argwhere(outside)
+                where = f"galaxy index {idx[0][0]}" + (f", element {idx[0][1] + 1}" if self.is_vector else "")
                 raise ValueError(
-                    f"gm.p{self._label()}: start value {self.initial[idx[0]]:g} (galaxy index {idx[0]}"
+                    f"gm.p{self._label()}: start value {self.initial[tuple(idx[0])]:g} ({where}"
                     f"{' and ' + str(len(idx) - 1) + ' more' if len(idx) > 1 else ''}) lies outside "
                     f"value_range=({lo}, {hi}); widen the range or change the start value"
                 )
@@ -322,8 +366,18 @@ class Parameter:
 
     @property
     def param_length(self) -> int:
-        """Number of start values (1 means: the same for every galaxy, or none given)."""
-        return 1 if self.initial is None else int(self.initial.size)
+        """Number of galaxies the start values are for (1 means: the same for every galaxy, or none given)."""
+        return 1 if self.initial is None else int(self.initial.shape[0])
+
+    @property
+    def is_vector(self) -> bool:
+        """Whether this is a vector parameter (K values per galaxy, ``dim='2d'``)."""
+        return self.initial is not None and self.initial.ndim == 2
+
+    @property
+    def size(self) -> int:
+        """Values per galaxy: K for a vector parameter, 1 for a scalar one."""
+        return int(self.initial.shape[1]) if self.is_vector else 1
 
     def units_for(self, role: "Role | None" = None) -> UnitMap:
         """The map from user units to profile units in a slot of ``role``.
@@ -356,7 +410,7 @@ class Parameter:
         return self.units_for(role).to_profile(self.initial_values())
 
     def value(self, mode: str = "updating_model") -> torch.Tensor:
-        """The parameter's values in profile units, shape ``(B, 1, 1)``.
+        """The parameter's values in profile units, shape ``(B, 1, 1)`` (a vector parameter: ``(B, K)``).
 
         Inside a rendering these are the values being rendered, whatever the
         mode. Outside one, ``"updating_model"`` and ``"initial_model"`` give the
@@ -380,7 +434,8 @@ class Parameter:
                 "(column '<profile>_<parameter>') or gm.results_to_init(...); value('updating_model') gives the "
                 "start values"
             )
-        return torch.as_tensor(self.initial_profile_units(), dtype=torch.float64).reshape(-1, 1, 1)
+        start = torch.as_tensor(self.initial_profile_units(), dtype=torch.float64)
+        return start if self.is_vector else start.reshape(-1, 1, 1)
 
     # ----------------------------------------------------------- fitting space
     def profile_bounds(self, role: "Role | None" = None) -> tuple[float, float]:
@@ -442,6 +497,8 @@ class Parameter:
     def __repr__(self) -> str:
         if self.initial is None:
             shown = None
+        elif self.is_vector:
+            shown = f"<{self.initial.shape[0]} x {self.initial.shape[1]} values>"
         else:
             vals = self.initial if self.initial.size <= 4 else np.r_[self.initial[:3], np.nan]
             shown = "[" + ", ".join("..." if np.isnan(v) else f"{v:g}" for v in vals) + "]"
@@ -512,7 +569,7 @@ def p(
     angle: bool = False,
     fit: bool = True,
     log: bool = False,
-    dim: str = "1d",
+    dim: str | None = None,
     name: str | None = None,
 ) -> Parameter:
     """Make a :class:`Parameter` (the seed's ``gm.p``); see that class for the arguments."""

@@ -56,6 +56,10 @@ class Tied(Parameter):
             )
         if getattr(base, "initial", None) is None or getattr(link, "initial", None) is None:
             raise ValueError("gm.tie: the base and the offset/ratio need start values (gm.p(value, ...))")
+        if base.is_vector or link.is_vector:
+            raise NotImplementedError(
+                "gm.tie: ties of vector parameters (dim='2d') are not implemented; tie scalar parameters only"
+            )
         start = base.initial + link.initial if op == "offset" else base.initial * link.initial
         super().__init__(start, M0=base.M0, pix_scale=base.pix_scale, angle=base.angle, fit=False, name=name)
         self.base = base

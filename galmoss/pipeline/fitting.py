@@ -300,7 +300,7 @@ class Fitting:
             description = self._description(model)
             if resume:
                 self._resume(store, description)
-            part_writer = PartWriter(result_path, store.columns, _shard_label(shard))
+            part_writer = PartWriter(result_path, store.columns, _shard_label(shard), vectors=store.vectors)
             write_run_description(result_path, description, self.dataset.names)
         if self.device.type == "cpu":
             tune_cpu_allocator()

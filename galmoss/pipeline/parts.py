@@ -12,12 +12,18 @@ Columns of a part: ``position`` (the galaxy's row in the dataset), ``galaxy_inde
 every value column and its ``_err``, ``loss``, ``dof``, ``n_iter``, ``status``,
 ``converged``, ``flag``, ``message``, ``image_block``, and two list columns,
 ``theta`` (the fitting-space parameters, P values) and ``covariance`` (the C x C
-covariance of the reported columns, row-major; empty when not computed). The
-run's description (columns, model, settings) is in ``<result_path>/run.json``.
+covariance of the reported columns, row-major; empty when not computed, or when
+it would exceed :data:`MAX_PART_COVARIANCE` values a row). A vector parameter
+(K values a galaxy) is one fixed-size-list column ``<profile>_<slot>`` of K
+values and ``<profile>_<slot>_err`` likewise; the schema metadata
+``galmoss_vectors`` lists them, and :func:`read_parts` gives their elements back
+as ``<profile>_<slot>_1`` .. ``_K``. The run's description (columns, model,
+settings) is in ``<result_path>/run.json``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -36,6 +42,9 @@ log = logging.getLogger("galmoss")
 __all__ = ["PartWriter", "PartsRead", "read_parts"]
 
 PARTS_FOLDER = "parts"
+#: Covariance matrices with more values than this (C x C, C > 1448) are not
+#: written into parts (128 MB a galaxy at C = 4000); the errors still are.
+MAX_PART_COVARIANCE = 2**21
 _PART = re.compile(r"^part-(?P<shard>[A-Za-z0-9_]+)-(?P<run>\d+)-(?P<seq>\d+)-[0-9a-f]+\.parquet$")
 
 
@@ -62,9 +71,12 @@ class PartWriter:
         writing into one folder never collide.
     """
 
-    def __init__(self, folder: Path, columns: list[str], shard: str = "0of1") -> None:
+    def __init__(self, folder: Path, columns: list[str], shard: str = "0of1",
+                 vectors: dict[str, list[str]] | None = None) -> None:
         self.folder = Path(folder) / PARTS_FOLDER
         self.columns = columns
+        #: vector parameter name -> its element columns, written as one list column
+        self.vectors = dict(vectors or {})
         self.shard = shard
         self.run = time.time_ns() // 1000
         self.seq = 0
@@ -82,9 +94,22 @@ class PartWriter:
             "position": pa.array(result.positions.astype(np.int64)),
             "galaxy_index": pa.array(result.names, type=pa.string()),
         }
+        in_vector = {c for names in self.vectors.values() for c in names}
+        first = {names[0]: group for group, names in self.vectors.items()}
+        nan = np.full(len(result), np.nan)
         for c in self.columns:
+            if c in first:
+                group, names = first[c], self.vectors[first[c]]
+                vals = np.stack([result.values[n] for n in names], axis=1).astype(np.float64)
+                errs = (np.stack([result.errors[n] for n in names], axis=1).astype(np.float64)
+                        if result.errors is not None else np.full(vals.shape, np.nan))
+                data[group] = _fixed_lists(pa, vals)
+                data[f"{group}_err"] = _fixed_lists(pa, errs)
+                continue
+            if c in in_vector:
+                continue
             data[c] = pa.array(result.values[c].astype(np.float64))
-            err = result.errors[c] if result.errors is not None else np.full(len(result), np.nan)
+            err = result.errors[c] if result.errors is not None else nan
             data[f"{c}_err"] = pa.array(np.asarray(err, dtype=np.float64))
         data["loss"] = pa.array(result.loss.astype(np.float64))
         data["dof"] = pa.array(result.dof.astype(np.int64))
@@ -95,15 +120,16 @@ class PartWriter:
         data["message"] = pa.array(result.messages, type=pa.string())
         data["image_block"] = pa.array(image_block, type=pa.string())
         data["has_errors"] = pa.array(np.full(len(result), result.errors is not None))
-        data["theta"] = pa.array([row.tolist() for row in result.theta], type=pa.list_(pa.float64()))
-        if result.covariance is not None:
-            cov = [row.ravel().tolist() for row in result.covariance]
+        data["theta"] = _lists(pa, result.theta.reshape(len(result), -1))
+        if result.covariance is not None and result.covariance[:1].size <= MAX_PART_COVARIANCE:
+            data["covariance"] = _lists(pa, result.covariance.reshape(len(result), -1))
         else:
-            cov = [[] for _ in range(len(result))]
-        data["covariance"] = pa.array(cov, type=pa.list_(pa.float64()))
+            data["covariance"] = _lists(pa, np.zeros((len(result), 0)))
         for key, value in (counts or {}).items():
             data[key] = pa.array(np.asarray(value, dtype=np.int64))
         table = pa.table(data)
+        if self.vectors:
+            table = table.replace_schema_metadata({"galmoss_vectors": json.dumps(self.vectors)})
         name = f"part-{self.shard}-{self.run:017d}-{self.seq:06d}-{secrets.token_hex(4)}.parquet"
         target = self.folder / name
         tmp = self.folder / f".{name}.tmp"
@@ -146,7 +172,7 @@ def read_parts(folder: Path, columns: list[str] | None = None) -> PartsRead:
     tables, good, bad = [], [], []
     for path in files:
         try:
-            table = pq.read_table(path)
+            table = _expand_vectors(pa, pq.read_table(path))
             need = {"position", "galaxy_index", "loss", "flag", "theta"}
             if columns is not None:
                 need |= set(columns)
@@ -170,3 +196,34 @@ def read_parts(folder: Path, columns: list[str] | None = None) -> PartsRead:
         else:
             rows[name] = col.to_numpy(zero_copy_only=False)
     return PartsRead(rows, good, bad)
+
+
+def _lists(pa, rows: np.ndarray):
+    """A list<float64> column of the rows of a 2-D array, built from its buffer (no Python lists)."""
+    rows = np.ascontiguousarray(rows, dtype=np.float64)
+    offsets = np.arange(rows.shape[0] + 1, dtype=np.int32) * rows.shape[1]
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(rows.reshape(-1)))
+
+
+def _fixed_lists(pa, rows: np.ndarray):
+    """A fixed_size_list<float64, K> column: one vector parameter, K values a row."""
+    rows = np.ascontiguousarray(rows, dtype=np.float64)
+    return pa.FixedSizeListArray.from_arrays(pa.array(rows.reshape(-1)), rows.shape[1])
+
+
+def _expand_vectors(pa, table):
+    """A part with each vector column (schema metadata ``galmoss_vectors``) split into its element columns."""
+    meta = table.schema.metadata or {}
+    raw = meta.get(b"galmoss_vectors")
+    if not raw:
+        return table
+    for group, names in json.loads(raw).items():
+        for suffix in ("", "_err"):
+            if group + suffix not in table.column_names:
+                continue
+            col = table.column(group + suffix).combine_chunks()
+            values = col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), len(names))
+            table = table.drop_columns([group + suffix])
+            for k, name in enumerate(names):
+                table = table.append_column(name + suffix, pa.array(values[:, k]))
+    return table.replace_schema_metadata(None)

@@ -64,6 +64,11 @@ def _is_own_block(path: Path) -> bool:
         return False
 
 
+#: A vector parameter with more elements than this is not listed in image-block
+#: headers (one card ``k_<SLOT> = 'see table: ...'`` instead of K cards).
+MAX_HEADER_ELEMENTS = 99
+
+
 class BlockWriter:
     """Writes one image block per fitted galaxy into ``folder``.
 
@@ -87,9 +92,18 @@ class BlockWriter:
     def cards(self, store: ResultStore, pos: int, errors: bool) -> list:
         from ..io.results import galfit_header_cards
 
-        cols = self.model.columns
-        values = {(c.profile, c.slot): store.values[pos, j] for j, c in enumerate(cols)}
-        errs = {(c.profile, c.slot): store.errors[pos, j] for j, c in enumerate(cols)} if errors else None
+        values, errs = {}, ({} if errors else None)
+        for col, idx in self.model.column_groups():
+            if col.element is not None and len(idx) > MAX_HEADER_ELEMENTS:
+                # too long to list in a header: the values are in the results table
+                values[(col.profile, col.slot)] = f"see table: {col.group} ({len(idx)} values)"
+                continue
+            for j in idx:
+                c = self.model.columns[j]
+                key = (c.profile, c.slot if c.element is None else f"{c.slot}_{c.element + 1}")
+                values[key] = store.values[pos, j]
+                if errs is not None:
+                    errs[key] = store.errors[pos, j]
         dof = int(store.dof[pos])
         extra = {
             "CHISQ": float(store.loss[pos]),

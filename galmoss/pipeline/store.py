@@ -34,6 +34,9 @@ class ResultStore:
         self.names = list(names)
         n = len(self.names)
         self.columns = [c.name for c in model.columns]
+        #: vector parameter -> its element columns (one array-valued column in the table and the parts)
+        self.vectors = {col.group: [model.columns[j].name for j in idx]
+                        for col, idx in model.column_groups() if col.element is not None}
         c, p = len(self.columns), model.n_free
         self.values = np.full((n, c), np.nan)
         self.errors = np.full((n, c), np.nan)
@@ -83,21 +86,27 @@ class ResultStore:
               n_masked: bool = False, neighbours: bool = False) -> Table:
         """The results table (docs/design.md): one row per galaxy, in dataset order.
 
+        A vector parameter (K values per galaxy) is one column ``<profile>_<slot>``
+        of shape (N, K), its errors ``<profile>_<slot>_err`` likewise.
+
         ``chi2`` holds the minimised objective only for the chi2 likelihood; for
         the others it is called ``deviance`` (-2 ln L up to a constant).
         """
         table = Table()
         table["galaxy_index"] = np.array(self.names, dtype=str)
-        for j, col in enumerate(self.model.columns):
-            table[col.name] = self.values[:, j]
+        for col, idx in self.model.column_groups():
+            # a vector parameter is one array-valued column, shape (K,) per row
+            name = col.group if col.element is not None else col.name
+            take = idx if col.element is not None else idx[0]
+            table[name] = self.values[:, take]
             unit, meta = column_units(col)
-            table[col.name].meta.update(meta)
+            table[name].meta.update(meta)
             if unit:
-                table[col.name].unit = unit
+                table[name].unit = unit
             if errors:
-                table[f"{col.name}_err"] = self.errors[:, j]
+                table[f"{name}_err"] = self.errors[:, take]
                 if unit:
-                    table[f"{col.name}_err"].unit = unit
+                    table[f"{name}_err"].unit = unit
         loss_name = "chi2" if likelihood == "chi2" else "deviance"
         table[loss_name] = self.loss
         table["dof"] = self.dof

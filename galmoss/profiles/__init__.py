@@ -12,6 +12,7 @@ from .ferrer import Ferrer
 from .gaussian import Gaussian
 from .king import King
 from .moffat import Moffat
+from .pixel_map import PixelMap
 from .point_source import PointSource
 from .sersic import DeVaucouleurs, Sersic
 from .sky import Sky
@@ -26,6 +27,7 @@ __all__ = [
     "King",
     "LightProfile",
     "Moffat",
+    "PixelMap",
     "PointSource",
     "Sersic",
     "Sky",

@@ -82,7 +82,9 @@ class LightProfile:
     ``image_via_grid_from(grid, mode)``. ``grid`` is a pair ``(y, x)`` of tensors of
     shape ``(H, W)`` holding 1-based pixel-centre coordinates (the centre of the
     first pixel is (1, 1)); ``param.value(mode)`` returns a ``(B, 1, 1)`` tensor,
-    so ordinary broadcasting gives a ``(B, H, W)`` image.
+    so ordinary broadcasting gives a ``(B, H, W)`` image. A vector parameter
+    (``gm.p(values, dim="2d")``, K values per galaxy) reads as a ``(B, K)``
+    tensor; give ``expected_size`` to have its length checked.
 
     Attributes
     ----------
@@ -135,6 +137,15 @@ class LightProfile:
     def parameters(self) -> dict[str, Parameter]:
         """The profile's parameters by attribute name, in definition order."""
         return {k: v for k, v in vars(self).items() if isinstance(v, Parameter)}
+
+    def expected_size(self, slot: str) -> int | None:
+        """Values per galaxy the slot ``slot`` needs: K for a vector slot, None for any.
+
+        A profile with a vector parameter (K values per galaxy, read as a
+        ``(B, K)`` tensor) overrides this so that a parameter of the wrong
+        length is refused when the model is built, naming both lengths.
+        """
+        return None
 
     def missing_parameters(self) -> list[str]:
         """Names of declared parameters that were left out (set to None)."""

@@ -47,7 +47,7 @@ def named_profiles(profiles) -> dict[str, LightProfile]:
 
 
 def start_tensors(parameters, batch: int, dtype, device=None, *, units=None) -> dict[Parameter, torch.Tensor]:
-    """Each parameter's start values in profile units as a (batch, 1, 1) tensor.
+    """Each parameter's start values in profile units as a (batch, 1, 1) tensor ((batch, K) for a vector).
 
     ``units`` (parameter -> UnitMap, from :func:`galmoss.profiles.base.parameter_units`)
     gives the map of the slots each parameter fills (position angles in degrees);
@@ -56,6 +56,9 @@ def start_tensors(parameters, batch: int, dtype, device=None, *, units=None) -> 
     out = {}
     for prm in parameters:
         vals = prm.initial_profile_units() if units is None else units[prm].to_profile(prm.initial_values())
+        if getattr(prm, "is_vector", False):  # (batch, K): a vector parameter
+            out[prm] = torch.as_tensor(np.broadcast_to(vals, (batch, vals.shape[1])).copy(), dtype=dtype, device=device)
+            continue
         out[prm] = torch.as_tensor(np.broadcast_to(vals, (batch,)).copy(), dtype=dtype, device=device).reshape(batch, 1, 1)
     return out
 
