@@ -9,6 +9,7 @@ to add your own; subclasses register themselves by name.
 from .base import EllipticalProfile, LightProfile, profile_class, registered_profiles
 from .expdisk import ExpDisk
 from .ferrer import Ferrer
+from .fourier import with_fourier
 from .gaussian import Gaussian
 from .king import King
 from .moffat import Moffat
@@ -34,4 +35,5 @@ __all__ = [
     "profile_class",
     "registered_profiles",
     "sersic_b",
+    "with_fourier",
 ]
