@@ -57,6 +57,9 @@ class BatchObjective:
     #: bytes the tangents of one forward-mode pass may take (the large-P route of
     #: vector parameters, :meth:`normal_equations`)
     tangent_memory: int = 256 * 2**20
+    #: large-P route: hold J of a chunk of galaxies and multiply (True), or build
+    #: J^T J by reverse passes (False); None: hold it when it fits tangent_memory
+    hold_jacobian: bool | None = None
 
     def _rows(self, index: Tensor) -> Tensor:
         return index if self.galaxy is None else self.galaxy[index]
@@ -311,7 +314,9 @@ class BatchObjective:
         one reverse-mode pass of the vector components per column of the
         chunk. Memory: the tangents of one chunk (:attr:`tangent_memory`), M x
         P_s for the scalar columns and P x P float64 per galaxy; nothing of
-        size M x P.
+        size M x P -- unless J of a chunk of galaxies fits in
+        :attr:`tangent_memory` in float64, when it is held and multiplied (one
+        matrix product instead of P reverse passes).
         """
         from .lm import sum_of_squares
 
@@ -323,6 +328,19 @@ class BatchObjective:
         for g0 in range(0, theta.shape[0], per_galaxy):
             th, ix = theta[g0 : g0 + per_galaxy], index[g0 : g0 + per_galaxy]
             _, r, d, js, g = self._vector_pieces(th, ix)
+            hold = self.hold_jacobian
+            if hold is None:
+                hold = r.numel() * n_par * 8 <= self.tangent_memory
+            if hold:
+                # J itself is small (a small cutout or few columns): hold it and multiply
+                jac = r.new_empty(r.shape + (n_par,))
+                for cols, block in self._blocks(th, js, g, per_pass):
+                    jac[:, :, cols] = (block * d.unsqueeze(0)).permute(1, 2, 0)
+                jac = jac.double()
+                a_rows.append(torch.bmm(jac.transpose(1, 2), jac))
+                g_rows.append(torch.bmm(jac.transpose(1, 2), r.double().unsqueeze(-1)).squeeze(-1))
+                s_rows.append(sum_of_squares(r))
+                continue
             djs = None if js is None else (d.unsqueeze(-1) * js).double()
             pullback = torch.func.vjp(g, th)[1] if cols_v else None
             b = th.shape[0]
