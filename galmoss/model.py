@@ -362,9 +362,12 @@ class Model:
             scalars = {slot: values[prm].reshape(-1) for slot, prm in params.items() if not prm.is_vector}
             if isinstance(profile, EllipticalProfile) and "axis_r" in scalars:
                 scalars = _canonical_ellipse(profile, scalars)
+            vectors = {slot: values[prm].reshape(values[prm].shape[0], -1) for slot, prm in params.items() if prm.is_vector}
+            if vectors and hasattr(profile, "canonical_vectors"):
+                vectors = profile.canonical_vectors(vectors)  # e.g. Fourier modes: a_m >= 0, phases wrapped
             for slot, prm in params.items():
                 if prm.is_vector:
-                    user = self.units[prm].to_user(values[prm].reshape(values[prm].shape[0], -1))
+                    user = self.units[prm].to_user(vectors[slot])
                     for k in range(prm.size):
                         out[f"{pname}_{slot}_{k + 1}"] = user[:, k]
                 else:

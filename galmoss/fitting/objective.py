@@ -314,9 +314,9 @@ class BatchObjective:
         one reverse-mode pass of the vector components per column of the
         chunk. Memory: the tangents of one chunk (:attr:`tangent_memory`), M x
         P_s for the scalar columns and P x P float64 per galaxy; nothing of
-        size M x P -- unless J of a chunk of galaxies fits in
+        size M x P -- unless P <= 64 and J of a chunk of galaxies fits in
         :attr:`tangent_memory` in float64, when it is held and multiplied (one
-        matrix product instead of P reverse passes).
+        matrix product, M P^2, instead of P reverse passes).
         """
         from .lm import sum_of_squares
 
@@ -330,7 +330,9 @@ class BatchObjective:
             _, r, d, js, g = self._vector_pieces(th, ix)
             hold = self.hold_jacobian
             if hold is None:
-                hold = r.numel() * n_par * 8 <= self.tangent_memory
+                # J^T J by a product costs M P^2, by reverse passes P passes of the vector
+                # components (tens of operations a pixel): the product wins only at small P
+                hold = n_par <= 64 and r.numel() * n_par * 8 <= self.tangent_memory
             if hold:
                 # J itself is small (a small cutout or few columns): hold it and multiply
                 jac = r.new_empty(r.shape + (n_par,))

@@ -54,6 +54,18 @@ class _FourierModes:
         angle = m.reshape((1, -1) + (1,) * (theta.dim() - 1)) * (theta.unsqueeze(1) - phi.reshape(shape))
         return 1.0 + (a.reshape(shape) * torch.cos(angle)).sum(1)
 
+    def canonical_vectors(self, v: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Reported modes: ``a cos(m (theta - phi)) = -a cos(m (theta - phi - 180/m))``, so a_m >= 0
+        and phi_m in (-180/m, 180/m] degrees name each perturbation once."""
+        v = dict(v)
+        a, phi = v["fourier_a"], v["fourier_phi"]
+        m = torch.as_tensor(self.fourier_modes, dtype=phi.dtype, device=phi.device)
+        period = 360.0 / m
+        phi = torch.where(a < 0, phi + period / 2.0, phi)
+        v["fourier_a"] = a.abs()
+        v["fourier_phi"] = phi - period * torch.ceil((phi - period / 2.0) / period)
+        return v
+
     def boxy_radius(self, x_maj: Tensor, x_min: Tensor, q: Tensor, box: Tensor) -> Tensor:  # type: ignore[override]
         return EllipticalProfile.boxy_radius(x_maj, x_min, q, box) * self._perturbation(x_maj, x_min, q)
 
