@@ -268,6 +268,12 @@ def _component_line(path: Path, comp: Component, label: str, line: Line) -> None
         if comp.kind in ("psf", "sky"):
             _fail(path, line.number, line.text, f"{where}: a {comp.kind} component has no C0 (boxiness)")
         nums = 1
+    elif upper[0] == "F" and upper[1:].isdigit():
+        # galmoss has Fourier modes (gm.lp.with_fourier), but feedme conversion does not map them yet
+        _fail(path, line.number, line.text,
+              f"{where} has the hidden parameter {label}) ({_HIDDEN['F']}); reading Fourier modes from feedmes "
+              "is not implemented: remove the line, and add the modes in Python with "
+              f"gm.lp.with_fourier(profile, modes=({upper[1:]},), ...)", FeedmeUnsupportedError)
     elif upper[0] in _HIDDEN and upper[1:].isdigit() or upper in ("TO", "TI"):
         _fail(path, line.number, line.text,
               f"{where} has the hidden parameter {label}) ({_HIDDEN[upper[0]]}), which galmoss does not have; "
