@@ -20,7 +20,9 @@ from galmoss.profiles import registered_profiles
         ({"parameters": "3.0"}, TypeError, "start value must be a number or a sequence of numbers"),
         ({"parameters": True}, TypeError, "start value must be a number"),
         ({"parameters": [1.0, None]}, TypeError, "start value must be a number"),
-        ({"parameters": [[1.0, 2.0]]}, ValueError, "scalar or a 1-D sequence"),
+        # a 2-D array is a vector parameter (issue 10); with dim="1d", or 3-D, it is refused
+        ({"parameters": [[1.0, 2.0]], "dim": "1d"}, ValueError, "scalar or a 1-D sequence"),
+        ({"parameters": [[[1.0, 2.0]]]}, ValueError, "scalar or a 1-D sequence"),
         ({"parameters": []}, ValueError, "is empty"),
         ({"parameters": [1.0, np.inf]}, ValueError, "not finite for galaxy index \\[1\\]"),
         ({"parameters": 1.0, "fit": "yes"}, TypeError, "fit must be True or False"),
