@@ -10,6 +10,7 @@ from .base import EllipticalProfile, LightProfile, profile_class, registered_pro
 from .expdisk import ExpDisk
 from .ferrer import Ferrer
 from .fourier import with_fourier
+from .free_form import FreeForm
 from .gaussian import Gaussian
 from .king import King
 from .moffat import Moffat
@@ -24,6 +25,7 @@ __all__ = [
     "EllipticalProfile",
     "ExpDisk",
     "Ferrer",
+    "FreeForm",
     "Gaussian",
     "King",
     "LightProfile",

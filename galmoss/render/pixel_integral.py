@@ -142,7 +142,7 @@ def _pixel_integrated_image(profile, v, grid, box_is_zero: bool) -> Tensor:
         # pixel corners counter-clockwise in (x, y), mapped to stretched coordinates
         cy = torch.stack([py_ - 0.5, py_ - 0.5, py_ + 0.5, py_ + 0.5])
         cx = torch.stack([px_ - 0.5, px_ + 0.5, px_ + 0.5, px_ - 0.5])
-        u_maj, u_min = profile.major_minor(cy[:, None, :], cx[:, None, :], {k: t_.reshape(1, batch, 1) for k, t_ in v.items()})
+        u_maj, u_min = profile.major_minor(cy[:, None, :], cx[:, None, :], {k: t_.reshape(1, batch, 1) for k, t_ in v.items() if t_.numel() == batch})  # scalars; vectors are not geometry
         u_min = u_min / q.reshape(1, batch, 1)
         acc = torch.zeros((batch, py_.numel()), dtype=dtype, device=device)
         for k in range(4):
