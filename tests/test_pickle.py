@@ -37,6 +37,9 @@ PROFILES = {
     "king": lambda: gm.lp.King(**_geometry(), core_r=gm.p(1.5), trunc_r=gm.p(9.0), pow_n=gm.p(2.0)),
     "sky": lambda: gm.lp.Sky(sky_bg=gm.p([0.1, -0.2]), grad_x=gm.p(0.01), grad_y=gm.p([0.0, 0.02])),
     "pointsource": lambda: gm.lp.PointSource(cen_x=gm.p([15.3, 16.2]), cen_y=gm.p([16.1, 15.4]), mag=gm.p(18.0, M0=22.5)),
+    "freeform": lambda: gm.lp.FreeForm(**_geometry(), log_sb=gm.p(np.linspace(0.0, -4.0, 6), dim="2d"), radii=(0.5, 12.0, 6)),
+    "pixelmap": lambda: gm.lp.PixelMap(pixels=gm.p(np.linspace(0.0, 2.0, 24).reshape(2, 12), dim="2d"), shape=(3, 4),
+                                       cen_x=gm.p([15.3, 16.2], fit=False), cen_y=gm.p([16.1, 15.4], fit=False), scale=2),
 }
 PSF = np.exp(-0.5 * ((np.mgrid[:9, :9] - 4.0) ** 2).sum(0) / 1.3**2)
 
@@ -63,7 +66,7 @@ def test_an_unpickled_profile_renders_the_same_image(name):
     profile = PROFILES[name]()
     back = _round_trip(profile)
     assert type(back) is type(profile) and set(back.parameters()) == set(profile.parameters())
-    psf = PSF if name == "pointsource" or name == "moffat" else None
+    psf = PSF if name in ("pointsource", "moffat", "pixelmap") else None
     before = gm.render(profile, (32, 32), psf=psf, dtype=torch.float64)
     after = gm.render(back, (32, 32), psf=psf, dtype=torch.float64)
     assert torch.equal(before, after)
