@@ -61,7 +61,8 @@ def test_out_of_memory_halves_the_batch(tmp_path, monkeypatch):
     row = next(line for line in table.splitlines() if line.startswith("| sersic | 2 |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[2] == "1" and "1 OOM halvings" in cells[10]
-    assert float(cells[3]) == pytest.approx(2 / float(cells[4]), rel=0.01)
+    wall = float(cells[4])  # printed to 0.01 s: the rate agrees with it to that rounding
+    assert float(cells[3]) == pytest.approx(2 / wall, rel=0.0051 / wall + 0.001)
     host, outside_lm = (float(c.rstrip(" %")) for c in cells[6:8])
     assert 0 <= host <= outside_lm <= 100
 
