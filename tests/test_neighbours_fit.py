@@ -35,18 +35,23 @@ SCENES = [
 MAG = -2.5 * math.log10(TARGET["flux"])  # no zero point given: mag = -2.5 log10(flux)
 
 
-@pytest.fixture(scope="module")
-def fitted():
+def _fitted_scenes(indices) -> gm.Fitting:
+    """The scenes ``indices`` fitted with automatic masks and fitted neighbours (covariance errors not yet asked)."""
     images, sigmas = [], []
-    for i, (target, nbs) in enumerate(SCENES):
-        image, sigma, psf, _ = neighbour_scene(target, nbs, seed=i)
+    for i in indices:
+        image, sigma, psf, _ = neighbour_scene(*SCENES[i], seed=i)
         images.append(image)
         sigmas.append(sigma)
     ds = gm.Dataset.from_arrays(np.array(images), np.array(sigmas), psf, auto_mask=True, neighbours="fit")
     ds.define_profiles(g=gm.lp.Sersic(), sky=gm.lp.Sky())
     fitting = gm.Fitting(ds, batch_size=8, device="cpu", progress=False)
     fitting.fit()
-    return fitting.uncertainty()
+    return fitting
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    return _fitted_scenes(range(len(SCENES))).uncertainty()
 
 
 def _target_ok(row, rel=0.02, pulls=3.0):
@@ -143,15 +148,7 @@ def test_bad_neighbour_options_are_named():
 @pytest.mark.slow
 def test_bootstrap_errors_with_neighbours_fitted_match_the_covariance_errors(fitted):
     """Two scenes refitted under pixel resampling: bootstrap sigma of r_e within 35 % of the Fisher sigma (k = 40)."""
-    images, sigmas = [], []
-    for i in (0, 3):
-        image, sigma, psf, _ = neighbour_scene(*SCENES[i], seed=i)
-        images.append(image)
-        sigmas.append(sigma)
-    ds = gm.Dataset.from_arrays(np.array(images), np.array(sigmas), psf, auto_mask=True, neighbours="fit")
-    ds.define_profiles(g=gm.lp.Sersic(), sky=gm.lp.Sky())
-    fitting = gm.Fitting(ds, batch_size=8, device="cpu", progress=False)
-    fitting.fit()
+    fitting = _fitted_scenes((0, 3))
     boot = fitting.uncertainty(method="bootstrap", n_resample=40, seed=1)
     for j, i in enumerate((0, 3)):
         assert abs(boot["g_eff_r_err"][j] / fitted["g_eff_r_err"][i] - 1) < 0.35

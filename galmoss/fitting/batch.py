@@ -699,16 +699,8 @@ def _restart_strays(model, objective, batch, start, estimates, result, settings)
     theta0 = model.theta_from_values(second, settings.torch_dtype, settings.torch_device)
     rows = torch.as_tensor(stray, device=settings.torch_device)
     again = _optimise(model, objective, theta0, rows, settings)
-    better = (again.loss < result.loss[rows]) | (~torch.isfinite(result.loss[rows]) & torch.isfinite(again.loss))
-    take = rows[better]
-    if take.numel():
-        result.theta[take] = again.theta[better]
-        result.loss[take] = again.loss[better]
-        result.status[take] = again.status[better]
-        result.n_iter[take] = result.n_iter[take] + again.n_iter[better]
-        if result.normal_matrix is not None and again.normal_matrix is not None:
-            result.normal_matrix[take] = again.normal_matrix[better]
-    log.info("restarted %d galaxies from image-based starts; %d improved", stray.size, int(take.numel()))
+    taken = _keep_better(result, rows, again, torch.arange(rows.numel(), device=rows.device))
+    log.info("restarted %d galaxies from image-based starts; %d improved", stray.size, taken)
     return result
 
 
@@ -824,10 +816,16 @@ def _restart_components(model, objective, batch, start, estimates, result, setti
     tries = torch.where(torch.isfinite(tries), tries, torch.full_like(tries, float("inf")))
     best_try = torch.argmin(tries, dim=0)
     pick = best_try * rows.size + torch.arange(rows.size, device=tries.device)
-    index = torch.as_tensor(rows, device=settings.torch_device)
-    old = result.loss[index]
-    better = (again.loss[pick] < old) | (~torch.isfinite(old) & torch.isfinite(again.loss[pick]))
-    take, chosen = index[better], pick[better]
+    taken = _keep_better(result, torch.as_tensor(rows, device=settings.torch_device), again, pick)
+    log.info("two-component restarts: %d suspicious fits, %d improved", rows.size, taken)
+    return result
+
+
+def _keep_better(result, rows: Tensor, again, pick: Tensor) -> int:
+    """Where refit ``again[pick]`` has a lower (or the only finite) loss than ``result[rows]``, take it; how many."""
+    old, new = result.loss[rows], again.loss[pick]
+    better = (new < old) | (~torch.isfinite(old) & torch.isfinite(new))
+    take, chosen = rows[better], pick[better]
     if take.numel():
         result.theta[take] = again.theta[chosen]
         result.loss[take] = again.loss[chosen]
@@ -835,8 +833,7 @@ def _restart_components(model, objective, batch, start, estimates, result, setti
         result.n_iter[take] = result.n_iter[take] + again.n_iter[chosen]
         if result.normal_matrix is not None and again.normal_matrix is not None:
             result.normal_matrix[take] = again.normal_matrix[chosen]
-    log.info("two-component restarts: %d suspicious fits, %d improved", rows.size, int(take.numel()))
-    return result
+    return int(take.numel())
 
 
 def _covariance(model, objective, result, theta: np.ndarray, positions: np.ndarray, settings: FitSettings):

@@ -309,11 +309,11 @@ def levenberg_marquardt(
         )
         status[idx] = new_status
         # move the galaxies whose step was accepted and refresh their normal equations
-        theta[idx[accepted]] = trial[accepted]
+        # masked updates, not boolean indexing: no extra host sync in the loop
+        theta[idx] = torch.where(accepted[:, None], trial, theta[idx])
         refresh = accepted if settings.final_normal_matrix else accepted & (new_status == RUNNING)
-        if not settings.final_normal_matrix:
-            done = accepted & ~refresh
-            chi2[idx[done]] = chi2_trial[done].to(chi2.dtype)
+        if not settings.final_normal_matrix:  # converged with this step: its chi2 is the trial's
+            chi2[idx] = torch.where(accepted & ~refresh, chi2_trial.to(chi2.dtype), chi2[idx])
         moved = idx[refresh]
         if moved.numel():
             a_m, g_m, chi2_m = normal_equations(theta[moved], moved)
