@@ -1,4 +1,4 @@
-"""docs/many_parameters.md runs as printed: 1,031 free parameters per galaxy, fitted with errors (issue 10, item 4).
+"""docs/many_parameters.md runs as printed: 1,030 free parameters per galaxy, fitted with errors (issue 10, item 4).
 
 The truth is the injected map and bulge of the tutorial's mocks; an efficient
 fit has map pulls of mean 0 and standard deviation 1.
@@ -7,6 +7,7 @@ fit has map pulls of mean 0 and standard deviation 1.
 from __future__ import annotations
 
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -22,19 +23,27 @@ def _blocks() -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.skip(reason="issue 10 item 4 not verified: the float32 run ended unconverged after 50 iterations "
-                  "with a Fisher matrix that did not factorise (15 min under load); the float64 / 200-iteration "
-                  "version of the tutorial has not been run to the end yet")
-def test_the_tutorial_fits_a_thousand_parameters_per_galaxy_with_errors(capsys):
+def test_the_tutorial_fits_a_thousand_parameters_per_galaxy_with_errors():
     torch.manual_seed(0)
     namespace: dict = {"__name__": "tutorial"}
     start = time.perf_counter()
-    for block in _blocks():
-        exec(compile(block, str(DOC), "exec"), namespace)  # noqa: S102 - the tutorial's own code
+    try:
+        for block in _blocks():
+            exec(compile(block, str(DOC), "exec"), namespace)  # noqa: S102 - the tutorial's own code
+    finally:
+        if "folder" in namespace:  # the tutorial's own temporary results folder
+            shutil.rmtree(namespace["folder"], ignore_errors=True)
     elapsed = time.perf_counter() - start
     results = namespace["results"]
-    assert namespace["fitting"].model.n_free == 1031
+    assert namespace["fitting"].model.n_free == 1030
     assert results["disk_emissivity"].shape == (2, 1024)
+    # what results.fits held, read back: the map as one vector column, equal to the table's
+    on_disk = namespace["on_disk"]
+    assert on_disk["disk_emissivity"].shape == (2, 1024) and on_disk["disk_emissivity_err"].shape == (2, 1024)
+    np.testing.assert_allclose(np.asarray(on_disk["disk_emissivity"]), np.asarray(results["disk_emissivity"]),
+                               rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(on_disk["disk_emissivity_err"]),
+                               np.asarray(results["disk_emissivity_err"]), rtol=1e-6)
     assert np.all(results["converged"])
     # chi2 of the truth is ~ dof: the fit must reach it (reduced chi2 within 5 spreads of 1)
     dof = np.asarray(results["dof"], dtype=float)
