@@ -360,11 +360,16 @@ class Model:
         for pname, profile in self.profiles.items():
             params = profile.parameters()
             scalars = {slot: values[prm].reshape(-1) for slot, prm in params.items() if not prm.is_vector}
+            turn = None
             if isinstance(profile, EllipticalProfile) and "axis_r" in scalars:
+                before = scalars.get("pa")
                 scalars = _canonical_ellipse(profile, scalars)
+                if before is not None:
+                    turn = (scalars["pa"] - before) * (180.0 / math.pi)  # degrees the major axis was turned by
             vectors = {slot: values[prm].reshape(values[prm].shape[0], -1) for slot, prm in params.items() if prm.is_vector}
             if vectors and hasattr(profile, "canonical_vectors"):
-                vectors = profile.canonical_vectors(vectors)  # e.g. Fourier modes: a_m >= 0, phases wrapped
+                # e.g. Fourier modes: a_m >= 0, phases wrapped, and moved with the major axis when PA was turned
+                vectors = profile.canonical_vectors(vectors, turn=turn)
             for slot, prm in params.items():
                 if prm.is_vector:
                     user = self.units[prm].to_user(vectors[slot])

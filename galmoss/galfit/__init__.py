@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from .constraints import Constraint, parse_constraints
-from .convert import SLOTS, build_profiles, component_name, starts
+from .convert import build_profiles, row_values, starts
 from .feedme import Feedme, FeedmeError, FeedmeUnsupportedError, parse_feedme
 from .profiles import FerrerSB, KingSB
 from .run import galfit_sigma, load_galaxy, run_galfit
@@ -98,17 +98,9 @@ def write_galfit(path: str | os.PathLike, feedme, results=None, row: int = 0) ->
     free = {key: fit for key, (_, fit, _) in tab.items()}
     if results is not None:
         rec = results[row] if hasattr(results, "colnames") and not hasattr(results, "index") else results
-        names = rec.colnames
         for comp in feedme.components:
-            name = component_name(comp.kind, comp.index)
-            for label, slot in SLOTS[comp.kind].items():
-                col = f"{name}_{slot}"
-                if col in names and (comp.index, label) in values:
-                    v = float(rec[col])
-                    if label == "1x":
-                        v += origin[0] - 1
-                    elif label == "1y":
-                        v += origin[1] - 1
+            for label, v in row_values(rec, comp, origin).items():
+                if (comp.index, label) in values:
                     values[(comp.index, label)] = v
     target = Path(path)
     target.write_text(format_feedme(feedme, values, free, title="written by gm.write_galfit"))

@@ -30,7 +30,8 @@ _NAMES = {
     "x": "1x", "y": "1y", "mag": "3", "re": "4", "rs": "4", "fwhm": "4", "rc": "4",
     "q": "9", "pa": "10", "c": "C0", "c0": "C0",
 }
-_UNSUPPORTED_NAMES = re.compile(r"^(gamma|f\d+[ap]|b\d+|r\d+|t\w*)$")
+_UNSUPPORTED_NAMES = re.compile(r"^(gamma|b\d+|r\d+|t\w*)$")
+_FOURIER_NAMES = re.compile(r"^f\d+(a|p|pa|amp|phi)?$")
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,11 @@ def parameter_label(name: str, comp: Component, where: str) -> str:
     """GALFIT's parameter label (``1x``, ``3``, ``C0``...) of a constraint's parameter name for ``comp``."""
     name = name.lower()
     kind = comp.kind
+    if _FOURIER_NAMES.match(name):
+        raise FeedmeUnsupportedError(
+            f"{where}: constraints on Fourier modes ({name!r}) are not supported by galmoss; remove the line "
+            "(the F-line toggles hold a component's amplitudes or phases fixed or free)"
+        )
     if _UNSUPPORTED_NAMES.match(name):
         raise FeedmeUnsupportedError(f"{where}: the parameter {name!r} belongs to a profile feature galmoss does not have")
     if name.isdigit():

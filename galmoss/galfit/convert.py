@@ -19,12 +19,38 @@ GALFIT     galmoss     note
 9)         axis_r      default 1, fixed
 10)        pa          degrees, up = 0, left = 90 (galmoss's own convention)
 C0)        box         default 0, fixed
+F<m>)      fourier_a,  :func:`galmoss.lp.with_fourier`: one vector of amplitudes
+           fourier_phi and one of phases (degrees) per component, in the
+                       order of m; GALFIT's phase is galmoss's (see below)
 sky 1/2/3  sky_bg,     galmoss's sky gradients are about the cutout centre
            grad_x/y
 =========  ==========  =========================================================
 
 Values stay in pixels whatever K) says (as GALFIT); K) enters only the
 surface brightness of king and ferrer.
+
+Fourier modes, GALFIT's and galmoss's phases. Source: Peng, Ho, Impey & Rix
+(2010, AJ 139, 2097), the section on azimuthal Fourier modes, and the GALFIT
+user's manual (line ``F1) amplitude phase`` "Azim. Fourier mode 1, amplitude, &
+phase angle"; header keys ``k_F1``, ``k_F1PA``). GALFIT perturbs the radius as
+
+    r'(x, y) = r(x, y) (1 + sum_m a_m cos(m (theta_G + phi_m))),
+    theta_G = arctan(y' / (x' q)),
+
+x', y' the pixel offsets in the frame turned to the component (x' along the
+major axis, towards its position angle, the PA measured from up through left;
+y' a quarter turn counter-clockwise from x'), so theta_G runs counter-clockwise
+from the major axis, as the PA does. galmoss
+(:mod:`galmoss.profiles.fourier`) writes ``cos(m (theta - phi_m))`` with
+``theta = atan2(x_min / q, x_maj)``, and its minor-axis coordinate ``x_min`` is
+-y': galmoss's theta is -theta_G, so ``cos(m (theta_G + phi)) = cos(m (theta -
+phi))`` and the phase of a feedme is galmoss's phase unchanged, in degrees, for
+every m. Example: ``10) 0`` (major axis up), ``F1) 0.2 90``: the radius is
+largest (the light fainter) at theta_G = -90 degrees, the right-hand side, so
+the galaxy is brighter on its left (tests/test_galfit_fourier.py checks this and
+galmoss's image against a numpy formula written in GALFIT's frame).
+A free amplitude that starts at exactly 0 starts at 0.01, as GALFIT does (the
+phase has no derivative at zero amplitude).
 """
 
 from __future__ import annotations
@@ -36,7 +62,7 @@ from .. import profiles as lp
 from ..params import Parameter
 from ..params.ties import tie
 from .constraints import Constraint
-from .feedme import Feedme, FeedmeError, FeedmeUnsupportedError
+from .feedme import Component, Feedme, FeedmeError, FeedmeUnsupportedError, fourier_modes
 from .profiles import FerrerSB, KingSB
 
 _GEOMETRY = {"1x": "cen_x", "1y": "cen_y", "9": "axis_r", "10": "pa", "C0": "box"}
@@ -66,6 +92,52 @@ HEADER_KEYS = {
     "ser_n": "N", "con": "C", "core_r": "RC", "trunc_r": "RT", "pow_n": "ALPHA", "trunc_a": "ALPHA",
     "trunc_b": "BETA", "axis_r": "AR", "pa": "PA", "box": "C0", "sky_bg": "SKY", "grad_x": "DSDX", "grad_y": "DSDY",
 }
+
+
+def fourier_labels(comp: Component) -> list[str]:
+    """GALFIT's keys of a component's Fourier modes: ``F<m>`` (amplitude), ``F<m>PA`` (phase), by m."""
+    return [lab for m in fourier_modes(comp) for lab in (f"F{m}", f"F{m}PA")]
+
+
+def is_fourier(label: str) -> bool:
+    return label.startswith("F")
+
+
+def header_key(kind: str, label: str) -> str:
+    """GALFIT's header key (without the ``k_``) of parameter ``label`` of a ``kind`` component."""
+    return label if is_fourier(label) else HEADER_KEYS[SLOTS[kind][label]]
+
+
+def component_labels(comp: Component) -> list[str]:
+    """Every parameter label of a component in GALFIT's order, Fourier modes last."""
+    return ordered_labels(comp.kind) + fourier_labels(comp)
+
+
+def row_values(rec, comp: Component, origin: tuple[int, int], errors: bool = False) -> dict[str, float]:
+    """``label -> value`` (or error) of one component from a results row (GALFIT units, full frame).
+
+    Scalars come from ``<name>_<slot>`` columns, Fourier modes from the vector
+    columns ``<name>_fourier_a`` / ``<name>_fourier_phi`` (one element per mode).
+    """
+    name = component_name(comp.kind, comp.index)
+    names = rec.colnames
+    tail = "_err" if errors else ""
+    out: dict[str, float] = {}
+    for label, slot in SLOTS[comp.kind].items():
+        col = f"{name}_{slot}{tail}"
+        if col in names:
+            v = float(rec[col])
+            if not errors and label in ("1x", "1y"):
+                v += origin[0 if label == "1x" else 1] - 1
+            out[label] = v
+    modes = fourier_modes(comp)
+    for slot, suffix in (("fourier_a", ""), ("fourier_phi", "PA")):
+        col = f"{name}_{slot}{tail}"
+        if modes and col in names:
+            vec = np.asarray(rec[col], dtype=np.float64).reshape(-1)
+            for m, v in zip(modes, vec):
+                out[f"F{m}{suffix}"] = float(v)
+    return out
 
 
 def ordered_labels(kind: str) -> list[str]:
@@ -101,6 +173,10 @@ def starts(feedme: Feedme) -> dict[tuple[int, str], tuple[float, bool, bool]]:
                 default = _GEOMETRY_DEFAULTS.get(label)
             if default is not None:
                 out[(comp.index, label)] = (default, False, False)
+        for m in fourier_modes(comp):
+            prm = comp.params[f"F{m}"]
+            out[(comp.index, f"F{m}")] = (prm.values[0], prm.fit[0], True)
+            out[(comp.index, f"F{m}PA")] = (prm.values[1], prm.fit[1], True)
     return out
 
 
@@ -146,6 +222,8 @@ def build_profiles(
     params: dict[tuple[int, str], Parameter] = {}
     for key, (_, fit, _) in table[0].items():
         comp_index, label = key
+        if is_fourier(label):
+            continue  # vectors, one per component: below
         kind = first.components[comp_index - 1].kind
         if values is not None and key in values:
             vals = np.asarray(values[key], dtype=np.float64)
@@ -169,8 +247,33 @@ def build_profiles(
         cls = CLASSES[comp.kind]
         if cls in (KingSB, FerrerSB):
             kwargs["pixel_area"] = area
-        out[component_name(comp.kind, comp.index)] = cls(**kwargs)
+        profile = cls(**kwargs)
+        if fourier_modes(comp):
+            profile = _with_fourier(profile, comp, table, values)
+        out[component_name(comp.kind, comp.index)] = profile
     return out
+
+
+def _with_fourier(profile, comp: Component, table, values) -> object:
+    """``profile`` with the component's ``F<m>)`` modes: one vector of amplitudes, one of phases."""
+    modes = fourier_modes(comp)
+    k = comp.index
+    vectors = []
+    for suffix in ("", "PA"):
+        keys = [(k, f"F{m}{suffix}") for m in modes]
+        if values is not None and all(key in values for key in keys):
+            vals = np.stack([np.asarray(values[key], dtype=np.float64).reshape(-1) for key in keys], axis=1)
+            fit = False
+        else:
+            vals = np.array([[t[key][0] for key in keys] for t in table], dtype=np.float64)
+            fit = bool(table[0][keys[0]][1]) and values is None  # one toggle per vector (feedme.py refuses a mix)
+            if suffix == "" and fit:
+                vals = np.where(vals == 0.0, 0.01, vals)  # GALFIT's restart of a zero amplitude
+        vectors.append(Parameter(vals[0] if vals.shape[0] == 1 else vals, fit=fit, dim="2d"))
+    try:
+        return lp.with_fourier(profile, modes, *vectors)
+    except ValueError as exc:
+        raise FeedmeError(f"component {k} ({comp.kind}) with Fourier modes {modes}: {exc}") from None
 
 
 def _parameter(vals: np.ndarray, fit: bool, slot: str, zeropoint: float) -> Parameter:

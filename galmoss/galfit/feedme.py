@@ -2,8 +2,9 @@
 
 A feedme has control lines ``A)`` to ``W)`` and then components, each opened by
 ``0) <type>`` and made of numbered parameter lines ``1) x y fit_x fit_y``,
-``3) value fit``, ..., the hidden ``C0) value fit`` (boxiness) and ``Z) 0|1``
-(skip in the output image). Everything after ``#`` is a comment; blank lines
+``3) value fit``, ..., the hidden ``C0) value fit`` (boxiness), the hidden
+azimuthal Fourier modes ``F<m>) amplitude phase fit_a fit_phi`` (m >= 1; any
+component but psf and sky) and ``Z) 0|1`` (skip in the output image). Everything after ``#`` is a comment; blank lines
 and separator lines (``=====``, ``-----``) are ignored; fields may be separated
 by tabs. The "Object number" and "Component number" headers of different
 GALFIT versions are comments.
@@ -15,6 +16,7 @@ galmoss profiles and a Dataset.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -60,6 +62,8 @@ REQUIRED_PARAMETERS: dict[str, tuple[str, ...]] = {
 }
 #: GALFIT components galmoss has no profile for.
 UNSUPPORTED_COMPONENTS = {"nuker": "Nuker", "edgedisk": "edge-on disk"}
+#: Components that take no Fourier modes (F<m> lines); every other type is elliptical.
+FOURIER_REFUSED = ("psf", "sky")
 _HIDDEN = {"F": "azimuthal Fourier mode", "B": "bending mode", "R": "coordinate rotation", "T": "truncation"}
 
 CONTROL_KEYS = "ABCDEFGHIJKOPSW"
@@ -211,8 +215,9 @@ def parse_feedme(path: str | os.PathLike, *, base: str | os.PathLike | None = No
         B), an E) that is not a positive integer, a component lacking a
         parameter it needs (each naming the file, the line and its text).
     FeedmeUnsupportedError
-        A component type (nuker, edgedisk) or hidden parameter (Fourier Fn,
-        bending Bn, rotation Rn, truncation Tn) that galmoss does not have.
+        A component type (nuker, edgedisk) or hidden parameter (bending Bn,
+        rotation Rn, truncation Tn) that galmoss does not have; Fourier lines
+        ``F<m>)`` whose amplitude (or phase) toggles differ within a component.
     """
     path = Path(path)
     if not path.is_file():
@@ -253,6 +258,7 @@ def parse_feedme(path: str | os.PathLike, *, base: str | os.PathLike | None = No
             _fail(path, comp.line, f"0) {comp.kind}",
                   f"component {comp.index} ({comp.kind}) lacks parameter(s) {', '.join(m + ')' for m in missing)} "
                   f"({'; '.join(COMPONENT_PARAMETERS[comp.kind][m] for m in missing)})")
+        _check_fourier_toggles(path, comp)
     return _control(path, base, control, components)
 
 
@@ -269,11 +275,8 @@ def _component_line(path: Path, comp: Component, label: str, line: Line) -> None
             _fail(path, line.number, line.text, f"{where}: a {comp.kind} component has no C0 (boxiness)")
         nums = 1
     elif upper[0] == "F" and upper[1:].isdigit():
-        # galmoss has Fourier modes (gm.lp.with_fourier), but feedme conversion does not map them yet
-        _fail(path, line.number, line.text,
-              f"{where} has the hidden parameter {label}) ({_HIDDEN['F']}); reading Fourier modes from feedmes "
-              "is not implemented: remove the line, and add the modes in Python with "
-              f"gm.lp.with_fourier(profile, modes=({upper[1:]},), ...)", FeedmeUnsupportedError)
+        _fourier_line(path, comp, label, line, where)
+        return
     elif upper[0] in _HIDDEN and upper[1:].isdigit() or upper in ("TO", "TI"):
         _fail(path, line.number, line.text,
               f"{where} has the hidden parameter {label}) ({_HIDDEN[upper[0]]}), which galmoss does not have; "
@@ -294,6 +297,55 @@ def _component_line(path: Path, comp: Component, label: str, line: Line) -> None
     values = [_float(path, line, t, f"parameter {label})") for t in tokens[:nums]]
     fit = [_toggle(path, line, t) for t in tokens[nums : 2 * nums]]
     comp.params[upper] = Parameter(upper, values, fit, line.number)
+
+
+def fourier_modes(comp: Component) -> list[int]:
+    """The Fourier mode numbers m a component's ``F<m>)`` lines give, ascending."""
+    return sorted(int(k[1:]) for k in comp.params if k[0] == "F" and k[1:].isdigit())
+
+
+def _check_fourier_toggles(path: Path, comp: Component) -> None:
+    """All amplitudes of a component free or all fixed, and likewise the phases.
+
+    galmoss fits a component's amplitudes as one vector parameter and its phases
+    as another, each free or fixed as a whole.
+    """
+    lines = [comp.params[f"F{m}"] for m in fourier_modes(comp)]
+    for i, what in ((0, "amplitude"), (1, "phase")):
+        toggles = {prm.fit[i] for prm in lines}
+        if len(toggles) > 1:
+            first = lines[0]
+            odd = next(prm for prm in lines if prm.fit[i] != first.fit[i])
+            _fail(path, odd.line, f"{odd.label}) ... {int(odd.fit[0])} {int(odd.fit[1])}",
+                  f"component {comp.index} ({comp.kind}): the {what} of {odd.label}) is "
+                  f"{'free' if odd.fit[i] else 'fixed'} but that of {first.label}) (line {first.line}) is "
+                  f"{'free' if first.fit[i] else 'fixed'}; galmoss fits a component's Fourier {what}s as one vector, "
+                  f"all free or all fixed: give every F line of the component the same {what} toggle", FeedmeUnsupportedError)
+
+
+def _fourier_line(path: Path, comp: Component, label: str, line: Line, where: str) -> None:
+    """``F<m>) amplitude phase fit_a fit_phi``: azimuthal Fourier mode m (see galmoss.galfit.convert)."""
+    upper = label.upper()
+    if comp.kind in FOURIER_REFUSED:
+        _fail(path, line.number, line.text,
+              f"{where}: a {comp.kind} component has no Fourier modes ({label}) is for elliptical profiles: "
+              f"{', '.join(k for k in COMPONENT_PARAMETERS if k not in FOURIER_REFUSED)})")
+    m = int(upper[1:])
+    if m < 1:
+        _fail(path, line.number, line.text,
+              f"{where}: Fourier mode numbers start at 1 (F1 lopsided, F3 triangular, F4 boxy), got {label})")
+    if upper in comp.params:
+        _fail(path, line.number, line.text,
+              f"{where}: Fourier mode {m} is given twice (first on line {comp.params[upper].line}); keep one line")
+    tokens = line.fields
+    if len(tokens) < 4:
+        _fail(path, line.number, line.text,
+              f"{where}: {label}) needs an amplitude, a phase angle [degrees] and two fit toggles (1 = fit, 0 = fixed)")
+    values = [_float(path, line, t, f"{label}) {what}") for t, what in zip(tokens[:2], ("amplitude", "phase angle"))]
+    fit = [_toggle(path, line, t) for t in tokens[2:4]]
+    if not all(math.isfinite(v) for v in values):
+        _fail(path, line.number, line.text, f"{where}: {label}) needs finite numbers")
+    comp.params[f"F{m}"] = Parameter(f"F{m}", values, fit, line.number)
 
 
 def _control(path: Path, base: Path, control: dict[str, Line], components: list[Component]) -> Feedme:

@@ -5,7 +5,8 @@ extension 1 the input data (the H) section), 2 the model, 3 the residual
 (data - model); with ``P) 3`` one more extension per component. The model's
 header holds the fit in GALFIT's keys: ``OBJECT``, ``DATAIN``, ``SIGMA``, ``PSF``,
 ``CONSTRNT``, ``MASK``, ``FITSECT``, ``CONVBOX``, ``MAGZPT``, per component
-``COMP_k`` and ``k_XC``, ``k_YC``, ``k_MAG``, ``k_RE``, ... as ``'value +/- error'``
+``COMP_k`` and ``k_XC``, ``k_YC``, ``k_MAG``, ``k_RE``, ..., the Fourier modes'
+``k_F<m>`` (amplitude) and ``k_F<m>PA`` (phase, degrees), as ``'value +/- error'``
 (a fixed value as ``'[value]'``, a problem value between ``*``), then ``FLAGS``,
 ``CHISQ``, ``NDOF``, ``NFREE``, ``NFIX``, ``CHI2NU``, ``LOGFILE``, ``INITFILE``.
 ``P) 1`` writes the model alone as the primary image.
@@ -22,8 +23,8 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from .convert import HEADER_KEYS, SLOTS, ordered_labels
-from .feedme import COMPONENT_PARAMETERS, Feedme
+from .convert import HEADER_KEYS, SLOTS, component_labels, is_fourier, ordered_labels
+from .feedme import COMPONENT_PARAMETERS, Feedme, fourier_modes
 
 
 def galfit_number(x: float) -> str:
@@ -86,12 +87,17 @@ def model_header_cards(
     for comp in feedme.components:
         k = comp.index
         cards.append((f"COMP_{k}", comp.kind, f"Component type{' (skipped in the model image)' if comp.skip else ''}"))
-        for label in ordered_labels(comp.kind):
-            slot = SLOTS[comp.kind][label]
+        for label in component_labels(comp):
             key = (k, label)
             if key not in values:
                 continue
             text = header_value(values[key], errors.get(key), not free.get(key, False), key in problems)
+            if is_fourier(label):
+                m = label[1:].removesuffix("PA")
+                cards.append((f"{k}_{label}"[:8], text,
+                              f"Azim. Fourier mode {m}, {'phase angle [deg]' if label.endswith('PA') else 'amplitude'}"))
+                continue
+            slot = SLOTS[comp.kind][label]
             cards.append((f"{k}_{HEADER_KEYS[slot]}"[:8], text, COMPONENT_PARAMETERS[comp.kind].get(label[0] if label in ("1x", "1y") else label, slot)))
     cards += [
         ("FLAGS", str(stats.get("flags_text", "")), "galmoss flags (galmoss flags <value>)"),
@@ -234,6 +240,12 @@ def format_feedme(
         if (k, "C0") in values and (c0 is not None or values[(k, "C0")] != 0.0):
             lines.append(f"C0) {galfit_number(values[(k, 'C0')]):<14s} {int(free.get((k, 'C0'), False))}".ljust(27)
                          + " #  diskiness (< 0) / boxiness (> 0)")
+        for m in fourier_modes(comp):
+            amp, pha = (k, f"F{m}"), (k, f"F{m}PA")
+            if amp in values and pha in values:
+                lines.append(f"F{m}) {galfit_number(values[amp])} {galfit_number(values[pha])} "
+                             f"{int(free.get(amp, False))} {int(free.get(pha, False))}".ljust(27)
+                             + f" #  Azim. Fourier mode {m}, amplitude, & phase angle")
         lines.append(f" Z) {int(comp.skip):<22d} #  Skip this model in output image?  (yes=1, no=0)")
         lines.append("")
     lines.append("================================================================================")
@@ -276,6 +288,13 @@ def fit_log_entry(
         tail = " ".join(f"{(cell(lab, True) if free.get((k, lab), False) else ''):>11s}" for lab in labels)
         out.append(f" {comp.kind:<9s} : {head}")
         out.append(f" {'':<9s}   {tail}")
+        modes = [m for m in fourier_modes(comp) if (k, f"F{m}") in values and (k, f"F{m}PA") in values]
+        if modes:  # GALFIT's layout: "fourier : (1:  0.06,   -6.67)   (3:  0.05,    0.18)", errors below
+            out.append("   fourier : " + "   ".join(
+                f"({m}: {cell(f'F{m}'):>7s}, {cell(f'F{m}PA'):>9s})" for m in modes))
+            out.append("             " + "   ".join(
+                f"({'':{len(str(m))}s}  {cell(f'F{m}', True) if free.get((k, f'F{m}'), False) else '':>7s}, "
+                f"{cell(f'F{m}PA', True) if free.get((k, f'F{m}PA'), False) else '':>9s})" for m in modes))
     chi2nu = chi2 / ndof if ndof > 0 else math.nan
     out += [f" Chi^2 = {chi2:.5f},  ndof = {ndof}", f" Chi^2/nu = {chi2nu:.3f}"]
     if message:

@@ -33,7 +33,7 @@ import numpy as np
 
 from ..flags import Flag, decode
 from .constraints import Constraint, parse_constraints
-from .convert import SLOTS, build_profiles, component_name, free_and_fixed, starts
+from .convert import SLOTS, build_profiles, component_labels, component_name, free_and_fixed, header_key, row_values, starts
 from .feedme import Feedme, FeedmeError, parse_feedme
 from .output import fit_log_entry, format_feedme, model_header_cards, restart_path, write_block
 
@@ -344,9 +344,9 @@ def _evaluate(profiles, gals: list[GalaxyInput]):
     table["galaxy_index"] = [str(gal.feedme.path) for gal in gals]
     for name, prof in profiles.items():
         for slot, prm in prof.parameters().items():
-            vals = np.broadcast_to(prm.initial, (len(gals),)).astype(np.float64)
-            table[f"{name}_{slot}"] = vals
-            table[f"{name}_{slot}_err"] = np.full(len(gals), np.nan)
+            shape = (len(gals), prm.initial.shape[-1]) if prm.is_vector else (len(gals),)
+            table[f"{name}_{slot}"] = np.broadcast_to(prm.initial, shape).astype(np.float64)
+            table[f"{name}_{slot}_err"] = np.full(shape, np.nan)
     chi2 = np.full(len(gals), np.nan)
     dof = np.zeros(len(gals), dtype=np.int64)
     for i, gal in enumerate(gals):
@@ -366,16 +366,9 @@ def _values_of(row, feedme: Feedme, origin) -> dict:
     """(component, label) -> value in GALFIT's frame (full image) from a results row."""
     out = {}
     for comp in feedme.components:
-        name = component_name(comp.kind, comp.index)
-        for label, slot in SLOTS[comp.kind].items():
-            col = f"{name}_{slot}"
-            if col not in row.colnames or (label == "C0" and "C0" not in comp.params):
+        for label, v in row_values(row, comp, origin).items():
+            if label == "C0" and "C0" not in comp.params:
                 continue  # C0 appears in GALFIT's outputs only when the feedme gives it
-            v = float(row[col])
-            if label == "1x":
-                v += origin[0] - 1
-            elif label == "1y":
-                v += origin[1] - 1
             out[(comp.index, label)] = np.array([v])
     return out
 
@@ -388,13 +381,8 @@ def _write_outputs(g, gal: GalaxyInput, row, out: dict, n_free: int, n_fix: int,
     feedme = gal.feedme
     vals = _values_of(row, feedme, gal.origin)
     values = {k: float(v[0]) for k, v in vals.items()}
-    errors = {}
-    for comp in feedme.components:
-        name = component_name(comp.kind, comp.index)
-        for label, slot in SLOTS[comp.kind].items():
-            col = f"{name}_{slot}_err"
-            if col in row.colnames:
-                errors[(comp.index, label)] = float(row[col])
+    errors = {(comp.index, label): e for comp in feedme.components
+              for label, e in row_values(row, comp, gal.origin, errors=True).items()}
     tab = starts(feedme)
     # fit toggles as the feedme gives them (a coupled parameter keeps its 1 and gets the tie's error);
     # an evaluated model (P) 1, 2) has every value given, none fitted
@@ -404,8 +392,8 @@ def _write_outputs(g, gal: GalaxyInput, row, out: dict, n_free: int, n_fix: int,
     problems = set()
     for key, v in values.items():
         comp = feedme.components[key[0] - 1]
-        col = f"{component_name(comp.kind, comp.index)}_{SLOTS[comp.kind][key[1]]}"
-        if free.get(key) and (not math.isfinite(v) or not math.isfinite(errors.get(key, math.nan)) or col in message):
+        if free.get(key) and (not math.isfinite(v) or not math.isfinite(errors.get(key, math.nan))
+                              or _column(comp, key[1]) in message):
             problems.add(key)
     spurious = getattr(Flag, "psf_larger_than_cutout", 0)
     if feedme.psf_sampling > 1 and gal.psf is not None and flags & spurious and all(
@@ -442,13 +430,20 @@ def _write_outputs(g, gal: GalaxyInput, row, out: dict, n_free: int, n_fix: int,
         fh.write(fit_log_entry(feedme, gal.image.shape, restart, values, errors, free, chi2, ndof, "; ".join(messages)))
     out.update({"group": g, "flag": flags, "message": "; ".join(messages), "restart": "" if restart is None else str(restart),
                 "chi2": chi2, "ndof": ndof, "chi2nu": stats["chi2nu"]})
-    from .convert import HEADER_KEYS
-
-    for key, v in values.items():
+    order = {(comp.index, lab): i for comp in feedme.components for i, lab in enumerate(component_labels(comp))}
+    for key, v in sorted(values.items(), key=lambda kv: (kv[0][0], order.get(kv[0], 999))):
         comp = feedme.components[key[0] - 1]
-        col = f"{key[0]}_{HEADER_KEYS[SLOTS[comp.kind][key[1]]]}"
+        col = f"{key[0]}_{header_key(comp.kind, key[1])}"
         out[col] = v
         out[col + "_err"] = errors.get(key, math.nan) if free.get(key) else math.nan
+
+
+def _column(comp, label: str) -> str:
+    """The results column (of the Fitting table) that holds GALFIT parameter ``label``."""
+    name = component_name(comp.kind, comp.index)
+    if label.startswith("F"):
+        return f"{name}_fourier_{'phi' if label.endswith('PA') else 'a'}"
+    return f"{name}_{SLOTS[comp.kind][label]}"
 
 
 def _results_table(feedmes: list[Feedme], rows: list[dict]):

@@ -54,11 +54,21 @@ class _FourierModes:
         angle = m.reshape((1, -1) + (1,) * (theta.dim() - 1)) * (theta.unsqueeze(1) - phi.reshape(shape))
         return 1.0 + (a.reshape(shape) * torch.cos(angle)).sum(1)
 
-    def canonical_vectors(self, v: dict[str, Tensor]) -> dict[str, Tensor]:
+    def canonical_vectors(self, v: dict[str, Tensor], turn: Tensor | None = None) -> dict[str, Tensor]:
         """Reported modes: ``a cos(m (theta - phi)) = -a cos(m (theta - phi - 180/m))``, so a_m >= 0
-        and phi_m in (-180/m, 180/m] degrees name each perturbation once."""
+        and phi_m in (-180/m, 180/m] degrees name each perturbation once.
+
+        ``turn`` (B,): degrees the reported PA differs from the fitted one (the
+        ellipse's canonical form turns it by half turns, or a quarter turn when
+        q > 1). The phases are measured from the major axis, so they move with
+        it: theta runs clockwise on the image (``atan2(x_min / q, x_maj)``) while
+        the PA runs counter-clockwise, so turning the axis by ``turn`` adds
+        ``turn`` to every theta and the same image needs phi + turn.
+        """
         v = dict(v)
         a, phi = v["fourier_a"], v["fourier_phi"]
+        if turn is not None:
+            phi = phi + turn.reshape(-1, 1).to(phi.dtype)
         m = torch.as_tensor(self.fourier_modes, dtype=phi.dtype, device=phi.device)
         period = 360.0 / m
         phi = torch.where(a < 0, phi + period / 2.0, phi)
