@@ -151,6 +151,15 @@ def test_constraints_on_fourier_modes_are_refused(tmp_path):
         parse_constraints(feedme.constraints, feedme.components)
 
 
+def test_axis_ratio_range_up_to_one_stays_below_one(tmp_path):
+    """A Fourier-moded ellipse is fitted with q < 1 (with_fourier): 'q 0.5 to 1' becomes (0.5, 1 - 1e-6)."""
+    (tmp_path / "cons.txt").write_text("1 q 0.5 to 1\n")
+    feedme = parse_feedme(_feedme(tmp_path, constraints="cons.txt"))
+    prof = build_profiles([feedme], [parse_constraints(feedme.constraints, feedme.components)])["sersic_1"]
+    assert prof.axis_r.value_range == (0.5, 1.0 - 1e-6)
+    assert prof.fourier_modes == (1,)
+
+
 # --------------------------------------------------------------- convention
 def test_phase_convention_puts_the_light_where_galfit_does(tmp_path):
     """PA 0 (major axis up), F1) 0.2 90: GALFIT's radius is 1.2 r on the right (theta_G = -90 deg)

@@ -37,10 +37,14 @@ phase angle"; header keys ``k_F1``, ``k_F1PA``). GALFIT perturbs the radius as
     r'(x, y) = r(x, y) (1 + sum_m a_m cos(m (theta_G + phi_m))),
     theta_G = arctan(y' / (x' q)),
 
-x', y' the pixel offsets in the frame turned to the component (x' along the
-major axis, towards its position angle, the PA measured from up through left;
-y' a quarter turn counter-clockwise from x'), so theta_G runs counter-clockwise
-from the major axis, as the PA does. galmoss
+x', y' the pixel offsets in the frame turned to the component, x' along the
+major axis. The papers give the formula and say x' is along the major axis;
+that the turn is a proper rotation by the PA (x' towards the PA, measured from
+up through left, and y' a quarter turn counter-clockwise from x', so theta_G
+runs counter-clockwise from the major axis as the PA does) is this module's
+reading, not a quoted line: were GALFIT's theta_G clockwise, the phases would
+change sign, and were x' towards PA + 180, odd modes would move by 180 degrees.
+Both would be one line here (``_phase_from_galfit``). galmoss
 (:mod:`galmoss.profiles.fourier`) writes ``cos(m (theta - phi_m))`` with
 ``theta = atan2(x_min / q, x_maj)``, and its minor-axis coordinate ``x_min`` is
 -y': galmoss's theta is -theta_G, so ``cos(m (theta_G + phi)) = cos(m (theta -
@@ -136,7 +140,7 @@ def row_values(rec, comp: Component, origin: tuple[int, int], errors: bool = Fal
         if modes and col in names:
             vec = np.asarray(rec[col], dtype=np.float64).reshape(-1)
             for m, v in zip(modes, vec):
-                out[f"F{m}{suffix}"] = float(v)
+                out[f"F{m}{suffix}"] = phase_to_galfit(float(v)) if suffix and not errors else float(v)
     return out
 
 
@@ -254,6 +258,16 @@ def build_profiles(
     return out
 
 
+def _phase_from_galfit(phi: np.ndarray) -> np.ndarray:
+    """galmoss's Fourier phases (degrees) from GALFIT's: the same numbers (module docstring)."""
+    return phi
+
+
+def phase_to_galfit(phi: float) -> float:
+    """GALFIT's Fourier phase (degrees) from galmoss's: the inverse of ``_phase_from_galfit``."""
+    return phi
+
+
 def _with_fourier(profile, comp: Component, table, values) -> object:
     """``profile`` with the component's ``F<m>)`` modes: one vector of amplitudes, one of phases."""
     modes = fourier_modes(comp)
@@ -269,7 +283,15 @@ def _with_fourier(profile, comp: Component, table, values) -> object:
             fit = bool(table[0][keys[0]][1]) and values is None  # one toggle per vector (feedme.py refuses a mix)
             if suffix == "" and fit:
                 vals = np.where(vals == 0.0, 0.01, vals)  # GALFIT's restart of a zero amplitude
+        if suffix == "PA":
+            vals = _phase_from_galfit(vals)
         vectors.append(Parameter(vals[0] if vals.shape[0] == 1 else vals, fit=fit, dim="2d"))
+    q = getattr(profile, "axis_r", None)
+    if type(q) is Parameter and q.value_range is not None and q.value_range[1] is not None and q.value_range[1] >= 1.0:
+        # a constraint "q lo to 1": a Fourier-moded ellipse is fitted with q < 1 (with_fourier)
+        lo, hi = q.value_range[0], 1.0 - 1e-6
+        start = np.clip(q.initial, lo, hi)
+        profile.axis_r = Parameter(start if start.size > 1 else start[0], value_range=(lo, hi), fit=q.fit)
     try:
         return lp.with_fourier(profile, modes, *vectors)
     except ValueError as exc:
