@@ -116,6 +116,10 @@ def test_fourier_lines_become_vector_parameters(tmp_path):
     assert group_key(feedme, []) != group_key(other, [])
     same = parse_feedme(_feedme(tmp_path, "same.feedme", fourier="F4) 0.05 0 1 1\nF1) 0.2 5 1 1"))
     assert group_key(feedme, []) == group_key(same, [])
+    # one batch of both: one row of modes per galaxy
+    batch = build_profiles([feedme, same])["sersic_1"]
+    np.testing.assert_allclose(batch.fourier_a.initial, [[0.01, 0.03], [0.2, 0.05]])
+    np.testing.assert_allclose(batch.fourier_phi.initial, [[-20.0, 10.0], [5.0, 0.0]])
 
 
 @pytest.mark.parametrize("line, cls, words", [

@@ -1,13 +1,14 @@
 """Azimuthal Fourier modes (GALFIT's ``F1`` .. ``Fn``) for any elliptical profile.
 
-GALFIT (Peng et al. 2010, eq. 7) perturbs the radius of a profile's isophotes,
+As GALFIT (Peng et al. 2010), the modes perturb the radius of a profile's isophotes,
 
     r' = r (1 + sum_m a_m cos(m (theta - phi_m))),
 
 ``r`` the (generalised) elliptical radius, ``theta`` the azimuth in the frame of
-the ellipse (``atan2(x_min / q, x_maj)``, from the major axis), ``a_m`` the
-amplitude and ``phi_m`` the phase of mode ``m`` (degrees, relative to the major
-axis). m = 1 makes a galaxy lopsided, m = 3 and 4 triangular and boxy/disky,
+the ellipse (``atan2(x_min / q, x_maj)``, from the major axis, clockwise on the
+image), ``a_m`` the amplitude and ``phi_m`` the phase of mode ``m`` (degrees,
+relative to the major axis). GALFIT writes ``cos(m (theta_G + phi_m))`` with its
+theta_G counter-clockwise, i.e. -theta: the same phases (galmoss/galfit/convert.py). m = 1 makes a galaxy lopsided, m = 3 and 4 triangular and boxy/disky,
 and m = 2 changes its ellipticity (first-order degenerate with q and PA). The
 amplitudes and phases are vector parameters (one value per mode and galaxy).
 
