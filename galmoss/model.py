@@ -315,15 +315,22 @@ class Model:
             error = t.round_trip_error(v, dtype)
             width = (t.upper - t.lower) if math.isfinite(t.upper - t.lower) else 0.0
             allowed = PRECISION * torch.clamp(v.abs(), min=1e-6 * width)
+            slot = "{}.{}".format(*self.uses[prm][0])
+            outside = ~((v >= t.lower) & (v <= t.upper))
+            if bool(outside.any()):
+                i = int(torch.nonzero(outside)[0])
+                raise ValueError(
+                    f"{slot}: the start {float(self.units[prm].to_user(v[i])):g} (galaxy {i}) lies outside the range "
+                    f"the fit allows, [{t.lower:g}, {t.upper:g}] in profile units; give a start inside it"
+                )
             if bool((error > allowed).any()):
-                slot = "{}.{}".format(*self.uses[prm][0])
                 i = int(torch.argmax(error / allowed.clamp_min(1e-300)))
                 raise ValueError(
                     f"{slot}: value_range={prm.value_range} is too wide for {str(dtype).replace('torch.', '')} fits: "
                     f"the start {float(self.units[prm].to_user(v[i])):g} is resolved only to "
                     f"{float(error[i]):.3g} (profile units); give a narrower value_range"
                     + (", log=True" if not prm.log and t.lower >= 0 else "")
-                    + " or fit in float64 (dtype=torch.float64)"
+                    + (" or fit in float64 (dtype=torch.float64)" if dtype != torch.float64 else "")
                 )
         self._precision_checked.add(dtype)
 

@@ -84,6 +84,14 @@ def test_a_range_too_wide_for_the_precision_is_an_error_at_model_build():
     Model({"s": _sersic(eff_r=gm.p(5.0, value_range=(1e-3, 1e12)))}, dtype=torch.float32)
 
 
+def test_a_start_outside_the_fitted_range_is_named_at_model_build():
+    # an axis ratio's fitted range starts at 0: a negative start is the user's mistake, not a precision problem
+    bad = _sersic(axis_r=gm.p([0.7, -0.2]))
+    with pytest.raises(ValueError, match=r"s.axis_r: the start -0.2 \(galaxy 1\) lies outside the range the fit "
+                                         r"allows, \[0, inf\]"):
+        Model({"s": bad}, dtype=torch.float64)
+
+
 def test_a_wide_log_space_range_fits_the_true_radius():
     """Issue 9: eff_r with value_range (1e-3, 1e12) and a start of 5 px froze at ~1e9; it must fit r_e.
 
