@@ -351,6 +351,24 @@ class Model:
             out[tied] = tied.value_from(out[tied.base], out[tied.link], getattr(self, "units", None))
         return out
 
+    def gauge_directions(self, theta: Tensor) -> Tensor | None:
+        """Null directions of the Fisher matrix that the profiles declare (``LightProfile.gauge_slots``).
+
+        Each is the fitting-space direction (B, P) that moves every element of one
+        vector parameter by the same amount in profile units (a free-form profile's
+        ``log_sb``: only differences set its shape, ``mag`` its flux). Returns
+        (B, P, G) unit vectors, or None when there is none.
+        """
+        columns = []
+        for prm in self.free:
+            if any(slot in self.profiles[pname].gauge_slots for pname, slot in self.uses[prm]):
+                u = torch.zeros_like(theta)
+                cols = self.slices[prm]
+                # theta moves by dv / (dv/dtheta) for the same dv in every element
+                u[:, cols] = 1.0 / self.transforms[prm].derivative(theta[:, cols])
+                columns.append(u / torch.linalg.vector_norm(u, dim=1, keepdim=True))
+        return torch.stack(columns, dim=-1) if columns else None
+
     def value_derivatives(self, theta: Tensor) -> Tensor:
         """``dv/dtheta`` of each free parameter, shape (B, P)."""
         if not self.free:
@@ -366,7 +384,8 @@ class Model:
         out: dict[str, Tensor] = {}
         for pname, profile in self.profiles.items():
             params = profile.parameters()
-            scalars = {slot: values[prm].reshape(-1) for slot, prm in params.items() if not prm.is_vector}
+            raw = {slot: values[prm].reshape(-1) for slot, prm in params.items() if not prm.is_vector}
+            scalars = raw
             turn = None
             if isinstance(profile, EllipticalProfile) and "axis_r" in scalars:
                 before = scalars.get("pa")
@@ -374,9 +393,11 @@ class Model:
                 if before is not None:
                     turn = (scalars["pa"] - before) * (180.0 / math.pi)  # degrees the major axis was turned by
             vectors = {slot: values[prm].reshape(values[prm].shape[0], -1) for slot, prm in params.items() if prm.is_vector}
-            if vectors and hasattr(profile, "canonical_vectors"):
-                # e.g. Fourier modes: a_m >= 0, phases wrapped, and moved with the major axis when PA was turned
-                vectors = profile.canonical_vectors(vectors, turn=turn)
+            if vectors:
+                # e.g. Fourier modes: a_m >= 0, phases wrapped, and moved with the major axis when PA was
+                # turned; a free-form profile's absolute surface brightness (from the values as fitted:
+                # q may exceed 1 before canonicalisation)
+                vectors = profile.canonical_vectors(vectors, raw, turn=turn)
             for slot, prm in params.items():
                 if prm.is_vector:
                     user = self.units[prm].to_user(vectors[slot])

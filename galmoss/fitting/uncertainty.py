@@ -82,13 +82,22 @@ def covariance_errors(
         dropped = diag <= 1e-12 * diag.amax(1, keepdim=True)
         keep = (~dropped).double()
         f = f * keep[:, :, None] * keep[:, None, :] + torch.diag_embed(dropped.double())
+        th = torch.as_tensor(theta[rows], dtype=torch.float64)
+        # A declared gauge direction u (a free-form profile's log_sb offset) is an exact
+        # null direction of F. The reported values do not depend on it (G u = 0), so
+        # G (F + c u u^T)^-1 G^T = G F^+ G^T for any c > 0: F is made invertible along u
+        # at the scale of its own diagonal, and the covariance of everything reported is exact.
+        gauge = model.gauge_directions(th)
+        if gauge is not None:
+            gauge = gauge * keep[:, :, None]
+            scale = (diag[:, :, None] * gauge**2).sum(1)  # (B, G): F's mean diagonal along each gauge's columns
+            f = f + (gauge * scale[:, None, :]) @ gauge.transpose(1, 2)
         # scale to unit diagonal before factorising: parameters differ by orders of magnitude
         d = torch.sqrt(torch.diagonal(f, dim1=1, dim2=2))
         chol, info = torch.linalg.cholesky_ex(f / (d[:, :, None] * d[:, None, :]))
         good = ok & (info == 0)
         chol = torch.where(good[:, None, None], chol, eye)  # failed rows: NaN below, no exception here
         cov = torch.cholesky_inverse(chol) / (d[:, :, None] * d[:, None, :])
-        th = torch.as_tensor(theta[rows], dtype=torch.float64)
         where = rows if positions is None else np.asarray(positions)[rows]
         fixed = model.fixed_tensors(model.start_values(where), torch.float64, "cpu")
         _, g = model.report_jacobian(th, fixed)

@@ -147,6 +147,23 @@ class LightProfile:
         """
         return None
 
+    #: Vector slots whose uniform offset (every element moved by the same amount)
+    #: leaves the image unchanged: a gauge freedom, a null direction of the
+    #: Fisher matrix that the covariance removes (:meth:`galmoss.model.Model.gauge_directions`).
+    #: The profile's reported values (:meth:`canonical_vectors`) must not depend on it.
+    gauge_slots: ClassVar[tuple[str, ...]] = ()
+
+    def canonical_vectors(self, v: dict[str, Tensor], scalars: Mapping[str, Tensor],
+                          turn: Tensor | None = None) -> dict[str, Tensor]:
+        """The reported values of the vector slots ``v`` ((B, K) each, profile units).
+
+        ``scalars`` are the profile's scalar values ((B,) each, profile units,
+        as fitted: an axis ratio may exceed 1); ``turn`` (B,) the degrees by which
+        the reported position angle differs from the fitted one (None if none).
+        The default reports the values as fitted.
+        """
+        return v
+
     def missing_parameters(self) -> list[str]:
         """Names of declared parameters that were left out (set to None)."""
         return [k for k in self.parameter_specs if getattr(self, k, None) is None]

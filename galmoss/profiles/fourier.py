@@ -55,7 +55,7 @@ class _FourierModes:
         angle = m.reshape((1, -1) + (1,) * (theta.dim() - 1)) * (theta.unsqueeze(1) - phi.reshape(shape))
         return 1.0 + (a.reshape(shape) * torch.cos(angle)).sum(1)
 
-    def canonical_vectors(self, v: dict[str, Tensor], turn: Tensor | None = None) -> dict[str, Tensor]:
+    def canonical_vectors(self, v: dict[str, Tensor], scalars, turn: Tensor | None = None) -> dict[str, Tensor]:
         """Reported modes: ``a cos(m (theta - phi)) = -a cos(m (theta - phi - 180/m))``, so a_m >= 0
         and phi_m in (-180/m, 180/m] degrees name each perturbation once.
 
@@ -66,7 +66,7 @@ class _FourierModes:
         the PA runs counter-clockwise, so turning the axis by ``turn`` adds
         ``turn`` to every theta and the same image needs phi + turn.
         """
-        v = dict(v)
+        v = dict(super().canonical_vectors(v, scalars, turn=turn))  # type: ignore[misc]  # the base profile's vectors
         a, phi = v["fourier_a"], v["fourier_phi"]
         if turn is not None:
             phi = phi + turn.reshape(-1, 1).to(phi.dtype)

@@ -14,28 +14,50 @@ import numpy as np
 import torch
 
 from ..params import ParamSpec, Role
-from .base import EllipticalProfile
+from .base import EllipticalProfile, box_area_factor
 
 Tensor = torch.Tensor
 
-#: the power-law tail beyond the last radius falls at least this steeply (a finite flux)
-MIN_TAIL_SLOPE = -3.0
+#: Inside the first and beyond the last radius the profile continues as a Sersic would:
+#: ln I = y_end + (s / a) ((r / r_end)^a - 1), with the slope s and a = curvature / slope of
+#: ln I(ln r) at the end value (a = 1 / n for a Sersic's values); a in this range (a -> 0 is a
+#: power law of slope s)
+END_INDEX_RANGE = (0.1, 2.0)
+#: the core's slope stays in this range, so that the centre is finite (I(0) <= I(r_min) e^25)
+CORE_SLOPE_RANGE = (-2.5, 2.5)
+#: the tail falls at least this steeply (a finite flux for any a)
+MAX_TAIL_SLOPE = -3.0
+#: the core's and the tail's flux: Simpson in ln r over this many e-folds beyond the end radius
+#: (r^2 I(r) has fallen by e^-20 or more there)
+END_DEPTH = 12.0
 
 
 class FreeForm(EllipticalProfile):
     """Surface brightness ``log10 I`` at K radii log-spaced from ``r_min`` to ``r_max`` (pixels, major axis).
 
     Between the radii ``ln I`` is a cubic Hermite function of ``ln r`` (slopes by
-    finite differences: smooth, and local, so one value moves the profile near
-    its radius only); inside ``r_min`` it is flat; beyond ``r_max`` a power law
-    with the last interval's slope, at most -3 (so the flux is finite). The
+    finite differences, second order at the ends: smooth, and local, so one
+    value moves the profile near its radius only). Inside ``r_min`` the profile
+    continues with the slope ``s`` and curvature ``c`` it has at ``r_min`` in the
+    form of a Sersic core, ``ln I = y_0 + (s / a) ((r / r_min)^a - 1)`` with
+    ``a = c / s`` (exactly a Sersic's core when the values are a Sersic's, ``a =
+    1 / n``; a flat core held 43 % of the light a Sersic n = 4 has inside 0.3
+    r_e, and the fit pushed the first value 0.4 dex high to make up for it).
+    Beyond ``r_max`` the same form with the end slope (at most -3) and curvature
+    (a power-law tail held a third too much of the 11 % of the light a Sersic n =
+    4 has beyond 5 r_e). Place the radii where the galaxy is detected: a value where it is
+    below the noise is unconstrained (its error says so), and ``mag`` includes
+    the tail extrapolated beyond ``r_max``. The
     values set the shape only: ``mag`` is the total magnitude, as for every
     elliptical profile.
 
     Parameters
     ----------
     log_sb
-        ``gm.p(values, dim="2d")`` with K values (any offset: only differences count).
+        ``gm.p(values, dim="2d")`` with K values (any offset: only differences count). Reported
+        (results table, files) as the absolute log10 surface brightness in image units per
+        pixel at the K radii, which the fitted shape and ``mag`` imply; a uniform offset is a
+        null direction of the fit that the covariance removes (``gauge_slots``).
     radii
         ``(r_min, r_max, K)``: the K log-spaced radii the values are at (pixels).
     cen_x, cen_y, pa, axis_r, mag, box
@@ -57,6 +79,9 @@ class FreeForm(EllipticalProfile):
         super().__init__(cen_x, cen_y, pa, axis_r, box, mag=mag, log_sb=log_sb)
         self.radii = (float(r_min), float(r_max), int(k))
 
+    #: only differences of log_sb set the shape (mag sets the flux): a uniform offset is a null direction
+    gauge_slots = ("log_sb",)
+
     def expected_size(self, slot: str) -> int | None:
         return self.radii[2] if slot == "log_sb" else None
 
@@ -64,18 +89,37 @@ class FreeForm(EllipticalProfile):
         r_min, r_max, k = self.radii
         return torch.linspace(math.log(r_min), math.log(r_max), k, dtype=like.dtype, device=like.device)
 
+    @staticmethod
+    def _slopes(y: Tensor, h: Tensor) -> Tensor:
+        """d ln I / d ln r at the nodes: central differences inside, second-order one-sided at the ends."""
+        slope = torch.empty_like(y)
+        slope[:, 1:-1] = (y[:, 2:] - y[:, :-2]) / (2 * h)
+        slope[:, 0] = (-3 * y[:, 0] + 4 * y[:, 1] - y[:, 2]) / (2 * h)
+        slope[:, -1] = (3 * y[:, -1] - 4 * y[:, -2] + y[:, -3]) / (2 * h)
+        return slope
+
+    @staticmethod
+    def _end_shape(y3: Tensor, s: Tensor, h: Tensor) -> Tensor:
+        """The index a (B, 1) of an end's continuation: curvature / slope from its three values ``y3``."""
+        curvature = (y3[:, :1] - 2 * y3[:, 1:2] + y3[:, 2:3]) / (h * h)
+        ratio = curvature / torch.where(s.abs() > 1e-6, s, torch.full_like(s, 1e-6))
+        return ratio.clamp(*END_INDEX_RANGE)
+
     def _log_profile(self, log_r: Tensor, y: Tensor) -> Tensor:
         """``ln I`` at ``log_r`` (B, ...) from the node values ``y`` (B, K) of ``ln I``."""
         x = self._nodes(y)
         k = x.numel()
         h = x[1] - x[0]
-        slope = torch.empty_like(y)
-        slope[:, 1:-1] = (y[:, 2:] - y[:, :-2]) / (2 * h)
-        slope[:, 0] = (y[:, 1] - y[:, 0]) / h
-        slope[:, -1] = (y[:, -1] - y[:, -2]) / h
+        slope = self._slopes(y, h)
+        head = slope[:, :1].clamp(*CORE_SLOPE_RANGE)
+        head_index = self._end_shape(y[:, :3], head, h)
+        tail = slope[:, -1:].clamp(max=MAX_TAIL_SLOPE)
+        tail_index = self._end_shape(y[:, -3:], tail, h)
         b = max(y.shape[0], log_r.shape[0] if log_r.dim() else 1)
         y = y.expand(b, -1)  # a shared radius table (leading 1) or shared values broadcast
         slope = slope.expand(b, -1)
+        head, head_index = head.expand(b, -1), head_index.expand(b, -1)
+        tail, tail_index = tail.expand(b, -1), tail_index.expand(b, -1)
         log_r = log_r.expand((b,) + tuple(log_r.shape[1:]))
         flat = log_r.reshape(b, -1)
         t_all = flat.clamp(x[0], x[-1])
@@ -85,9 +129,36 @@ class FreeForm(EllipticalProfile):
         m0, m1 = torch.gather(slope, 1, i) * h, torch.gather(slope, 1, i + 1) * h
         t2, t3 = t * t, t * t * t
         inner = (2 * t3 - 3 * t2 + 1) * y0 + (t3 - 2 * t2 + t) * m0 + (-2 * t3 + 3 * t2) * y1 + (t3 - t2) * m1
-        tail = torch.clamp(slope[:, -1:], max=MIN_TAIL_SLOPE)
-        out = torch.where(flat > x[-1], y[:, -1:] + tail * (flat - x[-1]), inner)
+        below = flat.clamp_max(x[0]) - x[0]  # <= 0; r = 0 gives -inf and the core's centre value
+        core = y[:, :1] + head / head_index * torch.expm1(head_index * below)
+        beyond = flat.clamp_min(x[-1]) - x[-1]
+        outer = y[:, -1:] + tail / tail_index * torch.expm1(tail_index * beyond)
+        out = torch.where(flat > x[-1], outer, torch.where(flat < x[0], core, inner))
         return out.reshape(log_r.shape)
+
+    def canonical_vectors(self, v: dict[str, Tensor], scalars, turn: Tensor | None = None) -> dict[str, Tensor]:
+        """Reported ``log_sb``: log10 of the surface brightness (image units per pixel) at the K radii.
+
+        The fitted values carry an arbitrary offset; the reported ones are the
+        absolute surface brightness along the true major axis that the fitted
+        shape and ``mag`` imply (an axis ratio fitted above 1 turns the major
+        axis: the profile is then read at ``r / q``). They no longer depend on
+        the offset, so their covariance is defined (see ``gauge_slots``), and
+        they are a valid start (any offset is).
+        """
+        v = dict(v)
+        y = v["log_sb"] * math.log(10.0)
+        y = y - y.amax(1, keepdim=True).detach()
+        q = scalars["axis_r"].reshape(-1, 1)
+        box = scalars.get("box")
+        c = 2.0 + (box.reshape(-1, 1) if box is not None else torch.zeros_like(q))
+        flux = torch.pow(10.0, -0.4 * scalars["mag"].reshape(-1, 1))
+        ln_amplitude = torch.log(flux / (q * self.circular_integral({"log_sb": v["log_sb"]}).reshape(-1, 1)
+                                         * box_area_factor(c)))
+        nodes = self._nodes(y).expand(y.shape[0], -1)
+        ln_profile = self._log_profile(nodes - torch.log(q.clamp_min(1.0)), y)
+        v["log_sb"] = (ln_amplitude + ln_profile) / math.log(10.0)
+        return v
 
     def profile_function(self, r: Tensor, v) -> Tensor:
         y = v["log_sb"] * math.log(10.0)
@@ -98,14 +169,23 @@ class FreeForm(EllipticalProfile):
         y = v["log_sb"] * math.log(10.0)
         y = y - y.amax(1, keepdim=True).detach()
         r_min, r_max, _ = self.radii
-        # 2 pi int I r dr: the flat core, Simpson in ln r between the radii (r dr = r^2 d ln r), the tail
-        s = torch.linspace(math.log(r_min), math.log(r_max), 1025, dtype=y.dtype, device=y.device)
-        f = torch.exp(self._log_profile(s.expand(y.shape[0], -1), y) + 2 * s)
-        w = torch.ones(1025, dtype=y.dtype, device=y.device)
-        w[1:-1:2], w[2:-1:2] = 4.0, 2.0
-        middle = (f * w).sum(1, keepdim=True) * (s[1] - s[0]) / 3.0
-        core = torch.exp(y[:, :1]) * r_min**2 / 2.0
-        x = self._nodes(y)
-        tail_slope = torch.clamp((y[:, -1:] - y[:, -2:-1]) / (x[1] - x[0]), max=MIN_TAIL_SLOPE)
-        tail = torch.exp(y[:, -1:]) * r_max**2 / (-(tail_slope + 2.0))
+        # 2 pi int I r dr = 2 pi int I r^2 d ln r: Simpson in ln r over the core, between the radii, and the tail
+        def simpson(lo: float, hi: float, count: int) -> Tensor:
+            s = torch.linspace(lo, hi, count, dtype=y.dtype, device=y.device)
+            f = torch.exp(self._log_profile(s.expand(y.shape[0], -1), y) + 2 * s)
+            w = torch.ones(count, dtype=y.dtype, device=y.device)
+            w[1:-1:2], w[2:-1:2] = 4.0, 2.0
+            return (f * w).sum(1, keepdim=True) * (s[1] - s[0]) / 3.0
+
+        deep = math.log(r_min) - END_DEPTH
+        core = simpson(deep, math.log(r_min), 257)
+        # below that the core is a power law of slope s (r / r_min)^a, nearly constant: its integral
+        # I r^2 / (2 + slope) closes the sum (a core index of 0.1 leaves ~1e-6 of the flux there)
+        h = (math.log(r_max) - math.log(r_min)) / (self.radii[2] - 1)
+        head = self._slopes(y, torch.as_tensor(h, dtype=y.dtype))[:, :1].clamp(*CORE_SLOPE_RANGE)
+        index = self._end_shape(y[:, :3], head, torch.as_tensor(h, dtype=y.dtype))
+        at_deep = torch.full_like(y[:, :1], deep)
+        core = core + torch.exp(self._log_profile(at_deep, y) + 2 * deep) / (2.0 + head * torch.exp(-END_DEPTH * index))
+        middle = simpson(math.log(r_min), math.log(r_max), 1025)
+        tail = simpson(math.log(r_max), math.log(r_max) + END_DEPTH, 513)
         return (2 * math.pi * (core + middle + tail)).reshape(-1, 1, 1)
