@@ -213,7 +213,7 @@ class Model:
             if isinstance(prm, AutoStart):
                 out[prm] = (
                     np.array([prm.start_from(e) for e in estimates], dtype=np.float64)
-                    if estimates is not None else np.full(len(index), np.nan)
+                    if estimates is not None else np.full((len(index),) + ((prm.size,) if prm.is_vector else ()), np.nan)
                 )
                 continue
             vals = self.units[prm].to_profile(prm.initial_values())
@@ -262,6 +262,8 @@ class Model:
                 elif spec.role is Role.MAGNITUDE:
                     part = rule["share"] / rule_total if rule else share
                     out[prm] = -2.5 * np.log10(np.maximum(est["flux"] * part, 1e-30))
+                elif isinstance(prm, ImageStart):
+                    out[prm] = np.array([prm.start_from(e) for e in estimates], dtype=np.float64)
                 elif rule is not None and slot == "ser_n" and math.isfinite(rule["ser_n"]):
                     out[prm] = np.full(len(estimates), rule["ser_n"])
                 elif spec.default is not None:
@@ -514,6 +516,38 @@ class NeighbourStart(AutoStart):
         return value
 
 
+class ImageStart(AutoStart):
+    """A vector slot left out, started from the image by its profile (``LightProfile.start_from_image``).
+
+    Holds K values per galaxy (``expected_size``); ``start_from`` gives them in
+    profile units for one galaxy's image estimates (e.g. a free-form profile's
+    ``log_sb``: a Sersic of the image's r_e and concentration index at its radii).
+    """
+
+    def __init__(self, profile: LightProfile, slot: str, size: int) -> None:
+        super().__init__("image")
+        self.profile = profile
+        self.slot = slot
+        self._size = int(size)
+
+    @property
+    def is_vector(self) -> bool:  # type: ignore[override]
+        return True
+
+    @property
+    def size(self) -> int:  # type: ignore[override]
+        return self._size
+
+    def start_from(self, estimate: dict) -> np.ndarray:  # type: ignore[override]
+        values = np.asarray(self.profile.start_from_image(self.slot, estimate), dtype=np.float64)
+        if values.shape != (self._size,):
+            raise ValueError(
+                f"{type(self.profile).__name__}.start_from_image({self.slot!r}) gave shape {values.shape}; "
+                f"the slot holds {self._size} values"
+            )
+        return values
+
+
 def _auto_start(
     name: str, profile: LightProfile, slot: str, share: float, like: Parameter | None, rule: dict | None = None
 ) -> Parameter:
@@ -525,6 +559,14 @@ def _auto_start(
     """
     spec = profile.spec(slot)
     role = spec.role
+    size = profile.expected_size(slot)
+    if size is not None and like is None:
+        if profile.start_from_image(slot, None) is NotImplemented:
+            raise ValueError(
+                f"profile {name!r} ({type(profile).__name__}) has no start value for its vector slot {slot!r}, "
+                f"which cannot be started from the image; give {slot}=gm.p(values, dim='2d') with {size} values"
+            )
+        return ImageStart(profile, slot, size)
     if rule is not None and slot == "ser_n" and math.isfinite(rule["ser_n"]):
         if like is None:
             return Parameter(rule["ser_n"], fit=spec.fit_default)

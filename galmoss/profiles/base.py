@@ -164,6 +164,16 @@ class LightProfile:
         """
         return v
 
+    def start_from_image(self, slot: str, estimate: Mapping[str, float] | None):
+        """Start values (profile units) of vector slot ``slot`` from one galaxy's image estimates.
+
+        ``estimate`` holds the keys of :func:`galmoss.fitting.starts.estimate_starts`
+        (``cen_x``, ``eff_r``, ``ser_n``, ``flux``, ...). Called with None to ask
+        whether the slot can be started at all: a profile that cannot returns
+        ``NotImplemented`` (the default), and leaving the slot out is an error.
+        """
+        return NotImplemented
+
     def missing_parameters(self) -> list[str]:
         """Names of declared parameters that were left out (set to None)."""
         return [k for k in self.parameter_specs if getattr(self, k, None) is None]
