@@ -7,6 +7,7 @@ analytic ``I(r) = I_e exp(-b_n ((r / r_e)^(1/n) - 1))``, I_e from the total flux
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -50,20 +51,24 @@ def mocks(galaxies, repeats, size, peak_snr, seed, psf="moffat"):
     return np.array(images), np.array(sigmas), psf_image(psf, 41), centre, flux
 
 
-def fit_free_form(galaxies, re, k, repeats=2, size=80, peak_snr=200.0, seed=1, span=(0.3, 5.0), psf="moffat"):
+def fit_free_form(galaxies, re, k, repeats=2, size=80, peak_snr=200.0, seed=1, span=(0.3, 5.0), psf="moffat",
+                  result_path=None):
     """Fit FreeForm (K log-spaced radii over ``span`` r_e) to GalSim Sersics of one r_e.
 
     Every parameter free (centre, PA, q, mag, the K values), started off the truth
     (the values an exponential 20 % too large). Returns the results table, the pulls
     (fit - truth) / error of the reported log_sb (rows: galaxies x repeats), the
     pulls of mag, axis_r, pa, cen_x, cen_y, the radii, the ``radii`` tuple and the truth.
+    With ``result_path`` (a folder) also ``geometry["between"]``: the pulls of the fitted
+    profile at the K - 1 geometric midpoints of the radii, their errors propagated from
+    the covariance of the reported values that the result parts hold.
     """
     images, sigmas, psf_img, centre, flux = mocks(galaxies, repeats, size, peak_snr, seed, psf)
     count = len(images)
     radii = (span[0] * re, span[1] * re, k)
     nodes = np.exp(np.linspace(math.log(radii[0]), math.log(radii[1]), k))
     start = -1.678 * nodes / (1.2 * re) / math.log(10)  # an exponential, 20 % too large: the wrong shape for n > 1
-    ds = gm.Dataset.from_arrays(images, sigmas=sigmas, psfs=psf_img)
+    ds = gm.Dataset.from_arrays(images, sigmas=sigmas, psfs=psf_img, result_path=result_path)
     ds.define_profiles(f=gm.lp.FreeForm(
         cen_x=gm.p(centre[0] - 0.6), cen_y=gm.p(centre[1] + 0.5), pa=gm.p(PA - 10.0), axis_r=gm.p(0.75),
         mag=gm.p(MAG + 0.3, M0=ZERO_POINT), log_sb=gm.p(start, dim="2d"), radii=radii))
@@ -80,7 +85,32 @@ def fit_free_form(galaxies, re, k, repeats=2, size=80, peak_snr=200.0, seed=1, s
         "cen_x": (res["f_cen_x"] - centre[0]) / res["f_cen_x_err"],
         "cen_y": (res["f_cen_y"] - centre[1]) / res["f_cen_y_err"],
     }
+    if result_path is not None:
+        geometry["between"] = _between_pulls(result_path, res, fitting.store.columns, galaxies, repeats, radii, flux)
     return res, pulls, geometry, nodes, radii, truth
+
+
+def _between_pulls(result_path, res, columns, galaxies, repeats, radii, flux):
+    """Pulls at the midpoints: the spline of the reported values there (a linear map S of
+    them, since the spline reproduces constants the absolute offset passes through), error
+    sqrt(diag(S C S^T)) from the parts' covariance C of the reported columns."""
+    from scipy.interpolate import CubicSpline
+
+    from galmoss.pipeline.parts import read_parts
+
+    k = radii[2]
+    x = np.linspace(math.log(radii[0]), math.log(radii[1]), k)
+    mid = 0.5 * (x[1:] + x[:-1])
+    s = CubicSpline(x, np.eye(k), axis=0, bc_type="not-a-knot")(mid)  # (K - 1, K)
+    rows = read_parts(Path(result_path)).rows
+    order = np.argsort(rows["position"])
+    take = [columns.index(f"f_log_sb_{j + 1}") for j in range(k)]
+    c = len(columns)
+    cov = np.stack([np.asarray(rows["covariance"][i], dtype=float).reshape(c, c) for i in order])[:, take][:, :, take]
+    fitted = np.asarray(res["f_log_sb"]) @ s.T
+    err = np.sqrt(np.einsum("mk,bkl,ml->bm", s, cov, s))
+    truth = np.array([sersic_log10_sb(np.exp(mid), n, re, q, flux) for n, re, q in galaxies for _ in range(repeats)])
+    return (fitted - truth) / err
 
 
 def interpolation_error(n, re, radii):
