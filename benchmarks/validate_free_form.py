@@ -36,8 +36,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     print("| r_e (px) | PSF | K | n | node pulls: mean, std, max abs | largest bias / error (node) | interpolation (dex) "
-          "vs smallest error | pulls between the radii: mean, std | mag pulls mean, std | q, PA, centre pulls std | s per galaxy |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "vs smallest error | pulls between the radii: mean, std | whitened chi2 / K of the values: mean (max) | mag pulls mean, std | q, PA, centre pulls std | s per galaxy |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for re, size, psf, k in CASES:
         qs = (0.5, 0.9, 0.7) if re > 10 else (0.6, 0.8, 0.7)
         galaxies = [(1.0, re, qs[0]), (2.5, re, qs[1]), (4.0, re, qs[2])]
@@ -59,7 +59,16 @@ def main(argv=None) -> int:
             print(f"| {re:g} | {psf} | {k} | {n:g} | {p.mean():+.2f}, {p.std():.2f}, {np.abs(p).max():.1f} | "
                   f"{bias[worst]:+.2f} ({nodes[worst] / re:.2f} r_e) | {interp:.4f} vs {np.median(err[rows], 0).min():.4f} | "
                   f"{g['between'].mean():+.2f}, {g['between'].std():.2f} | "
+                  f"{g['chi2_nodes'].mean():.2f} ({g['chi2_nodes'].max():.2f}) | "
                   f"{np.mean(g['mag']):+.2f}, {np.std(g['mag']):.2f} | {geo} | {per:.1f} |", flush=True)
+        # the same galaxies without noise: the bias of the profile's form (core, spline, tail), in errors
+        with tempfile.TemporaryDirectory() as out:
+            _, clean_pulls, clean_geo, *_ = fit_free_form(galaxies, re=re, k=k, repeats=1, size=size, peak_snr=args.snr,
+                                                         seed=0, psf=psf, result_path=out, noise=False)
+        for j, (n, _, _) in enumerate(galaxies):
+            print(f"<!-- noiseless n = {n:g}: node bias / error max {np.abs(clean_pulls[j]).max():.2f}, "
+                  f"between max {np.abs(clean_geo['between'][j]).max():.2f}, whitened chi2 / K "
+                  f"{clean_geo['chi2_nodes'][j]:.2f}, mag {clean_geo['mag'][j]:+.2f} -->", flush=True)
         print(f"<!-- converged {int(np.sum(res['converged']))}/{len(res)}, flags {sorted(set(np.asarray(res['flag']).tolist()))} -->",
               flush=True)
     return 0

@@ -30,12 +30,13 @@ def sersic_log10_sb(r, n, re, q, flux):
     return np.log10(ie) - b * ((np.asarray(r) / re) ** (1 / n) - 1) / math.log(10)
 
 
-def mocks(galaxies, repeats, size, peak_snr, seed, psf="moffat"):
+def mocks(galaxies, repeats, size, peak_snr, seed, psf="moffat", noise=True):
     """Noisy GalSim images of each (n, r_e, q), ``repeats`` noise realisations each.
 
     ``psf``: "moffat" (beta 3.5, FWHM 3.5 px) or "gaussian" (FWHM 3 px), convolved by GalSim
     with the profile and the pixel (``drawImage``); the fitter gets GalSim's pixel-convolved
-    41x41 image of it (what a star gives). Noise: Gaussian, sigma = peak / ``peak_snr``.
+    41x41 image of it (what a star gives). Noise: Gaussian, sigma = peak / ``peak_snr``
+    (``noise=False``: the noiseless image, with that sigma image).
     """
     rng = np.random.default_rng(seed)
     psf = moffat_psf(3.5, 3.5) if psf == "moffat" else galsim.Gaussian(fwhm=3.0, gsparams=GSPARAMS)
@@ -46,13 +47,13 @@ def mocks(galaxies, repeats, size, peak_snr, seed, psf="moffat"):
         clean = draw(galsim_sersic(n, re, q, PA, centre[0], centre[1], flux, (size, size)), (size, size), psf)
         sigma = clean.max() / peak_snr
         for _ in range(repeats):
-            images.append(clean + rng.normal(0.0, sigma, clean.shape))
+            images.append(clean + (rng.normal(0.0, sigma, clean.shape) if noise else 0.0))
             sigmas.append(np.full_like(clean, sigma))
     return np.array(images), np.array(sigmas), psf_image(psf, 41), centre, flux
 
 
 def fit_free_form(galaxies, re, k, repeats=2, size=80, peak_snr=200.0, seed=1, span=(0.3, 5.0), psf="moffat",
-                  result_path=None):
+                  result_path=None, noise=True):
     """Fit FreeForm (K log-spaced radii over ``span`` r_e) to GalSim Sersics of one r_e.
 
     Every parameter free (centre, PA, q, mag, the K values), started off the truth
@@ -61,9 +62,11 @@ def fit_free_form(galaxies, re, k, repeats=2, size=80, peak_snr=200.0, seed=1, s
     pulls of mag, axis_r, pa, cen_x, cen_y, the radii, the ``radii`` tuple and the truth.
     With ``result_path`` (a folder) also ``geometry["between"]``: the pulls of the fitted
     profile at the K - 1 geometric midpoints of the radii, their errors propagated from
-    the covariance of the reported values that the result parts hold.
+    the covariance of the reported values that the result parts hold, and
+    ``geometry["chi2_nodes"]``, the whitened chi2 / K of the values. ``noise=False`` fits
+    the noiseless images (with the same sigma): what remains is the profile's form error.
     """
-    images, sigmas, psf_img, centre, flux = mocks(galaxies, repeats, size, peak_snr, seed, psf)
+    images, sigmas, psf_img, centre, flux = mocks(galaxies, repeats, size, peak_snr, seed, psf, noise)
     count = len(images)
     radii = (span[0] * re, span[1] * re, k)
     nodes = np.exp(np.linspace(math.log(radii[0]), math.log(radii[1]), k))
@@ -86,14 +89,17 @@ def fit_free_form(galaxies, re, k, repeats=2, size=80, peak_snr=200.0, seed=1, s
         "cen_y": (res["f_cen_y"] - centre[1]) / res["f_cen_y_err"],
     }
     if result_path is not None:
-        geometry["between"] = _between_pulls(result_path, res, fitting.store.columns, galaxies, repeats, radii, flux)
+        geometry["between"], geometry["chi2_nodes"] = _between_pulls(result_path, res, fitting.store.columns, galaxies,
+                                                                      repeats, radii, flux, truth)
     return res, pulls, geometry, nodes, radii, truth
 
 
-def _between_pulls(result_path, res, columns, galaxies, repeats, radii, flux):
+def _between_pulls(result_path, res, columns, galaxies, repeats, radii, flux, truth_nodes):
     """Pulls at the midpoints: the spline of the reported values there (a linear map S of
     them, since the spline reproduces constants the absolute offset passes through), error
-    sqrt(diag(S C S^T)) from the parts' covariance C of the reported columns."""
+    sqrt(diag(S C S^T)) from the parts' covariance C of the reported columns. And per fit
+    the whitened chi2 / K of the node values, d^T C^-1 d / K (1 on average if C is right:
+    neighbouring values are correlated, so single pulls say less)."""
     from scipy.interpolate import CubicSpline
 
     from galmoss.pipeline.parts import read_parts
@@ -110,7 +116,9 @@ def _between_pulls(result_path, res, columns, galaxies, repeats, radii, flux):
     fitted = np.asarray(res["f_log_sb"]) @ s.T
     err = np.sqrt(np.einsum("mk,bkl,ml->bm", s, cov, s))
     truth = np.array([sersic_log10_sb(np.exp(mid), n, re, q, flux) for n, re, q in galaxies for _ in range(repeats)])
-    return (fitted - truth) / err
+    d = np.asarray(res["f_log_sb"]) - truth_nodes
+    chi2 = np.einsum("bk,bk->b", d, np.linalg.solve(cov, d[:, :, None])[:, :, 0]) / k
+    return (fitted - truth) / err, chi2
 
 
 def interpolation_error(n, re, radii):
