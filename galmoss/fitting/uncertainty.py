@@ -10,7 +10,10 @@ r"""Uncertainties: the covariance matrix (delta method) and the pixel bootstrap.
     canonicalised) with respect to the fitting-space parameters. Only P x P
     matrices are formed. A singular or indefinite F gives NaN errors and the flag
     ``no_covariance``; a parameter the data do not constrain at all (pinned at a
-    bound) is set aside, so that only the values depending on it get NaN.
+    bound) is set aside, so that only the values depending on it get NaN. A null
+    direction a profile declares (``LightProfile.gauge_slots``: an offset of a
+    free-form profile's values, which changes nothing) is removed exactly, since
+    no reported value depends on it (:meth:`galmoss.model.Model.gauge_directions`).
 
 ``bootstrap``
     Each galaxy's usable pixels are resampled with replacement (``n_resample``
