@@ -16,6 +16,24 @@ from scipy.signal import fftconvolve
 from scipy.special import gamma, gammaincinv
 
 
+def _radii(y, x, cx, cy, pa_deg, q, modes, amps, phis_deg):
+    """The elliptical radius and the Fourier-perturbed one at (y, x)."""
+    pa = math.radians(pa_deg)
+    dx, dy = x - cx, y - cy
+    xmaj = -dx * math.sin(pa) + dy * math.cos(pa)
+    xmin = dx * math.cos(pa) + dy * math.sin(pa)
+    r = np.hypot(xmaj, xmin / q)
+    theta = np.arctan2(xmin / q, xmaj)
+    pert = 1.0 + sum(a * np.cos(m * (theta - math.radians(p))) for m, a, p in zip(modes, amps, phis_deg))
+    return r, r * pert
+
+
+def _sersic_amplitude(flux, re, n, q):
+    """(I_e, b_n) of a Sersic of total ``flux``."""
+    b = gammaincinv(2 * n, 0.5)
+    return flux / (2 * math.pi * n * math.exp(b) * b ** (-2 * n) * gamma(2 * n) * re**2 * q), b
+
+
 def numpy_fourier_sersic(shape, cx, cy, pa_deg, q, re, n, flux, modes, amps, phis_deg, psf_sigma, fine=5):
     """The image (H, W) of one Fourier-moded Sersic galaxy, PSF-convolved (see the module docstring).
 
@@ -27,16 +45,8 @@ def numpy_fourier_sersic(shape, cx, cy, pa_deg, q, re, n, flux, modes, amps, phi
     ys = np.arange(1 - pad, h + pad + 1e-9, step)  # fine grid incl. the pixel centres
     xs = np.arange(1 - pad, w + pad + 1e-9, step)
     Y, X = np.meshgrid(ys, xs, indexing="ij")
-    pa = math.radians(pa_deg)
-    dx, dy = X - cx, Y - cy
-    xmaj = -dx * math.sin(pa) + dy * math.cos(pa)
-    xmin = dx * math.cos(pa) + dy * math.sin(pa)
-    r = np.hypot(xmaj, xmin / q)
-    theta = np.arctan2(xmin / q, xmaj)
-    pert = 1.0 + sum(a * np.cos(m * (theta - math.radians(p))) for m, a, p in zip(modes, amps, phis_deg))
-    rp = r * pert
-    b = gammaincinv(2 * n, 0.5)
-    ie = flux / (2 * math.pi * n * math.exp(b) * b ** (-2 * n) * gamma(2 * n) * re**2 * q)
+    r, rp = _radii(Y, X, cx, cy, pa_deg, q, modes, amps, phis_deg)
+    ie, b = _sersic_amplitude(flux, re, n, q)
     img = ie * np.exp(-b * ((rp / re) ** (1 / n) - 1))
     k = np.arange(-6 * fine, 6 * fine + 1) * step
     g = np.exp(-k**2 / (2 * psf_sigma**2)); g /= g.sum()
@@ -57,18 +67,11 @@ def numpy_fourier_difference_means(shape, pad, cx, cy, pa_deg, q, re, n, flux, m
     (1 - pad + j, 1 - pad + i) in galmoss's 1-based (x, y).
     """
     h, w = shape[0] + 2 * pad, shape[1] + 2 * pad
-    pa = math.radians(pa_deg)
-    b = gammaincinv(2 * n, 0.5)
-    ie = flux / (2 * math.pi * n * math.exp(b) * b ** (-2 * n) * gamma(2 * n) * re**2 * q)
+    ie, b = _sersic_amplitude(flux, re, n, q)
 
     def difference(y, x):
-        dx, dy = x - cx, y - cy
-        xmaj = -dx * math.sin(pa) + dy * math.cos(pa)
-        xmin = dx * math.cos(pa) + dy * math.sin(pa)
-        r = np.hypot(xmaj, xmin / q)
-        theta = np.arctan2(xmin / q, xmaj)
-        pert = 1.0 + sum(a * np.cos(m * (theta - math.radians(p))) for m, a, p in zip(modes, amps, phis_deg))
-        return ie * (np.exp(-b * ((r * pert / re) ** (1 / n) - 1)) - np.exp(-b * ((r / re) ** (1 / n) - 1)))
+        r, rp = _radii(y, x, cx, cy, pa_deg, q, modes, amps, phis_deg)
+        return ie * (np.exp(-b * ((rp / re) ** (1 / n) - 1)) - np.exp(-b * ((r / re) ** (1 / n) - 1)))
 
     def means(y_centres, x_centres, k):
         off = (np.arange(k) + 0.5) / k - 0.5
