@@ -432,13 +432,29 @@ def _check_vector_sizes(profiles: Mapping[str, LightProfile], uses: Mapping[Para
     """Raise if a parameter holds a number of values per galaxy other than its slot expects."""
     for prm, slots in uses.items():
         for pname, slot in slots:
-            want = profiles[pname].expected_size(slot)
+            profile = profiles[pname]
+            want = profile.expected_size(slot)
+            if want is None and prm.is_vector and _scalar_slot(profile, slot):
+                raise ValueError(
+                    f"{pname}.{slot}: the parameter holds {prm.size} values per galaxy but {type(profile).__name__}'s "
+                    f"{slot} is one number per galaxy; give gm.p(values) with values of shape (N,) or a single value"
+                )
             if want is not None and prm.size != want:
                 kind = f"{prm.size} values per galaxy" if prm.is_vector else "one value per galaxy (a scalar gm.p)"
                 raise ValueError(
                     f"{pname}.{slot}: the parameter holds {kind} but {type(profiles[pname]).__name__} expects {want}; "
                     f"give gm.p(values, dim='2d') with values of shape ({want},) or (N, {want})"
                 )
+
+
+def _scalar_slot(profile: LightProfile, slot: str) -> bool:
+    """Whether ``slot`` takes one number per galaxy: a built-in profile's declared slots that are not vectors,
+    and the geometry and amplitude of any profile the renderer draws itself."""
+    if slot not in type(profile).parameter_specs:
+        return False
+    if type(profile).__module__.startswith("galmoss."):
+        return True
+    return slot in ("cen_x", "cen_y", "pa", "axis_r", "box") or slot == getattr(profile, "amplitude_parameter", None)
 
 
 #: start of a length slot left out, in units of the galaxy's half-light radius

@@ -76,6 +76,11 @@ def test_wrong_length_is_refused_naming_parameter_and_lengths():
                                    cen_y=gm.p(12.0, fit=False))})
     with pytest.raises(ValueError, match="different numbers of galaxies"):
         Model({"m": _map(np.ones((3, K))), "s": gm.lp.Sky(sky_bg=gm.p([0.0, 1.0]))})
+    # a vector in a built-in profile's scalar slot is refused at model build (it used to fail while drawing)
+    with pytest.raises(ValueError, match=r"s\.eff_r: the parameter holds 4 values per galaxy but Sersic's eff_r is one "
+                                         r"number per galaxy"):
+        Model({"s": gm.lp.Sersic(cen_x=gm.p(12.0), cen_y=gm.p(12.0), pa=gm.p(0.0), axis_r=gm.p(0.7),
+                                 eff_r=gm.p(np.full((2, 4), 3.0)), mag=gm.p(17.0, M0=22.5), ser_n=gm.p(1.0))})
     with pytest.raises(ValueError, match="centre of a pixel map is fixed"):
         gm.lp.PixelMap(pixels=gm.p(np.ones(K), dim="2d"), shape=MAP, cen_x=gm.p(12.0), cen_y=gm.p(12.0, fit=False))
 
