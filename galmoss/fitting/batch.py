@@ -792,7 +792,9 @@ def _restart_components(model, objective, batch, start, estimates, result, setti
         return result
     if estimates is None:
         estimates = _estimates(batch)
-    fitted = {prm: values[prm].reshape(-1).double().cpu().numpy()[rows] for prm in model.free}
+    # one value (B,) per galaxy for a scalar, a row (B, K) for a vector parameter
+    fitted = {prm: (values[prm].reshape(-1) if not prm.is_vector else values[prm].reshape(values[prm].shape[0], -1))
+              .double().cpu().numpy()[rows] for prm in model.free}
     rules = model.restart_values({prm: v[rows] for prm, v in start.items()}, [estimates[i] for i in rows])
     a, b = (model.profiles[c].parameters() for c in pair)
     candidates = []

@@ -262,7 +262,7 @@ def levenberg_marquardt(
         return OptimizeResult(theta, chi2, n_iter, status, a)
 
     for _ in range(settings.max_iterations):
-        idx = torch.nonzero(status == RUNNING).squeeze(1)  # the one sync per iteration
+        idx = torch.nonzero(status == RUNNING).squeeze(1)  # a host sync; the fallback and the refresh below add two
         if idx.numel() == 0:
             break
         n_iter[idx] += 1
@@ -309,7 +309,7 @@ def levenberg_marquardt(
         )
         status[idx] = new_status
         # move the galaxies whose step was accepted and refresh their normal equations
-        # masked updates, not boolean indexing: no extra host sync in the loop
+        # masked updates, not boolean indexing, except the rows to refresh (one sync)
         theta[idx] = torch.where(accepted[:, None], trial, theta[idx])
         refresh = accepted if settings.final_normal_matrix else accepted & (new_status == RUNNING)
         if not settings.final_normal_matrix:  # converged with this step: its chi2 is the trial's

@@ -132,11 +132,15 @@ def batch_model(model: Model, sig: tuple[int, int]) -> Model:
 
 
 def sub_indices(sub: Model, full: Model) -> tuple[np.ndarray, np.ndarray]:
-    """Where ``sub``'s reported columns and free parameters sit in ``full``'s: two index arrays."""
+    """Where ``sub``'s reported columns and theta columns sit in ``full``'s: two index arrays.
+
+    Theta columns, not parameters: a vector parameter takes K of them (``Model.slices``).
+    """
     at = {c.name: j for j, c in enumerate(full.columns)}
-    where = {id(prm): j for j, prm in enumerate(full.free)}
+    theta_columns = np.arange(full.n_free)
+    free = [theta_columns[full.slices[prm]] for prm in sub.free]
     return (np.array([at[c.name] for c in sub.columns], dtype=np.int64),
-            np.array([where[id(prm)] for prm in sub.free], dtype=np.int64))
+            np.concatenate(free).astype(np.int64) if free else np.zeros(0, dtype=np.int64))
 
 
 def expand(result, sub: Model, full: Model):

@@ -230,10 +230,14 @@ class BatchObjective:
                 galaxy=self.galaxy, jacobian_chunk=self.jacobian_chunk,
             )
             cols_s = [j for prm in sub_model.free for j in range(*model.slices[prm].indices(model.n_free))]
-        if model.ties:  # a tie couples columns across components: everything takes the vector route
+        if model.ties:
+            # a tie couples columns across components, and its base and link belong to no
+            # profile: everything takes the vector route, every column
             vector = dict(model.profiles)
-        used = {prm for p in vector.values() for prm in p.parameters().values()}
-        cols_v = [j for prm in model.free if prm in used for j in range(*model.slices[prm].indices(model.n_free))]
+            cols_v = list(range(model.n_free))
+        else:
+            used = {prm for p in vector.values() for prm in p.parameters().values()}
+            cols_v = [j for prm in model.free if prm in used for j in range(*model.slices[prm].indices(model.n_free))]
         self._split_cache = (sub, cols_s, vector, cols_v)
         return self._split_cache
 
@@ -255,13 +259,9 @@ class BatchObjective:
             model = model + m_s.detach()
             js = js.detach()
         shape = model.shape
-
-        def residual_of(m):
-            return self.likelihood.residuals(
-                self.data[rows].reshape(shape), m, self.sigma[rows].reshape(shape), self.weight[ix].reshape(shape)
-            )
-
-        r, dr_dm = torch.func.jvp(residual_of, (model,), (torch.ones_like(model),))
+        r, dr_dm = self.likelihood.residuals_and_slope(
+            self.data[rows].reshape(shape), model, self.sigma[rows].reshape(shape), self.weight[ix].reshape(shape)
+        )
         return model, r.detach(), dr_dm.detach(), js, g
 
     def _column_block(self, fn, th: Tensor, cols: list[int]) -> Tensor:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
+from functools import lru_cache
 
 import torch
 
@@ -33,6 +34,12 @@ from .base import EllipticalProfile
 Tensor = torch.Tensor
 
 _CLASSES: dict[type, type] = {}
+
+
+@lru_cache(maxsize=64)
+def _mode_numbers(modes: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """The mode numbers as a tensor, made once per dtype and device (the radius is perturbed dozens of times a render)."""
+    return torch.as_tensor(modes, dtype=dtype, device=device)
 
 
 class _FourierModes:
@@ -50,7 +57,7 @@ class _FourierModes:
         a = self.fourier_a.value()  # (B, K): the values being rendered
         phi = self.fourier_phi.value() * (math.pi / 180.0)
         theta = torch.atan2(x_min / q, x_maj)
-        m = torch.as_tensor(self.fourier_modes, dtype=theta.dtype, device=theta.device)
+        m = _mode_numbers(self.fourier_modes, theta.dtype, theta.device)
         shape = (a.shape[0], len(self.fourier_modes)) + (1,) * (theta.dim() - 1)
         angle = m.reshape((1, -1) + (1,) * (theta.dim() - 1)) * (theta.unsqueeze(1) - phi.reshape(shape))
         return 1.0 + (a.reshape(shape) * torch.cos(angle)).sum(1)
@@ -70,7 +77,7 @@ class _FourierModes:
         a, phi = v["fourier_a"], v["fourier_phi"]
         if turn is not None:
             phi = phi + turn.reshape(-1, 1).to(phi.dtype)
-        m = torch.as_tensor(self.fourier_modes, dtype=phi.dtype, device=phi.device)
+        m = _mode_numbers(self.fourier_modes, phi.dtype, phi.device)
         period = 360.0 / m
         phi = torch.where(a < 0, phi + period / 2.0, phi)
         v["fourier_a"] = a.abs()

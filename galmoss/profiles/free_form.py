@@ -44,6 +44,13 @@ def _spline_matrices(radii: tuple[float, float, int]) -> tuple[np.ndarray, np.nd
     return spline.derivative(1)(x), spline.derivative(2)(x)  # [i, j]: at radius i, of unit vector j
 
 
+@lru_cache(maxsize=64)
+def _spline_tensors(radii: tuple[float, float, int], dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+    """The transposed :func:`_spline_matrices` as tensors, made once per dtype and device (not a copy per render)."""
+    d1, d2 = _spline_matrices(radii)
+    return torch.as_tensor(d1.T, dtype=dtype, device=device), torch.as_tensor(d2.T, dtype=dtype, device=device)
+
+
 def _soft_clamp(x: Tensor, lo: float | None, hi: float | None, width: float) -> Tensor:
     """``x`` kept in (lo, hi) with a continuous derivative (softplus corners ``width`` wide).
 
@@ -128,9 +135,8 @@ class FreeForm(EllipticalProfile):
         that spline: its error is O(h^4) (finite-difference slopes, O(h^2), left
         0.01 dex between 8 radii over 0.3-5 r_e of an exponential disk).
         """
-        d1, d2 = _spline_matrices(self.radii)
-        return (y @ torch.as_tensor(d1.T, dtype=y.dtype, device=y.device),
-                y @ torch.as_tensor(d2.T, dtype=y.dtype, device=y.device))
+        d1, d2 = _spline_tensors(self.radii, y.dtype, y.device)
+        return y @ d1, y @ d2
 
     def _ends(self, y: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """Slopes (B, K), and the core's and the tail's slope and index (B, 1 each)."""

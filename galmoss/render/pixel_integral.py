@@ -161,10 +161,11 @@ def _pixel_integrated_image(profile, v, grid, box_is_zero: bool) -> Tensor:
 #: Graded supersampling of the boxy/Fourier difference near the centre: (half width in
 #: pixels of a square patch around the centre's pixel, its samples per axis as a multiple
 #: of the whole grid's); a pixel within half - 1/2 of the centre takes the patch's
-#: sampling whole, one farther a share falling to 0 at half + 1/2. The difference has the profile's cusp times the radius
-#: perturbation; with 4 x 4 samples a pixel everywhere a Sersic n >= 4 was drawn 1-2 %
-#: of its peak off (measured against 192 x 192 samples at the centre), with these
-#: patches within a few 1e-4 (docs/validation.md).
+#: sampling whole, one farther a share falling to 0 at half + 1/2. The difference has
+#: the profile's cusp times the radius perturbation; with 4 x 4 samples a pixel
+#: everywhere a Sersic n >= 4 was drawn 1-2 % of its peak off (measured against
+#: 192 x 192 samples at the centre), with these patches within a few 1e-4
+#: (docs/validation.md).
 CENTRE_REFINEMENT: tuple[tuple[int, int], ...] = ((6, 3), (2, 9), (1, 18))
 
 
