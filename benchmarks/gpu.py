@@ -50,7 +50,9 @@ import galmoss.pipeline.run as _run_module  # noqa: E402
 from render import device_name  # noqa: E402
 
 ZERO_POINT = 22.5
-FREE = {"sersic": 7, "bulge+disk": 10, "three": 15}
+FREE = {"sersic": 7, "bulge+disk": 10, "three": 15, "fourier": 13}
+#: the azimuthal modes of model "fourier" (a lopsided, triangular and boxy Sersic)
+FOURIER_MODES = (1, 3, 4)
 
 
 # ===================================================================== mocks
@@ -59,7 +61,8 @@ def mock_pool(count: int, model: str, size: int = 128, psf_size: int = 51, seed:
 
     ``model``: ``"sersic"`` (7 free), ``"bulge+disk"`` (n fixed at 4 and 1, shared
     centre: 10 free) or ``"three"`` (bulge + disk + bar, n of the bar free, shared
-    centre: 15 free). Sizes scale with ``size`` (the 128 px cutout's r_e of 1.5-15 px).
+    centre: 15 free) or ``"fourier"`` (a Sersic with modes m = 1, 3, 4 of amplitude 0.02-0.1,
+    13 free; q below 0.95). Sizes scale with ``size`` (the 128 px cutout's r_e of 1.5-15 px).
     """
     rng = np.random.default_rng(seed)
     half = psf_size // 2
@@ -71,8 +74,8 @@ def mock_pool(count: int, model: str, size: int = 128, psf_size: int = 51, seed:
     cap = size / 8
     cx, cy = size / 2 + 0.5 + rng.uniform(-1, 1, count), size / 2 + 0.5 + rng.uniform(-1, 1, count)
     logu = lambda lo, hi: np.exp(rng.uniform(np.log(lo), np.log(hi), count))  # noqa: E731
-    if model == "sersic":
-        truth = {"sersic": dict(pa=rng.uniform(-90, 90, count), q=rng.uniform(0.2, 1.0, count),
+    if model in ("sersic", "fourier"):
+        truth = {"sersic": dict(pa=rng.uniform(-90, 90, count), q=rng.uniform(0.2, 0.95 if model == "fourier" else 1.0, count),
                                 re=np.minimum(logu(1.5, 15), cap), mag=rng.uniform(15, 18, count), n=logu(0.5, 6), fit_n=True)}
     else:
         re_d = np.minimum(logu(5, 15), cap)
@@ -91,6 +94,10 @@ def mock_pool(count: int, model: str, size: int = 128, psf_size: int = 51, seed:
     profiles = {name: gm.lp.Sersic(cen_x=xc, cen_y=yc, pa=gm.p(t["pa"], angle=True), axis_r=gm.p(t["q"]),
                                    eff_r=gm.p(t["re"]), mag=gm.p(t["mag"], M0=ZERO_POINT), ser_n=gm.p(t["n"]))
                 for name, t in truth.items()}
+    if model == "fourier":  # drawn here only: the other models' mocks keep their random stream
+        k = len(FOURIER_MODES)
+        amplitudes, phases = rng.uniform(0.02, 0.1, (count, k)), rng.uniform(-45, 45, (count, k))
+        profiles = {"sersic": gm.lp.with_fourier(profiles["sersic"], FOURIER_MODES, gm.p(amplitudes), gm.p(phases))}
     clean = gm.render(profiles, (size, size), psf=psf, dtype=torch.float64).numpy()
     snr = np.exp(rng.uniform(np.log(20), np.log(500), count))
     # sky sigma from the half-light S/N: the brightest pixels holding half the light, all galaxies at once
@@ -111,7 +118,7 @@ def mock_pool(count: int, model: str, size: int = 128, psf_size: int = 51, seed:
             mag=t["mag"] - 2.5 * np.log10(1 + sign() * rng.uniform(0.1, 0.3, count)),
             n=t["n"] * (1 + sign() * rng.uniform(0.1, 0.3, count)) if t["fit_n"] else t["n"], fit_n=t["fit_n"])
     return {"images": images.astype(np.float32), "sigmas": sigma.astype(np.float32), "psfs": psf.astype(np.float32),
-            "cx": cx + r * np.cos(phi), "cy": cy + r * np.sin(phi), "starts": starts}
+            "cx": cx + r * np.cos(phi), "cy": cy + r * np.sin(phi), "starts": starts, "fourier": model == "fourier"}
 
 
 def dataset_of(pool: dict, count: int) -> gm.Dataset:
@@ -119,11 +126,16 @@ def dataset_of(pool: dict, count: int) -> gm.Dataset:
     rows = np.arange(count) % len(pool["images"])
     ds = gm.Dataset.from_arrays(pool["images"][rows], pool["sigmas"][rows], pool["psfs"][rows])
     xc, yc = gm.p(pool["cx"][rows]), gm.p(pool["cy"][rows])
-    ds.define_profiles(**{
-        name: gm.lp.Sersic(cen_x=xc, cen_y=yc, pa=gm.p(s["pa"][rows], angle=True), axis_r=gm.p(s["q"][rows]),
+    profiles = {
+        name: gm.lp.Sersic(cen_x=xc, cen_y=yc, pa=gm.p(s["pa"][rows], angle=True),
+                           axis_r=gm.p(s["q"][rows], value_range=(0.05, 0.999)) if pool.get("fourier")
+                           else gm.p(s["q"][rows]),
                            eff_r=gm.p(s["re"][rows]), mag=gm.p(s["mag"][rows], M0=ZERO_POINT),
                            ser_n=gm.p(s["n"][rows]) if s["fit_n"] else gm.p(float(s["n"][0]), fit=False))
-        for name, s in pool["starts"].items()})
+        for name, s in pool["starts"].items()}
+    if pool.get("fourier"):  # modes start at with_fourier's default (amplitude 0.01, phase 0)
+        profiles = {name: gm.lp.with_fourier(p, FOURIER_MODES) for name, p in profiles.items()}
+    ds.define_profiles(**profiles)
     return ds
 
 

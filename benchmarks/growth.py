@@ -6,7 +6,8 @@ convergence and reports wall and CPU seconds per galaxy and per galaxy-iteration
 (the models do not take the same number of iterations).
 
 * size: single Sersic, 64 / 128 / 256 (/ 512 with ``--sizes``) px, batch ``--batch``;
-* parameters: single Sersic (7 free), bulge + disk (10), bulge + disk + bar (15), 128 px;
+* parameters: single Sersic (7 free), bulge + disk (10), bulge + disk + bar (15), a Sersic with
+  Fourier modes m = 1, 3, 4 (13), 128 px;
 * batch: single Sersic, 128 px, B = 1, 4, 16, 64 (capped at ``--n``... B > n uses n);
 * bootstrap: the fit, then ``uncertainty("bootstrap", n_resample=R)``, per replica
   against per fit; the replicas' iterations are read by wrapping the LM call.
@@ -85,6 +86,8 @@ def main(argv=None):
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4, 16, 64])
     parser.add_argument("--parts", nargs="+", default=["size", "params", "batch", "bootstrap"],
                         choices=["size", "params", "batch", "bootstrap"])
+    parser.add_argument("--models", nargs="+", default=["sersic", "bulge+disk", "three"],
+                        choices=["sersic", "bulge+disk", "three", "fourier"], help="the models of part 'params'")
     parser.add_argument("--resample", type=int, default=16, help="bootstrap replicas per galaxy")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=None)
@@ -102,7 +105,7 @@ def main(argv=None):
             lines.append(row("cutout size", "sersic", size, args.batch, timed_fit("sersic", args.n, size, args.batch)[1]))
             print(lines[-1], flush=True)
     if "params" in args.parts:
-        for model in ("sersic", "bulge+disk", "three"):
+        for model in args.models:
             lines.append(row("free parameters", model, 128, args.batch, timed_fit(model, args.n, 128, args.batch)[1]))
             print(lines[-1], flush=True)
     if "batch" in args.parts:
