@@ -62,6 +62,17 @@ class Column:
         return f"{self.profile}_{self.slot}"
 
 
+@dataclass(frozen=True)
+class PriorTerm:
+    """One prior of a model: the parameter it is on, the prior, the slot's role, the other parameters it reads."""
+
+    parameter: Parameter
+    prior: object
+    role: object
+    others: tuple
+    label: str
+
+
 class Model:
     """Named light profiles and the layout of their parameters.
 
@@ -147,6 +158,36 @@ class Model:
         self._precision_checked: set[torch.dtype] = set()
         if dtype is not None:
             self.check_precision(dtype)
+        self.priors: list[PriorTerm] = self._collect_priors()
+
+    def _collect_priors(self) -> list["PriorTerm"]:
+        """The priors of the model's parameters (``gm.p(..., prior=)``), each checked before any fit."""
+        by_user: dict[int, Parameter] = {}
+        for prm in self.parameters:
+            by_user[id(prm)] = prm
+            like = getattr(prm, "like", None)
+            if like is not None:
+                by_user.setdefault(id(like), prm)  # a gm.p without a start stands in the model as an AutoStart
+        terms = []
+        for prm in self.parameters:
+            prior = getattr(prm, "prior", None)
+            if prior is None:
+                continue
+            label = "{}.{}".format(*self.uses[prm][0])
+            others = []
+            for other in prior.others:
+                found = by_user.get(id(other))
+                if found is None:
+                    raise ValueError(
+                        f"{label}: its prior relates it to a gm.p that no profile of the model uses; give that "
+                        "gm.p to a profile, or remove the prior"
+                    )
+                others.append(found)
+            spec = self.specs[prm]
+            prior.check(prm, label, self.n_values, role=spec.role, transform=self.transforms.get(prm),
+                        units=self.units[prm])
+            terms.append(PriorTerm(prm, prior, spec.role, tuple(others), label))
+        return terms
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -194,6 +235,14 @@ class Model:
                 f"the parameters hold {self.n_values} values per parameter but the dataset has {n_galaxies} "
                 "galaxies; give one value per galaxy, or a single value for all"
             )
+        for term in self.priors:
+            for what in ("mu", "sigma"):
+                size = getattr(term.prior, what).size
+                if size not in (1, n_galaxies):
+                    raise ValueError(
+                        f"{term.label}: the prior's {what} holds {size} values but the dataset has {n_galaxies} "
+                        "galaxies; give one value, or one per galaxy"
+                    )
 
     # ------------------------------------------------------------ start values
     @property
@@ -489,6 +538,7 @@ class AutoStart(Parameter):
             super().__init__(
                 None, value_range=like.value_range, step_length=like.step_length, M0=like.M0,
                 pix_scale=like.pix_scale, angle=like.angle or angle, log=like.log, name=like.name,
+                prior=getattr(like, "prior", None),
             )
         self.kind = kind
         self.factor = factor

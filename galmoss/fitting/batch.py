@@ -31,6 +31,7 @@ from .adam import AdamSettings, adam
 from .likelihoods import get_likelihood
 from .lm import LMSettings, levenberg_marquardt
 from .objective import BatchObjective
+from .priors import PriorRows
 from .status import Status, decode_status
 
 log = logging.getLogger("galmoss")
@@ -385,7 +386,9 @@ def fit_batch(model: Model, batch: Batch, settings: FitSettings) -> BatchResult:
     with torch.no_grad():
         values = model.values(result.theta, objective.fixed)
         reported = {k: v.double().cpu().numpy() for k, v in model.report(values).items()}
-    loss = result.loss.double().cpu().numpy()
+    # the solver minimised chi2 + prior term; results report the likelihood's part and the prior's apart
+    prior_term = objective.prior_term(result.theta, everyone).double().cpu().numpy()
+    loss = result.loss.double().cpu().numpy() - prior_term
     finite = np.isfinite(loss)
     status = result.status.cpu().numpy().astype(np.int64)
     converged = result.converged.cpu().numpy()
@@ -602,6 +605,7 @@ def _objective(model: Model, batch: Batch, start: dict, settings: FitSettings) -
         weight=as_tensor(batch.weight),
         fixed=model.fixed_tensors(start, dt, dev),
         jacobian_chunk=settings.jacobian_chunk,
+        priors=PriorRows.for_batch(model, batch.positions, dt, dev),
     )
 
 

@@ -1,0 +1,332 @@
+"""Priors on parameters (``gm.prior``): Gaussian priors on transformed values.
+
+A prior is attached to the parameter it constrains, ``gm.p(..., prior=...)``,
+and enters the fit as extra residual rows: Levenberg-Marquardt then finds the
+maximum a posteriori, and the covariance it reports is the posterior's (the
+prior's curvature is part of ``J^T J``). Every prior here is a normal
+distribution on one *coordinate* of the parameter's values in user units:
+
+=====================  ==========================================================
+ prior                  coordinate that is normal (mu, sigma)
+=====================  ==========================================================
+ ``Normal``             ``space="auto"``: ln v for lengths and other positive
+                        quantities (a log-normal prior), log10 v for ``log=True``,
+                        logit((v - lo) / (hi - lo)) for a parameter with a
+                        ``value_range`` (a logit-normal prior), v otherwise;
+                        or the space named: ``"value"``, ``"ln"``, ``"log10"``,
+                        ``"logit"`` (``bounds=(lo, hi)``, else the
+                        ``value_range``), ``"ellipticity"`` (e = (1 - q) / (1 + q)
+                        of an axis ratio, centred at 0: round shapes preferred)
+ ``Ratio``              log(v / w**power) of this parameter v and another w
+                        (``base`` e or 10): bulge to disk size
+ ``FluxFraction``       logit(F / (F + F_other)) of two magnitudes, which is
+                        -0.4 ln(10) (m - m_other): B/T of a bulge and a disk
+=====================  ==========================================================
+
+``mu`` and ``sigma`` are one number or one per galaxy (arrays of the
+catalogue's length). A prior with ``sigma <= 0``, on a fixed parameter, or
+centred outside the parameter's range is an error before any fit.
+
+The preset :data:`SOURCEXTRACTOR` holds the priors SourceXtractor++ used in the
+Euclid Morphology Challenge; :func:`with_priors` puts them on a model's
+parameters by slot name.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+Tensor = torch.Tensor
+
+__all__ = ["FluxFraction", "Normal", "Prior", "Ratio", "SPACES"]
+
+#: The coordinates a :class:`Normal` prior may be put on.
+SPACES = ("auto", "value", "ln", "log10", "logit", "ellipticity")
+
+_LN10 = math.log(10.0)
+
+
+def _per_galaxy(values, what: str, *, positive: bool = False) -> np.ndarray:
+    if isinstance(values, (bool, np.bool_, str, bytes)):
+        raise TypeError(f"gm.prior: {what} must be a number or one number per galaxy, got {values!r}")
+    try:
+        arr = np.asarray(values, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise TypeError(f"gm.prior: {what} must be a number or one number per galaxy, got {values!r}") from None
+    if arr.size == 0 or not np.all(np.isfinite(arr)):
+        raise ValueError(f"gm.prior: {what} must be finite numbers, got {values!r}")
+    if positive and np.any(arr <= 0):
+        bad = np.flatnonzero(arr <= 0)
+        raise ValueError(
+            f"gm.prior: {what} must be > 0 (galaxy index {bad[:5].tolist()} has {arr[bad[0]]:g}); a prior's width "
+            "is a standard deviation"
+        )
+    return arr
+
+
+class Prior:
+    """A normal prior on a coordinate of one parameter's values (and perhaps another's).
+
+    Subclasses give :meth:`coordinate`, a differentiable function of the
+    parameters' values in user units, and :attr:`others`, the further
+    parameters it reads.
+    """
+
+    mu: np.ndarray
+    sigma: np.ndarray
+
+    @property
+    def others(self) -> tuple:
+        """Parameters other than the one the prior is attached to that the coordinate reads."""
+        return ()
+
+    def describe(self) -> str:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def coordinate(self, value: Tensor, others: tuple[Tensor, ...], parameter) -> Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def check(self, parameter, label: str, n_galaxies: int | None) -> None:
+        """Raise (before any fit) if this prior cannot be used on ``parameter`` (named ``label``)."""
+        for what, arr in (("mu", self.mu), ("sigma", self.sigma)):
+            if arr.size not in (1,) and n_galaxies is not None and arr.size != n_galaxies:
+                raise ValueError(
+                    f"{label}: the prior's {what} holds {arr.size} values but the dataset has {n_galaxies} "
+                    "galaxies; give one value, or one per galaxy"
+                )
+        if not parameter.fit:
+            raise ValueError(f"{label}: a prior on a fixed parameter (fit=False) does nothing; remove it or free it")
+        if parameter.is_vector:
+            raise NotImplementedError(
+                f"{label}: priors on vector parameters (K values per galaxy) are not implemented; put the prior "
+                "on scalar parameters"
+            )
+        for other in self.others:
+            if other.is_vector:
+                raise NotImplementedError(f"{label}: a relation prior with a vector parameter is not implemented")
+
+
+@dataclass(frozen=True, eq=False)
+class Normal(Prior):
+    """A normal prior ``N(mu, sigma)`` on a coordinate of the parameter's values.
+
+    Parameters
+    ----------
+    mu, sigma
+        Centre and width (sigma > 0) in the coordinate ``space``: one number, or
+        one per galaxy.
+    space
+        ``"auto"`` (the default): ln v for a length or another positive slot
+        (log-normal), log10 v for ``gm.p(log=True)``, logit((v - lo) / (hi - lo))
+        for a parameter with a two-sided ``value_range``, v otherwise. Or one of
+        ``"value"``, ``"ln"``, ``"log10"``, ``"logit"``, ``"ellipticity"``.
+    bounds
+        ``(lo, hi)`` in user units for ``space="logit"``; default the
+        parameter's ``value_range``.
+
+    Examples
+    --------
+    >>> import galmoss as gm
+    >>> re = gm.p(3.0, prior=gm.prior.Normal(1.0, 0.4))          # ln r_e ~ N(1.0, 0.4)
+    >>> n = gm.p(1.5, value_range=(0.25, 30), prior=gm.prior.Normal(-3.9, 0.6))   # logit-normal
+    """
+
+    mu: object = 0.0
+    sigma: object = 1.0
+    space: str = "auto"
+    bounds: tuple | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mu", _per_galaxy(self.mu, "mu"))
+        object.__setattr__(self, "sigma", _per_galaxy(self.sigma, "sigma", positive=True))
+        if self.space not in SPACES:
+            raise ValueError(f"gm.prior.Normal(space={self.space!r}): space must be one of {', '.join(SPACES)}")
+        if self.bounds is not None:
+            if len(self.bounds) != 2 or not float(self.bounds[0]) < float(self.bounds[1]):
+                raise ValueError(f"gm.prior.Normal(bounds={self.bounds!r}): bounds must be (lo, hi) with lo < hi")
+            object.__setattr__(self, "bounds", (float(self.bounds[0]), float(self.bounds[1])))
+
+    def resolved_space(self, parameter, role) -> str:
+        """The coordinate ``"auto"`` stands for on ``parameter`` in a slot of ``role``."""
+        if self.space != "auto":
+            return self.space
+        from .parameter import Role
+
+        if parameter.log:
+            return "log10"
+        if role in (Role.LENGTH, Role.POSITIVE, Role.AXIS_RATIO):
+            return "ln"
+        if parameter.value_range is not None and None not in parameter.value_range:
+            return "logit"
+        return "value"
+
+    def _logit_bounds(self, parameter, label: str) -> tuple[float, float]:
+        if self.bounds is not None:
+            return self.bounds
+        if parameter.value_range is None or None in parameter.value_range:
+            raise ValueError(
+                f"{label}: a logit prior needs bounds: give gm.prior.Normal(..., bounds=(lo, hi)) or a two-sided "
+                "value_range"
+            )
+        return parameter.value_range
+
+    def coordinate(self, value: Tensor, others, parameter, role=None) -> Tensor:
+        space = self.resolved_space(parameter, role)
+        if space == "value":
+            return value
+        if space == "ln":
+            return torch.log(value)
+        if space == "log10":
+            return torch.log10(value)
+        if space == "ellipticity":
+            q = torch.where(value > 1, 1.0 / value, value)  # q > 1 is the same ellipse turned
+            return (1.0 - q) / (1.0 + q)
+        lo, hi = self._logit_bounds(parameter, "gm.prior.Normal")
+        s = (value - lo) / (hi - lo)
+        return torch.log(s) - torch.log1p(-s)
+
+    def centre_value(self, parameter, role) -> np.ndarray:
+        """``mu`` taken back to user units (NaN where that is not defined)."""
+        space = self.resolved_space(parameter, role)
+        mu = self.mu
+        if space == "value":
+            return mu
+        if space == "ln":
+            return np.exp(mu)
+        if space == "log10":
+            return 10.0**mu
+        if space == "ellipticity":
+            return (1 - mu) / (1 + mu)
+        lo, hi = self._logit_bounds(parameter, "gm.prior.Normal")
+        return lo + (hi - lo) / (1 + np.exp(-mu))
+
+    def check(self, parameter, label: str, n_galaxies: int | None, role=None, transform=None, units=None) -> None:
+        super().check(parameter, label, n_galaxies)
+        space = self.resolved_space(parameter, role)
+        if space == "logit":
+            lo, hi = self._logit_bounds(parameter, label)
+            if parameter.value_range is not None:
+                vlo, vhi = parameter.value_range
+                if (vlo is not None and lo < vlo) or (vhi is not None and hi > vhi):
+                    raise ValueError(
+                        f"{label}: the logit prior's bounds ({lo:g}, {hi:g}) reach outside the value_range "
+                        f"{parameter.value_range}; the prior would put weight where the fit cannot go"
+                    )
+        if space == "ellipticity" and np.any(np.abs(self.mu) >= 1):
+            raise ValueError(f"{label}: an ellipticity prior needs |mu| < 1, got {self.mu[:3].tolist()}")
+        if transform is not None and units is not None and space != "logit":
+            centre = units.to_profile(self.centre_value(parameter, role))
+            outside = ~((centre > transform.lower) & (centre < transform.upper))
+            if space == "ellipticity":
+                outside[:] = False
+            if np.any(outside):
+                i = int(np.flatnonzero(outside)[0])
+                raise ValueError(
+                    f"{label}: the prior is centred at {float(units.to_user(centre[i])):g} (user units, galaxy "
+                    f"{i if self.mu.size > 1 else 'all'}), outside the range the fit allows, "
+                    f"[{float(units.to_user(transform.lower)):g}, {float(units.to_user(transform.upper)):g}]; "
+                    "centre it inside"
+                )
+
+    def describe(self) -> str:
+        mu = f"{self.mu[0]:g}" if self.mu.size == 1 else f"<{self.mu.size} values>"
+        sigma = f"{self.sigma[0]:g}" if self.sigma.size == 1 else f"<{self.sigma.size} values>"
+        return f"Normal(mu={mu}, sigma={sigma}, space={self.space!r})"
+
+
+@dataclass(frozen=True, eq=False)
+class Ratio(Prior):
+    """A normal prior on ``log(v / w**power)``, v this parameter and w ``other``.
+
+    Put it on the bulge's size with the disk's size as ``other`` to say how
+    large bulges are against their disks; both in their user units.
+
+    Parameters
+    ----------
+    other
+        The ``gm.p`` of the denominator (of the same kind as this one).
+    mu, sigma
+        Centre and width of the log-ratio, in ``base`` (e or 10).
+    power
+        The denominator's power (1: a plain ratio).
+    base
+        ``math.e`` (natural log) or ``10``.
+    """
+
+    other: object = None
+    mu: object = 0.0
+    sigma: object = 1.0
+    power: float = 1.0
+    base: float = math.e
+
+    def __post_init__(self) -> None:
+        from .parameter import Parameter
+
+        if not isinstance(self.other, Parameter):
+            raise TypeError(f"gm.prior.Ratio(other={self.other!r}): other must be the gm.p of the denominator")
+        if self.base not in (math.e, 10, 10.0):
+            raise ValueError(f"gm.prior.Ratio(base={self.base!r}): base must be math.e or 10")
+        object.__setattr__(self, "mu", _per_galaxy(self.mu, "mu"))
+        object.__setattr__(self, "sigma", _per_galaxy(self.sigma, "sigma", positive=True))
+        object.__setattr__(self, "power", float(self.power))
+
+    @property
+    def others(self) -> tuple:
+        return (self.other,)
+
+    def coordinate(self, value: Tensor, others, parameter, role=None) -> Tensor:
+        ln = torch.log(value) - self.power * torch.log(others[0])
+        return ln if self.base == math.e else ln / _LN10
+
+    def check(self, parameter, label: str, n_galaxies: int | None, role=None, transform=None, units=None) -> None:
+        super().check(parameter, label, n_galaxies)
+        if not self.other.fit and not parameter.fit:  # pragma: no cover - the fixed check above catches it
+            raise ValueError(f"{label}: both parameters of the ratio prior are fixed")
+
+    def describe(self) -> str:
+        unit = "ln" if self.base == math.e else "log10"
+        return f"Ratio({unit}(v / other^{self.power:g}) ~ N({self.mu[0]:g}, {self.sigma[0]:g}))"
+
+
+@dataclass(frozen=True, eq=False)
+class FluxFraction(Prior):
+    """A normal prior on logit(F / (F + F_other)) of two magnitudes.
+
+    On a bulge's magnitude with the disk's as ``other`` it is a prior on the
+    logit of B/T, which is ``-0.4 ln(10) (m_bulge - m_disk)``: linear in the two
+    magnitudes. Both must share one zero point.
+    """
+
+    other: object = None
+    mu: object = 0.0
+    sigma: object = 1.0
+
+    def __post_init__(self) -> None:
+        from .parameter import Parameter
+
+        if not isinstance(self.other, Parameter):
+            raise TypeError(f"gm.prior.FluxFraction(other={self.other!r}): other must be the gm.p of the other magnitude")
+        object.__setattr__(self, "mu", _per_galaxy(self.mu, "mu"))
+        object.__setattr__(self, "sigma", _per_galaxy(self.sigma, "sigma", positive=True))
+
+    @property
+    def others(self) -> tuple:
+        return (self.other,)
+
+    def coordinate(self, value: Tensor, others, parameter, role=None) -> Tensor:
+        return -0.4 * _LN10 * (value - others[0])
+
+    def check(self, parameter, label: str, n_galaxies: int | None, role=None, transform=None, units=None) -> None:
+        super().check(parameter, label, n_galaxies)
+        if parameter.M0 != self.other.M0:
+            raise ValueError(
+                f"{label}: a flux-fraction prior needs both magnitudes on one zero point (M0 {parameter.M0} and "
+                f"{self.other.M0})"
+            )
+
+    def describe(self) -> str:
+        return f"FluxFraction(logit ~ N({self.mu[0]:g}, {self.sigma[0]:g}))"
