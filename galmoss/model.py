@@ -14,6 +14,7 @@ wrapped to (-90, 90] degrees, and its lengths measured along the true major axis
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 
 from .params import Parameter, ParamSpec, Role, Transform, UnitMap
+from .params.priors import apply_preset
 from .params.ties import Tied, order_ties as _order_ties
 from .profiles.base import EllipticalProfile, LightProfile, parameter_uses
 
@@ -98,11 +100,17 @@ class Model:
     """
 
     def __init__(
-        self, profiles: Mapping[str, LightProfile], *, auto_starts: bool = False, dtype: torch.dtype | None = None
+        self, profiles: Mapping[str, LightProfile], *, auto_starts: bool = False, dtype: torch.dtype | None = None,
+        priors: str | None = None,
     ) -> None:
         if not profiles:
             raise ValueError("a model needs at least one profile; call dataset.define_profiles(name=profile, ...)")
         self.profiles = _with_auto_starts(profiles) if auto_starts else dict(profiles)
+        if priors is not None:
+            neighbours = [name for name, p in self.profiles.items()
+                          if any(isinstance(prm, NeighbourStart) for prm in p.parameters().values())]
+            self.profiles = apply_preset(self.profiles, priors, skip=neighbours)
+        self.prior_preset = priors
         self.uses = parameter_uses(self.profiles)
         # gm.tie: tied parameters are computed from a base and a link (galmoss/params/ties.py)
         self.ties: list[Tied] = _order_ties(self.uses)
@@ -130,7 +138,8 @@ class Model:
         self.units: dict[Parameter, UnitMap] = {prm: prm.units_for(self.specs[prm].role) for prm in self.parameters}
         self.free: list[Parameter] = [prm for prm in self.parameters if prm.fit]
         self.fixed: list[Parameter] = [prm for prm in self.parameters if not prm.fit and not isinstance(prm, Tied)]
-        self.transforms: dict[Parameter, Transform] = {prm: prm.fitting_transform(self.specs[prm]) for prm in self.free}
+        self.transforms: dict[Parameter, Transform] = {prm: prm.fitting_transform(_prior_spec(prm, self.specs[prm]))
+                                                       for prm in self.free}
         _check_vector_sizes(self.profiles, self.uses)
         # a vector parameter of K values takes K consecutive columns of theta
         self.slices: dict[Parameter, slice] = {}
@@ -475,6 +484,21 @@ class Model:
         with torch.no_grad():
             rep = self.report(self.values(theta, fixed))
         return rep, jac
+
+
+def _prior_spec(prm: Parameter, spec: ParamSpec) -> ParamSpec:
+    """The slot's spec with a logit prior's bounds as the fit's range when the user gave none.
+
+    A logit-normal prior is defined inside its bounds only: the fit must not leave them.
+    """
+    prior = getattr(prm, "prior", None)
+    if prior is None or prm.value_range is not None or getattr(prior, "bounds", None) is None:
+        return spec
+    if prior.resolved_space(prm, spec.role) != "logit":
+        return spec
+    lo, hi = (float(b) for b in prm.units_for(spec.role).to_profile(np.asarray(prior.bounds)))
+    flo, fhi = spec.fit_bounds if spec.fit_bounds is not None else spec.domain
+    return dataclasses.replace(spec, fit_bounds=(max(lo, flo), min(hi, fhi)))
 
 
 def _check_vector_sizes(profiles: Mapping[str, LightProfile], uses: Mapping[Parameter, list]) -> None:

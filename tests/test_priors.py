@@ -112,3 +112,27 @@ def test_a_prior_centred_outside_the_range_or_on_a_foreign_parameter_is_refused_
     ds.define_profiles(sky=gm.lp.Sky(sky_bg=gm.p(1.0, prior=gm.prior.Normal([0.0, 1.0, 2.0], 1.0))))
     with pytest.raises(ValueError, match="holds 3 values but the dataset has 2"):
         gm.Fitting(ds, device="cpu", progress=False).fit()
+
+
+def test_the_sourcextractor_preset_puts_its_priors_on_copies_of_a_bulge_and_a_disk():
+    """One word switches the preset on; the user's gm.p objects are not changed, a shared centre stays
+    shared, the logit prior's bounds become the index's range, sizes given in arcsec move the centres."""
+    cx, cy = gm.p(24.0), gm.p(24.0)
+    bulge = gm.lp.Sersic(cen_x=cx, cen_y=cy, eff_r=gm.p(0.2, pix_scale=0.1), mag=gm.p(19.0, M0=24.0), ser_n=gm.p(3.0),
+                         axis_r=gm.p(0.8), pa=gm.p(0.0))
+    disk = gm.lp.ExpDisk(cen_x=cx, cen_y=cy, scale_l=gm.p(0.5, pix_scale=0.1), mag=gm.p(18.0, M0=24.0), axis_r=gm.p(0.5),
+                         pa=gm.p(10.0))
+    model = gm.Model({"bulge": bulge, "disk": disk}, priors="sourcextractor")
+    assert bulge.eff_r.prior is None and disk.scale_l.prior is None  # the user's objects are left as given
+    b, d = model.profiles["bulge"], model.profiles["disk"]
+    assert b.cen_x is d.cen_x and b.cen_x is cx  # a parameter without a prior is not copied
+    assert d.scale_l.prior.mu[0] == pytest.approx(0.7 + math.log(0.1))
+    assert isinstance(b.eff_r.prior, gm.prior.Ratio) and b.eff_r.prior.other is d.scale_l
+    assert b.eff_r.prior.mu[0] == pytest.approx(-1.0 + math.log10(0.1) - 2 * math.log10(0.1))
+    assert isinstance(b.mag.prior, gm.prior.FluxFraction)
+    lo, hi = model.transforms[b.ser_n].lower, model.transforms[b.ser_n].upper
+    assert (lo, hi) == pytest.approx((0.25, 20.0))
+    labels = sorted(t.label for t in model.priors)
+    assert labels == ["bulge.axis_r", "bulge.eff_r", "bulge.mag", "bulge.ser_n", "disk.axis_r", "disk.scale_l"]
+    with pytest.raises(ValueError, match="unknown preset"):
+        gm.Model({"bulge": bulge}, priors="emc2")

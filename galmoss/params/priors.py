@@ -209,12 +209,12 @@ class Normal(Prior):
         space = self.resolved_space(parameter, role)
         if space == "logit":
             lo, hi = self._logit_bounds(parameter, label)
-            if parameter.value_range is not None:
-                vlo, vhi = parameter.value_range
-                if (vlo is not None and lo < vlo) or (vhi is not None and hi > vhi):
+            if transform is not None and units is not None:
+                flo, fhi = (float(units.to_user(b)) for b in (transform.lower, transform.upper))
+                if flo < lo * (1 - 1e-12) - 1e-300 or fhi > hi * (1 + 1e-12):
                     raise ValueError(
-                        f"{label}: the logit prior's bounds ({lo:g}, {hi:g}) reach outside the value_range "
-                        f"{parameter.value_range}; the prior would put weight where the fit cannot go"
+                        f"{label}: the fit may reach [{flo:g}, {fhi:g}] but the logit prior is defined only inside "
+                        f"({lo:g}, {hi:g}); give value_range inside the prior's bounds"
                     )
         if space == "ellipticity" and np.any(np.abs(self.mu) >= 1):
             raise ValueError(f"{label}: an ellipticity prior needs |mu| < 1, got {self.mu[:3].tolist()}")
@@ -330,3 +330,121 @@ class FluxFraction(Prior):
 
     def describe(self) -> str:
         return f"FluxFraction(logit ~ N({self.mu[0]:g}, {self.sigma[0]:g}))"
+
+
+# --------------------------------------------------------------------- presets
+#: Priors of the SourceXtractor++ runs of the Euclid Morphology Challenge (Bretonniere et al. 2023),
+#: on sizes in pixels: a single Sersic ``ln r_e ~ N(1.0, 0.4)``, the index logit-normal over
+#: [0.25, 30] ``N(-3.9, 0.6)``, the ellipticity ``N(0, 0.3)``; for a bulge and a disk the disk's
+#: ``ln r_e ~ N(0.7, 0.5)``, ``log10(r_e,bulge / r_e,disk^2) ~ N(-1, 0.5)`` and ``logit(B/T) ~ N(-2.2, 1.7)``.
+SOURCEXTRACTOR = {
+    "size": (1.0, 0.4),
+    "index": (-3.9, 0.6, (0.25, 30.0)),
+    "ellipticity": (0.0, 0.3),
+    "disk_size": (0.7, 0.5),
+    "bulge_to_disk_size": (-1.0, 0.5),
+    "bulge_to_total": (-2.2, 1.7),
+}
+
+#: The presets :func:`apply_preset` knows, by the one word that switches them on.
+PRESETS = {"sourcextractor": SOURCEXTRACTOR}
+
+
+def _size_slot(profile) -> str | None:
+    for slot in ("eff_r", "scale_l"):
+        if slot in profile.parameters():
+            return slot
+    return None
+
+
+def _is_disk(profile) -> bool:
+    prms = profile.parameters()
+    if "scale_l" in prms:
+        return True
+    n = prms.get("ser_n")
+    return n is not None and not n.fit and n.has_start and bool(np.all(n.initial == 1.0))
+
+
+def apply_preset(profiles, name: str, skip=()) -> dict:
+    """Copies of ``profiles`` whose parameters carry the priors of preset ``name``.
+
+    The user's profiles and ``gm.p`` objects are not changed: every parameter
+    that gets a prior is copied once (a parameter shared by two slots stays
+    shared). A model of one elliptical component with a size gets the
+    single-component priors; one of exactly a disk (an exponential disk, or a
+    Sersic with n fixed at 1) and one other Sersic gets the bulge + disk priors;
+    other models, and components named in ``skip`` (fitted neighbours), get
+    the size, index and ellipticity priors on each component. Free parameters
+    only; a parameter that already has a prior keeps it.
+
+    Sizes are in pixels in the preset; a size given in arcsec (``pix_scale``)
+    has its prior's centre moved accordingly.
+    """
+    import copy
+
+    if name not in PRESETS:
+        raise ValueError(f"priors={name!r}: unknown preset; choose one of {', '.join(sorted(PRESETS))} or None")
+    preset = PRESETS[name]
+    out = dict(profiles)
+    targets = {k: p for k, p in profiles.items() if k not in skip and _size_slot(p) is not None}
+    copies: dict[int, object] = {}
+
+    def with_prior(prm, make):
+        if prm is None or not prm.fit or getattr(prm, "prior", None) is not None or prm.is_vector:
+            return prm
+        if id(prm) not in copies:
+            new = copy.copy(prm)
+            new.prior = make(prm)
+            copies[id(prm)] = new
+        return copies[id(prm)]
+
+    def ln_pixels(mu, sigma):
+        return lambda prm: Normal(mu + (math.log(prm.pix_scale) if prm.pix_scale else 0.0), sigma, space="ln")
+
+    disks = [k for k, p in targets.items() if _is_disk(p)]
+    bulges = [k for k, p in targets.items() if k not in disks and "ser_n" in p.parameters()]
+    bulge_disk = len(targets) == 2 and len(disks) == 1 and len(bulges) == 1
+    edited: dict[str, object] = {}
+    for key, profile in targets.items():
+        new = copy.copy(profile)
+        prms = profile.parameters()
+        size = _size_slot(profile)
+        if bulge_disk and key == disks[0]:
+            setattr(new, size, with_prior(prms[size], ln_pixels(*preset["disk_size"])))
+        elif not bulge_disk:
+            setattr(new, size, with_prior(prms[size], ln_pixels(*preset["size"])))
+        if "ser_n" in prms:
+            mu, sigma, bounds = preset["index"]
+            setattr(new, "ser_n", with_prior(prms["ser_n"], lambda prm: Normal(mu, sigma, space="logit", bounds=bounds)))
+        if "axis_r" in prms:
+            setattr(new, "axis_r", with_prior(prms["axis_r"], lambda prm: Normal(*preset["ellipticity"], space="ellipticity")))
+        edited[key] = new
+    if bulge_disk:
+        bulge, disk = edited[bulges[0]], edited[disks[0]]
+        disk_size = getattr(disk, _size_slot(disk))
+        b_size = _size_slot(bulge)
+        mu, sigma = preset["bulge_to_disk_size"]
+
+        def size_ratio(prm):
+            # log10(r_b / r_d^2) in pixels; in user units the centre moves by log10 of the scales
+            shift = (math.log10(prm.pix_scale) if prm.pix_scale else 0.0) - 2 * (
+                math.log10(disk_size.pix_scale) if disk_size.pix_scale else 0.0)
+            return Ratio(disk_size, mu + shift, sigma, power=2.0, base=10)
+
+        setattr(bulge, b_size, with_prior(getattr(bulge, b_size), size_ratio))
+        b_mag, d_mag = getattr(bulge, "mag", None), getattr(disk, "mag", None)
+        if b_mag is not None and d_mag is not None and b_mag.fit and d_mag.fit:
+            setattr(bulge, "mag", with_prior(b_mag, lambda prm: FluxFraction(d_mag, *preset["bulge_to_total"])))
+    # a parameter shared with a component outside the edited ones must be the same object there too
+    for key, profile in out.items():
+        if key in edited:
+            out[key] = edited[key]
+            profile = out[key]
+        prms = profile.parameters()
+        if any(id(p) in copies for p in prms.values()) and key not in edited:
+            profile = copy.copy(profile)
+            out[key] = profile
+        for slot, prm in prms.items():
+            if id(prm) in copies:
+                setattr(out[key], slot, copies[id(prm)])
+    return out
