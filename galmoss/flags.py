@@ -39,6 +39,10 @@ they set a bit here and the fit moves on to the next galaxy.
   21 2097152  ``negligible_component``  a component holds < 1 % of the model's flux
   22 4194304  ``at_start``            a free parameter ended at its start value
   23 8388608  ``components_merged``   two components converged onto each other
+  25 33554432 ``bootstrap_split``     bootstrap refits went to more than one minimum:
+                                      the error is their robust spread
+  26 67108864 ``prior_dominated``     a parameter's error is close to its prior's width:
+                                      the data said little about it
 =====  =====  ======================  ==================================================
 
 Bits are part of the file format: a bit, once given a meaning, keeps it, and new
@@ -97,6 +101,8 @@ class Flag(enum.IntFlag):
     negligible_component = 1 << 21
     at_start = 1 << 22
     components_merged = 1 << 23
+    bootstrap_split = 1 << 25
+    prior_dominated = 1 << 26
 
 
 _DESCRIPTIONS: dict[str, str] = {
@@ -125,6 +131,10 @@ _DESCRIPTIONS: dict[str, str] = {
     "negligible_component": "a component carries a negligible share (< 1 %) of the model's flux",
     "at_start": "a free parameter ended at its start value: the fit did not move it",
     "components_merged": "two components converged onto each other (same centre, size, shape)",
+    "bootstrap_split": "some bootstrap refits went to another minimum (values > 5 robust sigmas from the median): "
+                       "errors are the robust spread",
+    "prior_dominated": "a parameter's posterior error is above 1/sqrt(2) of its prior's width: the prior says as much "
+                       "about it as the data",
 }
 
 # Iterating an IntFlag class changed between Python 3.10 and 3.12 (aliases,

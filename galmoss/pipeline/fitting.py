@@ -42,6 +42,7 @@ from astropy.table import Table
 from .._compat import torch_threads, tune_cpu_allocator
 from ..data import Dataset
 from ..errors import OutputError
+from ..flags import Flag
 from ..fitting.adam import AdamSettings
 from ..fitting.batch import BatchResult, FitSettings
 from ..fitting.lm import LMSettings
@@ -499,7 +500,8 @@ class Fitting:
         from .stream import BatchStream
 
         store, model = self.store, self.model
-        fitted = np.flatnonzero(np.isfinite(store.loss) & np.all(np.isfinite(store.theta), axis=1))
+        # a fitted galaxy has a finite loss; its unused neighbour columns are NaN by design (checked per batch below)
+        fitted = np.flatnonzero(np.isfinite(store.loss))
         fitted = np.intersect1d(fitted, self._positions)
         store.errors[fitted] = np.nan
         settings = self.settings(covariance=False)
@@ -518,14 +520,25 @@ class Fitting:
                 # the stream groups galaxies by neighbour signature: one sub-model per batch
                 bmodel = batch_model(model, signature((batch.neighbours or [[]])[0]))
                 cols, free = sub_indices(bmodel, model)
+            usable = np.all(np.isfinite(store.theta[batch.positions][:, free]), axis=1)
+            if not usable.all():
+                batch = batch.take(np.flatnonzero(usable))
+                if not len(batch):
+                    continue
             start = bmodel.start_values(batch.positions)
             objective = _objective(bmodel, batch, start, settings)
             theta = torch.as_tensor(store.theta[batch.positions][:, free], dtype=self.dtype, device=self.device)
-            std = bootstrap_batch(bmodel, objective, theta, store.values[batch.positions][:, cols], n_resample, lm,
-                                  generator, rows_per_pass)
+            spread, split = bootstrap_batch(bmodel, objective, theta, store.values[batch.positions][:, cols],
+                                            n_resample, lm, generator, rows_per_pass)
             errors = np.full((len(batch), len(store.columns)), np.nan)
-            errors[:, cols] = std
+            errors[:, cols] = spread
             store.errors[batch.positions] = errors
+            for i in np.flatnonzero(split):
+                pos = int(batch.positions[i])
+                store.flags[pos] |= int(Flag.bootstrap_split)
+                note = (f"{int(split[i])} of {n_resample} bootstrap refits went to another minimum; errors are the "
+                        "spread of the others")
+                store.messages[pos] = f"{store.messages[pos]}; {note}" if store.messages[pos] else note
 
 
 def json_round_trip(value):
