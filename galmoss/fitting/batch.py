@@ -31,6 +31,7 @@ from .adam import AdamSettings, adam
 from .likelihoods import get_likelihood
 from .lm import LMSettings, levenberg_marquardt
 from .objective import BatchObjective
+from .linear import solve_linear_parameters
 from .priors import PriorRows
 from .status import Status, decode_status
 
@@ -377,6 +378,7 @@ def fit_batch(model: Model, batch: Batch, settings: FitSettings) -> BatchResult:
     theta0 = model.theta_from_values(start, dt, dev)
     everyone = torch.arange(len(batch), device=dev)
     if model.n_free:
+        theta0 = solve_linear_parameters(model, objective, theta0, everyone)
         result = _optimise(model, objective, theta0, everyone, settings)
     else:
         result = _evaluate(objective, theta0, everyone)
