@@ -39,6 +39,8 @@ they set a bit here and the fit moves on to the next galaxy.
   21 2097152  ``negligible_component``  a component holds < 1 % of the model's flux
   22 4194304  ``at_start``            a free parameter ended at its start value
   23 8388608  ``components_merged``   two components converged onto each other
+  27 134217728 ``degenerate_component``  a component collapsed: axis ratio < 0.05, or a size
+                                      far below the PSF (only its flux is measured)
   25 33554432 ``bootstrap_split``     bootstrap refits went to more than one minimum:
                                       the error is their robust spread
   26 67108864 ``prior_dominated``     a parameter's error is close to its prior's width:
@@ -103,6 +105,7 @@ class Flag(enum.IntFlag):
     components_merged = 1 << 23
     bootstrap_split = 1 << 25
     prior_dominated = 1 << 26
+    degenerate_component = 1 << 27
 
 
 _DESCRIPTIONS: dict[str, str] = {
@@ -133,6 +136,8 @@ _DESCRIPTIONS: dict[str, str] = {
     "components_merged": "two components converged onto each other (same centre, size, shape)",
     "bootstrap_split": "some bootstrap refits went to another minimum (values > 5 robust sigmas from the median): "
                        "errors are the robust spread",
+    "degenerate_component": "a component collapsed (axis ratio < 0.05, or a half-light size below 0.1 of the PSF's "
+                            "FWHM): only its flux is measured",
     "prior_dominated": "a parameter's posterior error is above 1/sqrt(2) of its prior's width: the prior says as much "
                        "about it as the data",
 }

@@ -411,7 +411,7 @@ def fit_batch(model: Model, batch: Batch, settings: FitSettings) -> BatchResult:
             flags[i] |= int(Flag.no_dof)
     if model.n_free:
         _quality(model, start, reported, loss, dof, finite, tuple(batch.image.shape[1:]), flags, messages,
-                 settings.likelihood == "chi2")
+                 settings.likelihood == "chi2", psf=batch.psf)
     theta = result.theta.double().cpu().numpy()
     theta[~finite] = np.nan
     for col in reported.values():
@@ -631,8 +631,10 @@ def _optimise(model: Model, objective: BatchObjective, theta0: Tensor, rows: Ten
     return adam(residuals, theta0, settings.adam, scales)
 
 
-def _quality(model: Model, start: dict, reported: dict, loss, dof, finite, shape, flags, messages, chi2: bool) -> None:
+def _quality(model: Model, start: dict, reported: dict, loss, dof, finite, shape, flags, messages, chi2: bool,
+             psf=None) -> None:
     """Flags that never hide a bad fit (:func:`galmoss.auto.quality.quality_flags`), ORed into ``flags``."""
+    from ..auto.psf import measure_fwhm
     from ..auto.quality import quality_flags
 
     with torch.no_grad():
@@ -652,6 +654,7 @@ def _quality(model: Model, start: dict, reported: dict, loss, dof, finite, shape
     q_flags, q_messages = quality_flags(
         reduced, dof, reported, {k: v for k, v in start_rep.items() if k in free}, shape,
         pixel_scale=scales or None, components={c.name: c.profile for c in model.columns if c.name in reported},
+        psf_fwhm=None if psf is None else measure_fwhm(psf),
     )
     for i in np.flatnonzero(finite & (q_flags != 0)):
         flags[i] |= int(q_flags[i])
