@@ -9,8 +9,11 @@ r"""Uncertainties: the covariance matrix (delta method) and the pixel bootstrap.
     derivative of the reported values (magnitudes, degrees, arcsec, with ellipses
     canonicalised) with respect to the fitting-space parameters. Only P x P
     matrices are formed. A singular or indefinite F gives NaN errors and the flag
-    ``no_covariance``; a parameter the data do not constrain at all (pinned at a
-    bound) is set aside, so that only the values depending on it get NaN. A null
+    ``no_covariance``; a parameter the data do not constrain at all, or one that
+    ended within 1e-3 of the fitted width from a bound of its range (the flag
+    ``near_bound``; the transform's slope there would give it an error of ~0,
+    which reads as "fixed"), is set aside, so that only the values depending on
+    it get NaN. A null
     direction a profile declares (``LightProfile.gauge_slots``: an offset of a
     free-form profile's values, which changes nothing) is removed exactly, since
     no reported value depends on it (:meth:`galmoss.model.Model.gauge_directions`).
@@ -113,7 +116,10 @@ def covariance_errors(
         where = rows if positions is None else np.asarray(positions)[rows]
         fixed = model.fixed_tensors(model.start_values(where), torch.float64, "cpu")
         _, g = model.report_jacobian(th, fixed)
-        affected = ((g.abs() > 0) & dropped[:, None, :]).any(-1)
+        # a value pinned near a bound of its range: the transform's slope there makes its delta-method
+        # error ~0, which would read as "fixed"; the local quadratic model does not hold at a wall: NaN
+        pinned = model.near_bound(th).cpu()
+        affected = ((g.abs() > 0) & (dropped | pinned)[:, None, :]).any(-1)
         g = g * keep[:, None, :]
         cov_rep = g @ cov @ g.transpose(1, 2)
         var = torch.diagonal(cov_rep, dim1=1, dim2=2)
