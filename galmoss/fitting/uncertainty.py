@@ -119,7 +119,9 @@ def covariance_errors(
         # a value pinned near a bound of its range: the transform's slope there makes its delta-method
         # error ~0, which would read as "fixed"; the local quadratic model does not hold at a wall: NaN
         pinned = model.near_bound(th).cpu()
-        affected = ((g.abs() > 0) & (dropped | pinned)[:, None, :]).any(-1)
+        # a value's own column counts even where the slope of its transform is exactly 0 (deep at a wall)
+        depends = (g.abs() > 0) | _owns(model, g.shape[-1])[None]
+        affected = (depends & (dropped | pinned)[:, None, :]).any(-1)
         g = g * keep[:, None, :]
         cov_rep = g @ cov @ g.transpose(1, 2)
         var = torch.diagonal(cov_rep, dim1=1, dim2=2)
@@ -134,6 +136,17 @@ def covariance_errors(
     if full:
         return errors, no_cov, covariance
     return errors, no_cov
+
+
+def _owns(model: Model, n_free: int) -> torch.Tensor:
+    """(C, P) boolean: reported column j is (an element of) the free parameter of theta column k."""
+    owns = torch.zeros((len(model.columns), n_free), dtype=torch.bool)
+    for j, col in enumerate(model.columns):
+        cols = model.slices.get(col.parameter)
+        if cols is not None:
+            k = cols.start + (col.element or 0)
+            owns[j, k] = True
+    return owns
 
 
 def resample_weights(weight: Tensor, n_resample: int, generator: torch.Generator) -> Tensor:
