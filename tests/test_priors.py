@@ -126,9 +126,11 @@ def test_the_sourcextractor_preset_puts_its_priors_on_copies_of_a_bulge_and_a_di
     assert bulge.eff_r.prior is None and disk.scale_l.prior is None  # the user's objects are left as given
     b, d = model.profiles["bulge"], model.profiles["disk"]
     assert b.cen_x is d.cen_x and b.cen_x is cx  # a parameter without a prior is not copied
-    assert d.scale_l.prior.mu[0] == pytest.approx(0.7 + math.log(0.1))
+    h = 1.678347  # r_e / h of an exponential disk
+    assert d.scale_l.prior.mu[0] == pytest.approx(0.7 - math.log(h) + math.log(0.1))
     assert isinstance(b.eff_r.prior, gm.prior.Ratio) and b.eff_r.prior.other is d.scale_l
-    assert b.eff_r.prior.mu[0] == pytest.approx(-1.0 + math.log10(0.1) - 2 * math.log10(0.1))
+    # log10(r_b / r_d^2) in pixels = log10(r_b,arcsec / h_arcsec^2) - log10(0.1) + 2 log10(h / 0.1) ... as centres:
+    assert b.eff_r.prior.mu[0] == pytest.approx(-1.0 - math.log10(1 / 0.1) + 2 * math.log10(h / 0.1))
     assert isinstance(b.mag.prior, gm.prior.FluxFraction)
     lo, hi = model.transforms[b.ser_n].lower, model.transforms[b.ser_n].upper
     assert (lo, hi) == pytest.approx((0.25, 20.0))

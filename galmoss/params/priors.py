@@ -346,6 +346,9 @@ SOURCEXTRACTOR = {
     "bulge_to_total": (-2.2, 1.7),
 }
 
+#: half-light radius per unit of a size slot (an exponential's scale length h: r_e = 1.678 h)
+_HALF_LIGHT = {"eff_r": 1.0, "scale_l": 1.678347}
+
 #: The presets :func:`apply_preset` knows, by the one word that switches them on.
 PRESETS = {"sourcextractor": SOURCEXTRACTOR}
 
@@ -398,8 +401,10 @@ def apply_preset(profiles, name: str, skip=()) -> dict:
             copies[id(prm)] = new
         return copies[id(prm)]
 
-    def ln_pixels(mu, sigma):
-        return lambda prm: Normal(mu + (math.log(prm.pix_scale) if prm.pix_scale else 0.0), sigma, space="ln")
+    def ln_pixels(mu, sigma, slot):
+        # the preset's sizes are half-light radii in pixels: a scale length h is r_e / 1.678
+        shift = -math.log(_HALF_LIGHT[slot])
+        return lambda prm: Normal(mu + shift + (math.log(prm.pix_scale) if prm.pix_scale else 0.0), sigma, space="ln")
 
     disks = [k for k, p in targets.items() if _is_disk(p)]
     bulges = [k for k, p in targets.items() if k not in disks and "ser_n" in p.parameters()]
@@ -410,9 +415,9 @@ def apply_preset(profiles, name: str, skip=()) -> dict:
         prms = profile.parameters()
         size = _size_slot(profile)
         if bulge_disk and key == disks[0]:
-            setattr(new, size, with_prior(prms[size], ln_pixels(*preset["disk_size"])))
+            setattr(new, size, with_prior(prms[size], ln_pixels(*preset["disk_size"], size)))
         elif not bulge_disk:
-            setattr(new, size, with_prior(prms[size], ln_pixels(*preset["size"])))
+            setattr(new, size, with_prior(prms[size], ln_pixels(*preset["size"], size)))
         if "ser_n" in prms:
             mu, sigma, bounds = preset["index"]
             setattr(new, "ser_n", with_prior(prms["ser_n"], lambda prm: Normal(mu, sigma, space="logit", bounds=bounds)))
@@ -426,9 +431,11 @@ def apply_preset(profiles, name: str, skip=()) -> dict:
         mu, sigma = preset["bulge_to_disk_size"]
 
         def size_ratio(prm):
-            # log10(r_b / r_d^2) in pixels; in user units the centre moves by log10 of the scales
-            shift = (math.log10(prm.pix_scale) if prm.pix_scale else 0.0) - 2 * (
-                math.log10(disk_size.pix_scale) if disk_size.pix_scale else 0.0)
+            # log10(r_b / r_d^2) of half-light radii in pixels; in the slots' own units (a scale length,
+            # arcsec) the centre moves by log10 of the factors
+            b_factor = _HALF_LIGHT[b_size] / (prm.pix_scale or 1.0)
+            d_factor = _HALF_LIGHT[_size_slot(disk)] / (disk_size.pix_scale or 1.0)
+            shift = -math.log10(b_factor) + 2 * math.log10(d_factor)
             return Ratio(disk_size, mu + shift, sigma, power=2.0, base=10)
 
         setattr(bulge, b_size, with_prior(getattr(bulge, b_size), size_ratio))
