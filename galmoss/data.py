@@ -378,6 +378,7 @@ class Dataset:
         The CATALOG table is kept as :attr:`catalog` (start values for ``gm.p``:
         ``gm.p(dataset.catalog["re"])``).
         """
+        from .io.catalog import text_column
         from .io.imageset import ImageSet
 
         image_set = ImageSet(path)
@@ -387,9 +388,19 @@ class Dataset:
                 f"image set '{image_set.path}': CATALOG has {len(catalog)} rows but IMAGE holds {image_set.n} "
                 "cutouts; give one catalogue row per cutout"
             )
-        if galaxy_index is None:
+        if catalog is not None:
+            catalog.meta["catalogue"] = f"image set '{image_set.path}' CATALOG"
+        if isinstance(galaxy_index, str) and not (image_set.n == 1 and (
+                catalog is None or galaxy_index not in catalog.colnames)):
+            # a column name (a job file's galaxy_index = "id"): honoured, or refused, never ignored
+            if catalog is None:
+                raise DataError(f"image set '{image_set.path}': galaxy_index={galaxy_index!r} names a CATALOG column, "
+                                "but the file has no CATALOG; leave galaxy_index out (galaxies are named 0, 1, ...), "
+                                "give one name per cutout, or add a CATALOG table")
+            names = text_column(catalog, galaxy_index, "galaxy names")
+        elif galaxy_index is None:
             if catalog is not None and "galaxy_index" in catalog.colnames:
-                names = [str(x) for x in np.asarray(catalog["galaxy_index"])]
+                names = text_column(catalog, "galaxy_index", "galaxy names")
             else:
                 names = [str(i) for i in range(image_set.n)]
         else:
@@ -445,40 +456,32 @@ class Dataset:
         KeyError
             If a named column is missing (the message lists the columns there are).
         """
-        from .io.catalog import read_catalog
+        from .io.catalog import number_column, read_catalog, text_column
 
-        table, folder = read_catalog(catalog)
+        table, folder = read_catalog(catalog, text_columns=[c for c in (galaxy_index, image, sigma, psf, mask) if c])
         base = Path(base_path) if base_path is not None else folder
 
-        def column(name, what):
+        def paths(name, what):
             if name is None:
                 return None
-            if name not in table.colnames:
-                raise KeyError(
-                    f"catalogue: no column {name!r} for {what}; the columns are {', '.join(table.colnames)}"
-                )
-            return table[name]
-
-        def paths(name, what):
-            col = column(name, what)
-            if col is None:
-                return None
             out = []
-            for value in np.asarray(col).tolist():
-                text = "" if value is None else str(value).strip()
-                if not text or text.lower() in ("none", "nan", "--"):
+            # every row names its file; "none" (GALFIT's word) says a galaxy has no such file
+            for text in text_column(table, name, f"{what} paths"):
+                if what != "image" and text.lower() == "none":
                     out.append(None)
                     continue
                 p = Path(text).expanduser()
                 out.append(str(p if p.is_absolute() else base / p))
             return out
 
-        names = [str(x) for x in np.asarray(column(galaxy_index, "galaxy_index")).tolist()]
+        names = text_column(table, galaxy_index, "galaxy names")
         images = paths(image, "image")
         if mask_index is not None and isinstance(mask_index, str):
-            mask_index = list(np.asarray(column(mask_index, "mask_index")).tolist())
+            # a galaxy with no value: the mask is read as a segmentation map or a bad-pixel mask
+            mask_index = [None if np.isnan(v) else v
+                          for v in number_column(table, mask_index, "mask_index", optional=True).tolist()]
         if isinstance(psf_fwhm, str):
-            psf_fwhm = np.asarray(column(psf_fwhm, "psf_fwhm"), dtype=np.float64)
+            psf_fwhm = number_column(table, psf_fwhm, "psf_fwhm", optional=True)  # NaN: the galaxy has a PSF file
         obj = cls(names, images, sigma_path=paths(sigma, "sigma"), psf_path=paths(psf, "psf"),
                   mask_path=paths(mask, "mask"), mask_index=mask_index, img_block_path=img_block_path,
                   result_path=result_path, gain=gain, auto_mask=auto_mask, psf_fwhm=psf_fwhm, neighbours=neighbours,
