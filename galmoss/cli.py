@@ -237,8 +237,9 @@ def _dask(text: str | None) -> str | int | None:
     try:
         import dask.distributed  # noqa: F401
     except ImportError:
-        raise UsageError(f"--dask {text}: dask is not installed; pip install \"galmoss[distributed]\" "
-                         "(or pip install \"dask[distributed]\"), or leave --dask out") from None
+        # with this galmoss installed, pip keeps it and adds the extra's packages
+        raise UsageError(f"--dask {text}: dask is not installed; pip install \"galmoss[distributed]\" where this "
+                         "galmoss is installed (or pip install \"dask[distributed]\"), or leave --dask out") from None
     if text.startswith("local:"):
         count = text.split(":", 1)[1]
         if not count.isdigit() or int(count) < 1:
