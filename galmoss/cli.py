@@ -1,4 +1,4 @@
-"""Command line: ``galmoss demo``, ``fit``, ``collate``, ``flags`` (and the plot, report and galfit commands).
+"""Command line: ``galmoss demo``, ``init``, ``fit``, ``collate``, ``flags`` (and the plot, report and galfit commands).
 
 ``galmoss demo`` makes a small set of mock galaxies (Sersic profiles drawn by
 galmoss, convolved with a Moffat PSF, with sky noise), writes them as FITS
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -346,6 +347,27 @@ def _collate(args: argparse.Namespace) -> int:
     return 1 if (report.missing or report.unreadable) and not args.allow_missing else 0
 
 
+def _init(args: argparse.Namespace) -> int:
+    from .io.jobfile import build_catalog, job_template
+
+    job = Path(args.job)
+    catalog = Path(args.catalog)
+    for path, what in ((job, "job file"), (catalog if args.images else None, "catalogue")):
+        if path is not None and path.exists():
+            raise UsageError(f"{what} '{path}' already exists; galmoss init never writes over a file: give another "
+                             f"name ({'--job' if what == 'job file' else '--catalog'}) or remove it")
+    for path in (job, catalog):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    if args.images:
+        n = build_catalog(args.images, catalog)
+        print(f"wrote {catalog}: {n} galaxies (galaxy_index, image); add sigma, psf or mask columns as you have them")
+    relative = os.path.relpath(catalog.resolve(), job.parent.resolve())
+    with open(job, "x", encoding="utf-8") as fh:  # "x": never over an existing file
+        fh.write(job_template(Path(relative).as_posix()))
+    print(f"wrote {job}: every key with its default; check it with: galmoss fit {job} --dry-run")
+    return 0
+
+
 def _one_line(exc: BaseException) -> str:
     """An exception as one line that names what went wrong (and, for a bare OS error, what to check)."""
     import errno
@@ -428,6 +450,12 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--out", default=None, help="HTML file to write (None: RESULTS/report.html)")
     report.add_argument("--blocks", default=None, help="image-block folder, if not found from the results folder")
     report.set_defaults(run=_report)
+    init = sub.add_parser("init", help="write a commented job file (every key and its default), and a catalogue")
+    init.add_argument("--images", default=None,
+                      help="a glob of FITS cutouts, quoted ('cutouts/*.fits'): write a catalogue of them too")
+    init.add_argument("--job", default="job.toml", help="the job file to write (never over an existing file)")
+    init.add_argument("--catalog", default="catalog.csv", help="the catalogue the job reads (written with --images)")
+    init.set_defaults(run=_init)
     from .galfit.cli import add_galfit_parser
 
     add_galfit_parser(sub)
