@@ -899,7 +899,10 @@ def _centre_pixel(shape, start_xy) -> tuple[int, int]:
     h, w = shape
     x, y = ((w + 1) / 2, (h + 1) / 2) if start_xy is None else start_xy
     # pixel i (0-based) spans 1-based coordinates [i + 0.5, i + 1.5)
-    return min(max(int(np.floor(y - 0.5)), 0), h - 1), min(max(int(np.floor(x - 0.5)), 0), w - 1)
+    row, col = int(np.floor(y - 0.5)), int(np.floor(x - 0.5))
+    if not (0 <= row < h and 0 <= col < w):  # a start off the cutout (full-frame coordinates?): its centre
+        row, col = int(np.floor((h + 1) / 2 - 0.5)), int(np.floor((w + 1) / 2 - 0.5))
+    return row, col
 
 
 def _mask_pixels(mask: np.ndarray, target, start_xy) -> tuple[np.ndarray, str]:

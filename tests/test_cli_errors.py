@@ -113,6 +113,9 @@ def test_debug_shows_the_traceback_and_version_prints(job, capsys):
     assert main(["--debug", "fit", str(job), "--shard", "5/4"]) == 2
     err = capsys.readouterr().err
     assert "Traceback" in err and err.strip().splitlines()[-1].startswith("galmoss fit: --shard 5/4")
+    assert main(["fit"]) == 2  # an argparse error: one line too
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "required: job" in err and "see galmoss fit --help" in err
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.startswith("galmoss 3.")
 
