@@ -39,6 +39,8 @@ they set a bit here and the fit moves on to the next galaxy.
   21 2097152  ``negligible_component``  a component holds < 1 % of the model's flux
   22 4194304  ``at_start``            a free parameter ended at its start value
   23 8388608  ``components_merged``   two components converged onto each other
+  24 16777216 ``target_masked``       the user's mask covers the galaxy's centre or
+                                      most of its light
 =====  =====  ======================  ==================================================
 
 Bits are part of the file format: a bit, once given a meaning, keeps it, and new
@@ -97,6 +99,7 @@ class Flag(enum.IntFlag):
     negligible_component = 1 << 21
     at_start = 1 << 22
     components_merged = 1 << 23
+    target_masked = 1 << 24
 
 
 _DESCRIPTIONS: dict[str, str] = {
@@ -125,6 +128,7 @@ _DESCRIPTIONS: dict[str, str] = {
     "negligible_component": "a component carries a negligible share (< 1 %) of the model's flux",
     "at_start": "a free parameter ended at its start value: the fit did not move it",
     "components_merged": "two components converged onto each other (same centre, size, shape)",
+    "target_masked": "the user's mask covers the galaxy's centre or most of its light: only the rest was fitted",
 }
 
 # Iterating an IntFlag class changed between Python 3.10 and 3.12 (aliases,

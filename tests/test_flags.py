@@ -39,6 +39,7 @@ EXPECTED_VALUES = {
     "negligible_component": 1 << 21,
     "at_start": 1 << 22,
     "components_merged": 1 << 23,
+    "target_masked": 1 << 24,
 }
 
 

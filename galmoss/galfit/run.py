@@ -35,6 +35,7 @@ from ..flags import Flag, decode
 from .constraints import Constraint, parse_constraints
 from .convert import SLOTS, build_profiles, component_labels, component_name, free_and_fixed, header_key, row_values, starts
 from .feedme import Feedme, FeedmeError, parse_feedme
+from ..io.naming import open_append
 from .output import fit_log_entry, format_feedme, model_header_cards, restart_path, write_block
 
 log = logging.getLogger("galmoss")
@@ -293,7 +294,7 @@ def run_galfit(
 
 def _failed_row(gal: GalaxyInput, log_file: Path) -> dict:
     feedme = gal.feedme
-    with open(log_file, "a") as fh:
+    with open_append(log_file) as fh:  # never through a symlink
         fh.write("-" * 77 + f"\n\nInit. par. file : {feedme.path}\n galmoss: not fitted: {'; '.join(gal.messages)}\n\n")
     return {"group": -1, "flag": int(gal.flags), "message": "; ".join(gal.messages), "restart": ""}
 
@@ -426,7 +427,7 @@ def _write_outputs(g, gal: GalaxyInput, row, out: dict, n_free: int, n_fix: int,
             restart.write_text(format_feedme(feedme, values, free, title=f"galmoss restart file of {feedme.path}"))
     else:
         messages.append("no finite fit: no image block written")
-    with open(out_dir / "fit.log", "a") as fh:
+    with open_append(out_dir / "fit.log") as fh:  # never through a symlink
         fh.write(fit_log_entry(feedme, gal.image.shape, restart, values, errors, free, chi2, ndof, "; ".join(messages)))
     out.update({"group": g, "flag": flags, "message": "; ".join(messages), "restart": "" if restart is None else str(restart),
                 "chi2": chi2, "ndof": ndof, "chi2nu": stats["chi2nu"]})

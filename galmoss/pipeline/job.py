@@ -252,18 +252,23 @@ def load_job(path) -> Job:
 
 def _image_set_dataset(data, local, mask_index, blocks, folder, gain, path, auto_mask=False, psf_fwhm=None):
     import galmoss as gm
+    from ..io.catalog import text_column
 
     if isinstance(psf_fwhm, str):
         raise JobError(f"{path}: data.psf_fwhm = {psf_fwhm!r}: with an image set give one number (pixels)")
     extra = {"auto_mask": auto_mask, "psf_fwhm": psf_fwhm, **_neighbour_keys(data, auto_mask, path)}
     dataset = gm.Dataset.from_image_set(local(data["image_set"]), mask_index=mask_index, img_block_path=blocks,
                                         result_path=folder, gain=gain, **extra)
+    if "galaxy_index" in data and dataset.catalog is None:
+        raise JobError(f"{path}: data.galaxy_index = {data['galaxy_index']!r} names a CATALOG column, but image set "
+                       f"'{local(data['image_set'])}' has no CATALOG; remove the key (galaxies are then named 0, 1, "
+                       "...) or add a CATALOG table with that column")
     if "galaxy_index" in data and dataset.catalog is not None:
         column = data["galaxy_index"]
         if column not in dataset.catalog.colnames:
             raise JobError(f"{path}: data.galaxy_index = {column!r} is not a CATALOG column; the columns are "
                            f"{', '.join(dataset.catalog.colnames)}")
-        names = [str(x) for x in np.asarray(dataset.catalog[column]).tolist()]
+        names = text_column(dataset.catalog, column, "galaxy names")
         dataset = gm.Dataset.from_image_set(local(data["image_set"]), names, mask_index=mask_index,
                                             img_block_path=blocks, result_path=folder, gain=gain, **extra)
     return dataset
@@ -324,10 +329,12 @@ def _parameter(value, key: str, catalog, n: int, path: Path):
         if catalog is None or column not in catalog.colnames:
             have = ", ".join(catalog.colnames) if catalog is not None else "no catalogue"
             raise JobError(f"{path}: {key}: column {column!r} is not in the catalogue (columns: {have})")
-        try:
-            start = np.asarray(catalog[column], dtype=np.float64)
-        except (TypeError, ValueError):
-            raise JobError(f"{path}: {key}: column {column!r} does not hold numbers") from None
+        from ..io.catalog import number_column
+
+        try:  # a missing or non-numeric cell is named by row, never read as a silent NaN or fill value
+            start = number_column(catalog, column, f"start values of {key}")
+        except ValueError as exc:
+            raise JobError(f"{path}: {key}: {exc}") from None
         if start.shape != (n,):
             raise JobError(f"{path}: {key}: column {column!r} has {start.size} values for {n} galaxies")
     else:

@@ -39,7 +39,9 @@ def check_output_folder(folder: Path, what: str) -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / f".galmoss-write-test-{os.getpid()}"
-        with open(probe, "wb") as fh:
+        # O_EXCL | O_NOFOLLOW: a link planted at the probe's name is never written through
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o666)
+        with os.fdopen(fd, "wb") as fh:
             fh.write(b"ok")
         probe.unlink()
     except OSError as exc:
