@@ -126,7 +126,7 @@ def test_fourier_lines_become_vector_parameters(tmp_path):
     ("F0) 0.1 30 1 1", FeedmeError, "Fourier mode numbers start at 1"),
     ("F1) 0.1 abc 1 1", FeedmeError, "phase angle must be a number, got 'abc'"),
     ("F1) 0.1 30 1", FeedmeError, "needs an amplitude, a phase angle"),
-    ("F1) 0.1 30 1 2", FeedmeError, "fit toggle must be 0 or 1"),
+    ("F1) 0.1 30 1 3", FeedmeError, "fit toggle must be 0 (fixed), 1 (free) or 2 (coupled)"),
     ("F1) 0.1 30 1 1\nF1) 0.2 10 1 1", FeedmeError, "given twice"),
     ("F1) 0.1 30 1 1\nF4) 0.02 0 0 1", FeedmeUnsupportedError, "same amplitude toggle"),
     ("F1) 0.1 30 1 1\nF4) 0.02 0 1 0", FeedmeUnsupportedError, "same phase toggle"),

@@ -193,6 +193,7 @@ def build_profiles(
     constraints: Sequence[Sequence[Constraint]] | None = None,
     origins: Sequence[tuple[int, int]] | None = None,
     values: dict[tuple[int, str], np.ndarray] | None = None,
+    zeropoint: float | None = None,
 ) -> dict[str, object]:
     """The galmoss profiles of feedmes that share one model structure.
 
@@ -210,6 +211,9 @@ def build_profiles(
         Replace the start values (``(component, label) -> per-galaxy values`` in
         the full frame), all fixed and without constraints: how fitted results
         are turned back into profiles to draw image blocks.
+    zeropoint
+        The magnitudes' zero point (default J)); GALFIT's is J) + 2.5 log10(EXPTIME)
+        of the image (:func:`galmoss.galfit.run.exposure_time`).
 
     Returns
     -------
@@ -221,7 +225,7 @@ def build_profiles(
     n = len(feedmes)
     origins = origins or [(1, 1)] * n
     table = [starts(f) for f in feedmes]
-    zeropoint = first.zeropoint
+    zeropoint = first.zeropoint if zeropoint is None else zeropoint
     area = first.plate_scale[0] * first.plate_scale[1]
     params: dict[tuple[int, str], Parameter] = {}
     for key, (_, fit, _) in table[0].items():
@@ -242,7 +246,7 @@ def build_profiles(
         elif label == "1y":
             vals = vals - np.array([o[1] - 1 for o in origins], dtype=np.float64)
         slot = SLOTS[kind][label]
-        params[key] = _parameter(vals, fit, slot, zeropoint)
+        params[key] = _parameter(vals, fit, slot, zeropoint, CLASSES[kind].parameter_specs.get(slot))
     if values is None and constraints is not None and constraints[0]:
         _apply_constraints(params, feedmes, table, constraints)
     out: dict[str, object] = {}
@@ -298,12 +302,46 @@ def _with_fourier(profile, comp: Component, table, values) -> object:
         raise FeedmeError(f"component {k} ({comp.kind}) with Fourier modes {modes}: {exc}") from None
 
 
-def _parameter(vals: np.ndarray, fit: bool, slot: str, zeropoint: float) -> Parameter:
+def widened_range(spec, vals: np.ndarray) -> tuple[float, float] | None:
+    """A slot's fit range widened to take starts GALFIT accepts outside galmoss's usual one (None: not needed).
+
+    galmoss fits some slots within narrower bounds than the profile is defined
+    for (a Sersic n in [0.1, 20]); a start outside them but inside the domain (a
+    GALFIT restart's n = 0.06) widens the range to half (twice) that start.
+    """
+    bounds = getattr(spec, "fit_bounds", None)
+    if bounds is None:
+        return None
+    lo, hi = bounds
+    d_lo, d_hi = spec.domain
+    low, high = float(np.min(vals)), float(np.max(vals))
+    if not (d_lo < low and high <= d_hi) or (lo <= low and high <= hi):
+        return None  # outside the domain (refused when the model is built), or inside the usual range
+    new_lo = lo if low >= lo else (0.5 * low if d_lo >= 0 else low - (hi - lo))
+    new_hi = hi if high <= hi else (min(2.0 * high, d_hi) if high > 0 else high + (hi - lo))
+    return new_lo, new_hi
+
+
+def inside(vals: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Starts clipped into (lo, hi), 1e-6 of its width from either end.
+
+    A start exactly on a bound (GALFIT's restart files hold them) does not survive
+    the round trip through a logarithmic fitting space in floating point.
+    """
+    margin = 1e-6 * (hi - lo)
+    return np.clip(vals, lo + margin, hi - margin)
+
+
+def _parameter(vals: np.ndarray, fit: bool, slot: str, zeropoint: float, spec=None) -> Parameter:
     kwargs = {}
     if slot in ("mag", "mu0"):
         kwargs["M0"] = zeropoint
     if slot == "pa":
         kwargs["angle"] = True
+    if fit:
+        kwargs["value_range"] = widened_range(spec, vals)
+        if kwargs["value_range"] is not None:
+            vals = inside(vals, *kwargs["value_range"])
     return Parameter(vals if vals.size > 1 else vals[0], fit=fit, **kwargs)
 
 
@@ -329,7 +367,7 @@ def _apply_constraints(params, feedmes, table, constraints) -> None:
                 lo, hi = max(lo, prm.value_range[0]), min(hi, prm.value_range[1])
                 if not lo < hi:
                     raise FeedmeError(f"{c.where}: this range does not overlap the one of {ranged[key]}")
-            user = _clip(prm.initial, lo, hi)
+            user = inside(prm.initial, lo, hi)
             params[key] = Parameter(user if user.size > 1 else user[0], value_range=(lo, hi), fit=True,
                                     M0=prm.M0, angle=prm.angle)
             ranged[key] = c.where

@@ -122,7 +122,7 @@ class Feedme:
     mask: Path | None
     constraints: Path | None
     region: tuple[int, int, int, int] | None
-    conv_box: tuple[int, int] | None
+    conv_box: tuple[float, float] | None
     zeropoint: float
     plate_scale: tuple[float, float]
     display: str
@@ -166,9 +166,10 @@ def _int(path, line: Line, token: str, what: str) -> int:
 
 
 def _toggle(path, line: Line, token: str) -> bool:
-    if token not in ("0", "1"):
-        _fail(path, line.number, line.text, f"a fit toggle must be 0 or 1, got {token!r}")
-    return token == "1"
+    """Free (1, or 2: GALFIT's mark of a parameter its constraint file couples) or fixed (0)."""
+    if token not in ("0", "1", "2"):
+        _fail(path, line.number, line.text, f"a fit toggle must be 0 (fixed), 1 (free) or 2 (coupled), got {token!r}")
+    return token != "0"
 
 
 def _path(value: list[str], base: Path, *, optional: bool) -> Path | None:
@@ -259,7 +260,10 @@ def parse_feedme(path: str | os.PathLike, *, base: str | os.PathLike | None = No
                   f"component {comp.index} ({comp.kind}) lacks parameter(s) {', '.join(m + ')' for m in missing)} "
                   f"({'; '.join(COMPONENT_PARAMETERS[comp.kind][m] for m in missing)})")
         _check_fourier_toggles(path, comp)
-    return _control(path, base, control, components)
+    feedme = _control(path, base, control, components)
+    if not components:
+        raise FeedmeError(f"{path}: the file has no component (no '0) <type>' line): there is nothing to fit")
+    return feedme
 
 
 def _component_line(path: Path, comp: Component, label: str, line: Line) -> None:
@@ -381,13 +385,16 @@ def _control(path: Path, base: Path, control: dict[str, Line], components: list[
         if len(fields("H")) < 4:
             _fail(path, line.number, line.text, "H) needs xmin xmax ymin ymax")
         region = tuple(_int(path, line, t, "H) region") for t in fields("H")[:4])
+        # GALFIT clips a region starting at 0 (or below) to the image's first pixel
+        region = (max(region[0], 1), region[1], max(region[2], 1), region[3])
         if not (region[0] <= region[1] and region[2] <= region[3]):
             _fail(path, line.number, line.text, "H) region must have xmin <= xmax and ymin <= ymax")
     conv = None
     if fields("I"):
         line = control["I"]
-        vals = [_int(path, line, t, "I) convolution box") for t in fields("I")[:2]]
-        conv = (vals[0], vals[-1])
+        # galmoss convolves the whole section and never uses I): any number is kept as written
+        vals = [_float(path, line, t, "I) convolution box") for t in fields("I")[:2]]
+        conv = tuple(int(v) if v == int(v) else v for v in (vals[0], vals[-1]))
     zeropoint = 0.0
     if fields("J"):
         zeropoint = _float(path, control["J"], fields("J")[0], "J) zero point")
