@@ -247,8 +247,10 @@ def build_profiles(
             vals = vals - np.array([o[1] - 1 for o in origins], dtype=np.float64)
         slot = SLOTS[kind][label]
         params[key] = _parameter(vals, fit, slot, zeropoint, CLASSES[kind].parameter_specs.get(slot))
+    fourier_ranges: dict[tuple[int, str], tuple[float, float]] = {}
     if values is None and constraints is not None and constraints[0]:
-        _apply_constraints(params, feedmes, table, constraints)
+        fourier_ranges = _fourier_ranges(first, table, constraints[0])
+        _apply_constraints(params, feedmes, table, [[c for c in cons if not is_fourier(c.label)] for cons in constraints])
     out: dict[str, object] = {}
     for comp in first.components:
         kwargs = {SLOTS[comp.kind][label]: prm for (k, label), prm in params.items() if k == comp.index}
@@ -257,7 +259,7 @@ def build_profiles(
             kwargs["pixel_area"] = area
         profile = cls(**kwargs)
         if fourier_modes(comp):
-            profile = _with_fourier(profile, comp, table, values)
+            profile = _with_fourier(profile, comp, table, values, fourier_ranges)
         out[component_name(comp.kind, comp.index)] = profile
     return out
 
@@ -272,7 +274,51 @@ def phase_to_galfit(phi: float) -> float:
     return phi
 
 
-def _with_fourier(profile, comp: Component, table, values) -> object:
+def _fourier_ranges(feedme: Feedme, table, constraints: Sequence[Constraint]) -> dict[tuple[int, str], tuple[float, float]]:
+    """``(component, "a" | "phi") -> value_range`` of a component's Fourier vector from its constraint lines.
+
+    galmoss fits a component's amplitudes as one vector and its phases as
+    another, with one range each: ranges (absolute, or relative to the start)
+    are applied when they give every mode of the vector, and every galaxy, the
+    same range. A phase range 360/m wide or wider allows every phase of mode m
+    and is no constraint. Couplings of Fourier parameters are refused.
+    """
+    per_mode: dict[tuple[int, str], dict[int, tuple[float, float] | None]] = {}
+    for c in constraints:
+        if not is_fourier(c.label):
+            continue
+        if c.kind not in ("range", "relative"):
+            raise FeedmeUnsupportedError(f"{c.where}: galmoss reads ranges on Fourier modes, not couplings of them")
+        k = c.components[0]
+        phase = c.label.endswith("PA")
+        m = int(c.label[1:].removesuffix("PA"))
+        start = np.array([t[(k, c.label)][0] for t in table], dtype=np.float64)
+        lo, hi = (c.lo, c.hi) if c.kind == "range" else (start + c.lo, start + c.hi)
+        lo, hi = np.broadcast_to(lo, start.shape), np.broadcast_to(hi, start.shape)
+        if phase and float(np.min(hi - lo)) >= 360.0 / m:
+            rng = None  # every phase of mode m lies in it
+        elif np.ptp(lo) > 1e-9 * max(1.0, abs(float(lo[0]))) or np.ptp(hi) > 1e-9 * max(1.0, abs(float(hi[0]))):
+            raise FeedmeUnsupportedError(f"{c.where}: this range relative to the start differs between the galaxies "
+                                         "of the batch; galmoss gives a Fourier vector one range")
+        else:
+            rng = (float(lo[0]), float(hi[0]))
+        per_mode.setdefault((k, "phi" if phase else "a"), {})[m] = rng
+    out = {}
+    for (k, what), ranges in per_mode.items():
+        given = {r for r in ranges.values() if r is not None}
+        if not given:
+            continue
+        modes = fourier_modes(feedme.components[k - 1])
+        if len(given) > 1 or set(ranges) != set(modes) or None in ranges.values():
+            raise FeedmeUnsupportedError(
+                f"component {k}: the constraint file gives its Fourier {'phases' if what == 'phi' else 'amplitudes'} "
+                f"different ranges (modes {sorted(ranges)} of {modes}); galmoss fits them as one vector with one "
+                "range: give every mode the same range")
+        out[(k, what)] = given.pop()
+    return out
+
+
+def _with_fourier(profile, comp: Component, table, values, ranges=None) -> object:
     """``profile`` with the component's ``F<m>)`` modes: one vector of amplitudes, one of phases."""
     modes = fourier_modes(comp)
     k = comp.index
@@ -289,7 +335,10 @@ def _with_fourier(profile, comp: Component, table, values) -> object:
                 vals = np.where(vals == 0.0, 0.01, vals)  # GALFIT's restart of a zero amplitude
         if suffix == "PA":
             vals = _phase_from_galfit(vals)
-        vectors.append(Parameter(vals[0] if vals.shape[0] == 1 else vals, fit=fit, dim="2d"))
+        value_range = (ranges or {}).get((k, "phi" if suffix else "a")) if fit else None
+        if value_range is not None:
+            vals = inside(vals, *value_range)
+        vectors.append(Parameter(vals[0] if vals.shape[0] == 1 else vals, fit=fit, dim="2d", value_range=value_range))
     q = getattr(profile, "axis_r", None)
     if type(q) is Parameter and q.value_range is not None and q.value_range[1] is not None and q.value_range[1] >= 1.0:
         # a constraint "q lo to 1": a Fourier-moded ellipse is fitted with q < 1 (with_fourier)
@@ -352,9 +401,14 @@ def _apply_constraints(params, feedmes, table, constraints) -> None:
     bases: dict[tuple[int, str], str] = {}  # parameters another one is tied to: never replaced later
     order = {"range": 0, "relative": 1, "difference": 2, "quotient": 2, "offset": 3, "ratio": 3}
     rows = sorted(range(len(constraints[0])), key=lambda j: order[constraints[0][j].kind])
+    followers = {(k, c.label): (c.components[0], c.kind) for c in constraints[0] if c.kind in ("offset", "ratio")
+                 for k in c.components[1:]}
     for j in rows:
         c = constraints[0][j]
         label = c.label
+        if c.kind in ("range", "relative") and (c.components[0], label) in followers:
+            # a range on a parameter a hard coupling makes follow another is a range on that one
+            c = _onto_base(c, followers[(c.components[0], label)], table)
         if c.kind == "range":
             key = (c.components[0], label)
             prm = params[key]
@@ -431,10 +485,44 @@ def _apply_constraints(params, feedmes, table, constraints) -> None:
             bases[base_key] = c.where
 
 
+def _onto_base(c: Constraint, follows: tuple[int, str], table) -> Constraint:
+    """A range on a coupled parameter p_k turned into the same range on the parameter p_b it follows.
+
+    ``offset``: p_k = p_b + d, so ``lo <= p_k <= hi`` is ``lo - d <= p_b <= hi - d``
+    and a range relative to the start is the same on p_b; ``ratio``: p_k = r p_b,
+    so both ends divide by r. d and r are each galaxy's starts: a range that
+    then differs between the galaxies of a batch is refused (those feedmes are
+    fitted one by one).
+    """
+    import dataclasses
+
+    base, kind = follows
+    k = c.components[0]
+    start_k = np.array([t[(k, c.label)][0] for t in table], dtype=np.float64)
+    start_b = np.array([t[(base, c.label)][0] for t in table], dtype=np.float64)
+    if kind == "offset":
+        shift = np.zeros_like(start_k) if c.kind == "relative" else start_k - start_b
+        lo, hi = c.lo - shift, c.hi - shift
+    else:
+        if np.any(start_b == 0) or np.any(start_k / start_b <= 0):
+            raise FeedmeUnsupportedError(f"{c.where}: a range on a parameter coupled by a ratio needs positive starts")
+        ratio = start_k / start_b
+        lo, hi = c.lo / ratio, c.hi / ratio
+    if np.ptp(lo) > 1e-9 * max(1.0, float(np.max(np.abs(lo)))) or np.ptp(hi) > 1e-9 * max(1.0, float(np.max(np.abs(hi)))):
+        raise FeedmeUnsupportedError(f"{c.where}: this range on a coupled parameter is a different range on component "
+                                     f"{base}'s for each galaxy of the batch")
+    return dataclasses.replace(c, components=(base,), lo=float(lo[0]), hi=float(hi[0]))
+
+
+def coupled_keys(constraints: Sequence[Constraint]) -> set[tuple[int, str]]:
+    """``(component, label)`` of the parameters a hard coupling makes follow another (GALFIT's toggle 2)."""
+    return {(k, c.label) for c in constraints if c.kind in ("offset", "ratio") for k in c.components[1:]}
+
+
 def free_and_fixed(feedme: Feedme, constraints: Sequence[Constraint] = ()) -> tuple[int, int]:
     """GALFIT's NFREE and NFIX: parameters fitted and parameters held (couplings count as fixed)."""
     tab = starts(feedme)
-    coupled = {(k, c.label) for c in constraints if c.kind in ("offset", "ratio") for k in c.components[1:]}
+    coupled = coupled_keys(constraints)
     given = {key: fit for key, (_, fit, was_given) in tab.items() if was_given}
     n_free = sum(1 for key, fit in given.items() if fit and key not in coupled)
     return n_free, len(given) - n_free

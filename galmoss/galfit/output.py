@@ -187,8 +187,16 @@ def format_feedme(
     *,
     mode: int | None = None,
     title: str = "galmoss fit",
+    coupled: set[tuple[int, str]] = frozenset(),
 ) -> str:
-    """GALFIT input text for ``feedme``'s setup with the given parameter values (full frame)."""
+    """GALFIT input text for ``feedme``'s setup with the given parameter values (full frame).
+
+    A free parameter in ``coupled`` (one a hard constraint makes follow another)
+    gets GALFIT's toggle 2, as GALFIT writes its restart files.
+    """
+    def toggle(key) -> int:
+        return 2 if free.get(key, False) and key in coupled else int(free.get(key, False))
+
     p = feedme.mode if mode is None else mode
     region = (f"{feedme.region[0]} {feedme.region[1]} {feedme.region[2]} {feedme.region[3]}"
               if feedme.region is not None else _raw(feedme, "H", ""))
@@ -231,14 +239,14 @@ def format_feedme(
         labels = [lab for lab in SLOTS[comp.kind] if (k, lab) in values]
         if (k, "1x") in values:
             x, y = values[(k, "1x")], values[(k, "1y")]
-            fx, fy = int(free.get((k, "1x"), False)), int(free.get((k, "1y"), False))
+            fx, fy = toggle((k, "1x")), toggle((k, "1y"))
             lines.append(f" 1) {x:.4f} {y:.4f} {fx} {fy}".ljust(27) + f" #  {desc['1']}")
         for lab in sorted((lab for lab in labels if lab not in ("1x", "1y", "C0")), key=int):
-            lines.append(f"{lab:>2s}) {galfit_number(values[(k, lab)]):<14s} {int(free.get((k, lab), False))}".ljust(27)
+            lines.append(f"{lab:>2s}) {galfit_number(values[(k, lab)]):<14s} {toggle((k, lab))}".ljust(27)
                          + f" #  {desc.get(lab, '')}")
         c0 = comp.params.get("C0")
         if (k, "C0") in values and (c0 is not None or values[(k, "C0")] != 0.0):
-            lines.append(f"C0) {galfit_number(values[(k, 'C0')]):<14s} {int(free.get((k, 'C0'), False))}".ljust(27)
+            lines.append(f"C0) {galfit_number(values[(k, 'C0')]):<14s} {toggle((k, 'C0'))}".ljust(27)
                          + " #  diskiness (< 0) / boxiness (> 0)")
         for m in fourier_modes(comp):
             amp, pha = (k, f"F{m}"), (k, f"F{m}PA")

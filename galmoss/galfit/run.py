@@ -33,7 +33,7 @@ import numpy as np
 
 from ..flags import Flag, decode
 from .constraints import Constraint, parse_constraints
-from .convert import SLOTS, build_profiles, component_labels, component_name, free_and_fixed, header_key, row_values, starts
+from .convert import SLOTS, build_profiles, coupled_keys, component_labels, component_name, free_and_fixed, header_key, row_values, starts
 from .feedme import Feedme, FeedmeError, parse_feedme
 from .output import fit_log_entry, format_feedme, model_header_cards, restart_path, write_block
 
@@ -533,11 +533,16 @@ def _write_outputs(g, gal: GalaxyInput, row, out: dict, n_free: int, n_fix: int,
         else:
             model, parts = np.zeros(shape), {}
         cards = model_header_cards(feedme, shape, values, errors, free, problems, stats)
-        data = np.where(gal.weight > 0, gal.image, gal.image)
-        write_block(feedme.output, feedme.mode, data, model, parts if feedme.mode == 3 else None, cards)
-        if feedme.mode in (0, 3):
-            restart = restart_path(feedme.output)
-            restart.write_text(format_feedme(feedme, values, free, title=f"galmoss restart file of {feedme.path}"))
+        try:
+            write_block(feedme.output, feedme.mode, gal.image, model, parts if feedme.mode == 3 else None, cards)
+            if feedme.mode in (0, 3):
+                restart = restart_path(feedme.output)
+                restart.write_text(format_feedme(feedme, values, free, title=f"galmoss restart file of {feedme.path}",
+                                                 coupled=coupled_keys(gal.constraints)))
+        except OSError as exc:  # the fit is kept: the row and fit.log say what is missing
+            flags |= Flag.block_not_written
+            messages.append(f"{feedme.where('B')}: image block or restart file not written: {exc}")
+            restart = None
     else:
         messages.append("no finite fit: no image block written")
     with open(out_dir / "fit.log", "a") as fh:
