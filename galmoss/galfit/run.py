@@ -276,8 +276,9 @@ def parse_all(paths: Sequence[Path], base: str = "feedme") -> list[Entry]:
                            "overwrite the other: give each feedme its own B) path (not fitted)")
             continue
         e = users[0]
-        if block in reads:
-            owner, what = reads[block]
+        own = _inputs(e.feedme)
+        if block in own or block in reads:
+            owner, what = (e, own[block]) if block in own else reads[block]
             if owner is e:
                 target = "the feedme itself" if what == "feedme" else f"its own {what}"
             else:
