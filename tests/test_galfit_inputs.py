@@ -81,6 +81,22 @@ def test_toggle_2_without_a_constraint_file_is_free(tmp_path):
 
 
 # ---------------------------------------------------------- one bad file
+def test_a_start_galfit_accepts_widens_the_range_of_its_batch_only(tmp_path):
+    """Sersic n = 0.06 lies below galmoss's usual [0.1, 20]: its range becomes [0.03, 20] (half the start),
+    and it is batched apart from a feedme with n = 1.5, which keeps [0.1, 20]."""
+    from galmoss.galfit.run import group_key
+
+    feedmes = []
+    for name, n in (("low", 0.06), ("usual", 1.5)):
+        (tmp_path / f"{name}.feedme").write_text(sersic_feedme(name, image="g.fits", block=f"{name}.fits",
+                                                               comps=sersic_block(1, **dict(_truth(), n=n))))
+        feedmes.append(parse_feedme(tmp_path / f"{name}.feedme"))
+    assert group_key(feedmes[0], []) != group_key(feedmes[1], [])
+    low = build_profiles([feedmes[0]])["sersic_1"].ser_n
+    assert low.value_range == pytest.approx((0.03, 20.0)) and 0.03 < float(low.initial[0]) <= 0.06
+    assert build_profiles([feedmes[1]])["sersic_1"].ser_n.value_range is None  # the slot's own [0.1, 20]
+
+
 def test_one_bad_file_never_stops_the_others(folder, capsys):
     t = _truth()
     start = dict(t, x=t["x"] + 0.4, re=t["re"] * 1.2)

@@ -371,6 +371,19 @@ def widened_range(spec, vals: np.ndarray) -> tuple[float, float] | None:
     return new_lo, new_hi
 
 
+def widened_slots(feedme: Feedme) -> tuple[tuple[int, str], ...]:
+    """The free parameters whose start needs :func:`widened_range` (feedmes with them are batched apart)."""
+    out = []
+    for (k, label), (value, fit, _) in starts(feedme).items():
+        if not fit or is_fourier(label):
+            continue
+        kind = feedme.components[k - 1].kind
+        spec = CLASSES[kind].parameter_specs.get(SLOTS[kind][label])
+        if widened_range(spec, np.array([value])) is not None:
+            out.append((k, label))
+    return tuple(out)
+
+
 def inside(vals: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """Starts clipped into (lo, hi), 1e-6 of its width from either end.
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from ..flags import Flag, decode
 from .constraints import Constraint, parse_constraints
-from .convert import SLOTS, build_profiles, coupled_keys, component_labels, component_name, free_and_fixed, header_key, row_values, starts
+from .convert import SLOTS, build_profiles, coupled_keys, widened_slots, component_labels, component_name, free_and_fixed, header_key, row_values, starts
 from .feedme import Feedme, FeedmeError, parse_feedme
 from .output import fit_log_entry, format_feedme, model_header_cards, restart_path, write_block
 
@@ -292,7 +292,10 @@ def parse_all(paths: Sequence[Path], base: str = "feedme") -> list[Entry]:
 
 
 def group_key(feedme: Feedme, constraints: Sequence[Constraint]) -> tuple:
-    return (feedme.structure, feedme.zeropoint, feedme.plate_scale, tuple(c.key for c in constraints))
+    """What feedmes fitted as one batch share: the model's structure, zero point, plate scale, constraints,
+    and the parameters whose starts widen galmoss's usual range."""
+    return (feedme.structure, feedme.zeropoint, feedme.plate_scale, tuple(c.key for c in constraints),
+            widened_slots(feedme))
 
 
 def run_galfit(
