@@ -2,7 +2,8 @@
 
 A feedme has control lines ``A)`` to ``W)`` and then components, each opened by
 ``0) <type>`` and made of numbered parameter lines ``1) x y fit_x fit_y``,
-``3) value fit``, ..., the hidden ``C0) value fit`` (boxiness), the hidden
+``3) value fit``, ... (fit toggles 0 fixed, 1 free, 2 coupled by the constraint
+file: GALFIT's restart files hold 2s), the hidden ``C0) value fit`` (boxiness), the hidden
 azimuthal Fourier modes ``F<m>) amplitude phase fit_a fit_phi`` (m >= 1; any
 component but psf and sky) and ``Z) 0|1`` (skip in the output image). Everything after ``#`` is a comment; blank lines
 and separator lines (``=====``, ``-----``) are ignored; fields may be separated
@@ -214,7 +215,8 @@ def parse_feedme(path: str | os.PathLike, *, base: str | os.PathLike | None = No
     FeedmeError
         A line that does not parse, a value of the wrong kind, a missing A) or
         B), an E) that is not a positive integer, a component lacking a
-        parameter it needs (each naming the file, the line and its text).
+        parameter it needs (each naming the file, the line and its text), a file
+        with no component.
     FeedmeUnsupportedError
         A component type (nuker, edgedisk) or hidden parameter (bending Bn,
         rotation Rn, truncation Tn) that galmoss does not have; Fourier lines

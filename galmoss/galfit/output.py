@@ -3,12 +3,13 @@
 Image block (the B) file), as GALFIT lays it out: an empty primary HDU, then
 extension 1 the input data (the H) section), 2 the model, 3 the residual
 (data - model); with ``P) 3`` one more extension per component. The model's
-header holds the fit in GALFIT's keys: ``OBJECT``, ``DATAIN``, ``SIGMA``, ``PSF``,
-``CONSTRNT``, ``MASK``, ``FITSECT``, ``CONVBOX``, ``MAGZPT``, per component
+header holds the fit in GALFIT's keys, order and comment lines: ``OBJECT``, a
+COMMENT naming the block GALFIT-compatible, ``INITFILE``, ``DATAIN``, ``SIGMA``,
+``PSF``, ``CONSTRNT``, ``MASK``, ``FITSECT``, ``CONVBOX``, ``MAGZPT``, per component
 ``COMP_k`` and ``k_XC``, ``k_YC``, ``k_MAG``, ``k_RE``, ..., the Fourier modes'
 ``k_F<m>`` (amplitude) and ``k_F<m>PA`` (phase, degrees), as ``'value +/- error'``
 (a fixed value as ``'[value]'``, a problem value between ``*``), then ``FLAGS``,
-``CHISQ``, ``NDOF``, ``NFREE``, ``NFIX``, ``CHI2NU``, ``LOGFILE``, ``INITFILE``.
+``CHISQ``, ``NDOF``, ``NFREE``, ``NFIX``, ``CHI2NU``, ``LOGFILE``.
 ``P) 1`` writes the model alone as the primary image.
 """
 

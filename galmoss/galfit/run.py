@@ -1,15 +1,17 @@
 """Run folders of GALFIT feedmes as batches: ``galmoss galfit FILE... | @list.txt``.
 
-1. Every feedme (and its constraint file) is parsed first; a line that does not
-   parse stops the run before anything is fitted, as do two feedmes naming the
-   same B) block.
+1. Every feedme (and its constraint file) is parsed first; one that does not
+   parse, uses what galmoss lacks, has no component, or whose B) block would
+   overwrite an input or another feedme's block is refused (a row with
+   ``read_error`` and the reason, naming the file) and the others run.
 2. Each galaxy's data are read (only the H) section of A), C) and F)); a
-   missing file, an H) region outside the image or an E) > 1 flags that galaxy
-   (``read_error``) and the others run.
+   missing file, an H) region outside the image or an E) > 1 without a PSF flags
+   that galaxy (``read_error``) and the others run. EXPTIME joins J) in the zero point.
 3. Feedmes whose models share one structure (components, fit toggles,
    constraints, zero point, plate scale, P) mode) are fitted together through
    the public API (``gm.Dataset.from_arrays`` -> ``gm.Fitting`` -> ``fit`` ->
-   ``uncertainty("covar_mat")``), in batches of ``batch_size``.
+   ``uncertainty("covar_mat")``), in batches of ``batch_size``; a batch that
+   fails as a whole is fitted galaxy by galaxy, so only the bad feedme is refused.
 4. For every galaxy: the image block at B), its restart file next to it, an
    entry in ``fit.log`` (in the output folder), and one results table for the
    run (``results.fits`` / ``results.csv`` in the output folder). Blocks are
