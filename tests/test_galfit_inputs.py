@@ -142,6 +142,12 @@ def test_one_bad_file_never_stops_the_others(folder, capsys):
     assert (folder / "g.fits").read_bytes() == before  # nothing written over an input
     log = (folder / "run" / "fit.log").read_text()
     assert log.count("Init. par. file") == len(files)
+    # a script that reads the model line after a file's 'Init. par. file' gets that file's numbers, or nan
+    lines = log.splitlines()
+    for name in ("own_input", "small_n"):
+        at = next(i for i, ln in enumerate(lines) if ln.startswith("Init. par. file") and f"{name}.feedme" in ln)
+        model = next(ln for ln in lines[at : at + 10] if ln.lstrip().startswith("sersic"))
+        assert ("nan" in model) == (name == "own_input") and (_FLOAT.findall(model) == []) == (name == "own_input")
 
 
 # ------------------------------------------------------ the image's header

@@ -388,3 +388,26 @@ def fit_log_entry(
         out.append(f"# galmoss: {message}")
     out.append("")
     return "\n".join(out) + "\n"
+
+
+def not_fitted_log_entry(path: Path, feedme: Feedme | None, message: str) -> str:
+    """The fit.log entry of a feedme that was not fitted: GALFIT's layout with ``nan`` values.
+
+    Each component gets its line (``nan`` where numbers would be), so a script that
+    reads the lines after an ``Init. par. file`` never takes the next entry's
+    numbers for this file's.
+    """
+    out = ["-" * 77, "",
+           f"Input image     : {feedme.image if feedme is not None else 'none'}",
+           f"Init. par. file : {path}",
+           "Restart file    : none",
+           f"Output image    : {feedme.output if feedme is not None else 'none'}",
+           ""]
+    for comp in feedme.components if feedme is not None else []:
+        labels = [lab for lab in ordered_labels(comp.kind) if lab not in ("1x", "1y", "C0")]
+        centre = "[    nan,     nan]" if comp.kind == "sky" else "(     nan,      nan)" if "1x" in SLOTS[comp.kind] else ""
+        cells = " ".join(f"{'nan':>9s}" for _ in labels)
+        out.append(f" {comp.kind:<10s}: {centre} {cells}".rstrip())
+        out.append(f"{'':14s}{centre if comp.kind != 'sky' else ' ' * len(centre)} {cells}".rstrip())
+    out += [" Chi^2 = nan,  ndof = 0", " Chi^2/nu = nan", f"# galmoss: not fitted: {message}", ""]
+    return "\n".join(out) + "\n"

@@ -37,7 +37,7 @@ from ..flags import Flag, decode
 from .constraints import Constraint, parse_constraints
 from .convert import SLOTS, build_profiles, coupled_keys, widened_slots, component_labels, component_name, free_and_fixed, header_key, row_values, starts
 from .feedme import Feedme, FeedmeError, parse_feedme
-from .output import fit_log_entry, format_feedme, model_header_cards, restart_path, write_block
+from .output import fit_log_entry, format_feedme, model_header_cards, not_fitted_log_entry, restart_path, write_block
 
 log = logging.getLogger("galmoss")
 
@@ -228,7 +228,8 @@ def load_galaxy(feedme: Feedme, constraints: list[Constraint]) -> GalaxyInput:
 
 @dataclass
 class Entry:
-    """One feedme of a run: parsed (``feedme``, ``constraints``), or refused (``error`` says why, naming the file)."""
+    """One feedme of a run: parsed (``feedme``, ``constraints``; None when it does not parse) and, when refused,
+    ``error`` saying why (naming the file)."""
 
     path: Path
     feedme: Feedme | None = None
@@ -287,9 +288,6 @@ def parse_all(paths: Sequence[Path], base: str = "feedme") -> list[Entry]:
                 target = f"the feedme {owner.path}" if what == "feedme" else f"the {what} of {owner.path}"
             e.error = (f"{e.feedme.where('B')}: B) '{e.feedme.output}' would overwrite {target}; galmoss never "
                        "writes over an input: give B) another path (not fitted)")
-    for e in parsed:
-        if e.error:
-            e.feedme = None
     return entries
 
 
@@ -344,13 +342,13 @@ def run_galfit(
     t0 = time.perf_counter()
     rows: list[dict] = [dict() for _ in entries]
     for i, e in enumerate(entries):
-        if e.feedme is None:
-            rows[i].update(_refused_row(e.path, e.error, out_dir / "fit.log"))
+        if e.error:
+            rows[i].update(_refused_row(e.path, e.error, out_dir / "fit.log", feedme=e.feedme))
     # group on the feedmes alone, then read each group's data a chunk at a time:
     # memory holds one chunk's sections, never the whole catalogue's
     groups: dict[tuple, list[int]] = {}
     for i, e in enumerate(entries):
-        if e.feedme is not None:
+        if not e.error:
             groups.setdefault(group_key(e.feedme, e.constraints), []).append(i)
     chunk = max(4 * batch_size, 256)
     settings = _settings_factory(galfit_convolution)
@@ -399,13 +397,14 @@ def _run_safely(g, gals, rows, batch_size, iteration, device, out_dir, settings)
 
 
 def _failed_row(gal: GalaxyInput, log_file: Path) -> dict:
-    return _refused_row(gal.feedme.path, "; ".join(gal.messages), log_file, int(gal.flags))
+    return _refused_row(gal.feedme.path, "; ".join(gal.messages), log_file, int(gal.flags), feedme=gal.feedme)
 
 
-def _refused_row(path: Path, message: str, log_file: Path, flags: int = int(Flag.read_error)) -> dict:
+def _refused_row(path: Path, message: str, log_file: Path, flags: int = int(Flag.read_error),
+                 feedme: Feedme | None = None) -> dict:
     """The results row (and fit.log entry) of a feedme that was not fitted."""
     with open(log_file, "a") as fh:
-        fh.write("-" * 77 + f"\n\nInit. par. file : {path}\n# galmoss: not fitted: {message}\n\n")
+        fh.write(not_fitted_log_entry(path, feedme, message))
     return {"group": -1, "flag": flags, "message": message, "restart": ""}
 
 
