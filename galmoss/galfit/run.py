@@ -435,7 +435,13 @@ def _run_group(g, gals: list[GalaxyInput], rows: list[dict], batch_size, iterati
         fitting.fit()
         fitted = fitting.uncertainty("covar_mat")
     for i, (gal, row) in enumerate(zip(gals, rows)):
-        _write_outputs(g, gal, fitted[i], row, n_free, n_fix, out_dir, settings)
+        try:
+            _write_outputs(g, gal, fitted[i], row, n_free, n_fix, out_dir, settings)
+        except (ValueError, NotImplementedError, RuntimeError) as exc:  # this galaxy's outputs only
+            gal.flags |= Flag.fit_error
+            gal.messages.append(f"{gal.feedme.path}: {exc}")
+            row.clear()
+            row.update(_failed_row(gal, out_dir / "fit.log"))
 
 
 def _settings_factory(galfit_convolution: bool = False):
