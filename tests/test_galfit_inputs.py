@@ -337,3 +337,10 @@ def test_outputs_read_by_galfit_users_scripts(folder):
     assert chi2nu == pytest.approx(block["chi2nu"], abs=5e-4)
     body = (folder / "outrun" / "fit.log").read_text()
     assert not re.search(r"^\s*galmoss:", body, re.M)  # galmoss's notes are '#' comments only
+
+
+def test_usage_errors_exit_2(tmp_path, capsys):
+    assert main(["galfit", f"@{tmp_path / 'missing.txt'}", "--output", str(tmp_path)]) == 2
+    assert "missing.txt' does not exist" in capsys.readouterr().err
+    (tmp_path / "empty.txt").write_text("# nothing\n")
+    assert main(["galfit", f"@{tmp_path / 'empty.txt'}", "--output", str(tmp_path)]) == 2
