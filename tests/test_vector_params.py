@@ -231,3 +231,42 @@ def test_too_many_values_for_memory_is_an_error_before_fitting(monkeypatch):
     # the fault barrier does not swallow it: it is the configuration, not one galaxy
     with pytest.raises(FitMemoryError, match=rf"16 free values each needs about .* GiB \({need / 2**20:.4g} MiB per galaxy"):
         batch_module.fit_batch_safely(model, b, FitSettings())
+
+
+def test_fit_and_shards_collated_give_the_same_table_for_a_vector_parameter(tmp_path):
+    """One table builder: fit() and shards + collate agree in names, dtypes, shapes and values."""
+    from galmoss.pipeline.collate import collate
+
+    n = 4
+    truth, data = _mock(n, seed=5)
+
+    def fitting(folder):
+        ds = gm.Dataset.from_arrays(data, sigmas=np.full_like(data, SIGMA), psfs=_psf(), result_path=tmp_path / folder,
+                                    img_block_path=tmp_path / f"{folder}_blocks")
+        ds.define_profiles(m=_map(np.full((n, K), 40.0)), sky=gm.lp.Sky(sky_bg=gm.p(0.0)))
+        return gm.Fitting(dataset=ds, batch_size=2, iteration=30, dtype=torch.float64, device="cpu", progress=False)
+
+    whole = fitting("whole")
+    whole.fit()
+    single = whole.uncertainty("covar_mat")  # covariance errors come with every batch, as in the parts
+    for k in (1, 2):  # each shard is one batch of the single run: the same arithmetic
+        fitting("shards").fit(shard=(k, 2))
+    merged = collate(tmp_path / "shards", write=False).table
+    assert merged.colnames == single.colnames
+    assert "m_pixels" in merged.colnames and merged["m_pixels"].shape == (n, K)
+    for name in single.colnames:
+        assert merged[name].dtype == single[name].dtype, name
+        assert merged[name].shape == single[name].shape, name
+        assert str(merged[name].unit) == str(single[name].unit), name
+        if merged[name].dtype.kind == "f":
+            np.testing.assert_allclose(merged[name], single[name], rtol=1e-12, atol=0, err_msg=name)
+        else:
+            assert list(merged[name]) == list(single[name]), name
+    # a folder written before run.json listed the vectors and the table's options reads the same
+    run = tmp_path / "shards" / "run.json"
+    description = json.loads(run.read_text())
+    del description["vectors"], description["table"]
+    run.write_text(json.dumps(description))
+    assert collate(tmp_path / "shards", write=False).table.colnames == single.colnames
+    # the fit itself is right: the noise is Gaussian with the given sigma, so chi2 / dof ~ 1
+    assert np.all(np.abs(single["reduced_chi2"] - 1.0) < 0.3)

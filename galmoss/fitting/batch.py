@@ -31,6 +31,7 @@ from .adam import AdamSettings, adam
 from .likelihoods import get_likelihood
 from .lm import LMSettings, levenberg_marquardt
 from .objective import BatchObjective
+from .records import Batch, BatchResult
 from .status import Status, decode_status
 
 log = logging.getLogger("galmoss")
@@ -143,171 +144,6 @@ class FitSettings:
         return torch.device(self.device)
 
 
-@dataclass
-class Batch:
-    """Galaxies of one (possibly padded) cutout shape, ready to fit.
-
-    Attributes
-    ----------
-    positions
-        (B,) dataset positions (rows of the results).
-    names
-        Their ``galaxy_index``.
-    image, sigma, weight
-        (B, H, W) float arrays; padded pixels have weight 0.
-    psf
-        (B, h, w) or None.
-    shapes
-        Each galaxy's own cutout shape (the padded area is cut off on output).
-    flags
-        (B,) int64 flags set while reading.
-    messages
-        One list of messages per galaxy.
-    """
-
-    positions: np.ndarray
-    names: list[str]
-    image: np.ndarray
-    sigma: np.ndarray
-    weight: np.ndarray
-    psf: np.ndarray | None
-    shapes: list[tuple[int, int]]
-    flags: np.ndarray
-    messages: list[list[str]]
-    segments: np.ndarray | None = None
-    n_masked: np.ndarray | None = None
-    #: neighbours fitted with the target (``neighbours="fit"``): one list of dicts per galaxy, and their pixels
-    neighbours: list[list[dict]] | None = None
-    neighbour_pixels: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return len(self.positions)
-
-    def take(self, rows: np.ndarray) -> "Batch":
-        """The sub-batch of ``rows``."""
-        rows = np.asarray(rows, dtype=np.int64)
-        return Batch(
-            positions=self.positions[rows],
-            names=[self.names[i] for i in rows],
-            image=self.image[rows],
-            sigma=self.sigma[rows],
-            weight=self.weight[rows],
-            psf=None if self.psf is None else self.psf[rows],
-            shapes=[self.shapes[i] for i in rows],
-            flags=self.flags[rows].copy(),
-            messages=[list(self.messages[i]) for i in rows],
-            segments=None if self.segments is None else self.segments[rows],
-            n_masked=None if self.n_masked is None else self.n_masked[rows],
-            neighbours=None if self.neighbours is None else [self.neighbours[i] for i in rows],
-            neighbour_pixels=None if self.neighbour_pixels is None else self.neighbour_pixels[rows],
-        )
-
-
-@dataclass
-class BatchResult:
-    """What a batch fit gives, one row per galaxy (numpy only, picklable).
-
-    Attributes
-    ----------
-    positions, names
-        Which galaxies.
-    values
-        ``{column: (B,)}`` reported values in the user's units (NaN where not fitted).
-    errors
-        ``{column: (B,)}`` covariance-matrix errors, or None when not computed.
-    covariance
-        (B, C, C) covariance of the reported columns (model order), or None.
-    theta
-        (B, P) best fitting-space parameters (float64; NaN where not fitted).
-    loss
-        (B,) the minimised sum of squared likelihood residuals (chi2 for the chi2
-        likelihood, a deviance otherwise).
-    dof, n_iter, status, converged, flags
-        Per galaxy.
-    messages
-        One string per galaxy.
-    model_image, components
-        (B, H, W) float32 images, each galaxy cut to its own shape on output; only
-        with ``FitSettings.model_images``.
-    """
-
-    positions: np.ndarray
-    names: list[str]
-    values: dict[str, np.ndarray]
-    errors: dict[str, np.ndarray] | None
-    covariance: np.ndarray | None
-    theta: np.ndarray
-    loss: np.ndarray
-    dof: np.ndarray
-    n_iter: np.ndarray
-    status: np.ndarray
-    converged: np.ndarray
-    flags: np.ndarray
-    messages: list[str]
-    model_image: list[np.ndarray] | None = None
-    components: list[dict[str, np.ndarray]] | None = None
-
-    def __len__(self) -> int:
-        return len(self.positions)
-
-    @classmethod
-    def empty(cls, model: Model, positions, names, flags, messages, with_errors: bool) -> "BatchResult":
-        """Rows of galaxies that were not fitted: NaN values, their flags and messages."""
-        n = len(positions)
-        cols = [c.name for c in model.columns]
-        nan = lambda: np.full(n, np.nan)  # noqa: E731
-        return cls(
-            positions=np.asarray(positions, dtype=np.int64),
-            names=list(names),
-            values={c: nan() for c in cols},
-            errors={c: nan() for c in cols} if with_errors else None,
-            covariance=np.full((n, len(cols), len(cols)), np.nan) if with_errors else None,
-            theta=np.full((n, model.n_free), np.nan),
-            loss=nan(),
-            dof=np.zeros(n, dtype=np.int64),
-            n_iter=np.zeros(n, dtype=np.int64),
-            status=np.full(n, int(Status.NOT_FITTED), dtype=np.int64),
-            converged=np.zeros(n, dtype=bool),
-            flags=np.asarray(flags, dtype=np.int64).copy(),
-            messages=["; ".join(m) if isinstance(m, list) else str(m) for m in messages],
-            model_image=None,
-            components=None,
-        )
-
-    @classmethod
-    def concatenate(cls, parts: list["BatchResult"]) -> "BatchResult":
-        """One result of several (in the given order)."""
-        parts = [p for p in parts if len(p)]
-        first = parts[0]
-        cat = np.concatenate
-
-        def maybe(get):
-            vals = [get(p) for p in parts]
-            return None if any(v is None for v in vals) else vals
-
-        errs = maybe(lambda p: p.errors)
-        covs = maybe(lambda p: p.covariance)
-        images = maybe(lambda p: p.model_image)
-        comps = maybe(lambda p: p.components)
-        return cls(
-            positions=cat([p.positions for p in parts]),
-            names=[n for p in parts for n in p.names],
-            values={k: cat([p.values[k] for p in parts]) for k in first.values},
-            errors=None if errs is None else {k: cat([e[k] for e in errs]) for k in first.values},
-            covariance=None if covs is None else cat(covs),
-            theta=cat([p.theta for p in parts]),
-            loss=cat([p.loss for p in parts]),
-            dof=cat([p.dof for p in parts]),
-            n_iter=cat([p.n_iter for p in parts]),
-            status=cat([p.status for p in parts]),
-            converged=cat([p.converged for p in parts]),
-            flags=cat([p.flags for p in parts]),
-            messages=[m for p in parts for m in p.messages],
-            model_image=None if images is None else [im for x in images for im in x],
-            components=None if comps is None else [c for x in comps for c in x],
-        )
-
-
 # ------------------------------------------------------------------ the fit
 def fit_batch_safely(model: Model, batch: Batch, settings: FitSettings) -> BatchResult:
     """:func:`fit_batch` behind a fault barrier: a galaxy whose fit raises is flagged, the rest kept.
@@ -370,7 +206,7 @@ def fit_batch(model: Model, batch: Batch, settings: FitSettings) -> BatchResult:
             out.append(fit_batch(model, sub, settings))
         result = BatchResult.concatenate(out)
         order = np.argsort(np.concatenate([skipped, np.flatnonzero(keep)]), kind="stable")
-        return _reorder(result, order)
+        return result.reorder(order)
 
     objective = _objective(model, batch, start, settings)
     theta0 = model.theta_from_values(start, dt, dev)
@@ -508,27 +344,6 @@ def check_model_output(model: Model, batch: Batch, settings: FitSettings) -> Non
 
 
 # --------------------------------------------------------------- internals
-def _reorder(result: BatchResult, order: np.ndarray) -> BatchResult:
-    take = lambda a: a[order]  # noqa: E731
-    return BatchResult(
-        positions=take(result.positions),
-        names=[result.names[i] for i in order],
-        values={k: take(v) for k, v in result.values.items()},
-        errors=None if result.errors is None else {k: take(v) for k, v in result.errors.items()},
-        covariance=None if result.covariance is None else take(result.covariance),
-        theta=take(result.theta),
-        loss=take(result.loss),
-        dof=take(result.dof),
-        n_iter=take(result.n_iter),
-        status=take(result.status),
-        converged=take(result.converged),
-        flags=take(result.flags),
-        messages=[result.messages[i] for i in order],
-        model_image=None if result.model_image is None else [result.model_image[i] for i in order],
-        components=None if result.components is None else [result.components[i] for i in order],
-    )
-
-
 def _fit_with_neighbours(model: Model, batch: Batch, settings: FitSettings) -> BatchResult:
     """Fit a batch with fitted neighbours: each neighbour signature with its own sub-model (fitting.neighbours)."""
     from .neighbours import batch_model, expand, signature
@@ -543,7 +358,7 @@ def _fit_with_neighbours(model: Model, batch: Batch, settings: FitSettings) -> B
     result = BatchResult.concatenate(parts)
     if len(parts) == 1:
         return result
-    return _reorder(result, np.argsort(np.concatenate(order), kind="stable"))
+    return result.reorder(np.argsort(np.concatenate(order), kind="stable"))
 
 
 def _estimates(batch: Batch) -> list[dict]:

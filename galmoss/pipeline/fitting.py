@@ -43,7 +43,7 @@ from .._compat import torch_threads, tune_cpu_allocator
 from ..data import Dataset
 from ..errors import OutputError
 from ..fitting.adam import AdamSettings
-from ..fitting.batch import BatchResult, FitSettings
+from ..fitting.batch import FitSettings
 from ..fitting.lm import LMSettings
 from ..model import Model
 from ..settings import RenderSettings
@@ -55,8 +55,8 @@ from .run import (
     shard_positions,
     write_run_description,
 )
-from .sinks import BlockWriter, check_output_folder
-from .store import ResultStore, column_units
+from .sinks import BlockWriter, SinkReport, check_output_folder
+from .store import ResultStore, TableOptions
 
 log = logging.getLogger("galmoss")
 
@@ -310,20 +310,26 @@ class Fitting:
         progress.update(int(store.done[positions].sum()))
         write_failures: list[OutputError] = []
 
-        def sink(batch, result) -> None:
-            """Blocks, then the part (which carries the blocks' flags); runs in the writer thread."""
+        def sink(batch, result, counts) -> SinkReport:
+            """Blocks, then the part (which carries the blocks' flags); runs in the writer thread.
+
+            It never touches the store: what it did comes back as a report that
+            the fitting thread applies.
+            """
+            report = SinkReport()
             if block_writer is not None and batch is not None:
-                block_writer.write(batch, result, store)
+                report = block_writer.write(batch, result)
             if part_writer is not None and not write_failures:
                 try:
-                    counts = {"n_masked": store.n_masked[result.positions],
-                              "n_neighbours_fitted": store.n_neighbours[result.positions]}
-                    part_writer.write(_with_store_flags(result, store), [store.image_block[p] for p in result.positions],
+                    part_writer.write(report.apply_to(result),
+                                      [report.blocks.get(int(p), store_blocks[int(p)]) for p in result.positions],
                                       counts)
                 except OutputError as exc:
                     write_failures.append(exc)
                     log.error("%s; the run goes on and keeps every fit in memory", exc)
+            return report
 
+        store_blocks = list(store.image_block)  # blocks of resumed galaxies (read-only for the writer)
         log.info("fitting %d galaxies (%d already done) on %s, batches of %d, %s likelihood%s",
                  len(todo), len(positions) - len(todo), self.device, self.batch_size, self.likelihood.name,
                  f", shard {shard[0]}/{shard[1]}" if shard else "")
@@ -341,12 +347,14 @@ class Fitting:
                         store.n_masked[batch.positions] = batch.n_masked
                     if batch is not None and batch.neighbours is not None:
                         store.n_neighbours[batch.positions] = [len(x) for x in batch.neighbours]
-                    pending.append(writer.submit(sink, batch, result))
+                    counts = {"n_masked": store.n_masked[result.positions],
+                              "n_neighbours_fitted": store.n_neighbours[result.positions]}
+                    pending.append(writer.submit(sink, batch, result, counts))
                     while len(pending) > 2:
-                        pending.popleft().result()
+                        pending.popleft().result().apply(store)
                     progress.update(len(result))
                 while pending:
-                    pending.popleft().result()
+                    pending.popleft().result().apply(store)
         finally:
             self.timing = {"fit_s": time.perf_counter() - t0, "galaxies": int(len(todo))}
             progress.close()
@@ -402,7 +410,7 @@ class Fitting:
         if self._positions is not None and len(self._positions) == len(self.dataset):
             self._write_results()
         if method == "bootstrap" and self.dataset.img_block_path is not None:
-            self._block_writer(self.model, check=False).update_headers(self.store)
+            self._block_writer(self.model, check=False).update_headers(self.store).apply(self.store)
         return self._results
 
     # -------------------------------------------------------------- internals
@@ -422,20 +430,17 @@ class Fitting:
     def _description(self, model: Model) -> dict:
         from .. import __version__
 
-        cols = []
-        for col in model.columns:
-            unit, meta = column_units(col)
-            cols.append({"name": col.name, "unit": unit, "meta": meta})
         img = self.dataset.img_block_path
         return {
             "galmoss": __version__,
             "n_galaxies": len(self.dataset),
-            "columns": cols,
+            **ResultStore(model, []).description(),
             "free": model.free_names(),
             "profiles": {name: type(p).__name__ for name, p in model.profiles.items()},
             "method": self.method,
             "likelihood": self.likelihood.name,
             "img_block_path": None if img is None else os.path.abspath(img),
+            "table": dataclasses.asdict(self._table_options()),
             "settings": {"batch_size": self.batch_size, "iteration": self.iteration, "dtype": str(self.dtype),
                          "device": str(self.device), "restarts": self.restarts},
         }
@@ -454,37 +459,21 @@ class Fitting:
                 "differ); resume with the same model and dataset, or give a new result_path"
             )
         found = read_parts(folder, store.columns)
-        if not found.rows:
-            return
-        rows = found.rows
-        pos = rows["position"].astype(np.int64)
-        names = np.asarray(self.dataset.names, dtype=object)
-        ok = (pos >= 0) & (pos < len(store)) & (names[np.clip(pos, 0, len(store) - 1)] == rows["galaxy_index"])
-        if not ok.all():
-            log.warning("resume: %d rows in the parts do not match this dataset's galaxies; they are ignored",
-                        int((~ok).sum()))
-        idx = np.flatnonzero(ok)
-        # a galaxy fitted more than once: the newest row (rows come oldest run first)
-        _, last = np.unique(pos[idx][::-1], return_index=True)
-        idx = idx[::-1][last]
-        result = _result_from_rows(store, rows, idx)
-        store.add(result)
-        for i, p in zip(idx, pos[idx]):
-            store.image_block[int(p)] = str(rows["image_block"][i])
-        # parts written before these columns existed leave them at 0
-        for key, target in (("n_masked", store.n_masked), ("n_neighbours_fitted", store.n_neighbours)):
-            if key in rows:
-                target[pos[idx]] = np.nan_to_num(np.asarray(rows[key][idx], dtype=np.float64)).astype(np.int64)
-        log.info("resume: %d galaxies already fitted in '%s'", len(idx), folder)
+        counts = store.add_parts(found.rows)
+        if found.rows:
+            log.info("resume: %d galaxies already fitted in '%s'", int(np.count_nonzero(counts)), folder)
+
+    def _table_options(self) -> TableOptions:
+        return TableOptions(likelihood=self.likelihood.name, method=self.method,
+                            blocks=self.dataset.img_block_path is not None,
+                            n_masked=bool(getattr(self.dataset, "auto_mask", False)),
+                            neighbours=getattr(self.dataset, "neighbours", "mask") == "fit")
 
     def _table(self, errors: bool) -> Table:
-        table = self.store.table(errors=errors, likelihood=self.likelihood.name, method=self.method,
-                                 blocks=self.dataset.img_block_path is not None,
-                                 n_masked=bool(getattr(self.dataset, "auto_mask", False)),
-                                 neighbours=getattr(self.dataset, "neighbours", "mask") == "fit")
+        rows = None
         if self._positions is not None and len(self._positions) != len(self.dataset):
-            table = table[self._positions]
-        return table
+            rows = self._positions
+        return self.store.table(errors=errors, rows=rows, **dataclasses.asdict(self._table_options()))
 
     def _write_results(self) -> None:
         if self.dataset.result_path is None:
@@ -548,46 +537,6 @@ def _check_shard(shard):
 
 def _shard_label(shard) -> str:
     return "0of1" if shard is None else f"{shard[0]}of{shard[1]}"
-
-
-def _with_store_flags(result: BatchResult, store: ResultStore) -> BatchResult:
-    """The batch's rows with flags and messages added by the sinks (block_not_written)."""
-    rows = result.positions
-    result.flags = store.flags[rows].copy()
-    result.messages = [store.messages[p] for p in rows]
-    return result
-
-
-def _result_from_rows(store: ResultStore, rows: dict, idx: np.ndarray) -> BatchResult:
-    cols = store.columns
-    n_free = store.theta.shape[1]
-    c = len(cols)
-
-    def matrix(name, width):
-        out = np.full((len(idx), width), np.nan)
-        for j, i in enumerate(idx):
-            vals = rows[name][i]
-            if vals is not None and len(vals) == width:
-                out[j] = vals
-        return out
-
-    has_errors = bool(np.all(rows["has_errors"][idx])) if "has_errors" in rows else True
-    cov = matrix("covariance", c * c).reshape(len(idx), c, c) if has_errors else None
-    return BatchResult(
-        positions=rows["position"][idx].astype(np.int64),
-        names=[str(x) for x in rows["galaxy_index"][idx]],
-        values={k: rows[k][idx].astype(np.float64) for k in cols},
-        errors={k: rows[f"{k}_err"][idx].astype(np.float64) for k in cols} if has_errors else None,
-        covariance=cov,
-        theta=matrix("theta", n_free),
-        loss=rows["loss"][idx].astype(np.float64),
-        dof=rows["dof"][idx].astype(np.int64),
-        n_iter=rows["n_iter"][idx].astype(np.int64),
-        status=rows["status"][idx].astype(np.int64),
-        converged=rows["converged"][idx].astype(bool),
-        flags=rows["flag"][idx].astype(np.int64),
-        messages=[str(x) for x in rows["message"][idx]],
-    )
 
 
 def _refuse_inputs_as_outputs(dataset: Dataset, folder: Path, file_names: list[str]) -> None:
