@@ -17,7 +17,8 @@ from astropy.io import fits
 from astropy.table import Table
 
 import galmoss as gm
-from galmoss.fitting.batch import Batch, FitMemoryError, FitSettings, _objective
+from galmoss.fitting.batch import Batch, FitMemoryError, FitSettings
+from galmoss.fitting.solve import make_objective
 from galmoss.model import Model
 
 H = 24
@@ -108,7 +109,7 @@ def _objective_for(profiles, data, dtype=torch.float64):
     batch = Batch(np.arange(n), [str(i) for i in range(n)], data, np.full_like(data, SIGMA), np.ones_like(data), psf,
                   [data.shape[1:]] * n, np.zeros(n, np.int64), [[] for _ in range(n)])
     start = model.start_values(batch.positions)
-    obj = _objective(model, batch, start, FitSettings(dtype="float64" if dtype == torch.float64 else "float32"))
+    obj = make_objective(model, batch, start, FitSettings(dtype="float64" if dtype == torch.float64 else "float32"))
     return model, obj, model.theta_from_values(start, dtype, "cpu")
 
 
@@ -221,10 +222,11 @@ def test_long_vectors_are_not_listed_in_headers(monkeypatch):
 
 def test_too_many_values_for_memory_is_an_error_before_fitting(monkeypatch):
     from galmoss.fitting import batch as batch_module
+    from galmoss.fitting import memory
 
     truth, data = _mock(2, seed=5)
     model, obj, _ = _objective_for({"m": _map(truth)}, data)
-    monkeypatch.setattr(batch_module, "available_memory", lambda device: 10 * 2**20)
+    monkeypatch.setattr(memory, "available_memory", lambda device: 10 * 2**20)
     b = Batch(np.arange(2), ["a", "b"], data, np.full_like(data, SIGMA), np.ones_like(data), None, [(H, H)] * 2,
               np.zeros(2, np.int64), [[], []])
     need = batch_module.memory_per_galaxy(model.n_free, len(model.columns), (H, H))

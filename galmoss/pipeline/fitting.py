@@ -483,7 +483,7 @@ class Fitting:
         write_results(self._results, self.dataset.result_path)
 
     def _bootstrap(self, n_resample: int, iteration: int, seed: int) -> None:
-        from ..fitting.batch import _objective
+        from ..fitting.solve import make_objective
         from ..fitting.uncertainty import bootstrap_batch
         from .stream import BatchStream
 
@@ -508,7 +508,7 @@ class Fitting:
                 bmodel = batch_model(model, signature((batch.neighbours or [[]])[0]))
                 cols, free = sub_indices(bmodel, model)
             start = bmodel.start_values(batch.positions)
-            objective = _objective(bmodel, batch, start, settings)
+            objective = make_objective(bmodel, batch, start, settings)
             theta = torch.as_tensor(store.theta[batch.positions][:, free], dtype=self.dtype, device=self.device)
             std = bootstrap_batch(bmodel, objective, theta, store.values[batch.positions][:, cols], n_resample, lm,
                                   generator, rows_per_pass)
