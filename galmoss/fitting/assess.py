@@ -12,6 +12,7 @@ import torch
 
 from ..flags import Flag
 from ..model import Model
+from ..params import Role
 from .records import Batch
 from .status import decode_status
 
@@ -83,6 +84,7 @@ def _quality(model: Model, start: dict, reported: dict, loss, dof, finite, shape
     q_flags, q_messages = quality_flags(
         reduced, dof, reported, {k: v for k, v in start_rep.items() if k in free}, shape,
         pixel_scale=scales or None, components={c.name: c.profile for c in model.columns if c.name in reported},
+        lengths=list(dict.fromkeys(c.slot for c in model.columns if c.spec.role is Role.LENGTH)),
     )
     for i in np.flatnonzero(finite & (q_flags != 0)):
         flags[i] |= int(q_flags[i])

@@ -31,7 +31,7 @@ from .memory import FitMemoryError, available_memory, check_memory, memory_per_g
 from .records import Batch, BatchResult
 from .restarts import RestartPolicy, _suspicious_pairs, restart_components, restart_strays  # noqa: F401
 from .solve import evaluate, make_objective, optimise
-from .starts import batch_estimates
+from .measure import batch_estimates
 from .uncertainty import batch_covariance
 
 log = logging.getLogger("galmoss")

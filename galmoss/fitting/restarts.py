@@ -18,7 +18,8 @@ from ..model import Model
 from ..params import Role
 from .assess import near_bound
 from .solve import optimise
-from .starts import batch_estimates
+from .measure import batch_estimates
+from .starts import assign_roles, restart_values
 
 log = logging.getLogger("galmoss")
 
@@ -93,7 +94,7 @@ def restart_strays(model, objective, batch, start, estimates, result, settings):
     if estimates is None:
         estimates = batch_estimates(batch)
     sub_start = {prm: v[stray] for prm, v in start.items()}
-    second = model.restart_values(sub_start, [estimates[i] for i in stray])
+    second = restart_values(model, sub_start, [estimates[i] for i in stray])
     theta0 = model.theta_from_values(second, settings.torch_dtype, settings.torch_device)
     rows = torch.as_tensor(stray, device=settings.torch_device)
     again = optimise(model, objective, theta0, rows, settings)
@@ -108,8 +109,6 @@ def _component_pair(model: Model):
     Only models with exactly two such components (a bulge + disk, two Sersics)
     are judged: their wrong minima are known (docs/validation.md, issue 8).
     """
-    from .starts import assign_roles
-
     neighbours = set(model.neighbour_components)
     extended = [name for name, p in model.profiles.items() if name not in neighbours
                 and any(p.spec(s).role is Role.LENGTH for s in p.parameter_specs)
@@ -191,7 +190,7 @@ def restart_components(model, objective, batch, start, estimates, result, settin
     # one value (B,) per galaxy for a scalar, a row (B, K) for a vector parameter
     fitted = {prm: (values[prm].reshape(-1) if not prm.is_vector else values[prm].reshape(values[prm].shape[0], -1))
               .double().cpu().numpy()[rows] for prm in model.free}
-    rules = model.restart_values({prm: v[rows] for prm, v in start.items()}, [estimates[i] for i in rows])
+    rules = restart_values(model, {prm: v[rows] for prm, v in start.items()}, [estimates[i] for i in rows])
     a, b = (model.profiles[c].parameters() for c in pair)
     candidates = []
     swapped = dict(fitted)

@@ -53,6 +53,7 @@ trunc_a    ALPHA    Ferrer outer sharpness
 trunc_b    BETA     Ferrer central slope
 core_r     RC       King core radius
 pow_n      ALPHA    King power
+mu0        MU0      central surface brightness (GALFIT feedmes' King and Ferrer)
 (other)    SLOT     the slot name upper-cased
 =========  =======  =========================================================
 
@@ -123,6 +124,7 @@ GALFIT_KEYS: dict[str, str] = {
     "trunc_b": "BETA",
     "core_r": "RC",
     "pow_n": "ALPHA",
+    "mu0": "MU0",
 }
 
 _EXTRA_COMMENTS = {

@@ -45,6 +45,7 @@ from ..errors import OutputError
 from ..fitting.adam import AdamSettings
 from ..fitting.batch import FitSettings
 from ..fitting.lm import LMSettings
+from ..fitting.starts import with_auto_starts
 from ..model import Model
 from ..settings import RenderSettings
 from .parts import PartWriter, read_parts
@@ -284,7 +285,7 @@ class Fitting:
             self.model = model = neighbour_model(self.dataset.profiles, self.dataset.max_neighbours, auto_starts=True,
                                                  dtype=self.dtype)
         else:
-            self.model = model = Model(self.dataset.profiles, auto_starts=True, dtype=self.dtype)
+            self.model = model = Model(with_auto_starts(self.dataset.profiles), dtype=self.dtype)
         model.check_galaxies(len(self.dataset))
         n = len(self.dataset)
         positions = shard_positions(n, shard)
