@@ -41,13 +41,14 @@ from astropy.table import Table
 
 from .._compat import torch_threads, tune_cpu_allocator
 from ..data import Dataset
-from ..errors import OutputError
+from ..errors import ConfigError, OutputError
 from ..fitting.adam import AdamSettings
 from ..fitting.batch import FitSettings
 from ..fitting.lm import LMSettings
 from ..fitting.starts import with_auto_starts
 from ..model import Model
 from ..settings import RenderSettings
+from .options import RunOptions, default_device
 from .parts import PartWriter, read_parts
 from .run import (
     Progress,
@@ -64,51 +65,10 @@ log = logging.getLogger("galmoss")
 __all__ = ["Fitting", "default_device"]
 
 
-def default_device() -> torch.device:
-    """CUDA when present, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _device(device) -> torch.device:
-    if device is None:
-        return default_device()
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"Fitting: device={device!r} is not a device; use 'cpu', 'cuda' or 'cuda:N'") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"Fitting: device={device!r} but this machine has no CUDA device; use device='cpu'")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"Fitting: device={device!r} but only {torch.cuda.device_count()} CUDA devices exist")
-    elif dev.type == "mps":
-        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-            raise ValueError(f"Fitting: device={device!r} but MPS is not available here; use device='cpu'")
-    elif dev.type != "cpu":
-        raise ValueError(f"Fitting: device={device!r} is not supported; use 'cpu', 'cuda' or 'cuda:N'")
-    return dev
-
-
-def _dtype(dtype) -> torch.dtype:
-    if dtype is None:
-        return torch.float32
-    names = {"float32": torch.float32, "float64": torch.float64, "single": torch.float32, "double": torch.float64}
-    if isinstance(dtype, str):
-        if dtype.lower() in names:
-            return names[dtype.lower()]
-    elif dtype in (torch.float32, torch.float64):
-        return dtype
-    elif dtype in (np.float32, np.float64):
-        return torch.float32 if dtype is np.float32 else torch.float64
-    raise ValueError(
-        f"Fitting: dtype={dtype!r} is not supported; use torch.float32 (fast, default) or torch.float64 "
-        "(half precision cannot hold a chi2 of 10^4 pixels)"
-    )
-
 
 def _positive_int(value, name: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"Fitting: {name} must be an integer >= {minimum}, got {value!r}")
+        raise ConfigError(f"Fitting: {name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 
 
@@ -186,43 +146,30 @@ class Fitting:
 
         if not isinstance(dataset, Dataset):
             raise TypeError(f"Fitting: dataset must be a gm.Dataset, got {type(dataset).__name__}")
-        self.batch_size = _positive_int(batch_size, "batch_size")
-        if str(method).lower() not in ("lm", "adam"):
-            raise ValueError(f"Fitting: method={method!r}; choose 'LM' (Levenberg-Marquardt) or 'adam'")
-        for name, value, kind in (("lm_settings", lm_settings, LMSettings), ("adam_settings", adam_settings, AdamSettings),
-                                  ("render_settings", render_settings, RenderSettings)):
-            if value is not None and not isinstance(value, kind):
-                raise TypeError(f"Fitting: {name} must be a {kind.__name__}, got {type(value).__name__}")
-        base_lm = lm_settings or LMSettings()
-        base_adam = adam_settings or AdamSettings()
-        if iteration is None:
-            iteration = base_lm.max_iterations if lm_settings is not None else (
-                base_adam.max_iterations if adam_settings is not None else 200)
-        iteration = _positive_int(iteration, "iteration")
-        for given, what in ((lm_settings, "lm_settings"), (adam_settings, "adam_settings")):
-            if given is not None and given.max_iterations != iteration and given.max_iterations != type(given)().max_iterations:
-                raise ValueError(
-                    f"Fitting: iteration={iteration} but {what}.max_iterations={given.max_iterations}; give the limit once"
-                )
+        # every option is checked in one place, the same for a job file (galmoss fit --dry-run)
+        self.options = options = RunOptions(
+            batch_size=batch_size, iteration=iteration, method=method, likelihood=likelihood, device=device,
+            dtype=dtype, render_settings=render_settings, lm_settings=lm_settings, adam_settings=adam_settings,
+            jacobian_chunk=jacobian_chunk, progress=progress, restarts=restarts, read_workers=read_workers,
+            pad_shapes=pad_shapes, threads=threads,
+        )
         self.dataset = dataset
-        self.iteration = iteration
-        self.method = str(method).lower()
-        self.likelihood = get_likelihood(likelihood)
-        self.device = _device(device)
-        self.dtype = _dtype(dtype)
-        if render_settings is None:
-            render_settings = getattr(dataset, "render_settings", None) or RenderSettings()
-        self.render_settings = render_settings
-        self.lm_settings = dataclasses.replace(base_lm, max_iterations=iteration)
-        self.adam_settings = dataclasses.replace(base_adam, max_iterations=iteration)
-        self.jacobian_chunk = _positive_int(jacobian_chunk, "jacobian_chunk") if jacobian_chunk is not None else (
-            32 if self.device.type == "cpu" else 512)
-        self.progress = progress
-        self.restarts = bool(restarts)
+        self.batch_size = options.batch_size
+        self.iteration = options.iteration
+        self.method = options.method
+        self.likelihood = get_likelihood(options.likelihood)
+        self.device = options.device
+        self.dtype = options.dtype
+        self.render_settings = options.render_settings or getattr(dataset, "render_settings", None) or RenderSettings()
+        self.lm_settings = options.lm_settings
+        self.adam_settings = options.adam_settings
+        self.jacobian_chunk = options.jacobian_chunk
+        self.progress = options.progress
+        self.restarts = options.restarts
         self.client = client
-        self.read_workers = _positive_int(read_workers, "read_workers")
-        self.pad_shapes = bool(pad_shapes)
-        self.threads = _positive_int(threads, "threads") if threads is not None else None
+        self.read_workers = options.read_workers
+        self.pad_shapes = options.pad_shapes
+        self.threads = options.threads
         self.model: Model | None = None
         self.store: ResultStore | None = None
         self._errors_shown = False
@@ -442,8 +389,7 @@ class Fitting:
             "likelihood": self.likelihood.name,
             "img_block_path": None if img is None else os.path.abspath(img),
             "table": dataclasses.asdict(self._table_options()),
-            "settings": {"batch_size": self.batch_size, "iteration": self.iteration, "dtype": str(self.dtype),
-                         "device": str(self.device), "restarts": self.restarts},
+            "settings": self.options.describe(),
         }
 
     def _resume(self, store: ResultStore, description: dict) -> None:
