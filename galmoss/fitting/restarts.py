@@ -52,6 +52,9 @@ class RestartPolicy:
     swap_slots
         The slots that describe a component's shape and brightness, swapped
         between the two components (they traded places).
+    size_slots
+        The lengths (``Role.LENGTH``) that are a component's size, compared
+        between the two (a truncation or core radius is not).
     """
 
     max_size_diagonals: float = 4.0
@@ -63,6 +66,7 @@ class RestartPolicy:
     flat_axis_ratio: float = 0.05
     ser_n_range: tuple[float, float] = (0.3, 7.0)
     swap_slots: tuple[str, ...] = ("eff_r", "axis_r", "pa", "ser_n", "mag", "scale_l", "fwhm")
+    size_slots: tuple[str, ...] = ("eff_r", "scale_l", "fwhm")
 
 
 DEFAULT_POLICY = RestartPolicy()
@@ -142,11 +146,11 @@ def _suspicious_pairs(model: Model, pair, values: dict, loss: np.ndarray, dof: n
         total = sum(flux.values()) if flux else None
         out = ~converged | ~np.isfinite(loss)
         out |= np.isfinite(loss) & (dof > 0) & (loss > dof + policy.pair_chi2_sigmas * np.sqrt(2.0 * np.maximum(dof, 1)))
-        length = next((s for s in ("eff_r", "scale_l", "fwhm") if f"{a}_{s}" in values and f"{b}_{s}" in values), None)
+        length = next((s for s in policy.size_slots if f"{a}_{s}" in values and f"{b}_{s}" in values), None)
         if length is not None:
             out |= values[f"{a}_{length}"] > values[f"{b}_{length}"]
         for c in pair:
-            for s in ("eff_r", "scale_l", "fwhm"):
+            for s in policy.size_slots:
                 if f"{c}_{s}" in values:
                     out |= values[f"{c}_{s}"] < policy.min_length
             if total is not None and c in flux:

@@ -36,6 +36,7 @@ import numpy as np
 
 from ..errors import OutputError
 from ..fitting.records import BatchResult
+from .store import ROW_FIELDS
 
 log = logging.getLogger("galmoss")
 
@@ -111,12 +112,8 @@ class PartWriter:
             data[c] = pa.array(result.values[c].astype(np.float64))
             err = result.errors[c] if result.errors is not None else nan
             data[f"{c}_err"] = pa.array(np.asarray(err, dtype=np.float64))
-        data["loss"] = pa.array(result.loss.astype(np.float64))
-        data["dof"] = pa.array(result.dof.astype(np.int64))
-        data["n_iter"] = pa.array(result.n_iter.astype(np.int64))
-        data["status"] = pa.array(result.status.astype(np.int64))
-        data["converged"] = pa.array(result.converged.astype(bool))
-        data["flag"] = pa.array(result.flags.astype(np.int64))
+        for f in ROW_FIELDS:
+            data[f.part] = pa.array(np.asarray(getattr(result, f.attr)).astype(f.dtype))
         data["message"] = pa.array(result.messages, type=pa.string())
         data["image_block"] = pa.array(image_block, type=pa.string())
         data["has_errors"] = pa.array(np.full(len(result), result.errors is not None))

@@ -25,7 +25,34 @@ from ..model import Model
 
 log = logging.getLogger("galmoss")
 
-__all__ = ["ResultColumn", "ResultStore", "TableOptions", "column_units"]
+__all__ = ["ROW_FIELDS", "ResultColumn", "ResultStore", "RowField", "TableOptions", "column_units"]
+
+
+@dataclass(frozen=True)
+class RowField:
+    """A per-galaxy scalar of a fit: a :class:`BatchResult` attribute, stored, written to parts and read back.
+
+    ``attr`` names it on :class:`BatchResult` and :class:`ResultStore`, ``part``
+    its column in the part files; ``fill`` is the value of a galaxy not fitted
+    (and of parts written before the field existed).
+    """
+
+    attr: str
+    part: str
+    dtype: type
+    fill: object
+
+
+#: The per-galaxy scalars every fit gives. A new one is a field of BatchResult,
+#: a row here, and (if it is shown) a column in ResultStore.table.
+ROW_FIELDS: tuple[RowField, ...] = (
+    RowField("loss", "loss", np.float64, np.nan),
+    RowField("dof", "dof", np.int64, 0),
+    RowField("n_iter", "n_iter", np.int64, 0),
+    RowField("status", "status", np.int64, int(Status.NOT_FITTED)),
+    RowField("converged", "converged", np.bool_, False),
+    RowField("flags", "flag", np.int64, 0),
+)
 
 
 @dataclass(frozen=True)
@@ -89,12 +116,8 @@ class ResultStore:
         self.values = np.full((n, c), np.nan)
         self.errors = np.full((n, c), np.nan)
         self.theta = np.full((n, p), np.nan)
-        self.loss = np.full(n, np.nan)
-        self.dof = np.zeros(n, dtype=np.int64)
-        self.n_iter = np.zeros(n, dtype=np.int64)
-        self.status = np.full(n, int(Status.NOT_FITTED), dtype=np.int64)
-        self.converged = np.zeros(n, dtype=bool)
-        self.flags = np.zeros(n, dtype=np.int64)
+        for f in ROW_FIELDS:
+            setattr(self, f.attr, np.full(n, f.fill, dtype=f.dtype))
         self.messages = [""] * n
         self.image_block = [""] * n
         self.n_masked = np.zeros(n, dtype=np.int64)
@@ -133,12 +156,8 @@ class ResultStore:
             self.errors[rows] = np.stack([result.errors[c] for c in self.columns], axis=1) if self.columns else 0.0
         self.with_errors[rows] = result.errors is not None
         self.theta[rows] = result.theta
-        self.loss[rows] = result.loss
-        self.dof[rows] = result.dof
-        self.n_iter[rows] = result.n_iter
-        self.status[rows] = result.status
-        self.converged[rows] = result.converged
-        self.flags[rows] = result.flags
+        for f in ROW_FIELDS:
+            getattr(self, f.attr)[rows] = getattr(result, f.attr)
         for i, pos in enumerate(rows):
             self.messages[pos] = result.messages[i]
         self.done[rows] = True
@@ -272,13 +291,10 @@ def _result_from_rows(store: ResultStore, rows: dict, idx: np.ndarray) -> BatchR
         errors={k: rows[f"{k}_err"][idx].astype(np.float64) for k in cols} if has_errors else None,
         covariance=cov,
         theta=matrix("theta", n_free),
-        loss=rows["loss"][idx].astype(np.float64),
-        dof=rows["dof"][idx].astype(np.int64),
-        n_iter=rows["n_iter"][idx].astype(np.int64),
-        status=rows["status"][idx].astype(np.int64),
-        converged=rows["converged"][idx].astype(bool),
-        flags=rows["flag"][idx].astype(np.int64),
         messages=[str(x) for x in rows["message"][idx]],
+        # a part written before a field existed gives the field's fill value
+        **{f.attr: (rows[f.part][idx].astype(f.dtype) if f.part in rows else np.full(len(idx), f.fill, f.dtype))
+           for f in ROW_FIELDS},
     )
 
 
