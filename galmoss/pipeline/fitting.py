@@ -376,7 +376,7 @@ class Fitting:
         return BlockWriter(Path(folder), model, names)
 
     def _description(self, model: Model) -> dict:
-        from .. import __version__
+        from .._version import __version__
 
         img = self.dataset.img_block_path
         return {
