@@ -29,7 +29,7 @@ import numpy as np
 from ..params import Parameter, Role
 from ..params.auto import AutoStart, ImageStart, NeighbourStart
 from ..profiles.base import LightProfile
-from .measure import batch_estimates, estimate_starts, moment_estimates, sersic_n_from_concentration  # noqa: F401
+from .measure import batch_estimates, estimate_starts, moment_estimates, sersic_n_from_concentration  # noqa: F401 - their home before measure.py
 
 __all__ = ["ROLES", "assign_roles", "component_rules", "component_starts", "estimate_starts", "moment_estimates",
            "restart_values", "start_rules", "with_auto_starts"]
