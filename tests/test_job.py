@@ -57,8 +57,8 @@ def test_dry_run_prints_the_model_and_fits_nothing(survey, capsys, tmp_path):
         (('profile = "Sersic"', 'profile = "Sersik"'), "no light profile is registered as 'Sersik'"),
         (('cen_x = { column = "x0" }', 'cen_x = { column = "x_0" }'), "column 'x_0' is not in the catalogue"),
         (("batch_size = 64", "batch_sise = 64"), "unknown key 'batch_sise' in \\[fit\\]"),
-        (("iteration = 200", 'iteration = "200"'), "fit.iteration='200' must be an integer"),
-        (("iteration = 200", 'iteration = 200\nthreads = "all"'), "fit.threads='all' must be an integer"),
+        (("iteration = 200", 'iteration = "200"'), "fit.iteration must be an integer >= 1, got '200'"),
+        (("iteration = 200", 'iteration = 200\nthreads = "all"'), "fit.threads must be an integer >= 1, got 'all'"),
         (('ser_n = { column = "n", log = true }', 'ser_n = { column = "n", log = "yes" }'),
          "model.sersic.ser_n.log = 'yes' must be true or false"),
         (('eff_r = { column = "re" }', 'eff_r = { share = "disk.eff_r" }'), "share = 'disk.eff_r' names no parameter"),
@@ -138,7 +138,7 @@ def test_neighbours_fit_in_a_job_file_and_its_mistakes(survey, tmp_path, capsys)
     [
         # each of these passed the dry run and then died in gm.Fitting with a traceback
         (("batch_size = 64", 'batch_size = 64\ndevice = "cuda"'), "fit.device='cuda' but this machine has no CUDA"),
-        (("batch_size = 64", "batch_size = 0"), "fit.batch_size=0 must be an integer >= 1"),
+        (("batch_size = 64", "batch_size = 0"), "fit.batch_size must be an integer >= 1, got 0"),
         (("batch_size = 64", 'batch_size = 64\nlikelihood = "chi3"'), "likelihood='chi3': choose one of 'chi2'"),
         (("batch_size = 64", "batch_size = 64\nlm_settings = { ftool = 1e-8 }"),
          "unknown key 'ftool' in fit.lm_settings"),

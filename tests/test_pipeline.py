@@ -309,9 +309,9 @@ def test_configuration_errors_raise_before_any_fit(tmp_path):
     from galmoss.errors import ConfigError
 
     # the options are checked in one place (RunOptions), before anything is read or fitted
-    for bad, message in (({"batch_size": 0}, "batch_size=0 must be an integer >= 1"),
+    for bad, message in (({"batch_size": 0}, "batch_size must be an integer >= 1, got 0"),
                          ({"likelihood": "chi3"}, "likelihood='chi3': choose one of"),
-                         ({"threads": 0}, "threads=0 must be an integer >= 1"),
+                         ({"threads": 0}, "threads must be an integer >= 1, got 0"),
                          ({"iteration": 50, "lm_settings": gm.fitting.LMSettings(max_iterations=20)},
                           "iteration=50 but lm_settings.max_iterations=20")):
         with pytest.raises(ConfigError, match=message):

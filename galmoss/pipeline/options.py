@@ -37,7 +37,7 @@ def default_device() -> torch.device:
 
 def _count(name: str, value, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ConfigError(f"{name}={value!r} must be an integer >= {minimum}")
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 
 
