@@ -211,3 +211,16 @@ def bootstrap_batch(model: Model, objective: BatchObjective, theta_best: Tensor,
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a galaxy whose replicas all failed: NaN
         return np.nanstd(deviation, axis=1, ddof=1)
+
+
+def batch_covariance(model, objective, result, theta: np.ndarray, positions: np.ndarray, settings):
+    """Covariance-matrix errors of a fitted batch: (errors, covariance, no_covariance), from the Fisher matrix at hand."""
+    if not model.n_free:
+        fisher = np.zeros((len(theta), 0, 0))
+    elif result.normal_matrix is not None and settings.likelihood == "chi2":
+        fisher = result.normal_matrix.double().cpu().numpy()  # J^T W J at the solution, already at hand
+    else:
+        everyone = torch.arange(len(theta), device=settings.torch_device)
+        fisher = objective.fisher(result.theta, everyone).detach().double().cpu().numpy()
+    errors, no_cov, cov = covariance_errors(model, theta, fisher, settings.torch_dtype, full=True, positions=positions)
+    return errors, cov, no_cov

@@ -49,7 +49,7 @@ def read_galfit(path: str | os.PathLike, *, base: str | os.PathLike | None = Non
     FileNotFoundError, ValueError, NotImplementedError
         A file it names is missing, H) lies outside the image, or E) > 1.
     """
-    import galmoss as gm
+    from ..data import Dataset
 
     feedme = parse_feedme(path, base=base)
     cons = parse_constraints(feedme.constraints, feedme.components) if feedme.constraints is not None else []
@@ -62,7 +62,7 @@ def read_galfit(path: str | os.PathLike, *, base: str | os.PathLike | None = Non
             raise FileNotFoundError(message)
         raise ValueError(message)
     profiles = build_profiles([feedme], [cons], [gal.origin], zeropoint=gal.zeropoint)
-    dataset = gm.Dataset.from_arrays(
+    dataset = Dataset.from_arrays(
         gal.image[None], gal.sigma[None], gal.psf, (gal.weight == 0).astype("int8")[None], galaxy_index=[str(feedme.path)]
     )
     dataset.define_profiles(**profiles)

@@ -63,6 +63,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .. import profiles as lp
+from ..io.results import GALFIT_KEYS
 from ..params import Parameter
 from ..params.ties import tie
 from .constraints import Constraint
@@ -90,12 +91,8 @@ CLASSES = {
     "sersic": lp.Sersic, "devauc": lp.DeVaucouleurs, "expdisk": lp.ExpDisk, "gaussian": lp.Gaussian,
     "moffat": lp.Moffat, "king": KingSB, "ferrer": FerrerSB, "psf": lp.PointSource, "sky": lp.Sky,
 }
-#: GALFIT's header key of each galmoss slot.
-HEADER_KEYS = {
-    "cen_x": "XC", "cen_y": "YC", "mag": "MAG", "mu0": "MU0", "eff_r": "RE", "scale_l": "RS", "fwhm": "FWHM",
-    "ser_n": "N", "con": "C", "core_r": "RC", "trunc_r": "RT", "pow_n": "ALPHA", "trunc_a": "ALPHA",
-    "trunc_b": "BETA", "axis_r": "AR", "pa": "PA", "box": "C0", "sky_bg": "SKY", "grad_x": "DSDX", "grad_y": "DSDY",
-}
+#: GALFIT's header key of each galmoss slot (one table, kept with the image-block writer).
+HEADER_KEYS = GALFIT_KEYS
 
 
 def fourier_labels(comp: Component) -> list[str]:

@@ -411,7 +411,8 @@ def _refused_row(path: Path, message: str, log_file: Path, flags: int = int(Flag
 
 def _run_group(g, gals: list[GalaxyInput], rows: list[dict], batch_size, iteration, device, out_dir: Path,
                settings) -> None:
-    import galmoss as gm
+    from ..data import Dataset
+    from ..pipeline.fitting import Fitting
 
     feedmes = [gal.feedme for gal in gals]
     origins = [gal.origin for gal in gals]
@@ -423,7 +424,7 @@ def _run_group(g, gals: list[GalaxyInput], rows: list[dict], batch_size, iterati
     if first.mode in (1, 2) or not model_free:
         fitted = _evaluate(profiles, gals, settings)
     else:
-        dataset = gm.Dataset.from_arrays(
+        dataset = Dataset.from_arrays(
             [gal.image for gal in gals],
             [gal.sigma for gal in gals],
             [gal.psf for gal in gals] if gals[0].psf is not None else None,
@@ -431,8 +432,8 @@ def _run_group(g, gals: list[GalaxyInput], rows: list[dict], batch_size, iterati
             galaxy_index=names,
         )
         dataset.define_profiles(**profiles)
-        fitting = gm.Fitting(dataset=dataset, batch_size=batch_size, iteration=iteration, device=device, progress=False,
-                             render_settings=settings(first))
+        fitting = Fitting(dataset=dataset, batch_size=batch_size, iteration=iteration, device=device, progress=False,
+                          render_settings=settings(first))
         fitting.fit()
         fitted = fitting.uncertainty("covar_mat")
     for i, (gal, row) in enumerate(zip(gals, rows)):
@@ -463,7 +464,7 @@ def _evaluate(profiles, gals: list[GalaxyInput], settings):
     """Results-like rows for a model that is evaluated, not fitted (P) 1, 2 or nothing free)."""
     from astropy.table import Table
 
-    import galmoss as gm
+    from ..render import render
 
     table = Table()
     table["galaxy_index"] = [str(gal.feedme.path) for gal in gals]
@@ -477,8 +478,8 @@ def _evaluate(profiles, gals: list[GalaxyInput], settings):
     for i, gal in enumerate(gals):
         single = build_profiles([gal.feedme], values=_values_of(table[i], gal.feedme, gal.origin), origins=[gal.origin],
                                 zeropoint=gal.zeropoint)
-        model = gm.render(single, gal.image.shape, psf=gal.psf, dtype=__import__("torch").float64,
-                          settings=settings(gal.feedme)).numpy()[0]
+        model = render(single, gal.image.shape, psf=gal.psf, dtype=__import__("torch").float64,
+                       settings=settings(gal.feedme)).numpy()[0]
         chi2[i] = float(np.sum(((gal.image - model) / gal.sigma) ** 2 * (gal.weight > 0)))
         dof[i] = int(np.count_nonzero(gal.weight > 0))
     table["chi2"] = chi2
@@ -502,7 +503,7 @@ def _values_of(row, feedme: Feedme, origin) -> dict:
 def _write_outputs(g, gal: GalaxyInput, row, out: dict, n_free: int, n_fix: int, out_dir: Path, settings) -> None:
     import torch
 
-    import galmoss as gm
+    from ..render import render
 
     feedme = gal.feedme
     vals = _values_of(row, feedme, gal.origin)
@@ -538,8 +539,8 @@ def _write_outputs(g, gal: GalaxyInput, row, out: dict, n_free: int, n_fix: int,
         shown = {name: prof for (name, prof), comp in zip(single.items(), feedme.components) if not comp.skip}
         shape = gal.image.shape
         if shown:
-            model, parts = gm.render(shown, shape, psf=gal.psf, dtype=torch.float64, components=True,
-                                     settings=settings(feedme))
+            model, parts = render(shown, shape, psf=gal.psf, dtype=torch.float64, components=True,
+                                  settings=settings(feedme))
             model = model.numpy()[0]
             parts = {name: im.numpy()[0] for name, im in parts.items()}
         else:
