@@ -46,6 +46,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import galmoss as gm  # noqa: E402
 import galmoss.fitting.batch as _batch_module  # noqa: E402
+import galmoss.fitting.restarts as _restarts_module  # noqa: E402
 import galmoss.pipeline.run as _run_module  # noqa: E402
 from render import device_name  # noqa: E402
 
@@ -179,7 +180,9 @@ class Timers:
 
     def __enter__(self) -> "Timers":
         self._wrap(_run_module, "fit_batch_safely", "fit_batch_s", reraise_oom=True)
-        self._wrap(_batch_module, "_optimise", "optimise_s", reraise_oom=False)
+        # the solver runs for the first fit (fit_batch) and for the restarts
+        self._wrap(_batch_module, "optimise", "optimise_s", reraise_oom=False)
+        self._wrap(_restarts_module, "optimise", "optimise_s", reraise_oom=False)
         return self
 
     def __exit__(self, *exc) -> None:

@@ -24,7 +24,7 @@ from .profiles import EllipticalProfile, LightProfile
 from .render import Renderer, render
 from .settings import RenderSettings
 
-__version__ = "3.0.0.dev0"
+from ._version import __version__
 
 __all__ = [
     "DataSet",

@@ -1,4 +1,4 @@
-"""Command line: ``galmoss demo``, ``fit``, ``collate``, ``flags`` (and the plot, report and galfit commands).
+"""Command line: ``galmoss demo``, ``init``, ``fit``, ``collate``, ``flags`` (and the plot, report and galfit commands).
 
 ``galmoss demo`` makes a small set of mock galaxies (Sersic profiles drawn by
 galmoss, convolved with a Moffat PSF, with sky noise), writes them as FITS
@@ -13,7 +13,9 @@ and can be called in-process.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -164,66 +166,125 @@ def _flags(args: argparse.Namespace) -> int:
     return 0
 
 
-def _plot(args: argparse.Namespace) -> int:
+class UsageError(ValueError):
+    """A mistake in what the user typed or gave; said in one line, exit code 2."""
+
+
+def _results_folder(value: str, command: str) -> str:
+    """The results folder a ``plot`` or ``report`` argument names (a run's results.fits/csv means its folder)."""
+    path = Path(value)
+    if path.is_file():
+        if path.name in ("results.fits", "results.csv"):
+            return str(path.parent)
+        raise UsageError(f"'{path}' is a file, not a galmoss results folder; give the folder a run wrote "
+                         f"(its result_path, holding results.fits), e.g. galmoss {command} results/")
+    return value
+
+
+@contextlib.contextmanager
+def _reading(results: str):
+    """Name the results folder in an error that came from a reader (astropy, pyarrow) without naming it."""
     from .errors import GalmossError
+
+    try:
+        yield
+    except (GalmossError, KeyError, FileNotFoundError, PermissionError):
+        raise
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read the galmoss results in '{results}' ({_one_line(exc)}); give the folder a "
+                         "galmoss run wrote, with its results.fits or results.csv intact") from exc
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from .io.naming import safe_file_names
     from .plot import plot_fit
 
-    out = Path(args.out) if args.out else Path(f"{args.galaxy}_fit.png")
-    try:
-        plot_fit(args.results, args.galaxy, blocks=args.blocks, out=out, dpi=args.dpi)
-    except (GalmossError, KeyError, FileNotFoundError) as exc:  # a wrong folder or name, said in one line
-        print(f"galmoss plot: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
-        return 2
+    results = _results_folder(args.results, "plot")
+    # a galaxy name is not a path: "../x" must not write outside the current folder
+    out = Path(args.out) if args.out else Path(safe_file_names([str(args.galaxy)], suffix="_fit.png")[0])
+    with _reading(results):
+        plot_fit(results, args.galaxy, blocks=args.blocks, out=out, dpi=args.dpi)
     print(f"wrote {out}")
     return 0
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .errors import GalmossError
     from .plot import write_report
 
-    try:
-        path = write_report(args.results, args.out, blocks=args.blocks)
-    except (GalmossError, FileNotFoundError) as exc:
-        print(f"galmoss report: {exc}", file=sys.stderr)
-        return 2
+    results = _results_folder(args.results, "report")
+    with _reading(results):
+        path = write_report(results, args.out, blocks=args.blocks)
     print(f"report: {path}")
     return 0
 
 
+def _shard(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    try:
+        k, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise UsageError(f"--shard {text!r}: give K/N, two whole numbers, e.g. --shard 3/8") from None
+    if not 1 <= k <= n:
+        raise UsageError(f"--shard {text}: K must be between 1 and N ({n}); e.g. --shard 1/{max(n, 1)} up to "
+                         f"--shard {max(n, 1)}/{max(n, 1)}")
+    return k, n
+
+
+def _dask(text: str | None) -> str | int | None:
+    """The scheduler address, or the number of local workers of ``local:N``; dask checked importable."""
+    if not text:
+        return None
+    try:
+        import dask.distributed  # noqa: F401
+    except ImportError:
+        # with this galmoss installed, pip keeps it and adds the extra's packages
+        raise UsageError(f"--dask {text}: dask is not installed; pip install \"galmoss[distributed]\" where this "
+                         "galmoss is installed (or pip install \"dask[distributed]\"), or leave --dask out") from None
+    if text.startswith("local:"):
+        count = text.split(":", 1)[1]
+        if not count.isdigit() or int(count) < 1:
+            raise UsageError(f"--dask {text}: give the number of local workers, at least 1, e.g. --dask local:4")
+        return int(count)
+    return text
+
+
 def _fit(args: argparse.Namespace) -> int:
-    from .errors import GalmossError
     from .pipeline.job import load_job
 
-    try:
-        job = load_job(args.job)
-    except (GalmossError, KeyError) as exc:
-        print(f"galmoss fit: {exc}", file=sys.stderr)
-        return 2
+    shard, dask = _shard(args.shard), _dask(args.dask)
+    job_path = Path(args.job)
+    if job_path.is_file():
+        try:
+            job_path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"job file '{job_path}' is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    job = load_job(args.job)
     if args.dry_run:
         print(job.describe())
         print("dry run: the job is valid; nothing was fitted")
         return 0
-    try:
-        return _run_job(job, args)
-    except GalmossError as exc:  # a configuration error found before any fit (output folders, devices, ...)
-        print(f"galmoss fit: {exc}", file=sys.stderr)
-        return 2
+    return _run_job(job, args, shard, dask)
 
 
-def _run_job(job, args: argparse.Namespace) -> int:
+def _run_job(job, args: argparse.Namespace, shard, dask) -> int:
     import galmoss as gm
 
-    shard = None
-    if args.shard:
-        try:
-            k, n = (int(x) for x in args.shard.split("/"))
-        except ValueError:
-            print(f"galmoss fit: --shard {args.shard!r}; give K/N, e.g. --shard 3/8", file=sys.stderr)
-            return 2
-        shard = (k, n)
-    job.output.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(job.output / (f"fit-{shard[0]}of{shard[1]}.log" if shard else "fit.log"))
+    from .errors import GalmossError
+    from .io.naming import open_append
+
+    log_name = f"fit-{shard[0]}of{shard[1]}.log" if shard else "fit.log"
+    try:
+        job.output.mkdir(parents=True, exist_ok=True)
+        # never through a symlink: fit.log is appended to, and a link could point anywhere
+        stream = open_append(job.output / log_name)
+    except GalmossError:
+        raise
+    except OSError as exc:
+        raise UsageError(f"output folder '{job.output}' cannot be written ({getattr(exc, 'strerror', None) or exc}); "
+                         f"choose another [output] folder in {job.path} or make it writable "
+                         "(nothing has been fitted)") from None
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logger = logging.getLogger("galmoss")
     logger.addHandler(handler)
@@ -232,15 +293,14 @@ def _run_job(job, args: argparse.Namespace) -> int:
         logger.setLevel(logging.INFO)
     client = cluster = None
     try:
-        if args.dask:
+        if dask is not None:
             from dask.distributed import Client, LocalCluster
 
-            if args.dask.startswith("local:"):
-                cluster = LocalCluster(n_workers=int(args.dask.split(":", 1)[1]), threads_per_worker=1,
-                                       dashboard_address=None)
+            if isinstance(dask, int):
+                cluster = LocalCluster(n_workers=dask, threads_per_worker=1, dashboard_address=None)
                 client = Client(cluster)
             else:
-                client = Client(args.dask)
+                client = Client(dask)
         fit = dict(job.fit)
         uncertainty = fit.pop("uncertainty", "covar_mat")
         n_resample = fit.pop("n_resample", 100)
@@ -259,6 +319,7 @@ def _run_job(job, args: argparse.Namespace) -> int:
     finally:
         logger.removeHandler(handler)
         handler.close()
+        stream.close()
         if client is not None:
             client.close()
         if cluster is not None:
@@ -267,29 +328,103 @@ def _run_job(job, args: argparse.Namespace) -> int:
 
 
 def _collate(args: argparse.Namespace) -> int:
+    from .errors import GalmossError
     from .pipeline.collate import collate
 
-    report = collate(args.folder)
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        raise UsageError(f"'{folder}' is not a folder; give the output folder the shards wrote into "
+                         "(the [output] folder of the job)")
+    try:
+        report = collate(folder)
+    except GalmossError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # a run.json or galaxies file cut short or edited
+        reason = exc.args[0] if isinstance(exc, KeyError) and exc.args else (getattr(exc, "strerror", None) or exc)
+        raise UsageError(f"'{folder}' is not a complete galmoss result folder ({type(exc).__name__}: {reason}); "
+                         "run the job's shards again into it, or give the right folder") from None
     print(report.summary())
     return 1 if (report.missing or report.unreadable) and not args.allow_missing else 0
 
 
+def _init(args: argparse.Namespace) -> int:
+    from .io.jobfile import build_catalog, job_template
+
+    job = Path(args.job)
+    catalog = Path(args.catalog)
+    for path, what in ((job, "job file"), (catalog if args.images else None, "catalogue")):
+        if path is not None and path.exists():
+            raise UsageError(f"{what} '{path}' already exists; galmoss init never writes over a file: give another "
+                             f"name ({'--job' if what == 'job file' else '--catalog'}) or remove it")
+    for path in (job, catalog):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    if args.images:
+        n = build_catalog(args.images, catalog)
+        print(f"wrote {catalog}: {n} galaxies (galaxy_index, image); add sigma, psf or mask columns as you have them")
+    relative = os.path.relpath(catalog.resolve(), job.parent.resolve())
+    with open(job, "x", encoding="utf-8") as fh:  # "x": never over an existing file
+        fh.write(job_template(Path(relative).as_posix()))
+    print(f"wrote {job}: every key with its default; check it with: galmoss fit {job} --dry-run")
+    return 0
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception as one line that names what went wrong (and, for a bare OS error, what to check)."""
+    import errno
+
+    if isinstance(exc, KeyError) and exc.args:
+        text = str(exc.args[0])
+    elif isinstance(exc, UnicodeDecodeError):
+        text = f"a file is not UTF-8 text ({exc}); save it as UTF-8"
+    elif isinstance(exc, OSError) and type(exc).__module__ == "builtins" and exc.filename is not None:
+        hint = {errno.EACCES: "check its permissions or choose another path",
+                errno.EPERM: "check its permissions or choose another path",
+                errno.EROFS: "the disk is read-only: choose another path",
+                errno.ENOENT: "check the path",
+                errno.ENOSPC: "the disk is full: free space or choose another path"}.get(exc.errno, "check the path")
+        text = f"'{exc.filename}': {exc.strerror or exc}; {hint}"
+    elif isinstance(exc, ImportError):
+        text = f"{exc}; install it (pip install \"galmoss[all]\" installs every optional package)"
+    else:
+        text = str(exc) or type(exc).__name__
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every (sub)command shows its defaults in --help and says a usage error in one line."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message}; see {self.prog} --help\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
-    parser = argparse.ArgumentParser(prog="galmoss", description="Batched galaxy light-profile fitting.")
+    """Run the command line with ``argv`` (default: ``sys.argv[1:]``); return the exit code.
+
+    A mistake in the user's input (a file, key, galaxy or option) is printed as one line
+    on stderr, exit code 2; ``--debug`` prints the traceback too.
+    """
+    from . import __version__
+
+    parser = _Parser(prog="galmoss", description="Batched galaxy light-profile fitting.")
+    parser.add_argument("--version", action="version", version=f"galmoss {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo = sub.add_parser("demo", help="make mock galaxies, fit them end to end, print the results")
-    demo.add_argument("--galaxies", type=int, default=16)
+    demo.add_argument("--galaxies", type=int, default=16, help="number of mock galaxies")
     demo.add_argument("--size", type=int, default=64, help="cutout size in pixels")
-    demo.add_argument("--batch-size", type=int, default=16)
-    demo.add_argument("--output", default="galmoss_demo_output")
-    demo.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
-    demo.add_argument("--seed", type=int, default=1)
+    demo.add_argument("--batch-size", type=int, default=16, help="galaxies fitted together")
+    demo.add_argument("--output", default="galmoss_demo_output", help="folder for the cutouts, results and report")
+    demo.add_argument("--device", default=None, help="cpu or cuda (None: cuda when present)")
+    demo.add_argument("--seed", type=int, default=1, help="random seed of the mocks")
     demo.add_argument("--show", type=int, default=3, help="galaxies to print")
     demo.set_defaults(run=_demo)
     fit = sub.add_parser("fit", help="run a job file (catalogue in, results out as the run goes)")
-    fit.add_argument("job", help="the job file (TOML); see galmoss.pipeline.job")
+    fit.add_argument("job", help="the job file (TOML); every key: docs/jobfile.md, or galmoss init")
     fit.add_argument("--dry-run", action="store_true", help="check the job and print the model; fit nothing")
     fit.add_argument("--shard", default=None, help="K/N: fit the K-th of N parts of the catalogue (parts only)")
     fit.add_argument("--resume", action="store_true", help="keep the galaxies already in the output's parts")
@@ -301,27 +436,47 @@ def main(argv: list[str] | None = None) -> int:
     collate.add_argument("--allow-missing", action="store_true", help="exit 0 even when galaxies are missing")
     collate.set_defaults(run=_collate)
     flags = sub.add_parser("flags", help="list the result flags, or decode a flag value")
-    flags.add_argument("value", nargs="?", type=int)
+    flags.add_argument("value", nargs="?", type=int, help="a flag value to decode (None: list every flag)")
     flags.set_defaults(run=_flags)
     plot = sub.add_parser("plot", help="draw one galaxy's fit (data, model, residual, profile) from a results folder")
     plot.add_argument("results", help="the run's results folder (result_path)")
     plot.add_argument("--galaxy", required=True, help="the galaxy's galaxy_index")
-    plot.add_argument("--out", default=None, help="image file to write (default: <galaxy>_fit.png)")
+    plot.add_argument("--out", default=None, help="image file to write (None: <galaxy>_fit.png, a safe file name)")
     plot.add_argument("--blocks", default=None, help="image-block folder, if not found from the results folder")
-    plot.add_argument("--dpi", type=int, default=100)
+    plot.add_argument("--dpi", type=int, default=100, help="resolution of the image")
     plot.set_defaults(run=_plot)
     report = sub.add_parser("report", help="write a self-contained HTML report of a run")
     report.add_argument("results", help="the run's results folder (result_path)")
-    report.add_argument("--out", default=None, help="HTML file to write (default: RESULTS/report.html)")
+    report.add_argument("--out", default=None, help="HTML file to write (None: RESULTS/report.html)")
     report.add_argument("--blocks", default=None, help="image-block folder, if not found from the results folder")
     report.set_defaults(run=_report)
+    init = sub.add_parser("init", help="write a commented job file (every key and its default), and a catalogue")
+    init.add_argument("--images", default=None,
+                      help="a glob of FITS cutouts, quoted ('cutouts/*.fits'): write a catalogue of them too")
+    init.add_argument("--job", default="job.toml", help="the job file to write (never over an existing file)")
+    init.add_argument("--catalog", default="catalog.csv", help="the catalogue the job reads (written with --images)")
+    init.set_defaults(run=_init)
     from .galfit.cli import add_galfit_parser
 
     add_galfit_parser(sub)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, a usage error: a code, not an exit, for in-process callers
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     if args.verbose:
         logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    return args.run(args)
+    from .errors import GalmossError
+
+    try:
+        return args.run(args)
+    except (GalmossError, UsageError, ValueError, KeyError, OSError, ImportError) as exc:
+        # input the user gave (a file, key, galaxy, option): one line and the fix, no traceback
+        if args.debug:
+            import traceback
+
+            traceback.print_exc()
+        print(f"galmoss {args.command}: {_one_line(exc)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

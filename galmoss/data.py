@@ -15,9 +15,12 @@ argument types, lists of different lengths) raise at once.
 
 Masks (design.md): ``mask_index`` names the value in the mask image that marks
 the galaxy being fitted; pixels with any other non-zero value are excluded, zero
-pixels (sky) are kept. Without ``mask_index`` every non-zero mask pixel is
-excluded. Non-finite image or sigma pixels and sigma <= 0 are always excluded and
-counted.
+pixels (sky) are kept. Without ``mask_index``, a mask of several integer labels is
+a segmentation map: the label under the galaxy's start position (the cutout centre
+when none) is the galaxy and is kept, the others are excluded; a mask with one
+non-zero value marks bad pixels, all excluded. A mask that covers the galaxy's
+centre or most of its light flags it ``target_masked``. Non-finite image or sigma
+pixels and sigma <= 0 are always excluded and counted.
 
 Without a sigma image, sigma is estimated from the image: the sky noise
 ``sigma_sky`` is the sigma-clipped standard deviation of the image (astropy's
@@ -156,7 +159,10 @@ class Dataset:
         Paths (or lists of paths) of the sigma image, PSF and mask; each optional.
     mask_index
         Value in the mask marking the fitted galaxy (other non-zero values are
-        masked; zero is sky and kept). A single value or one per galaxy.
+        masked; zero is sky and kept). A single value or one per galaxy. None:
+        a segmentation map (several integer labels) keeps the label under the
+        galaxy's start position (the cutout centre when none); a mask with one
+        non-zero value masks all of it.
     img_block_path
         Folder for image blocks (``<galaxy_index>.fits``: data, model, residual and
         components), written after the fit. None: none written.
@@ -372,6 +378,7 @@ class Dataset:
         The CATALOG table is kept as :attr:`catalog` (start values for ``gm.p``:
         ``gm.p(dataset.catalog["re"])``).
         """
+        from .io.catalog import text_column
         from .io.imageset import ImageSet
 
         image_set = ImageSet(path)
@@ -381,9 +388,19 @@ class Dataset:
                 f"image set '{image_set.path}': CATALOG has {len(catalog)} rows but IMAGE holds {image_set.n} "
                 "cutouts; give one catalogue row per cutout"
             )
-        if galaxy_index is None:
+        if catalog is not None:
+            catalog.meta["catalogue"] = f"image set '{image_set.path}' CATALOG"
+        if isinstance(galaxy_index, str) and not (image_set.n == 1 and (
+                catalog is None or galaxy_index not in catalog.colnames)):
+            # a column name (a job file's galaxy_index = "id"): honoured, or refused, never ignored
+            if catalog is None:
+                raise DataError(f"image set '{image_set.path}': galaxy_index={galaxy_index!r} names a CATALOG column, "
+                                "but the file has no CATALOG; leave galaxy_index out (galaxies are named 0, 1, ...), "
+                                "give one name per cutout, or add a CATALOG table")
+            names = text_column(catalog, galaxy_index, "galaxy names")
+        elif galaxy_index is None:
             if catalog is not None and "galaxy_index" in catalog.colnames:
-                names = [str(x) for x in np.asarray(catalog["galaxy_index"])]
+                names = text_column(catalog, "galaxy_index", "galaxy names")
             else:
                 names = [str(i) for i in range(image_set.n)]
         else:
@@ -439,40 +456,32 @@ class Dataset:
         KeyError
             If a named column is missing (the message lists the columns there are).
         """
-        from .io.catalog import read_catalog
+        from .io.catalog import number_column, read_catalog, text_column
 
-        table, folder = read_catalog(catalog)
+        table, folder = read_catalog(catalog, text_columns=[c for c in (galaxy_index, image, sigma, psf, mask) if c])
         base = Path(base_path) if base_path is not None else folder
 
-        def column(name, what):
+        def paths(name, what):
             if name is None:
                 return None
-            if name not in table.colnames:
-                raise KeyError(
-                    f"catalogue: no column {name!r} for {what}; the columns are {', '.join(table.colnames)}"
-                )
-            return table[name]
-
-        def paths(name, what):
-            col = column(name, what)
-            if col is None:
-                return None
             out = []
-            for value in np.asarray(col).tolist():
-                text = "" if value is None else str(value).strip()
-                if not text or text.lower() in ("none", "nan", "--"):
+            # every row names its file; "none" (GALFIT's word) says a galaxy has no such file
+            for text in text_column(table, name, f"{what} paths"):
+                if what != "image" and text.lower() == "none":
                     out.append(None)
                     continue
                 p = Path(text).expanduser()
                 out.append(str(p if p.is_absolute() else base / p))
             return out
 
-        names = [str(x) for x in np.asarray(column(galaxy_index, "galaxy_index")).tolist()]
+        names = text_column(table, galaxy_index, "galaxy names")
         images = paths(image, "image")
         if mask_index is not None and isinstance(mask_index, str):
-            mask_index = list(np.asarray(column(mask_index, "mask_index")).tolist())
+            # a galaxy with no value: the mask is read as a segmentation map or a bad-pixel mask
+            mask_index = [None if np.isnan(v) else v
+                          for v in number_column(table, mask_index, "mask_index", optional=True).tolist()]
         if isinstance(psf_fwhm, str):
-            psf_fwhm = np.asarray(column(psf_fwhm, "psf_fwhm"), dtype=np.float64)
+            psf_fwhm = number_column(table, psf_fwhm, "psf_fwhm", optional=True)  # NaN: the galaxy has a PSF file
         obj = cls(names, images, sigma_path=paths(sigma, "sigma"), psf_path=paths(psf, "psf"),
                   mask_path=paths(mask, "mask"), mask_index=mask_index, img_block_path=img_block_path,
                   result_path=result_path, gain=gain, auto_mask=auto_mask, psf_fwhm=psf_fwhm, neighbours=neighbours,
@@ -594,7 +603,17 @@ class Dataset:
                     "galaxy's value in its mask"
                 )
                 return gal
-            weight[(mask != 0) & (mask != target if target is not None else True)] = 0.0
+            masked, note = _mask_pixels(mask, target, self._start_xy(position))
+            weight[masked] = 0.0
+            if note:
+                gal.messages.append(f"{self._source('mask', position)}: {note}")
+            covered = _target_masked(image, masked, self._start_xy(position))
+            if covered:
+                gal.flags |= Flag.target_masked
+                gal.messages.append(
+                    f"{self._source('mask', position)}: the mask covers {covered}; the fit sees only what is left. "
+                    "If the mask's non-zero pixels mark this galaxy (a segmentation map), give mask_index=<its label>"
+                )
         if self.auto_mask:
             from .auto.segment import auto_mask
 
@@ -873,6 +892,73 @@ def _mask_value(value, index):
         f"Dataset: mask_index{where} is {value!r} ({type(value).__name__}); give one number, or a list of one "
         "number per galaxy"
     )
+
+
+def _centre_pixel(shape, start_xy) -> tuple[int, int]:
+    """The (row, column) of the pixel under ``start_xy`` (1-based x, y), or of the cutout centre when None."""
+    h, w = shape
+    x, y = ((w + 1) / 2, (h + 1) / 2) if start_xy is None else start_xy
+    # pixel i (0-based) spans 1-based coordinates [i + 0.5, i + 1.5)
+    row, col = int(np.floor(y - 0.5)), int(np.floor(x - 0.5))
+    if not (0 <= row < h and 0 <= col < w):  # a start off the cutout (full-frame coordinates?): its centre
+        row, col = int(np.floor((h + 1) / 2 - 0.5)), int(np.floor((w + 1) / 2 - 0.5))
+    return row, col
+
+
+def _mask_pixels(mask: np.ndarray, target, start_xy) -> tuple[np.ndarray, str]:
+    """The pixels a user's mask excludes (True = masked), and a note saying how the mask was read.
+
+    With ``mask_index`` (``target``), pixels of any other non-zero value are masked. Without it, a mask
+    of several integer labels is a segmentation map (SExtractor, photutils): the label under the start
+    position (the cutout centre when none) is the galaxy and is kept, the other labels are masked. A mask
+    with a single non-zero value (0/1, 0/255, boolean) marks bad pixels: every non-zero pixel is masked.
+    """
+    nonzero = mask != 0  # NaN != 0: a non-finite mask pixel is masked
+    if target is not None:
+        return nonzero & (mask != target), ""
+    labels = np.unique(mask[nonzero & np.isfinite(mask)])
+    if labels.size < 2 or not np.all(labels == np.round(labels)):
+        return nonzero, ""
+    row, col = _centre_pixel(mask.shape, start_xy)
+    label = mask[row, col]
+    where = f"({col + 1}, {row + 1})"
+    shown = ", ".join(f"{v:g}" for v in labels[:8]) + (", ..." if labels.size > 8 else "")
+    if not np.isfinite(label) or label == 0:
+        return nonzero, (f"segmentation map (labels {shown}) with sky under the galaxy's position {where}: "
+                         "every label was masked; give mask_index=<the galaxy's label> to keep one")
+    return nonzero & (mask != label), (f"segmentation map (labels {shown}): kept label {label:g} under the "
+                                       f"galaxy's position {where} as the galaxy, masked the other labels "
+                                       "(give mask_index to choose another)")
+
+
+def _target_masked(image: np.ndarray, masked: np.ndarray, start_xy=None) -> str:
+    """What of the galaxy a user's mask covers ('its centre pixel', 'most of its light'), or ''.
+
+    The galaxy's light is the connected patch of pixels 3 sky-sigma above the sky that holds the
+    centre pixel; covering most of its (sky-subtracted) flux hides the galaxy as surely as covering its centre.
+    """
+    if not masked.any():
+        return ""
+    row, col = _centre_pixel(image.shape, start_xy)
+    if masked[row, col]:
+        return "the galaxy's centre pixel"
+    from astropy.stats import sigma_clipped_stats
+    from scipy import ndimage
+
+    finite = np.isfinite(image)
+    if np.count_nonzero(finite) < 10 or not finite[row, col]:
+        return ""
+    sky, _, sky_sigma = sigma_clipped_stats(image[finite], sigma=3.0, maxiters=5)
+    above = finite & (image > sky + 3.0 * max(float(sky_sigma), 0.0))
+    if not above[row, col]:
+        return ""
+    patch, _ = ndimage.label(above)
+    own = patch == patch[row, col]
+    flux = np.where(own, image - sky, 0.0)
+    total = flux.sum()
+    if total > 0 and flux[masked].sum() > 0.5 * total:
+        return "most of the galaxy's light"
+    return ""
 
 
 def _regions(region, n: int, names: list[str]) -> list:

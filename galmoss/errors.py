@@ -33,3 +33,14 @@ class OutputError(GalmossError, OSError):
 
 class FlagError(GalmossError, ValueError):
     """A flag name or flag value that the registry in :mod:`galmoss.flags` does not define."""
+
+
+class ConfigError(GalmossError, ValueError):
+    """A run option (``gm.Fitting``'s keywords, a job file's ``[fit]``) that cannot be used.
+
+    Raised before anything is read or fitted; the message names the option and the fix.
+    """
+
+
+class ConfigTypeError(ConfigError, TypeError):
+    """A run option of the wrong type (a settings object that is not one)."""

@@ -4,48 +4,7 @@ Every galaxy in a results table carries one integer ``flag``: a bitmask that is
 0 when nothing worth reporting happened. Problems inside a batch never raise;
 they set a bit here and the fit moves on to the next galaxy.
 
-=====  =====  ======================  ==================================================
- bit   value  name                    meaning
-=====  =====  ======================  ==================================================
-   0      1   ``no_convergence``      hit the iteration limit before converging
-   1      2   ``near_bound``          a fitted value lies within 1e-3 of its range's
-                                      width from a bound, in the space that is fitted
-                                      (log space for sizes and log=True)
-   2      4   ``no_covariance``       J^T W J is singular or not positive definite:
-                                      errors are NaN
-   3      8   ``fully_masked``        no usable pixel
-   4     16   ``bad_pixels_masked``   non-finite data/sigma pixels or sigma <= 0 pixels
-                                      were excluded
-   5     32   ``sigma_estimated``     no sigma image: sigma was estimated from the image
-   6     64   ``non_finite``          the model or chi2 became non-finite: values are NaN
-   7    128   ``read_error``          a file of this galaxy could not be read: values NaN
-   8    256   ``bad_psf``             the PSF is unusable
-   9    512   ``bad_start``           start values outside the profile's domain
-  10   1024   ``no_dof``              no more usable pixels than free parameters
-                                      (dof <= 0): reduced_chi2 is NaN
-  11   2048   ``fit_error``           fitting this galaxy raised an error (see the
-                                      message): values are NaN
-  12   4096   ``block_not_written``   the image block could not be written; the fit
-                                      is kept
-  13   8192   ``bad_mask``            mask_index absent from the mask: not fitted
-  14  16384   ``no_source``           blank or constant cutout: not fitted
-  15  32768   ``psf_off_centre``      PSF centroid > 0.5 px from its documented centre
-  16  65536   ``negative_pixels``     Poisson likelihood given negative pixels: masked
-  17 131072   ``psf_larger_than_cutout``  the PSF stamp is larger than the cutout
-  18 262144   ``segment_fallback``    auto mask: no segment under the start position;
-                                      the brightest segment near it was fitted
-  19 524288   ``chi2_high``           chi2 > dof + 10 sqrt(2 dof): far beyond the noise
-  20 1048576  ``size_runaway``        a length beyond half the cutout's diagonal
-  21 2097152  ``negligible_component``  a component holds < 1 % of the model's flux
-  22 4194304  ``at_start``            a free parameter ended at its start value
-  23 8388608  ``components_merged``   two components converged onto each other
-  27 134217728 ``degenerate_component``  a component collapsed: axis ratio < 0.05, or a size
-                                      far below the PSF (only its flux is measured)
-  25 33554432 ``bootstrap_split``     bootstrap refits went to more than one minimum:
-                                      the error is their robust spread
-  26 67108864 ``prior_dominated``     a parameter's error is close to its prior's width:
-                                      the data said little about it
-=====  =====  ======================  ==================================================
+{flag_table}
 
 Bits are part of the file format: a bit, once given a meaning, keeps it, and new
 flags take the next free bit.
@@ -65,82 +24,92 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import FlagError
 
-__all__ = ["Flag", "add_flag", "decode", "describe", "encode", "flag_table", "has_flag"]
+__all__ = ["FLAG_DTYPE", "REGISTRY", "Flag", "FlagInfo", "add_flag", "decode", "describe", "encode", "flag_table", "has_flag"]
 
 
-class Flag(enum.IntFlag):
-    """Per-galaxy status flags; the integer ``flag`` column is an OR of these.
+class FlagInfo(NamedTuple):
+    """One row of the registry: a flag's name, its bit and what it means."""
+
+    name: str
+    bit: int
+    meaning: str
+
+
+# The registry: every flag written once. The enum, the descriptions, the module
+# docstring's table and ``flag_table`` are all made from it.
+REGISTRY: tuple[FlagInfo, ...] = (
+    FlagInfo("no_convergence", 0, "hit the iteration limit before converging"),
+    FlagInfo("near_bound", 1, "a fitted value lies within 1e-3 of its range's width from a bound, in the space "
+                              "that is fitted (log space for sizes and log=True)"),
+    FlagInfo("no_covariance", 2, "J^T W J is singular or not positive definite: errors are NaN"),
+    FlagInfo("fully_masked", 3, "no usable pixel"),
+    FlagInfo("bad_pixels_masked", 4, "non-finite data/sigma pixels or sigma <= 0 pixels were excluded"),
+    FlagInfo("sigma_estimated", 5, "no sigma image: sigma was estimated from the image"),
+    FlagInfo("non_finite", 6, "the model or chi2 became non-finite: values are NaN"),
+    FlagInfo("read_error", 7, "a file of this galaxy could not be read: values are NaN"),
+    FlagInfo("bad_psf", 8, "the PSF is unusable"),
+    FlagInfo("bad_start", 9, "start values outside the profile's domain"),
+    FlagInfo("no_dof", 10, "no more usable pixels than free parameters (dof <= 0): reduced_chi2 is NaN"),
+    FlagInfo("fit_error", 11, "fitting this galaxy raised an error (see the message): values are NaN"),
+    FlagInfo("block_not_written", 12, "the image block could not be written (see the message); the fit itself "
+                                      "is kept"),
+    FlagInfo("bad_mask", 13, "the mask cannot select the galaxy (mask_index absent from the mask): not fitted"),
+    FlagInfo("no_source", 14, "the cutout holds no source (blank or constant): not fitted"),
+    FlagInfo("psf_off_centre", 15, "the PSF's centroid is more than half a pixel from its documented centre"),
+    FlagInfo("negative_pixels", 16, "a Poisson likelihood was given negative pixels: they were masked"),
+    FlagInfo("psf_larger_than_cutout", 17, "the PSF stamp is larger than the cutout"),
+    FlagInfo("segment_fallback", 18, "auto mask: no segment lies under the start position; the brightest segment "
+                                     "near it was fitted"),
+    FlagInfo("chi2_high", 19, "chi2 exceeds dof + k sqrt(2 dof) (k = 10 by default): far more than the noise "
+                              "allows"),
+    FlagInfo("size_runaway", 20, "a fitted length exceeds half the cutout's diagonal: the size ran away"),
+    FlagInfo("negligible_component", 21, "a component carries a negligible share (< 1 %) of the model's flux"),
+    FlagInfo("at_start", 22, "a free parameter ended at its start value: the fit did not move it"),
+    FlagInfo("components_merged", 23, "two components converged onto each other (same centre, size, shape)"),
+    FlagInfo("target_masked", 24, "the user's mask covers the galaxy's centre or most of its light: only the rest "
+                                   "was fitted"),
+    FlagInfo("bootstrap_split", 25, "some bootstrap refits went to another minimum (a value more than 5 robust sigmas "
+                                    "from the refits' median): the errors are the spread of the others"),
+    FlagInfo("prior_dominated", 26, "a parameter's posterior error is above 1/sqrt(2) of its prior's width: the "
+                                    "prior says as much about it as the data"),
+    FlagInfo("degenerate_component", 27, "a component collapsed (axis ratio below 0.05, or a half-light size below "
+                                         "0.1 of the PSF's FWHM): only its flux is measured"),
+)
+
+# Flags are stored as int64 everywhere (results tables, parts, tensors).
+FLAG_DTYPE = "int64"
+
+Flag = enum.IntFlag("Flag", [(info.name, 1 << info.bit) for info in REGISTRY], module=__name__)
+Flag.__doc__ = """Per-galaxy status flags; the integer ``flag`` column is an OR of these.
 
     Member names are the flag names used everywhere else (``decode``, docs, job
     files), so they are lower case rather than the usual enum upper case.
     """
 
-    no_convergence = 1 << 0
-    near_bound = 1 << 1
-    no_covariance = 1 << 2
-    fully_masked = 1 << 3
-    bad_pixels_masked = 1 << 4
-    sigma_estimated = 1 << 5
-    non_finite = 1 << 6
-    read_error = 1 << 7
-    bad_psf = 1 << 8
-    bad_start = 1 << 9
-    no_dof = 1 << 10
-    fit_error = 1 << 11
-    block_not_written = 1 << 12
-    bad_mask = 1 << 13
-    no_source = 1 << 14
-    psf_off_centre = 1 << 15
-    negative_pixels = 1 << 16
-    psf_larger_than_cutout = 1 << 17
-    segment_fallback = 1 << 18
-    chi2_high = 1 << 19
-    size_runaway = 1 << 20
-    negligible_component = 1 << 21
-    at_start = 1 << 22
-    components_merged = 1 << 23
-    bootstrap_split = 1 << 25
-    prior_dominated = 1 << 26
-    degenerate_component = 1 << 27
+_DESCRIPTIONS: dict[str, str] = {info.name: info.meaning for info in REGISTRY}
 
 
-_DESCRIPTIONS: dict[str, str] = {
-    "no_convergence": "hit the iteration limit before converging",
-    "near_bound": "a fitted value lies within 1e-3 of its range's width from a bound, in the space that is fitted "
-                  "(log space for sizes and log=True)",
-    "no_covariance": "J^T W J is singular or not positive definite: errors are NaN",
-    "fully_masked": "no usable pixel",
-    "bad_pixels_masked": "non-finite data/sigma pixels or sigma <= 0 pixels were excluded",
-    "sigma_estimated": "no sigma image: sigma was estimated from the image",
-    "non_finite": "the model or chi2 became non-finite: values are NaN",
-    "read_error": "a file of this galaxy could not be read: values are NaN",
-    "bad_psf": "the PSF is unusable",
-    "bad_start": "start values outside the profile's domain",
-    "no_dof": "no more usable pixels than free parameters (dof <= 0): reduced_chi2 is NaN",
-    "fit_error": "fitting this galaxy raised an error (see the message): values are NaN",
-    "block_not_written": "the image block could not be written (see the message); the fit itself is kept",
-    "bad_mask": "the mask cannot select the galaxy (mask_index absent from the mask): not fitted",
-    "no_source": "the cutout holds no source (blank or constant): not fitted",
-    "psf_off_centre": "the PSF's centroid is more than half a pixel from its documented centre",
-    "negative_pixels": "a Poisson likelihood was given negative pixels: they were masked",
-    "psf_larger_than_cutout": "the PSF stamp is larger than the cutout",
-    "segment_fallback": "auto mask: no segment lies under the start position; the brightest segment near it was fitted",
-    "chi2_high": "chi2 exceeds dof + k sqrt(2 dof) (k = 10 by default): far more than the noise allows",
-    "size_runaway": "a fitted length exceeds half the cutout's diagonal: the size ran away",
-    "negligible_component": "a component carries a negligible share (< 1 %) of the model's flux",
-    "at_start": "a free parameter ended at its start value: the fit did not move it",
-    "components_merged": "two components converged onto each other (same centre, size, shape)",
-    "bootstrap_split": "some bootstrap refits went to another minimum (values > 5 robust sigmas from the median): "
-                       "errors are the robust spread",
-    "degenerate_component": "a component collapsed (axis ratio < 0.05, or a half-light size below 0.1 of the PSF's "
-                            "FWHM): only its flux is measured",
-    "prior_dominated": "a parameter's posterior error is above 1/sqrt(2) of its prior's width: the prior says as much "
-                       "about it as the data",
-}
+def _rst_table() -> str:
+    """The registry as the reStructuredText table of the module docstring."""
+    import textwrap
+
+    width = max(len(info.name) for info in REGISTRY) + 4
+    rule = f"=====  ========  {'=' * width}  {'=' * 60}"
+    lines = [rule, f" bit      value  {'name':<{width}}  meaning", rule]
+    for info in REGISTRY:
+        text = textwrap.wrap(info.meaning, 60)
+        lines.append(f"{info.bit:>4}  {1 << info.bit:>8}  {'``' + info.name + '``':<{width}}  {text[0]}")
+        lines.extend(f"{'':>4}  {'':>8}  {'':<{width}}  {more}" for more in text[1:])
+    lines.append(rule)
+    return "\n".join(lines)
+
+
+if __doc__:  # absent under python -OO
+    __doc__ = __doc__.replace("{flag_table}", _rst_table())
 
 # Iterating an IntFlag class changed between Python 3.10 and 3.12 (aliases,
 # composite members); the explicit member table behaves the same everywhere.
@@ -288,10 +257,10 @@ def flag_table() -> Any:
 
     return Table(
         {
-            "name": [m.name for m in _MEMBERS],
-            "bit": [int(m).bit_length() - 1 for m in _MEMBERS],
-            "value": [int(m) for m in _MEMBERS],
-            "description": [_DESCRIPTIONS[m.name] for m in _MEMBERS],
+            "name": [info.name for info in REGISTRY],
+            "bit": [info.bit for info in REGISTRY],
+            "value": [1 << info.bit for info in REGISTRY],
+            "description": [info.meaning for info in REGISTRY],
         }
     )
 
@@ -314,8 +283,8 @@ def add_flag(flags: Any, flag: Flag | str | int | Iterable[str | Flag], where: A
     Parameters
     ----------
     flags
-        Integer array or tensor of per-galaxy flags, shape (B,); int32 or wider
-        (int64 is what results tables use).
+        Integer array or tensor of per-galaxy flags, shape (B,), wide enough for
+        the bits set (int64, the flag dtype of results tables, holds every flag).
     flag
         The flag(s) to set: a member, a name, an integer bitmask or an iterable of names.
     where
@@ -330,7 +299,7 @@ def add_flag(flags: Any, flag: Flag | str | int | Iterable[str | Flag], where: A
     ------
     FlagError
         If the flag is unknown or ``flags`` is not an integer array wide enough
-        to hold every defined bit.
+        to hold the bits being set.
     """
     bits = _bits_of(flag)
     dtype = getattr(flags, "dtype", None)
@@ -344,10 +313,21 @@ def add_flag(flags: Any, flag: Flag | str | int | Iterable[str | Flag], where: A
     else:
         integral = getattr(dtype, "kind", "") in ("i", "u")
         width = getattr(dtype, "itemsize", 0) * 8
-    if not integral or width < 16:
+    if not integral:
         raise FlagError(
-            f"flags array has dtype {dtype}; flags need an integer dtype of 16 bits or more "
-            "(create it with numpy.zeros(n, dtype=numpy.int64) or torch.zeros(n, dtype=torch.int64))"
+            f"flags array has dtype {dtype}; flags need an integer dtype ({FLAG_DTYPE}: create it with "
+            f"numpy.zeros(n, dtype=numpy.{FLAG_DTYPE}) or torch.zeros(n, dtype=torch.{FLAG_DTYPE}))"
+        )
+    # A signed integer holds bits up to width - 2; numpy would raise OverflowError
+    # (torch would wrap silently) for a bit beyond that.
+    signed = dtype.is_signed if hasattr(flags, "element_size") else dtype.kind == "i"
+    highest = bits.bit_length() - 1
+    if highest > width - 1 - int(signed):
+        name = Flag(1 << highest).name
+        raise FlagError(
+            f"flags array has dtype {dtype}, which cannot hold bit {highest} ({name}); flags are {FLAG_DTYPE}: "
+            f"create the array with numpy.zeros(n, dtype=numpy.{FLAG_DTYPE}) or torch.zeros(n, "
+            f"dtype=torch.{FLAG_DTYPE}), or convert it with .astype(numpy.{FLAG_DTYPE})"
         )
     if where is None:
         flags |= bits

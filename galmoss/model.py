@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .params import Parameter, ParamSpec, Role, Transform, UnitMap
+from .params.auto import AutoStart, ImageStart, NeighbourStart  # noqa: F401 - their home before params.auto
 from .params.priors import apply_preset
 from .params.ties import Tied, order_ties as _order_ties
 from .profiles.base import EllipticalProfile, LightProfile, parameter_uses
@@ -83,9 +84,9 @@ class Model:
     profiles
         ``{name: profile}``; the names prefix result columns.
 
-    auto_starts
-        Fill slots left out, and parameters given without a start value
-        (``gm.p(M0=22.5)``), with parameters started from each galaxy's image.
+        Slots left out, and parameters given without a start value
+        (``gm.p(M0=22.5)``), are filled by the start policy before a model is
+        built (:func:`galmoss.fitting.starts.with_auto_starts`).
     dtype
         The dtype the model will be fitted in; given, every value_range is
         checked against its precision at once (:meth:`check_precision`).
@@ -95,21 +96,21 @@ class Model:
     ValueError
         A profile lacks a parameter, parameters hold different numbers of
         galaxies, one parameter object is used in slots of different meaning, a
-        parameter has no start value and ``auto_starts`` is off, or a
+        parameter has no start value (and was not filled by the start policy), or a
         value_range is too wide for ``dtype``.
     """
 
     def __init__(
-        self, profiles: Mapping[str, LightProfile], *, auto_starts: bool = False, dtype: torch.dtype | None = None,
-        priors: str | None = None,
+        self, profiles: Mapping[str, LightProfile], *, dtype: torch.dtype | None = None, priors: str | None = None
     ) -> None:
         if not profiles:
             raise ValueError("a model needs at least one profile; call dataset.define_profiles(name=profile, ...)")
-        self.profiles = _with_auto_starts(profiles) if auto_starts else dict(profiles)
+        self.profiles = dict(profiles)
         if priors is not None:
             neighbours = [name for name, p in self.profiles.items()
                           if any(isinstance(prm, NeighbourStart) for prm in p.parameters().values())]
             self.profiles = apply_preset(self.profiles, priors, skip=neighbours)
+        #: the prior preset the model was built with (None: only the priors given on parameters)
         self.prior_preset = priors
         self.uses = parameter_uses(self.profiles)
         # gm.tie: tied parameters are computed from a base and a link (galmoss/params/ties.py)
@@ -263,7 +264,7 @@ class Model:
         """Start values in profile units for galaxies ``index`` (float64 arrays).
 
         ``estimates`` (one dict per galaxy, from
-        :func:`galmoss.fitting.starts.moment_estimates`) fill the parameters that
+        :func:`galmoss.fitting.measure.moment_estimates`) fill the parameters that
         were left out; without them those are NaN.
         """
         out = {}
@@ -279,55 +280,6 @@ class Model:
                 out[prm] = vals[index]
             else:
                 out[prm] = np.broadcast_to(vals, (len(index),) + vals.shape[1:]).copy()
-        return out
-
-    def restart_values(self, start: Mapping[Parameter, np.ndarray], estimates: list[dict]) -> dict[Parameter, np.ndarray]:
-        """A second start for galaxies whose first fit went astray (profile units).
-
-        Free parameters that the image can estimate take that estimate (centre,
-        position angle, axis ratio, sizes, magnitudes splitting the flux evenly,
-        sky); shape indices go back to their profile's default (Sersic n = 2);
-        everything else keeps its start.
-        """
-        out = {prm: np.array(v, dtype=np.float64, copy=True) for prm, v in start.items()}
-        # fitted neighbours keep their starts (from their own segments); the target's components restart
-        neighbours = set(self.neighbour_components)
-        targets = {name: p for name, p in self.profiles.items() if name not in neighbours}
-        free_mags = {(pname, prm) for pname, p in targets.items() for slot, prm in p.parameters().items()
-                     if prm.fit and p.spec(slot).role is Role.MAGNITUDE}
-        share = 1.0 / max(len(free_mags), 1)
-        # several components restart apart (galmoss.fitting.starts.component_rules), never equal
-        rules = start_rules(targets)
-        rule_total = sum(rules[pname]["share"] for pname, _ in free_mags if pname in rules) or 1.0
-        est = {key: np.array([e[key] for e in estimates]) for key in estimates[0]}
-        done: set = set(prm for name in neighbours for prm in self.profiles[name].parameters().values())
-        for pname, profile in targets.items():
-            rule = rules.get(pname)
-            for slot, prm in profile.parameters().items():
-                if not prm.fit or prm in done:
-                    continue
-                done.add(prm)
-                spec = profile.spec(slot)
-                if spec.role is Role.POSITION and slot in ("cen_x", "cen_y"):
-                    out[prm] = est[slot].copy()
-                elif spec.role is Role.ANGLE:
-                    out[prm] = np.radians(est["pa"])
-                elif spec.role is Role.AXIS_RATIO:
-                    out[prm] = est["axis_r"] ** (rule["q_power"] if rule else 1.0)
-                elif spec.role is Role.LENGTH:
-                    size = rule["length"] if rule and rule["length"] > 0 else 1.0
-                    out[prm] = est["eff_r"] * LENGTH_FACTORS.get(slot, 1.0) * size
-                elif spec.role is Role.MAGNITUDE:
-                    part = rule["share"] / rule_total if rule else share
-                    out[prm] = -2.5 * np.log10(np.maximum(est["flux"] * part, 1e-30))
-                elif isinstance(prm, ImageStart):
-                    out[prm] = np.array([prm.start_from(e) for e in estimates], dtype=np.float64)
-                elif rule is not None and slot == "ser_n" and math.isfinite(rule["ser_n"]):
-                    out[prm] = np.full(len(estimates), rule["ser_n"])
-                elif spec.default is not None:
-                    out[prm] = np.full(len(estimates), float(spec.default))
-                elif slot == "sky_bg":
-                    out[prm] = est["sky"].copy()
         return out
 
     def theta_from_values(self, values: Mapping[Parameter, np.ndarray | Tensor], dtype, device) -> Tensor:
@@ -528,234 +480,6 @@ def _scalar_slot(profile: LightProfile, slot: str) -> bool:
     if type(profile).__module__.startswith("galmoss."):
         return True
     return slot in ("cen_x", "cen_y", "pa", "axis_r", "box") or slot == getattr(profile, "amplitude_parameter", None)
-
-
-#: start of a length slot left out, in units of the galaxy's half-light radius
-#: along the major axis (exponential scale length r_e / 1.678, ...)
-LENGTH_FACTORS = {"eff_r": 1.0, "scale_l": 1.0 / 1.678, "fwhm": 1.0, "trunc_r": 2.5, "core_r": 0.5}
-
-
-class AutoStart(Parameter):
-    """A free parameter with per-galaxy starts from the image: a slot left out, or a ``gm.p`` without a value.
-
-    ``kind`` names the image estimate it starts from ("cen_x", "cen_y", "pa",
-    "axis_r", "eff_r", "flux", "sky", or "default" for the slot's default value
-    ``constant``), ``factor`` scales a length and ``share`` is the fraction of
-    the flux for a magnitude. ``like`` is the user's ``gm.p`` it stands for, whose
-    units (``M0``, ``pix_scale``), ``value_range``, ``log`` and step length it keeps.
-    """
-
-    def __init__(
-        self,
-        kind: str,
-        factor: float = 1.0,
-        share: float = 1.0,
-        angle: bool = False,
-        *,
-        like: Parameter | None = None,
-        constant: float | None = None,
-        power: float = 1.0,
-    ) -> None:
-        if like is None:
-            super().__init__(None, angle=angle)
-        else:
-            super().__init__(
-                None, value_range=like.value_range, step_length=like.step_length, M0=like.M0,
-                pix_scale=like.pix_scale, angle=like.angle or angle, log=like.log, name=like.name,
-                prior=getattr(like, "prior", None),
-            )
-        self.kind = kind
-        self.factor = factor
-        self.share = share
-        self.constant = constant
-        self.like = like
-        self.power = power  # axis ratio of a component: the galaxy's q ** power (a bulge starts rounder)
-
-    def start_from(self, estimate: dict) -> float:
-        """The start value in profile units (pixels, radians, m - M0) given one galaxy's image estimates."""
-        if self.kind == "default":
-            return float(self.constant)
-        if self.kind == "flux":
-            return -2.5 * math.log10(max(estimate["flux"] * self.share, 1e-30))
-        if self.kind == "pa":
-            return math.radians(estimate["pa"])
-        if self.power != 1.0:
-            return estimate[self.kind] ** self.power * self.factor
-        return estimate[self.kind] * self.factor
-
-
-class NeighbourStart(AutoStart):
-    """A free parameter of a fitted neighbour's component, started from the neighbour's own segment.
-
-    ``neighbours="fit"`` (:mod:`galmoss.fitting.neighbours`): the start of
-    component ``component``'s ``kind`` ("cen_x", "cen_y", "pa", "axis_r",
-    "eff_r", "flux", "ser_n") is the image estimate ``"<component>.<kind>"``
-    (photutils' catalogue row of that neighbour). Restarts keep it.
-    """
-
-    def __init__(self, component: str, kind: str, *, like: Parameter | None = None) -> None:
-        super().__init__(kind, angle=kind == "pa", like=like)
-        self.component = component
-
-    def start_from(self, estimate: dict) -> float:
-        value = float(estimate[f"{self.component}.{self.kind}"])
-        if self.kind == "flux":
-            return -2.5 * math.log10(max(value, 1e-30))
-        if self.kind == "pa":
-            return math.radians(value)
-        return value
-
-
-class ImageStart(AutoStart):
-    """A vector slot left out, started from the image by its profile (``LightProfile.start_from_image``).
-
-    Holds K values per galaxy (``expected_size``); ``start_from`` gives them in
-    profile units for one galaxy's image estimates (e.g. a free-form profile's
-    ``log_sb``: a Sersic of the image's r_e and concentration index at its radii).
-    """
-
-    def __init__(self, profile: LightProfile, slot: str, size: int) -> None:
-        super().__init__("image")
-        self.profile = profile
-        self.slot = slot
-        self._size = int(size)
-
-    @property
-    def is_vector(self) -> bool:  # type: ignore[override]
-        return True
-
-    @property
-    def size(self) -> int:  # type: ignore[override]
-        return self._size
-
-    def start_from(self, estimate: dict) -> np.ndarray:  # type: ignore[override]
-        values = np.asarray(self.profile.start_from_image(self.slot, estimate), dtype=np.float64)
-        if values.shape != (self._size,):
-            raise ValueError(
-                f"{type(self.profile).__name__}.start_from_image({self.slot!r}) gave shape {values.shape}; "
-                f"the slot holds {self._size} values"
-            )
-        return values
-
-
-def _auto_start(
-    name: str, profile: LightProfile, slot: str, share: float, like: Parameter | None, rule: dict | None = None
-) -> Parameter:
-    """The parameter that fills ``slot`` of ``profile`` from the image (``like``: the user's gm.p without value).
-
-    ``rule`` (from :func:`galmoss.fitting.starts.component_rules`) sets this
-    component apart from the others of the model: its share of the flux, its
-    size, axis ratio and Sersic index relative to the whole galaxy's.
-    """
-    spec = profile.spec(slot)
-    role = spec.role
-    size = profile.expected_size(slot)
-    if size is not None and like is None:
-        if profile.start_from_image(slot, None) is NotImplemented:
-            raise ValueError(
-                f"profile {name!r} ({type(profile).__name__}) has no start value for its vector slot {slot!r}, "
-                f"which cannot be started from the image; give {slot}=gm.p(values, dim='2d') with {size} values"
-            )
-        return ImageStart(profile, slot, size)
-    if rule is not None and slot == "ser_n" and math.isfinite(rule["ser_n"]):
-        if like is None:
-            return Parameter(rule["ser_n"], fit=spec.fit_default)
-        return AutoStart("default", like=like, constant=rule["ser_n"])
-    if spec.default is not None:
-        if like is None:
-            return Parameter(spec.default, fit=spec.fit_default)
-        return AutoStart("default", like=like, constant=float(spec.default))
-    if role is Role.POSITION and slot in ("cen_x", "cen_y"):
-        return AutoStart(slot, like=like)
-    if role is Role.ANGLE:
-        return AutoStart("pa", angle=True, like=like)
-    if role is Role.AXIS_RATIO:
-        return AutoStart("axis_r", like=like, power=rule["q_power"] if rule else 1.0)
-    if role is Role.LENGTH:
-        size = rule["length"] if rule and rule["length"] > 0 else 1.0
-        return AutoStart("eff_r", factor=LENGTH_FACTORS.get(slot, 1.0) * size, like=like)
-    if role is Role.MAGNITUDE:
-        return AutoStart("flux", share=rule["share"] if rule else share, like=like)
-    if slot == "sky_bg":
-        return AutoStart("sky", like=like)
-    raise ValueError(
-        f"profile {name!r} ({type(profile).__name__}) has no start value for {slot!r}, which cannot be started "
-        f"from the image; give {slot}=gm.p(value, ...)"
-    )
-
-
-def start_rules(profiles: Mapping[str, LightProfile]) -> dict[str, dict]:
-    """Per-component start rules when two or more luminous components leave starts out.
-
-    Components that start equal stay equal, so each gets a role (bulge, disk,
-    point, ... from its name, type and given Sersic index:
-    :func:`galmoss.fitting.starts.assign_roles`) and the role's rule; the
-    flux shares are renormalised over the components whose magnitude is
-    started from the image. ``{}`` for a single component.
-    """
-    from .fitting.starts import assign_roles, component_rules
-
-    luminous = {name: p for name, p in profiles.items() if any(p.spec(s).role is Role.MAGNITUDE for s in p.parameter_specs)
-                and not any(isinstance(getattr(p, s, None), NeighbourStart) for s in p.parameter_specs)}
-    if len(luminous) < 2:
-        return {}
-
-    def given_n(p: LightProfile) -> float | None:
-        prm = getattr(p, "ser_n", None) if "ser_n" in p.parameter_specs else None
-        if prm is None or not getattr(prm, "has_start", False):
-            return None
-        vals = np.asarray(prm.initial_values(), dtype=float).ravel()
-        return float(np.median(vals)) if vals.size else None
-
-    roles = assign_roles([(name, type(p).__name__, given_n(p)) for name, p in luminous.items()])
-    rules = component_rules(roles)
-    auto_mag = [name for name, p in luminous.items() for s in p.parameter_specs if p.spec(s).role is Role.MAGNITUDE
-                and (getattr(p, s, None) is None or not getattr(p, s).has_start)]
-    total = sum(rules[name]["share"] for name in auto_mag) or 1.0
-    for name in auto_mag:
-        rules[name] = {**rules[name], "share": rules[name]["share"] / total}
-    return rules
-
-
-def _with_auto_starts(profiles: Mapping[str, LightProfile]) -> dict[str, LightProfile]:
-    """Copies of the profiles with every left-out or start-less parameter filled in (see galmoss.fitting.starts).
-
-    A start-less ``gm.p`` shared by several slots stays one parameter: every slot
-    gets the same :class:`AutoStart`. The user's profiles are not changed.
-    """
-    import copy
-
-    def startless(profile: LightProfile) -> list[str]:
-        return [slot for slot, prm in profile.parameters().items() if not prm.has_start and not isinstance(prm, AutoStart)]
-
-    magnitudes = {
-        (id(prm) if prm is not None else (name, slot))
-        for name, p in profiles.items()
-        for slot in p.missing_parameters() + startless(p)
-        if p.spec(slot).role is Role.MAGNITUDE
-        for prm in [getattr(p, slot, None)]
-    }
-    share = 1.0 / max(len(magnitudes), 1)
-    rules = start_rules(profiles)
-    replaced: dict[int, Parameter] = {}  # id(user's gm.p) -> its AutoStart, so sharing survives
-    out: dict[str, LightProfile] = {}
-    for name, profile in profiles.items():
-        missing = profile.missing_parameters()
-        unstarted = startless(profile)
-        if not missing and not unstarted:
-            out[name] = profile
-            continue
-        filled = copy.copy(profile)
-        rule = rules.get(name)
-        for slot in missing:
-            setattr(filled, slot, _auto_start(name, profile, slot, share, None, rule))
-        for slot in unstarted:
-            like = getattr(profile, slot)
-            if id(like) not in replaced:
-                replaced[id(like)] = _auto_start(name, profile, slot, share, like, rule)
-            setattr(filled, slot, replaced[id(like)])
-        out[name] = filled
-    return out
 
 
 def _canonical_ellipse(profile: EllipticalProfile, v: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -29,6 +29,12 @@ class RenderSettings:
         The PSF is sampled this many times finer than the data (GALFIT's E): the
         model is drawn on the PSF's grid, convolved there and summed into data
         pixels (:class:`galmoss.render.renderer.OversampledRenderer`).
+    pixel_response
+        ``"psf"`` (default): the PSF is a star's image and already holds the
+        pixel response, so the continuous profile is convolved with it and
+        sampled at pixel centres. ``"galfit"``: GALFIT's convention, the profile
+        integrated over pixels and then convolved with the PSF image (the pixel
+        counted twice for a star's image); point sources stay the PSF itself.
     """
 
     core_inner: float = 3.0
@@ -38,6 +44,7 @@ class RenderSettings:
     kappa_step: float = 0.5
     fft_padding: int = 8
     psf_oversampling: int = 1
+    pixel_response: str = "psf"
 
     def __post_init__(self) -> None:
         if not (self.core_inner > 0 and self.core_width > 0 and self.max_core_radius > 0):
@@ -46,3 +53,5 @@ class RenderSettings:
             raise ValueError("RenderSettings: radial_nodes >= 16, kappa_step > 0 and fft_padding >= 0 are required")
         if not (isinstance(self.psf_oversampling, int) and self.psf_oversampling >= 1):
             raise ValueError(f"RenderSettings: psf_oversampling must be a positive integer, got {self.psf_oversampling!r}")
+        if self.pixel_response not in ("psf", "galfit"):
+            raise ValueError(f"RenderSettings: pixel_response must be 'psf' or 'galfit', got {self.pixel_response!r}")

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import galmoss as gm
+from galmoss.fitting.starts import with_auto_starts
 from galmoss.model import AutoStart, Model
 from galmoss.profiles import registered_profiles
 
@@ -84,7 +85,7 @@ def test_auto_start_of_a_valueless_parameter_keeps_units_range_and_sharing():
     bulge = gm.lp.Sersic(cen_x=centre, cen_y=gm.p(16.0), pa=gm.p(0.0), axis_r=gm.p(0.7), eff_r=re, mag=mag,
                          ser_n=gm.p(ser_n := 4.0))
     disk = gm.lp.ExpDisk(cen_x=centre, cen_y=gm.p(16.0), pa=gm.p(0.0), axis_r=gm.p(0.7), scale_l=gm.p(4.0), mag=gm.p(17.0))
-    model = Model({"b": bulge, "d": disk}, auto_starts=True)
+    model = Model(with_auto_starts({"b": bulge, "d": disk}))
     autos = model.auto_parameters
     assert len(autos) == 3  # centre is one parameter, shared by both profiles
     assert model.profiles["b"].cen_x is model.profiles["d"].cen_x

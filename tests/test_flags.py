@@ -39,6 +39,7 @@ EXPECTED_VALUES = {
     "negligible_component": 1 << 21,
     "at_start": 1 << 22,
     "components_merged": 1 << 23,
+    "target_masked": 1 << 24,
 }
 
 
@@ -128,11 +129,35 @@ def test_add_flag_on_numpy_and_torch():
 
 
 def test_add_flag_refuses_arrays_that_cannot_hold_the_bits():
-    with pytest.raises(FlagError, match="integer dtype of 16 bits or more"):
+    with pytest.raises(FlagError, match="need an integer dtype"):
         add_flag(np.zeros(2), "bad_psf")
-    with pytest.raises(FlagError, match="integer dtype of 16 bits or more"):
+    with pytest.raises(FlagError, match="uint8, which cannot hold bit 8 \\(bad_psf\\)"):
         add_flag(np.zeros(2, dtype=np.uint8), "bad_psf")
-    with pytest.raises(FlagError, match="integer dtype of 16 bits or more"):
+    with pytest.raises(FlagError, match="need an integer dtype"):
         add_flag(torch.zeros(2), "bad_psf")
     with pytest.raises(FlagError, match="does not define"):
         add_flag(np.zeros(2, dtype=np.int64), 1 << 40)
+
+
+def test_components_merged_on_an_int16_array_is_a_clear_error_never_overflow():
+    # bit 23 does not fit a signed 16-bit integer: numpy would raise OverflowError
+    narrow = np.zeros(3, dtype=np.int16)
+    with pytest.raises(FlagError, match="int16, which cannot hold bit 23 \\(components_merged\\).*int64"):
+        add_flag(narrow, "components_merged")
+    with pytest.raises(FlagError, match="cannot hold bit 23"):
+        add_flag(torch.zeros(3, dtype=torch.int16), Flag.components_merged)
+    np.testing.assert_array_equal(narrow, 0)  # nothing half-written
+    # bit 14 still fits an int16; bit 23 fits int32 and the flag dtype
+    assert add_flag(np.zeros(1, dtype=np.int16), "no_source")[0] == 1 << 14
+    assert add_flag(np.zeros(1, dtype=np.int32), "components_merged")[0] == 1 << 23
+    assert add_flag(np.zeros(1, dtype=flags_module.FLAG_DTYPE), "components_merged")[0] == 1 << 23
+
+
+def test_registry_matches_the_enum_and_the_docstring_table():
+    assert [(info.name, 1 << info.bit) for info in flags_module.REGISTRY] == list(EXPECTED_VALUES.items())
+    assert len({info.bit for info in flags_module.REGISTRY}) == len(flags_module.REGISTRY)
+    rows = [line.split() for line in flags_module.__doc__.splitlines()]
+    table = [(int(r[0]), int(r[1]), r[2].strip("`")) for r in rows if len(r) >= 3 and r[0].isdigit() and r[1].isdigit()]
+    assert table == [(info.bit, 1 << info.bit, info.name) for info in flags_module.REGISTRY]
+    for info in flags_module.REGISTRY:
+        assert describe(info.name) == info.meaning

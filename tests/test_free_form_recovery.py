@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import galmoss as gm
-from galmoss.model import _with_auto_starts
+from galmoss.fitting.starts import with_auto_starts
 from tests.helpers.free_form_mocks import MAG, PA, ZERO_POINT, fit_free_form, interpolation_error, mocks
 
 # n = 1, 2.5 and 4 at r_e = 5 px; 8 log-spaced radii over 0.3-5 r_e (1.5-25 px), peak S/N 200
@@ -86,7 +86,7 @@ def test_a_vector_slot_without_an_image_start_must_be_given():
 
     profile = Rings(cen_x=gm.p(10.0), cen_y=gm.p(10.0), pa=gm.p(0.0), axis_r=gm.p(0.5), levels=None)
     with pytest.raises(ValueError, match=r"vector slot 'levels'.*give levels=gm\.p\(values, dim='2d'\) with 3 values"):
-        _with_auto_starts({"r": profile})
+        with_auto_starts({"r": profile})
 
 
 @pytest.mark.slow

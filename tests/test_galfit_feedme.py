@@ -229,7 +229,8 @@ _HEAD = "A) a.fits\nB) b.fits\nJ) 25\n"
         (" 0) edgedisk\n", r"line 4: component 1 is a edgedisk", FeedmeUnsupportedError),
         (" 0) sersic\n 1) 10 10 1 1\n 3) 20 1\n", r"line 4: component 1 \(sersic\) lacks parameter\(s\) 4\), 5\)", FeedmeError),
         (" 0) sersic\n 1) 10 10 1\n", r"line 5: .*parameter 1\) needs 2 value\(s\) and 2 fit toggle", FeedmeError),
-        (" 0) sersic\n 3) 20 2\n", r"line 5: a fit toggle must be 0 or 1, got '2'", FeedmeError),
+        (" 0) sersic\n 3) 20 3\n", r"line 5: a fit toggle must be 0 \(fixed\), 1 \(free\) or 2 \(coupled\), got '3'",
+             FeedmeError),
         (" 0) blob\n", r"line 4: unknown component type 'blob'", FeedmeError),
         ("E) 0\n", r"line 4: E\) \(PSF fine-sampling factor\) must be a positive integer, got '0'", FeedmeError),
         ("E) 1.5\n", r"E\) .*positive integer, got '1.5'", FeedmeError),
@@ -335,9 +336,30 @@ def test_constraints_become_ranges_and_ties(tmp_path):
 
 
 def test_conflicting_constraints_are_refused(tmp_path):
-    feedme, cons = _with_constraints(tmp_path, "2 x -1 1\n1_2 x offset\n")
+    feedme, cons = _with_constraints(tmp_path, "2-1 mag -1 1\n1_2 mag offset\n")
     with pytest.raises(FeedmeUnsupportedError, match=r"cons.txt, line 2 .*already has a range or coupling"):
         build_profiles([feedme], [cons])
+
+
+@pytest.mark.parametrize("text, lo, hi", [
+    ("1_2 x offset\n2 x -1 0.5\n", 30 - 1, 30 + 0.5),     # GALFIT's EXAMPLE.CONSTRAINTS: relative range on a follower
+    ("1_2 x offset\n2 x 20 to 40\n", 20 - 0.5, 40 - 0.5),  # absolute: x_2 = x_1 + 0.5
+    ("1_2 re ratio\n2 re 3 to 12\n", 1.5, 6.0),           # r_2 = 2 r_1 (starts 3 and 6)
+])
+def test_a_range_on_a_coupled_parameter_bounds_what_it_follows(tmp_path, text, lo, hi):
+    """A hard coupling plus a range on the follower: the range moves onto the followed parameter
+    (bounds hand-computed from the starts), and both constraints hold anywhere in the fitting space."""
+    feedme, cons = _with_constraints(tmp_path, text)
+    profiles = build_profiles([feedme], [cons])
+    slot1, slot2 = ("cen_x", "cen_x") if " x " in text else ("eff_r", "scale_l")
+    for theta_value in (-30.0, 0.3, 30.0):
+        _, rep = _model_values(profiles, theta_value)
+        v1, v2 = float(rep[f"sersic_1_{slot1}"]), float(rep[f"expdisk_2_{slot2}"])
+        assert lo - 1e-9 <= v1 <= hi + 1e-9
+        if slot1 == "cen_x":
+            assert v2 - v1 == pytest.approx(0.5, abs=1e-12)
+        else:
+            assert v2 / v1 == pytest.approx(2.0, rel=1e-12)
 
 
 # --------------------------------------------------------------- King, Ferrer

@@ -126,7 +126,7 @@ def test_fourier_lines_become_vector_parameters(tmp_path):
     ("F0) 0.1 30 1 1", FeedmeError, "Fourier mode numbers start at 1"),
     ("F1) 0.1 abc 1 1", FeedmeError, "phase angle must be a number, got 'abc'"),
     ("F1) 0.1 30 1", FeedmeError, "needs an amplitude, a phase angle"),
-    ("F1) 0.1 30 1 2", FeedmeError, "fit toggle must be 0 or 1"),
+    ("F1) 0.1 30 1 3", FeedmeError, "fit toggle must be 0 (fixed), 1 (free) or 2 (coupled)"),
     ("F1) 0.1 30 1 1\nF1) 0.2 10 1 1", FeedmeError, "given twice"),
     ("F1) 0.1 30 1 1\nF4) 0.02 0 0 1", FeedmeUnsupportedError, "same amplitude toggle"),
     ("F1) 0.1 30 1 1\nF4) 0.02 0 1 0", FeedmeUnsupportedError, "same phase toggle"),
@@ -148,10 +148,30 @@ def test_fourier_lines_on_psf_and_sky_are_refused_by_name(tmp_path, kind, body):
         parse_feedme(path)
 
 
-def test_constraints_on_fourier_modes_are_refused(tmp_path):
-    (tmp_path / "cons.txt").write_text("1 f1a 0 to 0.5\n")
+@pytest.mark.parametrize("text, a_range, phi_range", [
+    ("1 f1a 0 to 0.5\n", (0.0, 0.5), None),              # an absolute range on the amplitude
+    ("1 f1p -30 to 30\n", None, (-30.0, 30.0)),          # on the phase
+    ("1 f1p -10 20\n", None, (50.0, 80.0)),              # relative to the start phase 60
+    ("1 f1p -180 to 180\n", None, None),                 # 360 degrees wide: every phase of mode 1, no constraint
+])
+def test_ranges_on_fourier_modes_bound_the_vectors(tmp_path, text, a_range, phi_range):
+    """The constraint file's numbers become the amplitude / phase vector's value_range; the fit stays inside."""
+    (tmp_path / "cons.txt").write_text(text)
     feedme = parse_feedme(_feedme(tmp_path, constraints="cons.txt"))
-    with pytest.raises(FeedmeUnsupportedError, match=r"cons\.txt, line 1 .*constraints on Fourier modes"):
+    prof = build_profiles([feedme], [parse_constraints(feedme.constraints, feedme.components)])["sersic_1"]
+    assert prof.fourier_a.value_range == a_range and prof.fourier_phi.value_range == phi_range
+    for vector, rng in ((prof.fourier_a, a_range), (prof.fourier_phi, phi_range)):
+        if rng is not None:
+            assert rng[0] < float(vector.initial.reshape(-1)[0]) < rng[1]
+
+
+def test_fourier_couplings_and_uneven_ranges_are_refused(tmp_path):
+    (tmp_path / "cons.txt").write_text("1 f1a 0 to 0.5\n1 f3a 0 to 0.2\n")
+    feedme = parse_feedme(_feedme(tmp_path, fourier="F1) 0.05 60 1 1\nF3) 0.02 10 1 1", constraints="cons.txt"))
+    with pytest.raises(FeedmeUnsupportedError, match=r"component 1: .*Fourier amplitudes different ranges"):
+        build_profiles([feedme], [parse_constraints(feedme.constraints, feedme.components)])
+    (tmp_path / "cons.txt").write_text("1 f1 0 to 0.5\n")
+    with pytest.raises(FeedmeError, match=r"cons\.txt, line 1 .*write f1a or f1p"):
         parse_constraints(feedme.constraints, feedme.components)
 
 

@@ -248,14 +248,16 @@ def test_model_only_and_given_values_are_evaluated(tmp_path):
     assert not list(tmp_path.glob("p*.galfit.*"))  # no restart file for an evaluation
 
 
-def test_two_feedmes_with_one_block_stop_before_fitting(tmp_path, capsys):
+def test_two_feedmes_with_one_block_are_both_refused(tmp_path, capsys):
     for name in ("a", "b"):
         (tmp_path / f"{name}.feedme").write_text(
             sersic_feedme(name, image="g.fits", block="same.fits", comps=sersic_block(1, 10, 10, 20, 3, 1, 0.5, 0)))
     assert main(["galfit", str(tmp_path / "a.feedme"), str(tmp_path / "b.feedme"), "--output", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert "both write the image block" in err and "a.feedme" in err and "nothing was fitted" in err
-    assert not (tmp_path / "fit.log").exists()
+    assert "is also the image block of" in err and "a.feedme" in err and "b.feedme" in err
+    table = Table.read(tmp_path / "results.fits")
+    assert len(table) == 2 and all("read_error" in gm.flags.decode(int(f)) for f in table["flag"])
+    assert not (tmp_path / "same.fits").exists()
 
 
 def test_galfit_sigma_matches_poisson_noise():

@@ -57,8 +57,8 @@ def test_dry_run_prints_the_model_and_fits_nothing(survey, capsys, tmp_path):
         (('profile = "Sersic"', 'profile = "Sersik"'), "no light profile is registered as 'Sersik'"),
         (('cen_x = { column = "x0" }', 'cen_x = { column = "x_0" }'), "column 'x_0' is not in the catalogue"),
         (("batch_size = 64", "batch_sise = 64"), "unknown key 'batch_sise' in \\[fit\\]"),
-        (("iteration = 200", 'iteration = "200"'), "fit.iteration = '200' must be an integer"),
-        (("iteration = 200", 'iteration = 200\nthreads = "all"'), "fit.threads = 'all' must be an integer"),
+        (("iteration = 200", 'iteration = "200"'), "fit.iteration must be an integer >= 1, got '200'"),
+        (("iteration = 200", 'iteration = 200\nthreads = "all"'), "fit.threads must be an integer >= 1, got 'all'"),
         (('ser_n = { column = "n", log = true }', 'ser_n = { column = "n", log = "yes" }'),
          "model.sersic.ser_n.log = 'yes' must be true or false"),
         (('eff_r = { column = "re" }', 'eff_r = { share = "disk.eff_r" }'), "share = 'disk.eff_r' names no parameter"),
@@ -131,3 +131,47 @@ def test_neighbours_fit_in_a_job_file_and_its_mistakes(survey, tmp_path, capsys)
     job.write_text(text.replace('psf = "psf"', 'psf = "psf"\nmask = "auto"\nneighbours = "model"'))
     assert main(["fit", str(job)]) == 2
     assert 'must be "mask" or "fit"' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        # each of these passed the dry run and then died in gm.Fitting with a traceback
+        (("batch_size = 64", 'batch_size = 64\ndevice = "cuda"'), "fit.device='cuda' but this machine has no CUDA"),
+        (("batch_size = 64", "batch_size = 0"), "fit.batch_size must be an integer >= 1, got 0"),
+        (("batch_size = 64", 'batch_size = 64\nlikelihood = "chi3"'), "likelihood='chi3': choose one of 'chi2'"),
+        (("batch_size = 64", "batch_size = 64\nlm_settings = { ftool = 1e-8 }"),
+         "unknown key 'ftool' in fit.lm_settings"),
+        (("batch_size = 64", "batch_size = 64\nlm_settings = { ftol = -1.0 }"), "fit.lm_settings: LMSettings"),
+        (("batch_size = 64", "batch_size = 64\nprogress = true"), "unknown key 'progress' in \\[fit\\]"),
+    ],
+)
+def test_dry_run_runs_the_checks_a_run_runs(survey, tmp_path, capsys, change, message):
+    if "cuda" in change[1]:
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has CUDA: device = 'cuda' is valid here")
+    text = (survey / "job.toml").read_text().replace('catalog = "catalog.csv"', f'catalog = "{survey / "catalog.csv"}"')
+    job = tmp_path / "job.toml"
+    job.write_text(text.replace(change[0], change[1]))
+    assert main(["fit", str(job), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    import re
+
+    assert re.search(message, err), err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err  # one line, no traceback
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_job_reaches_the_optimiser_and_renderer_settings(survey, tmp_path, capsys):
+    text = (survey / "job.toml").read_text().replace('catalog = "catalog.csv"', f'catalog = "{survey / "catalog.csv"}"')
+    job = tmp_path / "job.toml"
+    job.write_text(text.replace("iteration = 200", "lm_settings = { max_iterations = 150, ftol = 1e-7 }\n"
+                                                   "render_settings = { radial_nodes = 96 }\njacobian_chunk = 8"))
+    from galmoss.pipeline.job import load_job
+
+    loaded = load_job(job)
+    assert loaded.options.iteration == 150 and loaded.options.lm_settings.ftol == 1e-7
+    assert loaded.options.render_settings.radial_nodes == 96 and loaded.options.jacobian_chunk == 8
+    assert main(["fit", str(job), "--dry-run"]) == 0

@@ -64,6 +64,11 @@ def test_parts_are_written_per_batch_and_resume_gives_the_uninterrupted_files(tm
     parts = sorted((tmp_path / "full" / "parts").glob("part-*.parquet"))
     assert len(parts) == 3  # 4 + 4 + 2 galaxies
     assert np.all(np.abs(reference["sersic_mag"] - mags) < 0.05)
+    import json
+
+    settings = json.loads((tmp_path / "full" / "run.json").read_text())["settings"]  # the run's checked options
+    assert settings["batch_size"] == 4 and settings["device"] == "cpu" and settings["likelihood"] == "chi2"
+    assert settings["lm_settings"]["max_iterations"] == settings["iteration"]
 
     # a run that "died" after its first batch: keep one part, then resume
     half = tmp_path / "half"
@@ -301,6 +306,16 @@ def test_configuration_errors_raise_before_any_fit(tmp_path):
     with pytest.raises(ValueError, match="dtype=torch.float16 is not supported"):
         gm.Fitting(ds, dtype=torch.float16)
     assert gm.Fitting(ds, dtype="float64", device="cpu").dtype == torch.float64
+    from galmoss.errors import ConfigError
+
+    # the options are checked in one place (RunOptions), before anything is read or fitted
+    for bad, message in (({"batch_size": 0}, "batch_size must be an integer >= 1, got 0"),
+                         ({"likelihood": "chi3"}, "likelihood='chi3': choose one of"),
+                         ({"threads": 0}, "threads must be an integer >= 1, got 0"),
+                         ({"iteration": 50, "lm_settings": gm.fitting.LMSettings(max_iterations=20)},
+                          "iteration=50 but lm_settings.max_iterations=20")):
+        with pytest.raises(ConfigError, match=message):
+            gm.Fitting(ds, device="cpu", **bad)
     fitting = gm.Fitting(ds, device="cpu", progress=False)
     fitting.fit()
     with pytest.raises(ValueError, match="n_resample must be an integer >= 2"):

@@ -17,7 +17,8 @@ from astropy.io import fits
 from astropy.table import Table
 
 import galmoss as gm
-from galmoss.fitting.batch import Batch, FitMemoryError, FitSettings, _objective
+from galmoss.fitting.batch import Batch, FitMemoryError, FitSettings
+from galmoss.fitting.solve import make_objective
 from galmoss.model import Model
 
 H = 24
@@ -108,7 +109,7 @@ def _objective_for(profiles, data, dtype=torch.float64):
     batch = Batch(np.arange(n), [str(i) for i in range(n)], data, np.full_like(data, SIGMA), np.ones_like(data), psf,
                   [data.shape[1:]] * n, np.zeros(n, np.int64), [[] for _ in range(n)])
     start = model.start_values(batch.positions)
-    obj = _objective(model, batch, start, FitSettings(dtype="float64" if dtype == torch.float64 else "float32"))
+    obj = make_objective(model, batch, start, FitSettings(dtype="float64" if dtype == torch.float64 else "float32"))
     return model, obj, model.theta_from_values(start, dtype, "cpu")
 
 
@@ -221,13 +222,53 @@ def test_long_vectors_are_not_listed_in_headers(monkeypatch):
 
 def test_too_many_values_for_memory_is_an_error_before_fitting(monkeypatch):
     from galmoss.fitting import batch as batch_module
+    from galmoss.fitting import memory
 
     truth, data = _mock(2, seed=5)
     model, obj, _ = _objective_for({"m": _map(truth)}, data)
-    monkeypatch.setattr(batch_module, "available_memory", lambda device: 10 * 2**20)
+    monkeypatch.setattr(memory, "available_memory", lambda device: 10 * 2**20)
     b = Batch(np.arange(2), ["a", "b"], data, np.full_like(data, SIGMA), np.ones_like(data), None, [(H, H)] * 2,
               np.zeros(2, np.int64), [[], []])
     need = batch_module.memory_per_galaxy(model.n_free, len(model.columns), (H, H))
     # the fault barrier does not swallow it: it is the configuration, not one galaxy
     with pytest.raises(FitMemoryError, match=rf"16 free values each needs about .* GiB \({need / 2**20:.4g} MiB per galaxy"):
         batch_module.fit_batch_safely(model, b, FitSettings())
+
+
+def test_fit_and_shards_collated_give_the_same_table_for_a_vector_parameter(tmp_path):
+    """One table builder: fit() and shards + collate agree in names, dtypes, shapes and values."""
+    from galmoss.pipeline.collate import collate
+
+    n = 4
+    truth, data = _mock(n, seed=5)
+
+    def fitting(folder):
+        ds = gm.Dataset.from_arrays(data, sigmas=np.full_like(data, SIGMA), psfs=_psf(), result_path=tmp_path / folder,
+                                    img_block_path=tmp_path / f"{folder}_blocks")
+        ds.define_profiles(m=_map(np.full((n, K), 40.0)), sky=gm.lp.Sky(sky_bg=gm.p(0.0)))
+        return gm.Fitting(dataset=ds, batch_size=2, iteration=30, dtype=torch.float64, device="cpu", progress=False)
+
+    whole = fitting("whole")
+    whole.fit()
+    single = whole.uncertainty("covar_mat")  # covariance errors come with every batch, as in the parts
+    for k in (1, 2):  # each shard is one batch of the single run: the same arithmetic
+        fitting("shards").fit(shard=(k, 2))
+    merged = collate(tmp_path / "shards", write=False).table
+    assert merged.colnames == single.colnames
+    assert "m_pixels" in merged.colnames and merged["m_pixels"].shape == (n, K)
+    for name in single.colnames:
+        assert merged[name].dtype == single[name].dtype, name
+        assert merged[name].shape == single[name].shape, name
+        assert str(merged[name].unit) == str(single[name].unit), name
+        if merged[name].dtype.kind == "f":
+            np.testing.assert_allclose(merged[name], single[name], rtol=1e-12, atol=0, err_msg=name)
+        else:
+            assert list(merged[name]) == list(single[name]), name
+    # a folder written before run.json listed the vectors and the table's options reads the same
+    run = tmp_path / "shards" / "run.json"
+    description = json.loads(run.read_text())
+    del description["vectors"], description["table"]
+    run.write_text(json.dumps(description))
+    assert collate(tmp_path / "shards", write=False).table.colnames == single.colnames
+    # the fit itself is right: the noise is Gaussian with the given sigma, so chi2 / dof ~ 1
+    assert np.all(np.abs(single["reduced_chi2"] - 1.0) < 0.3)

@@ -5,7 +5,7 @@ pipeline call:
 
 * :func:`auto_mask` (per cutout, photutils): mask every source but the target,
   measure the sky and its sigma from sky pixels, the target's segment;
-* :func:`galmoss.fitting.starts.estimate_starts` (per batch): starts from the
+* :func:`galmoss.fitting.measure.estimate_starts` (per batch): starts from the
   target's segment; :func:`galmoss.fitting.starts.component_starts` splits them
   between components;
 * :func:`psf_from_fwhm` (per batch): a Moffat or Gaussian PSF from a FWHM;

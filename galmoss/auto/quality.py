@@ -40,7 +40,7 @@ their starts keyed by result column, chi2 and dof, the cutout shape) and sets:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import numpy as np
 
@@ -56,10 +56,16 @@ MIN_AXIS_RATIO = 0.05
 MIN_SIZE_FRACTION = 0.1
 #: half-light size per unit of each length slot (a scale length h holds half the light within 1.678 h)
 _HALF_LIGHT = {"eff_r": 1.0, "scale_l": 1.678, "fwhm": 0.5}
-#: slots that are lengths (pixels, or arcsec with a pixel scale)
-LENGTH_SLOTS = ("eff_r", "scale_l", "fwhm", "trunc_r", "core_r")
-_SHAPE_SLOTS = ("cen_x", "cen_y", "axis_r", "ser_n", "pa") + LENGTH_SLOTS
-_KNOWN_SLOTS = _SHAPE_SLOTS + ("mag", "sky_bg", "box", "c0", "beta", "concentration")
+_OTHER_SLOTS = ("cen_x", "cen_y", "axis_r", "ser_n", "pa", "mag", "sky_bg", "box", "c0", "beta", "concentration")
+
+
+def length_slots() -> tuple[str, ...]:
+    """The slots the registered profiles declare as lengths (``Role.LENGTH``: pixels, or arcsec with a pixel scale)."""
+    from ..params import Role
+    from ..profiles.base import registered_profiles
+
+    return tuple(sorted({slot for cls in registered_profiles().values() for slot, spec in cls.parameter_specs.items()
+                         if spec.role is Role.LENGTH}))
 
 
 def _split(column: str, components: Mapping[str, str] | None) -> tuple[str, str]:
@@ -67,7 +73,7 @@ def _split(column: str, components: Mapping[str, str] | None) -> tuple[str, str]
     if components is not None and column in components:
         comp = components[column]
         return comp, column[len(comp) + 1 :] if column.startswith(comp + "_") else column
-    for slot in sorted(_KNOWN_SLOTS, key=len, reverse=True):
+    for slot in sorted(_OTHER_SLOTS + length_slots(), key=len, reverse=True):
         if column.endswith("_" + slot):
             return column[: -len(slot) - 1], slot
     comp, _, slot = column.partition("_")
@@ -86,6 +92,7 @@ def quality_flags(
     pixel_scale: float | Mapping[str, float] | None = None,
     no_source=None,
     components: Mapping[str, str] | None = None,
+    lengths: Collection[str] | None = None,
     psf_fwhm=None,
 ) -> tuple[np.ndarray, list[str]]:
     """Quality flags and messages for a batch of finished fits.
@@ -115,6 +122,9 @@ def quality_flags(
         ``{column: component name}`` when component names hold underscores
         that make the split of ``name_slot`` ambiguous; None: split on the
         known slot names.
+    lengths
+        The slots that are lengths (``Role.LENGTH`` in the profiles' declarations);
+        None: those of every registered profile (:func:`length_slots`).
     psf_fwhm
         (B,) FWHM of each galaxy's PSF in pixels (or one value); None: no
         check of sizes against the PSF.
@@ -126,6 +136,7 @@ def quality_flags(
     messages : list of str
         One per galaxy, ``"; "``-joined explanations ('' when none).
     """
+    length_names = tuple(lengths) if lengths is not None else length_slots()
     rc = np.atleast_1d(np.asarray(reduced_chi2, dtype=float))
     nd = np.broadcast_to(np.asarray(dof, dtype=float), rc.shape)
     b = rc.size
@@ -164,7 +175,7 @@ def quality_flags(
     # a size beyond the cutout
     half_diagonal = 0.5 * math.hypot(*shape)
     for comp, slots in by_comp.items():
-        for slot in LENGTH_SLOTS:
+        for slot in length_names:
             if slot in slots:
                 pixels = slots[slot] / scale_of(f"{comp}_{slot}")
                 mark(np.isfinite(pixels) & (pixels > half_diagonal), Flag.size_runaway,
@@ -218,7 +229,7 @@ def quality_flags(
                                                        "their starts (the fit did not move them; check the starts)")
 
     # two components converged onto each other
-    names = [c for c, s in by_comp.items() if any(slot in s for slot in LENGTH_SLOTS) and "cen_x" in s]
+    names = [c for c, s in by_comp.items() if any(slot in s for slot in length_names) and "cen_x" in s]
     for j, a in enumerate(names):
         for bname in names[j + 1 :]:
             sa, sb = by_comp[a], by_comp[bname]
@@ -226,7 +237,7 @@ def quality_flags(
             shared_length = False
             with np.errstate(invalid="ignore", divide="ignore"):
                 same &= np.hypot(sa["cen_x"] - sb["cen_x"], sa.get("cen_y", 0) - sb.get("cen_y", 0)) < 0.5
-                for slot in LENGTH_SLOTS:
+                for slot in length_names:
                     if slot in sa and slot in sb:
                         shared_length = True
                         same &= np.abs(np.log(sa[slot] / sb[slot])) < math.log(1.1)

@@ -3,7 +3,7 @@
 The user defines the target's profiles only. :func:`neighbour_model` adds
 ``max_neighbours`` Sersic components (``nb1``, ``nb2``, ...) and as many point
 sources (``nbstar1``, ...) whose every parameter starts from the neighbour's
-own segment (:class:`galmoss.model.NeighbourStart`); that full model names the
+own segment (:class:`galmoss.params.auto.NeighbourStart`); that full model names the
 result columns, so every row has the same columns (NaN where a galaxy has
 fewer neighbours) and the target's columns keep their names.
 
@@ -28,7 +28,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ..model import Model, NeighbourStart
+from ..model import Model
+from ..params.auto import NeighbourStart
 from ..params import Parameter, Role
 from ..profiles import PointSource, Sersic
 from ..profiles.base import LightProfile
@@ -102,16 +103,24 @@ def neighbour_profiles(profiles: Mapping[str, LightProfile], max_neighbours: int
     return out
 
 
-def neighbour_model(profiles: Mapping[str, LightProfile], max_neighbours: int, **kwargs) -> Model:
+def neighbour_model(profiles: Mapping[str, LightProfile], max_neighbours: int, *, auto_starts: bool = False,
+                    **kwargs) -> Model:
     """The full model: the target's profiles plus ``max_neighbours`` Sersic and point-source neighbours.
 
-    ``kwargs`` go to :class:`~galmoss.model.Model` (``auto_starts``, ``dtype``).
+    ``auto_starts``: fill the parameters left out by the start policy
+    (:func:`galmoss.fitting.starts.with_auto_starts`); ``kwargs`` go to
+    :class:`~galmoss.model.Model` (``dtype``).
     The result has ``neighbour_layout`` = ``(sersic names, point names)``,
     which tells :func:`galmoss.fitting.batch.fit_batch` to fit each batch with
     the sub-model of its neighbour signature.
     """
     extra = neighbour_profiles(profiles, max_neighbours)
-    model = Model({**dict(profiles), **extra}, **kwargs)
+    profiles = {**dict(profiles), **extra}
+    if auto_starts:
+        from .starts import with_auto_starts
+
+        profiles = with_auto_starts(profiles)
+    model = Model(profiles, **kwargs)
     model.neighbour_layout = ([f"{SERSIC_PREFIX}{k}" for k in range(1, max_neighbours + 1)],
                               [f"{POINT_PREFIX}{k}" for k in range(1, max_neighbours + 1)])
     model.batch_models = {}

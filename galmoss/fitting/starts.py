@@ -1,301 +1,38 @@
-"""Start values from the image, for parameters the user leaves out.
+"""The start policy: which parameters start from the image, and from what.
 
-The seed fits ``gm.lp.Sersic()`` with no arguments. A parameter left out (None)
-gets its start from the galaxy's image. :func:`estimate_starts` does it for a
-whole batch at once (arrays (B, H, W), no Python loop over galaxies):
+A parameter the user leaves out (a slot not given, or a ``gm.p`` without a
+value) becomes an :class:`~galmoss.params.auto.AutoStart` whose start is read
+off each galaxy's image measurements (:mod:`galmoss.fitting.measure`):
 
-* the sky: sigma-clipped median of the unmasked pixels outside the target;
-* the target: given as a segment (``segments``, e.g. from
-  :func:`galmoss.auto.auto_mask`, which uses photutils), or found here: the
-  image minus the sky is smoothed by a Gaussian of 1.5 px (normalised by the
-  smoothed mask, so masked pixels do not dim it), and the connected region above
-  twice the smoothed image's noise that holds the brightest point of the central
-  half of the cutout is the target;
-* centre, axis ratio and position angle: first and second moments of the light
-  (the sky subtracted, clipped at zero) in the target's segment, the same
-  quantities as photutils' ``SourceCatalog`` ``centroid`` and ``covariance``;
-* the half-light radius along the major axis and the flux: the growth curve of
-  the light in elliptical apertures out to three times the segment's extent;
-* the Sersic index from the concentration r80 / r20 of that growth curve,
-  inverted through the Sersic profile's own r80 / r20 (clipped to 0.5-6; the
-  PSF lowers the concentration of small galaxies, so compact ones start low).
+* a centre from the measured centre, an angle from the measured position
+  angle, an axis ratio from the measured one (raised to the role's power);
+* a length (``Role.LENGTH``) from the measured half-light radius times the
+  slot's ``ParamSpec.start_scale`` and the role's size factor;
+* a magnitude from the measured flux, split between the components;
+* a slot with a declared default from that default; a vector slot from its
+  profile (``LightProfile.start_from_image``); the sky from the measured sky.
 
-:func:`component_starts` turns these into different starts for several
-components of one galaxy (a compact bulge and an extended disk sharing the
-flux). Magnitudes left out have zero point 0 (``mag = -2.5 log10(flux)``).
-
-These are starts, not answers: the fit refines them. They assume one dominant
-object near the cutout centre, with neighbours masked (``galmoss.auto``).
+Several luminous components get different starts (components that start equal
+stay equal): each is given a role (bulge, disk, bar, point, halo: from its
+name, type and given Sersic index, :func:`assign_roles`) and the role's rule
+(:func:`component_rules`). :func:`restart_values` applies the same rules to
+galaxies whose first fit went astray.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["ROLES", "assign_roles", "component_rules", "component_starts", "estimate_starts", "moment_estimates"]
+from ..params import Parameter, Role
+from ..params.auto import AutoStart, ImageStart, NeighbourStart
+from ..profiles.base import LightProfile
+from .measure import batch_estimates, estimate_starts, moment_estimates, sersic_n_from_concentration  # noqa: F401 - their home before measure.py
 
-_SMOOTH = 1.5
-_KEYS = ("sky", "cen_x", "cen_y", "pa", "axis_r", "eff_r", "flux", "ser_n")
-
-
-@lru_cache(maxsize=1)
-def _concentration_table() -> tuple[np.ndarray, np.ndarray]:
-    """r80 / r20 of a Sersic profile as a function of n (increasing in n)."""
-    from scipy.special import gammaincinv
-
-    n = np.linspace(0.3, 8.0, 400)
-    ratio = (gammaincinv(2 * n, 0.8) / gammaincinv(2 * n, 0.2)) ** n
-    return ratio, n
-
-
-def sersic_n_from_concentration(c28: np.ndarray) -> np.ndarray:
-    """Sersic index whose r80 / r20 is ``c28`` (clipped to 0.5-6)."""
-    ratio, n = _concentration_table()
-    return np.clip(np.interp(np.asarray(c28, dtype=float), ratio, n), 0.5, 6.0)
-
-
-def _batched_sky(images: np.ndarray, usable: np.ndarray, iterations: int = 10) -> tuple[np.ndarray, np.ndarray]:
-    """3-sigma-clipped median and standard deviation per galaxy over ``usable`` pixels.
-
-    The clipping of astropy's ``sigma_clipped_stats`` (centre the median,
-    3 sigma, up to 10 iterations), done for the whole batch at once: each row is
-    sorted once, a clipped sample is then a contiguous range of the sorted row,
-    and its median and deviation come from that range and prefix sums. The
-    deviation is the clipped sample's, about 1.3 % below a Gaussian's sigma.
-    """
-    b = len(images)
-    rows = np.sort(np.where(usable, images, np.nan).reshape(b, -1), axis=1)  # NaN sort last
-    count = np.isfinite(rows).sum(axis=1)
-    idx = np.arange(b)
-    centre = rows[idx, np.maximum(count - 1, 0) // 2]
-    centre = np.where(count > 0, centre, 0.0)
-    finite = np.isfinite(rows)
-    shifted = np.where(finite, rows - centre[:, None], 0.0)  # centred, so the squares keep their precision
-    ordered = np.where(finite, shifted, np.inf)
-    s1 = np.concatenate([np.zeros((b, 1)), np.cumsum(shifted, axis=1)], axis=1)
-    s2 = np.concatenate([np.zeros((b, 1)), np.cumsum(shifted**2, axis=1)], axis=1)
-    lo, hi = np.zeros(b, dtype=int), count.copy()
-    median = std = np.zeros(b)
-    for _ in range(iterations):
-        k = np.maximum(hi - lo, 1)
-        mid_lo, mid_hi = lo + (k - 1) // 2, lo + k // 2
-        median = 0.5 * (shifted[idx, np.minimum(mid_lo, rows.shape[1] - 1)] + shifted[idx, np.minimum(mid_hi, rows.shape[1] - 1)])
-        mean = (s1[idx, hi] - s1[idx, lo]) / k
-        std = np.sqrt(np.maximum((s2[idx, hi] - s2[idx, lo]) / k - mean**2, 0.0))
-        new_lo = (ordered < (median - 3.0 * std)[:, None]).sum(axis=1)
-        new_hi = (ordered <= (median + 3.0 * std)[:, None]).sum(axis=1)
-        if np.array_equal(new_lo, lo) and np.array_equal(new_hi, hi):
-            break
-        lo, hi = new_lo, np.maximum(new_hi, new_lo)
-    ok = count > 0
-    return np.where(ok, median + centre, 0.0), np.where(ok, std, 0.0)
-
-
-def _detect(light: np.ndarray, used: np.ndarray, raw_noise: np.ndarray) -> np.ndarray:
-    """Target pixels (B, H, W) found by smoothing and thresholding, the whole batch at once."""
-    from scipy import ndimage
-
-    b, h, w = light.shape
-    smoothing = (0.0, _SMOOTH, _SMOOTH)  # never across galaxies
-    coverage = ndimage.gaussian_filter(used.astype(float), smoothing, mode="constant")
-    smooth = ndimage.gaussian_filter(light, smoothing, mode="constant") / np.maximum(coverage, 1e-3)
-    smooth = np.where(used, smooth, 0.0)
-    # the noise of the smoothed image: the clipped sky noise times the Gaussian
-    # kernel's noise factor 1 / (2 sqrt(pi) s) (no second sort of the batch)
-    noise = raw_noise / (2.0 * math.sqrt(math.pi) * _SMOOTH)
-    detected = smooth > 2.0 * np.maximum(noise, 1e-30)[:, None, None]
-    # a 3-D structure that connects pixels within one galaxy's plane only
-    structure = np.zeros((3, 3, 3), dtype=bool)
-    structure[1] = True
-    labels, _ = ndimage.label(detected, structure=structure)
-    central = np.zeros((h, w), dtype=bool)
-    central[h // 4 : h - h // 4, w // 4 : w - w // 4] = True
-    peak = np.where(central & detected, smooth, -np.inf).reshape(b, -1)
-    anywhere = np.where(detected, smooth, -np.inf).reshape(b, -1)
-    none_central = ~np.isfinite(peak.max(axis=1))
-    peak[none_central] = anywhere[none_central]
-    at = peak.argmax(axis=1)
-    label = labels.reshape(b, -1)[np.arange(b), at]
-    label = np.where(np.isfinite(peak.max(axis=1)), label, 0)
-    return (labels == label[:, None, None]) & (label[:, None, None] > 0)
-
-
-def _geometry(light, target, xx, yy):
-    """Centre, PA (degrees), q and the elliptical radius map of the target's light, per galaxy.
-
-    The centroid and covariance of the light (clipped at zero) over the
-    segment: photutils' ``SourceCatalog`` ``centroid`` and ``covariance``.
-    """
-    wgt = np.where(target, np.clip(light, 0.0, None), 0.0)
-    total = wgt.sum(axis=(1, 2))
-    found = total > 0
-    safe = np.where(found, total, 1.0)
-    cx = (wgt * xx).sum(axis=(1, 2)) / safe
-    cy = (wgt * yy).sum(axis=(1, 2)) / safe
-    dx, dy = xx - cx[:, None, None], yy - cy[:, None, None]
-    mxx = np.maximum((wgt * dx**2).sum(axis=(1, 2)) / safe, 0.25)
-    myy = np.maximum((wgt * dy**2).sum(axis=(1, 2)) / safe, 0.25)
-    mxy = (wgt * dx * dy).sum(axis=(1, 2)) / safe
-    trace, det = mxx + myy, mxx * myy - mxy**2
-    root = np.sqrt(np.maximum(trace**2 / 4 - det, 0.0))
-    a2, b2 = trace / 2 + root, np.maximum(trace / 2 - root, 1e-6)
-    q = np.clip(np.sqrt(b2 / a2), 0.1, 1.0)
-    theta = np.degrees(0.5 * np.arctan2(2 * mxy, mxx - myy))  # major axis from +x, counter-clockwise
-    pa = theta - 90.0  # design.md: from +y towards -x ...
-    pa = pa - 180.0 * np.ceil((pa - 90.0) / 180.0)  # ... wrapped to (-90, 90]
-    sin, cos = np.sin(np.radians(pa))[:, None, None], np.cos(np.radians(pa))[:, None, None]
-    r = np.sqrt((-dx * sin + dy * cos) ** 2 + ((dx * cos + dy * sin) / q[:, None, None]) ** 2)
-    return cx, cy, pa, q, r, found
-
-
-def estimate_starts(
-    images: np.ndarray,
-    weights: np.ndarray,
-    sigmas: np.ndarray | None = None,
-    segments: np.ndarray | None = None,
-) -> dict[str, np.ndarray]:
-    """Image-based start values for a batch of cutouts, in one vectorised pass.
-
-    Parameters
-    ----------
-    images
-        Data, shape (B, H, W) (or (H, W) for one galaxy).
-    weights
-        Same shape; pixels with weight <= 0 (or non-finite data) are ignored.
-    sigmas
-        Same shape, or None. Not needed by the estimates today; accepted so
-        that callers pass what a batch holds (and a later weighting can use it).
-    segments
-        Same shape, or None: non-zero on the target's pixels (e.g.
-        ``AutoMaskResult.target``, ``GalaxyData.segment``). None, or a galaxy
-        whose segment is all zero: the target is detected here.
-
-    Returns
-    -------
-    dict of str to numpy.ndarray
-        Arrays of shape (B,): ``sky``, ``cen_x``, ``cen_y`` (1-based pixel
-        centres: the centre of a 128x128 cutout is 64.5), ``pa`` (degrees, from +y
-        towards -x, in (-90, 90]), ``axis_r`` (b/a), ``eff_r`` (half-light radius
-        along the major axis, pixels), ``flux`` (image units, sky subtracted),
-        ``ser_n`` and ``detected`` (bool: a target was found; where False the
-        geometry is the cutout centre, round, a tenth of the cutout in size).
-    """
-    images = np.asarray(images, dtype=float)
-    if images.ndim == 2:
-        images = images[None]
-    weights = np.broadcast_to(np.asarray(weights, dtype=float), images.shape)
-    if images.ndim != 3:
-        raise ValueError(f"estimate_starts: images must have shape (B, H, W) or (H, W), got {images.shape}")
-    b, h, w = images.shape
-    used = (weights > 0) & np.isfinite(images)
-    data = np.where(used, images, 0.0)
-    enough = used.reshape(b, -1).sum(axis=1) >= 10
-
-    given = np.zeros((b, h, w), dtype=bool) if segments is None else (
-        np.broadcast_to(np.asarray(segments), images.shape) != 0) & used
-    has_segment = given.reshape(b, -1).any(axis=1)
-    # the sky: outside the segment where there is one (a segment covering the
-    # whole cutout leaves no sky: then all pixels), all pixels elsewhere
-    sky_pixels = np.where(has_segment[:, None, None], used & ~given, used)
-    sky_pixels = np.where((sky_pixels.reshape(b, -1).sum(1) >= 10)[:, None, None], sky_pixels, used)
-    sky, raw_noise = _batched_sky(data, sky_pixels)
-    light = np.where(used, data - sky[:, None, None], 0.0)
-    target = given
-    if not has_segment.all():  # galaxies without a segment: detect the target here
-        target = np.where(has_segment[:, None, None], given, _detect(light, used, raw_noise))
-    target &= enough[:, None, None]
-
-    yy, xx = np.mgrid[1 : h + 1, 1 : w + 1].astype(float)
-    cx, cy, pa, q, r, found = _geometry(light, target, xx, yy)
-    extent = np.where(target, r, 0.0).max(axis=(1, 2))
-    # the sky again, far from the target: a galaxy's wings below the detection
-    # threshold lift a sky taken over the whole cutout, and the flux and r_e with it
-    far = used & (r > np.maximum(2.0 * extent, 6.0)[:, None, None]) & ~target
-    enough_far = (far.reshape(b, -1).sum(axis=1) >= max(50, h * w // 20)) & found
-    if enough_far.any():
-        sky_far, _ = _batched_sky(data, np.where(enough_far[:, None, None], far, used))
-        sky = np.where(enough_far, sky_far, sky)
-        light = np.where(used, data - sky[:, None, None], 0.0)
-        cx, cy, pa, q, r, found = _geometry(light, target, xx, yy)
-
-    # growth curve in elliptical apertures (the elliptical radius is along the major axis)
-    aperture = used & (r <= np.maximum(3.0 * extent, 6.0)[:, None, None])
-    # a histogram in radius (0.25 px bins) instead of a sort: O(pixels) for the batch
-    step = 0.25
-    n_bins = int(np.ceil(min(float(np.where(aperture, r, 0.0).max()), math.hypot(h, w)) / step)) + 2
-    bins = np.minimum((r / step).astype(np.int64), n_bins - 1) + (np.arange(b) * n_bins)[:, None, None]
-    rings = np.bincount(bins[aperture], weights=light[aperture], minlength=b * n_bins).reshape(b, n_bins)
-    cumulative = np.cumsum(rings, axis=1)
-    flux = cumulative[:, -1]
-    found &= flux > 0
-
-    def radius(fraction: float) -> np.ndarray:
-        goal = fraction * flux
-        idx = np.argmax(cumulative >= goal[:, None], axis=1)
-        before = np.where(idx > 0, cumulative[np.arange(b), np.maximum(idx - 1, 0)], 0.0)
-        inside = np.clip((goal - before) / np.where(rings[np.arange(b), idx] > 0, rings[np.arange(b), idx], 1.0), 0, 1)
-        return (idx + inside) * step
-
-    r20, r50, r80 = radius(0.2), radius(0.5), radius(0.8)
-    # the segment's edge follows the noise, which pulls its centroid; SExtractor's
-    # windowed centroid (XWIN: a Gaussian window of the half-light size, iterated)
-    # does not depend on the edge
-    window = np.maximum(r50 * np.sqrt(q), 1.0) / 1.1774
-    wx, wy = cx.copy(), cy.copy()
-    col, row = np.arange(w), np.arange(h)
-    batch = np.arange(b)[:, None, None]
-    # only pixels whose mirror image through the centre is usable too: a mask on
-    # one side (a neighbour, a bad column) would pull the centre the other way
-    mx = np.rint(2.0 * wx - 2.0).astype(int)[:, None, None] - col[None, None, :]
-    my = np.rint(2.0 * wy - 2.0).astype(int)[:, None, None] - row[None, :, None]
-    inside = (mx >= 0) & (mx < w) & (my >= 0) & (my < h)
-    symmetric = used & used[batch, np.clip(my, 0, h - 1), np.clip(mx, 0, w - 1)] & inside
-    symmetric_light = np.where(symmetric, light, 0.0)
-    for _ in range(5):
-        d2 = (xx - wx[:, None, None]) ** 2 + (yy - wy[:, None, None]) ** 2
-        kernel = symmetric_light * np.exp(-0.5 * d2 / window[:, None, None] ** 2)
-        norm = kernel.sum(axis=(1, 2))
-        ok = found & (norm > 0)
-        safe_norm = np.where(ok, norm, 1.0)
-        step_x = (kernel * (xx - wx[:, None, None])).sum(axis=(1, 2)) / safe_norm
-        step_y = (kernel * (yy - wy[:, None, None])).sum(axis=(1, 2)) / safe_norm
-        # SExtractor's factor 2 (the window's own weighting halves the step); the
-        # step is kept within the window so a noisy cutout cannot run off
-        wx = np.where(ok, wx + np.clip(2.0 * step_x, -window, window), wx)
-        wy = np.where(ok, wy + np.clip(2.0 * step_y, -window, window), wy)
-    moved = np.hypot(wx - cx, wy - cy) < 3.0 * window  # keep the segment centroid if the window wandered
-    cx, cy = np.where(moved, wx, cx), np.where(moved, wy, cy)
-    ser_n = sersic_n_from_concentration(r80 / np.maximum(r20, 0.5))
-
-    out = {
-        "sky": sky,
-        "cen_x": np.where(found, cx, (w + 1) / 2),
-        "cen_y": np.where(found, cy, (h + 1) / 2),
-        "pa": np.where(found, pa, 0.0),
-        "axis_r": np.where(found, q, 1.0),
-        "eff_r": np.where(found, np.maximum(r50, 0.5), max(2.0, min(h, w) / 10)),
-        "flux": np.where(found, flux, data.sum(axis=(1, 2)) - sky * used.reshape(b, -1).sum(axis=1)),
-        "ser_n": np.where(found, ser_n, 2.0),
-        "detected": found,
-    }
-    return out
-
-
-def moment_estimates(image: np.ndarray, weight: np.ndarray, sigma: np.ndarray | None = None) -> dict[str, float]:
-    """:func:`estimate_starts` for one cutout, as floats (kept for callers that loop).
-
-    Returns
-    -------
-    dict of str to float
-        ``sky``, ``cen_x``, ``cen_y`` (1-based), ``pa`` (degrees), ``axis_r``,
-        ``eff_r`` (major axis, pixels), ``flux`` and ``ser_n``.
-    """
-    est = estimate_starts(np.asarray(image)[None], np.asarray(weight)[None], None if sigma is None else np.asarray(sigma)[None])
-    return {key: float(est[key][0]) for key in _KEYS}
+__all__ = ["ROLES", "assign_roles", "component_rules", "component_starts", "estimate_starts", "moment_estimates",
+           "restart_values", "start_rules", "with_auto_starts"]
 
 
 #: roles a component can take in :func:`component_starts`
@@ -440,3 +177,171 @@ def assign_roles(components: Sequence[tuple[str, str, float | None]]) -> dict[st
     for name in free[len(ladder):]:
         roles[name] = "disk"
     return roles
+
+
+def _auto_start(
+    name: str, profile: LightProfile, slot: str, share: float, like: Parameter | None, rule: dict | None = None
+) -> Parameter:
+    """The parameter that fills ``slot`` of ``profile`` from the image (``like``: the user's gm.p without value).
+
+    ``rule`` (from :func:`galmoss.fitting.starts.component_rules`) sets this
+    component apart from the others of the model: its share of the flux, its
+    size, axis ratio and Sersic index relative to the whole galaxy's.
+    """
+    spec = profile.spec(slot)
+    role = spec.role
+    size = profile.expected_size(slot)
+    if size is not None and like is None:
+        if profile.start_from_image(slot, None) is NotImplemented:
+            raise ValueError(
+                f"profile {name!r} ({type(profile).__name__}) has no start value for its vector slot {slot!r}, "
+                f"which cannot be started from the image; give {slot}=gm.p(values, dim='2d') with {size} values"
+            )
+        return ImageStart(profile, slot, size)
+    if rule is not None and slot == "ser_n" and math.isfinite(rule["ser_n"]):
+        if like is None:
+            return Parameter(rule["ser_n"], fit=spec.fit_default)
+        return AutoStart("default", like=like, constant=rule["ser_n"])
+    if spec.default is not None:
+        if like is None:
+            return Parameter(spec.default, fit=spec.fit_default)
+        return AutoStart("default", like=like, constant=float(spec.default))
+    if role is Role.POSITION and slot in ("cen_x", "cen_y"):
+        return AutoStart(slot, like=like)
+    if role is Role.ANGLE:
+        return AutoStart("pa", angle=True, like=like)
+    if role is Role.AXIS_RATIO:
+        return AutoStart("axis_r", like=like, power=rule["q_power"] if rule else 1.0)
+    if role is Role.LENGTH:
+        size = rule["length"] if rule and rule["length"] > 0 else 1.0
+        return AutoStart("eff_r", factor=spec.start_scale * size, like=like)
+    if role is Role.MAGNITUDE:
+        return AutoStart("flux", share=rule["share"] if rule else share, like=like)
+    if slot == "sky_bg":
+        return AutoStart("sky", like=like)
+    raise ValueError(
+        f"profile {name!r} ({type(profile).__name__}) has no start value for {slot!r}, which cannot be started "
+        f"from the image; give {slot}=gm.p(value, ...)"
+    )
+
+
+def start_rules(profiles: Mapping[str, LightProfile]) -> dict[str, dict]:
+    """Per-component start rules when two or more luminous components leave starts out.
+
+    Components that start equal stay equal, so each gets a role (bulge, disk,
+    point, ... from its name, type and given Sersic index:
+    :func:`galmoss.fitting.starts.assign_roles`) and the role's rule; the
+    flux shares are renormalised over the components whose magnitude is
+    started from the image. ``{}`` for a single component.
+    """
+    luminous = {name: p for name, p in profiles.items() if any(p.spec(s).role is Role.MAGNITUDE for s in p.parameter_specs)
+                and not any(isinstance(getattr(p, s, None), NeighbourStart) for s in p.parameter_specs)}
+    if len(luminous) < 2:
+        return {}
+
+    def given_n(p: LightProfile) -> float | None:
+        prm = getattr(p, "ser_n", None) if "ser_n" in p.parameter_specs else None
+        if prm is None or not getattr(prm, "has_start", False):
+            return None
+        vals = np.asarray(prm.initial_values(), dtype=float).ravel()
+        return float(np.median(vals)) if vals.size else None
+
+    roles = assign_roles([(name, type(p).__name__, given_n(p)) for name, p in luminous.items()])
+    rules = component_rules(roles)
+    auto_mag = [name for name, p in luminous.items() for s in p.parameter_specs if p.spec(s).role is Role.MAGNITUDE
+                and (getattr(p, s, None) is None or not getattr(p, s).has_start)]
+    total = sum(rules[name]["share"] for name in auto_mag) or 1.0
+    for name in auto_mag:
+        rules[name] = {**rules[name], "share": rules[name]["share"] / total}
+    return rules
+
+
+def with_auto_starts(profiles: Mapping[str, LightProfile]) -> dict[str, LightProfile]:
+    """Copies of the profiles with every left-out or start-less parameter filled in (see galmoss.fitting.starts).
+
+    A start-less ``gm.p`` shared by several slots stays one parameter: every slot
+    gets the same :class:`AutoStart`. The user's profiles are not changed.
+    """
+    import copy
+
+    def startless(profile: LightProfile) -> list[str]:
+        return [slot for slot, prm in profile.parameters().items() if not prm.has_start and not isinstance(prm, AutoStart)]
+
+    magnitudes = {
+        (id(prm) if prm is not None else (name, slot))
+        for name, p in profiles.items()
+        for slot in p.missing_parameters() + startless(p)
+        if p.spec(slot).role is Role.MAGNITUDE
+        for prm in [getattr(p, slot, None)]
+    }
+    share = 1.0 / max(len(magnitudes), 1)
+    rules = start_rules(profiles)
+    replaced: dict[int, Parameter] = {}  # id(user's gm.p) -> its AutoStart, so sharing survives
+    out: dict[str, LightProfile] = {}
+    for name, profile in profiles.items():
+        missing = profile.missing_parameters()
+        unstarted = startless(profile)
+        if not missing and not unstarted:
+            out[name] = profile
+            continue
+        filled = copy.copy(profile)
+        rule = rules.get(name)
+        for slot in missing:
+            setattr(filled, slot, _auto_start(name, profile, slot, share, None, rule))
+        for slot in unstarted:
+            like = getattr(profile, slot)
+            if id(like) not in replaced:
+                replaced[id(like)] = _auto_start(name, profile, slot, share, like, rule)
+            setattr(filled, slot, replaced[id(like)])
+        out[name] = filled
+    return out
+
+
+def restart_values(model, start: Mapping[Parameter, np.ndarray], estimates: list[dict]) -> dict[Parameter, np.ndarray]:
+    """A second start for galaxies whose first fit went astray (profile units).
+
+    Free parameters that the image can estimate take that estimate (centre,
+    position angle, axis ratio, sizes, magnitudes splitting the flux evenly,
+    sky); shape indices go back to their profile's default (Sersic n = 2);
+    everything else keeps its start.
+    """
+    out = {prm: np.array(v, dtype=np.float64, copy=True) for prm, v in start.items()}
+    # fitted neighbours keep their starts (from their own segments); the target's components restart
+    neighbours = set(model.neighbour_components)
+    targets = {name: p for name, p in model.profiles.items() if name not in neighbours}
+    free_mags = {(pname, prm) for pname, p in targets.items() for slot, prm in p.parameters().items()
+                 if prm.fit and p.spec(slot).role is Role.MAGNITUDE}
+    share = 1.0 / max(len(free_mags), 1)
+    # several components restart apart (galmoss.fitting.starts.component_rules), never equal
+    rules = start_rules(targets)
+    rule_total = sum(rules[pname]["share"] for pname, _ in free_mags if pname in rules) or 1.0
+    est = {key: np.array([e[key] for e in estimates]) for key in estimates[0]}
+    done: set = set(prm for name in neighbours for prm in model.profiles[name].parameters().values())
+    for pname, profile in targets.items():
+        rule = rules.get(pname)
+        for slot, prm in profile.parameters().items():
+            if not prm.fit or prm in done:
+                continue
+            done.add(prm)
+            spec = profile.spec(slot)
+            if spec.role is Role.POSITION and slot in ("cen_x", "cen_y"):
+                out[prm] = est[slot].copy()
+            elif spec.role is Role.ANGLE:
+                out[prm] = np.radians(est["pa"])
+            elif spec.role is Role.AXIS_RATIO:
+                out[prm] = est["axis_r"] ** (rule["q_power"] if rule else 1.0)
+            elif spec.role is Role.LENGTH:
+                size = rule["length"] if rule and rule["length"] > 0 else 1.0
+                out[prm] = est["eff_r"] * spec.start_scale * size
+            elif spec.role is Role.MAGNITUDE:
+                part = rule["share"] / rule_total if rule else share
+                out[prm] = -2.5 * np.log10(np.maximum(est["flux"] * part, 1e-30))
+            elif isinstance(prm, ImageStart):
+                out[prm] = np.array([prm.start_from(e) for e in estimates], dtype=np.float64)
+            elif rule is not None and slot == "ser_n" and math.isfinite(rule["ser_n"]):
+                out[prm] = np.full(len(estimates), rule["ser_n"])
+            elif spec.default is not None:
+                out[prm] = np.full(len(estimates), float(spec.default))
+            elif slot == "sky_bg":
+                out[prm] = est["sky"].copy()
+    return out

@@ -35,8 +35,10 @@ def read_galfit(path: str | os.PathLike, *, base: str | os.PathLike | None = Non
     -------
     (Dataset, dict)
         A one-galaxy :class:`galmoss.Dataset` (the H) section of A), its sigma --
-        C) or GALFIT's sigma from GAIN/NCOMBINE/RDNOISE --, D) PSF and F) mask)
+        C) or GALFIT's sigma from GAIN (or ATODGAIN) and NCOMBINE --, D) PSF and F) mask)
         with the profiles already attached, and the profiles ``{"<type>_<k>": profile}``.
+        Magnitudes are of counts per second, as GALFIT's: their zero point is
+        J) + 2.5 log10(EXPTIME) of A)'s header.
         Centres in the profiles are in the cutout's frame (x - xmin + 1); use
         :func:`write_galfit` to write fitted results back in the full frame.
 
@@ -47,7 +49,7 @@ def read_galfit(path: str | os.PathLike, *, base: str | os.PathLike | None = Non
     FileNotFoundError, ValueError, NotImplementedError
         A file it names is missing, H) lies outside the image, or E) > 1.
     """
-    import galmoss as gm
+    from ..data import Dataset
 
     feedme = parse_feedme(path, base=base)
     cons = parse_constraints(feedme.constraints, feedme.components) if feedme.constraints is not None else []
@@ -59,8 +61,8 @@ def read_galfit(path: str | os.PathLike, *, base: str | os.PathLike | None = Non
         if "does not exist" in message:
             raise FileNotFoundError(message)
         raise ValueError(message)
-    profiles = build_profiles([feedme], [cons], [gal.origin])
-    dataset = gm.Dataset.from_arrays(
+    profiles = build_profiles([feedme], [cons], [gal.origin], zeropoint=gal.zeropoint)
+    dataset = Dataset.from_arrays(
         gal.image[None], gal.sigma[None], gal.psf, (gal.weight == 0).astype("int8")[None], galaxy_index=[str(feedme.path)]
     )
     dataset.define_profiles(**profiles)
@@ -102,8 +104,13 @@ def write_galfit(path: str | os.PathLike, feedme, results=None, row: int = 0) ->
             for label, v in row_values(rec, comp, origin).items():
                 if (comp.index, label) in values:
                     values[(comp.index, label)] = v
+    coupled = set()
+    if feedme.constraints is not None and feedme.constraints.is_file():
+        from .convert import coupled_keys
+
+        coupled = coupled_keys(parse_constraints(feedme.constraints, feedme.components))
     target = Path(path)
-    target.write_text(format_feedme(feedme, values, free, title="written by gm.write_galfit"))
+    target.write_text(format_feedme(feedme, values, free, title="written by gm.write_galfit", coupled=coupled))
     return target
 
 

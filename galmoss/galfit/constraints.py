@@ -10,7 +10,8 @@ Each line is ``<components> <parameter> <constraint>``, comments after ``#``::
     3/2     re    0.5 1.5     # soft: 0.5 <= re_3 / re_2 <= 1.5
 
 The parameter is a name (``x``, ``y``, ``mag``, ``re``/``rs``/``fwhm``/``rc``,
-``n``, ``alpha``, ``beta``, ``q``, ``pa``, ``c``/``c0``, ``sky``) or a parameter
+``n``, ``alpha``, ``beta``, ``q``, ``pa``, ``c``/``c0``, ``sky``, ``f<m>a`` /
+``f<m>p`` for Fourier mode m's amplitude / phase) or a parameter
 number of the component (``3``, ``4``, ..., ``1`` = x and ``2`` = y of a
 positioned component). :func:`parse_constraints` reads a file;
 :mod:`galmoss.galfit.convert` applies the constraints to the profiles (ranges
@@ -42,7 +43,7 @@ class Constraint:
     ``range`` (absolute ``lo <= p <= hi``), ``relative`` (``start + lo <= p <=
     start + hi``), ``difference`` (``lo <= p_a - p_b <= hi``) or ``quotient``
     (``lo <= p_a / p_b <= hi``); ``label`` is the GALFIT parameter (``1x``, ``1y``,
-    ``3``, ... ``10``, ``C0``).
+    ``3``, ... ``10``, ``C0``, ``F<m>`` / ``F<m>PA`` for a Fourier amplitude / phase).
     """
 
     kind: str
@@ -69,11 +70,16 @@ def parameter_label(name: str, comp: Component, where: str) -> str:
     """GALFIT's parameter label (``1x``, ``3``, ``C0``...) of a constraint's parameter name for ``comp``."""
     name = name.lower()
     kind = comp.kind
-    if _FOURIER_NAMES.match(name):
-        raise FeedmeUnsupportedError(
-            f"{where}: constraints on Fourier modes ({name!r}) are not supported by galmoss; remove the line "
-            "(the F-line toggles hold a component's amplitudes or phases fixed or free)"
-        )
+    fourier = _FOURIER_NAMES.match(name)
+    if fourier:
+        from .feedme import fourier_modes
+
+        m = int(re.match(r"f(\d+)", name).group(1))
+        if fourier.group(1) is None:
+            raise FeedmeError(f"{where}: {name!r} does not say amplitude or phase: write f{m}a or f{m}p")
+        if m not in fourier_modes(comp):
+            raise FeedmeError(f"{where}: component {comp.index} has no Fourier mode {m} (no F{m}) line)")
+        return f"F{m}" if fourier.group(1) in ("a", "amp") else f"F{m}PA"
     if _UNSUPPORTED_NAMES.match(name):
         raise FeedmeUnsupportedError(f"{where}: the parameter {name!r} belongs to a profile feature galmoss does not have")
     if name.isdigit():

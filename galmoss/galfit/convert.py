@@ -63,6 +63,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .. import profiles as lp
+from ..io.results import GALFIT_KEYS
 from ..params import Parameter
 from ..params.ties import tie
 from .constraints import Constraint
@@ -90,12 +91,8 @@ CLASSES = {
     "sersic": lp.Sersic, "devauc": lp.DeVaucouleurs, "expdisk": lp.ExpDisk, "gaussian": lp.Gaussian,
     "moffat": lp.Moffat, "king": KingSB, "ferrer": FerrerSB, "psf": lp.PointSource, "sky": lp.Sky,
 }
-#: GALFIT's header key of each galmoss slot.
-HEADER_KEYS = {
-    "cen_x": "XC", "cen_y": "YC", "mag": "MAG", "mu0": "MU0", "eff_r": "RE", "scale_l": "RS", "fwhm": "FWHM",
-    "ser_n": "N", "con": "C", "core_r": "RC", "trunc_r": "RT", "pow_n": "ALPHA", "trunc_a": "ALPHA",
-    "trunc_b": "BETA", "axis_r": "AR", "pa": "PA", "box": "C0", "sky_bg": "SKY", "grad_x": "DSDX", "grad_y": "DSDY",
-}
+#: GALFIT's header key of each galmoss slot (one table, kept with the image-block writer).
+HEADER_KEYS = GALFIT_KEYS
 
 
 def fourier_labels(comp: Component) -> list[str]:
@@ -193,6 +190,7 @@ def build_profiles(
     constraints: Sequence[Sequence[Constraint]] | None = None,
     origins: Sequence[tuple[int, int]] | None = None,
     values: dict[tuple[int, str], np.ndarray] | None = None,
+    zeropoint: float | None = None,
 ) -> dict[str, object]:
     """The galmoss profiles of feedmes that share one model structure.
 
@@ -210,6 +208,9 @@ def build_profiles(
         Replace the start values (``(component, label) -> per-galaxy values`` in
         the full frame), all fixed and without constraints: how fitted results
         are turned back into profiles to draw image blocks.
+    zeropoint
+        The magnitudes' zero point (default J)); GALFIT's is J) + 2.5 log10(EXPTIME)
+        of the image (:func:`galmoss.galfit.run.exposure_time`).
 
     Returns
     -------
@@ -221,7 +222,7 @@ def build_profiles(
     n = len(feedmes)
     origins = origins or [(1, 1)] * n
     table = [starts(f) for f in feedmes]
-    zeropoint = first.zeropoint
+    zeropoint = first.zeropoint if zeropoint is None else zeropoint
     area = first.plate_scale[0] * first.plate_scale[1]
     params: dict[tuple[int, str], Parameter] = {}
     for key, (_, fit, _) in table[0].items():
@@ -242,9 +243,11 @@ def build_profiles(
         elif label == "1y":
             vals = vals - np.array([o[1] - 1 for o in origins], dtype=np.float64)
         slot = SLOTS[kind][label]
-        params[key] = _parameter(vals, fit, slot, zeropoint)
+        params[key] = _parameter(vals, fit, slot, zeropoint, CLASSES[kind].parameter_specs.get(slot))
+    fourier_ranges: dict[tuple[int, str], tuple[float, float]] = {}
     if values is None and constraints is not None and constraints[0]:
-        _apply_constraints(params, feedmes, table, constraints)
+        fourier_ranges = _fourier_ranges(first, table, constraints[0])
+        _apply_constraints(params, feedmes, table, [[c for c in cons if not is_fourier(c.label)] for cons in constraints])
     out: dict[str, object] = {}
     for comp in first.components:
         kwargs = {SLOTS[comp.kind][label]: prm for (k, label), prm in params.items() if k == comp.index}
@@ -253,7 +256,7 @@ def build_profiles(
             kwargs["pixel_area"] = area
         profile = cls(**kwargs)
         if fourier_modes(comp):
-            profile = _with_fourier(profile, comp, table, values)
+            profile = _with_fourier(profile, comp, table, values, fourier_ranges)
         out[component_name(comp.kind, comp.index)] = profile
     return out
 
@@ -268,7 +271,51 @@ def phase_to_galfit(phi: float) -> float:
     return phi
 
 
-def _with_fourier(profile, comp: Component, table, values) -> object:
+def _fourier_ranges(feedme: Feedme, table, constraints: Sequence[Constraint]) -> dict[tuple[int, str], tuple[float, float]]:
+    """``(component, "a" | "phi") -> value_range`` of a component's Fourier vector from its constraint lines.
+
+    galmoss fits a component's amplitudes as one vector and its phases as
+    another, with one range each: ranges (absolute, or relative to the start)
+    are applied when they give every mode of the vector, and every galaxy, the
+    same range. A phase range 360/m wide or wider allows every phase of mode m
+    and is no constraint. Couplings of Fourier parameters are refused.
+    """
+    per_mode: dict[tuple[int, str], dict[int, tuple[float, float] | None]] = {}
+    for c in constraints:
+        if not is_fourier(c.label):
+            continue
+        if c.kind not in ("range", "relative"):
+            raise FeedmeUnsupportedError(f"{c.where}: galmoss reads ranges on Fourier modes, not couplings of them")
+        k = c.components[0]
+        phase = c.label.endswith("PA")
+        m = int(c.label[1:].removesuffix("PA"))
+        start = np.array([t[(k, c.label)][0] for t in table], dtype=np.float64)
+        lo, hi = (c.lo, c.hi) if c.kind == "range" else (start + c.lo, start + c.hi)
+        lo, hi = np.broadcast_to(lo, start.shape), np.broadcast_to(hi, start.shape)
+        if phase and float(np.min(hi - lo)) >= 360.0 / m:
+            rng = None  # every phase of mode m lies in it
+        elif np.ptp(lo) > 1e-9 * max(1.0, abs(float(lo[0]))) or np.ptp(hi) > 1e-9 * max(1.0, abs(float(hi[0]))):
+            raise FeedmeUnsupportedError(f"{c.where}: this range relative to the start differs between the galaxies "
+                                         "of the batch; galmoss gives a Fourier vector one range")
+        else:
+            rng = (float(lo[0]), float(hi[0]))
+        per_mode.setdefault((k, "phi" if phase else "a"), {})[m] = rng
+    out = {}
+    for (k, what), ranges in per_mode.items():
+        given = {r for r in ranges.values() if r is not None}
+        if not given:
+            continue
+        modes = fourier_modes(feedme.components[k - 1])
+        if len(given) > 1 or set(ranges) != set(modes) or None in ranges.values():
+            raise FeedmeUnsupportedError(
+                f"component {k}: the constraint file gives its Fourier {'phases' if what == 'phi' else 'amplitudes'} "
+                f"different ranges (modes {sorted(ranges)} of {modes}); galmoss fits them as one vector with one "
+                "range: give every mode the same range")
+        out[(k, what)] = given.pop()
+    return out
+
+
+def _with_fourier(profile, comp: Component, table, values, ranges=None) -> object:
     """``profile`` with the component's ``F<m>)`` modes: one vector of amplitudes, one of phases."""
     modes = fourier_modes(comp)
     k = comp.index
@@ -285,7 +332,10 @@ def _with_fourier(profile, comp: Component, table, values) -> object:
                 vals = np.where(vals == 0.0, 0.01, vals)  # GALFIT's restart of a zero amplitude
         if suffix == "PA":
             vals = _phase_from_galfit(vals)
-        vectors.append(Parameter(vals[0] if vals.shape[0] == 1 else vals, fit=fit, dim="2d"))
+        value_range = (ranges or {}).get((k, "phi" if suffix else "a")) if fit else None
+        if value_range is not None:
+            vals = inside(vals, *value_range)
+        vectors.append(Parameter(vals[0] if vals.shape[0] == 1 else vals, fit=fit, dim="2d", value_range=value_range))
     q = getattr(profile, "axis_r", None)
     if type(q) is Parameter and q.value_range is not None and q.value_range[1] is not None and q.value_range[1] >= 1.0:
         # a constraint "q lo to 1": a Fourier-moded ellipse is fitted with q < 1 (with_fourier)
@@ -298,12 +348,59 @@ def _with_fourier(profile, comp: Component, table, values) -> object:
         raise FeedmeError(f"component {k} ({comp.kind}) with Fourier modes {modes}: {exc}") from None
 
 
-def _parameter(vals: np.ndarray, fit: bool, slot: str, zeropoint: float) -> Parameter:
+def widened_range(spec, vals: np.ndarray) -> tuple[float, float] | None:
+    """A slot's fit range widened to take starts GALFIT accepts outside galmoss's usual one (None: not needed).
+
+    galmoss fits some slots within narrower bounds than the profile is defined
+    for (a Sersic n in [0.1, 20]); a start outside them but inside the domain (a
+    GALFIT restart's n = 0.06) widens the range to half (twice) that start.
+    """
+    bounds = getattr(spec, "fit_bounds", None)
+    if bounds is None:
+        return None
+    lo, hi = bounds
+    d_lo, d_hi = spec.domain
+    low, high = float(np.min(vals)), float(np.max(vals))
+    if not (d_lo < low and high <= d_hi) or (lo <= low and high <= hi):
+        return None  # outside the domain (refused when the model is built), or inside the usual range
+    new_lo = lo if low >= lo else (0.5 * low if d_lo >= 0 else low - (hi - lo))
+    new_hi = hi if high <= hi else (min(2.0 * high, d_hi) if high > 0 else high + (hi - lo))
+    return new_lo, new_hi
+
+
+def widened_slots(feedme: Feedme) -> tuple[tuple[int, str], ...]:
+    """The free parameters whose start needs :func:`widened_range` (feedmes with them are batched apart)."""
+    out = []
+    for (k, label), (value, fit, _) in starts(feedme).items():
+        if not fit or is_fourier(label):
+            continue
+        kind = feedme.components[k - 1].kind
+        spec = CLASSES[kind].parameter_specs.get(SLOTS[kind][label])
+        if widened_range(spec, np.array([value])) is not None:
+            out.append((k, label))
+    return tuple(out)
+
+
+def inside(vals: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Starts clipped into (lo, hi), 1e-6 of its width from either end.
+
+    A start exactly on a bound (GALFIT's restart files hold them) does not survive
+    the round trip through a logarithmic fitting space in floating point.
+    """
+    margin = 1e-6 * (hi - lo)
+    return np.clip(vals, lo + margin, hi - margin)
+
+
+def _parameter(vals: np.ndarray, fit: bool, slot: str, zeropoint: float, spec=None) -> Parameter:
     kwargs = {}
     if slot in ("mag", "mu0"):
         kwargs["M0"] = zeropoint
     if slot == "pa":
         kwargs["angle"] = True
+    if fit:
+        kwargs["value_range"] = widened_range(spec, vals)
+        if kwargs["value_range"] is not None:
+            vals = inside(vals, *kwargs["value_range"])
     return Parameter(vals if vals.size > 1 else vals[0], fit=fit, **kwargs)
 
 
@@ -314,9 +411,14 @@ def _apply_constraints(params, feedmes, table, constraints) -> None:
     bases: dict[tuple[int, str], str] = {}  # parameters another one is tied to: never replaced later
     order = {"range": 0, "relative": 1, "difference": 2, "quotient": 2, "offset": 3, "ratio": 3}
     rows = sorted(range(len(constraints[0])), key=lambda j: order[constraints[0][j].kind])
+    followers = {(k, c.label): (c.components[0], c.kind) for c in constraints[0] if c.kind in ("offset", "ratio")
+                 for k in c.components[1:]}
     for j in rows:
         c = constraints[0][j]
         label = c.label
+        if c.kind in ("range", "relative") and (c.components[0], label) in followers:
+            # a range on a parameter a hard coupling makes follow another is a range on that one
+            c = _onto_base(c, followers[(c.components[0], label)], table)
         if c.kind == "range":
             key = (c.components[0], label)
             prm = params[key]
@@ -329,7 +431,7 @@ def _apply_constraints(params, feedmes, table, constraints) -> None:
                 lo, hi = max(lo, prm.value_range[0]), min(hi, prm.value_range[1])
                 if not lo < hi:
                     raise FeedmeError(f"{c.where}: this range does not overlap the one of {ranged[key]}")
-            user = _clip(prm.initial, lo, hi)
+            user = inside(prm.initial, lo, hi)
             params[key] = Parameter(user if user.size > 1 else user[0], value_range=(lo, hi), fit=True,
                                     M0=prm.M0, angle=prm.angle)
             ranged[key] = c.where
@@ -393,10 +495,44 @@ def _apply_constraints(params, feedmes, table, constraints) -> None:
             bases[base_key] = c.where
 
 
+def _onto_base(c: Constraint, follows: tuple[int, str], table) -> Constraint:
+    """A range on a coupled parameter p_k turned into the same range on the parameter p_b it follows.
+
+    ``offset``: p_k = p_b + d, so ``lo <= p_k <= hi`` is ``lo - d <= p_b <= hi - d``
+    and a range relative to the start is the same on p_b; ``ratio``: p_k = r p_b,
+    so both ends divide by r. d and r are each galaxy's starts: a range that
+    then differs between the galaxies of a batch is refused (those feedmes are
+    fitted one by one).
+    """
+    import dataclasses
+
+    base, kind = follows
+    k = c.components[0]
+    start_k = np.array([t[(k, c.label)][0] for t in table], dtype=np.float64)
+    start_b = np.array([t[(base, c.label)][0] for t in table], dtype=np.float64)
+    if kind == "offset":
+        shift = np.zeros_like(start_k) if c.kind == "relative" else start_k - start_b
+        lo, hi = c.lo - shift, c.hi - shift
+    else:
+        if np.any(start_b == 0) or np.any(start_k / start_b <= 0):
+            raise FeedmeUnsupportedError(f"{c.where}: a range on a parameter coupled by a ratio needs positive starts")
+        ratio = start_k / start_b
+        lo, hi = c.lo / ratio, c.hi / ratio
+    if np.ptp(lo) > 1e-9 * max(1.0, float(np.max(np.abs(lo)))) or np.ptp(hi) > 1e-9 * max(1.0, float(np.max(np.abs(hi)))):
+        raise FeedmeUnsupportedError(f"{c.where}: this range on a coupled parameter is a different range on component "
+                                     f"{base}'s for each galaxy of the batch")
+    return dataclasses.replace(c, components=(base,), lo=float(lo[0]), hi=float(hi[0]))
+
+
+def coupled_keys(constraints: Sequence[Constraint]) -> set[tuple[int, str]]:
+    """``(component, label)`` of the parameters a hard coupling makes follow another (GALFIT's toggle 2)."""
+    return {(k, c.label) for c in constraints if c.kind in ("offset", "ratio") for k in c.components[1:]}
+
+
 def free_and_fixed(feedme: Feedme, constraints: Sequence[Constraint] = ()) -> tuple[int, int]:
     """GALFIT's NFREE and NFIX: parameters fitted and parameters held (couplings count as fixed)."""
     tab = starts(feedme)
-    coupled = {(k, c.label) for c in constraints if c.kind in ("offset", "ratio") for k in c.components[1:]}
+    coupled = coupled_keys(constraints)
     given = {key: fit for key, (_, fit, was_given) in tab.items() if was_given}
     n_free = sum(1 for key, fit in given.items() if fit and key not in coupled)
     return n_free, len(given) - n_free

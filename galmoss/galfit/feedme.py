@@ -2,7 +2,8 @@
 
 A feedme has control lines ``A)`` to ``W)`` and then components, each opened by
 ``0) <type>`` and made of numbered parameter lines ``1) x y fit_x fit_y``,
-``3) value fit``, ..., the hidden ``C0) value fit`` (boxiness), the hidden
+``3) value fit``, ... (fit toggles 0 fixed, 1 free, 2 coupled by the constraint
+file: GALFIT's restart files hold 2s), the hidden ``C0) value fit`` (boxiness), the hidden
 azimuthal Fourier modes ``F<m>) amplitude phase fit_a fit_phi`` (m >= 1; any
 component but psf and sky) and ``Z) 0|1`` (skip in the output image). Everything after ``#`` is a comment; blank lines
 and separator lines (``=====``, ``-----``) are ignored; fields may be separated
@@ -122,7 +123,7 @@ class Feedme:
     mask: Path | None
     constraints: Path | None
     region: tuple[int, int, int, int] | None
-    conv_box: tuple[int, int] | None
+    conv_box: tuple[float, float] | None
     zeropoint: float
     plate_scale: tuple[float, float]
     display: str
@@ -166,9 +167,10 @@ def _int(path, line: Line, token: str, what: str) -> int:
 
 
 def _toggle(path, line: Line, token: str) -> bool:
-    if token not in ("0", "1"):
-        _fail(path, line.number, line.text, f"a fit toggle must be 0 or 1, got {token!r}")
-    return token == "1"
+    """Free (1, or 2: GALFIT's mark of a parameter its constraint file couples) or fixed (0)."""
+    if token not in ("0", "1", "2"):
+        _fail(path, line.number, line.text, f"a fit toggle must be 0 (fixed), 1 (free) or 2 (coupled), got {token!r}")
+    return token != "0"
 
 
 def _path(value: list[str], base: Path, *, optional: bool) -> Path | None:
@@ -213,7 +215,8 @@ def parse_feedme(path: str | os.PathLike, *, base: str | os.PathLike | None = No
     FeedmeError
         A line that does not parse, a value of the wrong kind, a missing A) or
         B), an E) that is not a positive integer, a component lacking a
-        parameter it needs (each naming the file, the line and its text).
+        parameter it needs (each naming the file, the line and its text), a file
+        with no component.
     FeedmeUnsupportedError
         A component type (nuker, edgedisk) or hidden parameter (bending Bn,
         rotation Rn, truncation Tn) that galmoss does not have; Fourier lines
@@ -259,7 +262,10 @@ def parse_feedme(path: str | os.PathLike, *, base: str | os.PathLike | None = No
                   f"component {comp.index} ({comp.kind}) lacks parameter(s) {', '.join(m + ')' for m in missing)} "
                   f"({'; '.join(COMPONENT_PARAMETERS[comp.kind][m] for m in missing)})")
         _check_fourier_toggles(path, comp)
-    return _control(path, base, control, components)
+    feedme = _control(path, base, control, components)
+    if not components:
+        raise FeedmeError(f"{path}: the file has no component (no '0) <type>' line): there is nothing to fit")
+    return feedme
 
 
 def _component_line(path: Path, comp: Component, label: str, line: Line) -> None:
@@ -381,13 +387,16 @@ def _control(path: Path, base: Path, control: dict[str, Line], components: list[
         if len(fields("H")) < 4:
             _fail(path, line.number, line.text, "H) needs xmin xmax ymin ymax")
         region = tuple(_int(path, line, t, "H) region") for t in fields("H")[:4])
+        # GALFIT clips a region starting at 0 (or below) to the image's first pixel
+        region = (max(region[0], 1), region[1], max(region[2], 1), region[3])
         if not (region[0] <= region[1] and region[2] <= region[3]):
             _fail(path, line.number, line.text, "H) region must have xmin <= xmax and ymin <= ymax")
     conv = None
     if fields("I"):
         line = control["I"]
-        vals = [_int(path, line, t, "I) convolution box") for t in fields("I")[:2]]
-        conv = (vals[0], vals[-1])
+        # galmoss convolves the whole section and never uses I): any number is kept as written
+        vals = [_float(path, line, t, "I) convolution box") for t in fields("I")[:2]]
+        conv = tuple(int(v) if v == int(v) else v for v in (vals[0], vals[-1]))
     zeropoint = 0.0
     if fields("J"):
         zeropoint = _float(path, control["J"], fields("J")[0], "J) zero point")

@@ -3,12 +3,13 @@
 Image block (the B) file), as GALFIT lays it out: an empty primary HDU, then
 extension 1 the input data (the H) section), 2 the model, 3 the residual
 (data - model); with ``P) 3`` one more extension per component. The model's
-header holds the fit in GALFIT's keys: ``OBJECT``, ``DATAIN``, ``SIGMA``, ``PSF``,
-``CONSTRNT``, ``MASK``, ``FITSECT``, ``CONVBOX``, ``MAGZPT``, per component
+header holds the fit in GALFIT's keys, order and comment lines: ``OBJECT``, a
+COMMENT naming the block GALFIT-compatible, ``INITFILE``, ``DATAIN``, ``SIGMA``,
+``PSF``, ``CONSTRNT``, ``MASK``, ``FITSECT``, ``CONVBOX``, ``MAGZPT``, per component
 ``COMP_k`` and ``k_XC``, ``k_YC``, ``k_MAG``, ``k_RE``, ..., the Fourier modes'
 ``k_F<m>`` (amplitude) and ``k_F<m>PA`` (phase, degrees), as ``'value +/- error'``
 (a fixed value as ``'[value]'``, a problem value between ``*``), then ``FLAGS``,
-``CHISQ``, ``NDOF``, ``NFREE``, ``NFIX``, ``CHI2NU``, ``LOGFILE``, ``INITFILE``.
+``CHISQ``, ``NDOF``, ``NFREE``, ``NFIX``, ``CHI2NU``, ``LOGFILE``.
 ``P) 1`` writes the model alone as the primary image.
 """
 
@@ -60,6 +61,26 @@ def fit_section(feedme: Feedme, shape: tuple[int, int]) -> str:
     return f"[{x0}:{x1},{y0}:{y1}]"
 
 
+#: GALFIT's comment of each model-header key (a component key without its ``k_``).
+KEY_COMMENTS = {
+    "XC": "X center [pixel]", "YC": "Y center [pixel]", "MAG": "Integrated magnitude",
+    "MU0": "Central surface brightness [mag/arcsec^2]", "RE": "Effective radius Re [pixels]",
+    "RS": "Disk scale-length Rs [pixels]", "FWHM": "FWHM [pixels]", "N": "Sersic index", "C": "Powerlaw",
+    "RC": "Core radius Rc [pixels]", "RT": "Truncation radius [pixels]", "ALPHA": "alpha", "BETA": "beta",
+    "AR": "Axis ratio (b/a)", "PA": "Position Angle (PA) [Degrees: Up=0, Left=90]",
+    "C0": "Diskiness (<0) or Boxiness (>0)", "SKY": "Sky background [ADUs]",
+    "DSDX": "Sky gradient in x [ADUs/pixel]", "DSDY": "Sky gradient in y [ADUs/pixel]",
+}
+#: Identifies galmoss's blocks; GALFIT's readers look for 'GALFIT' in a COMMENT card of the model.
+BLOCK_COMMENT = "GALFIT-compatible image block written by galmoss"
+
+
+def sky_centre(feedme: Feedme, shape: tuple[int, int]) -> tuple[float, float]:
+    """The centre of the fitted section in the full frame: the point galmoss's sky gradients are about."""
+    x0, y0 = (feedme.region[0], feedme.region[2]) if feedme.region is not None else (1, 1)
+    return x0 - 1 + (shape[1] + 1) / 2, y0 - 1 + (shape[0] + 1) / 2
+
+
 def model_header_cards(
     feedme: Feedme,
     shape: tuple[int, int],
@@ -70,10 +91,22 @@ def model_header_cards(
     stats: Mapping[str, float],
     logfile: str = "fit.log",
 ) -> list[tuple[str, object, str]]:
-    """The cards of the model extension (values in GALFIT's units, full-frame centres)."""
+    """The cards of the model extension, in GALFIT's order (values in its units, full-frame centres).
+
+    ``("COMMENT", text, "")`` entries are COMMENT cards. GALFIT's layout: the
+    input parameters (INITFILE ... MAGZPT), the final parameters component by
+    component (the sky with its centre), FLAGS, then CHISQ ... LOGFILE, set
+    apart by GALFIT's comment lines.
+    """
     section = fit_section(feedme, shape)
+    comment = lambda text: ("COMMENT", text, "")  # noqa: E731
     cards: list[tuple[str, object, str]] = [
         ("OBJECT", f"{feedme.image.name}{section}", "Object name"),
+        comment(BLOCK_COMMENT),
+        comment(" "),
+        comment("========== GALFIT Input Parameters =========="),
+        comment(" "),
+        ("INITFILE", str(feedme.path), "GALFIT input file"),
         ("DATAIN", _name(feedme.image), "Input data image"),
         ("SIGMA", _name(feedme.sigma), "Input sigma image"),
         ("PSF", _name(feedme.psf), "Convolution PSF and kernel"),
@@ -83,10 +116,17 @@ def model_header_cards(
         ("CONVBOX", "none" if feedme.conv_box is None else f"{feedme.conv_box[0]}, {feedme.conv_box[1]}",
          "Convolution box size (unused by galmoss)"),
         ("MAGZPT", float(feedme.zeropoint), "Magnitude zeropoint"),
+        comment(" "),
+        comment("========== GALFIT Final Parameters =========="),
+        comment(" "),
     ]
     for comp in feedme.components:
         k = comp.index
         cards.append((f"COMP_{k}", comp.kind, f"Component type{' (skipped in the model image)' if comp.skip else ''}"))
+        if comp.kind == "sky":
+            xc, yc = sky_centre(feedme, shape)
+            cards += [(f"{k}_XC", f"[{galfit_number(xc)}]", KEY_COMMENTS["XC"]),
+                      (f"{k}_YC", f"[{galfit_number(yc)}]", KEY_COMMENTS["YC"])]
         for label in component_labels(comp):
             key = (k, label)
             if key not in values:
@@ -97,17 +137,23 @@ def model_header_cards(
                 cards.append((f"{k}_{label}"[:8], text,
                               f"Azim. Fourier mode {m}, {'phase angle [deg]' if label.endswith('PA') else 'amplitude'}"))
                 continue
-            slot = SLOTS[comp.kind][label]
-            cards.append((f"{k}_{HEADER_KEYS[slot]}"[:8], text, COMPONENT_PARAMETERS[comp.kind].get(label[0] if label in ("1x", "1y") else label, slot)))
+            name = HEADER_KEYS[SLOTS[comp.kind][label]]
+            fallback = COMPONENT_PARAMETERS[comp.kind].get(label[0] if label in ("1x", "1y") else label, name)
+            cards.append((f"{k}_{name}"[:8], text, KEY_COMMENTS.get(name, fallback)))
+        cards.append(comment("------------------------"))
     cards += [
+        comment(" "),
+        comment("=============================================="),
         ("FLAGS", str(stats.get("flags_text", "")), "galmoss flags (galmoss flags <value>)"),
+        comment("=============================================="),
+        comment(" "),
         ("CHISQ", _finite(stats.get("chi2")), "Chi^2 of fit"),
         ("NDOF", int(stats.get("ndof", 0)), "Degrees of freedom"),
         ("NFREE", int(stats.get("nfree", 0)), "Number of free parameters"),
         ("NFIX", int(stats.get("nfix", 0)), "Number of fixed parameters"),
         ("CHI2NU", _finite(stats.get("chi2nu")), "Reduced Chi^2"),
         ("LOGFILE", logfile, "Output log file"),
-        ("INITFILE", str(feedme.path), "GALFIT input file"),
+        comment("=============================================="),
     ]
     return cards
 
@@ -160,7 +206,9 @@ def write_block(
 
 
 def _card(key: str, value, comment: str) -> fits.Card:
-    """A card whose comment is cut to fit 80 characters (astropy would warn and cut it)."""
+    """A card whose comment is cut to fit 80 characters (astropy would warn and cut it); COMMENT cards as given."""
+    if key == "COMMENT":
+        return fits.Card("COMMENT", str(value)[:72])
     bare = len(fits.Card(key, value).image.rstrip())
     room = 80 - bare - 3
     return fits.Card(key, value, comment[: max(room, 0)] if room > 0 else "")
@@ -187,8 +235,16 @@ def format_feedme(
     *,
     mode: int | None = None,
     title: str = "galmoss fit",
+    coupled: set[tuple[int, str]] = frozenset(),
 ) -> str:
-    """GALFIT input text for ``feedme``'s setup with the given parameter values (full frame)."""
+    """GALFIT input text for ``feedme``'s setup with the given parameter values (full frame).
+
+    A free parameter in ``coupled`` (one a hard constraint makes follow another)
+    gets GALFIT's toggle 2, as GALFIT writes its restart files.
+    """
+    def toggle(key) -> int:
+        return 2 if free.get(key, False) and key in coupled else int(free.get(key, False))
+
     p = feedme.mode if mode is None else mode
     region = (f"{feedme.region[0]} {feedme.region[1]} {feedme.region[2]} {feedme.region[3]}"
               if feedme.region is not None else _raw(feedme, "H", ""))
@@ -231,14 +287,14 @@ def format_feedme(
         labels = [lab for lab in SLOTS[comp.kind] if (k, lab) in values]
         if (k, "1x") in values:
             x, y = values[(k, "1x")], values[(k, "1y")]
-            fx, fy = int(free.get((k, "1x"), False)), int(free.get((k, "1y"), False))
+            fx, fy = toggle((k, "1x")), toggle((k, "1y"))
             lines.append(f" 1) {x:.4f} {y:.4f} {fx} {fy}".ljust(27) + f" #  {desc['1']}")
         for lab in sorted((lab for lab in labels if lab not in ("1x", "1y", "C0")), key=int):
-            lines.append(f"{lab:>2s}) {galfit_number(values[(k, lab)]):<14s} {int(free.get((k, lab), False))}".ljust(27)
+            lines.append(f"{lab:>2s}) {galfit_number(values[(k, lab)]):<14s} {toggle((k, lab))}".ljust(27)
                          + f" #  {desc.get(lab, '')}")
         c0 = comp.params.get("C0")
         if (k, "C0") in values and (c0 is not None or values[(k, "C0")] != 0.0):
-            lines.append(f"C0) {galfit_number(values[(k, 'C0')]):<14s} {int(free.get((k, 'C0'), False))}".ljust(27)
+            lines.append(f"C0) {galfit_number(values[(k, 'C0')]):<14s} {toggle((k, 'C0'))}".ljust(27)
                          + " #  diskiness (< 0) / boxiness (> 0)")
         for m in fourier_modes(comp):
             amp, pha = (k, f"F{m}"), (k, f"F{m}PA")
@@ -252,6 +308,16 @@ def format_feedme(
     return "\n".join(lines) + "\n"
 
 
+def _log_number(v: float, exponent: bool = False) -> str:
+    """A value as GALFIT's fit.log prints it: 2 decimals, or ``%.2e`` for sky gradients and tiny/huge values."""
+    v = float(v)
+    if not math.isfinite(v):
+        return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
+    if exponent or (v != 0.0 and not 5e-3 <= abs(v) < 1e5):
+        return f"{v:.2e}"
+    return f"{v:.2f}"
+
+
 def fit_log_entry(
     feedme: Feedme,
     shape: tuple[int, int],
@@ -263,7 +329,14 @@ def fit_log_entry(
     ndof: int,
     message: str = "",
 ) -> str:
-    """One galaxy's entry of fit.log, in GALFIT's layout (values, errors below, fixed in [ ])."""
+    """One galaxy's entry of fit.log, in GALFIT's layout.
+
+    A component is one line of values and one of errors below: the centre as
+    ``( x, y)`` (the sky's as ``[xc, yc]``, the point its gradients are about),
+    fixed values in ``[ ]`` on both lines (GALFIT's readers count the numbers
+    of both), then ``Chi^2 = ..,  ndof = ..`` and ``Chi^2/nu = ..``. galmoss's
+    own messages are ``#`` comment lines, which readers of model lines skip.
+    """
     out = [
         "-" * 77,
         "",
@@ -275,29 +348,66 @@ def fit_log_entry(
     ]
     for comp in feedme.components:
         k = comp.index
-        labels = [lab for lab in ordered_labels(comp.kind) if (k, lab) in values and lab != "C0"]
+        labels = [lab for lab in ordered_labels(comp.kind) if (k, lab) in values and lab not in ("1x", "1y", "C0")]
         if (k, "C0") in values and values[(k, "C0")] != 0.0:
             labels.append("C0")
+        gradient = comp.kind == "sky"
 
         def cell(lab, err=False):
+            fixed = not free.get((k, lab), False)
+            if fixed:  # the value, bracketed, on both lines
+                return f"[{_log_number(values[(k, lab)], gradient and lab != '1')}]"
+            if err and not gradient:  # GALFIT prints errors with 2 decimals
+                return _log_number(round(errors.get((k, lab), math.nan), 2))
             v = errors.get((k, lab), math.nan) if err else values[(k, lab)]
-            text = galfit_number(v)
-            return f"[{text}]" if not free.get((k, lab), False) and not err else text
+            return _log_number(v, gradient and lab != "1")
 
-        head = " ".join(f"{cell(lab):>11s}" for lab in labels)
-        tail = " ".join(f"{(cell(lab, True) if free.get((k, lab), False) else ''):>11s}" for lab in labels)
-        out.append(f" {comp.kind:<9s} : {head}")
-        out.append(f" {'':<9s}   {tail}")
+        def line(err: bool) -> str:
+            if comp.kind == "sky":
+                xc, yc = sky_centre(feedme, shape)
+                centre = f"[{xc:7.2f}, {yc:7.2f}]" if not err else " " * 18
+            elif (k, "1x") in values:
+                centre = f"({cell('1x', err):>8s}, {cell('1y', err):>8s})"
+            else:
+                centre = ""
+            rest = " ".join(f"{cell(lab, err):>9s}" for lab in labels)
+            head = f" {comp.kind:<10s}: " if not err else " " * 14
+            return f"{head}{centre} {rest}".rstrip()
+
+        out.append(line(False))
+        out.append(line(True))
         modes = [m for m in fourier_modes(comp) if (k, f"F{m}") in values and (k, f"F{m}PA") in values]
         if modes:  # GALFIT's layout: "fourier : (1:  0.06,   -6.67)   (3:  0.05,    0.18)", errors below
             out.append("   fourier : " + "   ".join(
                 f"({m}: {cell(f'F{m}'):>7s}, {cell(f'F{m}PA'):>9s})" for m in modes))
             out.append("             " + "   ".join(
-                f"({'':{len(str(m))}s}  {cell(f'F{m}', True) if free.get((k, f'F{m}'), False) else '':>7s}, "
-                f"{cell(f'F{m}PA', True) if free.get((k, f'F{m}PA'), False) else '':>9s})" for m in modes))
+                f"({'':{len(str(m))}s}  {cell(f'F{m}', True):>7s}, {cell(f'F{m}PA', True):>9s})" for m in modes))
     chi2nu = chi2 / ndof if ndof > 0 else math.nan
     out += [f" Chi^2 = {chi2:.5f},  ndof = {ndof}", f" Chi^2/nu = {chi2nu:.3f}"]
     if message:
-        out.append(f" galmoss: {message}")
+        out.append(f"# galmoss: {message}")
     out.append("")
+    return "\n".join(out) + "\n"
+
+
+def not_fitted_log_entry(path: Path, feedme: Feedme | None, message: str) -> str:
+    """The fit.log entry of a feedme that was not fitted: GALFIT's layout with ``nan`` values.
+
+    Each component gets its line (``nan`` where numbers would be), so a script that
+    reads the lines after an ``Init. par. file`` never takes the next entry's
+    numbers for this file's.
+    """
+    out = ["-" * 77, "",
+           f"Input image     : {feedme.image if feedme is not None else 'none'}",
+           f"Init. par. file : {path}",
+           "Restart file    : none",
+           f"Output image    : {feedme.output if feedme is not None else 'none'}",
+           ""]
+    for comp in feedme.components if feedme is not None else []:
+        labels = [lab for lab in ordered_labels(comp.kind) if lab not in ("1x", "1y", "C0")]
+        centre = "[    nan,     nan]" if comp.kind == "sky" else "(     nan,      nan)" if "1x" in SLOTS[comp.kind] else ""
+        cells = " ".join(f"{'nan':>9s}" for _ in labels)
+        out.append(f" {comp.kind:<10s}: {centre} {cells}".rstrip())
+        out.append(f"{'':14s}{centre if comp.kind != 'sky' else ' ' * len(centre)} {cells}".rstrip())
+    out += [" Chi^2 = nan,  ndof = 0", " Chi^2/nu = nan", f"# galmoss: not fitted: {message}", ""]
     return "\n".join(out) + "\n"

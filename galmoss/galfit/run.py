@@ -1,15 +1,17 @@
 """Run folders of GALFIT feedmes as batches: ``galmoss galfit FILE... | @list.txt``.
 
-1. Every feedme (and its constraint file) is parsed first; a line that does not
-   parse stops the run before anything is fitted, as do two feedmes naming the
-   same B) block.
+1. Every feedme (and its constraint file) is parsed first; one that does not
+   parse, uses what galmoss lacks, has no component, or whose B) block would
+   overwrite an input or another feedme's block is refused (a row with
+   ``read_error`` and the reason, naming the file) and the others run.
 2. Each galaxy's data are read (only the H) section of A), C) and F)); a
-   missing file, an H) region outside the image or an E) > 1 flags that galaxy
-   (``read_error``) and the others run.
+   missing file, an H) region outside the image or an E) > 1 without a PSF flags
+   that galaxy (``read_error``) and the others run. EXPTIME joins J) in the zero point.
 3. Feedmes whose models share one structure (components, fit toggles,
    constraints, zero point, plate scale, P) mode) are fitted together through
    the public API (``gm.Dataset.from_arrays`` -> ``gm.Fitting`` -> ``fit`` ->
-   ``uncertainty("covar_mat")``), in batches of ``batch_size``.
+   ``uncertainty("covar_mat")``), in batches of ``batch_size``; a batch that
+   fails as a whole is fitted galaxy by galaxy, so only the bad feedme is refused.
 4. For every galaxy: the image block at B), its restart file next to it, an
    entry in ``fit.log`` (in the output folder), and one results table for the
    run (``results.fits`` / ``results.csv`` in the output folder). Blocks are
@@ -33,11 +35,15 @@ import numpy as np
 
 from ..flags import Flag, decode
 from .constraints import Constraint, parse_constraints
-from .convert import SLOTS, build_profiles, component_labels, component_name, free_and_fixed, header_key, row_values, starts
+from .convert import SLOTS, build_profiles, coupled_keys, widened_slots, component_labels, component_name, free_and_fixed, header_key, row_values, starts
 from .feedme import Feedme, FeedmeError, parse_feedme
-from .output import fit_log_entry, format_feedme, model_header_cards, restart_path, write_block
+from ..io.naming import open_append
+from .output import fit_log_entry, format_feedme, model_header_cards, not_fitted_log_entry, restart_path, write_block
 
 log = logging.getLogger("galmoss")
+
+#: GALFIT's GAIN when the image header has neither GAIN nor ATODGAIN (electrons per ADU).
+GALFIT_DEFAULT_GAIN = 7.0
 
 
 @dataclass
@@ -51,6 +57,7 @@ class GalaxyInput:
     psf: np.ndarray | None = None
     weight: np.ndarray | None = None
     origin: tuple[int, int] = (1, 1)
+    zeropoint: float = 0.0  # J) + 2.5 log10(EXPTIME): GALFIT's magnitudes are of counts per second
     flags: int = 0
     messages: list[str] = field(default_factory=list)
 
@@ -73,15 +80,36 @@ def expand_arguments(files: Iterable[str]) -> list[Path]:
     return out
 
 
+def _header_number(header, names: Sequence[str], default: float) -> float:
+    """The first of ``names`` the header holds as a positive finite number, else ``default``."""
+    for name in names:
+        if header is None or name not in header:
+            continue
+        try:
+            value = float(header[name])
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(value) and value > 0:
+            return value
+    return default
+
+
+def exposure_time(header) -> float:
+    """GALFIT's EXPTIME: the data are divided by it before the zero point (1 when missing)."""
+    return _header_number(header, ("EXPTIME",), 1.0)
+
+
 def galfit_sigma(image: np.ndarray, header, weight: np.ndarray | None = None) -> np.ndarray:
     """GALFIT's sigma image when C) is ``none``, from the data and its header.
 
     ``sigma^2 = max(data - sky, 0) / (GAIN * NCOMBINE) + sigma_sky^2``: the
-    source's Poisson noise in electrons turned back into image units, plus the
-    sky's noise. ``sky`` and ``sigma_sky`` are the 3-sigma-clipped mean and RMS of
-    the (unmasked) image, so they hold the sky's Poisson and the read noise;
-    ``RDNOISE`` (electrons) sets a floor ``sigma_sky^2 >= RDNOISE^2 / (GAIN^2
-    NCOMBINE)``. Missing keys: GAIN and NCOMBINE 1, RDNOISE 0.
+    source's Poisson noise in electrons turned back into image units (the data
+    must be in counts, ADU), plus the sky's noise. ``sky`` and ``sigma_sky`` are
+    the 3-sigma-clipped mean and RMS of the (unmasked) image, so they hold the
+    sky's Poisson and the read noise, as GALFIT 3 estimates them together.
+    Header keys as GALFIT reads them: ``GAIN`` (or ``ATODGAIN`` when GAIN is
+    missing; 7 when both are), ``NCOMBINE`` (1). ``RDNOISE`` is not used (GALFIT 3
+    uses it only with a sky value given by hand).
 
     Parameters
     ----------
@@ -94,22 +122,13 @@ def galfit_sigma(image: np.ndarray, header, weight: np.ndarray | None = None) ->
     """
     from astropy.stats import sigma_clipped_stats
 
-    def key(name: str, default: float) -> float:
-        try:
-            value = float(header.get(name, default)) if header is not None else default
-        except (TypeError, ValueError):
-            return default
-        return value if math.isfinite(value) and value > 0 else default
-
-    gain = key("GAIN", 1.0)
-    ncombine = key("NCOMBINE", 1.0)
-    rdnoise = key("RDNOISE", 0.0) if header is not None and "RDNOISE" in header else 0.0
+    gain = _header_number(header, ("GAIN", "ATODGAIN"), GALFIT_DEFAULT_GAIN)
+    ncombine = _header_number(header, ("NCOMBINE",), 1.0)
     good = np.isfinite(image) if weight is None else np.isfinite(image) & (weight > 0)
     if np.count_nonzero(good) < 10:
         return np.full(image.shape, np.nan)
     sky, _, sky_rms = sigma_clipped_stats(image[good], sigma=3.0, maxiters=10)
-    sky_var = max(float(sky_rms) ** 2, rdnoise**2 / (gain**2 * ncombine))
-    return np.sqrt(np.clip(np.nan_to_num(image - sky), 0.0, None) / (gain * ncombine) + sky_var)
+    return np.sqrt(np.clip(np.nan_to_num(image - sky), 0.0, None) / (gain * ncombine) + float(sky_rms) ** 2)
 
 
 def _read_section(path: Path, region, what: str):
@@ -136,6 +155,14 @@ def _read_section(path: Path, region, what: str):
         return data, hdu.header.copy(), shape
 
 
+def is_fits(path: Path) -> bool:
+    """Whether ``path`` holds FITS (by content, as GALFIT reads a mask named without ``.fits``): a
+    primary header starts with ``SIMPLE  =``; a gzip stream (``.fits.gz``) is taken for compressed FITS."""
+    with open(path, "rb") as fh:
+        head = fh.read(9)
+    return head == b"SIMPLE  =" or head[:2] == b"\x1f\x8b"
+
+
 def _ascii_mask(path: Path, shape, origin) -> np.ndarray:
     """GALFIT's ASCII bad-pixel list: one ``x y`` (1-based, full frame) a line."""
     bad = np.zeros(shape, dtype=bool)
@@ -158,15 +185,17 @@ def load_galaxy(feedme: Feedme, constraints: list[Constraint]) -> GalaxyInput:
     gal = GalaxyInput(feedme, constraints)
     region = feedme.region
     gal.origin = (region[0], region[2]) if region is not None else (1, 1)
+    gal.zeropoint = feedme.zeropoint
     try:
         if feedme.psf_sampling > 1 and feedme.psf is None:
             raise ValueError(f"{feedme.where('E')}: E) {feedme.psf_sampling} needs a D) PSF (sampled that much finer)")
         image, header, _ = _read_section(feedme.image, region, "A) input image")
+        gal.zeropoint = feedme.zeropoint + 2.5 * math.log10(exposure_time(header))
         weight = np.isfinite(image).astype(np.float64)
         if feedme.mask is not None:
             if not feedme.mask.is_file():
                 raise FileNotFoundError(f"F) bad-pixel mask '{feedme.mask}' does not exist")
-            if feedme.mask.suffix.lower() in (".fits", ".fit", ".fts") or feedme.mask.name.lower().endswith(".fits.gz"):
+            if is_fits(feedme.mask):
                 mask, _, _ = _read_section(feedme.mask, region, "F) bad-pixel mask")
                 if mask.shape != image.shape:
                     raise ValueError(f"F) mask '{feedme.mask}' is {mask.shape}, the image {image.shape}")
@@ -180,7 +209,7 @@ def load_galaxy(feedme: Feedme, constraints: list[Constraint]) -> GalaxyInput:
         else:
             sigma = galfit_sigma(image, header, weight)
             gal.flags |= Flag.sigma_estimated
-            gal.messages.append("sigma made from the data (C) none: GAIN, NCOMBINE, RDNOISE)")
+            gal.messages.append("sigma made from the data (C) none: GAIN or ATODGAIN, NCOMBINE)")
         if feedme.psf is not None:
             gal.psf, _, _ = _read_section(feedme.psf, None, "D) PSF")
     except (OSError, ValueError, NotImplementedError) as exc:
@@ -198,32 +227,76 @@ def load_galaxy(feedme: Feedme, constraints: list[Constraint]) -> GalaxyInput:
     return gal
 
 
-def parse_all(paths: Sequence[Path], base: str = "feedme") -> list[tuple[Feedme, list[Constraint]]]:
-    """Parse every feedme and constraint file; raise one FeedmeError listing every problem."""
-    parsed, problems = [], []
+@dataclass
+class Entry:
+    """One feedme of a run: parsed (``feedme``, ``constraints``; None when it does not parse) and, when refused,
+    ``error`` saying why (naming the file)."""
+
+    path: Path
+    feedme: Feedme | None = None
+    constraints: list[Constraint] = field(default_factory=list)
+    error: str = ""
+
+
+def _inputs(feedme: Feedme) -> dict[Path, str]:
+    """The files a feedme reads, by absolute path, with the line naming each."""
+    named = {"A": feedme.image, "C": feedme.sigma, "D": feedme.psf, "F": feedme.mask, "G": feedme.constraints}
+    out = {Path(os.path.abspath(feedme.path)): "feedme"}
+    for key, p in named.items():
+        if p is not None:
+            out.setdefault(Path(os.path.abspath(p)), f"{key}) file")
+    return out
+
+
+def parse_all(paths: Sequence[Path], base: str = "feedme") -> list[Entry]:
+    """Parse every feedme and constraint file; a file that cannot be used is refused, never the run.
+
+    Refused (each naming the file): a line that does not parse, a feature galmoss
+    lacks, a missing feedme or constraint file, no component, and a ``B)``
+    block that would overwrite an input of this or another feedme of the run
+    (both named) or the block of another feedme (all of them are refused).
+    """
+    entries: list[Entry] = []
     for path in paths:
         try:
             feedme = parse_feedme(path, base=Path.cwd() if base == "cwd" else None)
             cons = parse_constraints(feedme.constraints, feedme.components) if feedme.constraints is not None else []
-            parsed.append((feedme, cons))
-        except (FeedmeError, FileNotFoundError) as exc:
-            problems.append(str(exc))
-    if problems:
-        raise FeedmeError("cannot read these GALFIT files (nothing was fitted):\n  " + "\n  ".join(problems))
-    outputs: dict[Path, Path] = {}
-    for feedme, _ in parsed:
-        key = Path(os.path.abspath(feedme.output))
-        if key in outputs:
-            raise FeedmeError(
-                f"{feedme.where('B')} and {outputs[key]} both write the image block '{feedme.output}'; give each "
-                "feedme its own B) path (nothing was fitted)"
-            )
-        outputs[key] = feedme.path
-    return parsed
+            entries.append(Entry(Path(path), feedme, cons))
+        except (FeedmeError, OSError) as exc:
+            entries.append(Entry(Path(path), error=str(exc)))
+    parsed = [e for e in entries if e.feedme is not None]
+    blocks: dict[Path, list[Entry]] = {}
+    for e in parsed:
+        blocks.setdefault(Path(os.path.abspath(e.feedme.output)), []).append(e)
+    reads: dict[Path, tuple[Entry, str]] = {}
+    for e in parsed:
+        for p, what in _inputs(e.feedme).items():
+            reads.setdefault(p, (e, what))
+    for block, users in blocks.items():
+        if len(users) > 1:
+            for e in users:
+                others = ", ".join(str(o.path) for o in users if o is not e)
+                e.error = (f"{e.feedme.where('B')}: B) '{e.feedme.output}' is also the image block of {others}; one would "
+                           "overwrite the other: give each feedme its own B) path (not fitted)")
+            continue
+        e = users[0]
+        own = _inputs(e.feedme)
+        if block in own or block in reads:
+            owner, what = (e, own[block]) if block in own else reads[block]
+            if owner is e:
+                target = "the feedme itself" if what == "feedme" else f"its own {what}"
+            else:
+                target = f"the feedme {owner.path}" if what == "feedme" else f"the {what} of {owner.path}"
+            e.error = (f"{e.feedme.where('B')}: B) '{e.feedme.output}' would overwrite {target}; galmoss never "
+                       "writes over an input: give B) another path (not fitted)")
+    return entries
 
 
 def group_key(feedme: Feedme, constraints: Sequence[Constraint]) -> tuple:
-    return (feedme.structure, feedme.zeropoint, feedme.plate_scale, tuple(c.key for c in constraints))
+    """What feedmes fitted as one batch share: the model's structure, zero point, plate scale, constraints,
+    and the parameters whose starts widen galmoss's usual range."""
+    return (feedme.structure, feedme.zeropoint, feedme.plate_scale, tuple(c.key for c in constraints),
+            widened_slots(feedme))
 
 
 def run_galfit(
@@ -234,6 +307,7 @@ def run_galfit(
     iteration: int = 200,
     device=None,
     base: str = "feedme",
+    galfit_convolution: bool = False,
 ):
     """Fit every feedme and write GALFIT's outputs; return the run's results table.
 
@@ -249,6 +323,9 @@ def run_galfit(
     base
         ``"feedme"``: relative paths in a feedme are taken from its folder;
         ``"cwd"``: from the current folder (GALFIT's own rule).
+    galfit_convolution
+        Draw the models as GALFIT does: integrated over pixels, then convolved
+        with the PSF image (``RenderSettings(pixel_response="galfit")``).
 
     Returns
     -------
@@ -260,30 +337,42 @@ def run_galfit(
     paths = expand_arguments([str(f) for f in files])
     if not paths:
         raise ValueError("galmoss galfit: no feedme given")
-    parsed = parse_all(paths, base)
+    entries = parse_all(paths, base)
     out_dir = Path(output)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    rows: list[dict] = [dict() for _ in entries]
+    for i, e in enumerate(entries):
+        if e.error:
+            rows[i].update(_refused_row(e.path, e.error, out_dir / "fit.log", feedme=e.feedme))
     # group on the feedmes alone, then read each group's data a chunk at a time:
     # memory holds one chunk's sections, never the whole catalogue's
     groups: dict[tuple, list[int]] = {}
-    for i, (feedme, cons) in enumerate(parsed):
-        groups.setdefault(group_key(feedme, cons), []).append(i)
-    rows: list[dict] = [dict() for _ in parsed]
+    for i, e in enumerate(entries):
+        if not e.error:
+            groups.setdefault(group_key(e.feedme, e.constraints), []).append(i)
     chunk = max(4 * batch_size, 256)
-    for g, members in enumerate(groups.values()):
-        log.info("group %d: %d feedmes, components %s", g, len(members),
-                 ", ".join(c.kind for c in parsed[members[0]][0].components))
+    settings = _settings_factory(galfit_convolution)
+    g = -1
+    for members in groups.values():
+        first = entries[members[0]].feedme
+        log.info("%d feedmes, components %s", len(members), ", ".join(c.kind for c in first.components))
         for start in range(0, len(members), chunk):
             part = members[start : start + chunk]
-            loaded = {i: load_galaxy(*parsed[i]) for i in part}
+            loaded = {i: load_galaxy(entries[i].feedme, entries[i].constraints) for i in part}
             good = [i for i in part if loaded[i].image is not None and not (loaded[i].flags & Flag.fully_masked)]
             for i in part:
                 if i not in good:
                     rows[i].update(_failed_row(loaded[i], out_dir / "fit.log"))
-            if good:
-                _run_group(g, [loaded[i] for i in good], [rows[i] for i in good], batch_size, iteration, device, out_dir)
-    table = _results_table([f for f, _ in parsed], rows)
+            # the image's EXPTIME is part of the zero point: one batch per value
+            by_zeropoint: dict[float, list[int]] = {}
+            for i in good:
+                by_zeropoint.setdefault(loaded[i].zeropoint, []).append(i)
+            for same in by_zeropoint.values():
+                g += 1
+                _run_safely(g, [loaded[i] for i in same], [rows[i] for i in same], batch_size, iteration, device, out_dir,
+                            settings)
+    table = _results_table(entries, rows)
     from ..io.results import write_results
 
     write_results(table, out_dir)
@@ -291,27 +380,51 @@ def run_galfit(
     return table
 
 
+def _run_safely(g, gals, rows, batch_size, iteration, device, out_dir, settings) -> None:
+    """Fit a group; if it fails as a whole, fit each galaxy alone so that only the bad ones are refused."""
+    try:
+        _run_group(g, gals, rows, batch_size, iteration, device, out_dir, settings)
+    except (ValueError, NotImplementedError, RuntimeError) as exc:
+        if len(gals) == 1:
+            gal = gals[0]
+            gal.flags |= Flag.fit_error
+            gal.messages.append(f"{gal.feedme.path}: {exc}")
+            rows[0].update(_failed_row(gal, out_dir / "fit.log"))
+            return
+        log.info("a group of %d feedmes failed (%s): fitting them one by one", len(gals), exc)
+        for gal, row in zip(gals, rows):
+            row.clear()
+            _run_safely(g, [gal], [row], batch_size, iteration, device, out_dir, settings)
+
+
 def _failed_row(gal: GalaxyInput, log_file: Path) -> dict:
-    feedme = gal.feedme
-    with open(log_file, "a") as fh:
-        fh.write("-" * 77 + f"\n\nInit. par. file : {feedme.path}\n galmoss: not fitted: {'; '.join(gal.messages)}\n\n")
-    return {"group": -1, "flag": int(gal.flags), "message": "; ".join(gal.messages), "restart": ""}
+    return _refused_row(gal.feedme.path, "; ".join(gal.messages), log_file, int(gal.flags), feedme=gal.feedme)
 
 
-def _run_group(g, gals: list[GalaxyInput], rows: list[dict], batch_size, iteration, device, out_dir: Path) -> None:
-    import galmoss as gm
+def _refused_row(path: Path, message: str, log_file: Path, flags: int = int(Flag.read_error),
+                 feedme: Feedme | None = None) -> dict:
+    """The results row (and fit.log entry) of a feedme that was not fitted."""
+    with open_append(log_file) as fh:  # never through a symlink
+        fh.write(not_fitted_log_entry(path, feedme, message))
+    return {"group": -1, "flag": flags, "message": message, "restart": ""}
+
+
+def _run_group(g, gals: list[GalaxyInput], rows: list[dict], batch_size, iteration, device, out_dir: Path,
+               settings) -> None:
+    from ..data import Dataset
+    from ..pipeline.fitting import Fitting
 
     feedmes = [gal.feedme for gal in gals]
     origins = [gal.origin for gal in gals]
     first = feedmes[0]
     n_free, n_fix = free_and_fixed(first, gals[0].constraints)
-    profiles = build_profiles(feedmes, [gal.constraints for gal in gals], origins)
+    profiles = build_profiles(feedmes, [gal.constraints for gal in gals], origins, zeropoint=gals[0].zeropoint)
     model_free = any(prm.fit for prof in profiles.values() for prm in prof.parameters().values())
     names = [str(f.path) for f in feedmes]
     if first.mode in (1, 2) or not model_free:
-        fitted = _evaluate(profiles, gals)
+        fitted = _evaluate(profiles, gals, settings)
     else:
-        dataset = gm.Dataset.from_arrays(
+        dataset = Dataset.from_arrays(
             [gal.image for gal in gals],
             [gal.sigma for gal in gals],
             [gal.psf for gal in gals] if gals[0].psf is not None else None,
@@ -319,26 +432,39 @@ def _run_group(g, gals: list[GalaxyInput], rows: list[dict], batch_size, iterati
             galaxy_index=names,
         )
         dataset.define_profiles(**profiles)
-        fitting = gm.Fitting(dataset=dataset, batch_size=batch_size, iteration=iteration, device=device, progress=False,
-                             render_settings=_settings(first))
+        fitting = Fitting(dataset=dataset, batch_size=batch_size, iteration=iteration, device=device, progress=False,
+                          render_settings=settings(first))
         fitting.fit()
         fitted = fitting.uncertainty("covar_mat")
     for i, (gal, row) in enumerate(zip(gals, rows)):
-        _write_outputs(g, gal, fitted[i], row, n_free, n_fix, out_dir)
+        try:
+            _write_outputs(g, gal, fitted[i], row, n_free, n_fix, out_dir, settings)
+        except (ValueError, NotImplementedError, RuntimeError) as exc:  # this galaxy's outputs only
+            gal.flags |= Flag.fit_error
+            gal.messages.append(f"{gal.feedme.path}: {exc}")
+            row.clear()
+            row.update(_failed_row(gal, out_dir / "fit.log"))
 
 
-def _settings(feedme: Feedme):
-    """Render settings of a feedme: its E) PSF oversampling."""
+def _settings_factory(galfit_convolution: bool = False):
+    """``feedme -> RenderSettings``: its E) PSF oversampling, and GALFIT's pixel convention when asked."""
     from ..settings import RenderSettings
 
-    return RenderSettings(psf_oversampling=feedme.psf_sampling)
+    response = "galfit" if galfit_convolution else "psf"
+
+    def settings(feedme: Feedme) -> RenderSettings:
+        return RenderSettings(psf_oversampling=feedme.psf_sampling, pixel_response=response)
+
+    return settings
 
 
-def _evaluate(profiles, gals: list[GalaxyInput]):
+
+
+def _evaluate(profiles, gals: list[GalaxyInput], settings):
     """Results-like rows for a model that is evaluated, not fitted (P) 1, 2 or nothing free)."""
     from astropy.table import Table
 
-    import galmoss as gm
+    from ..render import render
 
     table = Table()
     table["galaxy_index"] = [str(gal.feedme.path) for gal in gals]
@@ -350,9 +476,10 @@ def _evaluate(profiles, gals: list[GalaxyInput]):
     chi2 = np.full(len(gals), np.nan)
     dof = np.zeros(len(gals), dtype=np.int64)
     for i, gal in enumerate(gals):
-        single = build_profiles([gal.feedme], values=_values_of(table[i], gal.feedme, gal.origin), origins=[gal.origin])
-        model = gm.render(single, gal.image.shape, psf=gal.psf, dtype=__import__("torch").float64,
-                          settings=_settings(gal.feedme)).numpy()[0]
+        single = build_profiles([gal.feedme], values=_values_of(table[i], gal.feedme, gal.origin), origins=[gal.origin],
+                                zeropoint=gal.zeropoint)
+        model = render(single, gal.image.shape, psf=gal.psf, dtype=__import__("torch").float64,
+                       settings=settings(gal.feedme)).numpy()[0]
         chi2[i] = float(np.sum(((gal.image - model) / gal.sigma) ** 2 * (gal.weight > 0)))
         dof[i] = int(np.count_nonzero(gal.weight > 0))
     table["chi2"] = chi2
@@ -373,10 +500,10 @@ def _values_of(row, feedme: Feedme, origin) -> dict:
     return out
 
 
-def _write_outputs(g, gal: GalaxyInput, row, out: dict, n_free: int, n_fix: int, out_dir: Path) -> None:
+def _write_outputs(g, gal: GalaxyInput, row, out: dict, n_free: int, n_fix: int, out_dir: Path, settings) -> None:
     import torch
 
-    import galmoss as gm
+    from ..render import render
 
     feedme = gal.feedme
     vals = _values_of(row, feedme, gal.origin)
@@ -408,25 +535,30 @@ def _write_outputs(g, gal: GalaxyInput, row, out: dict, n_free: int, n_fix: int,
              "chi2nu": chi2 / ndof if ndof > 0 else math.nan, "flags_text": ",".join(decode(flags))}
     restart = None
     if all(math.isfinite(v) for v in values.values()):
-        single = build_profiles([feedme], values=vals, origins=[gal.origin])
+        single = build_profiles([feedme], values=vals, origins=[gal.origin], zeropoint=gal.zeropoint)
         shown = {name: prof for (name, prof), comp in zip(single.items(), feedme.components) if not comp.skip}
         shape = gal.image.shape
         if shown:
-            model, parts = gm.render(shown, shape, psf=gal.psf, dtype=torch.float64, components=True,
-                                     settings=_settings(feedme))
+            model, parts = render(shown, shape, psf=gal.psf, dtype=torch.float64, components=True,
+                                  settings=settings(feedme))
             model = model.numpy()[0]
             parts = {name: im.numpy()[0] for name, im in parts.items()}
         else:
             model, parts = np.zeros(shape), {}
         cards = model_header_cards(feedme, shape, values, errors, free, problems, stats)
-        data = np.where(gal.weight > 0, gal.image, gal.image)
-        write_block(feedme.output, feedme.mode, data, model, parts if feedme.mode == 3 else None, cards)
-        if feedme.mode in (0, 3):
-            restart = restart_path(feedme.output)
-            restart.write_text(format_feedme(feedme, values, free, title=f"galmoss restart file of {feedme.path}"))
+        try:
+            write_block(feedme.output, feedme.mode, gal.image, model, parts if feedme.mode == 3 else None, cards)
+            if feedme.mode in (0, 3):
+                restart = restart_path(feedme.output)
+                restart.write_text(format_feedme(feedme, values, free, title=f"galmoss restart file of {feedme.path}",
+                                                 coupled=coupled_keys(gal.constraints)))
+        except OSError as exc:  # the fit is kept: the row and fit.log say what is missing
+            flags |= Flag.block_not_written
+            messages.append(f"{feedme.where('B')}: image block or restart file not written: {exc}")
+            restart = None
     else:
         messages.append("no finite fit: no image block written")
-    with open(out_dir / "fit.log", "a") as fh:
+    with open_append(out_dir / "fit.log") as fh:  # never through a symlink
         fh.write(fit_log_entry(feedme, gal.image.shape, restart, values, errors, free, chi2, ndof, "; ".join(messages)))
     out.update({"group": g, "flag": flags, "message": "; ".join(messages), "restart": "" if restart is None else str(restart),
                 "chi2": chi2, "ndof": ndof, "chi2nu": stats["chi2nu"]})
@@ -446,12 +578,12 @@ def _column(comp, label: str) -> str:
     return f"{name}_{SLOTS[comp.kind][label]}"
 
 
-def _results_table(feedmes: list[Feedme], rows: list[dict]):
+def _results_table(entries: list[Entry], rows: list[dict]):
     from astropy.table import Table
 
     table = Table()
-    table["feedme"] = [str(f.path) for f in feedmes]
-    table["output"] = [str(f.output) for f in feedmes]
+    table["feedme"] = [str(e.feedme.path if e.feedme is not None else e.path) for e in entries]
+    table["output"] = [str(e.feedme.output) if e.feedme is not None else "" for e in entries]
     table["restart"] = [r.get("restart", "") for r in rows]
     table["group"] = np.array([r.get("group", -1) for r in rows], dtype=np.int64)
     table["flag"] = np.array([r.get("flag", 0) for r in rows], dtype=np.int64)

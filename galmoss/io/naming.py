@@ -19,9 +19,11 @@ The results table keeps the user's name in ``galaxy_index`` and the file name in
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import stat
 
-__all__ = ["RESERVED", "safe_file_names"]
+__all__ = ["RESERVED", "open_append", "safe_file_names"]
 
 RESERVED = frozenset({"results", "run", "fit", "parts", "report"})
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
@@ -55,3 +57,32 @@ def safe_file_names(names: list[str], suffix: str = ".fits") -> list[str]:
             out[i] = f"{fname.removesuffix(suffix)}-{i}{suffix}"
         seen.add(out[i].lower())
     return out
+
+
+def open_append(path, encoding: str = "utf-8"):
+    """Open a log file (``fit.log``) for appending text, never through a symbolic link.
+
+    A link at ``path`` could point anywhere (a file of the user's, another folder), so a
+    link, or anything that is not a regular file, is refused instead of written through.
+
+    Raises
+    ------
+    galmoss.errors.OutputError
+        If ``path`` is a symbolic link or not a regular file (an OSError: the message names it).
+    """
+    from ..errors import OutputError
+
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+    if not getattr(os, "O_NOFOLLOW", 0) and os.path.islink(path):  # Windows: check instead
+        raise OutputError(f"'{path}' is a symbolic link; galmoss writes its logs only to plain files: remove the link")
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as exc:
+        if os.path.islink(path):
+            raise OutputError(f"'{path}' is a symbolic link; galmoss writes its logs only to plain files: remove "
+                              "the link") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OutputError(f"'{path}' is not a regular file; remove it so that galmoss can write its log there")
+    return os.fdopen(fd, "a", encoding=encoding)

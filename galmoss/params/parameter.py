@@ -82,6 +82,10 @@ class ParamSpec:
         ``value_range``; None: the domain's finite ends.
     description
         One line for documentation and error messages.
+    start_scale
+        For a length (``Role.LENGTH``) left out: its start in units of the
+        galaxy's half-light radius measured on the image (an exponential's
+        scale length starts at r_e / 1.678, a truncation radius at 2.5 r_e).
     """
 
     role: Role = Role.REAL
@@ -91,6 +95,7 @@ class ParamSpec:
     fit_default: bool = True
     fit_bounds: tuple[float, float] | None = None
     description: str = ""
+    start_scale: float = 1.0
 
     def allows(self, value: np.ndarray) -> np.ndarray:
         """Boolean mask: which entries of ``value`` lie in the domain."""

@@ -10,6 +10,7 @@ not be read.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,8 +19,18 @@ from astropy.table import Table
 
 from .parts import read_parts
 from .run import GALAXIES_FILE, read_run_description
+from .store import ResultStore, TableOptions
 
-__all__ = ["CollateReport", "collate"]
+__all__ = ["CollateReport", "collate", "table_options"]
+
+
+def table_options(description: dict) -> TableOptions:
+    """The table options of the run described by ``run.json`` (older files: from their other keys)."""
+    saved = description.get("table")
+    if saved:
+        return TableOptions(**saved)
+    return TableOptions(likelihood=description.get("likelihood", "chi2"), method=description.get("method", "lm"),
+                        blocks=bool(description.get("img_block_path")))
 
 
 @dataclass
@@ -66,49 +77,14 @@ def collate(folder, *, write: bool = True) -> CollateReport:
     folder = Path(folder)
     description = read_run_description(folder)
     names = [str(x) for x in pq.read_table(folder / GALAXIES_FILE).column("galaxy_index").to_pylist()]
-    columns = description["columns"]
-    found = read_parts(folder, [c["name"] for c in columns])
-    rows = found.rows
-    n = len(names)
-    if rows:
-        pos = rows["position"].astype(np.int64)
-        counts = np.bincount(pos, minlength=n)
-        # rows come oldest run first: a galaxy fitted twice keeps its newest row
-        _, last = np.unique(pos[::-1], return_index=True)
-        last = len(pos) - 1 - last
-        order = last[np.argsort(pos[last])]
-    else:
-        pos = np.zeros(0, dtype=np.int64)
-        counts = np.zeros(n, dtype=np.int64)
-        order = np.zeros(0, dtype=np.int64)
-    table = Table()
-    table["galaxy_index"] = np.array([names[p] for p in pos[order]], dtype=str)
-    with_errors = bool(rows) and bool(np.all(rows["has_errors"][order]))
-    for col in columns:
-        table[col["name"]] = rows[col["name"]][order].astype(np.float64) if rows else np.zeros(0)
-        table[col["name"]].meta.update(col.get("meta") or {})
-        if col.get("unit"):
-            table[col["name"]].unit = col["unit"]
-        if with_errors:
-            table[f"{col['name']}_err"] = rows[f"{col['name']}_err"][order].astype(np.float64)
-            if col.get("unit"):
-                table[f"{col['name']}_err"].unit = col["unit"]
-    chi2 = description.get("likelihood", "chi2") == "chi2"
-    get = lambda k, dt: rows[k][order].astype(dt) if rows else np.zeros(0, dt)  # noqa: E731
-    loss, dof = get("loss", np.float64), get("dof", np.int64)
-    table["chi2" if chi2 else "deviance"] = loss
-    table["dof"] = dof
-    with np.errstate(divide="ignore", invalid="ignore"):
-        table["reduced_chi2" if chi2 else "reduced_deviance"] = np.where(dof > 0, loss / dof, np.nan)
-    table["n_iter"] = get("n_iter", np.int64)
-    table["converged"] = get("converged", bool)
-    table["status"] = get("status", np.int64)
-    table["flag"] = get("flag", np.int64)
-    table["message"] = np.array([str(x) for x in rows["message"][order]] if rows else [], dtype=str)
-    if description.get("img_block_path"):
-        table["image_block"] = np.array([str(x) for x in rows["image_block"][order]] if rows else [], dtype=str)
-    table.meta["method"] = description.get("method", "lm")
-    table.meta["likeliho"] = description.get("likelihood", "chi2")
+    found = read_parts(folder, [c["name"] for c in description["columns"]])
+    # the store and its table are those of fit(): the same columns, dtypes and layout
+    store = ResultStore.from_description(description, names, found.vectors)
+    counts = store.add_parts(found.rows)
+    fitted = np.flatnonzero(counts > 0)
+    options = table_options(description)
+    with_errors = bool(fitted.size) and bool(np.all(store.with_errors[fitted]))
+    table = store.table(errors=with_errors, rows=fitted, **dataclasses.asdict(options))
     report = CollateReport(
         table=table,
         missing=[names[i] for i in np.flatnonzero(counts == 0)],

@@ -41,13 +41,15 @@ from astropy.table import Table
 
 from .._compat import torch_threads, tune_cpu_allocator
 from ..data import Dataset
-from ..errors import OutputError
 from ..flags import Flag
+from ..errors import ConfigError, OutputError
 from ..fitting.adam import AdamSettings
-from ..fitting.batch import BatchResult, FitSettings
+from ..fitting.batch import FitSettings
 from ..fitting.lm import LMSettings
+from ..fitting.starts import with_auto_starts
 from ..model import Model
 from ..settings import RenderSettings
+from .options import RunOptions, default_device
 from .parts import PartWriter, read_parts
 from .run import (
     Progress,
@@ -56,59 +58,18 @@ from .run import (
     shard_positions,
     write_run_description,
 )
-from .sinks import BlockWriter, check_output_folder
-from .store import ResultStore, column_units
+from .sinks import BlockWriter, SinkReport, check_output_folder
+from .store import ResultStore, TableOptions
 
 log = logging.getLogger("galmoss")
 
 __all__ = ["Fitting", "default_device"]
 
 
-def default_device() -> torch.device:
-    """CUDA when present, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _device(device) -> torch.device:
-    if device is None:
-        return default_device()
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"Fitting: device={device!r} is not a device; use 'cpu', 'cuda' or 'cuda:N'") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"Fitting: device={device!r} but this machine has no CUDA device; use device='cpu'")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"Fitting: device={device!r} but only {torch.cuda.device_count()} CUDA devices exist")
-    elif dev.type == "mps":
-        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-            raise ValueError(f"Fitting: device={device!r} but MPS is not available here; use device='cpu'")
-    elif dev.type != "cpu":
-        raise ValueError(f"Fitting: device={device!r} is not supported; use 'cpu', 'cuda' or 'cuda:N'")
-    return dev
-
-
-def _dtype(dtype) -> torch.dtype:
-    if dtype is None:
-        return torch.float32
-    names = {"float32": torch.float32, "float64": torch.float64, "single": torch.float32, "double": torch.float64}
-    if isinstance(dtype, str):
-        if dtype.lower() in names:
-            return names[dtype.lower()]
-    elif dtype in (torch.float32, torch.float64):
-        return dtype
-    elif dtype in (np.float32, np.float64):
-        return torch.float32 if dtype is np.float32 else torch.float64
-    raise ValueError(
-        f"Fitting: dtype={dtype!r} is not supported; use torch.float32 (fast, default) or torch.float64 "
-        "(half precision cannot hold a chi2 of 10^4 pixels)"
-    )
-
 
 def _positive_int(value, name: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"Fitting: {name} must be an integer >= {minimum}, got {value!r}")
+        raise ConfigError(f"Fitting: {name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 
 
@@ -186,43 +147,30 @@ class Fitting:
 
         if not isinstance(dataset, Dataset):
             raise TypeError(f"Fitting: dataset must be a gm.Dataset, got {type(dataset).__name__}")
-        self.batch_size = _positive_int(batch_size, "batch_size")
-        if str(method).lower() not in ("lm", "adam"):
-            raise ValueError(f"Fitting: method={method!r}; choose 'LM' (Levenberg-Marquardt) or 'adam'")
-        for name, value, kind in (("lm_settings", lm_settings, LMSettings), ("adam_settings", adam_settings, AdamSettings),
-                                  ("render_settings", render_settings, RenderSettings)):
-            if value is not None and not isinstance(value, kind):
-                raise TypeError(f"Fitting: {name} must be a {kind.__name__}, got {type(value).__name__}")
-        base_lm = lm_settings or LMSettings()
-        base_adam = adam_settings or AdamSettings()
-        if iteration is None:
-            iteration = base_lm.max_iterations if lm_settings is not None else (
-                base_adam.max_iterations if adam_settings is not None else 200)
-        iteration = _positive_int(iteration, "iteration")
-        for given, what in ((lm_settings, "lm_settings"), (adam_settings, "adam_settings")):
-            if given is not None and given.max_iterations != iteration and given.max_iterations != type(given)().max_iterations:
-                raise ValueError(
-                    f"Fitting: iteration={iteration} but {what}.max_iterations={given.max_iterations}; give the limit once"
-                )
+        # every option is checked in one place, the same for a job file (galmoss fit --dry-run)
+        self.options = options = RunOptions(
+            batch_size=batch_size, iteration=iteration, method=method, likelihood=likelihood, device=device,
+            dtype=dtype, render_settings=render_settings, lm_settings=lm_settings, adam_settings=adam_settings,
+            jacobian_chunk=jacobian_chunk, progress=progress, restarts=restarts, read_workers=read_workers,
+            pad_shapes=pad_shapes, threads=threads,
+        )
         self.dataset = dataset
-        self.iteration = iteration
-        self.method = str(method).lower()
-        self.likelihood = get_likelihood(likelihood)
-        self.device = _device(device)
-        self.dtype = _dtype(dtype)
-        if render_settings is None:
-            render_settings = getattr(dataset, "render_settings", None) or RenderSettings()
-        self.render_settings = render_settings
-        self.lm_settings = dataclasses.replace(base_lm, max_iterations=iteration)
-        self.adam_settings = dataclasses.replace(base_adam, max_iterations=iteration)
-        self.jacobian_chunk = _positive_int(jacobian_chunk, "jacobian_chunk") if jacobian_chunk is not None else (
-            32 if self.device.type == "cpu" else 512)
-        self.progress = progress
-        self.restarts = bool(restarts)
+        self.batch_size = options.batch_size
+        self.iteration = options.iteration
+        self.method = options.method
+        self.likelihood = get_likelihood(options.likelihood)
+        self.device = options.device
+        self.dtype = options.dtype
+        self.render_settings = options.render_settings or getattr(dataset, "render_settings", None) or RenderSettings()
+        self.lm_settings = options.lm_settings
+        self.adam_settings = options.adam_settings
+        self.jacobian_chunk = options.jacobian_chunk
+        self.progress = options.progress
+        self.restarts = options.restarts
         self.client = client
-        self.read_workers = _positive_int(read_workers, "read_workers")
-        self.pad_shapes = bool(pad_shapes)
-        self.threads = _positive_int(threads, "threads") if threads is not None else None
+        self.read_workers = options.read_workers
+        self.pad_shapes = options.pad_shapes
+        self.threads = options.threads
         self.model: Model | None = None
         self.store: ResultStore | None = None
         self._errors_shown = False
@@ -285,7 +233,7 @@ class Fitting:
             self.model = model = neighbour_model(self.dataset.profiles, self.dataset.max_neighbours, auto_starts=True,
                                                  dtype=self.dtype)
         else:
-            self.model = model = Model(self.dataset.profiles, auto_starts=True, dtype=self.dtype)
+            self.model = model = Model(with_auto_starts(self.dataset.profiles), dtype=self.dtype)
         model.check_galaxies(len(self.dataset))
         n = len(self.dataset)
         positions = shard_positions(n, shard)
@@ -311,20 +259,26 @@ class Fitting:
         progress.update(int(store.done[positions].sum()))
         write_failures: list[OutputError] = []
 
-        def sink(batch, result) -> None:
-            """Blocks, then the part (which carries the blocks' flags); runs in the writer thread."""
+        def sink(batch, result, counts) -> SinkReport:
+            """Blocks, then the part (which carries the blocks' flags); runs in the writer thread.
+
+            It never touches the store: what it did comes back as a report that
+            the fitting thread applies.
+            """
+            report = SinkReport()
             if block_writer is not None and batch is not None:
-                block_writer.write(batch, result, store)
+                report = block_writer.write(batch, result)
             if part_writer is not None and not write_failures:
                 try:
-                    counts = {"n_masked": store.n_masked[result.positions],
-                              "n_neighbours_fitted": store.n_neighbours[result.positions]}
-                    part_writer.write(_with_store_flags(result, store), [store.image_block[p] for p in result.positions],
+                    part_writer.write(report.apply_to(result),
+                                      [report.blocks.get(int(p), store_blocks[int(p)]) for p in result.positions],
                                       counts)
                 except OutputError as exc:
                     write_failures.append(exc)
                     log.error("%s; the run goes on and keeps every fit in memory", exc)
+            return report
 
+        store_blocks = list(store.image_block)  # blocks of resumed galaxies (read-only for the writer)
         log.info("fitting %d galaxies (%d already done) on %s, batches of %d, %s likelihood%s",
                  len(todo), len(positions) - len(todo), self.device, self.batch_size, self.likelihood.name,
                  f", shard {shard[0]}/{shard[1]}" if shard else "")
@@ -342,12 +296,14 @@ class Fitting:
                         store.n_masked[batch.positions] = batch.n_masked
                     if batch is not None and batch.neighbours is not None:
                         store.n_neighbours[batch.positions] = [len(x) for x in batch.neighbours]
-                    pending.append(writer.submit(sink, batch, result))
+                    counts = {"n_masked": store.n_masked[result.positions],
+                              "n_neighbours_fitted": store.n_neighbours[result.positions]}
+                    pending.append(writer.submit(sink, batch, result, counts))
                     while len(pending) > 2:
-                        pending.popleft().result()
+                        pending.popleft().result().apply(store)
                     progress.update(len(result))
                 while pending:
-                    pending.popleft().result()
+                    pending.popleft().result().apply(store)
         finally:
             self.timing = {"fit_s": time.perf_counter() - t0, "galaxies": int(len(todo))}
             progress.close()
@@ -403,7 +359,7 @@ class Fitting:
         if self._positions is not None and len(self._positions) == len(self.dataset):
             self._write_results()
         if method == "bootstrap" and self.dataset.img_block_path is not None:
-            self._block_writer(self.model, check=False).update_headers(self.store)
+            self._block_writer(self.model, check=False).update_headers(self.store).apply(self.store)
         return self._results
 
     # -------------------------------------------------------------- internals
@@ -421,24 +377,20 @@ class Fitting:
         return BlockWriter(Path(folder), model, names)
 
     def _description(self, model: Model) -> dict:
-        from .. import __version__
+        from .._version import __version__
 
-        cols = []
-        for col in model.columns:
-            unit, meta = column_units(col)
-            cols.append({"name": col.name, "unit": unit, "meta": meta})
         img = self.dataset.img_block_path
         return {
             "galmoss": __version__,
             "n_galaxies": len(self.dataset),
-            "columns": cols,
+            **ResultStore(model, []).description(),
             "free": model.free_names(),
             "profiles": {name: type(p).__name__ for name, p in model.profiles.items()},
             "method": self.method,
             "likelihood": self.likelihood.name,
             "img_block_path": None if img is None else os.path.abspath(img),
-            "settings": {"batch_size": self.batch_size, "iteration": self.iteration, "dtype": str(self.dtype),
-                         "device": str(self.device), "restarts": self.restarts},
+            "table": dataclasses.asdict(self._table_options()),
+            "settings": self.options.describe(),
         }
 
     def _resume(self, store: ResultStore, description: dict) -> None:
@@ -455,37 +407,21 @@ class Fitting:
                 "differ); resume with the same model and dataset, or give a new result_path"
             )
         found = read_parts(folder, store.columns)
-        if not found.rows:
-            return
-        rows = found.rows
-        pos = rows["position"].astype(np.int64)
-        names = np.asarray(self.dataset.names, dtype=object)
-        ok = (pos >= 0) & (pos < len(store)) & (names[np.clip(pos, 0, len(store) - 1)] == rows["galaxy_index"])
-        if not ok.all():
-            log.warning("resume: %d rows in the parts do not match this dataset's galaxies; they are ignored",
-                        int((~ok).sum()))
-        idx = np.flatnonzero(ok)
-        # a galaxy fitted more than once: the newest row (rows come oldest run first)
-        _, last = np.unique(pos[idx][::-1], return_index=True)
-        idx = idx[::-1][last]
-        result = _result_from_rows(store, rows, idx)
-        store.add(result)
-        for i, p in zip(idx, pos[idx]):
-            store.image_block[int(p)] = str(rows["image_block"][i])
-        # parts written before these columns existed leave them at 0
-        for key, target in (("n_masked", store.n_masked), ("n_neighbours_fitted", store.n_neighbours)):
-            if key in rows:
-                target[pos[idx]] = np.nan_to_num(np.asarray(rows[key][idx], dtype=np.float64)).astype(np.int64)
-        log.info("resume: %d galaxies already fitted in '%s'", len(idx), folder)
+        counts = store.add_parts(found.rows)
+        if found.rows:
+            log.info("resume: %d galaxies already fitted in '%s'", int(np.count_nonzero(counts)), folder)
+
+    def _table_options(self) -> TableOptions:
+        return TableOptions(likelihood=self.likelihood.name, method=self.method,
+                            blocks=self.dataset.img_block_path is not None,
+                            n_masked=bool(getattr(self.dataset, "auto_mask", False)),
+                            neighbours=getattr(self.dataset, "neighbours", "mask") == "fit")
 
     def _table(self, errors: bool) -> Table:
-        table = self.store.table(errors=errors, likelihood=self.likelihood.name, method=self.method,
-                                 blocks=self.dataset.img_block_path is not None,
-                                 n_masked=bool(getattr(self.dataset, "auto_mask", False)),
-                                 neighbours=getattr(self.dataset, "neighbours", "mask") == "fit")
+        rows = None
         if self._positions is not None and len(self._positions) != len(self.dataset):
-            table = table[self._positions]
-        return table
+            rows = self._positions
+        return self.store.table(errors=errors, rows=rows, **dataclasses.asdict(self._table_options()))
 
     def _write_results(self) -> None:
         if self.dataset.result_path is None:
@@ -495,7 +431,7 @@ class Fitting:
         write_results(self._results, self.dataset.result_path)
 
     def _bootstrap(self, n_resample: int, iteration: int, seed: int) -> None:
-        from ..fitting.batch import _objective
+        from ..fitting.solve import make_objective
         from ..fitting.uncertainty import bootstrap_batch
         from .stream import BatchStream
 
@@ -526,7 +462,7 @@ class Fitting:
                 if not len(batch):
                     continue
             start = bmodel.start_values(batch.positions)
-            objective = _objective(bmodel, batch, start, settings)
+            objective = make_objective(bmodel, batch, start, settings)
             theta = torch.as_tensor(store.theta[batch.positions][:, free], dtype=self.dtype, device=self.device)
             spread, split = bootstrap_batch(bmodel, objective, theta, store.values[batch.positions][:, cols],
                                             n_resample, lm, generator, rows_per_pass)
@@ -536,7 +472,7 @@ class Fitting:
             for i in np.flatnonzero(split):
                 pos = int(batch.positions[i])
                 store.flags[pos] |= int(Flag.bootstrap_split)
-                note = (f"{int(split[i])} of {n_resample} bootstrap refits went to another minimum; errors are the "
+                note = (f"{int(split[i])} of {n_resample} bootstrap refits went to another minimum; the errors are the "
                         "spread of the others")
                 store.messages[pos] = f"{store.messages[pos]}; {note}" if store.messages[pos] else note
 
@@ -561,46 +497,6 @@ def _check_shard(shard):
 
 def _shard_label(shard) -> str:
     return "0of1" if shard is None else f"{shard[0]}of{shard[1]}"
-
-
-def _with_store_flags(result: BatchResult, store: ResultStore) -> BatchResult:
-    """The batch's rows with flags and messages added by the sinks (block_not_written)."""
-    rows = result.positions
-    result.flags = store.flags[rows].copy()
-    result.messages = [store.messages[p] for p in rows]
-    return result
-
-
-def _result_from_rows(store: ResultStore, rows: dict, idx: np.ndarray) -> BatchResult:
-    cols = store.columns
-    n_free = store.theta.shape[1]
-    c = len(cols)
-
-    def matrix(name, width):
-        out = np.full((len(idx), width), np.nan)
-        for j, i in enumerate(idx):
-            vals = rows[name][i]
-            if vals is not None and len(vals) == width:
-                out[j] = vals
-        return out
-
-    has_errors = bool(np.all(rows["has_errors"][idx])) if "has_errors" in rows else True
-    cov = matrix("covariance", c * c).reshape(len(idx), c, c) if has_errors else None
-    return BatchResult(
-        positions=rows["position"][idx].astype(np.int64),
-        names=[str(x) for x in rows["galaxy_index"][idx]],
-        values={k: rows[k][idx].astype(np.float64) for k in cols},
-        errors={k: rows[f"{k}_err"][idx].astype(np.float64) for k in cols} if has_errors else None,
-        covariance=cov,
-        theta=matrix("theta", n_free),
-        loss=rows["loss"][idx].astype(np.float64),
-        dof=rows["dof"][idx].astype(np.int64),
-        n_iter=rows["n_iter"][idx].astype(np.int64),
-        status=rows["status"][idx].astype(np.int64),
-        converged=rows["converged"][idx].astype(bool),
-        flags=rows["flag"][idx].astype(np.int64),
-        messages=[str(x) for x in rows["message"][idx]],
-    )
 
 
 def _refuse_inputs_as_outputs(dataset: Dataset, folder: Path, file_names: list[str]) -> None:

@@ -32,8 +32,12 @@ galaxies), ``{ column = ... }`` (one start per galaxy from a catalogue column),
 ``{ value = ... }``, with any ``gm.p`` keyword (``fit``, ``value_range``, ``log``,
 ``angle``, ``M0``, ``pix_scale``), or ``{ share = "bulge.cen_x" }`` (the same
 parameter as another component's). A parameter left out starts from the image.
-Every key, profile and column is checked before anything is fitted: a mistake
-is an error naming it (:class:`JobError`).
+The ``[fit]`` keys are ``gm.Fitting``'s keywords, by name (the settings
+objects as tables: ``lm_settings = { ftol = 1e-8 }``), plus ``uncertainty``,
+``n_resample`` and ``seed``; they are checked by the same
+:class:`~galmoss.pipeline.options.RunOptions` a run uses. Every key, profile,
+column and option is checked before anything is fitted: a mistake is an error
+naming it (:class:`JobError`).
 """
 
 from __future__ import annotations
@@ -46,7 +50,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import GalmossError
+from ..errors import ConfigError, GalmossError
+from .options import SETTINGS_TYPES, RunOptions
 
 __all__ = ["Job", "JobError", "load_job"]
 
@@ -63,8 +68,10 @@ class JobError(GalmossError, ValueError):
 _SECTIONS = {"data", "model", "fit", "output"}
 _DATA_KEYS = {"catalog", "galaxy_index", "image", "sigma", "psf", "mask", "mask_index", "image_set", "gain",
               "psf_fwhm", "neighbours", "max_neighbours"}
-_FIT_KEYS = {"batch_size", "iteration", "method", "likelihood", "device", "dtype", "uncertainty", "n_resample",
-             "restarts", "seed", "threads"}
+#: [fit] keys: the run options (:class:`~galmoss.pipeline.options.RunOptions`, by field name; the
+#: progress bar is the command line's), and what to do after the fit
+_JOB_ONLY_FIT_KEYS = {"uncertainty", "n_resample", "seed"}
+_FIT_KEYS = (set(RunOptions.fields()) - {"progress"}) | _JOB_ONLY_FIT_KEYS
 _OUTPUT_KEYS = {"folder", "image_blocks"}
 _PARAM_KEYS = {"column", "value", "share", "fit", "value_range", "log", "angle", "M0", "pix_scale", "step_length"}
 _P_KEYWORDS = {"fit": bool, "log": bool, "angle": bool, "M0": (int, float), "pix_scale": (int, float),
@@ -81,6 +88,8 @@ class Job:
     fit: dict = field(default_factory=dict)
     output: Path | None = None
     blocks: Path | None = None
+    #: the checked run options of ``fit`` (what ``gm.Fitting`` will run with)
+    options: RunOptions | None = None
 
     def describe(self) -> str:
         """What --dry-run prints: the data, the model and the settings."""
@@ -93,7 +102,10 @@ class Job:
                 lines.append(f"    {slot:8s} start {start} {'free' if prm.fit else 'fixed'}")
             for slot in profile.missing_parameters():
                 lines.append(f"    {slot:8s} start from the image, free")
-        lines.append("  fit: " + ", ".join(f"{k}={v}" for k, v in sorted(self.fit.items())))
+        shown = self.options.describe() if self.options is not None else self.fit
+        lines.append("  fit: " + ", ".join(f"{k}={v}" for k, v in sorted(shown.items())
+                                           if k not in ("lm_settings", "adam_settings", "render_settings")
+                                           or k in self.fit))
         lines.append(f"  results: {self.output}" + (f", image blocks: {self.blocks}" if self.blocks else ""))
         return "\n".join(lines)
 
@@ -120,7 +132,7 @@ def load_job(path) -> Job:
     JobError
         For any key, profile, column or value that is wrong, naming it.
     """
-    import galmoss as gm
+    from ..data import Dataset
     from ..profiles.base import profile_class
 
     path = Path(os.fspath(path)).expanduser().resolve()
@@ -174,7 +186,7 @@ def load_job(path) -> Job:
         if "image" not in data:
             raise JobError(f"{path}: [data] needs image = \"<column of image paths>\"")
         try:
-            dataset = gm.Dataset.from_catalog(
+            dataset = Dataset.from_catalog(
                 local(data["catalog"]), galaxy_index=data.get("galaxy_index", "galaxy_index"), image=data["image"],
                 sigma=data.get("sigma"), psf=data.get("psf"), mask=None if auto_mask else data.get("mask"),
                 mask_index=mask_index, img_block_path=blocks, result_path=folder, gain=gain, auto_mask=auto_mask,
@@ -237,9 +249,9 @@ def load_job(path) -> Job:
             raise JobError(f"{path}: [model.{comp}]: {exc}") from exc
     dataset.define_profiles(**profiles)
 
-    fit = doc.get("fit", {})
+    fit = dict(doc.get("fit", {}))
     _unknown(fit, _FIT_KEYS, "[fit]", path)
-    for key in ("batch_size", "iteration", "n_resample", "seed", "threads"):
+    for key in ("n_resample", "seed"):
         if key in fit:
             _expect(fit[key], int, f"fit.{key}", path, "an integer")
     for key in ("method", "likelihood", "device", "dtype", "uncertainty"):
@@ -247,25 +259,51 @@ def load_job(path) -> Job:
             _expect(fit[key], str, f"fit.{key}", path, "a string")
     if fit.get("uncertainty", "covar_mat") not in ("covar_mat", "bootstrap", "none"):
         raise JobError(f"{path}: fit.uncertainty = {fit['uncertainty']!r}; choose covar_mat, bootstrap or none")
-    return Job(path=path, dataset=dataset, profiles=profiles, fit=dict(fit), output=folder, blocks=blocks)
+    for key, kind in SETTINGS_TYPES.items():
+        if key in fit:
+            fit[key] = _settings(fit[key], kind, f"fit.{key}", path)
+    # the checks gm.Fitting runs, here and now (a dry run catches what a run would)
+    try:
+        options = RunOptions(**{k: v for k, v in fit.items() if k not in _JOB_ONLY_FIT_KEYS})
+    except ConfigError as exc:
+        raise JobError(f"{path}: fit.{exc}") from None
+    return Job(path=path, dataset=dataset, profiles=profiles, fit=fit, output=folder, blocks=blocks, options=options)
+
+
+def _settings(table, kind, key: str, path: Path):
+    """A settings object (``LMSettings``, ...) from a job table, its keys the dataclass's fields."""
+    import dataclasses
+
+    if not isinstance(table, dict):
+        raise JobError(f"{path}: {key} must be a table, e.g. {key} = {{ {dataclasses.fields(kind)[0].name} = ... }}")
+    _unknown(table, {f.name for f in dataclasses.fields(kind)}, key, path)
+    try:
+        return kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in table.items()})
+    except (TypeError, ValueError) as exc:
+        raise JobError(f"{path}: {key}: {exc}") from None
 
 
 def _image_set_dataset(data, local, mask_index, blocks, folder, gain, path, auto_mask=False, psf_fwhm=None):
-    import galmoss as gm
+    from ..data import Dataset
+    from ..io.catalog import text_column
 
     if isinstance(psf_fwhm, str):
         raise JobError(f"{path}: data.psf_fwhm = {psf_fwhm!r}: with an image set give one number (pixels)")
     extra = {"auto_mask": auto_mask, "psf_fwhm": psf_fwhm, **_neighbour_keys(data, auto_mask, path)}
-    dataset = gm.Dataset.from_image_set(local(data["image_set"]), mask_index=mask_index, img_block_path=blocks,
-                                        result_path=folder, gain=gain, **extra)
+    dataset = Dataset.from_image_set(local(data["image_set"]), mask_index=mask_index, img_block_path=blocks,
+                                     result_path=folder, gain=gain, **extra)
+    if "galaxy_index" in data and dataset.catalog is None:
+        raise JobError(f"{path}: data.galaxy_index = {data['galaxy_index']!r} names a CATALOG column, but image set "
+                       f"'{local(data['image_set'])}' has no CATALOG; remove the key (galaxies are then named 0, 1, "
+                       "...) or add a CATALOG table with that column")
     if "galaxy_index" in data and dataset.catalog is not None:
         column = data["galaxy_index"]
         if column not in dataset.catalog.colnames:
             raise JobError(f"{path}: data.galaxy_index = {column!r} is not a CATALOG column; the columns are "
                            f"{', '.join(dataset.catalog.colnames)}")
-        names = [str(x) for x in np.asarray(dataset.catalog[column]).tolist()]
-        dataset = gm.Dataset.from_image_set(local(data["image_set"]), names, mask_index=mask_index,
-                                            img_block_path=blocks, result_path=folder, gain=gain, **extra)
+        names = text_column(dataset.catalog, column, "galaxy names")
+        dataset = Dataset.from_image_set(local(data["image_set"]), names, mask_index=mask_index,
+                                         img_block_path=blocks, result_path=folder, gain=gain, **extra)
     return dataset
 
 
@@ -295,12 +333,12 @@ def _slots_of(cls) -> list[str] | None:
 
 
 def _parameter(value, key: str, catalog, n: int, path: Path):
-    import galmoss as gm
+    from ..params import p as gm_p
 
     if isinstance(value, bool) or not isinstance(value, (int, float, dict)):
         raise JobError(f"{path}: {key} = {value!r} must be a number, {{ column = ... }} or {{ value = ... }}")
     if not isinstance(value, dict):
-        return gm.p(float(value))
+        return gm_p(float(value))
     _unknown(value, _PARAM_KEYS - {"share"}, key, path)
     if ("column" in value) == ("value" in value):
         raise JobError(f"{path}: {key} needs exactly one of column = \"<name>\" or value = <number>")
@@ -324,15 +362,17 @@ def _parameter(value, key: str, catalog, n: int, path: Path):
         if catalog is None or column not in catalog.colnames:
             have = ", ".join(catalog.colnames) if catalog is not None else "no catalogue"
             raise JobError(f"{path}: {key}: column {column!r} is not in the catalogue (columns: {have})")
-        try:
-            start = np.asarray(catalog[column], dtype=np.float64)
-        except (TypeError, ValueError):
-            raise JobError(f"{path}: {key}: column {column!r} does not hold numbers") from None
+        from ..io.catalog import number_column
+
+        try:  # a missing or non-numeric cell is named by row, never read as a silent NaN or fill value
+            start = number_column(catalog, column, f"start values of {key}")
+        except ValueError as exc:
+            raise JobError(f"{path}: {key}: {exc}") from None
         if start.shape != (n,):
             raise JobError(f"{path}: {key}: column {column!r} has {start.size} values for {n} galaxies")
     else:
         start = _expect(value["value"], (int, float), f"{key}.value", path, "a number")
     try:
-        return gm.p(start, **options)
+        return gm_p(start, **options)
     except (TypeError, ValueError) as exc:
         raise JobError(f"{path}: {key}: {exc}") from exc

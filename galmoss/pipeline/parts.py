@@ -29,13 +29,14 @@ import os
 import re
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import OutputError
-from ..fitting.batch import BatchResult
+from ..fitting.records import BatchResult
+from .store import ROW_FIELDS
 
 log = logging.getLogger("galmoss")
 
@@ -111,12 +112,8 @@ class PartWriter:
             data[c] = pa.array(result.values[c].astype(np.float64))
             err = result.errors[c] if result.errors is not None else nan
             data[f"{c}_err"] = pa.array(np.asarray(err, dtype=np.float64))
-        data["loss"] = pa.array(result.loss.astype(np.float64))
-        data["dof"] = pa.array(result.dof.astype(np.int64))
-        data["n_iter"] = pa.array(result.n_iter.astype(np.int64))
-        data["status"] = pa.array(result.status.astype(np.int64))
-        data["converged"] = pa.array(result.converged.astype(bool))
-        data["flag"] = pa.array(result.flags.astype(np.int64))
+        for f in ROW_FIELDS:
+            data[f.part] = pa.array(np.asarray(getattr(result, f.attr)).astype(f.dtype))
         data["message"] = pa.array(result.messages, type=pa.string())
         data["image_block"] = pa.array(image_block, type=pa.string())
         data["has_errors"] = pa.array(np.full(len(result), result.errors is not None))
@@ -154,6 +151,8 @@ class PartsRead:
     rows: dict[str, np.ndarray]
     files: list[Path]
     unreadable: list[tuple[Path, str]]
+    #: vector parameter -> its element columns, from the parts' schema metadata
+    vectors: dict[str, list[str]] = field(default_factory=dict)
 
 
 def read_parts(folder: Path, columns: list[str] | None = None) -> PartsRead:
@@ -169,10 +168,12 @@ def read_parts(folder: Path, columns: list[str] | None = None) -> PartsRead:
     found = [(_PART.match(p.name), p) for p in parts_dir.glob("part-*.parquet")] if parts_dir.is_dir() else []
     files = [p for m, p in sorted(((m, p) for m, p in found if m),
                                   key=lambda mp: (int(mp[0]["run"]), mp[0]["shard"], int(mp[0]["seq"]), mp[1].name))]
-    tables, good, bad = [], [], []
+    tables, good, bad, vectors = [], [], [], {}
     for path in files:
         try:
-            table = _expand_vectors(pa, pq.read_table(path))
+            raw = pq.read_table(path)
+            meta = (raw.schema.metadata or {}).get(b"galmoss_vectors")
+            table = _expand_vectors(pa, raw)
             need = {"position", "galaxy_index", "loss", "flag", "theta"}
             if columns is not None:
                 need |= set(columns)
@@ -185,8 +186,10 @@ def read_parts(folder: Path, columns: list[str] | None = None) -> PartsRead:
             continue
         tables.append(table)
         good.append(path)
+        if meta:
+            vectors.update(json.loads(meta))
     if not tables:
-        return PartsRead({}, good, bad)
+        return PartsRead({}, good, bad, vectors)
     whole = pa.concat_tables(tables, promote_options="default")
     rows = {}
     for name in whole.column_names:
@@ -195,7 +198,7 @@ def read_parts(folder: Path, columns: list[str] | None = None) -> PartsRead:
             rows[name] = np.array(col.to_pylist(), dtype=object)
         else:
             rows[name] = col.to_numpy(zero_copy_only=False)
-    return PartsRead(rows, good, bad)
+    return PartsRead(rows, good, bad, vectors)
 
 
 def _lists(pa, rows: np.ndarray):

@@ -122,11 +122,13 @@ def write_run_description(folder: Path, description: dict, names: list[str]) -> 
     folder = Path(folder)
     text = json.dumps(description, indent=1, sort_keys=True, default=str)
     tmp = folder / f".{RUN_FILE}.{os.getpid()}.tmp"
+    tmp.unlink(missing_ok=True)  # a link left at the temporary name is removed, never written through
     tmp.write_text(text)
     os.replace(tmp, folder / RUN_FILE)
     target = folder / GALAXIES_FILE
     if not target.exists():
         tmp = folder / f".{GALAXIES_FILE}.{os.getpid()}.tmp"
+        tmp.unlink(missing_ok=True)
         pq.write_table(pa.table({"position": np.arange(len(names), dtype=np.int64),
                                  "galaxy_index": pa.array(names, type=pa.string())}), tmp)
         os.replace(tmp, target)

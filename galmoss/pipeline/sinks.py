@@ -1,26 +1,62 @@
 """Sinks: where finished batches go, outside the fault barrier of the fit.
 
-A sink that fails never touches a fit: the rows are already in the store; the
-galaxy gets ``block_not_written`` and a message, and the run goes on.
+A sink that fails never touches a fit: the rows are already in the store. A
+sink never writes into the store (it runs in the writer thread): it reports
+what it did as a :class:`SinkReport` (the files written, and a
+``(position, flag, message)`` per galaxy it could not serve, e.g.
+``block_not_written``), which the fitting thread applies.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import OutputError
-from ..fitting.batch import Batch, BatchResult
+from ..fitting.records import Batch, BatchResult
 from ..flags import Flag
 from ..model import Model
 from .store import ResultStore
 
 log = logging.getLogger("galmoss")
 
-__all__ = ["BlockWriter", "check_output_folder"]
+__all__ = ["BlockWriter", "SinkReport", "check_output_folder"]
+
+
+@dataclass
+class SinkReport:
+    """What a sink did with a batch: files written per galaxy, and problems to flag.
+
+    Attributes
+    ----------
+    blocks
+        ``{position: image-block file name}`` of the blocks written.
+    problems
+        ``(position, flag, message)`` per galaxy a sink could not serve.
+    """
+
+    blocks: dict[int, str] = field(default_factory=dict)
+    problems: list[tuple[int, int, str]] = field(default_factory=list)
+
+    def apply(self, store: ResultStore) -> None:
+        """Record the report in the store (called by the thread that owns the store)."""
+        for pos, fname in self.blocks.items():
+            store.image_block[pos] = fname
+        for pos, flag, message in self.problems:
+            store.add_flag(pos, flag, message)
+
+    def apply_to(self, result: BatchResult) -> BatchResult:
+        """The batch's rows with the problems' flags and messages added (for its part file)."""
+        at = {int(p): i for i, p in enumerate(result.positions)}
+        for pos, flag, message in self.problems:
+            i = at[pos]
+            result.flags[i] |= int(flag)
+            result.messages[i] = "; ".join(filter(None, [result.messages[i], message]))
+        return result
 
 _MARK = "GALMOSS"
 
@@ -39,7 +75,9 @@ def check_output_folder(folder: Path, what: str) -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / f".galmoss-write-test-{os.getpid()}"
-        with open(probe, "wb") as fh:
+        # O_EXCL | O_NOFOLLOW: a link planted at the probe's name is never written through
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o666)
+        with os.fdopen(fd, "wb") as fh:
             fh.write(b"ok")
         probe.unlink()
     except OSError as exc:
@@ -90,37 +128,45 @@ class BlockWriter:
         self.comp_types = {name: type(p).__name__ for name, p in model.profiles.items()}
 
     def cards(self, store: ResultStore, pos: int, errors: bool) -> list:
+        """The header cards of galaxy ``pos`` from the store's row."""
+        values = dict(zip(store.columns, store.values[pos]))
+        errs = dict(zip(store.columns, store.errors[pos])) if errors else None
+        return self.row_cards(values, errs, store.loss[pos], store.dof[pos], store.n_iter[pos], store.flags[pos])
+
+    def row_cards(self, values: dict, errors: dict | None, loss, dof, n_iter, flag) -> list:
+        """GALFIT-style header cards of one galaxy: ``{column: value}``, its errors, and the fit's numbers."""
         from ..io.results import galfit_header_cards
 
-        values, errs = {}, ({} if errors else None)
+        cards, errs = {}, ({} if errors is not None else None)
         for col, idx in self.model.column_groups():
             if col.element is not None and len(idx) > MAX_HEADER_ELEMENTS:
                 # too long to list in a header: the values are in the results table
-                values[(col.profile, col.slot)] = f"see table: {col.group} ({len(idx)} values)"
+                cards[(col.profile, col.slot)] = f"see table: {col.group} ({len(idx)} values)"
                 continue
             for j in idx:
                 c = self.model.columns[j]
                 key = (c.profile, c.slot if c.element is None else f"{c.slot}_{c.element + 1}")
-                values[key] = store.values[pos, j]
+                cards[key] = values[c.name]
                 if errs is not None:
-                    errs[key] = store.errors[pos, j]
-        dof = int(store.dof[pos])
+                    errs[key] = errors[c.name]
+        dof = int(dof)
         extra = {
-            "CHISQ": float(store.loss[pos]),
+            "CHISQ": float(loss),
             "NDOF": dof,
-            "CHI2NU": float(store.loss[pos] / dof) if dof > 0 else float("nan"),
+            "CHI2NU": float(loss / dof) if dof > 0 else float("nan"),
             "NFREE": int(self.model.n_free),
-            "NITER": int(store.n_iter[pos]),
-            "FLAGS": int(store.flags[pos]),
+            "NITER": int(n_iter),
+            "FLAGS": int(flag),
         }
-        return galfit_header_cards(self.comp_types, values, errs, extra)
+        return galfit_header_cards(self.comp_types, cards, errs, extra)
 
-    def write(self, batch: Batch, result: BatchResult, store: ResultStore) -> None:
-        """Write the blocks of a batch; a failure flags that galaxy and keeps its fit."""
+    def write(self, batch: Batch, result: BatchResult) -> SinkReport:
+        """Write the blocks of a batch; a failure is reported (``block_not_written``), the fit is kept."""
         from ..io.results import write_image_block
 
+        report = SinkReport()
         if result.model_image is None:
-            return
+            return report
         index = {int(p): i for i, p in enumerate(batch.positions)}
         for j, pos in enumerate(result.positions):
             pos = int(pos)
@@ -135,26 +181,31 @@ class BlockWriter:
                         f"'{target}' exists and is not an image block galmoss wrote; it was left untouched "
                         "(give img_block_path a folder of its own)"
                     )
+                values = {k: v[j] for k, v in result.values.items()}
+                errors = None if result.errors is None else {k: v[j] for k, v in result.errors.items()}
                 write_image_block(
                     target,
                     data=batch.image[i, :h, :w],
                     model=result.model_image[j],
                     components=result.components[j],
-                    header_cards=self.cards(store, pos, result.errors is not None),
+                    header_cards=self.row_cards(values, errors, result.loss[j], result.dof[j], result.n_iter[j],
+                                                result.flags[j]),
                     primary_header_cards=[(_MARK, True, "an image block written by galmoss"),
                                           ("OBJECT", _ascii(batch.names[i])[:48], "galaxy_index")],
                     mask=batch.weight[i, :h, :w] > 0,
                     sigma=batch.sigma[i, :h, :w],
                 )
-                store.image_block[pos] = self.file_names[pos]
+                report.blocks[pos] = self.file_names[pos]
             except Exception as exc:  # noqa: BLE001 - a failed write never erases a fit
                 log.warning("image block of galaxy %r not written: %s", batch.names[i], exc)
-                store.add_flag(pos, Flag.block_not_written, f"image block not written: {exc}")
+                report.problems.append((pos, int(Flag.block_not_written), f"image block not written: {exc}"))
+        return report
 
-    def update_headers(self, store: ResultStore) -> None:
+    def update_headers(self, store: ResultStore) -> SinkReport:
         """Rewrite the fit cards of every block (after bootstrap errors), images untouched."""
         from ..io.results import update_image_block_header
 
+        report = SinkReport()
         for pos, fname in enumerate(store.image_block):
             if not fname:
                 continue
@@ -163,4 +214,5 @@ class BlockWriter:
                 update_image_block_header(path, self.cards(store, pos, True))
             except Exception as exc:  # noqa: BLE001 - the results table is already safe
                 log.warning("image block %s: header not updated: %s", path, exc)
-                store.add_flag(pos, Flag.block_not_written, f"image block header not updated: {exc}")
+                report.problems.append((pos, int(Flag.block_not_written), f"image block header not updated: {exc}"))
+        return report

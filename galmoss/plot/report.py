@@ -439,7 +439,7 @@ def write_report(
     sections.append(_img(err_png, "errors against values", "figure") if err_png else "<p>no error columns (run uncertainty())</p>")
     sections.append(f"<h2>Worst fits</h2><p>at most {per_criterion} per criterion, {max_gallery} in all</p>{gallery_html}")
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    from .. import __version__
+    from .._version import __version__
 
     sections.append(f"<p style='color:#888;font-size:12px'>galmoss {__version__}, {stamp}, "
                     f"made in {time.perf_counter() - t0:.1f} s</p>")

@@ -167,7 +167,7 @@ class LightProfile:
     def start_from_image(self, slot: str, estimate: Mapping[str, float] | None):
         """Start values (profile units) of vector slot ``slot`` from one galaxy's image estimates.
 
-        ``estimate`` holds the keys of :func:`galmoss.fitting.starts.estimate_starts`
+        ``estimate`` holds the keys of :func:`galmoss.fitting.measure.estimate_starts`
         (``cen_x``, ``eff_r``, ``ser_n``, ``flux``, ...). Called with None to ask
         whether the slot can be started at all: a profile that cannot returns
         ``NotImplemented`` (the default), and leaving the slot out is an error.

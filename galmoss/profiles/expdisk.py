@@ -29,7 +29,7 @@ class ExpDisk(EllipticalProfile):
     parameter_specs = {
         **_GEOMETRY_SPECS,
         "mag": ParamSpec(Role.MAGNITUDE, description="total magnitude"),
-        "scale_l": ParamSpec(Role.LENGTH, domain=(0.0, math.inf), description="scale length along the major axis"),
+        "scale_l": ParamSpec(Role.LENGTH, domain=(0.0, math.inf), description="scale length along the major axis", start_scale=1.0 / 1.678),
     }
 
     def __init__(self, cen_x=None, cen_y=None, pa=None, axis_r=None, mag=None, scale_l=None, box=None):

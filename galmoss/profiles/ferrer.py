@@ -34,7 +34,7 @@ class Ferrer(EllipticalProfile):
     parameter_specs = {
         **_GEOMETRY_SPECS,
         "mag": ParamSpec(Role.MAGNITUDE, description="total magnitude"),
-        "trunc_r": ParamSpec(Role.LENGTH, domain=(0.0, math.inf), description="outer truncation radius"),
+        "trunc_r": ParamSpec(Role.LENGTH, domain=(0.0, math.inf), description="outer truncation radius", start_scale=2.5),
         "trunc_a": ParamSpec(Role.POSITIVE, domain=(0.0, math.inf), default=2.0, description="outer truncation sharpness alpha"),
         "trunc_b": ParamSpec(Role.REAL, domain=(-math.inf, 2.0), default=0.0, fit_default=False, description="central slope beta"),
     }

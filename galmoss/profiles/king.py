@@ -43,8 +43,8 @@ class King(EllipticalProfile):
     parameter_specs = {
         **_GEOMETRY_SPECS,
         "mag": ParamSpec(Role.MAGNITUDE, description="total magnitude"),
-        "core_r": ParamSpec(Role.LENGTH, domain=(0.0, math.inf), description="core radius"),
-        "trunc_r": ParamSpec(Role.LENGTH, domain=(0.0, math.inf), description="truncation radius"),
+        "core_r": ParamSpec(Role.LENGTH, domain=(0.0, math.inf), description="core radius", start_scale=0.5),
+        "trunc_r": ParamSpec(Role.LENGTH, domain=(0.0, math.inf), description="truncation radius", start_scale=2.5),
         "pow_n": ParamSpec(Role.POSITIVE, domain=(0.0, math.inf), default=2.0, fit_default=False, description="power alpha"),
     }
 

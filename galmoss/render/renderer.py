@@ -102,6 +102,11 @@ class Renderer:
         self.psf_hat = psf_spectrum(self.psf, self.layout) if self.psf is not None else None
         # Pixel response (a unit box) restricted to the sampling band.
         self.pixel_hat = torch.sinc(self.ky / (2 * torch.pi)) * torch.sinc(self.kx / (2 * torch.pi))
+        # GALFIT's convention: every convolved component integrated over pixels first (the
+        # kernel gains the pixel); a point source stays the PSF image (_point divides it out)
+        self.pixel_twice = self.psf_hat is not None and settings.pixel_response == "galfit"
+        if self.pixel_twice:
+            self.psf_hat = self.psf_hat * self.pixel_hat
         self.extended_grid = self.layout.extended_grid(dtype, self.device)
         self.taper = self.layout.taper_weights(dtype, self.device)
         self.cutout_grid = self.layout.cutout_grid(dtype, self.device)
@@ -297,7 +302,8 @@ class Renderer:
                 "or a psf_path to the Dataset."
             )
         flux = profile.total_flux(v)
-        return shift_phase(flux, v["cen_y"], v["cen_x"], self.ky, self.kx, self.origin)
+        spectrum = shift_phase(flux, v["cen_y"], v["cen_x"], self.ky, self.kx, self.origin)
+        return spectrum / self.pixel_hat if self.pixel_twice else spectrum
 
     def _prepare(self, values: Mapping[Parameter, Tensor], index: Tensor | None):
         """Batch size, values expanded to it, and the PSF spectra of the galaxies ``index``."""
