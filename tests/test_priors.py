@@ -154,3 +154,31 @@ def test_the_bootstrap_spread_is_robust_to_a_refit_in_another_minimum():
     spread2, split2 = robust_spread(dev)
     np.testing.assert_allclose(spread2, spread, rtol=0.01)
     assert split2.tolist() == [0, 1]
+
+
+def test_the_results_name_the_priors_give_their_term_apart_and_flag_a_prior_the_data_cannot_beat(tmp_path):
+    """A very faint galaxy with a tight size prior: chi2_prior equals the squared prior row at the fitted value,
+    chi2 + chi2_prior is what was minimised, prior_dominated names eff_r, the table meta and run.json name the prior;
+    the preset by one word on Fitting; a bad preset name is a ConfigError before any fit."""
+    import json
+
+    images, sigmas, _ = _mock(count=2, seed=8, noise=0.6, re=4.0, mag=17.0)
+    start = _start(count=2)
+    start.eff_r = gm.p(5.0, prior=gm.prior.Normal(math.log(4.0), 0.05))
+    ds = gm.Dataset.from_arrays(images, sigmas, PSF, result_path=str(tmp_path / "out"))
+    ds.define_profiles(galaxy=start)
+    fit = gm.Fitting(ds, batch_size=2, iteration=100, device="cpu", dtype=torch.float64, progress=False)
+    res = fit.fit()
+    expected = ((np.log(np.asarray(res["galaxy_eff_r"])) - math.log(4.0)) / 0.05) ** 2
+    np.testing.assert_allclose(res["chi2_prior"], expected, rtol=1e-6, atol=1e-12)
+    assert np.all(np.asarray(res["flag"]) & int(gm.flags.Flag.prior_dominated))
+    assert "galaxy.eff_r" in res["message"][0]
+    assert "galaxy.eff_r: Normal(mu=1.38629" in res.meta["priors"]
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["priors"] == [res.meta["priors"]]
+    with pytest.raises(ValueError, match="priors='emc'"):
+        gm.Fitting(ds, priors="emc", device="cpu")
+    ds2 = gm.Dataset.from_arrays(images, sigmas, PSF)
+    ds2.define_profiles(galaxy=_start(count=2))
+    res2 = gm.Fitting(ds2, batch_size=2, iteration=100, device="cpu", progress=False, priors="sourcextractor").fit()
+    assert "chi2_prior" in res2.colnames and np.all(np.asarray(res2["chi2_prior"]) > 0)

@@ -82,3 +82,25 @@ class PriorRows:
         with torch.no_grad():
             r = self.residuals(theta, fixed, rows)
         return r, jac
+
+
+#: a prior whose posterior width is above this fraction of its own carries as much information as the data
+PRIOR_DOMINATED = 2**-0.5
+
+
+def dominated_priors(priors: PriorRows, theta: Tensor, fixed: dict[Parameter, Tensor], fisher: Tensor) -> Tensor:
+    """(b, R) boolean: which priors' coordinates have a posterior width above :data:`PRIOR_DOMINATED` of theirs.
+
+    ``fisher`` (b, P, P) is the posterior's information (data and priors) at
+    ``theta``. For prior row k with gradient a_k (its Jacobian row, which is
+    dc/dtheta / sigma_k), the posterior variance of c in units of sigma_k^2 is
+    a_k^T F^-1 a_k: 1 when the data add nothing, 1/2 when they add as much as
+    the prior.
+    """
+    rows = torch.arange(theta.shape[0], device=theta.device)
+    _, jac = priors.residuals_and_jacobian(theta, fixed, rows)
+    jac = jac.double()
+    f = fisher.double()
+    solved = torch.linalg.lstsq(f, jac.transpose(1, 2)).solution  # F^-1 a_k, robust to a singular F
+    ratio = (jac.transpose(1, 2) * solved).sum(dim=1)  # (b, R): a_k^T F^-1 a_k
+    return torch.sqrt(ratio.clamp_min(0.0)) > PRIOR_DOMINATED
