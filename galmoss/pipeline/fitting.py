@@ -41,6 +41,7 @@ from astropy.table import Table
 
 from .._compat import torch_threads, tune_cpu_allocator
 from ..data import Dataset
+from ..flags import Flag
 from ..errors import ConfigError, OutputError
 from ..fitting.adam import AdamSettings
 from ..fitting.batch import FitSettings
@@ -113,6 +114,11 @@ class Fitting:
         Threads reading files ahead of the fit.
     pad_shapes
         Pad cutouts of similar sizes into full batches when sizes are mixed.
+    priors
+        A preset of priors switched on by name (``"sourcextractor"``: the Euclid
+        Morphology Challenge's SourceXtractor++ priors on sizes, indices,
+        ellipticities and B/T; docs/priors.md); None: only the priors given on
+        parameters (``gm.p(..., prior=...)``).
     threads
         Torch's intra-op threads while fitting on the CPU (restored afterwards).
         Default 1: on 2 cores, 2 threads gave the same wall time for twice the CPU
@@ -141,6 +147,7 @@ class Fitting:
         read_workers: int = 2,
         pad_shapes: bool = True,
         threads: int | None = 1,
+        priors: str | None = None,
     ) -> None:
         from ..fitting.likelihoods import get_likelihood
 
@@ -151,7 +158,7 @@ class Fitting:
             batch_size=batch_size, iteration=iteration, method=method, likelihood=likelihood, device=device,
             dtype=dtype, render_settings=render_settings, lm_settings=lm_settings, adam_settings=adam_settings,
             jacobian_chunk=jacobian_chunk, progress=progress, restarts=restarts, read_workers=read_workers,
-            pad_shapes=pad_shapes, threads=threads,
+            pad_shapes=pad_shapes, threads=threads, priors=priors,
         )
         self.dataset = dataset
         self.batch_size = options.batch_size
@@ -170,6 +177,7 @@ class Fitting:
         self.read_workers = options.read_workers
         self.pad_shapes = options.pad_shapes
         self.threads = options.threads
+        self.priors = options.priors
         self.model: Model | None = None
         self.store: ResultStore | None = None
         self._errors_shown = False
@@ -230,9 +238,9 @@ class Fitting:
 
             # the user's profiles are the target's; the neighbours' components are added here
             self.model = model = neighbour_model(self.dataset.profiles, self.dataset.max_neighbours, auto_starts=True,
-                                                 dtype=self.dtype)
+                                                 dtype=self.dtype, priors=self.priors)
         else:
-            self.model = model = Model(with_auto_starts(self.dataset.profiles), dtype=self.dtype)
+            self.model = model = Model(with_auto_starts(self.dataset.profiles), dtype=self.dtype, priors=self.priors)
         model.check_galaxies(len(self.dataset))
         n = len(self.dataset)
         positions = shard_positions(n, shard)
@@ -390,6 +398,7 @@ class Fitting:
             "img_block_path": None if img is None else os.path.abspath(img),
             "table": dataclasses.asdict(self._table_options()),
             "settings": self.options.describe(),
+            "priors": _prior_names(model),
         }
 
     def _resume(self, store: ResultStore, description: dict) -> None:
@@ -414,13 +423,17 @@ class Fitting:
         return TableOptions(likelihood=self.likelihood.name, method=self.method,
                             blocks=self.dataset.img_block_path is not None,
                             n_masked=bool(getattr(self.dataset, "auto_mask", False)),
-                            neighbours=getattr(self.dataset, "neighbours", "mask") == "fit")
+                            neighbours=getattr(self.dataset, "neighbours", "mask") == "fit",
+                            priors=bool(self.model is not None and self.model.priors))
 
     def _table(self, errors: bool) -> Table:
         rows = None
         if self._positions is not None and len(self._positions) != len(self.dataset):
             rows = self._positions
-        return self.store.table(errors=errors, rows=rows, **dataclasses.asdict(self._table_options()))
+        table = self.store.table(errors=errors, rows=rows, **dataclasses.asdict(self._table_options()))
+        if self.model is not None and self.model.priors:
+            table.meta["priors"] = "; ".join(_prior_names(self.model))
+        return table
 
     def _write_results(self) -> None:
         if self.dataset.result_path is None:
@@ -435,7 +448,8 @@ class Fitting:
         from .stream import BatchStream
 
         store, model = self.store, self.model
-        fitted = np.flatnonzero(np.isfinite(store.loss) & np.all(np.isfinite(store.theta), axis=1))
+        # a fitted galaxy has a finite loss; its unused neighbour columns are NaN by design (checked per batch below)
+        fitted = np.flatnonzero(np.isfinite(store.loss))
         fitted = np.intersect1d(fitted, self._positions)
         store.errors[fitted] = np.nan
         settings = self.settings(covariance=False)
@@ -454,14 +468,30 @@ class Fitting:
                 # the stream groups galaxies by neighbour signature: one sub-model per batch
                 bmodel = batch_model(model, signature((batch.neighbours or [[]])[0]))
                 cols, free = sub_indices(bmodel, model)
+            usable = np.all(np.isfinite(store.theta[batch.positions][:, free]), axis=1)
+            if not usable.all():
+                batch = batch.take(np.flatnonzero(usable))
+                if not len(batch):
+                    continue
             start = bmodel.start_values(batch.positions)
             objective = make_objective(bmodel, batch, start, settings)
             theta = torch.as_tensor(store.theta[batch.positions][:, free], dtype=self.dtype, device=self.device)
-            std = bootstrap_batch(bmodel, objective, theta, store.values[batch.positions][:, cols], n_resample, lm,
-                                  generator, rows_per_pass)
+            spread, split = bootstrap_batch(bmodel, objective, theta, store.values[batch.positions][:, cols],
+                                            n_resample, lm, generator, rows_per_pass)
             errors = np.full((len(batch), len(store.columns)), np.nan)
-            errors[:, cols] = std
+            errors[:, cols] = spread
             store.errors[batch.positions] = errors
+            for i in np.flatnonzero(split):
+                pos = int(batch.positions[i])
+                store.flags[pos] |= int(Flag.bootstrap_split)
+                note = (f"{int(split[i])} of {n_resample} bootstrap refits went to another minimum; the errors are the "
+                        "spread of the others")
+                store.messages[pos] = f"{store.messages[pos]}; {note}" if store.messages[pos] else note
+
+
+def _prior_names(model: Model) -> list[str]:
+    """Each prior of the model as '<component>.<slot>: <prior>' (results' meta and run.json)."""
+    return [f"{term.label}: {term.prior.describe()}" for term in model.priors]
 
 
 def json_round_trip(value):
