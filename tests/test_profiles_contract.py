@@ -34,6 +34,8 @@ PROFILES = {
                                    trunc_a=gm.p([2.0, 1.0, 0.5]), trunc_b=gm.p([0.0, 0.5, 1.0])),
     "king": lambda: gm.lp.King(**_geometry(), mag=_mag(), core_r=gm.p([2.0, 1.0, 3.0]), trunc_r=gm.p([15.0, 10.0, 20.0]),
                                pow_n=gm.p([2.0, 1.5, 3.0])),
+    "nuker": lambda: gm.lp.Nuker(**_geometry(), mag=_mag(), break_r=gm.p([3.0, 2.0, 5.0]), alpha=gm.p([2.0, 1.0, 4.0]),
+                                 beta=gm.p([5.0, 4.0, 6.0]), gamma=gm.p([0.5, 0.0, 1.2])),
     "freeform": lambda: gm.lp.FreeForm(**_geometry(), mag=_mag(), radii=(0.2, 30.0, 12),
                                        log_sb=gm.p(-np.outer([1.0, 0.6, 1.4], np.linspace(0.0, 3.0, 12)))),
     "pixelmap": lambda: gm.lp.PixelMap(pixels=gm.p(np.linspace(1.0, 40.0, 48).reshape(3, 16)), shape=(4, 4),

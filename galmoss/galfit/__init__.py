@@ -17,7 +17,7 @@ from pathlib import Path
 from .constraints import Constraint, parse_constraints
 from .convert import build_profiles, row_values, starts
 from .feedme import Feedme, FeedmeError, FeedmeUnsupportedError, parse_feedme
-from .profiles import FerrerSB, KingSB
+from .profiles import FerrerSB, KingSB, NukerSB
 from .run import galfit_sigma, load_galaxy, run_galfit
 
 
@@ -114,6 +114,7 @@ __all__ = [
     "FeedmeUnsupportedError",
     "FerrerSB",
     "KingSB",
+    "NukerSB",
     "build_profiles",
     "galfit_sigma",
     "load_galaxy",

@@ -9,13 +9,15 @@ GALFIT     galmoss     note
 1) x y     cen_x/cen_y pixels; shifted to the H) cutout's frame for the fit and
                        back to the full image's frame in every output
 3)         mag         ``gm.p(mag, M0=J)``; king/ferrer: ``mu0`` (mag/arcsec^2,
-                       :mod:`galmoss.galfit.profiles`)
+                       :mod:`galmoss.galfit.profiles`); nuker: ``mu_b`` (at R_b)
 4)         eff_r       sersic/devauc R_e; expdisk ``scale_l`` (R_s);
-                       gaussian/moffat ``fwhm``; king ``core_r``; ferrer ``trunc_r``
+                       gaussian/moffat ``fwhm``; king ``core_r``; ferrer ``trunc_r``;
+                       nuker ``break_r`` (R_b)
 5)         ser_n       sersic n; moffat ``con`` (powerlaw); king ``trunc_r``;
-                       ferrer ``trunc_a`` (alpha)
+                       ferrer ``trunc_a`` (alpha); nuker ``alpha``
 6)                     king ``pow_n`` (alpha, default 2 fixed); ferrer ``trunc_b``
-                       (beta, default 0 fixed)
+                       (beta, default 0 fixed); nuker ``beta``
+7)                     nuker ``gamma``
 9)         axis_r      default 1, fixed
 10)        pa          degrees, up = 0, left = 90 (galmoss's own convention)
 C0)        box         default 0, fixed
@@ -67,7 +69,7 @@ from ..params import Parameter
 from ..params.ties import tie
 from .constraints import Constraint
 from .feedme import Component, Feedme, FeedmeError, FeedmeUnsupportedError, fourier_modes
-from .profiles import FerrerSB, KingSB
+from .profiles import FerrerSB, KingSB, NukerSB
 
 _GEOMETRY = {"1x": "cen_x", "1y": "cen_y", "9": "axis_r", "10": "pa", "C0": "box"}
 SLOTS: dict[str, dict[str, str]] = {
@@ -78,6 +80,7 @@ SLOTS: dict[str, dict[str, str]] = {
     "moffat": {**_GEOMETRY, "3": "mag", "4": "fwhm", "5": "con"},
     "king": {**_GEOMETRY, "3": "mu0", "4": "core_r", "5": "trunc_r", "6": "pow_n"},
     "ferrer": {**_GEOMETRY, "3": "mu0", "4": "trunc_r", "5": "trunc_a", "6": "trunc_b"},
+    "nuker": {**_GEOMETRY, "3": "mu_b", "4": "break_r", "5": "alpha", "6": "beta", "7": "gamma"},
     "psf": {"1x": "cen_x", "1y": "cen_y", "3": "mag"},
     "sky": {"1": "sky_bg", "2": "grad_x", "3": "grad_y"},
 }
@@ -88,13 +91,16 @@ DEFAULTS: dict[str, dict[str, float]] = {
 _GEOMETRY_DEFAULTS = {"9": 1.0, "10": 0.0, "C0": 0.0}
 CLASSES = {
     "sersic": lp.Sersic, "devauc": lp.DeVaucouleurs, "expdisk": lp.ExpDisk, "gaussian": lp.Gaussian,
-    "moffat": lp.Moffat, "king": KingSB, "ferrer": FerrerSB, "psf": lp.PointSource, "sky": lp.Sky,
+    "moffat": lp.Moffat, "king": KingSB, "ferrer": FerrerSB, "nuker": NukerSB, "psf": lp.PointSource, "sky": lp.Sky,
 }
+#: Classes whose amplitude is a surface brightness (they take the K) pixel area).
+SURFACE_BRIGHTNESS_CLASSES = (KingSB, FerrerSB, NukerSB)
 #: GALFIT's header key of each galmoss slot.
 HEADER_KEYS = {
     "cen_x": "XC", "cen_y": "YC", "mag": "MAG", "mu0": "MU0", "eff_r": "RE", "scale_l": "RS", "fwhm": "FWHM",
     "ser_n": "N", "con": "C", "core_r": "RC", "trunc_r": "RT", "pow_n": "ALPHA", "trunc_a": "ALPHA",
     "trunc_b": "BETA", "axis_r": "AR", "pa": "PA", "box": "C0", "sky_bg": "SKY", "grad_x": "DSDX", "grad_y": "DSDY",
+    "mu_b": "MU_B", "break_r": "RB", "alpha": "ALPHA", "beta": "BETA", "gamma": "GAMMA",
 }
 
 
@@ -249,7 +255,7 @@ def build_profiles(
     for comp in first.components:
         kwargs = {SLOTS[comp.kind][label]: prm for (k, label), prm in params.items() if k == comp.index}
         cls = CLASSES[comp.kind]
-        if cls in (KingSB, FerrerSB):
+        if cls in SURFACE_BRIGHTNESS_CLASSES:
             kwargs["pixel_area"] = area
         profile = cls(**kwargs)
         if fourier_modes(comp):
@@ -300,7 +306,7 @@ def _with_fourier(profile, comp: Component, table, values) -> object:
 
 def _parameter(vals: np.ndarray, fit: bool, slot: str, zeropoint: float) -> Parameter:
     kwargs = {}
-    if slot in ("mag", "mu0"):
+    if slot in ("mag", "mu0", "mu_b"):
         kwargs["M0"] = zeropoint
     if slot == "pa":
         kwargs["angle"] = True

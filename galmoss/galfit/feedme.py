@@ -51,6 +51,10 @@ COMPONENT_PARAMETERS: dict[str, dict[str, str]] = {
     "ferrer": {"1": "position x, y [pixel]", "3": "mu(0) central surface brightness [mag/arcsec^2]",
                "4": "R_out outer truncation radius [pixel]", "5": "alpha (outer truncation sharpness)",
                "6": "beta (central slope)", "9": "axis ratio b/a", "10": "position angle [deg: Up=0, Left=90]"},
+    "nuker": {"1": "position x, y [pixel]", "3": "mu(R_b) surface brightness at R_b [mag/arcsec^2]",
+              "4": "R_b break radius [pixel]", "5": "alpha (sharpness of transition)",
+              "6": "beta (outer powerlaw slope)", "7": "gamma (inner powerlaw slope)",
+              "9": "axis ratio b/a", "10": "position angle [deg: Up=0, Left=90]"},
     "psf": {"1": "position x, y [pixel]", "3": "total magnitude"},
     "sky": {"1": "sky background [ADU counts]", "2": "dsky/dx [ADU/pix]", "3": "dsky/dy [ADU/pix]"},
 }
@@ -58,10 +62,10 @@ COMPONENT_PARAMETERS: dict[str, dict[str, str]] = {
 REQUIRED_PARAMETERS: dict[str, tuple[str, ...]] = {
     "sersic": ("1", "3", "4", "5"), "devauc": ("1", "3", "4"), "expdisk": ("1", "3", "4"),
     "gaussian": ("1", "3", "4"), "moffat": ("1", "3", "4", "5"), "king": ("1", "3", "4", "5"),
-    "ferrer": ("1", "3", "4"), "psf": ("1", "3"), "sky": ("1",),
+    "ferrer": ("1", "3", "4"), "psf": ("1", "3"), "sky": ("1",), "nuker": ("1", "3", "4", "5", "6", "7"),
 }
 #: GALFIT components galmoss has no profile for.
-UNSUPPORTED_COMPONENTS = {"nuker": "Nuker", "edgedisk": "edge-on disk"}
+UNSUPPORTED_COMPONENTS = {"edgedisk": "edge-on disk"}
 #: Components that take no Fourier modes (F<m> lines); every other type is elliptical.
 FOURIER_REFUSED = ("psf", "sky")
 _HIDDEN = {"F": "azimuthal Fourier mode", "B": "bending mode", "R": "coordinate rotation", "T": "truncation"}
@@ -215,7 +219,7 @@ def parse_feedme(path: str | os.PathLike, *, base: str | os.PathLike | None = No
         B), an E) that is not a positive integer, a component lacking a
         parameter it needs (each naming the file, the line and its text).
     FeedmeUnsupportedError
-        A component type (nuker, edgedisk) or hidden parameter (bending Bn,
+        A component type (edgedisk) or hidden parameter (bending Bn,
         rotation Rn, truncation Tn) that galmoss does not have; Fourier lines
         ``F<m>)`` whose amplitude (or phase) toggles differ within a component.
     """

@@ -13,6 +13,7 @@ from .fourier import with_fourier
 from .free_form import FreeForm
 from .gaussian import Gaussian
 from .king import King
+from .nuker import Nuker
 from .moffat import Moffat
 from .pixel_map import PixelMap
 from .point_source import PointSource
@@ -30,6 +31,7 @@ __all__ = [
     "King",
     "LightProfile",
     "Moffat",
+    "Nuker",
     "PixelMap",
     "PointSource",
     "Sersic",
