@@ -225,7 +225,7 @@ _HEAD = "A) a.fits\nB) b.fits\nJ) 25\n"
          r"line 9: component 1 \(sersic\): Fourier mode numbers start at 1", FeedmeError),
         (" 0) expdisk\n 1) 10 10 1 1\n 3) 20 1\n 4) 3 1\nR0) powerlaw\n",
          r"line 8: component 1 \(expdisk\) has the hidden parameter R0\) \(coordinate rotation\)", FeedmeUnsupportedError),
-        (" 0) edgedisk\n", r"line 4: component 1 is a edgedisk", FeedmeUnsupportedError),
+        (" 0) edgedisk\n 1) 10 10 1 1\n 3) 20 1\n", r"line 4: component 1 \(edgedisk\) lacks parameter\(s\) 4\), 5\)", FeedmeError),
         (" 0) sersic\n 1) 10 10 1 1\n 3) 20 1\n", r"line 4: component 1 \(sersic\) lacks parameter\(s\) 4\), 5\)", FeedmeError),
         (" 0) sersic\n 1) 10 10 1\n", r"line 5: .*parameter 1\) needs 2 value\(s\) and 2 fit toggle", FeedmeError),
         (" 0) sersic\n 3) 20 2\n", r"line 5: a fit toggle must be 0 or 1, got '2'", FeedmeError),

@@ -17,7 +17,7 @@ from pathlib import Path
 from .constraints import Constraint, parse_constraints
 from .convert import build_profiles, row_values, starts
 from .feedme import Feedme, FeedmeError, FeedmeUnsupportedError, parse_feedme
-from .profiles import FerrerSB, KingSB, NukerSB
+from .profiles import EdgeDiskSB, FerrerSB, KingSB, NukerSB
 from .run import galfit_sigma, load_galaxy, run_galfit
 
 
@@ -112,6 +112,7 @@ __all__ = [
     "Feedme",
     "FeedmeError",
     "FeedmeUnsupportedError",
+    "EdgeDiskSB",
     "FerrerSB",
     "KingSB",
     "NukerSB",

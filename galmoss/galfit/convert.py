@@ -8,17 +8,19 @@ GALFIT     galmoss     note
 =========  ==========  =========================================================
 1) x y     cen_x/cen_y pixels; shifted to the H) cutout's frame for the fit and
                        back to the full image's frame in every output
-3)         mag         ``gm.p(mag, M0=J)``; king/ferrer: ``mu0`` (mag/arcsec^2,
-                       :mod:`galmoss.galfit.profiles`); nuker: ``mu_b`` (at R_b)
+3)         mag         ``gm.p(mag, M0=J)``; king/ferrer/edgedisk: ``mu0``
+                       (mag/arcsec^2, :mod:`galmoss.galfit.profiles`); nuker:
+                       ``mu_b`` (at R_b)
 4)         eff_r       sersic/devauc R_e; expdisk ``scale_l`` (R_s);
                        gaussian/moffat ``fwhm``; king ``core_r``; ferrer ``trunc_r``;
-                       nuker ``break_r`` (R_b)
+                       nuker ``break_r`` (R_b); edgedisk ``scale_h`` (h_s)
 5)         ser_n       sersic n; moffat ``con`` (powerlaw); king ``trunc_r``;
-                       ferrer ``trunc_a`` (alpha); nuker ``alpha``
+                       ferrer ``trunc_a`` (alpha); nuker ``alpha``;
+                       edgedisk ``scale_l`` (R_s)
 6)                     king ``pow_n`` (alpha, default 2 fixed); ferrer ``trunc_b``
                        (beta, default 0 fixed); nuker ``beta``
 7)                     nuker ``gamma``
-9)         axis_r      default 1, fixed
+9)         axis_r      default 1, fixed (edgedisk has none)
 10)        pa          degrees, up = 0, left = 90 (galmoss's own convention)
 C0)        box         default 0, fixed
 F<m>)      fourier_a,  :func:`galmoss.lp.with_fourier`: one vector of amplitudes
@@ -69,7 +71,7 @@ from ..params import Parameter
 from ..params.ties import tie
 from .constraints import Constraint
 from .feedme import Component, Feedme, FeedmeError, FeedmeUnsupportedError, fourier_modes
-from .profiles import FerrerSB, KingSB, NukerSB
+from .profiles import EdgeDiskSB, FerrerSB, KingSB, NukerSB
 
 _GEOMETRY = {"1x": "cen_x", "1y": "cen_y", "9": "axis_r", "10": "pa", "C0": "box"}
 SLOTS: dict[str, dict[str, str]] = {
@@ -81,6 +83,7 @@ SLOTS: dict[str, dict[str, str]] = {
     "king": {**_GEOMETRY, "3": "mu0", "4": "core_r", "5": "trunc_r", "6": "pow_n"},
     "ferrer": {**_GEOMETRY, "3": "mu0", "4": "trunc_r", "5": "trunc_a", "6": "trunc_b"},
     "nuker": {**_GEOMETRY, "3": "mu_b", "4": "break_r", "5": "alpha", "6": "beta", "7": "gamma"},
+    "edgedisk": {"1x": "cen_x", "1y": "cen_y", "3": "mu0", "4": "scale_h", "5": "scale_l", "10": "pa"},
     "psf": {"1x": "cen_x", "1y": "cen_y", "3": "mag"},
     "sky": {"1": "sky_bg", "2": "grad_x", "3": "grad_y"},
 }
@@ -89,18 +92,20 @@ DEFAULTS: dict[str, dict[str, float]] = {
     "king": {"6": 2.0}, "ferrer": {"5": 2.0, "6": 0.0},
 }
 _GEOMETRY_DEFAULTS = {"9": 1.0, "10": 0.0, "C0": 0.0}
+#: Components without an axis ratio or boxiness (only their PA defaults to 0).
+_NO_ELLIPSE = ("edgedisk",)
 CLASSES = {
     "sersic": lp.Sersic, "devauc": lp.DeVaucouleurs, "expdisk": lp.ExpDisk, "gaussian": lp.Gaussian,
-    "moffat": lp.Moffat, "king": KingSB, "ferrer": FerrerSB, "nuker": NukerSB, "psf": lp.PointSource, "sky": lp.Sky,
+    "moffat": lp.Moffat, "king": KingSB, "ferrer": FerrerSB, "nuker": NukerSB, "edgedisk": EdgeDiskSB, "psf": lp.PointSource, "sky": lp.Sky,
 }
 #: Classes whose amplitude is a surface brightness (they take the K) pixel area).
-SURFACE_BRIGHTNESS_CLASSES = (KingSB, FerrerSB, NukerSB)
+SURFACE_BRIGHTNESS_CLASSES = (KingSB, FerrerSB, NukerSB, EdgeDiskSB)
 #: GALFIT's header key of each galmoss slot.
 HEADER_KEYS = {
     "cen_x": "XC", "cen_y": "YC", "mag": "MAG", "mu0": "MU0", "eff_r": "RE", "scale_l": "RS", "fwhm": "FWHM",
     "ser_n": "N", "con": "C", "core_r": "RC", "trunc_r": "RT", "pow_n": "ALPHA", "trunc_a": "ALPHA",
     "trunc_b": "BETA", "axis_r": "AR", "pa": "PA", "box": "C0", "sky_bg": "SKY", "grad_x": "DSDX", "grad_y": "DSDY",
-    "mu_b": "MU_B", "break_r": "RB", "alpha": "ALPHA", "beta": "BETA", "gamma": "GAMMA",
+    "scale_h": "HS", "mu_b": "MU_B", "break_r": "RB", "alpha": "ALPHA", "beta": "BETA", "gamma": "GAMMA",
 }
 
 
@@ -180,7 +185,8 @@ def starts(feedme: Feedme) -> dict[tuple[int, str], tuple[float, bool, bool]]:
                 continue
             default = DEFAULTS.get(comp.kind, {}).get(label)
             if default is None and comp.kind not in ("psf", "sky"):
-                default = _GEOMETRY_DEFAULTS.get(label)
+                if comp.kind not in _NO_ELLIPSE or label == "10":
+                    default = _GEOMETRY_DEFAULTS.get(label)
             if default is not None:
                 out[(comp.index, label)] = (default, False, False)
         for m in fourier_modes(comp):

@@ -55,6 +55,9 @@ COMPONENT_PARAMETERS: dict[str, dict[str, str]] = {
               "4": "R_b break radius [pixel]", "5": "alpha (sharpness of transition)",
               "6": "beta (outer powerlaw slope)", "7": "gamma (inner powerlaw slope)",
               "9": "axis ratio b/a", "10": "position angle [deg: Up=0, Left=90]"},
+    "edgedisk": {"1": "position x, y [pixel]", "3": "mu(0) central surface brightness [mag/arcsec^2]",
+                 "4": "h_s disk scale-height [pixel]", "5": "R_s disk scale-length [pixel]",
+                 "10": "position angle [deg: Up=0, Left=90]"},
     "psf": {"1": "position x, y [pixel]", "3": "total magnitude"},
     "sky": {"1": "sky background [ADU counts]", "2": "dsky/dx [ADU/pix]", "3": "dsky/dy [ADU/pix]"},
 }
@@ -63,11 +66,12 @@ REQUIRED_PARAMETERS: dict[str, tuple[str, ...]] = {
     "sersic": ("1", "3", "4", "5"), "devauc": ("1", "3", "4"), "expdisk": ("1", "3", "4"),
     "gaussian": ("1", "3", "4"), "moffat": ("1", "3", "4", "5"), "king": ("1", "3", "4", "5"),
     "ferrer": ("1", "3", "4"), "psf": ("1", "3"), "sky": ("1",), "nuker": ("1", "3", "4", "5", "6", "7"),
+    "edgedisk": ("1", "3", "4", "5"),
 }
 #: GALFIT components galmoss has no profile for.
-UNSUPPORTED_COMPONENTS = {"edgedisk": "edge-on disk"}
-#: Components that take no Fourier modes (F<m> lines); every other type is elliptical.
-FOURIER_REFUSED = ("psf", "sky")
+UNSUPPORTED_COMPONENTS: dict[str, str] = {}
+#: Components that take no Fourier modes (F<m> lines) or C0; every other type is elliptical.
+FOURIER_REFUSED = ("psf", "sky", "edgedisk")
 _HIDDEN = {"F": "azimuthal Fourier mode", "B": "bending mode", "R": "coordinate rotation", "T": "truncation"}
 
 CONTROL_KEYS = "ABCDEFGHIJKOPSW"
@@ -219,7 +223,7 @@ def parse_feedme(path: str | os.PathLike, *, base: str | os.PathLike | None = No
         B), an E) that is not a positive integer, a component lacking a
         parameter it needs (each naming the file, the line and its text).
     FeedmeUnsupportedError
-        A component type (edgedisk) or hidden parameter (bending Bn,
+        A hidden parameter (bending Bn,
         rotation Rn, truncation Tn) that galmoss does not have; Fourier lines
         ``F<m>)`` whose amplitude (or phase) toggles differ within a component.
     """
@@ -275,7 +279,7 @@ def _component_line(path: Path, comp: Component, label: str, line: Line) -> None
         comp.skip = line.fields[0] == "1"
         return
     if upper == "C0":
-        if comp.kind in ("psf", "sky"):
+        if comp.kind in FOURIER_REFUSED:
             _fail(path, line.number, line.text, f"{where}: a {comp.kind} component has no C0 (boxiness)")
         nums = 1
     elif upper[0] == "F" and upper[1:].isdigit():

@@ -1,4 +1,4 @@
-"""King, Ferrer and Nuker profiles with GALFIT's amplitude: a surface brightness.
+"""King, Ferrer, Nuker and edge-on disk profiles with GALFIT's amplitude: a surface brightness.
 
 GALFIT's parameter 3) of ``king`` and ``ferrer`` is mu(0), the central surface
 brightness in mag/arcsec^2, not a total magnitude. These subclasses of
@@ -19,6 +19,7 @@ import torch
 
 from ..params import ParamSpec, Role
 from ..profiles.base import box_area_factor
+from ..profiles.edgedisk import EdgeDisk
 from ..profiles.ferrer import Ferrer
 from ..profiles.king import King
 from ..profiles.nuker import Nuker
@@ -117,3 +118,31 @@ class NukerSB(_CentralBrightness, Nuker):
                 "gamma": torch.where(finite, v["gamma"], torch.zeros_like(v["gamma"]))}
         flux = self.amplitude(v) * v["axis_r"] * self.circular_integral(safe) * box_area_factor(2.0 + v["box"])
         return torch.where(finite, flux, torch.full_like(flux, math.inf))
+
+
+class EdgeDiskSB(EdgeDisk):
+    """GALFIT's edge-on disk: ``mu0`` (central surface brightness, mag/arcsec^2) instead of ``mag``.
+
+    Parameters are those of :class:`galmoss.lp.EdgeDisk`, with ``mu0`` for
+    ``mag`` and ``pixel_area`` in arcsec^2: the central brightness per pixel is
+    ``10**(-0.4 (mu0 - M0)) * pixel_area``, the total flux ``2 pi`` times that
+    times ``r_s h_s``.
+    """
+
+    profile_name = "galfit_edgedisk"
+    amplitude_parameter = "mu0"
+    parameter_specs = {**{k: s for k, s in EdgeDisk.parameter_specs.items() if k != "mag"}, "mu0": _MU0}
+
+    def __init__(self, cen_x=None, cen_y=None, pa=None, mu0=None, scale_h=None, scale_l=None, pixel_area: float = 1.0):
+        EdgeDisk.__init__(self, cen_x, cen_y, pa, None, scale_h, scale_l)
+        del self.mag
+        self.mu0 = mu0
+        self.pixel_area = float(pixel_area)
+
+    for_finer_grid = _CentralBrightness.for_finer_grid
+
+    def central_brightness(self, v: Mapping[str, Tensor]) -> Tensor:
+        return torch.pow(10.0, -0.4 * v["mu0"]) * self.pixel_area
+
+    def total_flux(self, v: Mapping[str, Tensor]) -> Tensor:
+        return self.central_brightness(v) * 2.0 * math.pi * v["scale_l"] * v["scale_h"]

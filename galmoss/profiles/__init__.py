@@ -8,6 +8,7 @@ to add your own; subclasses register themselves by name.
 
 from .base import EllipticalProfile, LightProfile, profile_class, registered_profiles
 from .expdisk import ExpDisk
+from .edgedisk import EdgeDisk
 from .ferrer import Ferrer
 from .fourier import with_fourier
 from .free_form import FreeForm
@@ -23,6 +24,7 @@ from .special import sersic_b
 
 __all__ = [
     "DeVaucouleurs",
+    "EdgeDisk",
     "EllipticalProfile",
     "ExpDisk",
     "Ferrer",
