@@ -294,3 +294,109 @@ def test_edgedisk_with_a_finer_psf_is_galfit_s_formula_convolved(tmp_path):
     reference = block[:, [2, 6]][:, :, :, [2, 6]].mean(axis=(1, 3))
     err = np.abs(image - reference).max() / reference.max()
     assert err < 1e-4, err  # measured 5e-6
+
+
+# --------------------------------------------------------------- truncation
+TRUNC = dict(x=24.2, y=23.9, mag=14.5, re=7.0, n=1.0, q=0.7, pa=25.0, brk=9.0, soft=3.0)
+
+
+def _galfit_truncation(r, r_break, soft, kind):
+    """Peng et al. (2010): (1 + tanh((2 - B) r/r_break + B)) / 2, B = 2.65 - 4.98 r_break / (r_break - r_1),
+    r_1 = r_break -+ soft the 1 % radius (minus: inner, plus: outer)."""
+    r_1 = r_break - soft if kind == "inner" else r_break + soft
+    b = 2.65 - 4.98 * r_break / (r_break - r_1)
+    return 0.5 * (1.0 + np.tanh((2.0 - b) * r / r_break + b))
+
+
+def _sersic_sb(r, mag, re, n, q):
+    from scipy.special import gamma, gammaincinv
+
+    b = gammaincinv(2 * n, 0.5)
+    flux = 10 ** (-0.4 * (mag - ZP))
+    return flux / (2 * math.pi * n * math.exp(b) * b ** (-2 * n) * gamma(2 * n) * re**2 * q) * np.exp(-b * ((r / re) ** (1 / n) - 1))
+
+
+def _trunc_body(t=TRUNC, fit=1, kind="To", **override) -> str:
+    t = {**t, **override}
+    return "\n".join(["0) sersic", f"1) {t['x']} {t['y']} {fit} {fit}", f"3) {t['mag']} {fit}", f"4) {t['re']} {fit}",
+                      f"5) {t['n']} {fit}", f"9) {t['q']} {fit}", f"10) {t['pa']} {fit}", f"{kind}) 1", "T0) radial",
+                      f"T4) {t['brk']} {fit}", f"T5) {t['soft']} {fit}", "Z) 0"])
+
+
+def test_truncation_is_near_99_and_1_percent_where_galfit_says():
+    """GALFIT's README: the break radius keeps ~99 % of the untruncated brightness, break -+ softening ~1 %."""
+    from galmoss.profiles.truncation import truncation_factor
+
+    r = torch.tensor([11.0, 15.0, 7.0], dtype=torch.float64)
+    outer = truncation_factor(r, torch.tensor(11.0, dtype=torch.float64), torch.tensor(4.0, dtype=torch.float64), "outer")
+    inner = truncation_factor(r, torch.tensor(11.0, dtype=torch.float64), torch.tensor(4.0, dtype=torch.float64), "inner")
+    np.testing.assert_allclose(outer.numpy(), _galfit_truncation(r.numpy(), 11.0, 4.0, "outer"), rtol=1e-12)
+    np.testing.assert_allclose(inner.numpy(), _galfit_truncation(r.numpy(), 11.0, 4.0, "inner"), rtol=1e-12)
+    assert 0.97 < float(outer[0]) < 0.995 and float(outer[1]) < 0.015 and float(outer[2]) > 0.999
+    assert 0.97 < float(inner[0]) < 0.995 and float(inner[2]) < 0.015 and float(inner[1]) > 0.999
+
+
+@pytest.mark.parametrize("kind", ["To", "Ti"])
+def test_truncated_feedme_image_and_flux_are_galfit_s_formula(tmp_path, kind):
+    """No PSF: pixel means of Sersic x P(r) (numpy), and the image's sum against scipy's radial integral."""
+    path = _feedme(tmp_path, _trunc_body(kind=kind, fit=0), psf="none", mode=1)
+    prof = build_profiles([parse_feedme(path)])["sersic_1"]
+    assert prof.truncations == ("outer" if kind == "To" else "inner",)
+    image = gm.render({"s": prof}, (H, H), dtype=torch.float64)[0].numpy()
+    t = TRUNC
+    which = "outer" if kind == "To" else "inner"
+
+    def sb(r):
+        return _sersic_sb(r, t["mag"], t["re"], t["n"], t["q"]) * _galfit_truncation(r, t["brk"], t["soft"], which)
+
+    def means(fine, lo=1.0, hi=float(H)):
+        xm, xn = _frame(t["x"], t["y"], t["pa"], fine, lo, hi)
+        return _pixel_means(sb(np.hypot(xm, xn / t["q"])), fine)
+
+    truth = means(24)
+    truth[20:26, 20:26] = means(120, 21.0, 26.0)
+    err = np.abs(image - truth).max() / truth.max()
+    assert err < 5e-4, err
+    # all the light of the outer truncation is inside the image: its sum is the radial integral
+    if kind == "To":
+        flux, _ = quad(lambda r: sb(r) * r, 0.0, 60.0, epsrel=1e-11, limit=200)
+        assert image.sum() == pytest.approx(2 * math.pi * t["q"] * flux, rel=1e-5)
+
+
+@pytest.mark.parametrize("line, words", [
+    ("T1) 20 20 1 1", "its own centre"), ("T9) 0.5 1", "its own axis ratio"), ("T0) radial2", "radial truncation only"),
+])
+def test_truncation_lines_galmoss_does_not_have_are_refused(tmp_path, line, words):
+    body = _trunc_body().replace("T0) radial", line if line.startswith("T0") else "T0) radial\n" + line)
+    with pytest.raises(FeedmeUnsupportedError, match=words):
+        parse_feedme(_feedme(tmp_path, body))
+
+
+def test_truncation_by_another_component_or_without_its_radii_is_refused(tmp_path):
+    with pytest.raises(FeedmeUnsupportedError, match=r"To\) 2 truncates it by component 2"):
+        parse_feedme(_feedme(tmp_path, _trunc_body().replace("To) 1", "To) 2")))
+    with pytest.raises(Exception, match=r"a truncation needs T5\)"):
+        parse_feedme(_feedme(tmp_path, "\n".join(l for l in _trunc_body().splitlines() if not l.startswith("T5"))))
+
+
+def test_truncated_mock_fitted_back_and_written_in_galfit_s_lines(tmp_path):
+    """An outer-truncated Sersic with a PSF and 0.5 % of peak noise: break radius and softening fitted back."""
+    truth = build_profiles([parse_feedme(_feedme(tmp_path, _trunc_body(fit=0), name="truth.feedme"))])
+    image = gm.render(truth, (H, H), psf=_psf(), dtype=torch.float64)[0].numpy()
+    sigma = np.full_like(image, 0.005 * image.max())
+    data = image + np.random.default_rng(1).normal(0.0, 1.0, image.shape) * sigma
+    fits.writeto(tmp_path / "gal.fits", data)
+    fits.writeto(tmp_path / "sig.fits", sigma)
+    fits.writeto(tmp_path / "psf.fits", _psf())
+    start = _trunc_body(x=24.6, y=23.5, mag=14.8, re=6.0, n=1.3, q=0.75, pa=30.0, brk=8.0, soft=4.0)
+    table = run_galfit([_feedme(tmp_path, start)], output=tmp_path / "run", iteration=100)
+    row = table[0]
+    assert row["flag"] == 0, row["message"]
+    for key, value in (("1_MAG", 14.5), ("1_RE", 7.0), ("1_N", 1.0), ("1_AR", 0.7), ("1_PA", 25.0),
+                       ("1_T4", 9.0), ("1_T5", 3.0)):
+        assert abs(row[key] - value) < 4.0 * row[f"{key}_err"], (key, row[key], row[f"{key}_err"])
+    header = fits.getheader(tmp_path / "gal.feedme.block.fits", 2)
+    assert float(header["1_T4"].split()[0]) == pytest.approx(row["1_T4"], abs=1e-4)
+    comp = parse_feedme(row["restart"]).components[0]
+    assert "TO" in comp.params and comp.params["T5"].values[0] == pytest.approx(row["1_T5"], abs=1e-4)
+    assert build_profiles([parse_feedme(row["restart"])])["sersic_1"].truncations == ("outer",)

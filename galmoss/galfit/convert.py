@@ -26,6 +26,9 @@ C0)        box         default 0, fixed
 F<m>)      fourier_a,  :func:`galmoss.lp.with_fourier`: one vector of amplitudes
            fourier_phi and one of phases (degrees) per component, in the
                        order of m; GALFIT's phase is galmoss's (see below)
+Ti)/To) k  break_in/   :func:`galmoss.lp.with_truncation` (inner / outer): T4)
+T4), T5)   soft_in,... the break radius, T5) the softening length; the
+                       truncation's T lines are in component k itself
 sky 1/2/3  sky_bg,     galmoss's sky gradients are about the cutout centre
            grad_x/y
 =========  ==========  =========================================================
@@ -70,7 +73,7 @@ from .. import profiles as lp
 from ..params import Parameter
 from ..params.ties import tie
 from .constraints import Constraint
-from .feedme import Component, Feedme, FeedmeError, FeedmeUnsupportedError, fourier_modes
+from .feedme import Component, Feedme, FeedmeError, FeedmeUnsupportedError, fourier_modes, truncation_kind
 from .profiles import EdgeDiskSB, FerrerSB, KingSB, NukerSB
 
 _GEOMETRY = {"1x": "cen_x", "1y": "cen_y", "9": "axis_r", "10": "pa", "C0": "box"}
@@ -118,14 +121,49 @@ def is_fourier(label: str) -> bool:
     return label.startswith("F")
 
 
+#: GALFIT's truncation lines and the galmoss slot of each (by kind of truncation).
+TRUNCATION_LABELS = ("T4", "T5")
+
+
+def truncation_slot(comp: Component, label: str) -> str | None:
+    """The galmoss slot of truncation line ``label`` (T4, T5) of ``comp`` (None: not truncated / not one)."""
+    kind = truncation_kind(comp)
+    if kind is None or label not in TRUNCATION_LABELS:
+        return None
+    return lp.truncation.SLOTS[kind][TRUNCATION_LABELS.index(label)]
+
+
+def truncation_labels(comp: Component) -> list[str]:
+    """GALFIT's keys of a truncated component's break radius and softening length (T4, T5)."""
+    return list(TRUNCATION_LABELS) if truncation_kind(comp) is not None else []
+
+
 def header_key(kind: str, label: str) -> str:
     """GALFIT's header key (without the ``k_``) of parameter ``label`` of a ``kind`` component."""
-    return label if is_fourier(label) else HEADER_KEYS[SLOTS[kind][label]]
+    return label if is_fourier(label) or label in TRUNCATION_LABELS else HEADER_KEYS[SLOTS[kind][label]]
 
 
 def component_labels(comp: Component) -> list[str]:
-    """Every parameter label of a component in GALFIT's order, Fourier modes last."""
-    return ordered_labels(comp.kind) + fourier_labels(comp)
+    """Every parameter label of a component in GALFIT's order, Fourier modes, then truncation, last."""
+    return ordered_labels(comp.kind) + fourier_labels(comp) + truncation_labels(comp)
+
+
+def truncation_lines(comp: Component, values, free) -> list[str]:
+    """The feedme lines of a truncated component (``To) k``, ``T0) radial``, ``T4)``, ``T5)``) at ``values``."""
+    kind = truncation_kind(comp)
+    k = comp.index
+    if kind is None or not all((k, lab) in values for lab in TRUNCATION_LABELS):
+        return []
+    from .feedme import TRUNCATION_LINES
+    from .output import galfit_number
+
+    ref = "Ti" if kind == "inner" else "To"
+    lines = [f"{ref}) {k}".ljust(27) + f" #  {kind.capitalize()} truncation by component {k}",
+             "T0) radial".ljust(27) + " #  truncation type"]
+    for lab in TRUNCATION_LABELS:
+        lines.append(f"{lab}) {galfit_number(values[(k, lab)]):<14s} {int(free.get((k, lab), False))}".ljust(27)
+                     + f" #  {TRUNCATION_LINES[lab]}")
+    return lines
 
 
 def row_values(rec, comp: Component, origin: tuple[int, int], errors: bool = False) -> dict[str, float]:
@@ -145,6 +183,10 @@ def row_values(rec, comp: Component, origin: tuple[int, int], errors: bool = Fal
             if not errors and label in ("1x", "1y"):
                 v += origin[0 if label == "1x" else 1] - 1
             out[label] = v
+    for label in truncation_labels(comp):
+        col = f"{name}_{truncation_slot(comp, label)}{tail}"
+        if col in names:
+            out[label] = float(rec[col])
     modes = fourier_modes(comp)
     for slot, suffix in (("fourier_a", ""), ("fourier_phi", "PA")):
         col = f"{name}_{slot}{tail}"
@@ -189,6 +231,9 @@ def starts(feedme: Feedme) -> dict[tuple[int, str], tuple[float, bool, bool]]:
                     default = _GEOMETRY_DEFAULTS.get(label)
             if default is not None:
                 out[(comp.index, label)] = (default, False, False)
+        for label in truncation_labels(comp):
+            prm = comp.params[label]
+            out[(comp.index, label)] = (prm.values[0], prm.fit[0], True)
         for m in fourier_modes(comp):
             prm = comp.params[f"F{m}"]
             out[(comp.index, f"F{m}")] = (prm.values[0], prm.fit[0], True)
@@ -253,17 +298,21 @@ def build_profiles(
             vals = vals - np.array([o[0] - 1 for o in origins], dtype=np.float64)
         elif label == "1y":
             vals = vals - np.array([o[1] - 1 for o in origins], dtype=np.float64)
-        slot = SLOTS[kind][label]
+        slot = SLOTS[kind].get(label) or truncation_slot(first.components[comp_index - 1], label)
         params[key] = _parameter(vals, fit, slot, zeropoint)
     if values is None and constraints is not None and constraints[0]:
         _apply_constraints(params, feedmes, table, constraints)
     out: dict[str, object] = {}
     for comp in first.components:
-        kwargs = {SLOTS[comp.kind][label]: prm for (k, label), prm in params.items() if k == comp.index}
+        kwargs = {SLOTS[comp.kind][label]: prm for (k, label), prm in params.items()
+                  if k == comp.index and label in SLOTS[comp.kind]}
         cls = CLASSES[comp.kind]
         if cls in SURFACE_BRIGHTNESS_CLASSES:
             kwargs["pixel_area"] = area
         profile = cls(**kwargs)
+        kind = truncation_kind(comp)
+        if kind is not None:
+            profile = lp.with_truncation(profile, **{kind: tuple(params[(comp.index, lab)] for lab in TRUNCATION_LABELS)})
         if fourier_modes(comp):
             profile = _with_fourier(profile, comp, table, values)
         out[component_name(comp.kind, comp.index)] = profile

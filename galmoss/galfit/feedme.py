@@ -107,6 +107,7 @@ class Component:
     line: int
     params: dict[str, Parameter] = field(default_factory=dict)
     skip: bool = False
+    truncation_type: str | None = None  # T0) of a truncated component ("radial")
 
     def value(self, label: str, default: float | None = None, i: int = 0) -> float | None:
         prm = self.params.get(label)
@@ -223,8 +224,9 @@ def parse_feedme(path: str | os.PathLike, *, base: str | os.PathLike | None = No
         B), an E) that is not a positive integer, a component lacking a
         parameter it needs (each naming the file, the line and its text).
     FeedmeUnsupportedError
-        A hidden parameter (bending Bn,
-        rotation Rn, truncation Tn) that galmoss does not have; Fourier lines
+        A hidden parameter (bending Bn, rotation Rn, a truncation other
+        than radial with the component's own geometry) that galmoss does
+        not have; Fourier lines
         ``F<m>)`` whose amplitude (or phase) toggles differ within a component.
     """
     path = Path(path)
@@ -267,6 +269,7 @@ def parse_feedme(path: str | os.PathLike, *, base: str | os.PathLike | None = No
                   f"component {comp.index} ({comp.kind}) lacks parameter(s) {', '.join(m + ')' for m in missing)} "
                   f"({'; '.join(COMPONENT_PARAMETERS[comp.kind][m] for m in missing)})")
         _check_fourier_toggles(path, comp)
+        _check_truncation(path, comp)
     return _control(path, base, control, components)
 
 
@@ -284,6 +287,9 @@ def _component_line(path: Path, comp: Component, label: str, line: Line) -> None
         nums = 1
     elif upper[0] == "F" and upper[1:].isdigit():
         _fourier_line(path, comp, label, line, where)
+        return
+    elif upper in ("TI", "TO") or upper[0] == "T" and upper[1:].isdigit():
+        _truncation_line(path, comp, label, line, where)
         return
     elif upper[0] in _HIDDEN and upper[1:].isdigit() or upper in ("TO", "TI"):
         _fail(path, line.number, line.text,
@@ -354,6 +360,87 @@ def _fourier_line(path: Path, comp: Component, label: str, line: Line, where: st
     if not all(math.isfinite(v) for v in values):
         _fail(path, line.number, line.text, f"{where}: {label}) needs finite numbers")
     comp.params[f"F{m}"] = Parameter(f"F{m}", values, fit, line.number)
+
+
+#: The truncation lines galmoss reads, with GALFIT's meaning (galmoss.lp.with_truncation).
+TRUNCATION_LINES = {"T4": "Break radius (99% normal flux) [pixels]", "T5": "Softening length (1% flux) [pixels]"}
+_TRUNCATION_REFUSED = {
+    "T1": "its own centre", "T2": "its own second centre parameter", "T3": "a type-2 break radius (radius-break beginning)",
+    "T6": "an unused slot", "T7": "an unused slot", "T8": "an unused slot", "T9": "its own axis ratio",
+    "T10": "its own position angle",
+}
+
+
+def truncation_kind(comp: Component) -> str | None:
+    """"inner" (``Ti)``), "outer" (``To)``) or None: how a component is truncated."""
+    if "TI" in comp.params:
+        return "inner"
+    if "TO" in comp.params:
+        return "outer"
+    return None
+
+
+def _truncation_line(path: Path, comp: Component, label: str, line: Line, where: str) -> None:
+    """``Ti) N`` / ``To) N``, ``T0) radial``, ``T4) r_break fit``, ``T5) dr_soft fit``: a truncated component.
+
+    galmoss reads the truncation whose T lines are in the truncated component
+    itself (N its own number; the truncation shares its centre, axis ratio and
+    position angle): :func:`galmoss.lp.with_truncation`.
+    """
+    upper = label.upper()
+    tokens = line.fields
+    if comp.kind in FOURIER_REFUSED:
+        _fail(path, line.number, line.text, f"{where}: galmoss truncates elliptical profiles only, not a {comp.kind}",
+              FeedmeUnsupportedError)
+    if upper in comp.params or upper == "T0" and comp.truncation_type is not None:
+        _fail(path, line.number, line.text, f"{where}: {label}) is given twice; keep one line")
+    if upper in ("TI", "TO"):
+        if not tokens:
+            _fail(path, line.number, line.text, f"{where}: {label}) needs the number of the truncating component")
+        number = _int(path, line, tokens[0], f"{label}) component number")
+        if number != comp.index:
+            _fail(path, line.number, line.text,
+                  f"{where}: {label}) {number} truncates it by component {number}; galmoss reads a truncation whose "
+                  f"T lines are in the component itself ({label}) {comp.index} with T0) radial, T4) and T5))",
+                  FeedmeUnsupportedError)
+        comp.params[upper] = Parameter(upper, [float(number)], [False], line.number)
+        return
+    if upper == "T0":
+        kind = tokens[0].lower() if tokens else ""
+        if kind != "radial":
+            _fail(path, line.number, line.text,
+                  f"{where}: truncation type {kind or '(none)'!r}; galmoss has the default radial truncation only "
+                  "(not radial-b, radial2, radial2-b, length or height)", FeedmeUnsupportedError)
+        comp.truncation_type = kind
+        return
+    if upper in TRUNCATION_LINES:
+        if len(tokens) < 2:
+            _fail(path, line.number, line.text, f"{where}: {label}) needs a value and a fit toggle (1 = fit, 0 = fixed)")
+        value = _float(path, line, tokens[0], f"{label})")
+        if not (math.isfinite(value) and value > 0):
+            _fail(path, line.number, line.text, f"{where}: {label}) ({TRUNCATION_LINES[upper]}) must be positive")
+        comp.params[upper] = Parameter(upper, [value], [_toggle(path, line, tokens[1])], line.number)
+        return
+    what = _TRUNCATION_REFUSED.get(upper, "a truncation parameter galmoss does not know")
+    _fail(path, line.number, line.text,
+          f"{where}: {label}) gives the truncation {what}, which galmoss does not have; galmoss's truncation shares "
+          "the component's centre, axis ratio and position angle (T0) radial, T4), T5))", FeedmeUnsupportedError)
+
+
+def _check_truncation(path: Path, comp: Component) -> None:
+    """A truncated component has one of Ti)/To), T4) and T5) (T0) radial optional); T lines need Ti)/To)."""
+    has_t = comp.truncation_type is not None or any(k in comp.params for k in TRUNCATION_LINES)
+    refs = [k for k in ("TI", "TO") if k in comp.params]
+    if not refs and not has_t:
+        return
+    where = f"component {comp.index} ({comp.kind})"
+    if len(refs) == 2:
+        _fail(path, comp.params["TO"].line, "To)", f"{where}: both Ti) and To) name the component's own T lines; "
+              "galmoss reads one truncation per component", FeedmeUnsupportedError)
+    # T0) left out is the default radial truncation
+    missing = ([] if refs else ["Ti) or To)"]) + [f"{k})" for k in ("T4", "T5") if k not in comp.params]
+    if missing:
+        _fail(path, comp.line, f"0) {comp.kind}", f"{where}: a truncation needs {', '.join(missing)}")
 
 
 def _control(path: Path, base: Path, control: dict[str, Line], components: list[Component]) -> Feedme:

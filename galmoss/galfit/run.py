@@ -33,7 +33,8 @@ import numpy as np
 
 from ..flags import Flag, decode
 from .constraints import Constraint, parse_constraints
-from .convert import SLOTS, build_profiles, component_labels, component_name, free_and_fixed, header_key, row_values, starts
+from .convert import (SLOTS, build_profiles, component_labels, component_name, free_and_fixed, header_key, row_values,
+                      starts, truncation_slot)
 from .feedme import Feedme, FeedmeError, parse_feedme
 from .output import fit_log_entry, format_feedme, model_header_cards, restart_path, write_block
 
@@ -443,7 +444,7 @@ def _column(comp, label: str) -> str:
     name = component_name(comp.kind, comp.index)
     if label.startswith("F"):
         return f"{name}_fourier_{'phi' if label.endswith('PA') else 'a'}"
-    return f"{name}_{SLOTS[comp.kind][label]}"
+    return f"{name}_{SLOTS[comp.kind].get(label) or truncation_slot(comp, label)}"
 
 
 def _results_table(feedmes: list[Feedme], rows: list[dict]):

@@ -21,6 +21,7 @@ from .point_source import PointSource
 from .sersic import DeVaucouleurs, Sersic
 from .sky import Sky
 from .special import sersic_b
+from .truncation import with_truncation
 
 __all__ = [
     "DeVaucouleurs",
@@ -42,4 +43,5 @@ __all__ = [
     "registered_profiles",
     "sersic_b",
     "with_fourier",
+    "with_truncation",
 ]
