@@ -26,6 +26,8 @@ C0)        box         default 0, fixed
 F<m>)      fourier_a,  :func:`galmoss.lp.with_fourier`: one vector of amplitudes
            fourier_phi and one of phases (degrees) per component, in the
                        order of m; GALFIT's phase is galmoss's (see below)
+B<m>)      bending_a   :func:`galmoss.lp.with_bending`: one vector of amplitudes
+                       (pixels) per component, in the order of m
 Ti)/To) k  break_in/   :func:`galmoss.lp.with_truncation` (inner / outer): T4)
 T4), T5)   soft_in,... the break radius, T5) the softening length; the
                        truncation's T lines are in component k itself
@@ -73,7 +75,8 @@ from .. import profiles as lp
 from ..params import Parameter
 from ..params.ties import tie
 from .constraints import Constraint
-from .feedme import Component, Feedme, FeedmeError, FeedmeUnsupportedError, fourier_modes, truncation_kind
+from .feedme import (Component, Feedme, FeedmeError, FeedmeUnsupportedError, bending_modes, fourier_modes,
+                     truncation_kind)
 from .profiles import EdgeDiskSB, FerrerSB, KingSB, NukerSB
 
 _GEOMETRY = {"1x": "cen_x", "1y": "cen_y", "9": "axis_r", "10": "pa", "C0": "box"}
@@ -121,6 +124,15 @@ def is_fourier(label: str) -> bool:
     return label.startswith("F")
 
 
+def is_bending(label: str) -> bool:
+    return label.startswith("B")
+
+
+def bending_labels(comp: Component) -> list[str]:
+    """GALFIT's keys of a component's bending modes, ``B<m>``, by m."""
+    return [f"B{m}" for m in bending_modes(comp)]
+
+
 #: GALFIT's truncation lines and the galmoss slot of each (by kind of truncation).
 TRUNCATION_LABELS = ("T4", "T5")
 
@@ -140,12 +152,12 @@ def truncation_labels(comp: Component) -> list[str]:
 
 def header_key(kind: str, label: str) -> str:
     """GALFIT's header key (without the ``k_``) of parameter ``label`` of a ``kind`` component."""
-    return label if is_fourier(label) or label in TRUNCATION_LABELS else HEADER_KEYS[SLOTS[kind][label]]
+    return label if is_fourier(label) or is_bending(label) or label in TRUNCATION_LABELS else HEADER_KEYS[SLOTS[kind][label]]
 
 
 def component_labels(comp: Component) -> list[str]:
-    """Every parameter label of a component in GALFIT's order, Fourier modes, then truncation, last."""
-    return ordered_labels(comp.kind) + fourier_labels(comp) + truncation_labels(comp)
+    """Every parameter label of a component in GALFIT's order; Fourier modes, bending modes, truncation last."""
+    return ordered_labels(comp.kind) + fourier_labels(comp) + bending_labels(comp) + truncation_labels(comp)
 
 
 def truncation_lines(comp: Component, values, free) -> list[str]:
@@ -187,6 +199,10 @@ def row_values(rec, comp: Component, origin: tuple[int, int], errors: bool = Fal
         col = f"{name}_{truncation_slot(comp, label)}{tail}"
         if col in names:
             out[label] = float(rec[col])
+    col = f"{name}_bending_a{tail}"
+    if bending_modes(comp) and col in names:
+        vec = np.asarray(rec[col], dtype=np.float64).reshape(-1)
+        out.update({f"B{m}": float(v) for m, v in zip(bending_modes(comp), vec)})
     modes = fourier_modes(comp)
     for slot, suffix in (("fourier_a", ""), ("fourier_phi", "PA")):
         col = f"{name}_{slot}{tail}"
@@ -231,7 +247,7 @@ def starts(feedme: Feedme) -> dict[tuple[int, str], tuple[float, bool, bool]]:
                     default = _GEOMETRY_DEFAULTS.get(label)
             if default is not None:
                 out[(comp.index, label)] = (default, False, False)
-        for label in truncation_labels(comp):
+        for label in truncation_labels(comp) + bending_labels(comp):
             prm = comp.params[label]
             out[(comp.index, label)] = (prm.values[0], prm.fit[0], True)
         for m in fourier_modes(comp):
@@ -283,7 +299,7 @@ def build_profiles(
     params: dict[tuple[int, str], Parameter] = {}
     for key, (_, fit, _) in table[0].items():
         comp_index, label = key
-        if is_fourier(label):
+        if is_fourier(label) or is_bending(label):
             continue  # vectors, one per component: below
         kind = first.components[comp_index - 1].kind
         if values is not None and key in values:
@@ -313,10 +329,37 @@ def build_profiles(
         kind = truncation_kind(comp)
         if kind is not None:
             profile = lp.with_truncation(profile, **{kind: tuple(params[(comp.index, lab)] for lab in TRUNCATION_LABELS)})
+        if bending_modes(comp):
+            profile = _with_bending(profile, comp, table, values)
         if fourier_modes(comp):
             profile = _with_fourier(profile, comp, table, values)
         out[component_name(comp.kind, comp.index)] = profile
     return out
+
+
+def _with_bending(profile, comp: Component, table, values) -> object:
+    """``profile`` with the component's ``B<m>)`` modes: one vector of amplitudes (pixels)."""
+    keys = [(comp.index, lab) for lab in bending_labels(comp)]
+    if values is not None and all(key in values for key in keys):
+        vals = np.stack([np.asarray(values[key], dtype=np.float64).reshape(-1) for key in keys], axis=1)
+        fit = False
+    else:
+        vals = np.array([[t[key][0] for key in keys] for t in table], dtype=np.float64)
+        fit = bool(table[0][keys[0]][1]) and values is None  # one toggle per vector (feedme.py refuses a mix)
+    amplitudes = Parameter(vals[0] if vals.shape[0] == 1 else vals, fit=fit, dim="2d")
+    try:
+        return lp.with_bending(profile, bending_modes(comp), amplitudes)
+    except (TypeError, ValueError) as exc:
+        raise FeedmeError(f"component {comp.index} ({comp.kind}) with bending modes {bending_modes(comp)}: {exc}") from None
+
+
+def bending_lines(comp: Component, values, free) -> list[str]:
+    """The feedme lines ``B<m>) amplitude fit`` of a component at ``values``."""
+    from .output import galfit_number
+
+    k = comp.index
+    return [f"{lab}) {galfit_number(values[(k, lab)]):<14s} {int(free.get((k, lab), False))}".ljust(27)
+            + f" #  Bending mode {lab[1:]} amplitude [pixels]" for lab in bending_labels(comp) if (k, lab) in values]
 
 
 def _phase_from_galfit(phi: np.ndarray) -> np.ndarray:

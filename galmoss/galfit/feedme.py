@@ -4,7 +4,9 @@ A feedme has control lines ``A)`` to ``W)`` and then components, each opened by
 ``0) <type>`` and made of numbered parameter lines ``1) x y fit_x fit_y``,
 ``3) value fit``, ..., the hidden ``C0) value fit`` (boxiness), the hidden
 azimuthal Fourier modes ``F<m>) amplitude phase fit_a fit_phi`` (m >= 1; any
-component but psf and sky) and ``Z) 0|1`` (skip in the output image). Everything after ``#`` is a comment; blank lines
+component but psf, sky and edgedisk), bending modes ``B<m>) amplitude fit``, a
+truncation (``Ti)``/``To)`` with ``T0) T4) T5)`` in the same block) and ``Z) 0|1``
+(skip in the output image). Everything after ``#`` is a comment; blank lines
 and separator lines (``=====``, ``-----``) are ignored; fields may be separated
 by tabs. The "Object number" and "Component number" headers of different
 GALFIT versions are comments.
@@ -224,7 +226,7 @@ def parse_feedme(path: str | os.PathLike, *, base: str | os.PathLike | None = No
         B), an E) that is not a positive integer, a component lacking a
         parameter it needs (each naming the file, the line and its text).
     FeedmeUnsupportedError
-        A hidden parameter (bending Bn, rotation Rn, a truncation other
+        A hidden parameter (rotation Rn, a truncation other
         than radial with the component's own geometry) that galmoss does
         not have; Fourier lines
         ``F<m>)`` whose amplitude (or phase) toggles differ within a component.
@@ -270,6 +272,7 @@ def parse_feedme(path: str | os.PathLike, *, base: str | os.PathLike | None = No
                   f"({'; '.join(COMPONENT_PARAMETERS[comp.kind][m] for m in missing)})")
         _check_fourier_toggles(path, comp)
         _check_truncation(path, comp)
+        _check_bending_toggles(path, comp)
     return _control(path, base, control, components)
 
 
@@ -287,6 +290,9 @@ def _component_line(path: Path, comp: Component, label: str, line: Line) -> None
         nums = 1
     elif upper[0] == "F" and upper[1:].isdigit():
         _fourier_line(path, comp, label, line, where)
+        return
+    elif upper[0] == "B" and upper[1:].isdigit():
+        _bending_line(path, comp, label, line, where)
         return
     elif upper in ("TI", "TO") or upper[0] == "T" and upper[1:].isdigit():
         _truncation_line(path, comp, label, line, where)
@@ -360,6 +366,44 @@ def _fourier_line(path: Path, comp: Component, label: str, line: Line, where: st
     if not all(math.isfinite(v) for v in values):
         _fail(path, line.number, line.text, f"{where}: {label}) needs finite numbers")
     comp.params[f"F{m}"] = Parameter(f"F{m}", values, fit, line.number)
+
+
+def bending_modes(comp: Component) -> list[int]:
+    """The bending mode numbers m a component's ``B<m>)`` lines give, ascending."""
+    return sorted(int(k[1:]) for k in comp.params if k[0] == "B" and k[1:].isdigit())
+
+
+def _bending_line(path: Path, comp: Component, label: str, line: Line, where: str) -> None:
+    """``B<m>) amplitude fit``: bending mode m (galmoss.lp.with_bending), amplitude in pixels."""
+    upper = label.upper()
+    if comp.kind in FOURIER_REFUSED:
+        _fail(path, line.number, line.text, f"{where}: a {comp.kind} component has no bending modes ({label}) is for "
+              f"elliptical profiles: {', '.join(k for k in COMPONENT_PARAMETERS if k not in FOURIER_REFUSED)})")
+    m = int(upper[1:])
+    if m < 1:
+        _fail(path, line.number, line.text, f"{where}: bending mode numbers start at 1 (B1 shear, B2 banana, B3 S-shape)")
+    if upper in comp.params:
+        _fail(path, line.number, line.text, f"{where}: bending mode {m} is given twice (first on line "
+              f"{comp.params[upper].line}); keep one line")
+    tokens = line.fields
+    if len(tokens) < 2:
+        _fail(path, line.number, line.text, f"{where}: {label}) needs an amplitude [pixels] and a fit toggle (1 = fit, 0 = fixed)")
+    value = _float(path, line, tokens[0], f"{label}) amplitude")
+    if not math.isfinite(value):
+        _fail(path, line.number, line.text, f"{where}: {label}) needs a finite amplitude")
+    comp.params[f"B{m}"] = Parameter(f"B{m}", [value], [_toggle(path, line, tokens[1])], line.number)
+
+
+def _check_bending_toggles(path: Path, comp: Component) -> None:
+    """All bending amplitudes of a component free or all fixed (one vector parameter)."""
+    lines = [comp.params[f"B{m}"] for m in bending_modes(comp)]
+    if len({prm.fit[0] for prm in lines}) > 1:
+        first = lines[0]
+        odd = next(prm for prm in lines if prm.fit[0] != first.fit[0])
+        _fail(path, odd.line, f"{odd.label}) ... {int(odd.fit[0])}",
+              f"component {comp.index} ({comp.kind}): {odd.label}) is {'free' if odd.fit[0] else 'fixed'} but "
+              f"{first.label}) (line {first.line}) is {'free' if first.fit[0] else 'fixed'}; galmoss fits a component's "
+              "bending amplitudes as one vector, all free or all fixed", FeedmeUnsupportedError)
 
 
 #: The truncation lines galmoss reads, with GALFIT's meaning (galmoss.lp.with_truncation).

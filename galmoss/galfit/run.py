@@ -444,6 +444,8 @@ def _column(comp, label: str) -> str:
     name = component_name(comp.kind, comp.index)
     if label.startswith("F"):
         return f"{name}_fourier_{'phi' if label.endswith('PA') else 'a'}"
+    if label.startswith("B"):
+        return f"{name}_bending_a"
     return f"{name}_{SLOTS[comp.kind].get(label) or truncation_slot(comp, label)}"
 
 

@@ -20,6 +20,7 @@ from .pixel_map import PixelMap
 from .point_source import PointSource
 from .sersic import DeVaucouleurs, Sersic
 from .sky import Sky
+from .bending import with_bending
 from .special import sersic_b
 from .truncation import with_truncation
 
@@ -42,6 +43,7 @@ __all__ = [
     "profile_class",
     "registered_profiles",
     "sersic_b",
+    "with_bending",
     "with_fourier",
     "with_truncation",
 ]

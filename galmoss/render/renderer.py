@@ -466,7 +466,8 @@ class _Geometry:
 
 
 def box_is_zero(profile: EllipticalProfile) -> bool:
-    if getattr(profile, "fourier_modes", None):  # Fourier modes perturb the radius as a box does
+    # Fourier and bending modes perturb the radius as a box does
+    if getattr(profile, "fourier_modes", None) or getattr(profile, "bending_modes", None):
         return False
     box = getattr(profile, "box", None)
     return isinstance(box, Parameter) and not box.fit and bool((box.initial == 0).all())
