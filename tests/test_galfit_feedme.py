@@ -291,7 +291,8 @@ def test_constraint_file_forms(tmp_path):
     [
         ("4 n 1 to 2", r"line 1 .*the feedme has no component 4", FeedmeError),
         ("2 n 1 to 2", r"component 2 is a expdisk, which has no parameter 'n'", FeedmeError),
-        ("1 gamma 1 to 2", r"'gamma' belongs to a profile feature galmoss does not have", FeedmeUnsupportedError),
+        ("1 gamma 1 to 2", r"component 1 is a sersic, which has no parameter 'gamma'", FeedmeError),
+        ("1 r3 1 to 2", r"'r3' belongs to a profile feature galmoss does not have", FeedmeUnsupportedError),
         ("1 wobble 1 to 2", r"unknown parameter name 'wobble'", FeedmeError),
         ("1_2 x sideways", r"must end in 'offset' or 'ratio'", FeedmeError),
         ("1 re factor 2", r"galmoss reads 'lo to hi'", FeedmeUnsupportedError),

@@ -473,3 +473,12 @@ def test_bent_mock_fitted_back_and_written_in_galfit_s_lines(tmp_path):
     assert float(header["1_B2"].split()[0]) == pytest.approx(row["1_B2"], abs=1e-4)
     comp = parse_feedme(row["restart"]).components[0]
     assert comp.params["B3"].values[0] == pytest.approx(row["1_B3"], abs=1e-4) and comp.params["B3"].fit == [True]
+
+
+def test_constraints_name_the_nuker_s_slopes(tmp_path):
+    """GALFIT's constraint names alpha, beta, gamma are the nuker's 5), 6), 7)."""
+    from galmoss.galfit import parse_constraints
+
+    (tmp_path / "c.txt").write_text("1 gamma 0 1.5\n1 beta 1.5 4\n1 alpha 0.5 5\n")
+    comps = parse_feedme(_feedme(tmp_path, _nuker_body())).components
+    assert [c.label for c in parse_constraints(tmp_path / "c.txt", comps)] == ["7", "6", "5"]
