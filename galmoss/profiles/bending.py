@@ -47,8 +47,33 @@ def _scale_slot(cls: type) -> str | None:
     return None
 
 
+def _rebuild(base: type, state: dict):
+    """Unpickle a bent profile: its class is made again from the base class (it lives in no module)."""
+    out = object.__new__(_bent_class(base))
+    out.__dict__.update(state)
+    return out
+
+
+def _bent_class(base: type) -> type:
+    """The subclass of ``base`` with bending modes, made once."""
+    cls = _CLASSES.get(base)
+    if cls is None:
+        specs = dict(base.parameter_specs)
+        specs["bending_a"] = ParamSpec(Role.REAL, description="bending mode amplitudes a_m, pixels (vector, one per mode)")
+        cls = type(f"Bent{base.__name__}", (_Bending, base), {
+            "parameter_specs": specs,
+            "profile_name": f"_bent_{base.__name__.lower()}",  # built by with_bending, not by name
+            "__module__": __name__,
+        })
+        _CLASSES[base] = cls
+    return cls
+
+
 class _Bending:
     """Mixin: the minor-axis coordinate of an elliptical profile bent by a polynomial of the major-axis one."""
+
+    def __reduce__(self):
+        return _rebuild, (type(self).__bases__[1], dict(self.__dict__))
 
     bending_modes: tuple[int, ...] = ()
     bending_scale: str = "eff_r"
@@ -117,18 +142,7 @@ def with_bending(profile: EllipticalProfile, modes: Sequence[int], amplitudes: P
         raise ValueError(f"with_bending(modes={modes!r}): each mode number may appear only once")
     if amplitudes is not None and not isinstance(amplitudes, Parameter):
         raise TypeError(f"with_bending(amplitudes={amplitudes!r}): give gm.p(values, dim='2d') with one value per mode")
-    base = type(profile)
-    cls = _CLASSES.get(base)
-    if cls is None:
-        specs = dict(base.parameter_specs)
-        specs["bending_a"] = ParamSpec(Role.REAL, description="bending mode amplitudes a_m, pixels (vector, one per mode)")
-        cls = type(f"Bent{base.__name__}", (_Bending, base), {
-            "parameter_specs": specs,
-            "profile_name": f"_bent_{base.__name__.lower()}",  # built by with_bending, not by name
-            "__module__": __name__,
-        })
-        _CLASSES[base] = cls
-    out = object.__new__(cls)
+    out = object.__new__(_bent_class(type(profile)))
     out.__dict__.update(profile.__dict__)
     out.bending_modes = modes
     out.bending_scale = scale

@@ -43,10 +43,20 @@ def truncation_factor(r: Tensor, r_break: Tensor, soft: Tensor, kind: str) -> Te
     return 0.5 * (1.0 + torch.tanh((2.0 - b) * r / r_break + b))
 
 
+def _rebuild(base: type, kinds: tuple[str, ...], state: dict):
+    """Unpickle a truncated profile: its class is made again from the base class (it lives in no module)."""
+    out = object.__new__(_truncated_class(base, kinds))
+    out.__dict__.update(state)
+    return out
+
+
 class _Truncated:
     """Mixin: the brightness of an elliptical profile times the truncation functions."""
 
     truncations: tuple[str, ...] = ()
+
+    def __reduce__(self):
+        return _rebuild, (type(self).__bases__[1], self.truncations, dict(self.__dict__))
 
     def radial(self, r: Tensor, v) -> Tensor:
         out = super().radial(r, v)  # type: ignore[misc]
@@ -54,6 +64,26 @@ class _Truncated:
             brk, soft = SLOTS[kind]
             out = out * truncation_factor(r, v[brk], v[soft], kind)
         return out
+
+
+def _truncated_class(base: type, kinds: tuple[str, ...]) -> type:
+    """The subclass of ``base`` truncated by ``kinds``, made once."""
+    cls = _CLASSES.get((base, kinds))
+    if cls is None:
+        specs = dict(base.parameter_specs)
+        for kind in kinds:
+            brk, soft = SLOTS[kind]
+            specs[brk] = ParamSpec(Role.LENGTH, domain=(0.0, math.inf),
+                                   description=f"{kind} truncation break radius (99 % of the untruncated brightness)")
+            specs[soft] = ParamSpec(Role.LENGTH, domain=(0.0, math.inf),
+                                    description=f"{kind} truncation softening length (1 % at break -+ softening)")
+        cls = type(f"Truncated{base.__name__}", (_Truncated, base), {
+            "parameter_specs": specs,
+            "profile_name": f"_truncated_{'_'.join(kinds)}_{base.__name__.lower()}",  # built by with_truncation
+            "__module__": __name__,
+        })
+        _CLASSES[(base, kinds)] = cls
+    return cls
 
 
 def with_truncation(
@@ -107,22 +137,7 @@ def with_truncation(
     already = getattr(profile, "truncations", ())
     if already:
         raise ValueError(f"with_truncation: the profile is already truncated ({', '.join(already)}); give both at once")
-    cls = _CLASSES.get((base, kinds))
-    if cls is None:
-        specs = dict(base.parameter_specs)
-        for kind in kinds:
-            brk, soft = SLOTS[kind]
-            specs[brk] = ParamSpec(Role.LENGTH, domain=(0.0, math.inf),
-                                   description=f"{kind} truncation break radius (99 % of the untruncated brightness)")
-            specs[soft] = ParamSpec(Role.LENGTH, domain=(0.0, math.inf),
-                                    description=f"{kind} truncation softening length (1 % at break -+ softening)")
-        cls = type(f"Truncated{base.__name__}", (_Truncated, base), {
-            "parameter_specs": specs,
-            "profile_name": f"_truncated_{'_'.join(kinds)}_{base.__name__.lower()}",  # built by with_truncation
-            "__module__": __name__,
-        })
-        _CLASSES[(base, kinds)] = cls
-    out = object.__new__(cls)
+    out = object.__new__(_truncated_class(base, kinds))
     out.__dict__.update(profile.__dict__)
     out.truncations = kinds
     for kind, (brk, soft) in given.items():
