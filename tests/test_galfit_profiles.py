@@ -482,3 +482,25 @@ def test_constraints_name_the_nuker_s_slopes(tmp_path):
     (tmp_path / "c.txt").write_text("1 gamma 0 1.5\n1 beta 1.5 4\n1 alpha 0.5 5\n")
     comps = parse_feedme(_feedme(tmp_path, _nuker_body())).components
     assert [c.label for c in parse_constraints(tmp_path / "c.txt", comps)] == ["7", "6", "5"]
+
+
+def test_reported_bending_follows_a_half_turned_major_axis():
+    """PA + 180 is the same ellipse with x' -> -x', y' -> -y': the same image needs the even modes' sign flipped,
+    and the reported amplitudes (PA wrapped to (-90, 90]) draw the image that was fitted."""
+    from galmoss.model import Model
+
+    s = gm.lp.Sersic(cen_x=gm.p(24.3), cen_y=gm.p(23.6), pa=gm.p(150.0), axis_r=gm.p(0.45), eff_r=gm.p(5.0),
+                     mag=gm.p(14.0, M0=ZP), ser_n=gm.p(1.0))
+    bent = gm.lp.with_bending(s, (2, 3), gm.p([1.2, -0.7], dim="2d"))
+    model = Model({"g": bent})
+    start = model.start_values(np.arange(1))
+    theta = model.theta_from_values(start, torch.float64, "cpu")
+    rep = {k: float(v[0]) for k, v in model.report(model.values(theta, model.fixed_tensors(start, torch.float64, "cpu"))).items()}
+    assert rep["g_pa"] == pytest.approx(-30.0)
+    assert [rep["g_bending_a_1"], rep["g_bending_a_2"]] == pytest.approx([-1.2, -0.7])
+    turned = gm.lp.with_bending(
+        gm.lp.Sersic(cen_x=gm.p(24.3), cen_y=gm.p(23.6), pa=gm.p(-30.0), axis_r=gm.p(0.45), eff_r=gm.p(5.0),
+                     mag=gm.p(14.0, M0=ZP), ser_n=gm.p(1.0)), (2, 3), gm.p([-1.2, -0.7], dim="2d"))
+    one = gm.render({"g": bent}, (H, H), dtype=torch.float64)[0]
+    two = gm.render({"g": turned}, (H, H), dtype=torch.float64)[0]
+    assert float((one - two).abs().max()) < 1e-9 * float(one.max())

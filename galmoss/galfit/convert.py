@@ -337,6 +337,15 @@ def build_profiles(
     return out
 
 
+def _axis_ratio_below_one(profile) -> None:
+    """A constraint "q lo to 1" becomes "lo to 1 - 1e-6": Fourier-moded and bent ellipses are fitted with q < 1."""
+    q = getattr(profile, "axis_r", None)
+    if type(q) is Parameter and q.value_range is not None and q.value_range[1] is not None and q.value_range[1] >= 1.0:
+        lo, hi = q.value_range[0], 1.0 - 1e-6
+        start = np.clip(q.initial, lo, hi)
+        profile.axis_r = Parameter(start if start.size > 1 else start[0], value_range=(lo, hi), fit=q.fit)
+
+
 def _with_bending(profile, comp: Component, table, values) -> object:
     """``profile`` with the component's ``B<m>)`` modes: one vector of amplitudes (pixels)."""
     keys = [(comp.index, lab) for lab in bending_labels(comp)]
@@ -347,6 +356,7 @@ def _with_bending(profile, comp: Component, table, values) -> object:
         vals = np.array([[t[key][0] for key in keys] for t in table], dtype=np.float64)
         fit = bool(table[0][keys[0]][1]) and values is None  # one toggle per vector (feedme.py refuses a mix)
     amplitudes = Parameter(vals[0] if vals.shape[0] == 1 else vals, fit=fit, dim="2d")
+    _axis_ratio_below_one(profile)
     try:
         return lp.with_bending(profile, bending_modes(comp), amplitudes)
     except (TypeError, ValueError) as exc:
@@ -390,12 +400,7 @@ def _with_fourier(profile, comp: Component, table, values) -> object:
         if suffix == "PA":
             vals = _phase_from_galfit(vals)
         vectors.append(Parameter(vals[0] if vals.shape[0] == 1 else vals, fit=fit, dim="2d"))
-    q = getattr(profile, "axis_r", None)
-    if type(q) is Parameter and q.value_range is not None and q.value_range[1] is not None and q.value_range[1] >= 1.0:
-        # a constraint "q lo to 1": a Fourier-moded ellipse is fitted with q < 1 (with_fourier)
-        lo, hi = q.value_range[0], 1.0 - 1e-6
-        start = np.clip(q.initial, lo, hi)
-        profile.axis_r = Parameter(start if start.size > 1 else start[0], value_range=(lo, hi), fit=q.fit)
+    _axis_ratio_below_one(profile)
     try:
         return lp.with_fourier(profile, modes, *vectors)
     except ValueError as exc:

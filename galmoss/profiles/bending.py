@@ -20,6 +20,7 @@ unbent difference as supersampled pixel means, as for boxy isophotes.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import torch
@@ -59,6 +60,8 @@ def _bent_class(base: type) -> type:
     cls = _CLASSES.get(base)
     if cls is None:
         specs = dict(base.parameter_specs)
+        # fitted with q < 1, as Fourier modes: a quarter turn of the ellipse would change the modes' meaning
+        specs["axis_r"] = dataclasses.replace(specs["axis_r"], fit_bounds=(1e-3, 1.0 - 1e-6))
         specs["bending_a"] = ParamSpec(Role.REAL, description="bending mode amplitudes a_m, pixels (vector, one per mode)")
         cls = type(f"Bent{base.__name__}", (_Bending, base), {
             "parameter_specs": specs,
@@ -74,6 +77,21 @@ class _Bending:
 
     def __reduce__(self):
         return _rebuild, (type(self).__bases__[1], dict(self.__dict__))
+
+    def canonical_vectors(self, v: dict[str, Tensor], scalars, turn: Tensor | None = None) -> dict[str, Tensor]:
+        """Reported amplitudes: a half turn of the major axis (x' -> -x', y' -> -y') flips the even modes' sign.
+
+        ``turn`` (B,): degrees the reported PA differs from the fitted one (whole
+        half turns: the axis ratio is fitted below 1).
+        """
+        v = dict(super().canonical_vectors(v, scalars, turn=turn))  # type: ignore[misc]
+        if turn is not None:
+            a = v["bending_a"]
+            odd_turns = torch.remainder(torch.round(turn.reshape(-1, 1).to(a.dtype) / 180.0), 2.0) == 1.0
+            m = _mode_numbers(self.bending_modes, a.dtype, a.device)
+            even = torch.remainder(m, 2.0) == 0.0
+            v["bending_a"] = torch.where(odd_turns & even, -a, a)
+        return v
 
     bending_modes: tuple[int, ...] = ()
     bending_scale: str = "eff_r"
@@ -127,7 +145,9 @@ def with_bending(profile: EllipticalProfile, modes: Sequence[int], amplitudes: P
     TypeError
         ``profile`` is not elliptical or has no size slot; ``amplitudes`` is not ``gm.p``.
     ValueError
-        A mode number below 1, repeated, or not an integer.
+        A mode number below 1, repeated, or not an integer; an ``axis_r`` whose
+        ``value_range`` reaches 1 (a bent profile is fitted with q < 1, since
+        a quarter turn of the ellipse would change the modes' meaning).
     """
     if not isinstance(profile, EllipticalProfile):
         raise TypeError(f"with_bending: {type(profile).__name__} is not an elliptical profile")
@@ -142,6 +162,12 @@ def with_bending(profile: EllipticalProfile, modes: Sequence[int], amplitudes: P
         raise ValueError(f"with_bending(modes={modes!r}): each mode number may appear only once")
     if amplitudes is not None and not isinstance(amplitudes, Parameter):
         raise TypeError(f"with_bending(amplitudes={amplitudes!r}): give gm.p(values, dim='2d') with one value per mode")
+    q = profile.axis_r
+    if isinstance(q, Parameter) and q.value_range is not None and (q.value_range[1] is None or q.value_range[1] >= 1.0):
+        raise ValueError(
+            f"with_bending: axis_r has value_range={q.value_range}; a bent profile is fitted with q < 1 "
+            "(give an upper end below 1, e.g. 0.999)"
+        )
     out = object.__new__(_bent_class(type(profile)))
     out.__dict__.update(profile.__dict__)
     out.bending_modes = modes
