@@ -356,7 +356,7 @@ def test_truncated_feedme_image_and_flux_are_galfit_s_formula(tmp_path, kind):
     truth = means(24)
     truth[20:26, 20:26] = means(120, 21.0, 26.0)
     err = np.abs(image - truth).max() / truth.max()
-    assert err < 5e-4, err
+    assert err < 5e-4, err  # measured 2.4e-5 (outer), 1.4e-4 (inner)
     # all the light of the outer truncation is inside the image: its sum is the radial integral
     if kind == "To":
         flux, _ = quad(lambda r: sb(r) * r, 0.0, 60.0, epsrel=1e-11, limit=200)
@@ -436,7 +436,7 @@ def test_bent_feedme_image_is_galfit_s_formula_and_keeps_its_flux(tmp_path):
     truth = _pixel_means(_galfit_bent_sb(24), 24)
     truth[20:26, 20:26] = _pixel_means(_galfit_bent_sb(120, lo=21.0, hi=26.0), 120)
     err = np.abs(image - truth).max() / truth.max()
-    assert err < 1e-3, err
+    assert err < 5e-4, err  # measured 1.0e-4
     # y -> y + f(x) has unit Jacobian: a compact bent galaxy's light is the Sersic's total (scipy)
     t = {**BENT, "re": 2.0, "n": 0.8, "b": {2: 0.4, 3: -0.1}}
     small = _bent_body(t, fit=0)
