@@ -450,7 +450,8 @@ def test_bent_profile_keeps_the_contract():
     """Odd modes only: an even mode (a banana) is not symmetric under a half turn of the PA, as in GALFIT."""
     s = gm.lp.Sersic(cen_x=gm.p([12.3, 13.0]), cen_y=gm.p([12.8, 11.9]), pa=gm.p([30.0, -60.0]), axis_r=gm.p([0.4, 0.5]),
                      eff_r=gm.p([3.0, 2.0]), mag=gm.p([16.0, 17.0], M0=22.5), ser_n=gm.p([1.0, 2.0]))
-    check_profile(gm.lp.with_bending(s, (1, 3), gm.p(np.array([[0.5, 0.8], [-0.3, 0.4]]))), shape=(24, 24), name="bent")
+    check_profile(gm.lp.with_bending(s, (1, 3), gm.p(np.array([[0.5, 0.8], [-0.3, 0.4]]))), shape=(24, 24), psf=_psf(),
+                  name="bent")
 
 
 def test_bent_mock_fitted_back_and_written_in_galfit_s_lines(tmp_path):
