@@ -14,7 +14,10 @@ How each kind of component is drawn:
 * :class:`~galmoss.profiles.point_source.PointSource` -- a delta function, i.e. a
   phase ramp in Fourier space (the PSF shifted by band-limited interpolation);
 * any other :class:`~galmoss.profiles.base.LightProfile` -- sampled at pixel
-  centres through its ``image_via_grid_from``.
+  centres through its ``image_via_grid_from``, or, for a profile that sets
+  ``pixel_integrated = True`` (:class:`~galmoss.lp.EdgeDisk`), taken as pixel
+  means: as they are without a PSF, divided by the pixel response in the band
+  before the PSF (which holds the pixel) with one.
 
 Components with ``psf=True`` are convolved with the PSF (which already holds
 the pixel response). Without a PSF, or for an elliptical component with
@@ -411,6 +414,14 @@ class Renderer:
             return with_psf, smooth, spectrum, None
         if isinstance(profile, PointSource):
             return with_psf, None, self._point(profile, v), None
+        if getattr(profile, "pixel_integrated", False):
+            # pixel means: without a PSF the model itself; with one (which holds the
+            # pixel already) divided by the pixel response in the band, as boxy isophotes
+            if not with_psf:
+                image = profile.image_via_grid_from(self.cutout_grid, mode)
+                return with_psf, None, None, torch.broadcast_to(image, (batch,) + self.shape)
+            image = torch.broadcast_to(profile.image_via_grid_from(self.extended_grid, mode), (batch, he, we))
+            return with_psf, None, torch.fft.rfft2(image * self.taper, s=self.layout.fft_shape) / self.pixel_hat, None
         if profile.psf:
             image = profile.image_via_grid_from(self.extended_grid, mode)
             return with_psf, torch.broadcast_to(image, (batch, he, we)) * self.taper, None, None
@@ -461,7 +472,8 @@ class _Geometry:
 
 
 def box_is_zero(profile: EllipticalProfile) -> bool:
-    if getattr(profile, "fourier_modes", None):  # Fourier modes perturb the radius as a box does
+    # Fourier and bending modes perturb the radius as a box does
+    if getattr(profile, "fourier_modes", None) or getattr(profile, "bending_modes", None):
         return False
     box = getattr(profile, "box", None)
     return isinstance(box, Parameter) and not box.fit and bool((box.initial == 0).all())
@@ -516,7 +528,8 @@ class OversampledRenderer(Renderer):
             for slot, prm in profile.parameters().items():
                 if isinstance(profile, Sky):
                     kind = "sky" if slot == "sky_bg" else "gradient"
-                elif isinstance(profile, (EllipticalProfile, PointSource)):
+                elif isinstance(profile, (EllipticalProfile, PointSource)) or hook is not None:
+                    # a profile with for_finer_grid has its slots moved by their roles
                     role = profile.spec(slot).role
                     kind = {Role.POSITION: "position", Role.LENGTH: "length"}.get(role, "same")
                 else:
