@@ -33,3 +33,7 @@ class OutputError(GalmossError, OSError):
 
 class FlagError(GalmossError, ValueError):
     """A flag name or flag value that the registry in :mod:`galmoss.flags` does not define."""
+
+
+class ProfileOutputError(GalmossError, ValueError):
+    """A profile's image does not have the batch's shape, or a profile cannot be built (a user profile's bug)."""

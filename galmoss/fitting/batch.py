@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..errors import GalmossError
+from ..errors import GalmossError, ProfileOutputError
 from ..flags import Flag
 from ..model import Model
 from ..params import Role
@@ -38,10 +38,6 @@ log = logging.getLogger("galmoss")
 Tensor = torch.Tensor
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-
-class ProfileOutputError(GalmossError, ValueError):
-    """A profile's image does not have the batch's shape (a user profile's bug)."""
 
 
 class FitMemoryError(GalmossError, MemoryError):
@@ -472,11 +468,19 @@ def check_model_output(model: Model, batch: Batch, settings: FitSettings) -> Non
     failure = None
     with torch.no_grad():
         values = model.values(theta0, objective.fixed)
+        try:  # together first: a profile that drops the galaxy axis only shows with B > 1
+            objective.renderer(model.profiles, values, components=True)
+        except ProfileOutputError:
+            raise
+        except Exception:  # noqa: BLE001 - which galaxy cannot be drawn is judged one by one below
+            pass
         for i in range(len(tried)):
             index = torch.tensor([i], dtype=torch.long, device=settings.torch_device)
             one = {k: v[index] for k, v in values.items()}
             try:
                 _, parts = objective.renderer(model.profiles, one, index=index, components=True)
+            except ProfileOutputError:
+                raise
             except Exception as exc:  # noqa: BLE001 - judged below: systematic or this galaxy's
                 failure = failure or exc
                 continue
