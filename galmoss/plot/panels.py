@@ -337,7 +337,7 @@ def _text_lines(row: Mapping[str, Any], params: list[str], units: Mapping[str, s
             names = ["(bits this galmoss does not define)"]
         lines.append(f"flag {int(flag)}: {', '.join(names) or 'none'}")
     if row.get("status") is not None:
-        lines.append(f"status {_files.decode_status(int(row['status']))}")
+        lines += textwrap.wrap(f"status {_files.decode_status(int(row['status']))}", 56)
     message = row.get("message")
     message = message.strip() if isinstance(message, str) else ""
     if message and message != "--":
