@@ -15,11 +15,14 @@ One cutout at a time (photutils segments one image at a time):
    none is given); when no segment lies there, the brightest segment whose
    nearest pixel lies within ``search_radius`` of it (flag
    ``segment_fallback``); no segment there at all: flag ``no_source``;
-4. the mask: every other segment, grown by ``grow`` times its equivalent
+4. pieces of the target: a segment deblended off the target's own light (a
+   knot or an arm of a large disk, :func:`part_of_target`) joins the target's
+   segment and is neither masked nor fitted;
+5. the mask: every other segment, grown by ``grow`` times its equivalent
    radius sqrt(area / pi) (at least 1 px, at most ``max_grow``), never onto the
    target's own segment; combined with the weight given (pixels already at
    weight 0 stay there);
-5. the sky and its sigma from sky pixels only: every segment, the target's
+6. the sky and its sigma from sky pixels only: every segment, the target's
    included, grown by ``sky_grow`` times its equivalent radius plus 3 px, is
    left out; the sky is the sigma-clipped median, the sigma the clipped
    standard deviation with the clipping's own bias divided out
@@ -42,8 +45,8 @@ import numpy as np
 
 from ..flags import Flag
 
-__all__ = ["AutoMaskResult", "auto_mask", "clipped_sigma", "photutils_or_raise", "psf_half_light_radius",
-           "select_neighbours"]
+__all__ = ["AutoMaskResult", "auto_mask", "clipped_sigma", "part_of_target", "photutils_or_raise",
+           "psf_half_light_radius", "select_neighbours"]
 
 
 def photutils_or_raise():
@@ -95,7 +98,12 @@ class AutoMaskResult:
     neighbours
         One dict per other segment: ``label``, ``x``, ``y`` (1-based), ``flux``,
         ``area``, ``eff_r``, ``axis_r``, ``pa``, ``distance`` (px from the
-        target's centre), ``flux_ratio`` (to the target's segment flux).
+        target's centre), ``ellipse_distance`` (px along the target's major axis,
+        on its ellipse), ``flux_ratio`` (to the target's segment flux),
+        ``same_island`` (detected in one source with the target, split off by
+        deblending) and ``peak_contrast`` (its peak over its border with the
+        target). Segments that are pieces of the target (:func:`part_of_target`)
+        are merged into it and not listed.
     fitted
         The neighbours left unmasked to be fitted with their own component
         (``neighbours="fit"``; :func:`select_neighbours`), each with ``kind``.
@@ -434,10 +442,6 @@ def _describe(data, labels_img, others, target_label, used, convolved, island, o
         row["flux_ratio"] = row["flux"] / props["flux"] if props["flux"] > 0 else float("inf")
         row["same_island"] = bool(own_island and np.any(island[segment] == own_island))
         row["peak_contrast"] = _peak_contrast(convolved, segment, touching)
-        light = np.clip(convolved[segment], 0.0, None)
-        row["concentration"] = float(light.max() * light.size / light.sum()) if light.sum() > 0 else math.inf
-        py, px = np.unravel_index(np.argmax(np.where(segment, convolved, -np.inf)), segment.shape)
-        row["peak_offset"] = float(math.hypot(px + 1 - row["x"], py + 1 - row["y"]) / math.sqrt(light.size / math.pi))
         rows.append(row)
     return props, rows
 
