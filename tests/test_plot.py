@@ -221,6 +221,11 @@ def test_plot_fit_from_a_fitting_and_the_cli(tmp_path, capsys):
     block = read_image_block(fitting.dataset.img_block_path / fitting_block_name(fitting, "b"))
     np.testing.assert_allclose(np.asarray(axes["model"].images[0].get_array()), block["MODEL"])
     assert "component:sersic" in axes
+    # each value carries the unit of its column: pixels, degrees, magnitudes
+    text = axes["values"].texts[0].get_text()
+    for col, unit in (("sersic_cen_x", "pix"), ("sersic_pa", "deg"), ("sersic_mag", "mag")):
+        assert re.search(rf"{col} +\S+( ± \S+)? {unit}\n", text), col
+    assert re.search(r"sersic_ser_n +[-\d.]+\n", text)  # dimensionless: no unit
 
     out = tmp_path / "b.png"
     assert main(["plot", str(tmp_path / "res"), "--galaxy", "b", "--out", str(out), "--blocks", str(tmp_path / "blocks")]) == 0
