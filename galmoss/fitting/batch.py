@@ -236,11 +236,19 @@ def check_model_output(model: Model, batch: Batch, settings: FitSettings) -> Non
     failure = None
     with torch.no_grad():
         values = model.values(theta0, objective.fixed)
+        try:  # together first: a profile that drops the galaxy axis only shows with B > 1
+            objective.renderer(model.profiles, values, components=True)
+        except ProfileOutputError:
+            raise
+        except Exception:  # noqa: BLE001 - which galaxy cannot be drawn is judged one by one below
+            pass
         for i in range(len(tried)):
             index = torch.tensor([i], dtype=torch.long, device=settings.torch_device)
             one = {k: v[index] for k, v in values.items()}
             try:
                 _, parts = objective.renderer(model.profiles, one, index=index, components=True)
+            except ProfileOutputError:
+                raise
             except Exception as exc:  # noqa: BLE001 - judged below: systematic or this galaxy's
                 failure = failure or exc
                 continue

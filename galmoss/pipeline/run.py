@@ -97,7 +97,7 @@ def iterate_results(
     probe = BatchStream(dataset, positions[: min(len(positions), 8)], batch_size, read_workers=1, pad=pad)
     for item in probe:
         if isinstance(item, Batch):
-            check_model_output(model, item.take(np.array([0])), settings)
+            check_model_output(model, item, settings)  # it tries the first 3 together and one by one
             break
     size = int(chunk_size or max(batch_size, 4 * batch_size))
     chunks = [positions[i : i + size] for i in range(0, len(positions), size)]
