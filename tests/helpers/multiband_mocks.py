@@ -1,0 +1,38 @@
+"""GalSim mocks of one galaxy seen in several bands, at different pixel scales and PSFs.
+
+The galaxy is defined on the sky (arcsec) and drawn by GalSim in each band at
+that band's pixel scale, centred on the cutout's centre, with a Moffat PSF of
+the band's FWHM (arcsec); the PSF image holds the pixel response, as a star's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+galsim = __import__("pytest").importorskip("galsim")
+
+M0 = 30.0
+
+
+def sersic_bands(bands: dict, *, psf_size=17, n=1.5, q=0.6, pa=30.0, re_arcsec=1.2, dx=0.0, dy=0.0, count=1, seed=0):
+    """Images, sigmas and PSFs (dicts by band) of ``count`` noise realisations of one Sersic galaxy.
+
+    ``bands``: ``{name: dict(scale=arcsec/px, size=pixels, fwhm=arcsec, mag=..., sigma=noise, re=arcsec or None)}``;
+    a band's ``re`` overrides ``re_arcsec`` (a size that varies with wavelength). ``dx``, ``dy``: offset of
+    the galaxy from the cutout centre in arcsec (along x and y).
+    """
+    rng = np.random.default_rng(seed)
+    images, sigmas, psfs = {}, {}, {}
+    for name, b in bands.items():
+        re = b.get("re") or re_arcsec
+        flux = 10 ** (-0.4 * (b["mag"] - M0))
+        gal = galsim.Sersic(n=n, half_light_radius=re * np.sqrt(q), flux=flux)
+        gal = gal.shear(q=q, beta=(pa + 90.0) * galsim.degrees).shift(dx, dy)
+        psf = galsim.Moffat(beta=3.5, fwhm=b["fwhm"])
+        size, scale = b["size"], b["scale"]
+        clean = galsim.Convolve(gal, psf).drawImage(nx=size, ny=size, scale=scale).array.astype(np.float64)
+        kernel = psf.drawImage(nx=psf_size, ny=psf_size, scale=scale).array.astype(np.float64)
+        images[name] = clean[None] + rng.normal(0.0, b["sigma"], (count, size, size))
+        sigmas[name] = np.full((count, size, size), float(b["sigma"]))
+        psfs[name] = kernel / kernel.sum()
+    return images, sigmas, psfs
