@@ -230,18 +230,19 @@ def _fill_optional(value, missing: set[int], stand_in):
     return [stand_in(i) if (i in missing and x is None) else x for i, x in enumerate(value)]
 
 
-def _rotation(header) -> float | None:
-    """The WCS's rotation angle in degrees (from CD or PC), or None without one."""
+def _rotation(header) -> tuple[float, bool] | None:
+    """The WCS's orientation: (angle of north on the pixel grid in degrees, mirrored), or None without one."""
     if "CD1_1" in header:
         a, b, c, d = (float(header.get(k, 0.0)) for k in ("CD1_1", "CD1_2", "CD2_1", "CD2_2"))
     elif "PC1_1" in header:
         a, b, c, d = (float(header.get(k, v)) for k, v in (("PC1_1", 1.0), ("PC1_2", 0.0), ("PC2_1", 0.0),
                                                              ("PC2_2", 1.0)))
     elif "CROTA2" in header:
-        return float(header["CROTA2"])
+        return float(header["CROTA2"]), True
     else:
         return None
-    return math.degrees(math.atan2(b - c, a + d)) if (a * d - b * c) < 0 else math.degrees(math.atan2(-b - c, a - d))
+    # north on the pixel grid: the direction in which declination grows; a sky image has det < 0
+    return math.degrees(math.atan2(c, d)), a * d - b * c < 0
 
 
 def _check_rotation(ds: MultiBandDataset, tolerance: float = 0.01) -> None:
@@ -261,10 +262,15 @@ def _check_rotation(ds: MultiBandDataset, tolerance: float = 0.01) -> None:
         except OSError:
             continue  # unreadable files are flagged galaxy by galaxy when they are read
     ref = next(iter(angles.values()), None)
-    for b, angle in angles.items():
-        if ref is None or angle is None:
+    for b, orientation in angles.items():
+        if ref is None or orientation is None:
             continue
-        turn = (angle - ref + 180.0) % 360.0 - 180.0
+        turn = (orientation[0] - ref[0] + 180.0) % 360.0 - 180.0
+        if orientation[1] != ref[1]:
+            raise NotImplementedError(
+                f"multi-band datasets: band {b!r} is mirrored against band {ds.bands.names[0]!r} in its FITS WCS; "
+                "mirrored bands are not supported yet: flip it to the reference band's orientation"
+            )
         if abs(turn) > tolerance:
             raise NotImplementedError(
                 f"multi-band datasets: band {b!r} is rotated by {turn:.3g} degrees against band "

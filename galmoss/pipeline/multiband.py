@@ -140,7 +140,8 @@ class MultiBandRun:
         t["status"] = r.status
         t["flag"] = r.flags
         t["message"] = [m if m else "" for m in r.messages]
-        t.meta["bands"] = list(jm.bands.names)
-        t.meta["wavelength"] = list(jm.bands.wavelength)
-        t.meta["pix_scale"] = list(jm.bands.pix_scale)
+        # FITS keywords (8 characters) in results.fits: the bands in order, their wavelengths and pixel scales
+        t.meta["BANDS"] = ",".join(jm.bands.names)
+        t.meta["WAVELEN"] = ",".join(f"{w:g}" for w in jm.bands.wavelength)
+        t.meta["PIXSCALE"] = ",".join(f"{s:g}" for s in jm.bands.pix_scale)
         return t
