@@ -14,7 +14,7 @@ galsim = __import__("pytest").importorskip("galsim")
 M0 = 30.0
 
 
-def sersic_bands(bands: dict, *, psf_size=17, n=1.5, q=0.6, pa=30.0, re_arcsec=1.2, dx=0.0, dy=0.0, count=1, seed=0):
+def sersic_bands(bands: dict, *, n=1.5, q=0.6, pa=30.0, re_arcsec=1.2, dx=0.0, dy=0.0, count=1, seed=0):
     """Images, sigmas and PSFs (dicts by band) of ``count`` noise realisations of one Sersic galaxy.
 
     ``bands``: ``{name: dict(scale=arcsec/px, size=pixels, fwhm=arcsec, mag=..., sigma=noise, re=arcsec or None)}``;
@@ -31,6 +31,9 @@ def sersic_bands(bands: dict, *, psf_size=17, n=1.5, q=0.6, pa=30.0, re_arcsec=1
         psf = galsim.Moffat(beta=3.5, fwhm=b["fwhm"])
         size, scale = b["size"], b["scale"]
         clean = galsim.Convolve(gal, psf).drawImage(nx=size, ny=size, scale=scale).array.astype(np.float64)
+        # a stamp 6.6 arcsec wide: a Moffat's wings beyond it hold < 0.3 % of its light (a narrower stamp,
+        # normalised to unit sum, makes galaxies brighter in the model than in the data)
+        psf_size = 2 * int(3.3 / scale) + 1
         kernel = psf.drawImage(nx=psf_size, ny=psf_size, scale=scale).array.astype(np.float64)
         images[name] = clean[None] + rng.normal(0.0, b["sigma"], (count, size, size))
         sigmas[name] = np.full((count, size, size), float(b["sigma"]))
