@@ -198,6 +198,12 @@ class Dataset:
     max_neighbours
         At most this many neighbours are fitted per galaxy (the nearest); the
         others are masked.
+    wavelength, pix_scale
+        Several bands (docs/multiband.md): ``image_path`` and the other
+        per-galaxy paths as dicts ``{band: paths}``, ``wavelength={band:
+        wavelength}`` (the first band is the reference frame) and
+        ``pix_scale={band: arcsec per pixel}``; the call returns a
+        :class:`~galmoss.multiband_data.MultiBandDataset`.
 
     Notes
     -----
