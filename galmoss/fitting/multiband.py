@@ -556,6 +556,12 @@ def fit_multiband_batch(jm: JointModel, batches: list[Batch], settings) -> Multi
             flags[i] |= int(Flag.no_convergence)
         if dof[i] <= 0:
             flags[i] |= int(Flag.no_dof)
+    if jm.n_free:
+        # judged in the fitting space of each band's coordinates, as in a single-band fit
+        with torch.no_grad():
+            near = torch.stack([jm.ref.near_bound(jm.band_coordinates(result.theta, b)) for b in range(nb)])
+        near = near.any(0).any(1).cpu().numpy() & finite
+        flags[near] |= int(Flag.near_bound)
     errors = covariance = None
     if settings.covariance:
         from .uncertainty import covariance_errors

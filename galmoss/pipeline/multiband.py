@@ -72,6 +72,7 @@ class MultiBandRun:
             raise ValueError("Fitting.fit: the dataset has no profiles; call dataset.define_profiles(name=profile)")
         self.model = JointModel(with_auto_starts(ds.profiles), ds.bands)
         self.model.ref.check_galaxies(len(ds))
+        self.model.ref.check_precision(fitting.dtype)  # ranges the fit's dtype cannot resolve: refused now
         self.result: MultiBandResult | None = None
 
     def run(self) -> Table:
