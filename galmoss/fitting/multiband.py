@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -490,6 +491,76 @@ class MultiBandResult:
     band_dof: np.ndarray  # (B, n_bands): the band's usable pixels (free parameters are joint)
 
 
+def make_multiband_objective(jm: JointModel, batches: list[Batch], fixed: dict, settings) -> MultiBandObjective:
+    """Each band's objective (its renderer, pixels, band-unit fixed values) joined into one of the joint theta."""
+    dt, dev = settings.torch_dtype, settings.torch_device
+    objectives = []
+    for b, batch in enumerate(batches):
+        bm, mapping = jm.band_models[b], jm.band_params[b]
+        start = {mapping[prm]: jm._scale(prm, b) * fixed[(b, prm)] for prm in jm.ref.fixed}
+        objectives.append(make_objective(bm, batch, start, settings))
+    # fixed positions take the band's offset too (the objective holds band-unit values)
+    fixed_offsets = jm.offsets(jm.ref.fixed, [bt.shapes for bt in batches])
+    for b, obj in enumerate(objectives):
+        for j, prm in enumerate(jm.ref.fixed):
+            key = jm.band_params[b][prm]
+            obj.fixed[key] = obj.fixed[key] + torch.as_tensor(fixed_offsets[b, :, j], dtype=dt, device=dev).reshape(-1, 1, 1)
+    offsets = torch.as_tensor(jm.offsets(jm.ref.free, [bt.shapes for bt in batches]), dtype=dt, device=dev)
+    return MultiBandObjective(jm, objectives, offsets)
+
+
+def bootstrap_multiband(jm: JointModel, batches: list[Batch], theta_best: np.ndarray, best: np.ndarray,
+                        n_resample: int, settings, lm_settings, generator: torch.Generator,
+                        rows_per_pass: int) -> np.ndarray:
+    """Bootstrap standard deviations (B, C) of the reported columns: every band's pixels resampled.
+
+    As :func:`~galmoss.fitting.uncertainty.bootstrap_batch`, band by band: each
+    band's usable pixels of a galaxy are drawn with replacement (a pixel drawn k
+    times weighs k), independently per band and replica, and all replicas are
+    refitted jointly from the best fit.
+    """
+    import dataclasses
+
+    from .objective import BatchObjective
+    from .uncertainty import resample_weights
+
+    dt, dev = settings.torch_dtype, settings.torch_device
+    fixed = jm.fixed_values(batches[0].positions)
+    base = make_multiband_objective(jm, batches, fixed, settings)
+    lm_settings = dataclasses.replace(lm_settings, initial_damping=min(lm_settings.initial_damping, 1e-3),
+                                      final_normal_matrix=False)
+    counts = [resample_weights(obj.weight, n_resample, generator) for obj in base.objectives]
+    n = len(batches[0])
+    galaxy = torch.arange(n, device=dev).repeat_interleave(n_resample)
+    theta = torch.as_tensor(theta_best, dtype=dt, device=dev)
+    fixed_t = {k: torch.as_tensor(v, dtype=dt, device=dev).reshape(-1, 1, 1) for k, v in fixed.items()}
+    names = [c.name for c in jm.columns]
+    reported = []
+    for start in range(0, galaxy.numel(), rows_per_pass):
+        g = galaxy[start : start + rows_per_pass]
+        replicas = [
+            BatchObjective(model=obj.model, renderer=obj.renderer, likelihood=obj.likelihood, data=obj.data,
+                           sigma=obj.sigma, weight=counts[b][start : start + rows_per_pass],
+                           fixed={k: v[g] for k, v in obj.fixed.items()}, galaxy=g,
+                           jacobian_chunk=obj.jacobian_chunk)
+            for b, obj in enumerate(base.objectives)
+        ]
+        joint = MultiBandObjective(jm, replicas, base.offsets[:, g])
+        result = levenberg_marquardt(joint.residuals, joint.residuals_and_jacobian, theta[g], lm_settings)
+        with torch.no_grad():
+            rep = jm.report(result.theta, {k: v[g] for k, v in fixed_t.items()})
+        ok = torch.isfinite(result.loss)
+        reported.append(torch.stack([torch.where(ok, rep[name], torch.nan) for name in names], dim=1).double().cpu())
+    values = torch.cat(reported).reshape(n, n_resample, len(names)).numpy()
+    deviation = values - best[:, None, :]
+    for j, col in enumerate(jm.columns):
+        if col.spec.role is Role.ANGLE:  # position angles live on a half circle
+            deviation[..., j] = (deviation[..., j] + 90.0) % 180.0 - 90.0
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a galaxy whose replicas all failed: NaN
+        return np.nanstd(deviation, axis=1, ddof=1)
+
+
 def fit_multiband_batch(jm: JointModel, batches: list[Batch], settings) -> MultiBandResult:
     """Fit every galaxy of a multi-band batch (one :class:`Batch` per band, same galaxies, same order).
 
@@ -503,19 +574,8 @@ def fit_multiband_batch(jm: JointModel, batches: list[Batch], settings) -> Multi
     estimates = [batch_estimates(b) for b in batches] if jm.auto_parameters else None
     theta0 = jm.start_theta(positions, estimates, dt, dev)
     fixed = jm.fixed_values(positions)
-    objectives = []
-    for b, batch in enumerate(batches):
-        bm, mapping = jm.band_models[b], jm.band_params[b]
-        start = {mapping[prm]: jm._scale(prm, b) * fixed[(b, prm)] for prm in jm.ref.fixed}
-        objectives.append(make_objective(bm, batch, start, settings))
-    # fixed positions take the band's offset too (the objective holds band-unit values)
-    fixed_offsets = jm.offsets(jm.ref.fixed, [bt.shapes for bt in batches])
-    for b, obj in enumerate(objectives):
-        for j, prm in enumerate(jm.ref.fixed):
-            key = jm.band_params[b][prm]
-            obj.fixed[key] = obj.fixed[key] + torch.as_tensor(fixed_offsets[b, :, j], dtype=dt, device=dev).reshape(-1, 1, 1)
-    offsets = torch.as_tensor(jm.offsets(jm.ref.free, [bt.shapes for bt in batches]), dtype=dt, device=dev)
-    objective = MultiBandObjective(jm, objectives, offsets)
+    objective = make_multiband_objective(jm, batches, fixed, settings)
+    objectives = objective.objectives
     everyone = torch.arange(n, device=dev)
     flags = np.bitwise_or.reduce(np.stack([b.flags for b in batches]), axis=0).astype(np.int64)
     messages = [list(m) for m in ref.messages]

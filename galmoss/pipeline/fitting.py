@@ -368,8 +368,10 @@ class Fitting:
             raise ValueError(f"uncertainty(method={method!r}): choose 'covar_mat' or 'bootstrap'")
         if getattr(self, "_bands_run", None) is not None:
             if method == "bootstrap":
-                raise NotImplementedError("Fitting.uncertainty: the bootstrap of multi-band fits is not supported "
-                                          "yet; use method='covar_mat'")
+                n_resample = _positive_int(n_resample, "n_resample", 2)
+                iteration = _positive_int(iteration, "iteration") if iteration is not None else self.iteration
+                with torch_threads(self.threads if self.device.type == "cpu" else None):
+                    self._bands_run.bootstrap(n_resample, iteration, seed)
             self._results = self._bands_run.table(errors=True)
             self._write_results()
             return self._results

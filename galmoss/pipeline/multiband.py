@@ -87,26 +87,61 @@ class MultiBandRun:
         settings = fitting.settings(covariance=True)
         t0 = time.perf_counter()
         parts: list[MultiBandResult] = []
-        groups: dict[tuple, list] = {}
-        for position in range(len(ds)):
-            gals = ds.load(position)
-            if not all(g.usable for g in gals):
-                flags = int(np.bitwise_or.reduce([int(g.flags) for g in gals]))
-                messages = [f"{b}: {m}" for b, g in zip(ds.bands.names, gals) for m in g.messages]
-                parts.append(_empty(jm, [position], [ds.names[position]], [flags], [messages], True))
-                continue
-            key = tuple(g.shape for g in gals) + tuple(None if g.psf is None else g.psf.shape for g in gals)
-            groups.setdefault(key, []).append(gals)
-            if len(groups[key]) >= fitting.batch_size:
-                parts.append(self._fit(groups.pop(key), settings))
-        for key in list(groups):
-            parts.append(self._fit(groups.pop(key), settings))
+        for rows in self._groups(range(len(ds)), unusable=parts):
+            parts.append(self._fit(rows, settings))
         result = _join(parts)
         order = np.argsort(result.result.positions, kind="stable")
         self.result = MultiBandResult(result.result.reorder(order), result.band_loss[order], result.band_dof[order])
         fitting.timing = {"fit_s": time.perf_counter() - t0, "galaxies": len(ds)}
         log.info("fitted %d galaxies in %d bands jointly in %.1f s", len(ds), len(jm.bands), fitting.timing["fit_s"])
         return self.table(errors=False)
+
+    def _groups(self, positions, unusable: list | None = None):
+        """Lists of galaxies (each a list of its bands' records) of one shape signature, at most a batch each.
+
+        Galaxies unusable in some band go to ``unusable`` as flagged empty rows.
+        """
+        ds, jm = self.fitting.dataset, self.model
+        groups: dict[tuple, list] = {}
+        for position in positions:
+            gals = ds.load(int(position))
+            if not all(g.usable for g in gals):
+                if unusable is not None:
+                    flags = int(np.bitwise_or.reduce([int(g.flags) for g in gals]))
+                    messages = [f"{b}: {m}" for b, g in zip(ds.bands.names, gals) for m in g.messages]
+                    unusable.append(_empty(jm, [position], [ds.names[position]], [flags], [messages], True))
+                continue
+            key = tuple(g.shape for g in gals) + tuple(None if g.psf is None else g.psf.shape for g in gals)
+            groups.setdefault(key, []).append(gals)
+            if len(groups[key]) >= self.fitting.batch_size:
+                yield groups.pop(key)
+        yield from groups.values()
+
+    def bootstrap(self, n_resample: int, iteration: int, seed: int) -> None:
+        """Bootstrap errors of every fitted galaxy (every band's pixels resampled), into the result's errors."""
+        import dataclasses
+
+        import torch
+
+        from ..fitting.multiband import bootstrap_multiband
+
+        fitting, r = self.fitting, self.result.result
+        settings = fitting.settings(covariance=False)
+        lm = dataclasses.replace(fitting.lm_settings, max_iterations=iteration)
+        generator = torch.Generator().manual_seed(seed)
+        rows_per_pass = max(n_resample, fitting.batch_size * (4 if fitting.device.type == "cpu" else 32))
+        names = [c.name for c in self.model.columns]
+        errors = {k: np.full(len(r), np.nan) for k in names}
+        fitted = np.flatnonzero(np.isfinite(r.loss) & np.all(np.isfinite(r.theta), axis=1))
+        for rows in self._groups(r.positions[fitted]):
+            batches = [make_batch([gals[b] for gals in rows]) for b in range(len(self.model.bands))]
+            at = np.searchsorted(r.positions, batches[0].positions)
+            best = np.stack([r.values[k][at] for k in names], axis=1)
+            std = bootstrap_multiband(self.model, batches, r.theta[at], best, n_resample, settings, lm, generator,
+                                      rows_per_pass)
+            for j, k in enumerate(names):
+                errors[k][at] = std[:, j]
+        r.errors = errors
 
     def _fit(self, rows: list[list], settings) -> MultiBandResult:
         batches = [make_batch([gals[b] for gals in rows]) for b in range(len(self.model.bands))]
