@@ -183,9 +183,17 @@ def test_bad_chebyshev_degrees_raise(bands, wl, match):
         gm.Fitting(ds).fit()
 
 
-def test_bands_keyword_is_checked():
+def test_bands_keyword_and_band_starts_are_checked():
     with pytest.raises(ValueError, match="bands must be 'shared'"):
         gm.p(3.0, bands="some")
+    images, sigmas, psfs = small()
+    ds = gm.Dataset.from_arrays(images, sigmas, psfs, wavelength=WL, pix_scale=SCALES)
+    ds.define_profiles(gal=sersic(mag=gm.p({"g": 22.0, "r": 21.0, "z": 20.0}, M0=M0)))
+    with pytest.raises(ConfigError, match=r"gal.mag: the start names bands \['g', 'r', 'z'\]"):
+        gm.Fitting(ds).fit()
+    ds.define_profiles(gal=sersic(mag=gm.p([[22.0, 21.0]], bands="free", M0=M0)))
+    with pytest.raises(ConfigError, match="gal.mag: the start has 2 columns for 3 bands"):
+        gm.Fitting(ds).fit()
 
 
 def test_a_galaxy_missing_a_band_is_flagged_and_the_others_fitted():

@@ -201,6 +201,13 @@ class JointModel:
                                       f"wavelength ({dict(zip(bands.names, bands.wavelength))}); give distinct "
                                       "wavelengths or bands='free'")
             self.modes[prm] = mode
+            given = getattr(prm, "band_starts", None)
+            if isinstance(given, dict) and set(given) != set(bands.names):
+                raise ConfigError(f"{where}: the start names bands {sorted(given)}, the dataset's bands are "
+                                  f"{list(bands.names)}; give one start per band, by the same names")
+            if isinstance(given, np.ndarray) and given.shape[1] != nb:
+                raise ConfigError(f"{where}: the start has {given.shape[1]} columns for {nb} bands; give an "
+                                  "(N, n_bands) array in wavelength order, or a dict by band")
         # the joint columns of theta
         self.slices: dict[Parameter, slice] = {}
         offset = 0
@@ -338,18 +345,8 @@ class JointModel:
             vals = units.to_profile(prm.initial_values())
             vals = vals[positions] if vals.shape[0] > 1 else np.broadcast_to(vals, (n,))
             return np.repeat(np.asarray(vals, dtype=np.float64).reshape(n, 1), nb, axis=1)
-        where = "{}.{}".format(*self.ref.uses[prm][0])
-        if isinstance(given, dict):
-            keys = set(given)
-            if keys != set(self.bands.names):
-                raise ConfigError(f"{where}: the start names bands {sorted(keys)}, the dataset's bands are "
-                                  f"{list(self.bands.names)}; give one start per band, by the same names")
-            cols = [given[b] for b in self.bands.names]
-        else:
-            if given.shape[1] != nb:
-                raise ConfigError(f"{where}: the start has {given.shape[1]} columns for {nb} bands; give an "
-                                  "(N, n_bands) array in wavelength order, or a dict by band")
-            cols = [given[:, b] for b in range(nb)]
+        # names and widths were checked when the model was built
+        cols = [given[b] for b in self.bands.names] if isinstance(given, dict) else [given[:, b] for b in range(nb)]
         out = np.empty((n, nb))
         for b, c in enumerate(cols):
             c = units.to_profile(np.asarray(c, dtype=np.float64).reshape(-1))

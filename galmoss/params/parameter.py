@@ -228,7 +228,8 @@ class Parameter:
         ``"free"`` (one value per band; their default) or an integer k (a
         Chebyshev polynomial of degree k in wavelength, in the fitting space).
         A band-varying parameter may start from one value, a dict by band
-        name, or an (N, n_bands) array in wavelength order.
+        name, or an (N, n_bands) array in wavelength order. A single-band fit
+        ignores ``bands`` (and starts from the first band's values).
 
     Raises
     ------
