@@ -202,7 +202,7 @@ def test_a_galaxy_missing_a_band_is_flagged_and_the_others_fitted():
     images["g"][1] = None
     ds = gm.Dataset.from_arrays(images, sigmas, psfs, wavelength=WL, pix_scale=SCALES)
     ds.define_profiles(gal=sersic(cen_x=gm.p(12.5), cen_y=gm.p(12.5), eff_r=gm.p(3.0)))
-    f = gm.Fitting(ds, dtype="float64", restarts=False, progress=False)
+    f = gm.Fitting(ds, progress=False)  # float32, the default
     t = f.fit()
     assert t["flag"][1] & int(Flag.read_error) and "band 'g' has no image" in t["message"][1]
     assert np.isnan(t["gal_mag_r"][1]) and np.isfinite(t["gal_mag_r"][0]) and t["converged"][0]
