@@ -9,7 +9,7 @@ import galmoss as gm
 from galmoss.errors import ConfigError
 from galmoss.flags import Flag
 
-from tests.helpers.multiband_mocks import M0, sersic_bands
+from tests.helpers.multiband_mocks import M0, bulge_disk_bands, sersic_bands
 
 WL = {"g": 477.0, "r": 623.1, "i": 762.5}
 SCALES = {"g": 0.2, "r": 0.2, "i": 0.4}
@@ -56,6 +56,28 @@ def test_joint_fit_recovers_band_magnitudes_and_shared_size(joint):
     np.testing.assert_allclose(t["chi2"], t["chi2_g"] + t["chi2_r"] + t["chi2_i"], rtol=1e-9)
     assert np.all(np.abs(t["reduced_chi2"] - 1) < 5 * np.sqrt(2 / t["dof"]))
     assert abs(int(t["dof_g"][0] + t["dof_r"][0] + t["dof_i"][0]) - int(t["dof"][0])) <= 1
+
+
+def test_bulge_and_disk_colours_with_shared_shapes():
+    # a red bulge and a blue disk: B/T grows with wavelength, the shapes are the same in every band
+    mags = {"g": (23.5, 21.8), "r": (22.0, 21.2), "i": (21.2, 21.0)}
+    bands = {b: dict(BANDS[b], bulge=mags[b][0], disk=mags[b][1]) for b in BANDS}
+    images, sigmas, psfs = bulge_disk_bands(bands, count=3, seed=0)
+    ds = gm.Dataset.from_arrays(images, sigmas, psfs, wavelength=WL, pix_scale=SCALES)
+    cx, cy = gm.p(24.5), gm.p(24.5)
+    ds.define_profiles(
+        bulge=gm.lp.Sersic(cen_x=cx, cen_y=cy, pa=gm.p(20.0), axis_r=gm.p(0.7), eff_r=gm.p(3.0),
+                           ser_n=gm.p(4.0, fit=False), mag=gm.p(22.0, M0=M0)),
+        disk=gm.lp.Sersic(cen_x=cx, cen_y=cy, pa=gm.p(20.0), axis_r=gm.p(0.6), eff_r=gm.p(7.0),
+                          ser_n=gm.p(1.0, fit=False), mag=gm.p(21.5, M0=M0)))
+    _, t = fit(ds)
+    for b, (bulge, disk) in mags.items():
+        assert np.all(np.abs(t[f"bulge_mag_{b}"] - bulge) < 4 * t[f"bulge_mag_{b}_err"]), b
+        assert np.all(np.abs(t[f"disk_mag_{b}"] - disk) < 4 * t[f"disk_mag_{b}_err"]), b
+    # sizes in reference pixels (0.2 arcsec)
+    assert np.all(np.abs(t["bulge_eff_r"] - 2.5) < 4 * t["bulge_eff_r_err"])
+    assert np.all(np.abs(t["disk_eff_r"] - 8.0) < 4 * t["disk_eff_r_err"])
+    assert np.all(t["flag"] == 0)
 
 
 def test_joint_fit_beats_the_faint_band_alone(joint):

@@ -39,3 +39,26 @@ def sersic_bands(bands: dict, *, n=1.5, q=0.6, pa=30.0, re_arcsec=1.2, dx=0.0, d
         sigmas[name] = np.full((count, size, size), float(b["sigma"]))
         psfs[name] = kernel / kernel.sum()
     return images, sigmas, psfs
+
+
+def bulge_disk_bands(bands: dict, *, bulge_re=0.5, disk_re=1.6, pa=30.0, count=1, seed=0):
+    """A de Vaucouleurs bulge (q 0.8) plus an exponential disk (q 0.6) in several bands, as :func:`sersic_bands`.
+
+    ``bands``: ``{name: dict(scale=, size=, fwhm=, bulge=mag, disk=mag, sigma=)}``; sizes in arcsec.
+    """
+    rng = np.random.default_rng(seed)
+    images, sigmas, psfs = {}, {}, {}
+    for name, b in bands.items():
+        parts = []
+        for n, re, q, mag in ((4.0, bulge_re, 0.8, b["bulge"]), (1.0, disk_re, 0.6, b["disk"])):
+            gal = galsim.Sersic(n=n, half_light_radius=re * np.sqrt(q), flux=10 ** (-0.4 * (mag - M0)))
+            parts.append(gal.shear(q=q, beta=(pa + 90.0) * galsim.degrees))
+        psf = galsim.Moffat(beta=3.5, fwhm=b["fwhm"])
+        size, scale = b["size"], b["scale"]
+        clean = galsim.Convolve(parts[0] + parts[1], psf).drawImage(nx=size, ny=size, scale=scale).array
+        psf_size = 2 * int(3.3 / scale) + 1
+        kernel = psf.drawImage(nx=psf_size, ny=psf_size, scale=scale).array.astype(np.float64)
+        images[name] = clean[None] + rng.normal(0.0, b["sigma"], (count, size, size))
+        sigmas[name] = np.full((count, size, size), float(b["sigma"]))
+        psfs[name] = kernel / kernel.sum()
+    return images, sigmas, psfs
