@@ -151,7 +151,9 @@ class Fitting:
     ) -> None:
         from ..fitting.likelihoods import get_likelihood
 
-        if not isinstance(dataset, Dataset):
+        from ..multiband_data import MultiBandDataset
+
+        if not isinstance(dataset, (Dataset, MultiBandDataset)):
             raise TypeError(f"Fitting: dataset must be a gm.Dataset, got {type(dataset).__name__}")
         # every option is checked in one place, the same for a job file (galmoss fit --dry-run)
         self.options = options = RunOptions(
@@ -225,7 +227,23 @@ class Fitting:
         Calling it again (without ``resume``) starts again from the start values.
         """
         with torch_threads(self.threads if self.device.type == "cpu" else None):
+            if hasattr(self.dataset, "bands"):
+                return self._fit_bands(resume, shard)
             return self._fit(resume, shard)
+
+    def _fit_bands(self, resume: bool, shard) -> Table:
+        """A multi-band dataset: every band fitted jointly (pipeline/multiband.py)."""
+        from .multiband import MultiBandRun
+
+        for name, given in (("resume", resume), ("shard", shard is not None), ("client", self.client is not None)):
+            if given:
+                raise NotImplementedError(f"Fitting.fit: {name} with a multi-band dataset is not supported yet")
+        self._bands_run = run = MultiBandRun(self)
+        self.model = run.model
+        self._results = run.run()
+        self._positions = np.arange(len(self.dataset))
+        self._write_results()
+        return self._results
 
     def _fit(self, resume: bool, shard) -> Table:
         if not self.dataset.profiles:
@@ -352,10 +370,19 @@ class Fitting:
         seed
             Random seed of the resampling.
         """
-        if self.store is None:
+        if self.store is None and getattr(self, "_bands_run", None) is None:
             raise RuntimeError("Fitting.uncertainty: call fit() first")
         if method not in ("covar_mat", "bootstrap"):
             raise ValueError(f"uncertainty(method={method!r}): choose 'covar_mat' or 'bootstrap'")
+        if getattr(self, "_bands_run", None) is not None:
+            if method == "bootstrap":
+                n_resample = _positive_int(n_resample, "n_resample", 2)
+                iteration = _positive_int(iteration, "iteration") if iteration is not None else self.iteration
+                with torch_threads(self.threads if self.device.type == "cpu" else None):
+                    self._bands_run.bootstrap(n_resample, iteration, seed)
+            self._results = self._bands_run.table(errors=True)
+            self._write_results()
+            return self._results
         if method == "bootstrap":
             n_resample = _positive_int(n_resample, "n_resample", 2)
             iteration = _positive_int(iteration, "iteration") if iteration is not None else self.iteration
