@@ -11,7 +11,10 @@ centre, I_E uniform from 18 to 25.3. Three populations:
 * ``bd``: a de Vaucouleurs bulge + an exponential disk (n = 4 + 1), B/T uniform
   in [0.1, 0.8], the disk's ln r_e ~ N(1.8 - 0.12 (I_E - 22), 0.4), the bulge's
   r_e 0.15-0.6 of it, q of the disk in [0.2, 1] and of the bulge in [0.6, 1];
-* ``bd_free``: the same with the bulge's n uniform in [1.5, 5] and fitted free.
+* ``bd_free``: the same with the bulge's n uniform in [1.5, 5] and fitted free;
+* ``sersic_prior``: one Sersic whose r_e, n and ellipticity are drawn from the
+  preset's own priors (where the priors are the truth's law, the posterior's
+  errors should cover the truth 68 % of the time).
 
 Every galaxy is fitted as a survey would: no starts (the image's moments start
 every parameter), no masks, one Sersic or a Sersic bulge + an exponential
@@ -76,6 +79,12 @@ def draw(population: str, count: int, seed: int):
     if population == "sersic":
         t["re"] = np.clip(np.exp(rng.normal(1.3 - 0.12 * (mag - 22.0), 0.5)), 0.8, 12.0)
         t["n"] = np.exp(rng.uniform(math.log(0.5), math.log(5.0), count))
+    elif population == "sersic_prior":  # drawn from the preset's own priors: where they are the truth's law
+        t["re"] = np.clip(np.exp(rng.normal(1.0, 0.4, count)), 0.8, 12.0)
+        t["n"] = 0.25 + 29.75 / (1 + np.exp(-rng.normal(-3.9, 0.6, count)))
+        e = np.abs(rng.normal(0.0, 0.3, count))
+        e = np.where(e < 0.9, e, 0.9 * rng.uniform(0, 1, count))
+        t["q"] = (1 - e) / (1 + e)
     else:
         t["bt"] = rng.uniform(0.1, 0.8, count)
         t["re_d"] = np.clip(np.exp(rng.normal(1.8 - 0.12 * (mag - 22.0), 0.4)), 1.5, 12.0)
@@ -88,7 +97,7 @@ def draw(population: str, count: int, seed: int):
     images, sigmas = [], []
     for i in range(count):
         flux = 10 ** (-0.4 * (mag[i] - ZERO_POINT))
-        if population == "sersic":
+        if population.startswith("sersic"):
             gal = _sersic(t["n"][i], t["re"][i], t["q"][i], t["pa"][i], flux, t["dx"][i], t["dy"][i])
         else:
             gal = (_sersic(t["n_b"][i], t["re_b"][i], t["q_b"][i], t["pa_b"][i], flux * t["bt"][i], t["dx"][i], t["dy"][i])
@@ -103,7 +112,7 @@ def draw(population: str, count: int, seed: int):
 
 def fit(population: str, images, sigmas, psf, priors: str | None):
     ds = gm.Dataset.from_arrays(images, sigmas, psf)
-    if population == "sersic":
+    if population.startswith("sersic"):
         ds.define_profiles(galaxy=gm.lp.Sersic(mag=gm.p(M0=ZERO_POINT)))
     else:
         cx, cy = gm.p(), gm.p()
@@ -120,7 +129,7 @@ def errors(population: str, res, t) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{parameter: (error, error / reported sigma)} in the Challenge's forms."""
     a = lambda name: np.asarray(res[name], dtype=np.float64)  # noqa: E731
     out = {}
-    if population == "sersic":
+    if population.startswith("sersic"):
         re, n = a("galaxy_eff_r"), a("galaxy_ser_n")
         out["r_e"] = (re / t["re"] - 1, (re - t["re"]) / a("galaxy_eff_r_err"))
         out["n"] = (np.log10(n / t["n"]), (n - t["n"]) / a("galaxy_ser_n_err"))
@@ -157,7 +166,7 @@ def score(err: np.ndarray, mag: np.ndarray):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--population", choices=("sersic", "bd", "bd_free"), default="sersic")
+    parser.add_argument("--population", choices=("sersic", "sersic_prior", "bd", "bd_free"), default="sersic")
     parser.add_argument("--count", type=int, default=600)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import copy
 import math
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -524,7 +523,7 @@ def bootstrap_multiband(jm: JointModel, batches: list[Batch], theta_best: np.nda
     import dataclasses
 
     from .objective import BatchObjective
-    from .uncertainty import resample_weights
+    from .uncertainty import refit_deviations, resample_weights, robust_spread
 
     dt, dev = settings.torch_dtype, settings.torch_device
     fixed = jm.fixed_values(batches[0].positions)
@@ -554,13 +553,8 @@ def bootstrap_multiband(jm: JointModel, batches: list[Batch], theta_best: np.nda
         ok = torch.isfinite(result.loss)
         reported.append(torch.stack([torch.where(ok, rep[name], torch.nan) for name in names], dim=1).double().cpu())
     values = torch.cat(reported).reshape(n, n_resample, len(names)).numpy()
-    deviation = values - best[:, None, :]
-    for j, col in enumerate(jm.columns):
-        if col.spec.role is Role.ANGLE:  # position angles live on a half circle
-            deviation[..., j] = (deviation[..., j] + 90.0) % 180.0 - 90.0
-    with np.errstate(invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a galaxy whose replicas all failed: NaN
-        return np.nanstd(deviation, axis=1, ddof=1)
+    # the spread of the refits that stayed in the best fit's minimum, as for one band
+    return robust_spread(refit_deviations(jm.columns, values, best))[0]
 
 
 def fit_multiband_batch(jm: JointModel, batches: list[Batch], settings) -> MultiBandResult:

@@ -234,11 +234,16 @@ def bootstrap_batch(model: Model, objective: BatchObjective, theta_best: Tensor,
         ok = torch.isfinite(result.loss)
         reported.append(torch.stack([torch.where(ok, rep[name], torch.nan) for name in names], dim=1).double().cpu())
     values = torch.cat(reported).reshape(b, n_resample, len(names)).numpy()
+    return robust_spread(refit_deviations(model.columns, values, best))
+
+
+def refit_deviations(columns, values: np.ndarray, best: np.ndarray) -> np.ndarray:
+    """Refits (B, R, C) minus the best fit (B, C), position angles wrapped onto their half circle."""
     deviation = values - best[:, None, :]
-    for j, col in enumerate(model.columns):
-        if col.spec.role is Role.ANGLE:  # position angles live on a half circle
+    for j, col in enumerate(columns):
+        if col.spec.role is Role.ANGLE:
             deviation[..., j] = (deviation[..., j] + 90.0) % 180.0 - 90.0
-    return robust_spread(deviation)
+    return deviation
 
 
 def robust_spread(deviation: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -348,15 +348,21 @@ def _axis_ratio_below_one(profile) -> None:
         profile.axis_r = Parameter(start if start.size > 1 else start[0], value_range=(lo, hi), fit=q.fit)
 
 
+def _vector_values(keys, table, values) -> tuple[np.ndarray, bool]:
+    """(N, K) values of the component lines ``keys`` (one vector parameter) and whether it is fitted.
+
+    From ``values`` when it holds them all (fixed: a model redrawn from a fit),
+    else the feedmes' starts, with one toggle for the vector (feedme.py refuses a mix).
+    """
+    if values is not None and all(key in values for key in keys):
+        return np.stack([np.asarray(values[key], dtype=np.float64).reshape(-1) for key in keys], axis=1), False
+    vals = np.array([[t[key][0] for key in keys] for t in table], dtype=np.float64)
+    return vals, bool(table[0][keys[0]][1]) and values is None
+
+
 def _with_bending(profile, comp: Component, table, values) -> object:
     """``profile`` with the component's ``B<m>)`` modes: one vector of amplitudes (pixels)."""
-    keys = [(comp.index, lab) for lab in bending_labels(comp)]
-    if values is not None and all(key in values for key in keys):
-        vals = np.stack([np.asarray(values[key], dtype=np.float64).reshape(-1) for key in keys], axis=1)
-        fit = False
-    else:
-        vals = np.array([[t[key][0] for key in keys] for t in table], dtype=np.float64)
-        fit = bool(table[0][keys[0]][1]) and values is None  # one toggle per vector (feedme.py refuses a mix)
+    vals, fit = _vector_values([(comp.index, lab) for lab in bending_labels(comp)], table, values)
     amplitudes = Parameter(vals[0] if vals.shape[0] == 1 else vals, fit=fit, dim="2d")
     _axis_ratio_below_one(profile)
     try:
@@ -434,15 +440,9 @@ def _with_fourier(profile, comp: Component, table, values, ranges=None) -> objec
     k = comp.index
     vectors = []
     for suffix in ("", "PA"):
-        keys = [(k, f"F{m}{suffix}") for m in modes]
-        if values is not None and all(key in values for key in keys):
-            vals = np.stack([np.asarray(values[key], dtype=np.float64).reshape(-1) for key in keys], axis=1)
-            fit = False
-        else:
-            vals = np.array([[t[key][0] for key in keys] for t in table], dtype=np.float64)
-            fit = bool(table[0][keys[0]][1]) and values is None  # one toggle per vector (feedme.py refuses a mix)
-            if suffix == "" and fit:
-                vals = np.where(vals == 0.0, 0.01, vals)  # GALFIT's restart of a zero amplitude
+        vals, fit = _vector_values([(k, f"F{m}{suffix}") for m in modes], table, values)
+        if suffix == "" and fit:
+            vals = np.where(vals == 0.0, 0.01, vals)  # GALFIT's restart of a zero amplitude
         if suffix == "PA":
             vals = _phase_from_galfit(vals)
         value_range = (ranges or {}).get((k, "phi" if suffix else "a")) if fit else None
