@@ -1,4 +1,4 @@
-"""Automatic fitting of real cutouts (issue 8): masks, sky, starts, PSFs, quality flags.
+"""Automatic fitting of real cutouts: masks, sky, starts, PSFs, quality flags.
 
 Pure functions on arrays, which :class:`galmoss.Dataset` and the fitting
 pipeline call:

@@ -1,4 +1,4 @@
-"""A PSF image from a FWHM, for surveys that give no PSF image (issue 8, item 5).
+"""A PSF image from a FWHM, for surveys that give no PSF image.
 
 Legacy Surveys cutout sets carry a PSF FWHM per image, not a star. A Moffat
 (``beta`` 3.5 by default: the wings of ground-based seeing) or a Gaussian of that

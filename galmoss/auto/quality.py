@@ -1,4 +1,4 @@
-"""Flags that never hide a bad fit (issue 8, item 6), for a whole batch at once.
+"""Flags that never hide a bad fit, for a whole batch at once.
 
 :func:`quality_flags` takes what a finished batch fit has (reported values and
 their starts keyed by result column, chi2 and dof, the cutout shape) and sets:

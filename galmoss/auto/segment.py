@@ -1,4 +1,4 @@
-"""Automatic masks: background, detection and deblending by photutils (issue 8).
+"""Automatic masks: background, detection and deblending by photutils.
 
 One cutout at a time (photutils segments one image at a time):
 
@@ -496,7 +496,7 @@ def _peak_contrast(convolved: np.ndarray, segment: np.ndarray, touching: np.ndar
     return peak / level if level > 0 else math.inf
 
 
-#: neighbours closer than this many target half-light radii are fitted (docs/validation.md, issue 8)
+#: neighbours closer than this many target half-light radii are fitted (docs/validation.md)
 NEAR_RADII = 3.0
 #: ... and those brighter than the target closer than this many
 BRIGHT_RADII = 6.0

@@ -1,4 +1,4 @@
-"""Neighbours fitted with the target (``Dataset(auto_mask=True, neighbours="fit")``, issue 8).
+"""Neighbours fitted with the target (``Dataset(auto_mask=True, neighbours="fit")``).
 
 The user defines the target's profiles only. :func:`neighbour_model` adds
 ``max_neighbours`` Sersic components (``nb1``, ``nb2``, ...) and as many point

@@ -111,7 +111,7 @@ def _component_pair(model: Model):
     """The two luminous extended components of the target (compact one first), or None.
 
     Only models with exactly two such components (a bulge + disk, two Sersics)
-    are judged: their wrong minima are known (docs/validation.md, issue 8).
+    are judged: their wrong minima are known (docs/validation.md).
     """
     neighbours = set(model.neighbour_components)
     extended = [name for name, p in model.profiles.items() if name not in neighbours
@@ -133,7 +133,7 @@ def _component_pair(model: Model):
 
 def _suspicious_pairs(model: Model, pair, values: dict, loss: np.ndarray, dof: np.ndarray, converged: np.ndarray,
                       policy: RestartPolicy = DEFAULT_POLICY):
-    """Two-component fits that may sit in a wrong minimum (item 8 of issue 8), as a bool array (B,).
+    """Two-component fits that may sit in a wrong minimum, as a bool array (B,).
 
     Suspicious: not converged; chi2 above dof + 3 sqrt(2 dof); the compact
     component ended larger than the extended one (they traded places); one
