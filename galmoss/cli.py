@@ -253,6 +253,8 @@ def _fit(args: argparse.Namespace) -> int:
     from .pipeline.job import load_job
 
     shard, dask = _shard(args.shard), _dask(args.dask)
+    if args.resume and args.overwrite:
+        raise UsageError("--resume keeps the parts that --overwrite removes; give one of them")
     job_path = Path(args.job)
     if job_path.is_file():
         try:
@@ -306,8 +308,15 @@ def _run_job(job, args: argparse.Namespace, shard, dask) -> int:
         n_resample = fit.pop("n_resample", 100)
         seed = fit.pop("seed", 0)
         fitting = gm.Fitting(job.dataset, client=client, progress=None if not args.quiet else False, **fit)
+        fitting.resume_command = f"galmoss fit {args.job} --resume" + (f" --shard {args.shard}" if shard else "")
         t0 = time.perf_counter()
-        results = fitting.fit(resume=args.resume, shard=shard)
+        try:
+            results = fitting.fit(resume=args.resume, shard=shard, overwrite=args.overwrite)
+        except KeyboardInterrupt:
+            kept = 0 if fitting.store is None else int(np.count_nonzero(fitting.store.done))
+            print(f"galmoss fit: interrupted; {kept} galaxies fitted and kept in {job.output}; resume with: "
+                  f"{fitting.resume_command}", file=sys.stderr)
+            return 130
         if uncertainty != "none":
             results = fitting.uncertainty(uncertainty, n_resample=n_resample, seed=seed)
         elapsed = time.perf_counter() - t0
@@ -428,6 +437,9 @@ def main(argv: list[str] | None = None) -> int:
     fit.add_argument("--dry-run", action="store_true", help="check the job and print the model; fit nothing")
     fit.add_argument("--shard", default=None, help="K/N: fit the K-th of N parts of the catalogue (parts only)")
     fit.add_argument("--resume", action="store_true", help="keep the galaxies already in the output's parts")
+    fit.add_argument("--overwrite", action="store_true",
+                     help="remove galmoss's outputs in the output folder (parts, run.json, galaxies.parquet, "
+                          "results.*) first")
     fit.add_argument("--dask", default=None, help="a dask scheduler ADDRESS, or local:N for N local workers")
     fit.add_argument("--quiet", action="store_true", help="no progress bar")
     fit.set_defaults(run=_fit)

@@ -9,6 +9,7 @@ driver writes parts and blocks as tasks finish.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -27,7 +28,8 @@ from .stream import BatchStream, Unfitted
 
 log = logging.getLogger("galmoss")
 
-__all__ = ["fit_chunk", "iterate_results", "shard_positions", "write_run_description"]
+__all__ = ["clear_outputs", "fit_chunk", "galaxy_inputs", "iterate_results", "model_id", "refuse_other_run",
+           "shard_positions", "write_run_description"]
 
 RUN_FILE = "run.json"
 GALAXIES_FILE = "galaxies.parquet"
@@ -110,11 +112,47 @@ def iterate_results(
         future.release()
 
 
-def write_run_description(folder: Path, description: dict, names: list[str]) -> None:
-    """``run.json`` and ``galaxies.parquet`` (position -> galaxy_index) in the result folder.
+#: the keys of run.json that say which model a run fits (a resume or a rerun must keep them)
+MODEL_KEYS = ("columns", "free", "profiles", "method", "likelihood", "n_galaxies")
+
+
+def model_id(description: dict) -> str:
+    """A short fingerprint of the model a run fits (its :data:`MODEL_KEYS`), stamped on every part."""
+    text = json.dumps({k: description.get(k) for k in MODEL_KEYS}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def galaxy_inputs(dataset: Dataset, folder: Path) -> list[str]:
+    """Each galaxy's input files as one string (recorded per galaxy in parts and ``galaxies.parquet``).
+
+    Paths are relative to the result folder, so a project moved whole keeps
+    them; a galaxy of an image set is its file and plane; arrays have none ("").
+    """
+    base = os.path.abspath(folder)
+
+    def rel(p) -> str:
+        try:
+            return os.path.relpath(os.path.abspath(p), base)
+        except ValueError:  # another drive
+            return os.path.abspath(p)
+
+    if dataset._arrays is not None:
+        return [""] * len(dataset)
+    if dataset._image_set is not None:
+        cube = rel(dataset._image_set.path)
+        return [f"{cube}[{i}]" for i in range(len(dataset))]
+    return [";".join(f"{what}={'' if p is None else rel(p)}" for what, p in
+                     (("image", dataset.image_paths[i]), ("sigma", dataset.sigma_paths[i]),
+                      ("psf", dataset.psf_paths[i]), ("mask", dataset.mask_paths[i])))
+            for i in range(len(dataset))]
+
+
+def write_run_description(folder: Path, description: dict, names: list[str], inputs: list[str] | None = None) -> None:
+    """``run.json`` and ``galaxies.parquet`` (position -> galaxy_index, input files) in the result folder.
 
     Every shard writes the same bytes, atomically, so concurrent shards never
-    corrupt them.
+    corrupt them; ``galaxies.parquet`` is rewritten when the galaxies or their
+    inputs differ from those it holds (a resumed run with a changed catalogue).
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -126,12 +164,28 @@ def write_run_description(folder: Path, description: dict, names: list[str]) -> 
     tmp.write_text(text)
     os.replace(tmp, folder / RUN_FILE)
     target = folder / GALAXIES_FILE
-    if not target.exists():
-        tmp = folder / f".{GALAXIES_FILE}.{os.getpid()}.tmp"
-        tmp.unlink(missing_ok=True)
-        pq.write_table(pa.table({"position": np.arange(len(names), dtype=np.int64),
-                                 "galaxy_index": pa.array(names, type=pa.string())}), tmp)
-        os.replace(tmp, target)
+    if target.exists() and read_galaxies(folder) == (list(names), None if inputs is None else list(inputs)):
+        return
+    columns = {"position": np.arange(len(names), dtype=np.int64), "galaxy_index": pa.array(names, type=pa.string())}
+    if inputs is not None:
+        columns["inputs"] = pa.array(inputs, type=pa.string())
+    tmp = folder / f".{GALAXIES_FILE}.{os.getpid()}.tmp"
+    tmp.unlink(missing_ok=True)
+    pq.write_table(pa.table(columns), tmp)
+    os.replace(tmp, target)
+
+
+def read_galaxies(folder: Path) -> tuple[list[str], list[str] | None] | None:
+    """The galaxy names and input files ``galaxies.parquet`` holds (None: no such file, or unreadable)."""
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(Path(folder) / GALAXIES_FILE)
+        names = [str(x) for x in table.column("galaxy_index").to_pylist()]
+        inputs = [str(x) for x in table.column("inputs").to_pylist()] if "inputs" in table.column_names else None
+    except Exception:  # noqa: BLE001 - absent, cut short or foreign: the folder holds no galaxies we know
+        return None
+    return names, inputs
 
 
 def read_run_description(folder: Path) -> dict:
@@ -139,6 +193,62 @@ def read_run_description(folder: Path) -> dict:
     if not path.is_file():
         raise OutputError(f"'{folder}' holds no {RUN_FILE}: it is not a galmoss result folder")
     return json.loads(path.read_text())
+
+
+def holds_parts(folder: Path) -> bool:
+    from .parts import PARTS_FOLDER
+
+    parts = Path(folder) / PARTS_FOLDER
+    return parts.is_dir() and any(parts.glob("part-*.parquet"))
+
+
+def refuse_other_run(folder: Path, description: dict, names: list[str], inputs: list[str]) -> None:
+    """A plain run into a folder holding the parts of another run (model, galaxies or inputs) is refused.
+
+    Shards of one run, and the same run again, pass: their parts are this run's.
+    """
+    if not holds_parts(folder):
+        return
+    try:
+        before = json.loads((Path(folder) / RUN_FILE).read_text())
+        changed = [k for k in MODEL_KEYS if before.get(k) != json.loads(json.dumps(description[k], default=str))]
+    except (OSError, ValueError, AttributeError):
+        changed = [RUN_FILE]
+    galaxies = read_galaxies(folder)
+    if galaxies is None or galaxies[0] != list(names):
+        changed.append("galaxy names")
+    elif galaxies[1] is not None and galaxies[1] != list(inputs):
+        changed.append("input files")
+    if changed:
+        raise OutputError(
+            f"result folder '{folder}' holds the parts of another run ({', '.join(changed)} differ); "
+            "resume it (fit(resume=True), --resume: galaxies whose model or inputs changed are fitted again), "
+            "clear galmoss's outputs there (fit(overwrite=True), --overwrite), or give another result folder"
+        )
+
+
+def clear_outputs(folder: Path) -> list[Path]:
+    """Remove galmoss's own outputs in ``folder``: parts, ``run.json``, ``galaxies.parquet``, ``results.*``.
+
+    Nothing else is touched (a file the user keeps there stays); a link is
+    removed, never followed. Returns the paths removed.
+    """
+    from .parts import PARTS_FOLDER
+
+    folder = Path(folder)
+    removed: list[Path] = []
+    parts = folder / PARTS_FOLDER
+    targets = [folder / name for name in (RUN_FILE, GALAXIES_FILE, "results.fits", "results.csv")]
+    if parts.is_dir() and not parts.is_symlink():
+        targets += [p for p in parts.iterdir() if p.name.startswith(("part-", ".part-"))
+                    and p.name.endswith((".parquet", ".parquet.tmp"))]
+    for path in targets:
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+            removed.append(path)
+    if parts.is_dir() and not parts.is_symlink() and not any(parts.iterdir()):
+        parts.rmdir()
+    return removed
 
 
 class Progress:

@@ -1,0 +1,241 @@
+"""A survey run never loses or mislabels work: parts of other runs or inputs, crashes and
+interruptions, configuration errors found before any fit, and a lost dask worker."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+
+import galmoss as gm
+from galmoss.cli import main
+from galmoss.errors import OutputError
+from tests.test_pipeline import PSF, _mocks, _sersic
+
+
+def _cutouts(folder, n, seed):
+    """n FITS cutouts with sigma images and one PSF; returns the injected magnitudes."""
+    images, sigmas, mags = _mocks(n, seed=seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / "psf.fits").exists():
+        fits.PrimaryHDU(PSF).writeto(folder / "psf.fits")
+    for i in range(n):
+        fits.PrimaryHDU(images[i]).writeto(folder / f"s{seed}_g{i}.fits")
+        fits.PrimaryHDU(sigmas[i]).writeto(folder / f"s{seed}_g{i}_sig.fits")
+    return mags
+
+
+def _files(folder, seed, which, result_path, names=None):
+    """A dataset of the cutouts ``which`` (indices) of series ``seed``."""
+    names = names or [str(k) for k in range(len(which))]
+    return gm.Dataset(names, [folder / f"s{seed}_g{i}.fits" for i in which],
+                      sigma_path=[folder / f"s{seed}_g{i}_sig.fits" for i in which],
+                      psf_path=[folder / "psf.fits"] * len(which), result_path=result_path)
+
+
+def _fixed_n(n, shape=(28, 28)):
+    """Another model: ``_sersic`` with the Sersic index fixed at 1.6."""
+    h, w = shape
+    return gm.lp.Sersic(cen_x=gm.p(np.full(n, w / 2 + 0.8)), cen_y=gm.p(np.full(n, h / 2 - 0.6)),
+                        pa=gm.p(35.0, angle=True), axis_r=gm.p(0.6), eff_r=gm.p(4.2),
+                        mag=gm.p(17.3, M0=22.5), ser_n=gm.p(1.6, fit=False))
+
+
+def _run(dataset, n, profile=None, **fit):
+    dataset.define_profiles(sersic=profile if profile is not None else _sersic(n))
+    fitting = gm.Fitting(dataset, batch_size=2, iteration=60, device="cpu", progress=False)
+    return fitting, fitting.fit(**fit)
+
+
+# ------------------------------------------------ parts of another run or other inputs
+def test_resume_refits_a_galaxy_whose_catalogue_points_at_another_cutout(tmp_path):
+    cut = tmp_path / "cutouts"
+    mags_a = _cutouts(cut, 4, seed=1)
+    mags_b = _cutouts(cut, 4, seed=2)
+    out = tmp_path / "out"
+    _run(_files(cut, 1, [0, 1, 2, 3], out), 4)
+    # the catalogue now points galaxy '2' at another cutout (of another magnitude)
+    moved = _files(cut, 1, [0, 1, 2, 3], out)
+    moved.image_paths[2] = cut / "s2_g2.fits"
+    moved.sigma_paths[2] = cut / "s2_g2_sig.fits"
+    fitting, res = _run(moved, 4, resume=True)
+    assert fitting.timing["galaxies"] == 1  # only the changed galaxy was fitted again
+    truth = np.array([mags_a[0], mags_a[1], mags_b[2], mags_a[3]])
+    assert abs(mags_a[2] - mags_b[2]) > 0.1  # the two cutouts are told apart by the fit
+    assert np.all(np.abs(res["sersic_mag"] - truth) < 0.05)
+    # collate agrees: the stale row of galaxy '2' is skipped, the new one kept
+    from galmoss.pipeline.collate import collate
+
+    report = collate(out, write=False)
+    assert report.other_inputs == 1 and not report.missing
+    np.testing.assert_allclose(report.table["sersic_mag"], res["sersic_mag"], rtol=1e-12)
+
+
+def test_two_jobs_in_one_folder_are_refused_and_collate_never_mixes_their_rows(tmp_path):
+    cut = tmp_path / "cutouts"
+    mags_a = _cutouts(cut, 4, seed=1)
+    _cutouts(cut, 4, seed=2)
+    shared, other = tmp_path / "results", tmp_path / "other"
+    _, res_a = _run(_files(cut, 1, [0, 1, 2, 3], shared), 4)
+    # job B keeps the default folder: same galaxy names, other cutouts -> refused before any fit
+    job_b = _files(cut, 2, [0, 1, 2, 3], shared)
+    with pytest.raises(OutputError, match=r"another run \(input files differ\).*--resume.*--overwrite"):
+        _run(job_b, 4)
+    # parts of job B that got into the folder anyway (written by hand, or a run started at the same moment)
+    _run(_files(cut, 2, [0, 1, 2, 3], other), 4)
+    for part in (other / "parts").glob("part-*.parquet"):
+        (shared / "parts" / part.name.replace("part-0of1-", "part-0of1-9")).write_bytes(part.read_bytes())
+    assert main(["collate", str(shared)]) == 0
+    merged = Table.read(shared / "results.fits")
+    # job A's fits under job A's names: the newer rows of job B were skipped
+    np.testing.assert_allclose(merged["sersic_mag"], res_a["sersic_mag"], rtol=1e-12)
+    assert np.all(np.abs(merged["sersic_mag"] - mags_a) < 0.05)
+
+
+def test_a_plain_rerun_with_another_model_is_refused_and_overwrite_clears_only_galmoss_outputs(tmp_path):
+    images, sigmas, mags = _mocks(4, seed=3)
+    out = tmp_path / "out"
+    _run(gm.Dataset.from_arrays(images, sigmas, PSF, result_path=out), 4)
+    (out / "notes.txt").write_text("mine")
+    (out / "parts" / "README").write_text("mine too")
+    with pytest.raises(OutputError, match=r"holds the parts of another run \(free differ\)"):
+        _run(gm.Dataset.from_arrays(images, sigmas, PSF, result_path=out), 4, profile=_fixed_n(4))
+    assert main(["fit", "--resume", "--overwrite", str(tmp_path / "x.toml")]) == 2  # not both
+    _, res = _run(gm.Dataset.from_arrays(images, sigmas, PSF, result_path=out), 4, profile=_fixed_n(4),
+                  overwrite=True)
+    assert len(list((out / "parts").glob("part-*.parquet"))) == 2  # the new run's two batches only
+    assert (out / "notes.txt").read_text() == "mine" and (out / "parts" / "README").read_text() == "mine too"
+    assert np.all(res["sersic_ser_n"] == pytest.approx(1.6))  # fixed at its start value
+    on_disk = Table.read(out / "results.fits")
+    np.testing.assert_allclose(on_disk["sersic_mag"], res["sersic_mag"], rtol=1e-12)
+
+
+def test_collate_skips_a_foreign_or_truncated_part_and_names_it(tmp_path, capsys, caplog):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    images, sigmas, _ = _mocks(4, seed=5)
+    out = tmp_path / "out"
+    _, res = _run(gm.Dataset.from_arrays(images, sigmas, PSF, result_path=out), 4)
+    good = sorted((out / "parts").glob("part-*.parquet"))[-1]
+    foreign = out / "parts" / "part-0of1-00000000000000001-000001-abcd.parquet"
+    pq.write_table(pa.table({"position": pa.array(["0", "1"]), "galaxy_index": ["0", "1"], "loss": [1.0, 2.0],
+                             "flag": [0, 0], "theta": [[1.0], [2.0]]}), foreign)
+    truncated = out / "parts" / "part-0of1-00000000000000002-000001-abcd.parquet"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    capsys.readouterr()
+    with caplog.at_level(logging.WARNING, logger="galmoss"):
+        assert main(["collate", str(out)]) == 1  # parts unreadable: exit 1, the rest written
+    said = capsys.readouterr().out
+    assert "2 parts could not be read" in said and foreign.name in said and truncated.name in said
+    assert foreign.name in caplog.text and truncated.name in caplog.text
+    merged = Table.read(out / "results.fits")
+    np.testing.assert_allclose(merged["sersic_mag"], res["sersic_mag"], rtol=1e-12)
+
+
+# ------------------------------------- a full disk or Ctrl-C keeps every finished fit
+def test_a_full_disk_keeps_the_fits_and_resume_writes_the_missing_parts_and_blocks(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from galmoss.flags import Flag
+
+    images, sigmas, mags = _mocks(4, seed=6)
+    out, blocks = tmp_path / "out", tmp_path / "blocks"
+    real_replace = os.replace
+    full = {"from": None}  # the disk fills up with the first part (run.json was written at the start)
+
+    def replace(src, dst, *args, **kw):
+        dst = str(dst)
+        if full["from"] is None and os.sep + "parts" + os.sep in dst:
+            full["from"] = ""
+        if full["from"] is not None and dst.startswith(full["from"]):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), dst)
+        return real_replace(src, dst, *args, **kw)
+
+    monkeypatch.setattr(os, "replace", replace)
+
+    def dataset():
+        return gm.Dataset.from_arrays(images, sigmas, PSF, result_path=out, img_block_path=blocks)
+
+    ds = dataset()
+    ds.define_profiles(sersic=_sersic(4))
+    fitting = gm.Fitting(ds, batch_size=2, iteration=60, device="cpu", progress=False)
+    with pytest.raises(OutputError, match=r"parts of 4 galaxies could not be written .*No space left.*their fits are "
+                                          r"in Fitting.results; free space, then resume with: Fitting.fit\(resume=True\)"):
+        fitting.fit()
+    assert np.all(np.abs(fitting.results["sersic_mag"] - mags) < 0.05)  # nothing lost
+    assert not list((out / "parts").glob("part-*.parquet"))
+    # space for parts, still none for image blocks: the parts say which blocks are missing
+    full["from"] = str(blocks)
+    fitting, res = _run(dataset(), 4, resume=True)
+    assert fitting.timing["galaxies"] == 4
+    assert np.all(res["flag"] & Flag.block_not_written)
+    # the disk freed: the galaxies without a block are fitted again and get their blocks
+    monkeypatch.setattr(os, "replace", real_replace)
+    fitting, res = _run(dataset(), 4, resume=True)
+    assert fitting.timing["galaxies"] == 4 and np.all(res["flag"] == 0)
+    assert sorted(p.name for p in blocks.glob("*.fits")) == ["0.fits", "1.fits", "2.fits", "3.fits"]
+    assert np.all(np.abs(Table.read(out / "results.fits")["sersic_mag"] - mags) < 0.05)
+
+
+@pytest.mark.parametrize("error, why", [(KeyboardInterrupt, "interrupted"),
+                                        (RuntimeError("boom"), "the run stopped (RuntimeError: boom)")])
+def test_ctrl_c_or_a_crash_keeps_the_galaxies_fitted_writes_them_and_says_how_to_resume(tmp_path, monkeypatch, caplog,
+                                                                                        error, why):
+    import galmoss.pipeline.run as run
+    from galmoss.fitting.status import Status
+
+    images, sigmas, mags = _mocks(6, seed=7)
+    out = tmp_path / "out"
+    real, calls = run.fit_batch_safely, []
+
+    def fit_batch_safely(*args, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise error
+        return real(*args, **kw)
+
+    monkeypatch.setattr(run, "fit_batch_safely", fit_batch_safely)
+    ds = gm.Dataset.from_arrays(images, sigmas, PSF, result_path=out)
+    ds.define_profiles(sersic=_sersic(6))
+    fitting = gm.Fitting(ds, batch_size=2, iteration=60, device="cpu", progress=False)
+    with caplog.at_level(logging.INFO, logger="galmoss"), pytest.raises(type(error) if isinstance(error, Exception) else error):
+        fitting.fit()
+    res = fitting.results
+    assert len(res) == 6 and np.all(np.abs(res["sersic_mag"][:2] - mags[:2]) < 0.05)
+    assert np.all(np.isnan(res["sersic_mag"][2:])) and np.all(res["status"][2:] == int(Status.NOT_FITTED))
+    assert list(res["message"][2:]) == [f"not fitted: {why}"] * 4
+    on_disk = Table.read(out / "results.fits")
+    np.testing.assert_allclose(on_disk["sersic_mag"], res["sersic_mag"], rtol=1e-12)
+    assert f"{why}: 2 of 6 galaxies fitted and kept" in caplog.text
+    assert "resume with: Fitting.fit(resume=True)" in caplog.text
+    monkeypatch.setattr(run, "fit_batch_safely", real)
+    fitting, res = _run(gm.Dataset.from_arrays(images, sigmas, PSF, result_path=out), 6, resume=True)
+    assert fitting.timing["galaxies"] == 4 and np.all(np.abs(res["sersic_mag"] - mags) < 0.05)
+
+
+def test_ctrl_c_on_the_command_line_prints_the_command_that_resumes(tmp_path, monkeypatch, capsys):
+    import galmoss.pipeline.run as run
+
+    images, sigmas, _ = _mocks(2, seed=8)
+    for i in range(2):
+        fits.PrimaryHDU(images[i]).writeto(tmp_path / f"g{i}.fits")
+    (tmp_path / "cat.csv").write_text("id,image\ng0,g0.fits\ng1,g1.fits\n")
+    job = tmp_path / "job.toml"
+    job.write_text('[data]\ncatalog = "cat.csv"\ngalaxy_index = "id"\nimage = "image"\n'
+                   '[model.sersic]\nprofile = "Sersic"\n[output]\nfolder = "out"\n')
+
+    def interrupted(*args, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run, "fit_batch_safely", interrupted)
+    assert main(["fit", str(job), "--quiet"]) == 130
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == f"galmoss fit: interrupted; 0 galaxies fitted and kept in {tmp_path / 'out'}; resume with: " \
+                  f"galmoss fit {job} --resume"
+    assert "resume with: galmoss fit" in (tmp_path / "out" / "fit.log").read_text()
+    assert list(Table.read(tmp_path / "out" / "results.fits")["message"]) == ["not fitted: interrupted"] * 2
