@@ -250,7 +250,7 @@ def _dask(text: str | None) -> str | int | None:
 
 
 def _fit(args: argparse.Namespace) -> int:
-    from .pipeline.job import load_job
+    from .pipeline.job import JOB_ONLY_FIT_KEYS, load_job
 
     shard, dask = _shard(args.shard), _dask(args.dask)
     if args.resume and args.overwrite:
@@ -263,6 +263,12 @@ def _fit(args: argparse.Namespace) -> int:
             raise UsageError(f"job file '{job_path}' is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     job = load_job(args.job)
     if args.dry_run:
+        import galmoss as gm
+
+        fit = {k: v for k, v in job.fit.items() if k not in JOB_ONLY_FIT_KEYS}
+        # every check a run makes before its first fit (the output folder, one galaxy read), fitting nothing
+        gm.Fitting(job.dataset, progress=False, **fit).check(resume=args.resume, shard=shard,
+                                                             overwrite=args.overwrite)
         print(job.describe())
         print("dry run: the job is valid; nothing was fitted")
         return 0

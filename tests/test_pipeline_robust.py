@@ -164,8 +164,9 @@ def test_a_full_disk_keeps_the_fits_and_resume_writes_the_missing_parts_and_bloc
     ds = dataset()
     ds.define_profiles(sersic=_sersic(4))
     fitting = gm.Fitting(ds, batch_size=2, iteration=60, device="cpu", progress=False)
-    with pytest.raises(OutputError, match=r"parts of 4 galaxies could not be written .*No space left.*their fits are "
-                                          r"in Fitting.results; free space, then resume with: Fitting.fit\(resume=True\)"):
+    said = (r"parts of 4 galaxies could not be written .*No space left.*their fits are in Fitting.results; "
+            r"free space, then resume with: Fitting.fit\(resume=True\)")
+    with pytest.raises(OutputError, match=said):
         fitting.fit()
     assert np.all(np.abs(fitting.results["sersic_mag"] - mags) < 0.05)  # nothing lost
     assert not list((out / "parts").glob("part-*.parquet"))
@@ -203,7 +204,8 @@ def test_ctrl_c_or_a_crash_keeps_the_galaxies_fitted_writes_them_and_says_how_to
     ds = gm.Dataset.from_arrays(images, sigmas, PSF, result_path=out)
     ds.define_profiles(sersic=_sersic(6))
     fitting = gm.Fitting(ds, batch_size=2, iteration=60, device="cpu", progress=False)
-    with caplog.at_level(logging.INFO, logger="galmoss"), pytest.raises(type(error) if isinstance(error, Exception) else error):
+    expected = type(error) if isinstance(error, Exception) else error
+    with caplog.at_level(logging.INFO, logger="galmoss"), pytest.raises(expected):
         fitting.fit()
     res = fitting.results
     assert len(res) == 6 and np.all(np.abs(res["sersic_mag"][:2] - mags[:2]) < 0.05)
@@ -239,3 +241,114 @@ def test_ctrl_c_on_the_command_line_prints_the_command_that_resumes(tmp_path, mo
                   f"galmoss fit {job} --resume"
     assert "resume with: galmoss fit" in (tmp_path / "out" / "fit.log").read_text()
     assert list(Table.read(tmp_path / "out" / "results.fits")["message"]) == ["not fitted: interrupted"] * 2
+
+
+# ----------------------------------------- configuration errors found before any fit
+def _job(tmp_path, extra_fit="", model='[model.sersic]\nprofile = "Sersic"\n'):
+    """A job over two FITS cutouts (known magnitudes), results in tmp_path/out."""
+    if not (tmp_path / "g0.fits").exists():
+        images, sigmas, _ = _mocks(2, seed=9)
+        fits.PrimaryHDU(PSF).writeto(tmp_path / "psf.fits")
+        for i in range(2):
+            fits.PrimaryHDU(images[i]).writeto(tmp_path / f"g{i}.fits")
+            fits.PrimaryHDU(sigmas[i]).writeto(tmp_path / f"g{i}_sig.fits")
+        (tmp_path / "cat.csv").write_text("id,image,sigma,psf\n" + "".join(
+            f"g{i},g{i}.fits,g{i}_sig.fits,psf.fits\n" for i in range(2)))
+    job = tmp_path / "job.toml"
+    job.write_text('[data]\ncatalog = "cat.csv"\ngalaxy_index = "id"\nimage = "image"\nsigma = "sigma"\n'
+                   f'psf = "psf"\n{model}[fit]\ndevice = "cpu"\niteration = 40\n{extra_fit}'
+                   '[output]\nfolder = "out"\n')
+    return job
+
+
+def _one_line(capsys, argv, *needles):
+    code = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    for needle in needles:
+        assert needle in err[0], err[0]
+
+
+def test_n_resample_1_is_refused_before_any_fit_by_the_run_and_the_dry_run(tmp_path, capsys):
+    from galmoss.errors import ConfigError
+
+    job = _job(tmp_path, 'uncertainty = "bootstrap"\nn_resample = 1\n')
+    for extra in (["--dry-run"], []):
+        _one_line(capsys, ["fit", str(job), *extra], "fit.n_resample must be an integer >= 2, got 1")
+    assert not (tmp_path / "out" / "parts").exists()  # nothing was fitted
+    images, sigmas, _ = _mocks(2)
+    ds = gm.Dataset.from_arrays(images, sigmas, PSF)
+    ds.define_profiles(sersic=_sersic(2))
+    with pytest.raises(ConfigError, match="Fitting.uncertainty: n_resample must be an integer >= 2, got 1"):
+        gm.Fitting(ds, device="cpu").uncertainty("bootstrap", n_resample=1)  # said first, before 'call fit()'
+
+
+def test_an_hdu_given_as_true_is_a_configuration_error_before_any_galaxy_is_read(tmp_path):
+    from galmoss.errors import ConfigError
+
+    images, sigmas, _ = _mocks(2)
+    for i in range(2):
+        fits.PrimaryHDU(images[i]).writeto(tmp_path / f"g{i}.fits")
+    ds = gm.Dataset(["a", "b"], [tmp_path / "g0.fits", tmp_path / "g1.fits"], image_hdu=True,
+                    result_path=tmp_path / "out")
+    ds.define_profiles(sersic=_sersic(2))
+    fitting = gm.Fitting(ds, device="cpu", progress=False)
+    for call in (fitting.check, fitting.fit):
+        with pytest.raises(ConfigError, match=r"image_hdu must be None .*, an int index, an EXTNAME .*, got True"):
+            call()
+    assert fitting.store is None and not (tmp_path / "out").exists()  # nothing read, fitted or written
+    ds.hdus["image"], ds.psf_fwhm, ds.psf_kind = None, [2.0, 2.0], "airy"
+    with pytest.raises(ConfigError, match=r"psf_kind='airy'.*kind must be 'moffat' or 'gaussian'"):
+        fitting.fit()
+
+
+def test_a_dry_run_makes_the_checks_a_run_makes_on_its_output_folder(tmp_path, capsys):
+    job = _job(tmp_path)
+    assert main(["fit", str(job), "--quiet"]) == 0
+    parts = sorted((tmp_path / "out" / "parts").glob("part-*.parquet"))
+    # another model into the same folder: the dry run refuses it as the run would
+    _job(tmp_path, model='[model.sersic]\nprofile = "Sersic"\n[model.sky]\nprofile = "Sky"\n')
+    for extra in (["--dry-run"], []):
+        _one_line(capsys, ["fit", str(job), "--quiet", *extra], "holds the parts of another run", "--overwrite")
+    assert main(["fit", str(job), "--dry-run", "--overwrite"]) == 0
+    assert "nothing was fitted" in capsys.readouterr().out
+    assert sorted((tmp_path / "out" / "parts").glob("part-*.parquet")) == parts  # a dry run removes nothing
+    assert main(["fit", str(job), "--quiet", "--overwrite"]) == 0
+    assert "sky_sky_bg" in Table.read(tmp_path / "out" / "results.fits").colnames
+
+
+# ------------------------------------------------------------- a lost dask worker
+def test_a_lost_dask_worker_is_retried_and_a_task_that_keeps_failing_flags_only_its_galaxies(tmp_path, monkeypatch):
+    distributed = pytest.importorskip("dask.distributed")
+    import galmoss.pipeline.run as run
+    from galmoss.flags import Flag
+    from tests.helpers import flaky_dask
+
+    images, sigmas, mags = _mocks(6, seed=10)
+    out = tmp_path / "out"
+    monkeypatch.setattr(run, "fit_chunk", flaky_dask.flaky_fit_chunk)
+    monkeypatch.setattr(flaky_dask, "CALLS", {})
+    monkeypatch.setattr(flaky_dask, "ALWAYS_LOST", {4})  # chunks of 4 galaxies: [0..3] then [4, 5]
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) \
+            as cluster, distributed.Client(cluster) as client:
+        real_scatter, sent = client.scatter, []
+
+        def scatter(*args, **kw):  # the worker is lost while the data are sent out, once
+            sent.append(1)
+            if len(sent) == 1:
+                raise OSError("worker lost while receiving")
+            return real_scatter(*args, **kw)
+
+        monkeypatch.setattr(client, "scatter", scatter)
+        ds = gm.Dataset.from_arrays(images, sigmas, PSF, result_path=out)
+        ds.define_profiles(sersic=_sersic(6))
+        res = gm.Fitting(ds, batch_size=1, iteration=60, device="cpu", progress=False, client=client).fit()
+    assert len(sent) == 2 and flaky_dask.CALLS[0] == 2  # sent again; the first chunk ran again after its loss
+    assert flaky_dask.CALLS[4] == 1 + run.TASK_RETRIES
+    assert np.all(np.abs(res["sersic_mag"][:4] - mags[:4]) < 0.05) and np.all(res["flag"][:4] == 0)
+    assert np.all(res["flag"][4:] == int(Flag.fit_error)) and np.all(np.isnan(res["sersic_mag"][4:]))
+    assert all("dask task failed (KilledWorker" in m for m in res["message"][4:])
+    monkeypatch.undo()
+    # the lost galaxies are in no part: a resume (here without dask) fits them
+    fitting, res = _run(gm.Dataset.from_arrays(images, sigmas, PSF, result_path=out), 6, resume=True)
+    assert fitting.timing["galaxies"] == 2 and np.all(np.abs(res["sersic_mag"] - mags) < 0.05)

@@ -48,17 +48,20 @@ from ..fitting.lm import LMSettings
 from ..fitting.starts import with_auto_starts
 from ..model import Model
 from ..settings import RenderSettings
-from .options import RunOptions, default_device
+from .options import RunOptions, check_uncertainty, default_device
 from .parts import PartWriter, read_parts
+from .preflight import check_dataset
 from .run import (
     MODEL_KEYS,
+    LostResult,
     Progress,
     clear_outputs,
     galaxy_inputs,
-    model_id,
-    refuse_other_run,
     iterate_results,
+    model_id,
+    probe_model,
     read_run_description,
+    refuse_other_run,
     shard_positions,
     write_run_description,
 )
@@ -69,12 +72,6 @@ log = logging.getLogger("galmoss")
 
 __all__ = ["Fitting", "default_device"]
 
-
-
-def _positive_int(value, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ConfigError(f"Fitting: {name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 class Fitting:
@@ -233,23 +230,61 @@ class Fitting:
         with torch_threads(self.threads if self.device.type == "cpu" else None):
             return self._fit(resume, shard, overwrite)
 
-    def _fit(self, resume: bool, shard, overwrite: bool = False) -> Table:
+    def check(self, *, resume: bool = False, shard: tuple[int, int] | None = None, overwrite: bool = False) -> Model:
+        """Make every configuration check ``fit()`` makes before its first fit; fit and write nothing.
+
+        The options (checked at construction), the dataset's settings (HDU
+        selectors, PSF kind), the model against the number of galaxies, the
+        output folders (a file where a folder should be; a result folder
+        holding another run's parts, unless ``resume`` or ``overwrite``; a
+        resume of another model), and the profiles' output on the first
+        readable galaxy (one galaxy is read). ``galmoss fit --dry-run`` runs it.
+
+        Returns
+        -------
+        Model
+            The model a fit would use.
+        """
+        model = self._checked_model(resume, shard, overwrite)
+        for folder, what in ((self.dataset.result_path, "result_path"), (self.dataset.img_block_path, "img_block_path")):
+            if folder is not None and Path(folder).exists() and not Path(folder).is_dir():
+                raise OutputError(f"{what} '{folder}' exists and is a file, not a folder; give a folder path")
+        result_path = self.dataset.result_path
+        if result_path is not None and Path(result_path).is_dir() and not overwrite:
+            description = self._description(model)
+            if resume:
+                self._refuse_other_model(description)
+            else:
+                refuse_other_run(result_path, description, self.dataset.names,
+                                 galaxy_inputs(self.dataset, result_path))
+        probe_model(self.dataset, model, self.settings(covariance=True), shard_positions(len(self.dataset), shard),
+                    self.pad_shapes)
+        return model
+
+    def _checked_model(self, resume: bool, shard, overwrite: bool) -> Model:
+        """The arguments and the dataset's settings checked, and the model built (nothing read)."""
         if not self.dataset.profiles:
             raise ValueError("Fitting.fit: the dataset has no profiles; call dataset.define_profiles(name=profile)")
-        shard = _check_shard(shard)
+        _check_shard(shard)
         if resume and self.dataset.result_path is None:
             raise ValueError("Fitting.fit(resume=True) needs the dataset's result_path (where the parts are)")
         if resume and overwrite:
             raise ValueError("Fitting.fit: resume=True keeps the parts that overwrite=True removes; give one of them")
+        check_dataset(self.dataset)
         if getattr(self.dataset, "neighbours", "mask") == "fit":
             from ..fitting.neighbours import neighbour_model
 
             # the user's profiles are the target's; the neighbours' components are added here
-            self.model = model = neighbour_model(self.dataset.profiles, self.dataset.max_neighbours, auto_starts=True,
-                                                 dtype=self.dtype)
+            model = neighbour_model(self.dataset.profiles, self.dataset.max_neighbours, auto_starts=True,
+                                    dtype=self.dtype)
         else:
-            self.model = model = Model(with_auto_starts(self.dataset.profiles), dtype=self.dtype)
+            model = Model(with_auto_starts(self.dataset.profiles), dtype=self.dtype)
         model.check_galaxies(len(self.dataset))
+        return model
+
+    def _fit(self, resume: bool, shard, overwrite: bool = False) -> Table:
+        self.model = model = self._checked_model(resume, shard, overwrite)
+        shard = _check_shard(shard)
         n = len(self.dataset)
         positions = shard_positions(n, shard)
         self._positions = positions
@@ -328,6 +363,9 @@ class Fitting:
                 try:
                     for batch, result in batches:
                         store.add(result)
+                        if isinstance(result, LostResult):  # flagged in the results, left out of the parts
+                            progress.update(len(result))
+                            continue
                         if batch is not None and batch.n_masked is not None:
                             store.n_masked[batch.positions] = batch.n_masked
                         if batch is not None and batch.neighbours is not None:
@@ -418,13 +456,14 @@ class Fitting:
         seed
             Random seed of the resampling.
         """
+        try:  # the options first: a mistake is said before any work
+            method, n_resample, iteration, seed = check_uncertainty(method, n_resample, iteration, seed)
+        except ConfigError as exc:
+            raise type(exc)(f"Fitting.uncertainty: {exc}") from None
         if self.store is None:
             raise RuntimeError("Fitting.uncertainty: call fit() first")
-        if method not in ("covar_mat", "bootstrap"):
-            raise ValueError(f"uncertainty(method={method!r}): choose 'covar_mat' or 'bootstrap'")
         if method == "bootstrap":
-            n_resample = _positive_int(n_resample, "n_resample", 2)
-            iteration = _positive_int(iteration, "iteration") if iteration is not None else self.iteration
+            iteration = iteration if iteration is not None else self.iteration
             with torch_threads(self.threads if self.device.type == "cpu" else None):
                 self._bootstrap(n_resample, iteration, seed)
         self._errors_shown = True
@@ -468,18 +507,28 @@ class Fitting:
         description["model_id"] = model_id(json_round_trip(description))
         return description
 
-    def _resume(self, store: ResultStore, description: dict, inputs: list[str]) -> None:
+    def _refuse_other_model(self, description: dict, before: dict | None = None) -> None:
+        """A resume of a run of another model (or number of galaxies) is refused."""
         folder = self.dataset.result_path
-        try:
-            before = read_run_description(folder)
-        except OutputError:
-            return  # nothing run here yet
+        if before is None:
+            try:
+                before = read_run_description(folder)
+            except (OutputError, ValueError):
+                return  # nothing run here yet
         changed = [k for k in MODEL_KEYS if before.get(k) != json_round_trip(description[k])]
         if changed:
             raise ValueError(
                 f"Fitting.fit(resume=True): the parts in '{folder}' come from a different run ({', '.join(changed)} "
                 "differ); resume with the same model and dataset, or give a new result_path"
             )
+
+    def _resume(self, store: ResultStore, description: dict, inputs: list[str]) -> None:
+        folder = self.dataset.result_path
+        try:
+            before = read_run_description(folder)
+        except OutputError:
+            return  # nothing run here yet
+        self._refuse_other_model(description, before)
         found = read_parts(folder, store.columns, model_id=description["model_id"])
         rows, other_names, other_inputs = found.select(self.dataset.names, inputs)
         if other_names:

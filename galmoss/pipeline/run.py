@@ -23,12 +23,13 @@ from .._compat import torch_threads
 from ..data import Dataset
 from ..errors import OutputError
 from ..fitting.batch import Batch, BatchResult, FitSettings, check_model_output, fit_batch_safely
+from ..flags import Flag
 from ..model import Model
 from .stream import BatchStream, Unfitted
 
 log = logging.getLogger("galmoss")
 
-__all__ = ["clear_outputs", "fit_chunk", "galaxy_inputs", "iterate_results", "model_id", "refuse_other_run",
+__all__ = ["LostResult", "clear_outputs", "fit_chunk", "galaxy_inputs", "iterate_results", "model_id", "refuse_other_run",
            "shard_positions", "write_run_description"]
 
 RUN_FILE = "run.json"
@@ -70,6 +71,16 @@ def fit_chunk(dataset: Dataset, model: Model, settings: FitSettings, positions: 
         return list(_results_of(stream, model, settings, check_first=False))
 
 
+def probe_model(dataset: Dataset, model: Model, settings: FitSettings, positions: np.ndarray, pad: bool = True) -> None:
+    """Check the profiles' output on the first readable of the first 8 galaxies (raises a configuration error)."""
+    probe = BatchStream(dataset, positions[: min(len(positions), 8)], 1, read_workers=1, pad=pad,
+                        likelihood=settings.likelihood)
+    for item in probe:
+        if isinstance(item, Batch):
+            check_model_output(model, item.take(np.array([0])), settings)
+            return
+
+
 def iterate_results(
     dataset: Dataset,
     model: Model,
@@ -96,20 +107,63 @@ def iterate_results(
     from dask.distributed import as_completed
 
     # check the model once on the driver, on the first readable galaxy
-    probe = BatchStream(dataset, positions[: min(len(positions), 8)], batch_size, read_workers=1, pad=pad)
-    for item in probe:
-        if isinstance(item, Batch):
-            check_model_output(model, item.take(np.array([0])), settings)
-            break
+    probe_model(dataset, model, settings, positions, pad)
     size = int(chunk_size or max(batch_size, 4 * batch_size))
     chunks = [positions[i : i + size] for i in range(0, len(positions), size)]
-    data_f, model_f = client.scatter([dataset, model], broadcast=True)
-    futures = [client.submit(fit_chunk, data_f, model_f, settings, chunk, batch_size, 1, pad, threads, pure=False)
-               for chunk in chunks]
+    data_f, model_f = _scatter(client, dataset, model)
+    # a task whose worker is lost is run again elsewhere (dask's retries); one that still fails
+    # flags its own galaxies, never the run
+    futures = {client.submit(fit_chunk, data_f, model_f, settings, chunk, batch_size, 1, pad, threads, pure=False,
+                             retries=TASK_RETRIES): chunk for chunk in chunks}
     for future in as_completed(futures):
-        for pair in future.result():
+        chunk = futures[future]
+        try:
+            pairs = future.result()
+        except Exception as exc:  # noqa: BLE001 - a lost worker or a task's error: its galaxies are flagged
+            why = _describe_error(exc)
+            log.error("dask task of %d galaxies failed after %d retries (%s); they are flagged fit_error",
+                      len(chunk), TASK_RETRIES, why)
+            pairs = [(None, LostResult.empty(model, chunk, [dataset.names[int(p)] for p in chunk],
+                                             np.full(len(chunk), int(Flag.fit_error)),
+                                             [f"not fitted: its dask task failed ({why}); a resume fits it"]
+                                             * len(chunk), settings.covariance))]
+        for pair in pairs:
             yield pair
         future.release()
+
+
+class LostResult(BatchResult):
+    """Rows of galaxies whose dask task failed (flag ``fit_error``).
+
+    They go into the results, never into a part, so a resumed run fits them.
+    """
+
+
+#: how often dask runs a task again whose worker was lost (or that raised) before its galaxies are flagged
+TASK_RETRIES = 2
+
+
+def _scatter(client, dataset: Dataset, model: Model):
+    """The dataset and model sent to the workers once; a worker lost meanwhile is tried again, then left to dask.
+
+    When sending fails three times, the objects go with each task instead
+    (dask moves them where the task runs), so a lost worker never stops the run.
+    """
+    for attempt in range(3):
+        try:
+            return client.scatter([dataset, model], broadcast=True)
+        except Exception as exc:  # noqa: BLE001 - a worker lost while the data are sent out
+            log.warning("sending the dataset to the dask workers failed (%s); %s", _describe_error(exc),
+                        "trying again" if attempt < 2 else "each task carries it instead")
+    return dataset, model
+
+
+def _describe_error(exc: BaseException) -> str:
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001 - an exception whose message cannot be built still has a name
+        text = ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 #: the keys of run.json that say which model a run fits (a resume or a rerun must keep them)
