@@ -111,6 +111,16 @@ def test_a_plain_rerun_with_another_model_is_refused_and_overwrite_clears_only_g
     assert np.all(res["sersic_ser_n"] == pytest.approx(1.6))  # fixed at its start value
     on_disk = Table.read(out / "results.fits")
     np.testing.assert_allclose(on_disk["sersic_mag"], res["sersic_mag"], rtol=1e-12)
+    # a shard given overwrite clears only another run's outputs: the shards of a job array keep each other's parts
+    _run(gm.Dataset.from_arrays(images, sigmas, PSF, result_path=out), 4, profile=_fixed_n(4), overwrite=True,
+         shard=(2, 2))
+    assert len(list((out / "parts").glob("part-*.parquet"))) == 3
+    # the same dataset object fitted again with another model in this session replaces its own run
+    session = gm.Dataset.from_arrays(images, sigmas, PSF, result_path=tmp_path / "session")
+    _run(session, 4)
+    _, res = _run(session, 4, profile=_fixed_n(4))
+    assert len(list((tmp_path / "session" / "parts").glob("part-*.parquet"))) == 2
+    assert np.all(Table.read(tmp_path / "session" / "results.fits")["sersic_ser_n"] == pytest.approx(1.6))
 
 
 def test_collate_skips_a_foreign_or_truncated_part_and_names_it(tmp_path, capsys, caplog):

@@ -31,6 +31,7 @@ import dataclasses
 import logging
 import os
 import time
+import weakref
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -59,6 +60,7 @@ from .run import (
     galaxy_inputs,
     iterate_results,
     model_id,
+    other_run,
     probe_model,
     read_run_description,
     refuse_other_run,
@@ -69,6 +71,10 @@ from .sinks import BlockWriter, SinkReport, check_output_folder
 from .store import ResultStore, TableOptions
 
 log = logging.getLogger("galmoss")
+
+#: result folders this process's runs wrote -> the dataset they fitted (a weak reference): refitting
+#: the same dataset object with another model, as in an interactive session, replaces that run
+_WRITTEN: dict[str, weakref.ref] = {}
 
 __all__ = ["Fitting", "default_device"]
 
@@ -221,7 +227,8 @@ class Fitting:
         overwrite
             Remove galmoss's own outputs in ``result_path`` (``parts/``,
             ``run.json``, ``galaxies.parquet``, ``results.*``; nothing else) before
-            fitting. Without ``resume`` or ``overwrite``, a ``result_path`` holding
+            fitting; with ``shard``, only when they are another run's, so every
+            shard of a job array may be given it. Without ``resume`` or ``overwrite``, a ``result_path`` holding
             the parts of another run (another model, other galaxies or input
             files) is refused before anything is fitted.
 
@@ -298,7 +305,15 @@ class Fitting:
             check_output_folder(result_path, "result_path")
             description = self._description(model)
             inputs = galaxy_inputs(self.dataset, result_path)
-            if overwrite:
+            own = _WRITTEN.get(os.path.abspath(result_path))
+            if not overwrite and not resume and own is not None and own() is self.dataset \
+                    and other_run(result_path, description, self.dataset.names, inputs):
+                # this session's own run of this dataset, fitted again with another model: replaced, never mixed
+                log.warning("'%s' holds this dataset's earlier run, of another model; its outputs are replaced",
+                            result_path)
+                overwrite = True
+            if overwrite and (shard is None or other_run(result_path, description, self.dataset.names, inputs)):
+                # a shard clears only another run's outputs: every shard of a job array may be given overwrite
                 removed = clear_outputs(result_path)
                 if removed:
                     log.info("overwrite: removed %d galmoss outputs in '%s'", len(removed), result_path)
@@ -306,6 +321,7 @@ class Fitting:
                 self._resume(store, description, inputs)
             else:
                 refuse_other_run(result_path, description, self.dataset.names, inputs)
+            _WRITTEN[os.path.abspath(result_path)] = weakref.ref(self.dataset)
             part_writer = PartWriter(result_path, store.columns, _shard_label(shard), vectors=store.vectors,
                                      inputs=inputs, model_id=description["model_id"])
             write_run_description(result_path, description, self.dataset.names, inputs)
@@ -542,8 +558,8 @@ class Fitting:
         if blocks is not None:
             # a fit whose image block was never written (a full disk, say) is fitted again for its block
             fitted = np.flatnonzero(store.done & np.isfinite(store.loss))
-            lacking = [int(p) for p in fitted
-                       if not store.image_block[p] or not (Path(blocks) / store.image_block[p]).is_file()]
+            present = set(os.listdir(blocks)) if Path(blocks).is_dir() else set()
+            lacking = [int(p) for p in fitted if store.image_block[p] not in present]
             if lacking:
                 log.info("resume: %d fitted galaxies have no image block in '%s'; they are fitted again",
                          len(lacking), blocks)

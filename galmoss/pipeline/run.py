@@ -29,8 +29,8 @@ from .stream import BatchStream, Unfitted
 
 log = logging.getLogger("galmoss")
 
-__all__ = ["LostResult", "clear_outputs", "fit_chunk", "galaxy_inputs", "iterate_results", "model_id", "refuse_other_run",
-           "shard_positions", "write_run_description"]
+__all__ = ["LostResult", "clear_outputs", "fit_chunk", "galaxy_inputs", "iterate_results", "model_id", "other_run",
+           "refuse_other_run", "shard_positions", "write_run_description"]
 
 RUN_FILE = "run.json"
 GALAXIES_FILE = "galaxies.parquet"
@@ -183,12 +183,15 @@ def galaxy_inputs(dataset: Dataset, folder: Path) -> list[str]:
     them; a galaxy of an image set is its file and plane; arrays have none ("").
     """
     base = os.path.abspath(folder)
+    seen: dict = {}  # a PSF shared by every galaxy is resolved once
 
     def rel(p) -> str:
-        try:
-            return os.path.relpath(os.path.abspath(p), base)
-        except ValueError:  # another drive
-            return os.path.abspath(p)
+        if p not in seen:
+            try:
+                seen[p] = os.path.relpath(os.path.abspath(p), base)
+            except ValueError:  # another drive
+                seen[p] = os.path.abspath(p)
+        return seen[p]
 
     if dataset._arrays is not None:
         return [""] * len(dataset)
@@ -256,13 +259,13 @@ def holds_parts(folder: Path) -> bool:
     return parts.is_dir() and any(parts.glob("part-*.parquet"))
 
 
-def refuse_other_run(folder: Path, description: dict, names: list[str], inputs: list[str]) -> None:
-    """A plain run into a folder holding the parts of another run (model, galaxies or inputs) is refused.
+def other_run(folder: Path, description: dict, names: list[str], inputs: list[str]) -> list[str]:
+    """What differs between this run and the run whose parts ``folder`` holds (empty: none, or the same run).
 
-    Shards of one run, and the same run again, pass: their parts are this run's.
+    Shards of one run, and the same run again, are the same run.
     """
     if not holds_parts(folder):
-        return
+        return []
     try:
         before = json.loads((Path(folder) / RUN_FILE).read_text())
         changed = [k for k in MODEL_KEYS if before.get(k) != json.loads(json.dumps(description[k], default=str))]
@@ -273,6 +276,12 @@ def refuse_other_run(folder: Path, description: dict, names: list[str], inputs: 
         changed.append("galaxy names")
     elif galaxies[1] is not None and galaxies[1] != list(inputs):
         changed.append("input files")
+    return changed
+
+
+def refuse_other_run(folder: Path, description: dict, names: list[str], inputs: list[str]) -> None:
+    """A plain run into a folder holding the parts of another run (model, galaxies or inputs) is refused."""
+    changed = other_run(folder, description, names, inputs)
     if changed:
         raise OutputError(
             f"result folder '{folder}' holds the parts of another run ({', '.join(changed)} differ); "
