@@ -233,6 +233,20 @@ class Fitting:
             files) is refused before anything is fitted.
 
         Calling it again (without ``resume``) starts again from the start values.
+
+        Raises
+        ------
+        ConfigError, OutputError
+            A configuration or output-folder mistake, before anything is fitted.
+        OutputError
+            At the end, when result parts or the results table could not be
+            written (a full disk): every fit is in :attr:`results`, and the
+            message says how to resume.
+        KeyboardInterrupt, Exception
+            Ctrl-C, or an error after some galaxies were fitted, raised again
+            once the finished galaxies are kept (:attr:`results`, the parts,
+            ``results.fits``), the others marked ``not fitted``, and the log
+            says how to resume.
         """
         with torch_threads(self.threads if self.device.type == "cpu" else None):
             return self._fit(resume, shard, overwrite)
@@ -253,7 +267,8 @@ class Fitting:
             The model a fit would use.
         """
         model = self._checked_model(resume, shard, overwrite)
-        for folder, what in ((self.dataset.result_path, "result_path"), (self.dataset.img_block_path, "img_block_path")):
+        folders = ((self.dataset.result_path, "result_path"), (self.dataset.img_block_path, "img_block_path"))
+        for folder, what in folders:
             if folder is not None and Path(folder).exists() and not Path(folder).is_dir():
                 raise OutputError(f"{what} '{folder}' exists and is a file, not a folder; give a folder path")
         result_path = self.dataset.result_path

@@ -32,4 +32,5 @@ def check_dataset(dataset) -> None:
         try:  # the PSF every galaxy without a PSF file gets: its kind and beta hold for all
             psf_from_fwhm(fwhm, kind=dataset.psf_kind, beta=dataset.psf_beta)
         except ValueError as exc:
-            raise ConfigError(f"Dataset (psf_kind={dataset.psf_kind!r}, psf_beta={dataset.psf_beta:g}): {exc}") from None
+            raise ConfigError(f"Dataset (psf_kind={dataset.psf_kind!r}, psf_beta={dataset.psf_beta:g}): "
+                              f"{exc}") from None
