@@ -281,10 +281,22 @@ def _part_rows(pa, table, columns: list[str] | None) -> dict[str, np.ndarray]:
     if not (pa.types.is_integer(table.column("position").type)
             and pa.types.is_string(table.column("galaxy_index").type)):
         raise ValueError("position or galaxy_index is not of the type galmoss writes")
+    if table.column("position").null_count or table.column("galaxy_index").null_count:
+        raise ValueError("a position or galaxy_index is empty (null)")
+    kinds = {f.part: f.dtype for f in ROW_FIELDS}
+    kinds.update({"n_masked": np.int64, "n_neighbours_fitted": np.int64, "has_errors": np.bool_})
+    for name, kind in kinds.items():
+        if name not in rows:
+            continue
+        arrow = table.column(name).type
+        fits = (pa.types.is_boolean(arrow) if kind is np.bool_ else pa.types.is_integer(arrow) if kind is np.int64
+                else pa.types.is_floating(arrow) or pa.types.is_integer(arrow))
+        if not fits or table.column(name).null_count:
+            raise ValueError(f"column {name!r} is not of the type galmoss writes ({arrow}, or with nulls)")
+        rows[name] = rows[name].astype(kind)
     if rows["theta"].dtype != object:
         raise ValueError("theta is not a list column")
     rows["position"] = rows["position"].astype(np.int64)
-    rows["flag"] = rows["flag"].astype(np.int64)
     for name in ["loss"] + need[5:]:
         rows[name] = rows[name].astype(np.float64)
     for key in ("message", "image_block"):
