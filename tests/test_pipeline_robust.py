@@ -362,3 +362,23 @@ def test_a_lost_dask_worker_is_retried_and_a_task_that_keeps_failing_flags_only_
     # the lost galaxies are in no part: a resume (here without dask) fits them
     fitting, res = _run(gm.Dataset.from_arrays(images, sigmas, PSF, result_path=out), 6, resume=True)
     assert fitting.timing["galaxies"] == 2 and np.all(np.abs(res["sersic_mag"] - mags) < 0.05)
+
+
+def test_check_finds_the_output_folder_mistakes_a_run_finds_and_writes_nothing(tmp_path):
+    images, sigmas, _ = _mocks(2)
+    for i in range(2):
+        fits.PrimaryHDU(images[i]).writeto(tmp_path / f"{i}.fits")
+    ds = gm.Dataset(["0", "1"], [tmp_path / "0.fits", tmp_path / "1.fits"], img_block_path=tmp_path,
+                    result_path=tmp_path / "new" / "out")
+    ds.define_profiles(sersic=_sersic(2))
+    fitting = gm.Fitting(ds, device="cpu", progress=False)
+    for call in (fitting.check, fitting.fit):  # the image blocks would replace the cutouts
+        with pytest.raises(OutputError, match=r"image block of galaxy '0' would be .*0.fits', which is an input"):
+            call()
+    ds.img_block_path = None
+    (tmp_path / "file").write_text("x")
+    ds.result_path = tmp_path / "file" / "out"
+    with pytest.raises(OutputError, match="is not a folder you may write to"):
+        fitting.check()
+    ds.result_path = tmp_path / "new" / "out"
+    assert fitting.check().n_free == 7 and not (tmp_path / "new").exists()  # checked, nothing written

@@ -269,8 +269,20 @@ class Fitting:
         model = self._checked_model(resume, shard, overwrite)
         folders = ((self.dataset.result_path, "result_path"), (self.dataset.img_block_path, "img_block_path"))
         for folder, what in folders:
-            if folder is not None and Path(folder).exists() and not Path(folder).is_dir():
+            if folder is None:
+                continue
+            if Path(folder).exists() and not Path(folder).is_dir():
                 raise OutputError(f"{what} '{folder}' exists and is a file, not a folder; give a folder path")
+            # the folder, or the nearest folder above it that exists (a run creates the rest)
+            existing = next(p for p in (Path(folder).absolute(), *Path(folder).absolute().parents) if p.exists())
+            if not (existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)):
+                raise OutputError(f"{what} '{folder}' cannot be written ('{existing}' is not a folder you may write "
+                                  "to); give a folder you may write to")
+        if self.dataset.img_block_path is not None:
+            from ..io.naming import safe_file_names
+
+            _refuse_inputs_as_outputs(self.dataset, Path(self.dataset.img_block_path),
+                                      safe_file_names(self.dataset.names))
         result_path = self.dataset.result_path
         if result_path is not None and Path(result_path).is_dir() and not overwrite:
             description = self._description(model)
