@@ -271,9 +271,7 @@ def _part_rows(pa, table, columns: list[str] | None) -> dict[str, np.ndarray]:
     for name in table.column_names:
         col = table.column(name)
         if pa.types.is_list(col.type) or pa.types.is_fixed_size_list(col.type):
-            values = np.empty(len(col), dtype=object)
-            values[:] = [np.asarray(x if x is not None else (), dtype=np.float64) for x in col.to_pylist()]
-            rows[name] = values
+            rows[name] = _list_rows(col.combine_chunks())
         elif pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
             rows[name] = np.array(col.to_pylist(), dtype=object)
         else:
@@ -303,6 +301,21 @@ def _part_rows(pa, table, columns: list[str] | None) -> dict[str, np.ndarray]:
         if key in rows:
             rows[key] = np.array(["" if x is None else str(x) for x in rows[key]], dtype=object)
     return rows
+
+
+def _list_rows(col) -> np.ndarray:
+    """A list column as an object array of float64 rows (views of one buffer, no Python floats)."""
+    out = np.empty(len(col), dtype=object)
+    if col.null_count:
+        out[:] = [np.asarray(x if x is not None else (), dtype=np.float64) for x in col.to_pylist()]
+        return out
+    flat = col.flatten().to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+    if hasattr(col, "offsets"):
+        offsets = col.offsets.to_numpy() - col.offsets[0].as_py()
+    else:  # a fixed-size list
+        offsets = np.arange(len(col) + 1) * col.type.list_size
+    out[:] = np.split(flat, offsets[1:-1]) if len(col) else []
+    return out
 
 
 def _lists(pa, rows: np.ndarray):
