@@ -29,6 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import galmoss as gm  # noqa: E402
+from galmoss.auto.psf import measure_fwhm  # noqa: E402
 from galmoss.flags import decode  # noqa: E402
 from tests.helpers.mocks import ZERO_POINT, bulge_disk_mocks  # noqa: E402
 
@@ -72,10 +73,14 @@ def main(argv=None) -> int:
     parser.add_argument("--fixed-n", action="store_true", help="fix n = 4 and 1 (as validate_fits.py --bulge-disk)")
     parser.add_argument("--swapped", action="store_true", help="start each component with the other's shape and flux")
     parser.add_argument("--shape", type=int, default=128, help="cutout side in pixels")
+    parser.add_argument("--bulge-re", type=float, nargs=2, default=(0.15, 0.5), metavar=("LO", "HI"),
+                        help="bulge r_e as a fraction of the disk's (0.05 0.5 reaches bulges far below the PSF)")
+    parser.add_argument("--snr", type=float, nargs=2, default=(20.0, 500.0), metavar=("LO", "HI"))
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     t0 = time.perf_counter()
-    mocks = bulge_disk_mocks(args.count, seed=args.seed, bt_range=(0.1, 0.8), shape=(args.shape, args.shape))
+    mocks = bulge_disk_mocks(args.count, seed=args.seed, bt_range=(0.1, 0.8), shape=(args.shape, args.shape),
+                             bulge_re=tuple(args.bulge_re), snr_range=tuple(args.snr))
     print(f"{args.count} bulge + disk mocks (seed {args.seed}) drawn in {time.perf_counter() - t0:.0f} s")
     t0, c0 = time.perf_counter(), time.process_time()
     res = fit(mocks, restarts=not args.no_restarts, free_n=not args.fixed_n, swapped=args.swapped)
@@ -95,6 +100,17 @@ def main(argv=None) -> int:
               f"{fb[i] / (fb[i] + fd[i]):.2f}, r_e b/d true {t['re_b'][i]:.1f}/{t['re_d'][i]:.1f} fitted "
               f"{res['bulge_eff_r'][i]:.1f}/{res['disk_eff_r'][i]:.1f}, n {res['bulge_ser_n'][i]:.2f}/{res['disk_ser_n'][i]:.2f}, "
               f"S/N {mocks.snr[i]:.0f}: {describe(res, i, t)}; flags {decode(int(flags[i])) or 0}")
+    # a degenerate component (a line, a size far below the PSF or beyond the cutout, a negligible share of the
+    # flux) must never come back with flag 0
+    fwhm = measure_fwhm(mocks.psfs)
+    half_diagonal = 0.5 * np.hypot(args.shape, args.shape)
+    degenerate = np.zeros(args.count, dtype=bool)
+    for comp in ("bulge", "disk"):
+        re, q = np.asarray(res[f"{comp}_eff_r"]), np.asarray(res[f"{comp}_axis_r"])
+        share = (fb if comp == "bulge" else fd) / (fb + fd)
+        degenerate |= (q < 0.05) | (re < 0.1 * fwhm) | (re > half_diagonal) | (share < 0.01)
+    unflagged = degenerate & (flags == 0)
+    print(f"degenerate components: {int(degenerate.sum())} fits, {int(unflagged.sum())} of them with flag 0")
     flagged = np.mean(flags[~success] != 0) if (~success).any() else float("nan")
     print(f"failed fits with a flag: {flagged:.0%}; successful fits with a flag: {np.mean(flags[success] != 0):.0%}")
     return 0

@@ -16,6 +16,7 @@ from .pipeline import Fitting
 from .io.init import results_to_init
 from .model import Model
 from .params import Parameter, p
+from .params import priors as prior
 from .params.ties import tie
 from .galfit import read_galfit, write_galfit
 from .plot import plot_fit, write_report
@@ -40,6 +41,7 @@ __all__ = [
     "lp",
     "p",
     "plot_fit",
+    "prior",
     "render",
     "read_galfit",
     "results_to_init",

@@ -50,7 +50,7 @@ import numpy as np
 
 from .errors import DataError
 from .flags import Flag
-from .profiles.base import LightProfile
+from .profiles.base import LightProfile, check_slots
 
 PathLike = str | os.PathLike
 
@@ -511,6 +511,7 @@ class Dataset:
         for name, profile in profiles.items():
             if not isinstance(profile, LightProfile):
                 raise TypeError(f"define_profiles: {name}={profile!r} is not a gm.LightProfile")
+            check_slots(name, profile)
         self.profiles = dict(profiles)
 
     # ---------------------------------------------------------------- access

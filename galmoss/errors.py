@@ -44,3 +44,7 @@ class ConfigError(GalmossError, ValueError):
 
 class ConfigTypeError(ConfigError, TypeError):
     """A run option of the wrong type (a settings object that is not one)."""
+
+
+class ProfileOutputError(GalmossError, ValueError):
+    """A profile's image does not have the batch's shape, or a profile cannot be built (a user profile's bug)."""

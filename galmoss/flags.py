@@ -72,6 +72,12 @@ REGISTRY: tuple[FlagInfo, ...] = (
     FlagInfo("components_merged", 23, "two components converged onto each other (same centre, size, shape)"),
     FlagInfo("target_masked", 24, "the user's mask covers the galaxy's centre or most of its light: only the rest "
                                    "was fitted"),
+    FlagInfo("bootstrap_split", 25, "some bootstrap refits went to another minimum (a value more than 5 robust sigmas "
+                                    "from the refits' median): the errors are the spread of the others"),
+    FlagInfo("prior_dominated", 26, "a parameter's posterior error is above 1/sqrt(2) of its prior's width: the "
+                                    "prior says as much about it as the data"),
+    FlagInfo("degenerate_component", 27, "a component collapsed (axis ratio below 0.05, or a half-light size below "
+                                         "0.1 of the PSF's FWHM): only its flux is measured"),
 )
 
 # Flags are stored as int64 everywhere (results tables, parts, tensors).

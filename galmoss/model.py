@@ -14,6 +14,7 @@ wrapped to (-90, 90] degrees, and its lengths measured along the true major axis
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ import torch
 
 from .params import Parameter, ParamSpec, Role, Transform, UnitMap
 from .params.auto import AutoStart, ImageStart, NeighbourStart  # noqa: F401 - their home before params.auto
+from .params.priors import apply_preset
 from .params.ties import Tied, order_ties as _order_ties
 from .profiles.base import EllipticalProfile, LightProfile, parameter_uses
 
@@ -63,6 +65,17 @@ class Column:
         return f"{self.profile}_{self.slot}"
 
 
+@dataclass(frozen=True)
+class PriorTerm:
+    """One prior of a model: the parameter it is on, the prior, the slot's role, the other parameters it reads."""
+
+    parameter: Parameter
+    prior: object
+    role: object
+    others: tuple
+    label: str
+
+
 class Model:
     """Named light profiles and the layout of their parameters.
 
@@ -88,11 +101,17 @@ class Model:
     """
 
     def __init__(
-        self, profiles: Mapping[str, LightProfile], *, dtype: torch.dtype | None = None
+        self, profiles: Mapping[str, LightProfile], *, dtype: torch.dtype | None = None, priors: str | None = None
     ) -> None:
         if not profiles:
             raise ValueError("a model needs at least one profile; call dataset.define_profiles(name=profile, ...)")
         self.profiles = dict(profiles)
+        if priors is not None:
+            neighbours = [name for name, p in self.profiles.items()
+                          if any(isinstance(prm, NeighbourStart) for prm in p.parameters().values())]
+            self.profiles = apply_preset(self.profiles, priors, skip=neighbours)
+        #: the prior preset the model was built with (None: only the priors given on parameters)
+        self.prior_preset = priors
         self.uses = parameter_uses(self.profiles)
         # gm.tie: tied parameters are computed from a base and a link (galmoss/params/ties.py)
         self.ties: list[Tied] = _order_ties(self.uses)
@@ -120,7 +139,8 @@ class Model:
         self.units: dict[Parameter, UnitMap] = {prm: prm.units_for(self.specs[prm].role) for prm in self.parameters}
         self.free: list[Parameter] = [prm for prm in self.parameters if prm.fit]
         self.fixed: list[Parameter] = [prm for prm in self.parameters if not prm.fit and not isinstance(prm, Tied)]
-        self.transforms: dict[Parameter, Transform] = {prm: prm.fitting_transform(self.specs[prm]) for prm in self.free}
+        self.transforms: dict[Parameter, Transform] = {prm: prm.fitting_transform(_prior_spec(prm, self.specs[prm]))
+                                                       for prm in self.free}
         _check_vector_sizes(self.profiles, self.uses)
         # a vector parameter of K values takes K consecutive columns of theta
         self.slices: dict[Parameter, slice] = {}
@@ -148,6 +168,36 @@ class Model:
         self._precision_checked: set[torch.dtype] = set()
         if dtype is not None:
             self.check_precision(dtype)
+        self.priors: list[PriorTerm] = self._collect_priors()
+
+    def _collect_priors(self) -> list["PriorTerm"]:
+        """The priors of the model's parameters (``gm.p(..., prior=)``), each checked before any fit."""
+        by_user: dict[int, Parameter] = {}
+        for prm in self.parameters:
+            by_user[id(prm)] = prm
+            like = getattr(prm, "like", None)
+            if like is not None:
+                by_user.setdefault(id(like), prm)  # a gm.p without a start stands in the model as an AutoStart
+        terms = []
+        for prm in self.parameters:
+            prior = getattr(prm, "prior", None)
+            if prior is None:
+                continue
+            label = "{}.{}".format(*self.uses[prm][0])
+            others = []
+            for other in prior.others:
+                found = by_user.get(id(other))
+                if found is None:
+                    raise ValueError(
+                        f"{label}: its prior relates it to a gm.p that no profile of the model uses; give that "
+                        "gm.p to a profile, or remove the prior"
+                    )
+                others.append(found)
+            spec = self.specs[prm]
+            prior.check(prm, label, self.n_values, role=spec.role, transform=self.transforms.get(prm),
+                        units=self.units[prm])
+            terms.append(PriorTerm(prm, prior, spec.role, tuple(others), label))
+        return terms
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -195,6 +245,14 @@ class Model:
                 f"the parameters hold {self.n_values} values per parameter but the dataset has {n_galaxies} "
                 "galaxies; give one value per galaxy, or a single value for all"
             )
+        for term in self.priors:
+            for what in ("mu", "sigma"):
+                size = getattr(term.prior, what).size
+                if size not in (1, n_galaxies):
+                    raise ValueError(
+                        f"{term.label}: the prior's {what} holds {size} values but the dataset has {n_galaxies} "
+                        "galaxies; give one value, or one per galaxy"
+                    )
 
     # ------------------------------------------------------------ start values
     @property
@@ -378,6 +436,21 @@ class Model:
         with torch.no_grad():
             rep = self.report(self.values(theta, fixed))
         return rep, jac
+
+
+def _prior_spec(prm: Parameter, spec: ParamSpec) -> ParamSpec:
+    """The slot's spec with a logit prior's bounds as the fit's range when the user gave none.
+
+    A logit-normal prior is defined inside its bounds only: the fit must not leave them.
+    """
+    prior = getattr(prm, "prior", None)
+    if prior is None or prm.value_range is not None or getattr(prior, "bounds", None) is None:
+        return spec
+    if prior.resolved_space(prm, spec.role) != "logit":
+        return spec
+    lo, hi = (float(b) for b in prm.units_for(spec.role).to_profile(np.asarray(prior.bounds)))
+    flo, fhi = spec.fit_bounds if spec.fit_bounds is not None else spec.domain
+    return dataclasses.replace(spec, fit_bounds=(max(lo, flo), min(hi, fhi)))
 
 
 def _check_vector_sizes(profiles: Mapping[str, LightProfile], uses: Mapping[Parameter, list]) -> None:

@@ -115,3 +115,21 @@ def test_a_wide_log_space_range_fits_the_true_radius():
     # the injected radius, within 5 sigma of the fit's own error
     assert abs(float(res["s_eff_r"][0]) - 3.0) < 5 * err
     assert not int(res["flag"][0]) & int(gm.flags.Flag.near_bound)
+
+
+def test_a_parameter_pinned_at_its_bound_has_no_error_rather_than_a_zero_one():
+    """Sersic n of 1.5 fitted inside value_range (0.5, 1): it ends at a wall, near_bound is set and its error is NaN
+    (the transform's slope there would give ~0, which reads as "fixed"); the free magnitude keeps a finite error."""
+    from .test_fitting import PSF, _mock
+
+    images, sigmas, _ = _mock(count=1, seed=3, shape=(40, 40), re=4.0)
+    ds = gm.Dataset.from_arrays(images, sigmas, PSF)
+    ds.define_profiles(s=gm.lp.Sersic(cen_x=gm.p(20.5), cen_y=gm.p(20.0), pa=gm.p(30.0), axis_r=gm.p(0.6),
+                                      eff_r=gm.p(4.0), mag=gm.p(16.5, M0=22.5), ser_n=gm.p(0.8, value_range=(0.5, 1.0))))
+    fitting = gm.Fitting(ds, batch_size=1, iteration=100, device="cpu", progress=False, restarts=False)
+    fitting.fit()
+    res = fitting.uncertainty("covar_mat")
+    assert int(res["flag"][0]) & int(gm.flags.Flag.near_bound)
+    assert min(abs(float(res["s_ser_n"][0]) - b) for b in (0.5, 1.0)) < 5e-3
+    assert np.isnan(res["s_ser_n_err"][0])
+    assert np.isfinite(res["s_mag_err"][0]) and res["s_mag_err"][0] > 0

@@ -40,6 +40,9 @@ EXPECTED_VALUES = {
     "at_start": 1 << 22,
     "components_merged": 1 << 23,
     "target_masked": 1 << 24,
+    "bootstrap_split": 1 << 25,
+    "prior_dominated": 1 << 26,
+    "degenerate_component": 1 << 27,
 }
 
 

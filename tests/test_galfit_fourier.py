@@ -131,7 +131,7 @@ def test_fourier_lines_become_vector_parameters(tmp_path):
     ("F1) 0.1 30 1 1\nF4) 0.02 0 0 1", FeedmeUnsupportedError, "same amplitude toggle"),
     ("F1) 0.1 30 1 1\nF4) 0.02 0 1 0", FeedmeUnsupportedError, "same phase toggle"),
     ("Fx) 0.1 30 1 1", FeedmeError, "unknown parameter line Fx)"),
-    ("B1) 0.07 1", FeedmeUnsupportedError, "bending mode"),
+    ("R0) powerlaw", FeedmeUnsupportedError, "coordinate rotation"),
 ])
 def test_bad_fourier_lines_name_the_file_and_line(tmp_path, line, cls, words):
     path = _feedme(tmp_path, fourier=line)

@@ -104,7 +104,7 @@ def test_one_bad_file_never_stops_the_others(folder, capsys):
     specs = {
         "small_n": dict(comps=sersic_block(1, **dict(start, n=0.06))),     # GALFIT accepts n = 0.06
         "on_bound": dict(comps=sersic_block(1, **start), constraints="range.cons"),
-        "bad_line": dict(comps=sersic_block(1, **start).replace(" Z) 0", "B1) 0.1 1\n Z) 0")),
+        "bad_line": dict(comps=sersic_block(1, **start).replace(" Z) 0", "R0) power\n Z) 0")),
         "no_comp": dict(comps=""),
         "own_input": dict(comps=sersic_block(1, **start), block="g.fits"),  # B) is its own A)
         "other_input": dict(comps=sersic_block(1, **start), block="sig.fits", sigma="none"),  # B) is the others' C)
@@ -129,7 +129,7 @@ def test_one_bad_file_never_stops_the_others(folder, capsys):
         assert not {"read_error", "fit_error"} & set(flags), (name, row[name]["message"])
         assert math.isfinite(row[name]["1_N"]) and (folder / f"{name}_out.fits").is_file()
     assert 4.8 <= row["on_bound"]["1_RE"] <= 10
-    refused = {"bad_line": "bending mode", "no_comp": "has no component", "own_input": "its own A) file",
+    refused = {"bad_line": "coordinate rotation", "no_comp": "has no component", "own_input": "its own A) file",
                "other_input": "the C) file of"}
     for name, words in refused.items():
         assert "read_error" in gm.flags.decode(int(row[name]["flag"])), name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -38,6 +39,13 @@ def test_the_example_job_runs_as_written_and_recovers_the_truth(survey, capsys):
     assert np.all(np.abs(res["sersic_eff_r"] / truth["re"] - 1) < 0.1)
     assert (survey / "results" / "fit.log").read_text().strip()
     assert res["sersic_mag"].meta["M0"] == 22.5
+    # the example writes image blocks, so its report shows every galaxy it picks
+    assert sorted(p.name for p in (survey / "image_blocks").iterdir()) == [f"{n}.fits" for n in truth["id"]]
+    assert main(["report", str(survey / "results")]) == 0
+    page = (survey / "results" / "report.html").read_text()
+    shown = re.findall(r"<b>(\w+)</b>", page.split("Worst fits", 1)[1])
+    assert shown and "no image block" not in page
+    assert page.count('<img class="panel"') == len(set(shown))
 
 
 def test_dry_run_prints_the_model_and_fits_nothing(survey, capsys, tmp_path):

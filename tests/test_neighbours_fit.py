@@ -152,4 +152,5 @@ def test_bootstrap_errors_with_neighbours_fitted_match_the_covariance_errors(fit
     boot = fitting.uncertainty(method="bootstrap", n_resample=40, seed=1)
     for j, i in enumerate((0, 3)):
         assert abs(boot["g_eff_r_err"][j] / fitted["g_eff_r_err"][i] - 1) < 0.35
+        assert boot["g_eff_r_err"][j] != fitted["g_eff_r_err"][i]  # refitted, not the covariance errors kept
     assert np.isfinite(boot["nb1_eff_r_err"][0]) and np.isnan(boot["nb1_eff_r_err"][1])

@@ -35,6 +35,9 @@ PROFILES = {
     "moffat": lambda: gm.lp.Moffat(**_geometry(), con=gm.p(2.5), fwhm=gm.p([3.0, 2.0])),
     "ferrer": lambda: gm.lp.Ferrer(**_geometry(), trunc_r=gm.p(8.0), trunc_a=gm.p(2.0), trunc_b=gm.p(0.5)),
     "king": lambda: gm.lp.King(**_geometry(), core_r=gm.p(1.5), trunc_r=gm.p(9.0), pow_n=gm.p(2.0)),
+    "nuker": lambda: gm.lp.Nuker(**_geometry(), break_r=gm.p(3.0), alpha=gm.p(2.0), beta=gm.p(3.5), gamma=gm.p(0.5)),
+    "edgedisk": lambda: gm.lp.EdgeDisk(cen_x=gm.p([15.3, 16.2]), cen_y=gm.p([16.1, 15.4]), pa=gm.p([30.0, -50.0]),
+                                       mag=gm.p([17.0, 18.0], M0=22.5), scale_h=gm.p(1.0), scale_l=gm.p([4.0, 3.0])),
     "sky": lambda: gm.lp.Sky(sky_bg=gm.p([0.1, -0.2]), grad_x=gm.p(0.01), grad_y=gm.p([0.0, 0.02])),
     "pointsource": lambda: gm.lp.PointSource(cen_x=gm.p([15.3, 16.2]), cen_y=gm.p([16.1, 15.4]), mag=gm.p(18.0, M0=22.5)),
     "freeform": lambda: gm.lp.FreeForm(**_geometry(), log_sb=gm.p(np.linspace(0.0, -4.0, 6), dim="2d"), radii=(0.5, 12.0, 6)),
@@ -42,6 +45,17 @@ PROFILES = {
                                        cen_x=gm.p([15.3, 16.2], fit=False), cen_y=gm.p([16.1, 15.4], fit=False), scale=2),
 }
 PSF = np.exp(-0.5 * ((np.mgrid[:9, :9] - 4.0) ** 2).sum(0) / 1.3**2)
+
+
+@pytest.mark.parametrize("wrap", ["truncation", "bending"])
+def test_truncated_and_bent_profiles_survive_a_round_trip(wrap):
+    base = PROFILES["sersic"]()
+    profile = (gm.lp.with_truncation(base, outer=(gm.p(8.0), gm.p(3.0))) if wrap == "truncation"
+               else gm.lp.with_bending(base, (2, 3), gm.p([0.5, -0.2], dim="2d")))
+    back = _round_trip(profile)
+    assert type(back) is type(profile)
+    before = gm.render(profile, (32, 32), dtype=torch.float64)
+    assert torch.equal(gm.render(back, (32, 32), dtype=torch.float64), before)
 
 
 def test_every_builtin_profile_is_covered():

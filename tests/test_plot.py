@@ -103,7 +103,7 @@ def _axes(fig):
 def test_fit_panels_show_data_model_residual_in_sigma_and_components(run):
     fig = gm.plot_fit(run["folder"], "g0")
     axes = _axes(fig)
-    assert list(axes) == ["data", "model", "residual", "component:bulge", "component:disk", "profile", "values"]
+    assert list(axes) == ["data", "model", "residual", "component:bulge", "component:disk", "profile", "histogram", "values"]
     assert sum(ax.get_label() == "<colorbar>" for ax in fig.axes) == 5  # one per image panel
     block = read_image_block(run["blocks"] / "g0.fits")
     # the residual panel holds (data - model) / sigma of the block, to float32 precision
@@ -221,6 +221,11 @@ def test_plot_fit_from_a_fitting_and_the_cli(tmp_path, capsys):
     block = read_image_block(fitting.dataset.img_block_path / fitting_block_name(fitting, "b"))
     np.testing.assert_allclose(np.asarray(axes["model"].images[0].get_array()), block["MODEL"])
     assert "component:sersic" in axes
+    # each value carries the unit of its column: pixels, degrees, magnitudes
+    text = axes["values"].texts[0].get_text()
+    for col, unit in (("sersic_cen_x", "pix"), ("sersic_pa", "deg"), ("sersic_mag", "mag")):
+        assert re.search(rf"{col} +\S+( ± \S+)? {unit}\n", text), col
+    assert re.search(r"sersic_ser_n +[-\d.]+\n", text)  # dimensionless: no unit
 
     out = tmp_path / "b.png"
     assert main(["plot", str(tmp_path / "res"), "--galaxy", "b", "--out", str(out), "--blocks", str(tmp_path / "blocks")]) == 0
@@ -380,3 +385,104 @@ def test_report_opens_in_headless_chromium(report, tmp_path):
     # and the residuals' red-blue map, away from its white middle
     rdbu = (colormaps["RdBu_r"](np.r_[np.linspace(0.0, 0.35, 24), np.linspace(0.65, 1.0, 24)])[:, :3] * 255).round()
     assert pixels_near(rdbu, 4) > 1000
+
+
+# ------------------------------------------------- residual histogram, units
+def test_residual_histogram_counts_are_numpys_of_the_blocks_residual_over_sigma(run):
+    from galmoss.plot.panels import HISTOGRAM_EDGES
+
+    axes = _axes(gm.plot_fit(run["folder"], "g0"))
+    block = read_image_block(run["blocks"] / "g0.fits")
+    used = block["MASK"] != 0
+    pull = (block["DATA"].astype(np.float64) - block["MODEL"]) / block["SIGMA"]
+    expected, _ = np.histogram(pull[used], bins=HISTOGRAM_EDGES)
+    counts = [patch.get_height() for patch in axes["histogram"].patches]
+    np.testing.assert_array_equal(counts, expected)
+    # the reference is the unit normal scaled to the pixel count: its peak is n * bin / sqrt(2 pi)
+    curve = [line for line in axes["histogram"].get_lines() if line.get_label() == "unit normal"][0]
+    width = HISTOGRAM_EDGES[1] - HISTOGRAM_EDGES[0]
+    assert curve.get_ydata().max() == pytest.approx(used.sum() * width / np.sqrt(2 * np.pi), rel=1e-9)
+    # the values carry their units: the plain table's are unknown, the fitter's run gives them (below)
+    text = axes["values"].texts[0].get_text()
+    assert "bulge_mag" in text and "17.031 ± 0.012" in text
+    # without sigma the histogram says so instead of guessing sigma
+    axes = _axes(gm.plot_fit(run["folder"], "g1"))
+    assert not axes["histogram"].patches and "no sigma" in axes["histogram"].texts[0].get_text()
+
+
+def test_the_report_gallery_is_one_wide_card_a_row(run, report):
+    page = report.read_text()
+    card = re.search(r"\.card\{([^}]*)\}", page).group(1)
+    assert "width:100%" in card and "max-width:980px" in card
+    # each gallery picture is drawn at least 12 inches wide at the report's 80 dpi: shown at its own size
+    from matplotlib.image import imread
+
+    uri = [b for cls, _, b in _images(page) if cls == "panel"][0]
+    picture = imread(io.BytesIO(base64.b64decode(uri)), format="png")
+    assert picture.shape[1] >= 12 * 80
+
+
+# ------------------------------------------------------ galmoss galfit output
+@pytest.fixture(scope="module")
+def galfit_run(tmp_path_factory):
+    """``galmoss galfit`` on two GalSim Sersics; g1 is an H) section of a larger frame."""
+    from .helpers.galfit_mocks import (SKY_SIGMA, galsim_profile, observe, perturbed_start, sersic_block,
+                                       sersic_feedme, sersic_truth, write_image, write_psf)
+
+    root = tmp_path_factory.mktemp("galfitplot")
+    rng = np.random.default_rng(4)
+    write_psf(root)
+    shape, big = (40, 40), (60, 70)
+    t0, t1 = sersic_truth(rng, 20.5, 20.5), sersic_truth(rng, 45.5, 30.5)
+    write_image(root / "g0.fits", observe(galsim_profile(t0, shape), shape, rng))
+    write_image(root / "g1.fits", observe(galsim_profile(t1, big), big, rng))
+    write_image(root / "sigma.fits", np.full(big, SKY_SIGMA))
+    feedmes = []
+    for name, t, region in (("g0", t0, "1 40 1 40"), ("g1", t1, "26 65 11 50")):
+        path = root / f"{name}.feedme"
+        path.write_text(sersic_feedme(name, image=f"{name}.fits", block=f"blocks/{name}.fits", sigma="sigma.fits",
+                                      region=region, comps=sersic_block(1, **perturbed_start(t, rng))))
+        feedmes.append(str(path))
+    assert main(["galfit", *feedmes, "--output", str(root / "run"), "--device", "cpu"]) == 0
+    return root
+
+
+def test_plot_reads_galmoss_galfits_blocks_and_table(galfit_run, tmp_path):
+    from galmoss.plot.panels import HISTOGRAM_EDGES
+
+    out = tmp_path / "g1.png"
+    assert main(["plot", str(galfit_run / "run"), "--galaxy", "g1", "--out", str(out)]) == 0
+    assert out.stat().st_size > 10_000
+    axes = _axes(gm.plot_fit(galfit_run / "run", "g1"))
+    block = read_image_block(galfit_run / "blocks" / "g1.fits")  # GALFIT's layout: INPUT, MODEL, RESIDUAL
+    np.testing.assert_array_equal(axes["data"].images[0].get_array(), block["INPUT"])
+    # sigma is the feedme's C) image, cut to the H) section: the pull of every pixel is in the histogram
+    from astropy.io import fits
+
+    sigma = fits.getdata(galfit_run / "sigma.fits")[10:50, 25:65].astype(np.float64)
+    pull = (block["INPUT"].astype(np.float64) - block["MODEL"]) / sigma
+    expected, _ = np.histogram(pull, bins=HISTOGRAM_EDGES)
+    np.testing.assert_array_equal([p.get_height() for p in axes["histogram"].patches], expected)
+    assert axes["residual"].get_title() == "(data - model) / sigma"
+    text = axes["values"].texts[0].get_text()
+    assert re.search(r"1_MAG +\d+\.\d+ ± \d\.\d+ mag", text) and re.search(r"1_XC +[\d.]+ ± [\d.]+ pix", text)
+    assert "reduced chi2" in text
+    # the annuli follow the fitted ellipse moved from the full frame onto the H) section
+    table = Table.read(galfit_run / "run" / "results.fits")
+    row = table[1]
+    assert f"q={row['1_AR']:.2f}, PA={row['1_PA']:.1f}" in axes["profile"].get_title()
+    prof = axes["profile"].get_lines()
+    model_line = [line for line in prof if line.get_label() == "model"][0]
+    # the innermost annulus is the brightest: the centre is on the galaxy, 25 and 10 pixels off the frame's
+    assert np.argmax(model_line.get_ydata()) == 0
+
+
+def test_report_of_a_galfit_run_has_a_picture_per_galaxy(galfit_run, tmp_path):
+    out = tmp_path / "report.html"
+    assert main(["report", str(galfit_run / "run"), "--out", str(out)]) == 0
+    page = out.read_text()
+    cards = re.findall(r"<b>(\w+)</b>", page.split("Worst fits", 1)[1])
+    assert set(cards) == {"g0", "g1"}
+    assert "no image block" not in page
+    assert sum(cls == "panel" for cls, _, _ in _images(page)) == len(set(cards))
+    assert sum(cls == "figure" for cls, _, _ in _images(page)) == 2  # the parameters' histograms, errors vs values

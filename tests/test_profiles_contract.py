@@ -34,6 +34,10 @@ PROFILES = {
                                    trunc_a=gm.p([2.0, 1.0, 0.5]), trunc_b=gm.p([0.0, 0.5, 1.0])),
     "king": lambda: gm.lp.King(**_geometry(), mag=_mag(), core_r=gm.p([2.0, 1.0, 3.0]), trunc_r=gm.p([15.0, 10.0, 20.0]),
                                pow_n=gm.p([2.0, 1.5, 3.0])),
+    "nuker": lambda: gm.lp.Nuker(**_geometry(), mag=_mag(), break_r=gm.p([3.0, 2.0, 5.0]), alpha=gm.p([2.0, 1.0, 4.0]),
+                                 beta=gm.p([5.0, 4.0, 6.0]), gamma=gm.p([0.5, 0.0, 1.2])),
+    "edgedisk": lambda: gm.lp.EdgeDisk(cen_x=_geometry()["cen_x"], cen_y=_geometry()["cen_y"], pa=_geometry()["pa"], mag=_mag(),
+                                       scale_h=gm.p([1.0, 0.6, 2.0]), scale_l=gm.p([5.0, 3.0, 8.0])),
     "freeform": lambda: gm.lp.FreeForm(**_geometry(), mag=_mag(), radii=(0.2, 30.0, 12),
                                        log_sb=gm.p(-np.outer([1.0, 0.6, 1.4], np.linspace(0.0, 3.0, 12)))),
     "pixelmap": lambda: gm.lp.PixelMap(pixels=gm.p(np.linspace(1.0, 40.0, 48).reshape(3, 16)), shape=(4, 4),
@@ -57,7 +61,9 @@ def test_profile_contract_without_psf(name):
     # every check ran (a check skipped by mistake would pass silently)
     expected = {"float32_vs_float64", "batch_vs_alone_difference", "jvp_vs_finite_difference"}
     if name not in ("sky", "pixelmap"):
-        expected |= {"most_negative_over_peak", "flux_integral_relative_error", "pa_plus_180_difference"}
+        expected |= {"most_negative_over_peak", "pa_plus_180_difference"}
+    if name not in ("sky", "pixelmap", "edgedisk"):  # the edge-on disk's flux: tests/test_galfit_profiles.py (scipy)
+        expected |= {"flux_integral_relative_error"}
     assert expected <= set(report.measurements)
 
 

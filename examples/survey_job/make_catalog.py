@@ -1,7 +1,8 @@
 """Write mock galaxies (FITS image, sigma and PSF per galaxy) and the catalog.csv that job.toml reads.
 
     python make_catalog.py [--galaxies 40] [--folder .]
-    galmoss fit job.toml            # then: results/results.fits, results/results.csv
+    galmoss fit job.toml            # then: results/results.fits, results/results.csv, image_blocks/
+    galmoss report results/         # results/report.html: distributions, flags, the worst fits drawn
 
 Start values in the catalogue are the truth perturbed by 10-30 %, as a survey
 catalogue would give them; the truth is in truth.csv.

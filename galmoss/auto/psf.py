@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-__all__ = ["psf_from_fwhm"]
+__all__ = ["measure_fwhm", "psf_from_fwhm"]
 
 _SUB = 8  # sub-pixels per pixel side for the pixel integral
 
@@ -75,3 +75,21 @@ def psf_from_fwhm(fwhm, size: int | None = None, kind: str = "moffat", beta: flo
         values = np.exp(-0.5 * r2[None] / s**2)
     stamp = values.mean(axis=(3, 4))
     return stamp / stamp.sum(axis=(1, 2), keepdims=True)
+
+
+def measure_fwhm(psf: np.ndarray) -> np.ndarray:
+    """FWHM (pixels) of PSF images (B, h, w): the diameter of the circle whose area is the area above half the peak.
+
+    Pixels are split 4 x 4 by bilinear interpolation first, so that a PSF of two
+    or three pixels' FWHM is measured to a few per cent.
+    """
+    import torch
+
+    psf = np.asarray(psf, dtype=np.float64)
+    if psf.ndim == 2:
+        psf = psf[None]
+    t = torch.as_tensor(psf)[:, None]
+    fine = torch.nn.functional.interpolate(t, scale_factor=4, mode="bilinear", align_corners=False)[:, 0].numpy()
+    peak = fine.reshape(len(fine), -1).max(axis=1)
+    area = (fine >= 0.5 * peak[:, None, None]).reshape(len(fine), -1).sum(axis=1) / 16.0
+    return 2.0 * np.sqrt(area / np.pi)

@@ -25,6 +25,12 @@ their starts keyed by result column, chi2 and dof, the cutout shape) and sets:
     shared length within 10 %, axis ratios within 0.05, Sersic indices within
     10 % (and position angles within 10 degrees unless both are round): the
     model has one component twice.
+``degenerate_component``
+    a component collapsed: its axis ratio below :data:`MIN_AXIS_RATIO` (0.05;
+    the thinnest edge-on disks seen are about 0.1, so no galaxy component
+    is a line), or its half-light size below :data:`MIN_SIZE_FRACTION` (0.1)
+    of the PSF's FWHM (``psf_fwhm``; a bulge that small is a point source to
+    the data: its size, shape and index are not measured, only its flux).
 ``no_source``
     passed in (``no_source=``, from :func:`galmoss.auto.auto_mask` or
     ``estimate_starts(...)["detected"]``): a blank cutout is never "converged
@@ -44,6 +50,12 @@ __all__ = ["CHI2_SIGMAS", "quality_flags"]
 
 #: ``chi2_high`` threshold, in spreads sqrt(2 dof) of the chi2 distribution above its mean dof
 CHI2_SIGMAS = 10.0
+#: ``degenerate_component``: no galaxy component is flatter than this axis ratio
+MIN_AXIS_RATIO = 0.05
+#: ``degenerate_component``: a half-light size below this fraction of the PSF's FWHM is not measured
+MIN_SIZE_FRACTION = 0.1
+#: half-light size per unit of each length slot (a scale length h holds half the light within 1.678 h)
+_HALF_LIGHT = {"eff_r": 1.0, "scale_l": 1.678, "fwhm": 0.5}
 _OTHER_SLOTS = ("cen_x", "cen_y", "axis_r", "ser_n", "pa", "mag", "sky_bg", "box", "c0", "beta", "concentration")
 
 
@@ -81,6 +93,7 @@ def quality_flags(
     no_source=None,
     components: Mapping[str, str] | None = None,
     lengths: Collection[str] | None = None,
+    psf_fwhm=None,
 ) -> tuple[np.ndarray, list[str]]:
     """Quality flags and messages for a batch of finished fits.
 
@@ -112,6 +125,9 @@ def quality_flags(
     lengths
         The slots that are lengths (``Role.LENGTH`` in the profiles' declarations);
         None: those of every registered profile (:func:`length_slots`).
+    psf_fwhm
+        (B,) FWHM of each galaxy's PSF in pixels (or one value); None: no
+        check of sizes against the PSF.
 
     Returns
     -------
@@ -165,6 +181,25 @@ def quality_flags(
                 mark(np.isfinite(pixels) & (pixels > half_diagonal), Flag.size_runaway,
                      lambda i, c=comp, s=slot, p=pixels: f"{c}.{s} = {p[i]:.3g} px, beyond half the cutout's diagonal "
                                                          f"({half_diagonal:.0f} px): the size ran away")
+
+    # a collapsed component: a line, or a size far below the PSF
+    for comp, slots in by_comp.items():
+        if "axis_r" in slots:
+            q = slots["axis_r"]
+            mark(np.isfinite(q) & (q < MIN_AXIS_RATIO), Flag.degenerate_component,
+                 lambda i, c=comp, q=q: f"component {c} collapsed to a line (axis ratio {q[i]:.2g} < "
+                                        f"{MIN_AXIS_RATIO:g}): its shape is not measured")
+        if psf_fwhm is None:
+            continue
+        fwhm = np.broadcast_to(np.asarray(psf_fwhm, dtype=float), (b,))
+        for slot, half in _HALF_LIGHT.items():
+            if slot in slots:
+                pixels = half * slots[slot] / scale_of(f"{comp}_{slot}")
+                mark(np.isfinite(pixels) & np.isfinite(fwhm) & (pixels < MIN_SIZE_FRACTION * fwhm),
+                     Flag.degenerate_component,
+                     lambda i, c=comp, p=pixels: f"component {c} has a half-light size of {p[i]:.2g} px, below "
+                                                 f"{MIN_SIZE_FRACTION:g} of the PSF's FWHM ({fwhm[i]:.2g} px): it is "
+                                                 "a point source to the data; only its flux is measured")
 
     # a component with a negligible share of the flux
     mags = {comp: slots["mag"] for comp, slots in by_comp.items() if "mag" in slots}

@@ -15,11 +15,14 @@ One cutout at a time (photutils segments one image at a time):
    none is given); when no segment lies there, the brightest segment whose
    nearest pixel lies within ``search_radius`` of it (flag
    ``segment_fallback``); no segment there at all: flag ``no_source``;
-4. the mask: every other segment, grown by ``grow`` times its equivalent
+4. pieces of the target: a segment deblended off the target's own light (a
+   knot or an arm of a large disk, :func:`part_of_target`) joins the target's
+   segment and is neither masked nor fitted;
+5. the mask: every other segment, grown by ``grow`` times its equivalent
    radius sqrt(area / pi) (at least 1 px, at most ``max_grow``), never onto the
    target's own segment; combined with the weight given (pixels already at
    weight 0 stay there);
-5. the sky and its sigma from sky pixels only: every segment, the target's
+6. the sky and its sigma from sky pixels only: every segment, the target's
    included, grown by ``sky_grow`` times its equivalent radius plus 3 px, is
    left out; the sky is the sigma-clipped median, the sigma the clipped
    standard deviation with the clipping's own bias divided out
@@ -42,8 +45,8 @@ import numpy as np
 
 from ..flags import Flag
 
-__all__ = ["AutoMaskResult", "auto_mask", "clipped_sigma", "photutils_or_raise", "psf_half_light_radius",
-           "select_neighbours"]
+__all__ = ["AutoMaskResult", "auto_mask", "clipped_sigma", "part_of_target", "photutils_or_raise",
+           "psf_half_light_radius", "select_neighbours"]
 
 
 def photutils_or_raise():
@@ -95,7 +98,12 @@ class AutoMaskResult:
     neighbours
         One dict per other segment: ``label``, ``x``, ``y`` (1-based), ``flux``,
         ``area``, ``eff_r``, ``axis_r``, ``pa``, ``distance`` (px from the
-        target's centre), ``flux_ratio`` (to the target's segment flux).
+        target's centre), ``ellipse_distance`` (px along the target's major axis,
+        on its ellipse), ``flux_ratio`` (to the target's segment flux),
+        ``same_island`` (detected in one source with the target, split off by
+        deblending) and ``peak_contrast`` (its peak over its border with the
+        target). Segments that are pieces of the target (:func:`part_of_target`)
+        are merged into it and not listed.
     fitted
         The neighbours left unmasked to be fitted with their own component
         (``neighbours="fit"``; :func:`select_neighbours`), each with ``kind``.
@@ -375,16 +383,22 @@ def auto_mask(
     sky_values = image[sky_pixels]
     sky, sky_sigma = clipped_sigma(sky_values) if sky_values.size > 10 else (bkg, rms)
 
-    cat = _quiet(segmentation.SourceCatalog, image - sky, segm, mask=~used)
-    index = {int(lab): i for i, lab in enumerate(np.atleast_1d(cat.label))}
-    props = _quiet(_catalog_row, cat, index[target_label])
-    rows = []
-    for lab in others:
-        row = _quiet(_catalog_row, cat, index[int(lab)])
-        row["label"] = int(lab)
-        row["distance"] = float(math.hypot(row["x"] - props["x"], row["y"] - props["y"]))
-        row["flux_ratio"] = row["flux"] / props["flux"] if props["flux"] > 0 else float("inf")
-        rows.append(row)
+    island = np.asarray(detected.data, dtype=int)  # before deblending: one label per connected source
+    own_island = int(island[target].max()) if target.any() else 0
+    merged: list[int] = []
+    for attempt in range(5):  # the target grows as its pieces join it: pieces farther out may then join too
+        props, rows = _describe(image - sky, labels_img, others, target_label, used, convolved, island, own_island,
+                                segmentation)
+        pieces = [row["label"] for row in rows if part_of_target(props, row, psf_r_half=psf_r_half)]
+        if not pieces or attempt == 4:
+            break
+        merged += pieces
+        labels_img = np.where(np.isin(labels_img, pieces), target_label, labels_img)
+        target = labels_img == target_label
+        others = others[~np.isin(others, pieces)]
+    if merged:
+        notes.append(f"{len(merged)} deblended segment(s) inside the target's extent kept as part of it "
+                     "(its own arms or knots)")
     fitted: list[dict] = []
     if neighbours == "fit" and rows:
         fitted = select_neighbours(props, rows, max_neighbours=max_neighbours, psf_r_half=psf_r_half)
@@ -402,6 +416,84 @@ def auto_mask(
         notes.insert(1, f"{len(fitted)} neighbour(s) fitted ({len(fitted) - stars} Sersic, {stars} point source)")
     return AutoMaskResult(new_weight, masked, target, labels_img, target_label, n_masked, int(masked_labels.size),
                           sky, sky_sigma, flags, "; ".join(notes), props, rows, fitted)
+
+
+def _describe(data, labels_img, others, target_label, used, convolved, island, own_island, segmentation):
+    """The target's catalogue row and one row per other segment (with what tells a piece of the target)."""
+    from scipy import ndimage
+
+    segm = segmentation.SegmentationImage(labels_img)
+    cat = _quiet(segmentation.SourceCatalog, data, segm, mask=~used)
+    index = {int(lab): i for i, lab in enumerate(np.atleast_1d(cat.label))}
+    props = _quiet(_catalog_row, cat, index[target_label])
+    target = labels_img == target_label
+    touching = ndimage.binary_dilation(target, structure=np.ones((3, 3), bool))
+    t = math.radians(props["pa"])
+    rows = []
+    for lab in others:
+        row = _quiet(_catalog_row, cat, index[int(lab)])
+        segment = labels_img == lab
+        dx, dy = row["x"] - props["x"], row["y"] - props["y"]
+        row["label"] = int(lab)
+        row["distance"] = float(math.hypot(dx, dy))
+        # along the target's major axis, on its ellipse: how far inside the target's own light it lies
+        row["ellipse_distance"] = float(math.hypot(-dx * math.sin(t) + dy * math.cos(t),
+                                                   (dx * math.cos(t) + dy * math.sin(t)) / props["axis_r"]))
+        row["flux_ratio"] = row["flux"] / props["flux"] if props["flux"] > 0 else float("inf")
+        row["same_island"] = bool(own_island and np.any(island[segment] == own_island))
+        row["peak_contrast"] = _peak_contrast(convolved, segment, touching)
+        rows.append(row)
+    return props, rows
+
+
+#: A segment deblended off the target's own light (its arms, HII regions) lies within this many target
+#: half-light radii on the target's ellipse, ...
+INSIDE_RADII = 3.0
+#: ... holds less than this fraction of the target's flux, ...
+PIECE_FLUX = 0.2
+#: ... peaks less than this many times above the target's light where the two touch, ...
+PIECE_CONTRAST = 16.0
+#: ... and is not compact: its half-light radius is at least this many times the PSF's (docs/validation.md).
+PIECE_MIN_SIZE = 1.5
+
+
+def part_of_target(target: dict, row: dict, *, psf_r_half: float | None = None, inside: float = INSIDE_RADII,
+                   flux: float = PIECE_FLUX, contrast: float = PIECE_CONTRAST, min_size: float = PIECE_MIN_SIZE) -> bool:
+    """Whether a deblended segment is a piece of the target's own light rather than a neighbour.
+
+    photutils' deblending cuts the knots and arms of a large disk into segments of
+    their own; fitted as neighbours or masked, they take the disk's light (its
+    magnitude too faint, the bulge's Sersic index too high). A segment is a piece
+    of the target when all of these hold:
+
+    * it was detected in one connected source with the target (``same_island``:
+      deblending split it off);
+    * its centroid lies within ``inside`` target half-light radii on the target's ellipse;
+    * its flux is below ``flux`` times the target's;
+    * its peak is less than ``contrast`` times the smoothed brightness along its
+      border with the target (a separate galaxy or star has a peak of its own far
+      above the target's light there);
+    * it is not compact: its half-light radius is at least ``min_size`` times the
+      PSF's (``psf_r_half``; a star or a compact galaxy is a source of its own).
+
+    The numbers are measured in docs/validation.md ("Pieces of the target").
+    """
+    if psf_r_half is not None and row.get("r_half", math.inf) < min_size * psf_r_half:
+        return False
+    return bool(row.get("same_island", False)
+                and row.get("ellipse_distance", math.inf) < inside * max(float(target.get("eff_r", 1.0)), 1.0)
+                and row.get("flux_ratio", math.inf) < flux
+                and row.get("peak_contrast", math.inf) < contrast)
+
+
+def _peak_contrast(convolved: np.ndarray, segment: np.ndarray, touching: np.ndarray) -> float:
+    """The segment's peak over its brightness where it touches the target (inf where it does not)."""
+    border = segment & touching
+    if not border.any():
+        return math.inf
+    level = float(np.median(convolved[border]))
+    peak = float(convolved[segment].max())
+    return peak / level if level > 0 else math.inf
 
 
 #: neighbours closer than this many target half-light radii are fitted (docs/validation.md, issue 8)

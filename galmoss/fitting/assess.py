@@ -59,12 +59,15 @@ def assess(model: Model, batch: Batch, start: dict, reported: dict, theta: Tenso
         if finite[i] and dof[i] <= 0:
             flags[i] |= int(Flag.no_dof)
     if model.n_free:
-        _quality(model, start, reported, loss, dof, finite, tuple(batch.image.shape[1:]), flags, messages, chi2)
+        _quality(model, start, reported, loss, dof, finite, tuple(batch.image.shape[1:]), flags, messages, chi2,
+                 psf=batch.psf)
     return flags, messages
 
 
-def _quality(model: Model, start: dict, reported: dict, loss, dof, finite, shape, flags, messages, chi2: bool) -> None:
+def _quality(model: Model, start: dict, reported: dict, loss, dof, finite, shape, flags, messages, chi2: bool,
+             psf=None) -> None:
     """Flags that never hide a bad fit (:func:`galmoss.auto.quality.quality_flags`), ORed into ``flags``."""
+    from ..auto.psf import measure_fwhm
     from ..auto.quality import quality_flags
 
     with torch.no_grad():
@@ -85,6 +88,7 @@ def _quality(model: Model, start: dict, reported: dict, loss, dof, finite, shape
         reduced, dof, reported, {k: v for k, v in start_rep.items() if k in free}, shape,
         pixel_scale=scales or None, components={c.name: c.profile for c in model.columns if c.name in reported},
         lengths=list(dict.fromkeys(c.slot for c in model.columns if c.spec.role is Role.LENGTH)),
+        psf_fwhm=None if psf is None else measure_fwhm(psf),
     )
     for i in np.flatnonzero(finite & (q_flags != 0)):
         flags[i] |= int(q_flags[i])

@@ -29,6 +29,8 @@ from .assess import assess, check_starts
 from .fit_settings import FitSettings, ProfileOutputError
 from .memory import FitMemoryError, available_memory, check_memory, memory_per_galaxy
 from .records import Batch, BatchResult
+from .linear import solve_linear_parameters
+from .priors import dominated_priors
 from .restarts import RestartPolicy, _suspicious_pairs, restart_components, restart_strays  # noqa: F401
 from .solve import evaluate, make_objective, optimise
 from .measure import batch_estimates
@@ -127,6 +129,7 @@ def fit_batch(model: Model, batch: Batch, settings: FitSettings) -> BatchResult:
     theta0 = model.theta_from_values(start, dt, dev)
     everyone = torch.arange(len(batch), device=dev)
     if model.n_free:
+        theta0 = solve_linear_parameters(model, objective, theta0, everyone)
         result = optimise(model, objective, theta0, everyone, settings)
     else:
         result = evaluate(objective, theta0, everyone)
@@ -136,7 +139,9 @@ def fit_batch(model: Model, batch: Batch, settings: FitSettings) -> BatchResult:
     with torch.no_grad():
         values = model.values(result.theta, objective.fixed)
         reported = {k: v.double().cpu().numpy() for k, v in model.report(values).items()}
-    loss = result.loss.double().cpu().numpy()
+    # the solver minimised chi2 + the prior's term; results report the likelihood's part and the prior's apart
+    prior_term = objective.prior_term(result.theta, everyone).double().cpu().numpy()
+    loss = result.loss.double().cpu().numpy() - prior_term
     finite = np.isfinite(loss)
     status = result.status.cpu().numpy().astype(np.int64)
     converged = result.converged.cpu().numpy()
@@ -157,6 +162,9 @@ def fit_batch(model: Model, batch: Batch, settings: FitSettings) -> BatchResult:
             flags[i] |= int(Flag.no_covariance)
             messages[i].append("singular Fisher matrix: errors that depend on an unconstrained parameter are NaN")
 
+    if objective.priors is not None and model.n_free and finite.any():
+        _flag_dominated_priors(model, objective, result, finite, settings, flags, messages)
+
     out = BatchResult(
         positions=batch.positions.copy(),
         names=list(batch.names),
@@ -165,6 +173,7 @@ def fit_batch(model: Model, batch: Batch, settings: FitSettings) -> BatchResult:
         covariance=covariance,
         theta=theta,
         loss=loss,
+        prior_loss=np.where(finite, prior_term, np.nan),
         dof=np.where(finite, dof, 0),
         n_iter=result.n_iter.cpu().numpy().astype(np.int64),
         status=status,
@@ -180,6 +189,24 @@ def fit_batch(model: Model, batch: Batch, settings: FitSettings) -> BatchResult:
         out.model_image = [total[i, : h, : w] for i, (h, w) in enumerate(batch.shapes)]
         out.components = [{k: v[i, : h, : w] for k, v in parts.items()} for i, (h, w) in enumerate(batch.shapes)]
     return out
+
+
+def _flag_dominated_priors(model: Model, objective, result, finite, settings: FitSettings, flags, messages) -> None:
+    """``prior_dominated`` where a prior says as much about its coordinate as the data (fitting/priors.py)."""
+    everyone = torch.arange(len(finite), device=result.theta.device)
+    with torch.no_grad():
+        if result.normal_matrix is not None and settings.likelihood == "chi2":
+            fisher = result.normal_matrix  # J^T J of data and prior rows at the solution, already at hand
+        else:
+            fisher = objective.fisher(result.theta, everyone)
+    fixed = {k: v[everyone] for k, v in objective.fixed.items()}
+    dominated = dominated_priors(objective.priors, result.theta, fixed, fisher).cpu().numpy()
+    labels = [term.label for term in model.priors]
+    for i in np.flatnonzero(finite & dominated.any(axis=1)):
+        flags[i] |= int(Flag.prior_dominated)
+        names = ", ".join(labels[k] for k in np.flatnonzero(dominated[i]))
+        messages[i].append(f"the prior says as much as the data about {names} (posterior width above 1/sqrt(2) of the "
+                           "prior's)")
 
 
 def check_model_output(model: Model, batch: Batch, settings: FitSettings) -> None:
@@ -209,11 +236,19 @@ def check_model_output(model: Model, batch: Batch, settings: FitSettings) -> Non
     failure = None
     with torch.no_grad():
         values = model.values(theta0, objective.fixed)
+        try:  # together first: a profile that drops the galaxy axis only shows with B > 1
+            objective.renderer(model.profiles, values, components=True)
+        except ProfileOutputError:
+            raise
+        except Exception:  # noqa: BLE001 - which galaxy cannot be drawn is judged one by one below
+            pass
         for i in range(len(tried)):
             index = torch.tensor([i], dtype=torch.long, device=settings.torch_device)
             one = {k: v[index] for k, v in values.items()}
             try:
                 _, parts = objective.renderer(model.profiles, one, index=index, components=True)
+            except ProfileOutputError:
+                raise
             except Exception as exc:  # noqa: BLE001 - judged below: systematic or this galaxy's
                 failure = failure or exc
                 continue

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..errors import GalmossError
+from ..errors import GalmossError, ProfileOutputError  # noqa: F401 - re-exported
 from ..settings import RenderSettings
 from .adam import AdamSettings
 from .lm import LMSettings
@@ -15,10 +15,6 @@ from .restarts import RestartPolicy
 __all__ = ["FitSettings", "ProfileOutputError"]
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-
-class ProfileOutputError(GalmossError, ValueError):
-    """A profile's image does not have the batch's shape (a user profile's bug)."""
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from ..profiles.point_source import PointSource
 from ..render import Renderer
 from ..render.renderer import box_is_zero
 from .likelihoods import Likelihood
+from .priors import PriorRows
 
 Tensor = torch.Tensor
 
@@ -60,6 +61,8 @@ class BatchObjective:
     #: large-P route: hold J of a chunk of galaxies and multiply (True), or build
     #: J^T J by reverse passes (False); None: hold it when it fits tangent_memory
     hold_jacobian: bool | None = None
+    #: the model's priors as residual rows (None: no prior), :mod:`galmoss.fitting.priors`
+    priors: PriorRows | None = None
 
     def _rows(self, index: Tensor) -> Tensor:
         return index if self.galaxy is None else self.galaxy[index]
@@ -74,7 +77,28 @@ class BatchObjective:
         rows = self._rows(index)
         model = self.model_images(theta, index)
         r = self.likelihood.residuals(self.data[rows], model, self.sigma[rows], self.weight[index])
-        return r.reshape(r.shape[0], -1)
+        r = r.reshape(r.shape[0], -1)
+        if self.priors is None:
+            return r
+        return torch.cat([r, self.priors.residuals(theta, self._fixed(index), rows).to(r.dtype)], dim=1)
+
+    def _fixed(self, index: Tensor) -> dict[Parameter, Tensor]:
+        return {k: v[index] for k, v in self.fixed.items()}
+
+    def prior_term(self, theta: Tensor, index: Tensor) -> Tensor:
+        """``-2 ln(prior)`` up to a constant (b,): the part of the objective that is not the likelihood's."""
+        if self.priors is None:
+            return theta.new_zeros(theta.shape[0])
+        with torch.no_grad():
+            r = self.priors.residuals(theta, self._fixed(index), self._rows(index))
+        return (r.double() ** 2).sum(dim=1)
+
+    def _prior_normal_equations(self, theta: Tensor, index: Tensor):
+        """The prior rows' ``J_p^T J_p``, ``J_p^T r_p`` (float64) and ``sum r_p^2``."""
+        r, jac = self.priors.residuals_and_jacobian(theta, self._fixed(index), self._rows(index))
+        r, jac = r.double(), jac.double()
+        return (torch.bmm(jac.transpose(1, 2), jac), torch.bmm(jac.transpose(1, 2), r.unsqueeze(-1)).squeeze(-1),
+                (r**2).sum(dim=1))
 
     def _forward_jacobian(self, fn, theta: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
         """``fn(theta, index)`` (b, M) and its Jacobian (b, M, P), by forward mode in chunks.
@@ -360,7 +384,11 @@ class BatchObjective:
             a_rows.append(0.5 * (a + a.transpose(1, 2)))  # exact up to round-off; keep it symmetric
             g_rows.append(grad)
             s_rows.append(sum_of_squares(r))
-        return torch.cat(a_rows), torch.cat(g_rows), torch.cat(s_rows)
+        a, grad, s = torch.cat(a_rows), torch.cat(g_rows), torch.cat(s_rows)
+        if self.priors is not None:
+            pa, pg, ps = self._prior_normal_equations(theta, index)
+            a, grad, s = a + pa, grad + pg, s + ps.to(s.dtype)
+        return a, grad, s
 
     def residuals_and_jacobian(self, theta: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
         rows = self._rows(index)
@@ -370,7 +398,11 @@ class BatchObjective:
         r, dr_dm = self.likelihood.residuals_and_slope(
             self.data[rows].reshape(shape), model, self.sigma[rows].reshape(shape), self.weight[index].reshape(shape)
         )
-        return r, dr_dm.unsqueeze(-1) * jac
+        jac = dr_dm.unsqueeze(-1) * jac
+        if self.priors is None:
+            return r, jac
+        rp, jp = self.priors.residuals_and_jacobian(theta, self._fixed(index), rows)
+        return torch.cat([r, rp.to(r.dtype)], dim=1), torch.cat([jac, jp.to(jac.dtype)], dim=1)
 
     def fisher(self, theta: Tensor, index: Tensor) -> Tensor:
         """Fisher information ``J_m^T diag(w) J_m`` (b, P, P) of the model at ``theta``."""
@@ -380,7 +412,10 @@ class BatchObjective:
             self.data[rows].reshape(model.shape), model, self.sigma[rows].reshape(model.shape), self.weight[index].reshape(model.shape)
         )
         jac = jac.double()
-        return torch.einsum("bmp,bm,bmq->bpq", jac, w.double(), jac)
+        fisher = torch.einsum("bmp,bm,bmq->bpq", jac, w.double(), jac)
+        if self.priors is not None:  # the posterior's curvature: the prior's adds to the data's
+            fisher = fisher + self._prior_normal_equations(theta, index)[0]
+        return fisher
 
 
 _LN10_04 = -0.4 * math.log(10.0)

@@ -128,7 +128,11 @@ class BatchResult:
         (B, P) best fitting-space parameters (float64; NaN where not fitted).
     loss
         (B,) the minimised sum of squared likelihood residuals (chi2 for the chi2
-        likelihood, a deviance otherwise).
+        likelihood, a deviance otherwise), without the priors' term.
+    prior_loss
+        (B,) the priors' term: the sum of squares of the prior rows (-2 ln of the
+        prior up to a constant), 0 without priors; ``loss + prior_loss`` is what
+        the fit minimised.
     dof, n_iter, status, converged, flags
         Per galaxy.
     messages
@@ -145,6 +149,7 @@ class BatchResult:
     covariance: np.ndarray | None
     theta: np.ndarray
     loss: np.ndarray
+    prior_loss: np.ndarray
     dof: np.ndarray
     n_iter: np.ndarray
     status: np.ndarray
@@ -191,6 +196,7 @@ class BatchResult:
             covariance=np.full((n, c, c), np.nan) if with_errors else None,
             theta=np.full((n, int(n_free or 0)), np.nan),
             loss=nan(),
+            prior_loss=nan(),
             dof=np.zeros(n, dtype=np.int64),
             n_iter=np.zeros(n, dtype=np.int64),
             status=np.full(n, int(Status.NOT_FITTED), dtype=np.int64),

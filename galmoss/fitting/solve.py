@@ -18,6 +18,7 @@ from .adam import adam
 from .likelihoods import get_likelihood
 from .lm import levenberg_marquardt
 from .objective import BatchObjective
+from .priors import PriorRows
 from .records import Batch
 from .status import Status
 
@@ -45,6 +46,7 @@ def make_objective(model: Model, batch: Batch, start: dict, settings: FitSetting
         weight=as_tensor(batch.weight),
         fixed=model.fixed_tensors(start, dt, dev),
         jacobian_chunk=settings.jacobian_chunk,
+        priors=PriorRows.for_batch(model, batch.positions, dt, dev),
     )
 
 

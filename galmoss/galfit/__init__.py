@@ -17,7 +17,7 @@ from pathlib import Path
 from .constraints import Constraint, parse_constraints
 from .convert import build_profiles, row_values, starts
 from .feedme import Feedme, FeedmeError, FeedmeUnsupportedError, parse_feedme
-from .profiles import FerrerSB, KingSB
+from .profiles import EdgeDiskSB, FerrerSB, KingSB, NukerSB
 from .run import galfit_sigma, load_galaxy, run_galfit
 
 
@@ -119,8 +119,10 @@ __all__ = [
     "Feedme",
     "FeedmeError",
     "FeedmeUnsupportedError",
+    "EdgeDiskSB",
     "FerrerSB",
     "KingSB",
+    "NukerSB",
     "build_profiles",
     "galfit_sigma",
     "load_galaxy",

@@ -31,7 +31,7 @@ _NAMES = {
     "x": "1x", "y": "1y", "mag": "3", "re": "4", "rs": "4", "fwhm": "4", "rc": "4",
     "q": "9", "pa": "10", "c": "C0", "c0": "C0",
 }
-_UNSUPPORTED_NAMES = re.compile(r"^(gamma|b\d+|r\d+|t\w*)$")
+_UNSUPPORTED_NAMES = re.compile(r"^(b\d+|r\d+|t\w*)$")
 _FOURIER_NAMES = re.compile(r"^f\d+(a|p|pa|amp|phi)?$")
 
 
@@ -91,9 +91,11 @@ def parameter_label(name: str, comp: Component, where: str) -> str:
     elif name == "n":
         label = "5"
     elif name == "alpha":
-        label = {"king": "6", "ferrer": "5"}.get(kind, "")
+        label = {"king": "6", "ferrer": "5", "nuker": "5"}.get(kind, "")
     elif name == "beta":
-        label = {"ferrer": "6"}.get(kind, "")
+        label = {"ferrer": "6", "nuker": "6"}.get(kind, "")
+    elif name == "gamma":
+        label = {"nuker": "7"}.get(kind, "")
     elif name == "rt" and kind == "king":
         label = "5"
     elif name in _NAMES:

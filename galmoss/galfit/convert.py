@@ -8,20 +8,29 @@ GALFIT     galmoss     note
 =========  ==========  =========================================================
 1) x y     cen_x/cen_y pixels; shifted to the H) cutout's frame for the fit and
                        back to the full image's frame in every output
-3)         mag         ``gm.p(mag, M0=J)``; king/ferrer: ``mu0`` (mag/arcsec^2,
-                       :mod:`galmoss.galfit.profiles`)
+3)         mag         ``gm.p(mag, M0=J)``; king/ferrer/edgedisk: ``mu0``
+                       (mag/arcsec^2, :mod:`galmoss.galfit.profiles`); nuker:
+                       ``mu_b`` (at R_b)
 4)         eff_r       sersic/devauc R_e; expdisk ``scale_l`` (R_s);
-                       gaussian/moffat ``fwhm``; king ``core_r``; ferrer ``trunc_r``
+                       gaussian/moffat ``fwhm``; king ``core_r``; ferrer ``trunc_r``;
+                       nuker ``break_r`` (R_b); edgedisk ``scale_h`` (h_s)
 5)         ser_n       sersic n; moffat ``con`` (powerlaw); king ``trunc_r``;
-                       ferrer ``trunc_a`` (alpha)
+                       ferrer ``trunc_a`` (alpha); nuker ``alpha``;
+                       edgedisk ``scale_l`` (R_s)
 6)                     king ``pow_n`` (alpha, default 2 fixed); ferrer ``trunc_b``
-                       (beta, default 0 fixed)
-9)         axis_r      default 1, fixed
+                       (beta, default 0 fixed); nuker ``beta``
+7)                     nuker ``gamma``
+9)         axis_r      default 1, fixed (edgedisk has none)
 10)        pa          degrees, up = 0, left = 90 (galmoss's own convention)
 C0)        box         default 0, fixed
 F<m>)      fourier_a,  :func:`galmoss.lp.with_fourier`: one vector of amplitudes
            fourier_phi and one of phases (degrees) per component, in the
                        order of m; GALFIT's phase is galmoss's (see below)
+B<m>)      bending_a   :func:`galmoss.lp.with_bending`: one vector of amplitudes
+                       (pixels) per component, in the order of m
+Ti)/To) k  break_in/   :func:`galmoss.lp.with_truncation` (inner / outer): T4)
+T4), T5)   soft_in,... the break radius, T5) the softening length; the
+                       truncation's T lines are in component k itself
 sky 1/2/3  sky_bg,     galmoss's sky gradients are about the cutout centre
            grad_x/y
 =========  ==========  =========================================================
@@ -67,8 +76,9 @@ from ..io.results import GALFIT_KEYS
 from ..params import Parameter
 from ..params.ties import tie
 from .constraints import Constraint
-from .feedme import Component, Feedme, FeedmeError, FeedmeUnsupportedError, fourier_modes
-from .profiles import FerrerSB, KingSB
+from .feedme import (Component, Feedme, FeedmeError, FeedmeUnsupportedError, bending_modes, fourier_modes,
+                     truncation_kind)
+from .profiles import EdgeDiskSB, FerrerSB, KingSB, NukerSB
 
 _GEOMETRY = {"1x": "cen_x", "1y": "cen_y", "9": "axis_r", "10": "pa", "C0": "box"}
 SLOTS: dict[str, dict[str, str]] = {
@@ -79,6 +89,8 @@ SLOTS: dict[str, dict[str, str]] = {
     "moffat": {**_GEOMETRY, "3": "mag", "4": "fwhm", "5": "con"},
     "king": {**_GEOMETRY, "3": "mu0", "4": "core_r", "5": "trunc_r", "6": "pow_n"},
     "ferrer": {**_GEOMETRY, "3": "mu0", "4": "trunc_r", "5": "trunc_a", "6": "trunc_b"},
+    "nuker": {**_GEOMETRY, "3": "mu_b", "4": "break_r", "5": "alpha", "6": "beta", "7": "gamma"},
+    "edgedisk": {"1x": "cen_x", "1y": "cen_y", "3": "mu0", "4": "scale_h", "5": "scale_l", "10": "pa"},
     "psf": {"1x": "cen_x", "1y": "cen_y", "3": "mag"},
     "sky": {"1": "sky_bg", "2": "grad_x", "3": "grad_y"},
 }
@@ -87,10 +99,14 @@ DEFAULTS: dict[str, dict[str, float]] = {
     "king": {"6": 2.0}, "ferrer": {"5": 2.0, "6": 0.0},
 }
 _GEOMETRY_DEFAULTS = {"9": 1.0, "10": 0.0, "C0": 0.0}
+#: Components without an axis ratio or boxiness (only their PA defaults to 0).
+_NO_ELLIPSE = ("edgedisk",)
 CLASSES = {
     "sersic": lp.Sersic, "devauc": lp.DeVaucouleurs, "expdisk": lp.ExpDisk, "gaussian": lp.Gaussian,
-    "moffat": lp.Moffat, "king": KingSB, "ferrer": FerrerSB, "psf": lp.PointSource, "sky": lp.Sky,
+    "moffat": lp.Moffat, "king": KingSB, "ferrer": FerrerSB, "nuker": NukerSB, "edgedisk": EdgeDiskSB, "psf": lp.PointSource, "sky": lp.Sky,
 }
+#: Classes whose amplitude is a surface brightness (they take the K) pixel area).
+SURFACE_BRIGHTNESS_CLASSES = (KingSB, FerrerSB, NukerSB, EdgeDiskSB)
 #: GALFIT's header key of each galmoss slot (one table, kept with the image-block writer).
 HEADER_KEYS = GALFIT_KEYS
 
@@ -104,14 +120,58 @@ def is_fourier(label: str) -> bool:
     return label.startswith("F")
 
 
+def is_bending(label: str) -> bool:
+    return label.startswith("B")
+
+
+def bending_labels(comp: Component) -> list[str]:
+    """GALFIT's keys of a component's bending modes, ``B<m>``, by m."""
+    return [f"B{m}" for m in bending_modes(comp)]
+
+
+#: GALFIT's truncation lines and the galmoss slot of each (by kind of truncation).
+TRUNCATION_LABELS = ("T4", "T5")
+
+
+def truncation_slot(comp: Component, label: str) -> str | None:
+    """The galmoss slot of truncation line ``label`` (T4, T5) of ``comp`` (None: not truncated / not one)."""
+    kind = truncation_kind(comp)
+    if kind is None or label not in TRUNCATION_LABELS:
+        return None
+    return lp.truncation.SLOTS[kind][TRUNCATION_LABELS.index(label)]
+
+
+def truncation_labels(comp: Component) -> list[str]:
+    """GALFIT's keys of a truncated component's break radius and softening length (T4, T5)."""
+    return list(TRUNCATION_LABELS) if truncation_kind(comp) is not None else []
+
+
 def header_key(kind: str, label: str) -> str:
     """GALFIT's header key (without the ``k_``) of parameter ``label`` of a ``kind`` component."""
-    return label if is_fourier(label) else HEADER_KEYS[SLOTS[kind][label]]
+    return label if is_fourier(label) or is_bending(label) or label in TRUNCATION_LABELS else HEADER_KEYS[SLOTS[kind][label]]
 
 
 def component_labels(comp: Component) -> list[str]:
-    """Every parameter label of a component in GALFIT's order, Fourier modes last."""
-    return ordered_labels(comp.kind) + fourier_labels(comp)
+    """Every parameter label of a component in GALFIT's order; Fourier modes, bending modes, truncation last."""
+    return ordered_labels(comp.kind) + fourier_labels(comp) + bending_labels(comp) + truncation_labels(comp)
+
+
+def truncation_lines(comp: Component, values, free) -> list[str]:
+    """The feedme lines of a truncated component (``To) k``, ``T0) radial``, ``T4)``, ``T5)``) at ``values``."""
+    kind = truncation_kind(comp)
+    k = comp.index
+    if kind is None or not all((k, lab) in values for lab in TRUNCATION_LABELS):
+        return []
+    from .feedme import TRUNCATION_LINES
+    from .output import galfit_number
+
+    ref = "Ti" if kind == "inner" else "To"
+    lines = [f"{ref}) {k}".ljust(27) + f" #  {kind.capitalize()} truncation by component {k}",
+             "T0) radial".ljust(27) + " #  truncation type"]
+    for lab in TRUNCATION_LABELS:
+        lines.append(f"{lab}) {galfit_number(values[(k, lab)]):<14s} {int(free.get((k, lab), False))}".ljust(27)
+                     + f" #  {TRUNCATION_LINES[lab]}")
+    return lines
 
 
 def row_values(rec, comp: Component, origin: tuple[int, int], errors: bool = False) -> dict[str, float]:
@@ -131,6 +191,14 @@ def row_values(rec, comp: Component, origin: tuple[int, int], errors: bool = Fal
             if not errors and label in ("1x", "1y"):
                 v += origin[0 if label == "1x" else 1] - 1
             out[label] = v
+    for label in truncation_labels(comp):
+        col = f"{name}_{truncation_slot(comp, label)}{tail}"
+        if col in names:
+            out[label] = float(rec[col])
+    col = f"{name}_bending_a{tail}"
+    if bending_modes(comp) and col in names:
+        vec = np.asarray(rec[col], dtype=np.float64).reshape(-1)
+        out.update({f"B{m}": float(v) for m, v in zip(bending_modes(comp), vec)})
     modes = fourier_modes(comp)
     for slot, suffix in (("fourier_a", ""), ("fourier_phi", "PA")):
         col = f"{name}_{slot}{tail}"
@@ -171,9 +239,13 @@ def starts(feedme: Feedme) -> dict[tuple[int, str], tuple[float, bool, bool]]:
                 continue
             default = DEFAULTS.get(comp.kind, {}).get(label)
             if default is None and comp.kind not in ("psf", "sky"):
-                default = _GEOMETRY_DEFAULTS.get(label)
+                if comp.kind not in _NO_ELLIPSE or label == "10":
+                    default = _GEOMETRY_DEFAULTS.get(label)
             if default is not None:
                 out[(comp.index, label)] = (default, False, False)
+        for label in truncation_labels(comp) + bending_labels(comp):
+            prm = comp.params[label]
+            out[(comp.index, label)] = (prm.values[0], prm.fit[0], True)
         for m in fourier_modes(comp):
             prm = comp.params[f"F{m}"]
             out[(comp.index, f"F{m}")] = (prm.values[0], prm.fit[0], True)
@@ -227,7 +299,7 @@ def build_profiles(
     params: dict[tuple[int, str], Parameter] = {}
     for key, (_, fit, _) in table[0].items():
         comp_index, label = key
-        if is_fourier(label):
+        if is_fourier(label) or is_bending(label):
             continue  # vectors, one per component: below
         kind = first.components[comp_index - 1].kind
         if values is not None and key in values:
@@ -242,7 +314,7 @@ def build_profiles(
             vals = vals - np.array([o[0] - 1 for o in origins], dtype=np.float64)
         elif label == "1y":
             vals = vals - np.array([o[1] - 1 for o in origins], dtype=np.float64)
-        slot = SLOTS[kind][label]
+        slot = SLOTS[kind].get(label) or truncation_slot(first.components[comp_index - 1], label)
         params[key] = _parameter(vals, fit, slot, zeropoint, CLASSES[kind].parameter_specs.get(slot))
     fourier_ranges: dict[tuple[int, str], tuple[float, float]] = {}
     if values is None and constraints is not None and constraints[0]:
@@ -250,15 +322,56 @@ def build_profiles(
         _apply_constraints(params, feedmes, table, [[c for c in cons if not is_fourier(c.label)] for cons in constraints])
     out: dict[str, object] = {}
     for comp in first.components:
-        kwargs = {SLOTS[comp.kind][label]: prm for (k, label), prm in params.items() if k == comp.index}
+        kwargs = {SLOTS[comp.kind][label]: prm for (k, label), prm in params.items()
+                  if k == comp.index and label in SLOTS[comp.kind]}
         cls = CLASSES[comp.kind]
-        if cls in (KingSB, FerrerSB):
+        if cls in SURFACE_BRIGHTNESS_CLASSES:
             kwargs["pixel_area"] = area
         profile = cls(**kwargs)
+        kind = truncation_kind(comp)
+        if kind is not None:
+            profile = lp.with_truncation(profile, **{kind: tuple(params[(comp.index, lab)] for lab in TRUNCATION_LABELS)})
+        if bending_modes(comp):
+            profile = _with_bending(profile, comp, table, values)
         if fourier_modes(comp):
             profile = _with_fourier(profile, comp, table, values, fourier_ranges)
         out[component_name(comp.kind, comp.index)] = profile
     return out
+
+
+def _axis_ratio_below_one(profile) -> None:
+    """A constraint "q lo to 1" becomes "lo to 1 - 1e-6": Fourier-moded and bent ellipses are fitted with q < 1."""
+    q = getattr(profile, "axis_r", None)
+    if type(q) is Parameter and q.value_range is not None and q.value_range[1] is not None and q.value_range[1] >= 1.0:
+        lo, hi = q.value_range[0], 1.0 - 1e-6
+        start = np.clip(q.initial, lo, hi)
+        profile.axis_r = Parameter(start if start.size > 1 else start[0], value_range=(lo, hi), fit=q.fit)
+
+
+def _with_bending(profile, comp: Component, table, values) -> object:
+    """``profile`` with the component's ``B<m>)`` modes: one vector of amplitudes (pixels)."""
+    keys = [(comp.index, lab) for lab in bending_labels(comp)]
+    if values is not None and all(key in values for key in keys):
+        vals = np.stack([np.asarray(values[key], dtype=np.float64).reshape(-1) for key in keys], axis=1)
+        fit = False
+    else:
+        vals = np.array([[t[key][0] for key in keys] for t in table], dtype=np.float64)
+        fit = bool(table[0][keys[0]][1]) and values is None  # one toggle per vector (feedme.py refuses a mix)
+    amplitudes = Parameter(vals[0] if vals.shape[0] == 1 else vals, fit=fit, dim="2d")
+    _axis_ratio_below_one(profile)
+    try:
+        return lp.with_bending(profile, bending_modes(comp), amplitudes)
+    except (TypeError, ValueError) as exc:
+        raise FeedmeError(f"component {comp.index} ({comp.kind}) with bending modes {bending_modes(comp)}: {exc}") from None
+
+
+def bending_lines(comp: Component, values, free) -> list[str]:
+    """The feedme lines ``B<m>) amplitude fit`` of a component at ``values``."""
+    from .output import galfit_number
+
+    k = comp.index
+    return [f"{lab}) {galfit_number(values[(k, lab)]):<14s} {int(free.get((k, lab), False))}".ljust(27)
+            + f" #  Bending mode {lab[1:]} amplitude [pixels]" for lab in bending_labels(comp) if (k, lab) in values]
 
 
 def _phase_from_galfit(phi: np.ndarray) -> np.ndarray:
@@ -336,12 +449,7 @@ def _with_fourier(profile, comp: Component, table, values, ranges=None) -> objec
         if value_range is not None:
             vals = inside(vals, *value_range)
         vectors.append(Parameter(vals[0] if vals.shape[0] == 1 else vals, fit=fit, dim="2d", value_range=value_range))
-    q = getattr(profile, "axis_r", None)
-    if type(q) is Parameter and q.value_range is not None and q.value_range[1] is not None and q.value_range[1] >= 1.0:
-        # a constraint "q lo to 1": a Fourier-moded ellipse is fitted with q < 1 (with_fourier)
-        lo, hi = q.value_range[0], 1.0 - 1e-6
-        start = np.clip(q.initial, lo, hi)
-        profile.axis_r = Parameter(start if start.size > 1 else start[0], value_range=(lo, hi), fit=q.fit)
+    _axis_ratio_below_one(profile)
     try:
         return lp.with_fourier(profile, modes, *vectors)
     except ValueError as exc:
@@ -375,7 +483,10 @@ def widened_slots(feedme: Feedme) -> tuple[tuple[int, str], ...]:
         if not fit or is_fourier(label):
             continue
         kind = feedme.components[k - 1].kind
-        spec = CLASSES[kind].parameter_specs.get(SLOTS[kind][label])
+        slot = SLOTS[kind].get(label)
+        if slot is None:  # a bending or truncation line: the modifier's own range applies
+            continue
+        spec = CLASSES[kind].parameter_specs.get(slot)
         if widened_range(spec, np.array([value])) is not None:
             out.append((k, label))
     return tuple(out)
@@ -393,7 +504,7 @@ def inside(vals: np.ndarray, lo: float, hi: float) -> np.ndarray:
 
 def _parameter(vals: np.ndarray, fit: bool, slot: str, zeropoint: float, spec=None) -> Parameter:
     kwargs = {}
-    if slot in ("mag", "mu0"):
+    if slot in ("mag", "mu0", "mu_b"):
         kwargs["M0"] = zeropoint
     if slot == "pa":
         kwargs["angle"] = True

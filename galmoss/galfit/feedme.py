@@ -5,7 +5,9 @@ A feedme has control lines ``A)`` to ``W)`` and then components, each opened by
 ``3) value fit``, ... (fit toggles 0 fixed, 1 free, 2 coupled by the constraint
 file: GALFIT's restart files hold 2s), the hidden ``C0) value fit`` (boxiness), the hidden
 azimuthal Fourier modes ``F<m>) amplitude phase fit_a fit_phi`` (m >= 1; any
-component but psf and sky) and ``Z) 0|1`` (skip in the output image). Everything after ``#`` is a comment; blank lines
+component but psf, sky and edgedisk), bending modes ``B<m>) amplitude fit``, a
+truncation (``Ti)``/``To)`` with ``T0) T4) T5)`` in the same block) and ``Z) 0|1``
+(skip in the output image). Everything after ``#`` is a comment; blank lines
 and separator lines (``=====``, ``-----``) are ignored; fields may be separated
 by tabs. The "Object number" and "Component number" headers of different
 GALFIT versions are comments.
@@ -52,6 +54,13 @@ COMPONENT_PARAMETERS: dict[str, dict[str, str]] = {
     "ferrer": {"1": "position x, y [pixel]", "3": "mu(0) central surface brightness [mag/arcsec^2]",
                "4": "R_out outer truncation radius [pixel]", "5": "alpha (outer truncation sharpness)",
                "6": "beta (central slope)", "9": "axis ratio b/a", "10": "position angle [deg: Up=0, Left=90]"},
+    "nuker": {"1": "position x, y [pixel]", "3": "mu(R_b) surface brightness at R_b [mag/arcsec^2]",
+              "4": "R_b break radius [pixel]", "5": "alpha (sharpness of transition)",
+              "6": "beta (outer powerlaw slope)", "7": "gamma (inner powerlaw slope)",
+              "9": "axis ratio b/a", "10": "position angle [deg: Up=0, Left=90]"},
+    "edgedisk": {"1": "position x, y [pixel]", "3": "mu(0) central surface brightness [mag/arcsec^2]",
+                 "4": "h_s disk scale-height [pixel]", "5": "R_s disk scale-length [pixel]",
+                 "10": "position angle [deg: Up=0, Left=90]"},
     "psf": {"1": "position x, y [pixel]", "3": "total magnitude"},
     "sky": {"1": "sky background [ADU counts]", "2": "dsky/dx [ADU/pix]", "3": "dsky/dy [ADU/pix]"},
 }
@@ -59,12 +68,13 @@ COMPONENT_PARAMETERS: dict[str, dict[str, str]] = {
 REQUIRED_PARAMETERS: dict[str, tuple[str, ...]] = {
     "sersic": ("1", "3", "4", "5"), "devauc": ("1", "3", "4"), "expdisk": ("1", "3", "4"),
     "gaussian": ("1", "3", "4"), "moffat": ("1", "3", "4", "5"), "king": ("1", "3", "4", "5"),
-    "ferrer": ("1", "3", "4"), "psf": ("1", "3"), "sky": ("1",),
+    "ferrer": ("1", "3", "4"), "psf": ("1", "3"), "sky": ("1",), "nuker": ("1", "3", "4", "5", "6", "7"),
+    "edgedisk": ("1", "3", "4", "5"),
 }
 #: GALFIT components galmoss has no profile for.
-UNSUPPORTED_COMPONENTS = {"nuker": "Nuker", "edgedisk": "edge-on disk"}
-#: Components that take no Fourier modes (F<m> lines); every other type is elliptical.
-FOURIER_REFUSED = ("psf", "sky")
+UNSUPPORTED_COMPONENTS: dict[str, str] = {}
+#: Components that take no Fourier modes (F<m> lines) or C0; every other type is elliptical.
+FOURIER_REFUSED = ("psf", "sky", "edgedisk")
 _HIDDEN = {"F": "azimuthal Fourier mode", "B": "bending mode", "R": "coordinate rotation", "T": "truncation"}
 
 CONTROL_KEYS = "ABCDEFGHIJKOPSW"
@@ -100,6 +110,7 @@ class Component:
     line: int
     params: dict[str, Parameter] = field(default_factory=dict)
     skip: bool = False
+    truncation_type: str | None = None  # T0) of a truncated component ("radial")
 
     def value(self, label: str, default: float | None = None, i: int = 0) -> float | None:
         prm = self.params.get(label)
@@ -218,8 +229,9 @@ def parse_feedme(path: str | os.PathLike, *, base: str | os.PathLike | None = No
         parameter it needs (each naming the file, the line and its text), a file
         with no component.
     FeedmeUnsupportedError
-        A component type (nuker, edgedisk) or hidden parameter (bending Bn,
-        rotation Rn, truncation Tn) that galmoss does not have; Fourier lines
+        A hidden parameter (rotation Rn, a truncation other
+        than radial with the component's own geometry) that galmoss does
+        not have; Fourier lines
         ``F<m>)`` whose amplitude (or phase) toggles differ within a component.
     """
     path = Path(path)
@@ -262,6 +274,8 @@ def parse_feedme(path: str | os.PathLike, *, base: str | os.PathLike | None = No
                   f"component {comp.index} ({comp.kind}) lacks parameter(s) {', '.join(m + ')' for m in missing)} "
                   f"({'; '.join(COMPONENT_PARAMETERS[comp.kind][m] for m in missing)})")
         _check_fourier_toggles(path, comp)
+        _check_truncation(path, comp)
+        _check_bending_toggles(path, comp)
     feedme = _control(path, base, control, components)
     if not components:
         raise FeedmeError(f"{path}: the file has no component (no '0) <type>' line): there is nothing to fit")
@@ -277,11 +291,17 @@ def _component_line(path: Path, comp: Component, label: str, line: Line) -> None
         comp.skip = line.fields[0] == "1"
         return
     if upper == "C0":
-        if comp.kind in ("psf", "sky"):
+        if comp.kind in FOURIER_REFUSED:
             _fail(path, line.number, line.text, f"{where}: a {comp.kind} component has no C0 (boxiness)")
         nums = 1
     elif upper[0] == "F" and upper[1:].isdigit():
         _fourier_line(path, comp, label, line, where)
+        return
+    elif upper[0] == "B" and upper[1:].isdigit():
+        _bending_line(path, comp, label, line, where)
+        return
+    elif upper in ("TI", "TO") or upper[0] == "T" and upper[1:].isdigit():
+        _truncation_line(path, comp, label, line, where)
         return
     elif upper[0] in _HIDDEN and upper[1:].isdigit() or upper in ("TO", "TI"):
         _fail(path, line.number, line.text,
@@ -352,6 +372,125 @@ def _fourier_line(path: Path, comp: Component, label: str, line: Line, where: st
     if not all(math.isfinite(v) for v in values):
         _fail(path, line.number, line.text, f"{where}: {label}) needs finite numbers")
     comp.params[f"F{m}"] = Parameter(f"F{m}", values, fit, line.number)
+
+
+def bending_modes(comp: Component) -> list[int]:
+    """The bending mode numbers m a component's ``B<m>)`` lines give, ascending."""
+    return sorted(int(k[1:]) for k in comp.params if k[0] == "B" and k[1:].isdigit())
+
+
+def _bending_line(path: Path, comp: Component, label: str, line: Line, where: str) -> None:
+    """``B<m>) amplitude fit``: bending mode m (galmoss.lp.with_bending), amplitude in pixels."""
+    upper = label.upper()
+    if comp.kind in FOURIER_REFUSED:
+        _fail(path, line.number, line.text, f"{where}: a {comp.kind} component has no bending modes ({label}) is for "
+              f"elliptical profiles: {', '.join(k for k in COMPONENT_PARAMETERS if k not in FOURIER_REFUSED)})")
+    m = int(upper[1:])
+    if m < 1:
+        _fail(path, line.number, line.text, f"{where}: bending mode numbers start at 1 (B1 shear, B2 banana, B3 S-shape)")
+    if upper in comp.params:
+        _fail(path, line.number, line.text, f"{where}: bending mode {m} is given twice (first on line "
+              f"{comp.params[upper].line}); keep one line")
+    tokens = line.fields
+    if len(tokens) < 2:
+        _fail(path, line.number, line.text, f"{where}: {label}) needs an amplitude [pixels] and a fit toggle (1 = fit, 0 = fixed)")
+    value = _float(path, line, tokens[0], f"{label}) amplitude")
+    if not math.isfinite(value):
+        _fail(path, line.number, line.text, f"{where}: {label}) needs a finite amplitude")
+    comp.params[f"B{m}"] = Parameter(f"B{m}", [value], [_toggle(path, line, tokens[1])], line.number)
+
+
+def _check_bending_toggles(path: Path, comp: Component) -> None:
+    """All bending amplitudes of a component free or all fixed (one vector parameter)."""
+    lines = [comp.params[f"B{m}"] for m in bending_modes(comp)]
+    if len({prm.fit[0] for prm in lines}) > 1:
+        first = lines[0]
+        odd = next(prm for prm in lines if prm.fit[0] != first.fit[0])
+        _fail(path, odd.line, f"{odd.label}) ... {int(odd.fit[0])}",
+              f"component {comp.index} ({comp.kind}): {odd.label}) is {'free' if odd.fit[0] else 'fixed'} but "
+              f"{first.label}) (line {first.line}) is {'free' if first.fit[0] else 'fixed'}; galmoss fits a component's "
+              "bending amplitudes as one vector, all free or all fixed", FeedmeUnsupportedError)
+
+
+#: The truncation lines galmoss reads, with GALFIT's meaning (galmoss.lp.with_truncation).
+TRUNCATION_LINES = {"T4": "Break radius (99% normal flux) [pixels]", "T5": "Softening length (1% flux) [pixels]"}
+_TRUNCATION_REFUSED = {
+    "T1": "its own centre", "T2": "its own second centre parameter", "T3": "a type-2 break radius (radius-break beginning)",
+    "T6": "an unused slot", "T7": "an unused slot", "T8": "an unused slot", "T9": "its own axis ratio",
+    "T10": "its own position angle",
+}
+
+
+def truncation_kind(comp: Component) -> str | None:
+    """"inner" (``Ti)``), "outer" (``To)``) or None: how a component is truncated."""
+    if "TI" in comp.params:
+        return "inner"
+    if "TO" in comp.params:
+        return "outer"
+    return None
+
+
+def _truncation_line(path: Path, comp: Component, label: str, line: Line, where: str) -> None:
+    """``Ti) N`` / ``To) N``, ``T0) radial``, ``T4) r_break fit``, ``T5) dr_soft fit``: a truncated component.
+
+    galmoss reads the truncation whose T lines are in the truncated component
+    itself (N its own number; the truncation shares its centre, axis ratio and
+    position angle): :func:`galmoss.lp.with_truncation`.
+    """
+    upper = label.upper()
+    tokens = line.fields
+    if comp.kind in FOURIER_REFUSED:
+        _fail(path, line.number, line.text, f"{where}: galmoss truncates elliptical profiles only, not a {comp.kind}",
+              FeedmeUnsupportedError)
+    if upper in comp.params or upper == "T0" and comp.truncation_type is not None:
+        _fail(path, line.number, line.text, f"{where}: {label}) is given twice; keep one line")
+    if upper in ("TI", "TO"):
+        if not tokens:
+            _fail(path, line.number, line.text, f"{where}: {label}) needs the number of the truncating component")
+        number = _int(path, line, tokens[0], f"{label}) component number")
+        if number != comp.index:
+            _fail(path, line.number, line.text,
+                  f"{where}: {label}) {number} truncates it by component {number}; galmoss reads a truncation whose "
+                  f"T lines are in the component itself ({label}) {comp.index} with T0) radial, T4) and T5))",
+                  FeedmeUnsupportedError)
+        comp.params[upper] = Parameter(upper, [float(number)], [False], line.number)
+        return
+    if upper == "T0":
+        kind = tokens[0].lower() if tokens else ""
+        if kind != "radial":
+            _fail(path, line.number, line.text,
+                  f"{where}: truncation type {kind or '(none)'!r}; galmoss has the default radial truncation only "
+                  "(not radial-b, radial2, radial2-b, length or height)", FeedmeUnsupportedError)
+        comp.truncation_type = kind
+        return
+    if upper in TRUNCATION_LINES:
+        if len(tokens) < 2:
+            _fail(path, line.number, line.text, f"{where}: {label}) needs a value and a fit toggle (1 = fit, 0 = fixed)")
+        value = _float(path, line, tokens[0], f"{label})")
+        if not (math.isfinite(value) and value > 0):
+            _fail(path, line.number, line.text, f"{where}: {label}) ({TRUNCATION_LINES[upper]}) must be positive")
+        comp.params[upper] = Parameter(upper, [value], [_toggle(path, line, tokens[1])], line.number)
+        return
+    what = _TRUNCATION_REFUSED.get(upper, "a truncation parameter galmoss does not know")
+    _fail(path, line.number, line.text,
+          f"{where}: {label}) gives the truncation {what}, which galmoss does not have; galmoss's truncation shares "
+          "the component's centre, axis ratio and position angle (T0) radial, T4), T5))", FeedmeUnsupportedError)
+
+
+def _check_truncation(path: Path, comp: Component) -> None:
+    """A truncated component has one of Ti)/To), T4) and T5) (T0) radial optional); T lines need Ti)/To)."""
+    has_t = comp.truncation_type is not None or any(k in comp.params for k in TRUNCATION_LINES)
+    refs = [k for k in ("TI", "TO") if k in comp.params]
+    if not refs and not has_t:
+        return
+    where = f"component {comp.index} ({comp.kind})"
+    if len(refs) == 2:
+        _fail(path, comp.params["TO"].line, "To)", f"{where}: both Ti) and To) name the component's own T lines; "
+              "galmoss reads one truncation per component", FeedmeUnsupportedError)
+    # T0) left out is the default radial truncation
+    missing = ([] if refs else ["Ti) or To)"]) + [f"{k})" for k in ("T4", "T5") if k not in comp.params]
+    if missing:
+        _fail(path, comp.line, f"0) {comp.kind}", f"{where}: a truncation needs {', '.join(missing)}")
 
 
 def _control(path: Path, base: Path, control: dict[str, Line], components: list[Component]) -> Feedme:

@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from .convert import HEADER_KEYS, SLOTS, component_labels, is_fourier, ordered_labels
-from .feedme import COMPONENT_PARAMETERS, Feedme, fourier_modes
+from .convert import (HEADER_KEYS, SLOTS, TRUNCATION_LABELS, bending_lines, component_labels, is_fourier, ordered_labels,
+                      truncation_lines)
+from .feedme import COMPONENT_PARAMETERS, TRUNCATION_LINES, Feedme, fourier_modes
 
 
 def galfit_number(x: float) -> str:
@@ -136,6 +137,12 @@ def model_header_cards(
                 m = label[1:].removesuffix("PA")
                 cards.append((f"{k}_{label}"[:8], text,
                               f"Azim. Fourier mode {m}, {'phase angle [deg]' if label.endswith('PA') else 'amplitude'}"))
+                continue
+            if label.startswith("B"):
+                cards.append((f"{k}_{label}"[:8], text, f"Bending mode {label[1:]} amplitude [pixels]"))
+                continue
+            if label in TRUNCATION_LABELS:
+                cards.append((f"{k}_{label}"[:8], text, TRUNCATION_LINES[label]))
                 continue
             name = HEADER_KEYS[SLOTS[comp.kind][label]]
             fallback = COMPONENT_PARAMETERS[comp.kind].get(label[0] if label in ("1x", "1y") else label, name)
@@ -302,6 +309,8 @@ def format_feedme(
                 lines.append(f"F{m}) {galfit_number(values[amp])} {galfit_number(values[pha])} "
                              f"{int(free.get(amp, False))} {int(free.get(pha, False))}".ljust(27)
                              + f" #  Azim. Fourier mode {m}, amplitude, & phase angle")
+        lines += bending_lines(comp, values, free)
+        lines += truncation_lines(comp, values, free)
         lines.append(f" Z) {int(comp.skip):<22d} #  Skip this model in output image?  (yes=1, no=0)")
         lines.append("")
     lines.append("================================================================================")

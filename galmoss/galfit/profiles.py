@@ -1,4 +1,4 @@
-"""King and Ferrer profiles with GALFIT's amplitude: the central surface brightness.
+"""King, Ferrer, Nuker and edge-on disk profiles with GALFIT's amplitude: a surface brightness.
 
 GALFIT's parameter 3) of ``king`` and ``ferrer`` is mu(0), the central surface
 brightness in mag/arcsec^2, not a total magnitude. These subclasses of
@@ -12,14 +12,17 @@ a conversion after the fact), and its error comes from the same delta method.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
 
 from ..params import ParamSpec, Role
 from ..profiles.base import box_area_factor
+from ..profiles.edgedisk import EdgeDisk
 from ..profiles.ferrer import Ferrer
 from ..profiles.king import King
+from ..profiles.nuker import Nuker
 
 Tensor = torch.Tensor
 
@@ -77,3 +80,69 @@ class FerrerSB(_CentralBrightness, Ferrer):
         del self.mag
         self.mu0 = mu0
         self.pixel_area = float(pixel_area)
+
+
+class NukerSB(_CentralBrightness, Nuker):
+    """GALFIT's Nuker profile: ``mu_b``, the surface brightness at the break radius, instead of ``mag``.
+
+    Parameters are those of :class:`galmoss.lp.Nuker`, with ``mu_b``
+    (mag/arcsec^2 at r_b) for ``mag`` and ``pixel_area`` in arcsec^2. The
+    profile is 1 at r_b (:meth:`Nuker.profile_function`), so the amplitude is
+    the brightness at r_b itself and any beta is drawn: with beta <= 2 (or
+    gamma >= 2) the light diverges and :meth:`total_flux` is infinite, which
+    is what GALFIT's parametrisation allows and why it does not use a total.
+    """
+
+    profile_name = "galfit_nuker"
+    amplitude_parameter = "mu_b"
+    parameter_specs = {
+        **{k: s for k, s in Nuker.parameter_specs.items() if k not in ("mag", "beta")},
+        "beta": ParamSpec(Role.REAL, description="outer power-law slope beta (any value: the total may diverge)"),
+        "mu_b": ParamSpec(Role.MAGNITUDE, description="surface brightness at the break radius mu(R_b), mag/arcsec^2"),
+    }
+
+    def __init__(self, cen_x=None, cen_y=None, pa=None, axis_r=None, mu_b=None, break_r=None, alpha=None, beta=None,
+                 gamma=None, box=None, pixel_area: float = 1.0):
+        Nuker.__init__(self, cen_x, cen_y, pa, axis_r, None, break_r, alpha, beta, gamma, box)
+        del self.mag
+        self.mu_b = mu_b
+        self.pixel_area = float(pixel_area)
+
+    def amplitude(self, v: Mapping[str, Tensor]) -> Tensor:
+        return torch.pow(10.0, -0.4 * v["mu_b"]) * self.pixel_area
+
+    def total_flux(self, v: Mapping[str, Tensor]) -> Tensor:
+        finite = (v["beta"] > 2.0) & (v["gamma"] < 2.0)
+        # the Beta function's arguments kept positive where the total diverges (no NaN in gradients)
+        safe = {**v, "beta": torch.where(finite, v["beta"], torch.full_like(v["beta"], 3.0)),
+                "gamma": torch.where(finite, v["gamma"], torch.zeros_like(v["gamma"]))}
+        flux = self.amplitude(v) * v["axis_r"] * self.circular_integral(safe) * box_area_factor(2.0 + v["box"])
+        return torch.where(finite, flux, torch.full_like(flux, math.inf))
+
+
+class EdgeDiskSB(EdgeDisk):
+    """GALFIT's edge-on disk: ``mu0`` (central surface brightness, mag/arcsec^2) instead of ``mag``.
+
+    Parameters are those of :class:`galmoss.lp.EdgeDisk`, with ``mu0`` for
+    ``mag`` and ``pixel_area`` in arcsec^2: the central brightness per pixel is
+    ``10**(-0.4 (mu0 - M0)) * pixel_area``, the total flux ``2 pi`` times that
+    times ``r_s h_s``.
+    """
+
+    profile_name = "galfit_edgedisk"
+    amplitude_parameter = "mu0"
+    parameter_specs = {**{k: s for k, s in EdgeDisk.parameter_specs.items() if k != "mag"}, "mu0": _MU0}
+
+    def __init__(self, cen_x=None, cen_y=None, pa=None, mu0=None, scale_h=None, scale_l=None, pixel_area: float = 1.0):
+        EdgeDisk.__init__(self, cen_x, cen_y, pa, None, scale_h, scale_l)
+        del self.mag
+        self.mu0 = mu0
+        self.pixel_area = float(pixel_area)
+
+    for_finer_grid = _CentralBrightness.for_finer_grid
+
+    def central_brightness(self, v: Mapping[str, Tensor]) -> Tensor:
+        return torch.pow(10.0, -0.4 * v["mu0"]) * self.pixel_area
+
+    def total_flux(self, v: Mapping[str, Tensor]) -> Tensor:
+        return self.central_brightness(v) * 2.0 * math.pi * v["scale_l"] * v["scale_h"]

@@ -35,7 +35,8 @@ import numpy as np
 
 from ..flags import Flag, decode
 from .constraints import Constraint, parse_constraints
-from .convert import SLOTS, build_profiles, coupled_keys, widened_slots, component_labels, component_name, free_and_fixed, header_key, row_values, starts
+from .convert import (SLOTS, build_profiles, component_labels, component_name, coupled_keys, free_and_fixed,
+                      header_key, row_values, starts, truncation_slot, widened_slots)
 from .feedme import Feedme, FeedmeError, parse_feedme
 from ..io.naming import open_append
 from .output import fit_log_entry, format_feedme, model_header_cards, not_fitted_log_entry, restart_path, write_block
@@ -575,7 +576,9 @@ def _column(comp, label: str) -> str:
     name = component_name(comp.kind, comp.index)
     if label.startswith("F"):
         return f"{name}_fourier_{'phi' if label.endswith('PA') else 'a'}"
-    return f"{name}_{SLOTS[comp.kind][label]}"
+    if label.startswith("B"):
+        return f"{name}_bending_a"
+    return f"{name}_{SLOTS[comp.kind].get(label) or truncation_slot(comp, label)}"
 
 
 def _results_table(entries: list[Entry], rows: list[dict]):

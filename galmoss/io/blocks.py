@@ -101,6 +101,12 @@ GALFIT_KEYS: dict[str, str] = {
     "core_r": "RC",
     "pow_n": "ALPHA",
     "mu0": "MU0",
+    "scale_h": "HS",
+    "mu_b": "MU_B",
+    "break_r": "RB",
+    "alpha": "ALPHA",
+    "beta": "BETA",
+    "gamma": "GAMMA",
 }
 
 _EXTRA_COMMENTS = {

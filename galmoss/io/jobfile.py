@@ -86,6 +86,8 @@ KEYS: tuple[Key, ...] = (
     Key("fit", "restarts", "true", "refit from image-estimated starts a galaxy that did not converge, hit a bound or ran away"),
     Key("fit", "seed", "0", "random seed of the bootstrap"),
     Key("fit", "threads", "1", "torch CPU threads per process (more cores: --dask local:N or shards)"),
+    Key("fit", "priors", "", 'a preset of priors by name ("sourcextractor"; docs/priors.md); left out: none',
+        '"sourcextractor"'),
     Key("fit", "read_workers", "2", "threads reading cutouts ahead of the fit"),
     Key("fit", "pad_shapes", "true", "pad cutouts of different sizes into one batch shape (false: batch by shape)"),
     Key("fit", "jacobian_chunk", "", "galaxies per forward-mode Jacobian pass (bounds memory); left out: 32 on a "

@@ -44,6 +44,7 @@ class AutoStart(Parameter):
             super().__init__(
                 None, value_range=like.value_range, step_length=like.step_length, M0=like.M0,
                 pix_scale=like.pix_scale, angle=like.angle or angle, log=like.log, name=like.name,
+                prior=getattr(like, "prior", None),
             )
         self.kind = kind
         self.factor = factor

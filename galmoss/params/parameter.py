@@ -210,6 +210,10 @@ class Parameter:
         parameter as a (B, K) tensor.
     name
         Optional label used in messages.
+    prior
+        A :mod:`gm.prior <galmoss.params.priors>` object: a normal prior on a
+        coordinate of the value (log-normal on sizes, logit-normal on bounded
+        values, ...), fitted as the maximum a posteriori; None: no prior.
 
     Raises
     ------
@@ -254,6 +258,7 @@ class Parameter:
         log: bool = False,
         dim: str | None = None,
         name: str | None = None,
+        prior=None,
     ) -> None:
         if name is not None and not isinstance(name, str):
             raise TypeError(f"gm.p(name={name!r}): name must be a string or None")
@@ -303,6 +308,15 @@ class Parameter:
         self.step_length = step_length
         self.units = self._unit_map(self.angle)
         self.value_range = self._check_range(value_range)
+        from .priors import Prior
+
+        if prior is not None and not isinstance(prior, Prior):
+            raise TypeError(
+                f"gm.p{self._label()}(prior={prior!r}): prior must be a gm.prior object (gm.prior.Normal(mu, sigma), ...)"
+            )
+        if prior is not None and not self.fit:
+            raise ValueError(f"gm.p{self._label()}: a prior on a fixed parameter (fit=False) does nothing; remove it or free it")
+        self.prior = prior
         if self.log and self.initial is not None and np.any(self.initial <= 0):
             raise ValueError(
                 f"gm.p{self._label()}: log=True needs positive start values, got {self.initial[self.initial <= 0][:5].tolist()}"
@@ -519,6 +533,8 @@ class Parameter:
             opts.append("angle=True")
         if self.log:
             opts.append("log=True")
+        if self.prior is not None:
+            opts.append(f"prior={self.prior.describe()}")
         if shown is None:
             return f"gm.p({', '.join(opts)})"
         return f"gm.p({shown}{', ' if opts else ''}{', '.join(opts)})"
@@ -576,6 +592,7 @@ def p(
     log: bool = False,
     dim: str | None = None,
     name: str | None = None,
+    prior=None,
 ) -> Parameter:
     """Make a :class:`Parameter` (the seed's ``gm.p``); see that class for the arguments."""
     return Parameter(
@@ -589,4 +606,5 @@ def p(
         log=log,
         dim=dim,
         name=name,
+        prior=prior,
     )

@@ -42,6 +42,7 @@ from astropy.table import Table
 
 from .._compat import torch_threads, tune_cpu_allocator
 from ..data import Dataset
+from ..flags import Flag
 from ..errors import ConfigError, OutputError
 from ..fitting.adam import AdamSettings
 from ..fitting.batch import FitSettings
@@ -77,7 +78,6 @@ log = logging.getLogger("galmoss")
 _WRITTEN: dict[str, weakref.ref] = {}
 
 __all__ = ["Fitting", "default_device"]
-
 
 
 class Fitting:
@@ -121,6 +121,11 @@ class Fitting:
         Threads reading files ahead of the fit.
     pad_shapes
         Pad cutouts of similar sizes into full batches when sizes are mixed.
+    priors
+        A preset of priors switched on by name (``"sourcextractor"``: the Euclid
+        Morphology Challenge's SourceXtractor++ priors on sizes, indices,
+        ellipticities and B/T; docs/priors.md); None: only the priors given on
+        parameters (``gm.p(..., prior=...)``).
     threads
         Torch's intra-op threads while fitting on the CPU (restored afterwards).
         Default 1: on 2 cores, 2 threads gave the same wall time for twice the CPU
@@ -149,6 +154,7 @@ class Fitting:
         read_workers: int = 2,
         pad_shapes: bool = True,
         threads: int | None = 1,
+        priors: str | None = None,
     ) -> None:
         from ..fitting.likelihoods import get_likelihood
 
@@ -159,7 +165,7 @@ class Fitting:
             batch_size=batch_size, iteration=iteration, method=method, likelihood=likelihood, device=device,
             dtype=dtype, render_settings=render_settings, lm_settings=lm_settings, adam_settings=adam_settings,
             jacobian_chunk=jacobian_chunk, progress=progress, restarts=restarts, read_workers=read_workers,
-            pad_shapes=pad_shapes, threads=threads,
+            pad_shapes=pad_shapes, threads=threads, priors=priors,
         )
         self.dataset = dataset
         self.batch_size = options.batch_size
@@ -178,6 +184,7 @@ class Fitting:
         self.read_workers = options.read_workers
         self.pad_shapes = options.pad_shapes
         self.threads = options.threads
+        self.priors = options.priors
         self.model: Model | None = None
         self.store: ResultStore | None = None
         self._errors_shown = False
@@ -228,9 +235,10 @@ class Fitting:
             Remove galmoss's own outputs in ``result_path`` (``parts/``,
             ``run.json``, ``galaxies.parquet``, ``results.*``; nothing else) before
             fitting; with ``shard``, only when they are another run's, so every
-            shard of a job array may be given it. Without ``resume`` or ``overwrite``, a ``result_path`` holding
-            the parts of another run (another model, other galaxies or input
-            files) is refused before anything is fitted.
+            shard of a job array may be given it. Without ``resume`` or
+            ``overwrite``, a ``result_path`` holding the parts of another run
+            (another model, other galaxies or input files) is refused before
+            anything is fitted.
 
         Calling it again (without ``resume``) starts again from the start values.
 
@@ -292,7 +300,7 @@ class Fitting:
                 refuse_other_run(result_path, description, self.dataset.names,
                                  galaxy_inputs(self.dataset, result_path))
         probe_model(self.dataset, model, self.settings(covariance=True), shard_positions(len(self.dataset), shard),
-                    self.pad_shapes)
+                    self.pad_shapes, self.batch_size)
         return model
 
     def _checked_model(self, resume: bool, shard, overwrite: bool) -> Model:
@@ -310,9 +318,9 @@ class Fitting:
 
             # the user's profiles are the target's; the neighbours' components are added here
             model = neighbour_model(self.dataset.profiles, self.dataset.max_neighbours, auto_starts=True,
-                                    dtype=self.dtype)
+                                    dtype=self.dtype, priors=self.priors)
         else:
-            model = Model(with_auto_starts(self.dataset.profiles), dtype=self.dtype)
+            model = Model(with_auto_starts(self.dataset.profiles), dtype=self.dtype, priors=self.priors)
         model.check_galaxies(len(self.dataset))
         return model
 
@@ -546,6 +554,7 @@ class Fitting:
             "img_block_path": None if img is None else os.path.abspath(img),
             "table": dataclasses.asdict(self._table_options()),
             "settings": self.options.describe(),
+            "priors": _prior_names(model),
         }
         description["model_id"] = model_id(json_round_trip(description))
         return description
@@ -599,13 +608,17 @@ class Fitting:
         return TableOptions(likelihood=self.likelihood.name, method=self.method,
                             blocks=self.dataset.img_block_path is not None,
                             n_masked=bool(getattr(self.dataset, "auto_mask", False)),
-                            neighbours=getattr(self.dataset, "neighbours", "mask") == "fit")
+                            neighbours=getattr(self.dataset, "neighbours", "mask") == "fit",
+                            priors=bool(self.model is not None and self.model.priors))
 
     def _table(self, errors: bool) -> Table:
         rows = None
         if self._positions is not None and len(self._positions) != len(self.dataset):
             rows = self._positions
-        return self.store.table(errors=errors, rows=rows, **dataclasses.asdict(self._table_options()))
+        table = self.store.table(errors=errors, rows=rows, **dataclasses.asdict(self._table_options()))
+        if self.model is not None and self.model.priors:
+            table.meta["priors"] = "; ".join(_prior_names(self.model))
+        return table
 
     def _write_results(self) -> None:
         if self.dataset.result_path is None:
@@ -620,7 +633,8 @@ class Fitting:
         from .stream import BatchStream
 
         store, model = self.store, self.model
-        fitted = np.flatnonzero(np.isfinite(store.loss) & np.all(np.isfinite(store.theta), axis=1))
+        # a fitted galaxy has a finite loss; its unused neighbour columns are NaN by design (checked per batch below)
+        fitted = np.flatnonzero(np.isfinite(store.loss))
         fitted = np.intersect1d(fitted, self._positions)
         store.errors[fitted] = np.nan
         settings = self.settings(covariance=False)
@@ -639,14 +653,30 @@ class Fitting:
                 # the stream groups galaxies by neighbour signature: one sub-model per batch
                 bmodel = batch_model(model, signature((batch.neighbours or [[]])[0]))
                 cols, free = sub_indices(bmodel, model)
+            usable = np.all(np.isfinite(store.theta[batch.positions][:, free]), axis=1)
+            if not usable.all():
+                batch = batch.take(np.flatnonzero(usable))
+                if not len(batch):
+                    continue
             start = bmodel.start_values(batch.positions)
             objective = make_objective(bmodel, batch, start, settings)
             theta = torch.as_tensor(store.theta[batch.positions][:, free], dtype=self.dtype, device=self.device)
-            std = bootstrap_batch(bmodel, objective, theta, store.values[batch.positions][:, cols], n_resample, lm,
-                                  generator, rows_per_pass)
+            spread, split = bootstrap_batch(bmodel, objective, theta, store.values[batch.positions][:, cols],
+                                            n_resample, lm, generator, rows_per_pass)
             errors = np.full((len(batch), len(store.columns)), np.nan)
-            errors[:, cols] = std
+            errors[:, cols] = spread
             store.errors[batch.positions] = errors
+            for i in np.flatnonzero(split):
+                pos = int(batch.positions[i])
+                store.flags[pos] |= int(Flag.bootstrap_split)
+                note = (f"{int(split[i])} of {n_resample} bootstrap refits went to another minimum; the errors are the "
+                        "spread of the others")
+                store.messages[pos] = f"{store.messages[pos]}; {note}" if store.messages[pos] else note
+
+
+def _prior_names(model: Model) -> list[str]:
+    """Each prior of the model as '<component>.<slot>: <prior>' (results' meta and run.json)."""
+    return [f"{term.label}: {term.prior.describe()}" for term in model.priors]
 
 
 def json_round_trip(value):

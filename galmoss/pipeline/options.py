@@ -111,6 +111,7 @@ class RunOptions:
     read_workers: int = 2
     pad_shapes: bool = True
     threads: int | None = 1
+    priors: str | None = None
 
     def __post_init__(self) -> None:
         from ..fitting.likelihoods import get_likelihood
@@ -152,6 +153,11 @@ class RunOptions:
         put("read_workers", _count("read_workers", self.read_workers))
         put("pad_shapes", bool(self.pad_shapes))
         put("threads", _count("threads", self.threads) if self.threads is not None else None)
+        from ..params.priors import PRESETS
+
+        if self.priors is not None and self.priors not in PRESETS:
+            raise ConfigError(f"priors={self.priors!r}: choose one of {', '.join(sorted(PRESETS))}, or leave it out "
+                              "(no preset; priors given on parameters still apply)")
 
     @classmethod
     def fields(cls) -> list[str]:

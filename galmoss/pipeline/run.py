@@ -71,13 +71,14 @@ def fit_chunk(dataset: Dataset, model: Model, settings: FitSettings, positions: 
         return list(_results_of(stream, model, settings, check_first=False))
 
 
-def probe_model(dataset: Dataset, model: Model, settings: FitSettings, positions: np.ndarray, pad: bool = True) -> None:
-    """Check the profiles' output on the first readable of the first 8 galaxies (raises a configuration error)."""
-    probe = BatchStream(dataset, positions[: min(len(positions), 8)], 1, read_workers=1, pad=pad,
+def probe_model(dataset: Dataset, model: Model, settings: FitSettings, positions: np.ndarray, pad: bool = True,
+                batch_size: int = 8) -> None:
+    """Check the profiles' output on the first batch read from the first 8 galaxies (raises a configuration error)."""
+    probe = BatchStream(dataset, positions[: min(len(positions), 8)], batch_size, read_workers=1, pad=pad,
                         likelihood=settings.likelihood)
     for item in probe:
         if isinstance(item, Batch):
-            check_model_output(model, item.take(np.array([0])), settings)
+            check_model_output(model, item, settings)  # it tries the first 3 together and one by one
             return
 
 
@@ -107,7 +108,7 @@ def iterate_results(
     from dask.distributed import as_completed
 
     # check the model once on the driver, on the first readable galaxy
-    probe_model(dataset, model, settings, positions, pad)
+    probe_model(dataset, model, settings, positions, pad, batch_size)
     size = int(chunk_size or max(batch_size, 4 * batch_size))
     chunks = [positions[i : i + size] for i in range(0, len(positions), size)]
     data_f, model_f = _scatter(client, dataset, model)

@@ -47,6 +47,7 @@ class RowField:
 #: a row here, and (if it is shown) a column in ResultStore.table.
 ROW_FIELDS: tuple[RowField, ...] = (
     RowField("loss", "loss", np.float64, np.nan),
+    RowField("prior_loss", "prior_loss", np.float64, np.nan),
     RowField("dof", "dof", np.int64, 0),
     RowField("n_iter", "n_iter", np.int64, 0),
     RowField("status", "status", np.int64, int(Status.NOT_FITTED)),
@@ -82,6 +83,8 @@ class TableOptions:
     blocks: bool = False
     n_masked: bool = False
     neighbours: bool = False
+    #: the model has priors: a ``chi2_prior`` column (the priors' term) beside ``chi2``
+    priors: bool = False
 
 
 class ResultStore:
@@ -215,7 +218,7 @@ class ResultStore:
         return out
 
     def table(self, *, errors: bool, likelihood: str = "chi2", method: str = "lm", blocks: bool = False,
-              n_masked: bool = False, neighbours: bool = False, rows=None) -> Table:
+              n_masked: bool = False, neighbours: bool = False, priors: bool = False, rows=None) -> Table:
         """The results table (docs/design.md): one row per galaxy, in dataset order.
 
         A vector parameter (K values per galaxy) is one column ``<profile>_<slot>``
@@ -247,6 +250,8 @@ class ResultStore:
         with np.errstate(divide="ignore", invalid="ignore"):
             reduced = np.where(dof > 0, loss / dof, np.nan)
         table["reduced_chi2" if likelihood == "chi2" else "reduced_deviance"] = reduced
+        if priors:
+            table[f"{loss_name}_prior"] = self.prior_loss[take]  # the priors' term, apart from the likelihood's
         table["n_iter"] = self.n_iter[take]
         table["converged"] = self.converged[take]
         table["status"] = self.status[take]

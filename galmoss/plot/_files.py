@@ -26,7 +26,7 @@ PathLike = Union[str, os.PathLike]
 #: Columns of a results table that are not fitted parameters.
 META_COLUMNS = frozenset(
     {"galaxy_index", "chi2", "deviance", "dof", "reduced_chi2", "reduced_deviance", "n_iter", "converged", "flag",
-     "message", "status", "image_block"}
+     "message", "status", "image_block", "group"}
 )
 
 
@@ -38,7 +38,11 @@ def loss_columns(colnames) -> tuple[str | None, str | None]:
     reduced = "reduced_chi2" if "reduced_chi2" in names else "reduced_deviance" if "reduced_deviance" in names else None
     return loss, reduced
 #: Image-block extensions that are not model components.
-BLOCK_IMAGES = frozenset({"PRIMARY", "DATA", "MODEL", "RESIDUAL", "MASK", "SIGMA"})
+BLOCK_IMAGES = frozenset({"PRIMARY", "DATA", "INPUT", "MODEL", "RESIDUAL", "MASK", "SIGMA"})
+
+#: Units of GALFIT's parameter keys, for the tables ``galmoss galfit`` writes.
+GALFIT_UNITS = {"XC": "pix", "YC": "pix", "MAG": "mag", "MU0": "mag / arcsec2", "RE": "pix", "RS": "pix",
+                "FWHM": "pix", "RC": "pix", "RT": "pix", "PA": "deg"}
 
 
 @dataclass
@@ -89,12 +93,63 @@ def read_table(folder: Path) -> Table:
         raise DataFileNotFoundError(
             f"'{folder}' holds neither results.fits nor results.csv; give the result_path of a galmoss run"
         )
+    if "galaxy_index" not in table.colnames and {"feedme", "output"} <= set(table.colnames):
+        return galfit_table(table, folder)
     if "galaxy_index" not in table.colnames:
         raise DataError(
             f"the results table in '{folder}' has no 'galaxy_index' column (columns: {', '.join(table.colnames[:8])}"
-            f"{', ...' if len(table.colnames) > 8 else ''}); give a table written by galmoss"
+            f"{', ...' if len(table.colnames) > 8 else ''}); give a table written by galmoss fit or galmoss galfit"
         )
     return table
+
+
+def is_galfit(table: Table) -> bool:
+    """Whether ``table`` is the results table of ``galmoss galfit`` (read through :func:`galfit_table`)."""
+    return "feedme" in table.colnames and "output" in table.colnames
+
+
+def galfit_table(table: Table, folder: Path) -> Table:
+    """The results table of ``galmoss galfit`` in the columns the plots read.
+
+    Each row is a feedme: ``galaxy_index`` is the feedme's stem (its path when
+    two stems are the same), ``image_block`` its B) block, found as written,
+    else relative to the feedme's folder or to ``folder``; ``ndof`` and
+    ``chi2nu`` read as ``dof`` and ``reduced_chi2``. The parameter columns keep
+    GALFIT's names (``1_XC``, ``2_MAG``) and get GALFIT's units.
+    """
+    table = table.copy(copy_data=False)
+    feedmes = np.asarray(table["feedme"]).astype(str)
+    stems = np.array([Path(f).stem for f in feedmes])
+    table.add_column(stems if np.unique(stems).size == stems.size else feedmes, name="galaxy_index", index=0)
+    blocks = []
+    for feedme, output in zip(feedmes, np.asarray(table["output"]).astype(str)):
+        path = Path(output)
+        if not path.is_absolute():
+            tries = [path, Path(feedme).parent / path, folder / path]
+            path = next((t for t in tries if t.exists()), tries[1])
+        blocks.append(str(path))
+    table["image_block"] = blocks
+    for old, new in (("ndof", "dof"), ("chi2nu", "reduced_chi2")):
+        if old in table.colnames and new not in table.colnames:
+            table.rename_column(old, new)
+    for name in table.colnames:
+        key = name.removesuffix("_err").partition("_")[2]
+        if key in GALFIT_UNITS or (key.startswith("F") and key.endswith("PA")):
+            table[name].unit = GALFIT_UNITS.get(key, "deg")
+    return table
+
+
+def column_units(table: Table | None, info: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """Column -> unit: run.json's ``columns`` entries, else the table's column units."""
+    out = {}
+    for name in table.colnames if table is not None else []:
+        unit = getattr(table[name], "unit", None)
+        if unit is not None and str(unit):
+            out[name] = str(unit)
+    for entry in (info or {}).get("columns") or []:
+        if isinstance(entry, Mapping) and entry.get("name") and entry.get("unit"):
+            out[str(entry["name"])] = str(entry["unit"])
+    return out
 
 
 def read_run_info(folder: Path) -> dict:
@@ -162,7 +217,12 @@ def open_run(folder: PathLike, blocks: PathLike | None = None) -> Run:
     if not path.is_dir():
         raise DataFileNotFoundError(f"results folder '{path}' does not exist; give the result_path of a galmoss run")
     info = read_run_info(path)
-    return Run(path, read_table(path), find_blocks(path, info, blocks), info)
+    table = read_table(path)
+    found = find_blocks(path, info, blocks)
+    if found is None and is_galfit(table) and len(table):
+        # GALFIT writes each block where its feedme's B) says: the table names them
+        found = Path(os.path.commonpath([str(Path(b).parent) for b in table["image_block"]]))
+    return Run(path, table, found, info)
 
 
 def names_of(table: Table) -> np.ndarray:
@@ -182,12 +242,14 @@ def find_row(table: Table, galaxy: Any, where: str = "the results") -> Row:
 
 def block_file(row: Row | Mapping[str, Any], blocks: Path | None) -> Path | None:
     """The image block of a results row: its ``image_block`` entry, else ``<galaxy_index>.fits``."""
-    if blocks is None:
-        return None
     name = None
     keys = row.colnames if isinstance(row, Row) else list(row)
     if "image_block" in keys:
         name = str(row["image_block"]).strip() or None
+    if name is not None and Path(name).is_absolute():
+        return Path(name)  # as galmoss galfit records them
+    if blocks is None:
+        return None
     return blocks / (name or f"{row['galaxy_index']}.fits")
 
 

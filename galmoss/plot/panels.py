@@ -148,9 +148,10 @@ def _as_mapping(row: Row | Mapping[str, Any]) -> dict[str, Any]:
     return {k: np.nan if v is np.ma.masked else v for k, v in items.items()}
 
 
-def _resolve(source: Any, galaxy: Any, block: Any, blocks: PathLike | None) -> tuple[dict, dict, dict]:
-    """(row, block images, run info) from any of the sources plot_fit accepts."""
+def _resolve(source: Any, galaxy: Any, block: Any, blocks: PathLike | None) -> tuple[dict, dict, dict, dict]:
+    """(row, block images, run info, column units) from any of the sources plot_fit accepts."""
     info: dict = {}
+    units: dict = {}
     block_dir: Path | None = Path(os.fspath(blocks)) if blocks is not None else None
     # A Fitting is recognised by what it has rather than its class, so the
     # plots do not import (or depend on the layout of) the fitting package.
@@ -158,6 +159,7 @@ def _resolve(source: Any, galaxy: Any, block: Any, blocks: PathLike | None) -> t
         if galaxy is None:
             raise ValueError("plot_fit(fitting, galaxy): name the galaxy to plot (a value of galaxy_index)")
         row = _files.find_row(source.results, galaxy, "the fit's results")
+        units = _files.column_units(source.results)
         if block_dir is None and getattr(source.dataset, "img_block_path", None) is not None:
             block_dir = Path(source.dataset.img_block_path)
     elif isinstance(source, (str, os.PathLike)):
@@ -165,18 +167,22 @@ def _resolve(source: Any, galaxy: Any, block: Any, blocks: PathLike | None) -> t
             raise ValueError(f"plot_fit('{source}', galaxy): name the galaxy to plot (a value of galaxy_index)")
         run = _files.open_run(source, blocks)
         row, block_dir, info = _files.find_row(run.table, galaxy, f"'{source}'"), run.blocks, run.info
+        units = _files.column_units(run.table, run.info)
     elif isinstance(source, Table):
         if galaxy is None:
             raise ValueError("plot_fit(table, galaxy): name the galaxy to plot (a value of galaxy_index)")
         row = _files.find_row(source, galaxy)
+        units = _files.column_units(source)
     elif isinstance(source, (Row, Mapping)):
         row = source
+        units = _files.column_units(source.table) if isinstance(source, Row) else {}
     else:
         raise TypeError(
             f"plot_fit: cannot plot from a {type(source).__name__}; give a results folder, a gm.Fitting, "
             "a results Table with a galaxy name, or a results row"
         )
     row = _as_mapping(row)
+    path = None
     if isinstance(block, Mapping):
         images = dict(block)
     else:
@@ -196,13 +202,53 @@ def _resolve(source: Any, galaxy: Any, block: Any, blocks: PathLike | None) -> t
         from ..io.results import read_image_block
 
         images = read_image_block(path)
+    if "DATA" not in images and "INPUT" in images:  # GALFIT's layout (galmoss galfit writes it)
+        images["DATA"] = images.pop("INPUT")
+        if path is not None:
+            info = {**info, "_galfit_origin": _galfit_origin(path)}
+        if "SIGMA" not in images:
+            images.update(_galfit_sigma(row))
     for needed in ("DATA", "MODEL"):
         if needed not in images:
             raise DataError(
                 f"the image block of galaxy '{row.get('galaxy_index')}' has no {needed} extension "
-                f"(it has {', '.join(images)}); give a block written by galmoss"
+                f"(it has {', '.join(images)}); give a block written by galmoss fit or galmoss galfit"
             )
-    return row, images, info
+    return row, images, info, units
+
+
+def _galfit_origin(path: Path) -> tuple[int, int]:
+    """(x, y) of the first pixel of a GALFIT block in the full frame (its FITSECT), 1-based."""
+    from astropy.io import fits
+
+    try:
+        section = str(fits.getheader(path, "MODEL").get("FITSECT", ""))
+        xs, ys = section.strip("[]").split(",")
+        return int(xs.split(":")[0]), int(ys.split(":")[0])
+    except (OSError, KeyError, ValueError):
+        return 1, 1
+
+
+def _galfit_sigma(row: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """SIGMA and MASK of a ``galmoss galfit`` fit, read again from its feedme (GALFIT blocks hold neither).
+
+    The sigma is the one the fit used: the C) image, or GALFIT's own from the
+    data when C) is none; the mask is the pixels that entered the fit. Empty
+    when the feedme or its files cannot be read any more.
+    """
+    feedme = row.get("feedme")
+    if not isinstance(feedme, str) or not Path(feedme).is_file():
+        return {}
+    try:
+        from ..galfit import parse_feedme
+        from ..galfit.run import load_galaxy
+
+        gal = load_galaxy(parse_feedme(Path(feedme)), [])
+    except (OSError, ValueError):
+        return {}
+    if gal.sigma is None or gal.weight is None:
+        return {}
+    return {"SIGMA": gal.sigma, "MASK": (gal.weight > 0).astype(np.uint8)}
 
 
 def _residual(images: Mapping[str, np.ndarray]) -> tuple[np.ndarray, bool]:
@@ -219,23 +265,38 @@ def _residual(images: Mapping[str, np.ndarray]) -> tuple[np.ndarray, bool]:
         return np.where(good, res / np.where(good, sigma, 1.0), np.nan), True
 
 
-def _centre(row: Mapping[str, Any], components: list[str]) -> tuple[float, float, float, float, str | None] | None:
+def _centre(row: Mapping[str, Any], components: list[str],
+            origin: tuple[int, int] | None = None) -> tuple[float, float, float, float, str | None] | None:
     """Centre, PA and axis ratio for the annuli.
 
     The first component with a finite centre, PA and axis ratio gives all
     three; failing that, the first with a finite centre gives circular annuli.
+    A ``galmoss galfit`` row names them ``<k>_XC``, ``<k>_YC``, ``<k>_PA``,
+    ``<k>_AR`` in the full frame; ``origin`` (its block's first pixel there)
+    moves them onto the block.
     """
     def finite(*values):
         return all(v is not None and np.isfinite(v) for v in values)
 
-    for comp in components:
-        cx, cy, pa, q = (row.get(f"{comp}_{s}") for s in ("cen_x", "cen_y", "pa", "axis_r"))
+    slots = ("cen_x", "cen_y", "pa", "axis_r")
+    names = [(comp, [f"{comp}_{s}" for s in slots]) for comp in components]
+    if origin is not None:
+        ks = sorted({int(k.split("_")[0]) for k in row if k.split("_")[0].isdigit() and k.endswith("_XC")})
+        names += [(f"component {k}", [f"{k}_{key}" for key in ("XC", "YC", "PA", "AR")]) for k in ks]
+    dx, dy = ((origin[0] - 1, origin[1] - 1) if origin is not None else (0, 0))
+
+    def value(key):
+        v = row.get(key)
+        return float(v) if v is not None and np.asarray(v).dtype.kind in "fiu" else None
+
+    for comp, keys in names:
+        cx, cy, pa, q = (value(k) for k in keys)
         if finite(cx, cy, pa, q) and q > 0:
-            return float(cx), float(cy), float(pa), float(q), comp
-    for comp in components:
-        cx, cy = row.get(f"{comp}_cen_x"), row.get(f"{comp}_cen_y")
+            return cx - dx, cy - dy, pa, q, comp
+    for comp, keys in names:
+        cx, cy = value(keys[0]), value(keys[1])
         if finite(cx, cy):
-            return float(cx), float(cy), 0.0, 1.0, comp
+            return cx - dx, cy - dy, 0.0, 1.0, comp
     return None
 
 
@@ -251,14 +312,16 @@ def _parameter_names(row: Mapping[str, Any]) -> list[str]:
     return out
 
 
-def _text_lines(row: Mapping[str, Any], params: list[str]) -> list[str]:
+def _text_lines(row: Mapping[str, Any], params: list[str], units: Mapping[str, str] | None = None) -> list[str]:
     from ..flags import decode
 
+    units = units or {}
     lines = [f"galaxy {row.get('galaxy_index')}"]
     width = max((len(p) for p in params), default=0)
     for name in params:
         err = row.get(f"{name}_err")
-        lines.append(f"{name:<{width}s} {format_value(float(row[name]), None if err is None else float(err))}")
+        unit = f" {units[name]}" if units.get(name) else ""
+        lines.append(f"{name:<{width}s} {format_value(float(row[name]), None if err is None else float(err))}{unit}")
     loss_name, red_name = _files.loss_columns(row)
     if loss_name is not None:
         red = float(row[red_name]) if red_name else float("nan")
@@ -274,12 +337,39 @@ def _text_lines(row: Mapping[str, Any], params: list[str]) -> list[str]:
             names = ["(bits this galmoss does not define)"]
         lines.append(f"flag {int(flag)}: {', '.join(names) or 'none'}")
     if row.get("status") is not None:
-        lines.append(f"status {_files.decode_status(int(row['status']))}")
+        lines += textwrap.wrap(f"status {_files.decode_status(int(row['status']))}", 56)
     message = row.get("message")
     message = message.strip() if isinstance(message, str) else ""
     if message and message != "--":
-        lines += textwrap.wrap(f"message: {message}", 70)
+        lines += textwrap.wrap(f"message: {message}", 56)
     return lines
+
+
+#: Bin edges of the residual histogram, in sigma: outside +-5 the count is in the title.
+HISTOGRAM_EDGES = np.linspace(-5.0, 5.0, 41)
+
+
+def _residual_histogram(ax, residual: np.ndarray | None, used: np.ndarray) -> None:
+    """Counts of residual / sigma over the pixels of the fit, and the unit normal they should follow."""
+    ax.set_title("residual / sigma (pixels of the fit)", fontsize=10)
+    ax.tick_params(labelsize=8)
+    if residual is None:
+        ax.text(0.5, 0.5, "no sigma in the image block:\nresidual / sigma unknown", ha="center", va="center",
+                fontsize=9, transform=ax.transAxes)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        return
+    values = residual[used & np.isfinite(residual)]
+    edges = HISTOGRAM_EDGES
+    ax.hist(values, bins=edges, color="0.6", label=f"{values.size} pixels")
+    centre = np.linspace(edges[0], edges[-1], 201)
+    scale = values.size * (edges[1] - edges[0]) / math.sqrt(2 * math.pi)
+    ax.plot(centre, scale * np.exp(-0.5 * centre**2), color="tab:red", lw=1.5, label="unit normal")
+    beyond = int(np.count_nonzero(np.abs(values) > edges[-1]))
+    mean, rms = (float(values.mean()), float(values.std())) if values.size else (math.nan, math.nan)
+    ax.set_xlabel(f"mean {mean:.2f}, rms {rms:.2f}, {beyond} beyond ±5", fontsize=9)
+    ax.set_ylabel("pixels", fontsize=9)
+    ax.legend(fontsize=8, loc="upper right")
 
 
 def plot_fit(
@@ -291,8 +381,9 @@ def plot_fit(
     out: PathLike | None = None,
     dpi: int = 100,
     n_bins: int = 18,
+    units: Mapping[str, str] | None = None,
 ) -> "Figure":
-    """Draw one galaxy's fit: data, model, residual, components, radial profile, values.
+    """Draw one galaxy's fit: data, model, residual, components, radial profile, residual histogram, values.
 
     Parameters
     ----------
@@ -315,13 +406,17 @@ def plot_fit(
         Resolution when saving.
     n_bins
         Annuli of the radial profile.
+    units
+        Column -> unit shown after each value; by default the units the run
+        recorded (``run.json``'s ``columns``, or the table's column units).
 
     Returns
     -------
     matplotlib.figure.Figure
         Image panels labelled ``"data"``, ``"model"``, ``"residual"`` and
         ``"component:<name>"`` (``ax.get_label()``), each with its colour bar, the
-        ``"profile"`` axes and the ``"values"`` text. The residual is
+        ``"profile"`` axes, the ``"histogram"`` axes (residual / sigma over the
+        pixels of the fit, with a unit normal) and the ``"values"`` text. The residual is
         (data - model) / sigma when the block holds a ``SIGMA`` extension (a
         symmetric colour scale either way), else data - model in image units.
         The mask (pixels used in the fit) is outlined in white on data and
@@ -336,7 +431,8 @@ def plot_fit(
     """
     from astropy.visualization import AsinhStretch, AsymmetricPercentileInterval, ImageNormalize
 
-    row, images, _ = _resolve(source, galaxy, block, blocks)
+    row, images, info, found_units = _resolve(source, galaxy, block, blocks)
+    units = {**found_units, **(units or {})}
     data = np.asarray(images["DATA"], dtype=np.float64)
     model = np.asarray(images["MODEL"], dtype=np.float64)
     comp_exts = [k for k in images if k.upper() not in _files.BLOCK_IMAGES]
@@ -349,10 +445,12 @@ def plot_fit(
     n_img = 3 + len(comp_exts)
     # A fixed layout: constrained layout measures every tick label and takes
     # most of the drawing time, which matters in a report's gallery.
-    width = max(2.6 * n_img, 10.0)
-    fig = new_figure((width, 5.8), layout=None)
-    grid = fig.add_gridspec(2, n_img, height_ratios=[1.0, 1.1], left=0.8 / width, right=1 - 0.5 / width,
-                            bottom=0.08, top=0.95, wspace=0.5, hspace=0.28)
+    width = max(2.9 * n_img, 12.0)
+    fig = new_figure((width, 7.4), layout=None)
+    outer = fig.add_gridspec(2, 1, height_ratios=[1.0, 1.15], left=0.7 / width, right=1 - 0.3 / width,
+                             bottom=0.08, top=0.95, hspace=0.3)
+    top = outer[0].subgridspec(1, n_img, wspace=0.45)
+    bottom = outer[1].subgridspec(1, 3, width_ratios=[1.15, 0.85, 1.3], wspace=0.3)
     extent = (0.5, data.shape[1] + 0.5, 0.5, data.shape[0] + 0.5)  # 1-based pixel centres
     shown = data[used & np.isfinite(data)]
     if shown.size and np.ptp(shown) > 0:
@@ -368,7 +466,7 @@ def plot_fit(
     panels.append(("residual", "(data - model) / sigma" if in_sigma else "data - model [image units]", residual))
     panels += [(f"component:{ext.lower()}", f"component {ext.lower()}", np.asarray(images[ext], dtype=np.float64)) for ext in comp_exts]
     for k, (label, title, image) in enumerate(panels):
-        ax = fig.add_subplot(grid[0, k], label=label)
+        ax = fig.add_subplot(top[0, k], label=label)
         if label == "residual":
             im = ax.imshow(image, origin="lower", extent=extent, cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest")
         else:
@@ -376,17 +474,16 @@ def plot_fit(
         if outline and label in ("data", "residual"):
             ax.contour(used.astype(float), levels=[0.5], colors="white" if label == "data" else "black",
                        linewidths=0.8, extent=extent, origin="lower")
-        ax.set_title(title, fontsize=9)
-        ax.tick_params(labelsize=7)
+        ax.set_title(title, fontsize=10)
+        ax.tick_params(labelsize=8)
         ax.locator_params(nbins=4)  # few ticks: tick layout is most of the drawing time
         bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
-        bar.ax.tick_params(labelsize=6)
+        bar.ax.tick_params(labelsize=7)
         bar.ax.locator_params(nbins=5)
 
-    split = max(1, math.ceil(n_img / 2))
-    ax = fig.add_subplot(grid[1, :split], label="profile")
+    ax = fig.add_subplot(bottom[0, 0], label="profile")
     components = _files.components_in(list(row), comp_exts)
-    geometry = _centre(row, components)
+    geometry = _centre(row, components, info.get("_galfit_origin"))
     if geometry is None:
         cy, cx = (np.array(data.shape, dtype=float) + 1) / 2
         geometry = (cx, cy, 0.0, 1.0, None)
@@ -407,19 +504,22 @@ def plot_fit(
         # symlog: the outer annuli scatter around zero, which a log axis cannot show.
         ax.set_yscale("symlog", linthresh=float(noise) if noise > 0 else max(float(peak) * 1e-3, 1e-30))
         ax.set_xscale("log")
-        ax.legend(fontsize=7, loc="upper right")
+        ax.legend(fontsize=8, loc="upper right")
     where = "circular annuli" if comp is None or (q == 1.0 and pa == 0.0) else f"elliptical annuli of {comp}: q={q:.2f}, PA={pa:.1f} deg"
-    ax.set_title(f"mean intensity per pixel ({where})", fontsize=9)
-    ax.set_xlabel("radius along the major axis [px]" if comp is not None and q != 1.0 else "radius [px]", fontsize=8)
-    ax.set_ylabel("image units per pixel", fontsize=8)
-    ax.tick_params(labelsize=7)
+    ax.set_title(f"mean intensity per pixel\n({where})", fontsize=10)
+    ax.set_xlabel("radius along the major axis [px]" if comp is not None and q != 1.0 else "radius [px]", fontsize=9)
+    ax.set_ylabel("image units per pixel", fontsize=9)
+    ax.tick_params(labelsize=8)
 
-    text = fig.add_subplot(grid[1, split:], label="values")
+    _residual_histogram(fig.add_subplot(bottom[0, 1], label="histogram"), residual if in_sigma else None, used)
+
+    text = fig.add_subplot(bottom[0, 2], label="values")
     text.axis("off")
-    lines = _text_lines(row, _parameter_names(row))
+    lines = _text_lines(row, _parameter_names(row), units)
+    longest = max((len(line) for line in lines), default=1)
     text.text(0.0, 1.0, "\n".join(lines), va="top", ha="left", family="monospace",
-              # the text axes are about 190 pt high: shrink the font so that long lists fit
-              fontsize=max(4.0, min(8.5, 150.0 / max(len(lines), 1))), transform=text.transAxes)
+              # the text axes are about 240 pt high and 300 pt wide: shrink the font so that long lists fit
+              fontsize=max(4.0, min(10.0, 230.0 / max(len(lines), 1), 560.0 / longest)), transform=text.transAxes)
     if out is not None:
         target = Path(os.fspath(out))
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -54,7 +54,7 @@ td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}
 th{background:#f0f0f0} td.num{text-align:right;font-variant-numeric:tabular-nums}
 img{max-width:100%;height:auto;display:block}
 .gallery{display:flex;flex-wrap:wrap;gap:12px}
-.card{border:1px solid #ddd;padding:6px;width:540px}
+.card{border:1px solid #ddd;padding:6px;width:100%;max-width:980px;box-sizing:border-box}
 .card p{font-size:12px;margin:4px 0}
 .summary{font-size:14px} .missing{color:#a00;font-size:13px}
 code{font-size:12px}
@@ -168,15 +168,6 @@ def _status_counts(status: np.ndarray) -> str:
         for v, c in zip(values, counts)
     )
     return f"<table><tr><th>status</th><th>galaxies</th><th>fraction</th></tr>{body}</table>"
-
-
-def _units(info: Mapping[str, Any]) -> dict[str, str]:
-    """Column -> unit from run.json's ``columns`` entries (``{"name": ..., "unit": ...}``)."""
-    out = {}
-    for entry in info.get("columns") or []:
-        if isinstance(entry, Mapping) and entry.get("name") and entry.get("unit"):
-            out[str(entry["name"])] = str(entry["unit"])
-    return out
 
 
 def _label(name: str, units: Mapping[str, str]) -> str:
@@ -312,7 +303,7 @@ def gallery_selection(table, per_criterion: int = 6, max_gallery: int = 40) -> l
     return out
 
 
-def _gallery(run: _files.Run, selection: list[tuple[str, np.ndarray]], dpi: int) -> str:
+def _gallery(run: _files.Run, selection: list[tuple[str, np.ndarray]], dpi: int, units: Mapping[str, str]) -> str:
     from .panels import plot_fit
 
     table = run.table
@@ -333,7 +324,7 @@ def _gallery(run: _files.Run, selection: list[tuple[str, np.ndarray]], dpi: int)
                     rendered[r] = f"<p class='missing'>no image block: {html.escape(where)}</p>"
                 else:
                     try:
-                        fig = plot_fit(row, block=path)
+                        fig = plot_fit(row, block=path, units=units)
                         rendered[r] = _img(_png(fig, dpi), f"fit of {name}", "panel")
                     except (OSError, ValueError, KeyError) as exc:  # one bad block must not lose the report
                         rendered[r] = f"<p class='missing'>cannot draw {html.escape(str(path))}: {html.escape(str(exc))}</p>"
@@ -393,12 +384,12 @@ def write_report(
     columns = {name: _float_column(table, name) for name in params}
     red_name = _files.loss_columns(table.colnames)[1]
     red = _float_column(table, red_name) if red_name else np.full(n, np.nan)
-    units = _units(run.info)
+    units = _files.column_units(table, run.info)
     hist_png, hist_notes = _histograms({**columns, **({red_name: red} if red_name else {})}, dpi, units)
     pairs = {name: (columns[name], _float_column(table, f"{name}_err")) for name in params if f"{name}_err" in table.colnames}
     err_png = _errors_vs_values(pairs, dpi, units) if pairs else None
     selection = gallery_selection(table, per_criterion, max_gallery)
-    gallery_html = _gallery(run, selection, dpi) if selection else "<p>no galaxy to show</p>"
+    gallery_html = _gallery(run, selection, dpi, units) if selection else "<p>no galaxy to show</p>"
 
     converged = int(np.count_nonzero(np.asarray(table["converged"]).astype(str) == "True")) if "converged" in table.colnames else None
     finite_red = red[np.isfinite(red)]

@@ -178,6 +178,30 @@ class LightProfile:
         """Names of declared parameters that were left out (set to None)."""
         return [k for k in self.parameter_specs if getattr(self, k, None) is None]
 
+    def unset_slots(self) -> list[str]:
+        """Attributes that are None although the profile's own code reads them as parameters.
+
+        A built-in profile declares its slots in ``parameter_specs`` and None there
+        means "left out" (:meth:`missing_parameters`). A user profile declares
+        nothing: an attribute that its ``__init__`` set to None and that a method
+        written in the user's class (``image_via_grid_from`` or a helper it calls)
+        reads as ``self.<name>`` would fail only when the model is drawn, so it is
+        refused when the model is built. Attributes the user's code never reads,
+        and names starting with ``_``, may be None.
+        """
+        unset = [k for k, v in vars(self).items()
+                 if v is None and not k.startswith("_") and k not in self.parameter_specs]
+        if not unset:
+            return []
+        read: set[str] = set()
+        for cls in type(self).__mro__:
+            if cls.__module__.split(".")[0] == "galmoss" or cls is object:
+                continue  # built-in code reads its declared slots only
+            for key, fn in vars(cls).items():
+                if key != "__init__" and callable(fn) and hasattr(fn, "__code__"):
+                    read |= _attribute_names(fn.__code__)
+        return [k for k in unset if k in read]
+
     @classmethod
     def spec(cls, name: str) -> ParamSpec:
         """How this profile uses its parameter ``name``."""
@@ -215,6 +239,26 @@ class LightProfile:
         return f"{type(self).__name__}({inner})"
 
 
+def _attribute_names(code) -> set[str]:
+    """Names a code object (and the functions nested in it) loads as attributes or globals."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if hasattr(const, "co_names"):
+            names |= _attribute_names(const)
+    return names
+
+
+def check_slots(name: str, profile: "LightProfile") -> None:
+    """Raise a ``ValueError`` if the user profile ``name`` has a slot set to None (:meth:`LightProfile.unset_slots`)."""
+    unset = profile.unset_slots()
+    if unset:
+        cls = type(profile).__name__
+        raise ValueError(
+            f"profile {name!r} ({cls}): {', '.join(unset)} is None but {cls} reads it when drawn; "
+            f"give gm.p(...) for it (e.g. {unset[0]}=gm.p(0.0), or gm.p(0.0, fit=False) to hold it fixed)"
+        )
+
+
 def parameter_uses(profiles: Mapping[str, "LightProfile"]) -> dict[Parameter, list[tuple[str, str]]]:
     """Each distinct parameter object and the (profile name, slot name) pairs that use it.
 
@@ -227,6 +271,7 @@ def parameter_uses(profiles: Mapping[str, "LightProfile"]) -> dict[Parameter, li
             raise TypeError(f"profile {pname!r} is a {type(profile).__name__}, not a gm.LightProfile")
         # a user profile sets its own attributes: a number where a declared slot wants gm.p
         profile._check_parameters({slot: getattr(profile, slot, None) for slot in profile.parameter_specs})
+        check_slots(pname, profile)
         missing = profile.missing_parameters()
         if missing:
             raise ValueError(

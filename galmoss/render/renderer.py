@@ -14,7 +14,10 @@ How each kind of component is drawn:
 * :class:`~galmoss.profiles.point_source.PointSource` -- a delta function, i.e. a
   phase ramp in Fourier space (the PSF shifted by band-limited interpolation);
 * any other :class:`~galmoss.profiles.base.LightProfile` -- sampled at pixel
-  centres through its ``image_via_grid_from``.
+  centres through its ``image_via_grid_from``, or, for a profile that sets
+  ``pixel_integrated = True`` (:class:`~galmoss.lp.EdgeDisk`), taken as pixel
+  means: as they are without a PSF, divided by the pixel response in the band
+  before the PSF (which holds the pixel) with one.
 
 Components with ``psf=True`` are convolved with the PSF (which already holds
 the pixel response). Without a PSF, or for an elliptical component with
@@ -31,6 +34,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import ProfileOutputError
 from ..params import Parameter, parameter_values
 from ..profiles.base import EllipticalProfile, LightProfile
 from ..profiles.point_source import PointSource
@@ -354,7 +358,7 @@ class Renderer:
         """
         batch, values, psf_hat = self._prepare(values, index)
         with parameter_values(values):
-            parts = {name: self._parts(profile, values, mode, batch) for name, profile in profiles.items()}
+            parts = {name: self._parts(profile, values, mode, batch, name) for name, profile in profiles.items()}
         total = self._combine(parts.values(), batch, psf_hat)
         if not components:
             return total
@@ -379,7 +383,7 @@ class Renderer:
         out = {}
         with parameter_values(values):
             for name, profile in profiles.items():
-                with_psf, smooth, spectrum, plain = self._parts(profile, values, mode, batch)
+                with_psf, smooth, spectrum, plain = self._parts(profile, values, mode, batch, name)
                 if smooth is not None:
                     fft = torch.fft.rfft2(smooth, s=(n, m))
                     spectrum = fft if spectrum is None else spectrum + fft
@@ -399,7 +403,7 @@ class Renderer:
             image = plain if image is None else image + plain
         return image
 
-    def _parts(self, profile: LightProfile, values, mode: str, batch: int):
+    def _parts(self, profile: LightProfile, values, mode: str, batch: int, name: str = ""):
         """(convolved-with-PSF?, smooth image on the extended grid, spectrum, image added as is)."""
         v = self._values(profile, values)
         with_psf = bool(profile.psf) and self.psf_hat is not None
@@ -411,11 +415,19 @@ class Renderer:
             return with_psf, smooth, spectrum, None
         if isinstance(profile, PointSource):
             return with_psf, None, self._point(profile, v), None
+        if getattr(profile, "pixel_integrated", False):
+            # pixel means: without a PSF the model itself; with one (which holds the
+            # pixel already) divided by the pixel response in the band, as boxy isophotes
+            if not with_psf:
+                image = profile.image_via_grid_from(self.cutout_grid, mode)
+                return with_psf, None, None, torch.broadcast_to(image, (batch,) + self.shape)
+            image = torch.broadcast_to(profile.image_via_grid_from(self.extended_grid, mode), (batch, he, we))
+            return with_psf, None, torch.fft.rfft2(image * self.taper, s=self.layout.fft_shape) / self.pixel_hat, None
         if profile.psf:
-            image = profile.image_via_grid_from(self.extended_grid, mode)
-            return with_psf, torch.broadcast_to(image, (batch, he, we)) * self.taper, None, None
+            image = _batch_image(name, profile, profile.image_via_grid_from(self.extended_grid, mode), (batch, he, we))
+            return with_psf, image * self.taper, None, None
         image = profile.image_via_grid_from(self.cutout_grid, mode)
-        return with_psf, None, None, torch.broadcast_to(image, (batch,) + self.shape)
+        return with_psf, None, None, _batch_image(name, profile, image, (batch,) + self.shape)
 
     def _combine(self, parts, batch: int, psf_hat: Tensor | None) -> Tensor:
         """Sum parts: one forward and one inverse FFT for all convolved components."""
@@ -450,6 +462,24 @@ class Renderer:
         return total
 
 
+def _batch_image(name: str, profile: LightProfile, image, want: tuple[int, int, int]) -> Tensor:
+    """A user profile's image broadcast to ``want`` = (B, H, W), or a ProfileOutputError.
+
+    Only the pixel axes may broadcast (a flat sky returned as (B, 1, 1)); an image
+    without its galaxy axis, or with another batch's, would be shared by every
+    galaxy of the batch and make the batched fit differ from the one-by-one fit.
+    """
+    shape = tuple(getattr(image, "shape", ()))
+    if (len(shape) != 3 or shape[0] != want[0]
+            or any(got not in (1, size) for got, size in zip(shape[1:], want[1:]))):
+        raise ProfileOutputError(
+            f"profile {name!r} ({type(profile).__name__}): image_via_grid_from returned shape {shape} for a batch of "
+            f"{want[0]} galaxies on a {want[1]}x{want[2]} grid; expected {want} (one image per galaxy: build it from "
+            "param.value(mode), which is (B, 1, 1), and keep that leading axis)"
+        )
+    return torch.broadcast_to(image, want)
+
+
 @dataclass
 class _Geometry:
     """Radii, window and core map of an elliptical profile at given geometry."""
@@ -461,7 +491,8 @@ class _Geometry:
 
 
 def box_is_zero(profile: EllipticalProfile) -> bool:
-    if getattr(profile, "fourier_modes", None):  # Fourier modes perturb the radius as a box does
+    # Fourier and bending modes perturb the radius as a box does
+    if getattr(profile, "fourier_modes", None) or getattr(profile, "bending_modes", None):
         return False
     box = getattr(profile, "box", None)
     return isinstance(box, Parameter) and not box.fit and bool((box.initial == 0).all())
@@ -516,7 +547,8 @@ class OversampledRenderer(Renderer):
             for slot, prm in profile.parameters().items():
                 if isinstance(profile, Sky):
                     kind = "sky" if slot == "sky_bg" else "gradient"
-                elif isinstance(profile, (EllipticalProfile, PointSource)):
+                elif isinstance(profile, (EllipticalProfile, PointSource)) or hook is not None:
+                    # a profile with for_finer_grid has its slots moved by their roles
                     role = profile.spec(slot).role
                     kind = {Role.POSITION: "position", Role.LENGTH: "length"}.get(role, "same")
                 else:

@@ -114,8 +114,9 @@ def single_sersic_mocks(count, seed=0, shape=(128, 128), n_range=(0.5, 6.0), re_
 
 
 def bulge_disk_mocks(count, seed=0, shape=(128, 128), snr_range=(20.0, 500.0), source_noise=True,
-                     bt_range=(0.1, 0.7)) -> MockSet:
-    """Bulge (n = 4) + disk (n = 1) sharing a centre; B/T in ``bt_range`` ([0.1, 0.7])."""
+                     bt_range=(0.1, 0.7), bulge_re=(0.15, 0.5)) -> MockSet:
+    """Bulge (n = 4) + disk (n = 1) sharing a centre; B/T in ``bt_range`` ([0.1, 0.7]); the bulge's r_e a
+    fraction ``bulge_re`` of the disk's."""
     rng = np.random.default_rng(seed)
     truth = {
         "cx": shape[1] / 2 + 0.5 + rng.uniform(-1.0, 1.0, count),
@@ -128,7 +129,7 @@ def bulge_disk_mocks(count, seed=0, shape=(128, 128), snr_range=(20.0, 500.0), s
         "q_b": rng.uniform(0.6, 1.0, count),
         "pa_b": rng.uniform(-90.0, 90.0, count),
     }
-    truth["re_b"] = truth["re_d"] * rng.uniform(0.15, 0.5, count)
+    truth["re_b"] = truth["re_d"] * rng.uniform(*bulge_re, count)
     flux = 10 ** (-0.4 * (truth["mag"] - ZERO_POINT))
     truth["mag_b"] = ZERO_POINT - 2.5 * np.log10(flux * truth["bt"])
     truth["mag_d"] = ZERO_POINT - 2.5 * np.log10(flux * (1 - truth["bt"]))

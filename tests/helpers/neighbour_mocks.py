@@ -140,3 +140,43 @@ def neighbour_scene(target: dict | None, neighbours: list[dict], shape=(80, 80),
         scene += _draw(prof, psf, shape)
     image = SKY + scene + rng.normal(0.0, noise, shape)
     return image, np.full(shape, noise), psf_img, clean
+
+
+def clumpy_disk(seed: int, shape=(128, 128), n_clumps: int = 8, clump_frac: float = 0.03, noise: float = 0.1,
+                neighbour_distance: float = 30.0, neighbour_ratio: float = 0.3):
+    """A large exponential disk with bright knots (HII regions) and one real neighbour galaxy, by GalSim.
+
+    The disk: n = 1, r_e = 14 px, q = 0.6, PA 30, flux 2000, at (64.3, 64.7);
+    ``n_clumps`` Gaussian knots (sigma 1 px, each ``clump_frac`` x 0.6-1.4 of the
+    disk's flux) on its ellipse at 0.5-1.8 r_e; the neighbour a Sersic (n 1.5,
+    r_e 4 px, q 0.8) of ``neighbour_ratio`` times the disk's flux,
+    ``neighbour_distance`` px away. Moffat PSF (FWHM 3.5, beta 3.5), sky
+    :data:`SKY`, Gaussian noise ``noise``.
+
+    Returns (image, sigma image, PSF, truth, clumps, neighbour); truth holds the
+    disk's ``flux`` and ``clump_flux`` (the knots' total).
+    """
+    rng = np.random.default_rng(seed)
+    h, w = shape
+    psf = galsim.Moffat(beta=3.5, fwhm=3.5, gsparams=GSPARAMS)
+    psf_img = psf_image(psf, 25)
+    psf_img /= psf_img.sum()
+    cx, cy, q, pa, re, flux = 64.3, 64.7, 0.6, 30.0, 14.0, 2000.0
+    t = np.radians(pa)
+    clumps = []
+    for k in range(n_clumps):
+        r = re * rng.uniform(0.5, 1.8)
+        phi = 2 * np.pi * (k + rng.uniform(0, 0.6)) / n_clumps
+        u, v = r * np.cos(phi), r * q * np.sin(phi)  # along the major and minor axes
+        clumps.append(dict(x=cx - u * np.sin(t) + v * np.cos(t), y=cy + u * np.cos(t) + v * np.sin(t),
+                           flux=flux * clump_frac * rng.uniform(0.6, 1.4)))
+    knots = [galsim.Gaussian(sigma=1.0, flux=c["flux"]).shift(c["x"] - (w / 2 + 0.5), c["y"] - (h / 2 + 0.5))
+             for c in clumps]
+    scene = _draw(galsim.Add([_sersic(1.0, re, q, pa, cx, cy, flux, shape)] + knots), psf, shape)
+    phi = np.radians(200.0)
+    nb = dict(x=cx + neighbour_distance * np.cos(phi), y=cy + neighbour_distance * np.sin(phi),
+              flux=flux * neighbour_ratio)
+    scene += _draw(_sersic(1.5, 4.0, 0.8, -20.0, nb["x"], nb["y"], nb["flux"], shape), psf, shape)
+    image = SKY + scene + rng.normal(0.0, noise, shape)
+    truth = dict(cx=cx, cy=cy, q=q, pa=pa, re=re, flux=flux, clump_flux=sum(c["flux"] for c in clumps))
+    return image, np.full(shape, noise), psf_img, truth, clumps, nb

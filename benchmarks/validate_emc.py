@@ -1,0 +1,213 @@
+"""Faint galaxies scored the way the Euclid Morphology Challenge scored the field: priors off and on.
+
+A Euclid-VIS-like mock set drawn by GalSim: 0.1"/px, zero point 23.9 (image in
+ADU/s), a Moffat PSF of FWHM 0.17" (beta 2.5), a 565 s exposure with gain
+3.1 e-/ADU, read noise 4.2 e- and a sky of 22.35 mag/arcsec^2 (Poisson noise of
+sky and source, Gaussian read noise); isolated galaxies at the cutout's
+centre, I_E uniform from 18 to 25.3. Three populations:
+
+* ``sersic``: one Sersic, ln r_e[px] ~ N(1.3 - 0.12 (I_E - 22), 0.5) in [0.8, 12],
+  n log-uniform in [0.5, 5], q uniform in [0.2, 1];
+* ``bd``: a de Vaucouleurs bulge + an exponential disk (n = 4 + 1), B/T uniform
+  in [0.1, 0.8], the disk's ln r_e ~ N(1.8 - 0.12 (I_E - 22), 0.4), the bulge's
+  r_e 0.15-0.6 of it, q of the disk in [0.2, 1] and of the bulge in [0.6, 1];
+* ``bd_free``: the same with the bulge's n uniform in [1.5, 5] and fitted free.
+
+Every galaxy is fitted as a survey would: no starts (the image's moments start
+every parameter), no masks, one Sersic or a Sersic bulge + an exponential
+disk, priors off and with ``priors="sourcextractor"``.
+
+The Challenge's metrics (Bretonniere et al. 2023), per I_E bin, of the error
+of r_e (relative: fit / true - 1), n (log10(fit / true)), q and the magnitude
+(fit - true; total magnitude, and for bulge + disk each component's r_e and n
+and B/T): the bias (median error), the dispersion (1.4826 x the median absolute
+deviation), the outlier fraction (|error| > 0.5), and the completeness (the
+fraction of galaxies with a finite fit). The global score of a parameter is our
+reading of the papers' summary: the mean over bins of (|bias| + dispersion +
+outlier fraction) / 3 -- lower is better; the simulations (and so the numbers)
+differ from the Challenge's. Coverage: the fraction of truths within +-1
+reported sigma (covariance errors; r_e and n in their relative / log errors).
+
+Usage::
+
+    python benchmarks/validate_emc.py --population sersic --count 600 --seed 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import galmoss as gm  # noqa: E402
+from tests.helpers.galsim_mocks import GSPARAMS, galsim  # noqa: E402
+
+PIXEL = 0.1  # arcsec
+ZERO_POINT = 23.9
+EXPTIME, GAIN, READ_NOISE = 565.0, 3.1, 4.2
+SKY_MAG = 22.35  # mag / arcsec^2
+PSF_FWHM = 0.17  # arcsec
+BINS = (18.0, 20.0, 21.5, 22.5, 23.5, 24.5, 25.3)
+SHAPE = (64, 64)
+
+
+def _sersic(n, re_px, q, pa, flux, dx, dy):
+    prof = galsim.Sersic(n=n, half_light_radius=re_px * math.sqrt(q), flux=flux, gsparams=GSPARAMS)
+    return prof.shear(q=q, beta=(pa + 90.0) * galsim.degrees).shift(dx, dy)
+
+
+def draw(population: str, count: int, seed: int):
+    """Images, sigmas, PSF and truth of ``count`` mocks."""
+    rng = np.random.default_rng(seed)
+    psf = galsim.Moffat(beta=2.5, fwhm=PSF_FWHM / PIXEL, gsparams=GSPARAMS)
+    psf_img = psf.drawImage(nx=25, ny=25, scale=1.0, method="auto").array.astype(np.float64)
+    sky = 10 ** (-0.4 * (SKY_MAG - ZERO_POINT)) * PIXEL**2  # ADU/s per pixel
+    scale = EXPTIME * GAIN  # electrons per ADU/s
+    mag = rng.uniform(BINS[0], BINS[-1], count)
+    t = {"mag": mag, "q": rng.uniform(0.2, 1.0, count), "pa": rng.uniform(-90, 90, count),
+         "dx": rng.uniform(-0.5, 0.5, count), "dy": rng.uniform(-0.5, 0.5, count)}
+    if population == "sersic":
+        t["re"] = np.clip(np.exp(rng.normal(1.3 - 0.12 * (mag - 22.0), 0.5)), 0.8, 12.0)
+        t["n"] = np.exp(rng.uniform(math.log(0.5), math.log(5.0), count))
+    else:
+        t["bt"] = rng.uniform(0.1, 0.8, count)
+        t["re_d"] = np.clip(np.exp(rng.normal(1.8 - 0.12 * (mag - 22.0), 0.4)), 1.5, 12.0)
+        t["re_b"] = t["re_d"] * rng.uniform(0.15, 0.6, count)
+        t["q_b"] = rng.uniform(0.6, 1.0, count)
+        t["pa_b"] = t["pa"] + rng.normal(0, 10, count)
+        t["n_b"] = rng.uniform(1.5, 5.0, count) if population == "bd_free" else np.full(count, 4.0)
+        t["mag_b"] = mag - 2.5 * np.log10(t["bt"])
+        t["mag_d"] = mag - 2.5 * np.log10(1 - t["bt"])
+    images, sigmas = [], []
+    for i in range(count):
+        flux = 10 ** (-0.4 * (mag[i] - ZERO_POINT))
+        if population == "sersic":
+            gal = _sersic(t["n"][i], t["re"][i], t["q"][i], t["pa"][i], flux, t["dx"][i], t["dy"][i])
+        else:
+            gal = (_sersic(t["n_b"][i], t["re_b"][i], t["q_b"][i], t["pa_b"][i], flux * t["bt"][i], t["dx"][i], t["dy"][i])
+                   + _sersic(1.0, t["re_d"][i], t["q"][i], t["pa"][i], flux * (1 - t["bt"][i]), t["dx"][i], t["dy"][i]))
+        model = galsim.Convolve(gal, psf, gsparams=GSPARAMS).drawImage(
+            nx=SHAPE[1], ny=SHAPE[0], scale=1.0, method="auto").array.astype(np.float64)
+        electrons = rng.poisson(np.clip((model + sky) * scale, 0, None)) + rng.normal(0, READ_NOISE, SHAPE)
+        images.append(electrons / scale - sky)  # sky-subtracted, as a survey's cutouts
+        sigmas.append(np.sqrt((model + sky) * scale + READ_NOISE**2) / scale)
+    return np.array(images), np.array(sigmas), psf_img, t
+
+
+def fit(population: str, images, sigmas, psf, priors: str | None):
+    ds = gm.Dataset.from_arrays(images, sigmas, psf)
+    if population == "sersic":
+        ds.define_profiles(galaxy=gm.lp.Sersic(mag=gm.p(M0=ZERO_POINT)))
+    else:
+        cx, cy = gm.p(), gm.p()
+        bulge = gm.lp.Sersic(cen_x=cx, cen_y=cy, mag=gm.p(M0=ZERO_POINT),
+                             ser_n=gm.p(4.0, fit=population == "bd_free"))
+        disk = gm.lp.ExpDisk(cen_x=cx, cen_y=cy, mag=gm.p(M0=ZERO_POINT))
+        ds.define_profiles(bulge=bulge, disk=disk)
+    fitting = gm.Fitting(ds, batch_size=100, iteration=200, device="cpu", progress=False, priors=priors)
+    fitting.fit()
+    return fitting.uncertainty("covar_mat")
+
+
+def errors(population: str, res, t) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{parameter: (error, error / reported sigma)} in the Challenge's forms."""
+    a = lambda name: np.asarray(res[name], dtype=np.float64)  # noqa: E731
+    out = {}
+    if population == "sersic":
+        re, n = a("galaxy_eff_r"), a("galaxy_ser_n")
+        out["r_e"] = (re / t["re"] - 1, (re - t["re"]) / a("galaxy_eff_r_err"))
+        out["n"] = (np.log10(n / t["n"]), (n - t["n"]) / a("galaxy_ser_n_err"))
+        out["q"] = (a("galaxy_axis_r") - t["q"], (a("galaxy_axis_r") - t["q"]) / a("galaxy_axis_r_err"))
+        out["mag"] = (a("galaxy_mag") - t["mag"], (a("galaxy_mag") - t["mag"]) / a("galaxy_mag_err"))
+        return out
+    re_b, re_d = a("bulge_eff_r"), 1.678347 * a("disk_scale_l")
+    fb, fd = 10 ** (-0.4 * a("bulge_mag")), 10 ** (-0.4 * a("disk_mag"))
+    total = -2.5 * np.log10(fb + fd)
+    out["r_e bulge"] = (re_b / t["re_b"] - 1, (re_b - t["re_b"]) / a("bulge_eff_r_err"))
+    out["r_e disk"] = (re_d / t["re_d"] - 1, (re_d - t["re_d"]) / (1.678347 * a("disk_scale_l_err")))
+    if population == "bd_free":
+        n = a("bulge_ser_n")
+        out["n bulge"] = (np.log10(n / t["n_b"]), (n - t["n_b"]) / a("bulge_ser_n_err"))
+    out["q disk"] = (a("disk_axis_r") - t["q"], (a("disk_axis_r") - t["q"]) / a("disk_axis_r_err"))
+    out["B/T"] = (fb / (fb + fd) - t["bt"], np.full(len(fb), np.nan))
+    out["mag"] = (total - t["mag"], np.full(len(fb), np.nan))
+    return out
+
+
+def score(err: np.ndarray, mag: np.ndarray):
+    rows = []
+    for lo, hi in zip(BINS[:-1], BINS[1:]):
+        e = err[(mag >= lo) & (mag < hi)]
+        e = e[np.isfinite(e)]
+        if not e.size:
+            rows.append((np.nan, np.nan, np.nan))
+            continue
+        med = float(np.median(e))
+        rows.append((med, 1.4826 * float(np.median(np.abs(e - med))), float(np.mean(np.abs(e) > 0.5))))
+    arr = np.array(rows)
+    return arr, float(np.nanmean(np.abs(arr[:, 0]) + arr[:, 1] + arr[:, 2]) / 3)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--population", choices=("sersic", "bd", "bd_free"), default="sersic")
+    parser.add_argument("--count", type=int, default=600)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    images, sigmas, psf, truth = draw(args.population, args.count, args.seed)
+    print(f"{args.count} {args.population} mocks (seed {args.seed}) drawn in {time.perf_counter() - t0:.0f} s")
+    mag = truth["mag"]
+    bins = [f"{lo:g}-{hi:g}" for lo, hi in zip(BINS[:-1], BINS[1:])]
+    results = {}
+    for priors in (None, "sourcextractor"):
+        t0, c0 = time.perf_counter(), time.process_time()
+        res = fit(args.population, images, sigmas, psf, priors)
+        results[priors] = (res, errors(args.population, res, truth))
+        print(f"priors {priors or 'off'}: {time.perf_counter() - t0:.0f} s wall, "
+              f"{(time.process_time() - c0) / args.count:.3f} CPU-s per galaxy")
+    print()
+    print("| parameter | priors | " + " | ".join(f"I_E {b}" for b in bins) + " | global score |")
+    print("|---|---|" + "---|" * len(bins) + "---|")
+    for name in results[None][1]:
+        for priors in (None, "sourcextractor"):
+            err = results[priors][1][name][0]
+            arr, glob = score(err, mag)
+            cells = [f"{b:+.3f} / {d:.3f} / {f:.2f}" for b, d, f in arr]
+            print(f"| {name} | {'on' if priors else 'off'} | " + " | ".join(cells) + f" | {glob:.3f} |")
+    print("\ncells: bias / dispersion / outlier fraction (|error| > 0.5)\n")
+    print("| parameter | priors | " + " | ".join(f"I_E {b}" for b in bins) + " |")
+    print("|---|---|" + "---|" * len(bins))
+    for name in results[None][1]:
+        for priors in (None, "sourcextractor"):
+            pull = results[priors][1][name][1]
+            if not np.isfinite(pull).any():
+                continue
+            cells = []
+            for lo, hi in zip(BINS[:-1], BINS[1:]):
+                p = pull[(mag >= lo) & (mag < hi)]
+                p = p[np.isfinite(p)]
+                cells.append(f"{np.mean(np.abs(p) <= 1):.2f}" if p.size else "-")
+            print(f"| {name} | {'on' if priors else 'off'} | " + " | ".join(cells) + " |")
+    print("\ncells: fraction of truths within +-1 reported sigma\n")
+    print("| priors | " + " | ".join(f"I_E {b}" for b in bins) + " |")
+    print("|---|" + "---|" * len(bins))
+    for priors in (None, "sourcextractor"):
+        res = results[priors][0]
+        ok = np.isfinite(np.asarray(res["chi2"], dtype=float))
+        cells = [f"{np.mean(ok[(mag >= lo) & (mag < hi)]):.3f}" for lo, hi in zip(BINS[:-1], BINS[1:])]
+        print(f"| {'on' if priors else 'off'} | " + " | ".join(cells) + " |")
+    print("\ncells: completeness (a finite fit)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
