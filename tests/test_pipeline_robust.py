@@ -104,6 +104,10 @@ def test_a_plain_rerun_with_another_model_is_refused_and_overwrite_clears_only_g
     with pytest.raises(OutputError, match=r"holds the parts of another run \(free differ\)"):
         _run(gm.Dataset.from_arrays(images, sigmas, PSF, result_path=out), 4, profile=_fixed_n(4))
     assert main(["fit", "--resume", "--overwrite", str(tmp_path / "x.toml")]) == 2  # not both
+    with_priors = gm.Dataset.from_arrays(images, sigmas, PSF, result_path=out)
+    with_priors.define_profiles(sersic=_sersic(4))
+    with pytest.raises(ValueError, match=r"different run \(priors differ\)"):  # MAP fits are another model
+        gm.Fitting(with_priors, device="cpu", priors="sourcextractor").check(resume=True)
     _, res = _run(gm.Dataset.from_arrays(images, sigmas, PSF, result_path=out), 4, profile=_fixed_n(4),
                   overwrite=True)
     assert len(list((out / "parts").glob("part-*.parquet"))) == 2  # the new run's two batches only

@@ -54,12 +54,12 @@ from .options import RunOptions, check_uncertainty, default_device
 from .parts import PartWriter, read_parts
 from .preflight import check_dataset
 from .run import (
-    MODEL_KEYS,
     LostResult,
     Progress,
     clear_outputs,
     galaxy_inputs,
     iterate_results,
+    model_changes,
     model_id,
     other_run,
     probe_model,
@@ -567,7 +567,7 @@ class Fitting:
                 before = read_run_description(folder)
             except (OutputError, ValueError):
                 return  # nothing run here yet
-        changed = [k for k in MODEL_KEYS if before.get(k) != json_round_trip(description[k])]
+        changed = model_changes(before, description)
         if changed:
             raise ValueError(
                 f"Fitting.fit(resume=True): the parts in '{folder}' come from a different run ({', '.join(changed)} "

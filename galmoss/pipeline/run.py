@@ -29,8 +29,8 @@ from .stream import BatchStream, Unfitted
 
 log = logging.getLogger("galmoss")
 
-__all__ = ["LostResult", "clear_outputs", "fit_chunk", "galaxy_inputs", "iterate_results", "model_id", "other_run",
-           "refuse_other_run", "shard_positions", "write_run_description"]
+__all__ = ["LostResult", "clear_outputs", "fit_chunk", "galaxy_inputs", "iterate_results", "model_changes",
+           "model_id", "other_run", "refuse_other_run", "shard_positions", "write_run_description"]
 
 RUN_FILE = "run.json"
 GALAXIES_FILE = "galaxies.parquet"
@@ -168,7 +168,15 @@ def _describe_error(exc: BaseException) -> str:
 
 
 #: the keys of run.json that say which model a run fits (a resume or a rerun must keep them)
-MODEL_KEYS = ("columns", "free", "profiles", "method", "likelihood", "n_galaxies")
+MODEL_KEYS = ("columns", "free", "profiles", "method", "likelihood", "n_galaxies", "priors")
+#: what a run.json written before a key existed means by its absence
+_MODEL_DEFAULTS = {"priors": []}
+
+
+def model_changes(before: dict, description: dict) -> list[str]:
+    """The :data:`MODEL_KEYS` in which the run described by ``before`` (a run.json) differs from this one."""
+    now = json.loads(json.dumps({k: description.get(k) for k in MODEL_KEYS}, default=str))
+    return [k for k in MODEL_KEYS if before.get(k, _MODEL_DEFAULTS.get(k)) != now[k]]
 
 
 def model_id(description: dict) -> str:
@@ -269,7 +277,7 @@ def other_run(folder: Path, description: dict, names: list[str], inputs: list[st
         return []
     try:
         before = json.loads((Path(folder) / RUN_FILE).read_text())
-        changed = [k for k in MODEL_KEYS if before.get(k) != json.loads(json.dumps(description[k], default=str))]
+        changed = model_changes(before, description)
     except (OSError, ValueError, AttributeError):
         changed = [RUN_FILE]
     galaxies = read_galaxies(folder)
