@@ -82,7 +82,7 @@ def _demo(args: argparse.Namespace) -> int:
     dataset.define_profiles(sersic=sersic)
     fitting = gm.Fitting(dataset=dataset, batch_size=args.batch_size, iteration=200, device=args.device)
     t0 = time.perf_counter()
-    fitting.fit()
+    fitting.fit(overwrite=True)  # the demo's own folder: a demo run again (other options) replaces the last
     results = fitting.uncertainty(method="covar_mat")
     elapsed = time.perf_counter() - t0
     print(f"fitted {n} galaxies in {elapsed:.1f} s on {fitting.device} ({n / elapsed:.1f} galaxies/s)\n")
