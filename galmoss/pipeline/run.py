@@ -192,15 +192,16 @@ def galaxy_inputs(dataset: Dataset, folder: Path) -> list[str]:
     them; a galaxy of an image set is its file and plane; arrays have none ("").
     """
     base = os.path.abspath(folder)
-    seen: dict = {}  # a PSF shared by every galaxy is resolved once
+    folders: dict[str, str] = {}  # each folder of cutouts is resolved once
 
     def rel(p) -> str:
-        if p not in seen:
+        head, tail = os.path.split(os.fspath(p))
+        if head not in folders:
             try:
-                seen[p] = os.path.relpath(os.path.abspath(p), base)
+                folders[head] = os.path.relpath(os.path.abspath(head or os.curdir), base)
             except ValueError:  # another drive
-                seen[p] = os.path.abspath(p)
-        return seen[p]
+                folders[head] = os.path.abspath(head or os.curdir)
+        return tail if folders[head] == os.curdir else os.path.join(folders[head], tail)
 
     if dataset._arrays is not None:
         return [""] * len(dataset)
