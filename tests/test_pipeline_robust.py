@@ -140,11 +140,16 @@ def test_collate_skips_a_foreign_or_truncated_part_and_names_it(tmp_path, capsys
                              "flag": [0, 0], "theta": [[1.0], [2.0]]}), foreign)
     truncated = out / "parts" / "part-0of1-00000000000000002-000001-abcd.parquet"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    # a part of the same galaxies fitted with another model (ser_n fixed), its rows newer than this run's
+    _run(gm.Dataset.from_arrays(images, sigmas, PSF, result_path=tmp_path / "other"), 4, profile=_fixed_n(4))
+    other = sorted((tmp_path / "other" / "parts").glob("part-*.parquet"))[0]
+    (out / "parts" / other.name.replace("part-0of1-", "part-0of1-9")).write_bytes(other.read_bytes())
     capsys.readouterr()
     with caplog.at_level(logging.WARNING, logger="galmoss"):
         assert main(["collate", str(out)]) == 1  # parts unreadable: exit 1, the rest written
     said = capsys.readouterr().out
     assert "2 parts could not be read" in said and foreign.name in said and truncated.name in said
+    assert "1 parts were written by a run of another model and were skipped" in said
     assert foreign.name in caplog.text and truncated.name in caplog.text
     merged = Table.read(out / "results.fits")
     np.testing.assert_allclose(merged["sersic_mag"], res["sersic_mag"], rtol=1e-12)
