@@ -198,12 +198,27 @@ class Dataset:
     max_neighbours
         At most this many neighbours are fitted per galaxy (the nearest); the
         others are masked.
+    wavelength, pix_scale
+        Several bands (docs/multiband.md): ``image_path`` and the other
+        per-galaxy paths as dicts ``{band: paths}``, ``wavelength={band:
+        wavelength}`` (the first band is the reference frame) and
+        ``pix_scale={band: arcsec per pixel}``; the call returns a
+        :class:`~galmoss.multiband_data.MultiBandDataset`.
 
     Notes
     -----
     Profiles are attached with :meth:`define_profiles`; they belong to this
     dataset only.
     """
+
+    def __new__(cls, *args, **kwargs):
+        # per-band inputs (dicts by band name, with wavelength and pix_scale) make a multi-band dataset
+        if cls is Dataset and kwargs.get("_pixels", "files") == "files":
+            from .multiband_data import MultiBandDataset, is_multiband
+
+            if is_multiband(args, kwargs):
+                return MultiBandDataset(*args, **kwargs)
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -305,6 +320,8 @@ class Dataset:
         psf_beta: float = 3.5,
         neighbours: str = "mask",
         max_neighbours: int = 3,
+        wavelength=None,
+        pix_scale=None,
     ) -> "Dataset":
         """A dataset from numpy arrays or torch tensors.
 
@@ -321,12 +338,26 @@ class Dataset:
         auto_mask, psf_fwhm, psf_kind, psf_beta, neighbours, max_neighbours
             As for :class:`Dataset`.
 
+        wavelength, pix_scale
+            Several bands (docs/multiband.md): every array argument a dict
+            ``{band: arrays}``, ``wavelength`` ``{band: wavelength}`` (the first
+            band is the reference frame) and ``pix_scale`` ``{band: arcsec per
+            pixel}``; returns a :class:`~galmoss.multiband_data.MultiBandDataset`.
+
         Notes
         -----
         The arrays are kept as given (no copy); each galaxy is converted to
         float64 when its batch is read, so a float32 cube of 10^6 cutouts is not
         doubled in memory up front.
         """
+        if isinstance(images, dict) or wavelength is not None:
+            from .multiband_data import MultiBandDataset
+
+            return MultiBandDataset.from_arrays(
+                images, sigmas, psfs, masks, galaxy_index, wavelength=wavelength, pix_scale=pix_scale,
+                mask_index=mask_index, img_block_path=img_block_path, result_path=result_path, gain=gain,
+                auto_mask=auto_mask, psf_fwhm=psf_fwhm, neighbours=neighbours,
+            )
         imgs = _array_list(images, "images")
         n = len(imgs)
         names = [str(i) for i in range(n)] if galaxy_index is None else _as_names(galaxy_index, n)

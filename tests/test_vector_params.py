@@ -229,9 +229,10 @@ def test_too_many_values_for_memory_is_an_error_before_fitting(monkeypatch):
     monkeypatch.setattr(memory, "available_memory", lambda device: 10 * 2**20)
     b = Batch(np.arange(2), ["a", "b"], data, np.full_like(data, SIGMA), np.ones_like(data), None, [(H, H)] * 2,
               np.zeros(2, np.int64), [[], []])
-    need = batch_module.memory_per_galaxy(model.n_free, len(model.columns), (H, H))
+    need = 2 * batch_module.memory_per_galaxy(model.n_free, len(model.columns), (H, H))
     # the fault barrier does not swallow it: it is the configuration, not one galaxy
-    with pytest.raises(FitMemoryError, match=rf"16 free values each needs about .* GiB \({need / 2**20:.4g} MiB per galaxy"):
+    with pytest.raises(FitMemoryError, match=rf"16 free values each needs about .* GiB \(.* GiB to render, "
+                                             rf"{need / 2**30:.3g} GiB of 16x16 matrices\)"):
         batch_module.fit_batch_safely(model, b, FitSettings())
 
 

@@ -108,7 +108,8 @@ def fit_batch(model: Model, batch: Batch, settings: FitSettings) -> BatchResult:
     if getattr(model, "neighbour_layout", None) is not None:
         return _fit_with_neighbours(model, batch, settings)
     dev, dt = settings.torch_device, settings.torch_dtype
-    check_memory(model, len(batch), tuple(batch.image.shape[1:]), settings)
+    check_memory(model, len(batch), tuple(batch.image.shape[1:]), settings,
+                 None if batch.psf is None else tuple(batch.psf.shape[1:]))
     estimates = batch_estimates(batch) if model.auto_parameters else None
     start = model.start_values(batch.positions, estimates)
     keep, flags, messages = check_starts(model, batch, start)

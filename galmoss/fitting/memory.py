@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from ..model import Model
     from .fit_settings import FitSettings
 
-__all__ = ["FitMemoryError", "available_memory", "check_memory", "memory_per_galaxy"]
+__all__ = ["FitMemoryError", "available_memory", "check_memory", "memory_per_galaxy", "render_memory"]
 
 
 class FitMemoryError(GalmossError, MemoryError):
@@ -36,30 +36,72 @@ def memory_per_galaxy(n_free: int, n_columns: int, shape: tuple[int, int], dtype
     return 8 * (6 * p * p + 2 * c * p + c * c) + 16 * pixels * itemsize
 
 
+#: bytes per pixel of the rendering box, per item size: images held per galaxy, and per tangent of a
+#: forward-mode Jacobian pass (measured on the CPU: a Sersic fitted with E = 1-3, boxes of 0.3-1 Mpx, peak
+#: resident memory 480 bytes a box pixel with the structured Jacobian and 820-1160 with forward mode)
+RENDER_IMAGES, RENDER_PER_TANGENT = 24, 26
+#: tangents of the structured Jacobian (the shape parameters' pass), against P for forward mode
+STRUCTURED_TANGENTS = 3
+
+
+def render_memory(n_galaxies: int, shape: tuple[int, int], psf_shape: tuple[int, int] | None, n_tangents: int,
+                  chunk: int, oversampling: int = 1, dtype: torch.dtype = torch.float32) -> int:
+    """Bytes the rendering of a batch holds: its FFT box (the cutout on the PSF's grid plus the PSF) per galaxy,
+    and per tangent of the galaxies of one Jacobian pass.
+
+    Without a PSF the exact pixel integral works in float64 on the cutout with about twice the images.
+    """
+    h, w = int(shape[0]) * oversampling, int(shape[1]) * oversampling
+    if psf_shape is None:
+        box, itemsize, images = h * w, 8, 2 * RENDER_IMAGES
+    else:
+        box = (h + int(psf_shape[0])) * (w + int(psf_shape[1]))
+        itemsize, images = torch.empty((), dtype=dtype).element_size(), RENDER_IMAGES
+    return box * itemsize * (images * n_galaxies + RENDER_PER_TANGENT * n_tangents * min(n_galaxies, chunk))
+
+
 def available_memory(device: torch.device) -> int:
-    """Bytes the device can give: free GPU memory, or the machine's physical memory on the CPU."""
+    """Bytes the device can give: free GPU memory, or the memory the machine has available on the CPU."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free)
+    try:  # Linux: what can be had without swapping (other processes' memory excluded)
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
     except (ValueError, OSError, AttributeError):  # pragma: no cover - not a POSIX system
         return 2**63 - 1
 
 
-def check_memory(model: Model, n_galaxies: int, shape: tuple[int, int], settings: FitSettings) -> int:
-    """Raise :class:`FitMemoryError` before fitting when a batch cannot fit in memory; return the bytes needed."""
+def check_memory(model: Model, n_galaxies: int, shape: tuple[int, int], settings: FitSettings,
+                 psf_shape: tuple[int, int] | None = None) -> int:
+    """Raise :class:`FitMemoryError` before fitting when a batch cannot fit in memory; return the bytes needed.
+
+    ``psf_shape`` (the PSF stamp, on its own grid; None: no PSF) sizes the rendering's FFT box, which with a
+    PSF sampled E times finer (``settings.render.psf_oversampling``) is E^2 times the cutout.
+    """
     from .objective import BatchObjective
 
     per = memory_per_galaxy(model.n_free, len(model.columns), shape, settings.torch_dtype)
-    need = n_galaxies * per + BatchObjective.tangent_memory
+    factor = settings.render.psf_oversampling
+    forward = factor > 1 or bool(model.ties)  # the general forward-mode Jacobian: a tangent per free value
+    tangents = model.n_free if forward else min(model.n_free, STRUCTURED_TANGENTS)
+    render = render_memory(n_galaxies, shape, psf_shape, tangents, settings.jacobian_chunk, factor,
+                           settings.torch_dtype)
+    need = n_galaxies * per + render + BatchObjective.tangent_memory
     have = available_memory(settings.torch_device)
     if need > have:
+        fine = f" on the PSF's {factor}x finer grid" if factor > 1 else ""
         raise FitMemoryError(
-            f"fitting {n_galaxies} galaxies of {shape[0]}x{shape[1]} pixels with {model.n_free} free values each "
-            f"needs about {need / 2**30:.3g} GiB ({per / 2**20:.4g} MiB per galaxy: six {model.n_free}x{model.n_free} "
-            f"float64 matrices and the covariance of {len(model.columns)} columns), but {settings.device} has "
-            f"{have / 2**30:.3g} GiB; use fewer free values (a coarser vector parameter), a smaller batch_size, "
-            "or a device with more memory"
+            f"fitting {n_galaxies} galaxies of {shape[0]}x{shape[1]} pixels{fine} with {model.n_free} free values "
+            f"each needs about {need / 2**30:.3g} GiB ({render / 2**30:.3g} GiB to render, "
+            f"{n_galaxies * per / 2**30:.3g} GiB of {model.n_free}x{model.n_free} matrices), but {settings.device} "
+            f"has {have / 2**30:.3g} GiB available; fit a smaller region or batch_size, a PSF sampled less finely, "
+            "fewer free values, or use a device with more memory"
         )
     return need

@@ -119,7 +119,8 @@ def covariance_errors(
         # a value pinned near a bound of its range: the transform's slope there makes its delta-method
         # error ~0, which would read as "fixed"; the local quadratic model does not hold at a wall: NaN.
         # A value's own column counts even where that slope is exactly 0 (deep at a wall).
-        pinned = model.near_bound(th).cpu()
+        # (a joint multi-band model judges its bounds per band, in its own flags)
+        pinned = model.near_bound(th).cpu() if isinstance(model, Model) else torch.zeros_like(dropped)
         depends = (g.abs() > 0) | _owns(model, g.shape[-1])[None]
         affected = (depends & (dropped | pinned)[:, None, :]).any(-1)
         g = g * keep[:, None, :]
@@ -264,6 +265,8 @@ def robust_spread(deviation: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _owns(model: Model, n_free: int) -> torch.Tensor:
     """(C, P) boolean: reported column j is (an element of) the free parameter of theta column k."""
     owns = torch.zeros((len(model.columns), n_free), dtype=torch.bool)
+    if not isinstance(model, Model):
+        return owns
     for j, col in enumerate(model.columns):
         cols = model.slices.get(col.parameter)
         if cols is not None:

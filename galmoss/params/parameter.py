@@ -117,6 +117,18 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not _is_bool(value)
 
 
+def _check_bands(bands, label: str):
+    """``bands``: None (the role's default), ``"shared"``, ``"free"`` or a Chebyshev degree k >= 0."""
+    if bands is None or bands in ("shared", "free") and isinstance(bands, str):
+        return bands
+    if isinstance(bands, (int, np.integer)) and not _is_bool(bands) and bands >= 0:
+        return int(bands)
+    raise ValueError(
+        f"gm.p{label}(bands={bands!r}): bands must be 'shared' (one value for all bands), 'free' (one value per "
+        "band) or an integer k >= 0 (a Chebyshev polynomial of degree k in wavelength)"
+    )
+
+
 def _as_array(values, what: str, dim: str | None = None) -> np.ndarray:
     """The start values as float64: (N,) for a scalar parameter, (N, K) for a vector one.
 
@@ -214,6 +226,14 @@ class Parameter:
         A :mod:`gm.prior <galmoss.params.priors>` object: a normal prior on a
         coordinate of the value (log-normal on sizes, logit-normal on bounded
         values, ...), fitted as the maximum a posteriori; None: no prior.
+    bands
+        Multi-band datasets only (docs/multiband.md): ``"shared"`` (one value
+        for every band; the default but for magnitudes and sky levels),
+        ``"free"`` (one value per band; their default) or an integer k (a
+        Chebyshev polynomial of degree k in wavelength, in the fitting space).
+        A band-varying parameter may start from one value, a dict by band
+        name, or an (N, n_bands) array in wavelength order. A single-band fit
+        ignores ``bands`` (and starts from the first band's values).
 
     Raises
     ------
@@ -259,6 +279,7 @@ class Parameter:
         dim: str | None = None,
         name: str | None = None,
         prior=None,
+        bands=None,
     ) -> None:
         if name is not None and not isinstance(name, str):
             raise TypeError(f"gm.p(name={name!r}): name must be a string or None")
@@ -280,8 +301,22 @@ class Parameter:
                     "many values the parameter holds"
                 )
             self.initial = None
-        else:
+        self.bands = _check_bands(bands, self._label())
+        #: starts of a band-varying parameter, by band name (a dict) or in wavelength order
+        #: (an (N, n_bands) array); resolved against the dataset's bands by galmoss.fitting.multiband
+        self.band_starts = None
+        if parameters is not None and (isinstance(parameters, dict) and self.bands != "shared"
+                                       or np.ndim(parameters) == 2 and self.bands not in (None, "shared")):
+            self.band_starts = (
+                {str(k): _as_array(v, f"the start value of band {k!r}") for k, v in parameters.items()}
+                if isinstance(parameters, dict) else _as_array(parameters, "the start values by band", "2d")
+            )
+            # a single-band model reads the first band's starts
+            self.initial = (next(iter(self.band_starts.values())) if isinstance(self.band_starts, dict)
+                            else self.band_starts[:, 0].copy())
+        elif parameters is not None:
             self.initial = _as_array(parameters, "the start value", dim)
+        if self.initial is not None:
             if not np.all(np.isfinite(self.initial)):
                 bad = np.unique(np.nonzero(~np.isfinite(self.initial))[0])
                 raise ValueError(
@@ -593,6 +628,7 @@ def p(
     dim: str | None = None,
     name: str | None = None,
     prior=None,
+    bands=None,
 ) -> Parameter:
     """Make a :class:`Parameter` (the seed's ``gm.p``); see that class for the arguments."""
     return Parameter(
@@ -607,4 +643,5 @@ def p(
         dim=dim,
         name=name,
         prior=prior,
+        bands=bands,
     )

@@ -158,7 +158,9 @@ class Fitting:
     ) -> None:
         from ..fitting.likelihoods import get_likelihood
 
-        if not isinstance(dataset, Dataset):
+        from ..multiband_data import MultiBandDataset
+
+        if not isinstance(dataset, (Dataset, MultiBandDataset)):
             raise TypeError(f"Fitting: dataset must be a gm.Dataset, got {type(dataset).__name__}")
         # every option is checked in one place, the same for a job file (galmoss fit --dry-run)
         self.options = options = RunOptions(
@@ -257,7 +259,25 @@ class Fitting:
             says how to resume.
         """
         with torch_threads(self.threads if self.device.type == "cpu" else None):
+            if hasattr(self.dataset, "bands"):
+                return self._fit_bands(resume, shard, overwrite)
             return self._fit(resume, shard, overwrite)
+
+    def _fit_bands(self, resume: bool, shard, overwrite: bool = False) -> Table:
+        """A multi-band dataset: every band fitted jointly (pipeline/multiband.py)."""
+        from .multiband import MultiBandRun
+
+        for name, given in (("resume", resume), ("shard", shard is not None), ("client", self.client is not None)):
+            if given:
+                raise NotImplementedError(f"Fitting.fit: {name} with a multi-band dataset is not supported yet")
+        if overwrite and self.dataset.result_path is not None and Path(self.dataset.result_path).is_dir():
+            clear_outputs(self.dataset.result_path)
+        self._bands_run = run = MultiBandRun(self)
+        self.model = run.model
+        self._results = run.run()
+        self._positions = np.arange(len(self.dataset))
+        self._write_results()
+        return self._results
 
     def check(self, *, resume: bool = False, shard: tuple[int, int] | None = None, overwrite: bool = False) -> Model:
         """Make every configuration check ``fit()`` makes before its first fit; fit and write nothing.
@@ -274,6 +294,8 @@ class Fitting:
         Model
             The model a fit would use.
         """
+        if hasattr(self.dataset, "bands"):
+            raise NotImplementedError("Fitting.check: a multi-band dataset is not supported yet (fit() checks it)")
         model = self._checked_model(resume, shard, overwrite)
         folders = ((self.dataset.result_path, "result_path"), (self.dataset.img_block_path, "img_block_path"))
         for folder, what in folders:
@@ -511,8 +533,16 @@ class Fitting:
             method, n_resample, iteration, seed = check_uncertainty(method, n_resample, iteration, seed)
         except ConfigError as exc:
             raise type(exc)(f"Fitting.uncertainty: {exc}") from None
-        if self.store is None:
+        if self.store is None and getattr(self, "_bands_run", None) is None:
             raise RuntimeError("Fitting.uncertainty: call fit() first")
+        if getattr(self, "_bands_run", None) is not None:
+            if method == "bootstrap":
+                iteration = iteration if iteration is not None else self.iteration
+                with torch_threads(self.threads if self.device.type == "cpu" else None):
+                    self._bands_run.bootstrap(n_resample, iteration, seed)
+            self._results = self._bands_run.table(errors=True)
+            self._write_results()
+            return self._results
         if method == "bootstrap":
             iteration = iteration if iteration is not None else self.iteration
             with torch_threads(self.threads if self.device.type == "cpu" else None):

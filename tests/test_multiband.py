@@ -1,0 +1,272 @@
+"""Multi-band joint fits against GalSim mocks of known per-band magnitudes and sizes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import galmoss as gm
+from galmoss.errors import ConfigError
+from galmoss.flags import Flag
+
+from tests.helpers.multiband_mocks import M0, bulge_disk_bands, sersic_bands
+
+WL = {"g": 477.0, "r": 623.1, "i": 762.5}
+SCALES = {"g": 0.2, "r": 0.2, "i": 0.4}
+# g faint, i at twice the pixel scale (half the cutout size for the same sky area), three PSFs
+BANDS = {"g": dict(scale=0.2, size=48, fwhm=0.9, mag=23.5, sigma=1.0),
+         "r": dict(scale=0.2, size=48, fwhm=0.8, mag=21.0, sigma=1.0),
+         "i": dict(scale=0.4, size=24, fwhm=1.0, mag=20.5, sigma=1.0)}
+RE_ARCSEC = 1.2
+
+
+def sersic(**over):
+    kw = dict(cen_x=gm.p(24.5), cen_y=gm.p(24.5), pa=gm.p(20.0), axis_r=gm.p(0.7), eff_r=gm.p(5.0),
+              ser_n=gm.p(2.0), mag=gm.p(22.0, M0=M0))
+    kw.update(over)
+    return gm.lp.Sersic(**kw)
+
+
+def fit(ds, **kw):
+    f = gm.Fitting(ds, dtype="float64", restarts=False, progress=False, **kw)
+    f.fit()
+    return f, f.uncertainty()
+
+
+@pytest.fixture(scope="module")
+def joint():
+    images, sigmas, psfs = sersic_bands(BANDS, count=4, dx=0.1, dy=-0.2, re_arcsec=RE_ARCSEC, seed=1)
+    ds = gm.Dataset.from_arrays(images, sigmas, psfs, wavelength=WL, pix_scale=SCALES)
+    ds.define_profiles(gal=sersic())
+    return (images, sigmas, psfs), fit(ds)[1]
+
+
+def test_joint_fit_recovers_band_magnitudes_and_shared_size(joint):
+    _, t = joint
+    for band, b in BANDS.items():
+        pull = (t[f"gal_mag_{band}"] - b["mag"]) / t[f"gal_mag_{band}_err"]
+        assert np.all(np.abs(pull) < 4), (band, pull)
+    # r_e and the centre are in the reference band's pixels (0.2 arcsec)
+    pull = (t["gal_eff_r"] - RE_ARCSEC / 0.2) / t["gal_eff_r_err"]
+    assert np.all(np.abs(pull) < 4), pull
+    assert np.all(np.abs((t["gal_cen_x"] - 25.0) / t["gal_cen_x_err"]) < 4)
+    assert np.all(np.abs((t["gal_cen_y"] - 23.5) / t["gal_cen_y_err"]) < 4)
+    assert np.all(t["converged"]) and np.all(t["flag"] == 0)
+    # chi2 is the sum of the bands' chi2; the noise is what the sigma images say
+    np.testing.assert_allclose(t["chi2"], t["chi2_g"] + t["chi2_r"] + t["chi2_i"], rtol=1e-9)
+    assert np.all(np.abs(t["reduced_chi2"] - 1) < 5 * np.sqrt(2 / t["dof"]))
+    assert abs(int(t["dof_g"][0] + t["dof_r"][0] + t["dof_i"][0]) - int(t["dof"][0])) <= 1
+
+
+def test_bulge_and_disk_colours_with_shared_shapes():
+    # a red bulge and a blue disk: B/T grows with wavelength, the shapes are the same in every band
+    mags = {"g": (23.5, 21.8), "r": (22.0, 21.2), "i": (21.2, 21.0)}
+    bands = {b: dict(BANDS[b], bulge=mags[b][0], disk=mags[b][1]) for b in BANDS}
+    images, sigmas, psfs = bulge_disk_bands(bands, count=3, seed=0)
+    ds = gm.Dataset.from_arrays(images, sigmas, psfs, wavelength=WL, pix_scale=SCALES)
+    cx, cy = gm.p(24.5), gm.p(24.5)
+    ds.define_profiles(
+        bulge=gm.lp.Sersic(cen_x=cx, cen_y=cy, pa=gm.p(20.0), axis_r=gm.p(0.7), eff_r=gm.p(3.0),
+                           ser_n=gm.p(4.0, fit=False), mag=gm.p(22.0, M0=M0)),
+        disk=gm.lp.Sersic(cen_x=cx, cen_y=cy, pa=gm.p(20.0), axis_r=gm.p(0.6), eff_r=gm.p(7.0),
+                          ser_n=gm.p(1.0, fit=False), mag=gm.p(21.5, M0=M0)))
+    _, t = fit(ds)
+    for b, (bulge, disk) in mags.items():
+        assert np.all(np.abs(t[f"bulge_mag_{b}"] - bulge) < 4 * t[f"bulge_mag_{b}_err"]), b
+        assert np.all(np.abs(t[f"disk_mag_{b}"] - disk) < 4 * t[f"disk_mag_{b}_err"]), b
+    # sizes in reference pixels (0.2 arcsec)
+    assert np.all(np.abs(t["bulge_eff_r"] - 2.5) < 4 * t["bulge_eff_r_err"])
+    assert np.all(np.abs(t["disk_eff_r"] - 8.0) < 4 * t["disk_eff_r_err"])
+    assert np.all(t["flag"] == 0)
+
+
+def test_joint_fit_beats_the_faint_band_alone(joint):
+    (images, sigmas, psfs), t = joint
+    alone = gm.Dataset.from_arrays(images["g"], sigmas["g"], psfs["g"])
+    alone.define_profiles(gal=sersic())
+    _, single = fit(alone)
+    # the faint band's magnitude is better measured with the shape the bright bands fix
+    assert np.all(t["gal_mag_g_err"] < 0.8 * single["gal_mag_err"])
+
+
+def test_one_band_equals_the_single_band_fit():
+    images, sigmas, psfs = sersic_bands({"r": BANDS["r"]}, count=2, seed=2)
+    one = gm.Dataset.from_arrays(images, sigmas, psfs, wavelength={"r": 623.1}, pix_scale={"r": 0.2})
+    one.define_profiles(gal=sersic())
+    single = gm.Dataset.from_arrays(images["r"], sigmas["r"], psfs["r"])
+    single.define_profiles(gal=sersic())
+    _, a = fit(one)
+    _, b = fit(single)
+    for name in ("cen_x", "cen_y", "pa", "axis_r", "eff_r", "ser_n"):
+        np.testing.assert_allclose(a[f"gal_{name}"], b[f"gal_{name}"], rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(a[f"gal_{name}_err"], b[f"gal_{name}_err"], rtol=1e-6)
+    np.testing.assert_allclose(a["gal_mag_r"], b["gal_mag"], rtol=1e-9, atol=1e-8)
+    np.testing.assert_allclose(a["chi2"], b["chi2"], rtol=1e-9)
+
+
+def test_two_identical_bands_halve_the_variance_of_shared_parameters():
+    images, sigmas, psfs = sersic_bands({"r": BANDS["r"]}, count=2, seed=3)
+    twice = gm.Dataset.from_arrays({"a": images["r"], "b": images["r"]}, {"a": sigmas["r"], "b": sigmas["r"]},
+                                   {"a": psfs["r"], "b": psfs["r"]}, wavelength={"a": 600.0, "b": 650.0},
+                                   pix_scale=0.2)
+    twice.define_profiles(gal=sersic())
+    single = gm.Dataset.from_arrays(images["r"], sigmas["r"], psfs["r"])
+    single.define_profiles(gal=sersic())
+    _, a = fit(twice)
+    _, b = fit(single)
+    for name in ("eff_r", "ser_n", "axis_r", "cen_x"):
+        np.testing.assert_allclose(a[f"gal_{name}"], b[f"gal_{name}"], rtol=1e-5)
+        ratio = b[f"gal_{name}_err"] / a[f"gal_{name}_err"]
+        # identical data: the same minimum and exactly twice the Fisher matrix
+        np.testing.assert_allclose(ratio, np.sqrt(2), rtol=1e-5)
+    np.testing.assert_allclose(a["gal_mag_a"], a["gal_mag_b"], atol=1e-6)
+
+
+def test_chebyshev_degree_one_recovers_a_size_gradient():
+    # ln r_e linear in wavelength (the polynomial acts on the fitted coordinate, ln r_e)
+    mapped = {"g": -1.0, "r": 2 * (623.1 - 477.0) / (762.5 - 477.0) - 1, "i": 1.0}
+    c0, c1 = np.log(6.0), 0.25  # reference pixels of 0.2 arcsec
+    bands = {b: dict(BANDS[b], re=0.2 * float(np.exp(c0 + c1 * mapped[b])), mag=21.0) for b in BANDS}
+    images, sigmas, psfs = sersic_bands(bands, count=2, seed=4)
+    ds = gm.Dataset.from_arrays(images, sigmas, psfs, wavelength=WL, pix_scale=SCALES)
+    ds.define_profiles(gal=sersic(eff_r=gm.p(5.0, bands=1)))
+    _, t = fit(ds)
+    for b in BANDS:
+        truth = np.exp(c0 + c1 * mapped[b])
+        assert np.all(np.abs(t[f"gal_eff_r_{b}"] - truth) < 4 * t[f"gal_eff_r_{b}_err"]), b
+    assert np.all(np.abs(t["gal_eff_r_cheb1"] - c1) < 4 * t["gal_eff_r_cheb1_err"])
+    assert np.all(np.abs(t["gal_eff_r_cheb0"] - c0) < 4 * t["gal_eff_r_cheb0_err"])
+    assert np.all(t["gal_eff_r_g"] < t["gal_eff_r_r"]) and np.all(t["gal_eff_r_r"] < t["gal_eff_r_i"])
+
+
+def test_band_starts_by_dict_and_fixed_band_values():
+    images, sigmas, psfs = sersic_bands(BANDS, count=1, seed=5)
+    ds = gm.Dataset.from_arrays(images, sigmas, psfs, wavelength=WL, pix_scale=SCALES)
+    # starts by band name in any order; the i magnitude held at its true value
+    ds.define_profiles(gal=sersic(mag=gm.p({"r": 21.5, "i": 20.5, "g": 23.0}, M0=M0)))
+    _, t = fit(ds)
+    for band, b in BANDS.items():
+        assert abs(t[f"gal_mag_{band}"][0] - b["mag"]) < 4 * t[f"gal_mag_{band}_err"][0]
+
+
+def test_bootstrap_of_every_band_agrees_with_the_covariance_errors():
+    images, sigmas, psfs = sersic_bands(BANDS, count=2, seed=7)
+    ds = gm.Dataset.from_arrays(images, sigmas, psfs, wavelength=WL, pix_scale=SCALES)
+    ds.define_profiles(gal=sersic())
+    f, cov = fit(ds)
+    boot = f.uncertainty(method="bootstrap", n_resample=40, seed=1)
+    # 40 resamplings: a standard deviation known to about 11 %; pixel resampling of a
+    # model that fits is an independent estimate of the same errors
+    for name in ("gal_mag_g", "gal_mag_r", "gal_mag_i", "gal_eff_r", "gal_ser_n", "gal_axis_r"):
+        ratio = boot[f"{name}_err"] / cov[f"{name}_err"]
+        assert np.all((ratio > 0.6) & (ratio < 1.5)), (name, ratio)
+
+
+# ------------------------------------------------------------- bad inputs
+def small():
+    return sersic_bands({b: dict(BANDS[b], size=BANDS[b]["size"] // 2) for b in BANDS}, count=2, seed=6)
+
+
+def test_bands_in_different_orders_are_matched_by_name():
+    images, sigmas, psfs = small()
+    ds = gm.Dataset.from_arrays(images, {b: sigmas[b] for b in ("i", "g", "r")}, {b: psfs[b] for b in ("r", "i", "g")},
+                                wavelength=WL, pix_scale={"i": 0.4, "r": 0.2, "g": 0.2})
+    assert ds.bands.names == ("g", "r", "i") and ds.bands.pix_scale == (0.2, 0.2, 0.4)
+    assert ds.datasets["i"]._arrays["sigma"] is sigmas["i"]
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(sigmas="rename"), "sigmas names bands"),
+    (dict(wavelength=None), "wavelength must be a dict"),
+    (dict(wavelength={"g": 477.0, "r": -1.0, "i": 762.5}), "wavelength of band 'r' must be a positive"),
+    (dict(pix_scale=None), "pix_scale is missing"),
+    (dict(pix_scale={"g": 0.2, "r": 0.0, "i": 0.4}), "pix_scale of band 'r' must be a positive"),
+    (dict(pix_scale={"g": 0.2, "r": 0.2}), "pix_scale names bands"),
+])
+def test_bad_band_inputs_raise_before_fitting(change, match):
+    images, sigmas, psfs = small()
+    kw = dict(wavelength=WL, pix_scale=SCALES)
+    if change.get("sigmas") == "rename":
+        sigmas = {"g": sigmas["g"], "r": sigmas["r"], "z": sigmas["i"]}
+    else:
+        kw.update(change)
+    with pytest.raises(ConfigError, match=match):
+        gm.Dataset.from_arrays(images, sigmas, psfs, **kw)
+
+
+@pytest.mark.parametrize("bands, wl, match", [
+    (3, WL, "bands=3 needs more than 3 bands"),
+    (1, {"g": 477.0, "r": 623.1, "i": 623.1}, "two bands share a wavelength"),
+])
+def test_bad_chebyshev_degrees_raise(bands, wl, match):
+    images, sigmas, psfs = small()
+    ds = gm.Dataset.from_arrays(images, sigmas, psfs, wavelength=wl, pix_scale=SCALES)
+    ds.define_profiles(gal=sersic(eff_r=gm.p(3.0, bands=bands)))
+    with pytest.raises(ConfigError, match=match):
+        gm.Fitting(ds).fit()
+
+
+def test_bands_keyword_and_band_starts_are_checked():
+    with pytest.raises(ValueError, match="bands must be 'shared'"):
+        gm.p(3.0, bands="some")
+    images, sigmas, psfs = small()
+    ds = gm.Dataset.from_arrays(images, sigmas, psfs, wavelength=WL, pix_scale=SCALES)
+    ds.define_profiles(gal=sersic(mag=gm.p({"g": 22.0, "r": 21.0, "z": 20.0}, M0=M0)))
+    with pytest.raises(ConfigError, match=r"gal.mag: the start names bands \['g', 'r', 'z'\]"):
+        gm.Fitting(ds).fit()
+    ds.define_profiles(gal=sersic(mag=gm.p([[22.0, 21.0]], bands="free", M0=M0)))
+    with pytest.raises(ConfigError, match="gal.mag: the start has 2 columns for 3 bands"):
+        gm.Fitting(ds).fit()
+
+
+def test_a_galaxy_missing_a_band_is_flagged_and_the_others_fitted():
+    images, sigmas, psfs = small()
+    images = {b: list(v) for b, v in images.items()}
+    images["g"][1] = None
+    ds = gm.Dataset.from_arrays(images, sigmas, psfs, wavelength=WL, pix_scale=SCALES)
+    ds.define_profiles(gal=sersic(cen_x=gm.p(12.5), cen_y=gm.p(12.5), eff_r=gm.p(3.0)))
+    f = gm.Fitting(ds, progress=False)  # float32, the default
+    t = f.fit()
+    assert t["flag"][1] & int(Flag.read_error) and "band 'g' has no image" in t["message"][1]
+    assert np.isnan(t["gal_mag_r"][1]) and np.isfinite(t["gal_mag_r"][0]) and t["converged"][0]
+
+
+def test_unsupported_pieces_say_so():
+    images, sigmas, psfs = small()
+    with pytest.raises(NotImplementedError, match="image blocks"):
+        gm.Dataset.from_arrays(images, sigmas, psfs, wavelength=WL, pix_scale=SCALES, img_block_path="blocks")
+    with pytest.raises(NotImplementedError, match="automatic masks"):
+        gm.Dataset.from_arrays(images, sigmas, psfs, wavelength=WL, pix_scale=SCALES, auto_mask=True)
+
+
+def test_files_per_band_and_rotated_wcs_refused(tmp_path):
+    from astropy.io import fits
+
+    images, sigmas, psfs = small()
+    paths = {}
+    for b in BANDS:
+        paths[b] = []
+        for i in range(2):
+            header = fits.Header({"CD1_1": -SCALES[b] / 3600, "CD1_2": 0.0, "CD2_1": 0.0, "CD2_2": SCALES[b] / 3600})
+            p = tmp_path / f"{b}_{i}.fits"
+            fits.writeto(p, images[b][i], header)
+            paths[b].append(str(p))
+        fits.writeto(tmp_path / f"{b}_psf.fits", psfs[b])
+        fits.writeto(tmp_path / f"{b}_sigma.fits", sigmas[b][0])
+    kw = dict(sigma_path={b: [str(tmp_path / f"{b}_sigma.fits")] * 2 for b in BANDS},
+              psf_path={b: [str(tmp_path / f"{b}_psf.fits")] * 2 for b in BANDS},
+              wavelength=WL, pix_scale=SCALES, result_path=tmp_path / "out")
+    ds = gm.Dataset(["a", "b"], paths, **kw)
+    ds.define_profiles(gal=sersic(cen_x=gm.p(12.5), cen_y=gm.p(12.5), eff_r=gm.p(3.0)))
+    f = gm.Fitting(ds, dtype="float64", restarts=False, progress=False)
+    f.fit()
+    t = f.uncertainty()
+    assert (tmp_path / "out" / "results.fits").exists() and np.all(t["converged"])
+    assert np.all(np.abs(t["gal_mag_r"] - BANDS["r"]["mag"]) < 4 * t["gal_mag_r_err"])
+    # band i turned by 30 degrees on the sky
+    c, s = np.cos(np.radians(30)), np.sin(np.radians(30))
+    k = SCALES["i"] / 3600
+    header = fits.Header({"CD1_1": -k * c, "CD1_2": k * s, "CD2_1": k * s, "CD2_2": k * c})
+    fits.writeto(paths["i"][0], images["i"][0], header, overwrite=True)
+    with pytest.raises(NotImplementedError, match="band 'i' is rotated by"):
+        gm.Dataset(["a", "b"], paths, **kw)
