@@ -287,7 +287,7 @@ class Fitting:
         output folders (a file where a folder should be; a result folder
         holding another run's parts, unless ``resume`` or ``overwrite``; a
         resume of another model), and the profiles' output on the first
-        readable galaxy (one galaxy is read). ``galmoss fit --dry-run`` runs it.
+        readable galaxies (at most 8 are read). ``galmoss fit --dry-run`` runs it.
 
         Returns
         -------
