@@ -82,7 +82,7 @@ def _demo(args: argparse.Namespace) -> int:
     dataset.define_profiles(sersic=sersic)
     fitting = gm.Fitting(dataset=dataset, batch_size=args.batch_size, iteration=200, device=args.device)
     t0 = time.perf_counter()
-    fitting.fit()
+    fitting.fit(overwrite=True)  # the demo's own folder: a demo run again (other options) replaces the last
     results = fitting.uncertainty(method="covar_mat")
     elapsed = time.perf_counter() - t0
     print(f"fitted {n} galaxies in {elapsed:.1f} s on {fitting.device} ({n / elapsed:.1f} galaxies/s)\n")
@@ -250,9 +250,11 @@ def _dask(text: str | None) -> str | int | None:
 
 
 def _fit(args: argparse.Namespace) -> int:
-    from .pipeline.job import load_job
+    from .pipeline.job import JOB_ONLY_FIT_KEYS, load_job
 
     shard, dask = _shard(args.shard), _dask(args.dask)
+    if args.resume and args.overwrite:
+        raise UsageError("--resume keeps the parts that --overwrite removes; give one of them")
     job_path = Path(args.job)
     if job_path.is_file():
         try:
@@ -261,6 +263,12 @@ def _fit(args: argparse.Namespace) -> int:
             raise UsageError(f"job file '{job_path}' is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     job = load_job(args.job)
     if args.dry_run:
+        import galmoss as gm
+
+        fit = {k: v for k, v in job.fit.items() if k not in JOB_ONLY_FIT_KEYS}
+        # every check a run makes before its first fit (the output folder, one galaxy read), fitting nothing
+        gm.Fitting(job.dataset, progress=False, **fit).check(resume=args.resume, shard=shard,
+                                                             overwrite=args.overwrite)
         print(job.describe())
         print("dry run: the job is valid; nothing was fitted")
         return 0
@@ -306,8 +314,15 @@ def _run_job(job, args: argparse.Namespace, shard, dask) -> int:
         n_resample = fit.pop("n_resample", 100)
         seed = fit.pop("seed", 0)
         fitting = gm.Fitting(job.dataset, client=client, progress=None if not args.quiet else False, **fit)
+        fitting.resume_command = f"galmoss fit {args.job} --resume" + (f" --shard {args.shard}" if shard else "")
         t0 = time.perf_counter()
-        results = fitting.fit(resume=args.resume, shard=shard)
+        try:
+            results = fitting.fit(resume=args.resume, shard=shard, overwrite=args.overwrite)
+        except KeyboardInterrupt:
+            kept = 0 if fitting.store is None else int(np.count_nonzero(fitting.store.done))
+            print(f"galmoss fit: interrupted; {kept} galaxies fitted and kept in {job.output}; resume with: "
+                  f"{fitting.resume_command}", file=sys.stderr)
+            return 130
         if uncertainty != "none":
             results = fitting.uncertainty(uncertainty, n_resample=n_resample, seed=seed)
         elapsed = time.perf_counter() - t0
@@ -428,6 +443,9 @@ def main(argv: list[str] | None = None) -> int:
     fit.add_argument("--dry-run", action="store_true", help="check the job and print the model; fit nothing")
     fit.add_argument("--shard", default=None, help="K/N: fit the K-th of N parts of the catalogue (parts only)")
     fit.add_argument("--resume", action="store_true", help="keep the galaxies already in the output's parts")
+    fit.add_argument("--overwrite", action="store_true",
+                     help="remove galmoss's outputs in the output folder (parts, run.json, galaxies.parquet, "
+                          "results.*) first")
     fit.add_argument("--dask", default=None, help="a dask scheduler ADDRESS, or local:N for N local workers")
     fit.add_argument("--quiet", action="store_true", help="no progress bar")
     fit.set_defaults(run=_fit)

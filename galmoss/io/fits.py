@@ -29,7 +29,7 @@ from typing import Union
 import numpy as np
 from astropy.io import fits
 
-from ..errors import DataError, DataFileNotFoundError
+from ..errors import ConfigTypeError, DataError, DataFileNotFoundError
 
 __all__ = ["read_header", "read_image", "read_image_with_header"]
 
@@ -128,6 +128,21 @@ def _image_hdus(hdul: fits.HDUList) -> str:
     return ", ".join(labels) if labels else "none"
 
 
+def check_hdu(hdu: HDUSpec, what: str = "hdu") -> None:
+    """Refuse an HDU selector of the wrong type: a configuration error, found before any file is read.
+
+    Raises
+    ------
+    ConfigTypeError
+        (a TypeError) naming ``what`` and the forms it may take.
+    """
+    if hdu is None:
+        return
+    if isinstance(hdu, bool) or not isinstance(hdu, (int, str, tuple)):
+        raise ConfigTypeError(f"{what} must be None (the first 2-D image), an int index, an EXTNAME string or "
+                              f"(EXTNAME, EXTVER), got {hdu!r}")
+
+
 def _select(hdul: fits.HDUList, hdu: HDUSpec, p: Path, what: str, *, need_image: bool = True) -> int:
     """Index of the HDU to read, following the module's selection rule."""
     if hdu is None:
@@ -142,8 +157,7 @@ def _select(hdul: fits.HDUList, hdu: HDUSpec, p: Path, what: str, *, need_image:
         raise DataError(
             f"{what} file '{p}' holds no image at all ({_summary(hdul)}); give the FITS file of the {what} itself"
         )
-    if isinstance(hdu, bool) or not isinstance(hdu, (int, str, tuple)):
-        raise TypeError(f"hdu must be None, an int index, an EXTNAME string or (EXTNAME, EXTVER); got {hdu!r}")
+    check_hdu(hdu)
     n = len(hdul)
     index: int | None = None
     if isinstance(hdu, int):

@@ -18,7 +18,8 @@ import numpy as np
 from astropy.table import Table
 
 from .parts import read_parts
-from .run import GALAXIES_FILE, read_run_description
+from ..errors import OutputError
+from .run import GALAXIES_FILE, read_galaxies, read_run_description
 from .store import ResultStore, TableOptions
 
 __all__ = ["CollateReport", "collate", "table_options"]
@@ -41,6 +42,11 @@ class CollateReport:
     missing: list[str] = field(default_factory=list)
     doubled: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
+    #: parts a run of another model wrote into the folder (skipped)
+    foreign: list[str] = field(default_factory=list)
+    #: rows of galaxies not in this run's catalogue, and rows fitted on other input files (skipped)
+    other_galaxies: int = 0
+    other_inputs: int = 0
     written: tuple[Path, Path] | None = None
 
     def summary(self, limit: int = 10) -> str:
@@ -57,6 +63,15 @@ class CollateReport:
         if self.unreadable:
             lines.append(f"{len(self.unreadable)} parts could not be read (their galaxies count as missing): "
                          f"{names(self.unreadable)}")
+        if self.foreign:
+            lines.append(f"{len(self.foreign)} parts were written by a run of another model and were skipped: "
+                         f"{names(self.foreign)}")
+        if self.other_galaxies:
+            lines.append(f"{self.other_galaxies} rows in the parts are of galaxies not in this run's catalogue "
+                         "(another job wrote into this folder?); they were skipped")
+        if self.other_inputs:
+            lines.append(f"{self.other_inputs} rows were fitted on input files other than this run's "
+                         "(refitted since, or another job's); they were skipped")
         if self.written:
             lines.append(f"wrote {self.written[0]} and {self.written[1]}")
         return "\n".join(lines)
@@ -72,15 +87,19 @@ def collate(folder, *, write: bool = True) -> CollateReport:
     write
         Write ``results.fits`` and ``results.csv`` there.
     """
-    import pyarrow.parquet as pq
-
     folder = Path(folder)
     description = read_run_description(folder)
-    names = [str(x) for x in pq.read_table(folder / GALAXIES_FILE).column("galaxy_index").to_pylist()]
-    found = read_parts(folder, [c["name"] for c in description["columns"]])
+    galaxies = read_galaxies(folder)
+    if galaxies is None:
+        raise OutputError(f"'{folder}' is not a complete galmoss result folder ({GALAXIES_FILE} is missing or "
+                          "cannot be read); run the job's shards again into it, or give the right folder")
+    names, inputs = galaxies
+    found = read_parts(folder, [c["name"] for c in description["columns"]], model_id=description.get("model_id"))
+    # only rows of this run's galaxies, fitted on its input files
+    rows, other_galaxies, other_inputs = found.select(names, inputs)
     # the store and its table are those of fit(): the same columns, dtypes and layout
     store = ResultStore.from_description(description, names, found.vectors)
-    counts = store.add_parts(found.rows)
+    counts = store.add_parts(rows)
     fitted = np.flatnonzero(counts > 0)
     options = table_options(description)
     with_errors = bool(fitted.size) and bool(np.all(store.with_errors[fitted]))
@@ -90,6 +109,9 @@ def collate(folder, *, write: bool = True) -> CollateReport:
         missing=[names[i] for i in np.flatnonzero(counts == 0)],
         doubled=[names[i] for i in np.flatnonzero(counts > 1)],
         unreadable=[str(p) for p, _ in found.unreadable],
+        foreign=[str(p) for p in found.foreign],
+        other_galaxies=other_galaxies,
+        other_inputs=other_inputs,
     )
     if write:
         from ..io.results import write_results

@@ -31,6 +31,7 @@ import dataclasses
 import logging
 import os
 import time
+import weakref
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -49,12 +50,21 @@ from ..fitting.lm import LMSettings
 from ..fitting.starts import with_auto_starts
 from ..model import Model
 from ..settings import RenderSettings
-from .options import RunOptions, default_device
+from .options import RunOptions, check_uncertainty, default_device
 from .parts import PartWriter, read_parts
+from .preflight import check_dataset
 from .run import (
+    LostResult,
     Progress,
+    clear_outputs,
+    galaxy_inputs,
     iterate_results,
+    model_changes,
+    model_id,
+    other_run,
+    probe_model,
     read_run_description,
+    refuse_other_run,
     shard_positions,
     write_run_description,
 )
@@ -63,14 +73,11 @@ from .store import ResultStore, TableOptions
 
 log = logging.getLogger("galmoss")
 
+#: result folders this process's runs wrote -> the dataset they fitted (a weak reference): refitting
+#: the same dataset object with another model, as in an interactive session, replaces that run
+_WRITTEN: dict[str, weakref.ref] = {}
+
 __all__ = ["Fitting", "default_device"]
-
-
-
-def _positive_int(value, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ConfigError(f"Fitting: {name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 class Fitting:
@@ -186,6 +193,8 @@ class Fitting:
         self._results: Table | None = None
         self._positions: np.ndarray | None = None
         self.timing: dict[str, float] = {}
+        #: how to resume this run, said in the log when it stops early (the command line sets its own)
+        self.resume_command: str | None = None
 
     # ----------------------------------------------------------------- public
     @property
@@ -211,7 +220,7 @@ class Fitting:
             model_images=self.dataset.img_block_path is not None,
         )
 
-    def fit(self, *, resume: bool = False, shard: tuple[int, int] | None = None) -> Table:
+    def fit(self, *, resume: bool = False, shard: tuple[int, int] | None = None, overwrite: bool = False) -> Table:
         """Fit every galaxy (or the shard's); return (and keep in ``results``) the results table.
 
         Parameters
@@ -219,25 +228,50 @@ class Fitting:
         resume
             Keep the galaxies whose rows are already in ``result_path/parts`` and
             fit only the others; the files at the end are those an uninterrupted
-            run writes.
+            run writes. A galaxy whose input files (or name) changed since its
+            fit is fitted again.
         shard
             ``(k, n)``: fit only the k-th (1-based) of n contiguous parts of the
             dataset and write only its result parts (merge with ``galmoss collate``).
+        overwrite
+            Remove galmoss's own outputs in ``result_path`` (``parts/``,
+            ``run.json``, ``galaxies.parquet``, ``results.*``; nothing else) before
+            fitting; with ``shard``, only when they are another run's, so every
+            shard of a job array may be given it. Without ``resume`` or
+            ``overwrite``, a ``result_path`` holding the parts of another run
+            (another model, other galaxies or input files) is refused before
+            anything is fitted.
 
         Calling it again (without ``resume``) starts again from the start values.
+
+        Raises
+        ------
+        ConfigError, OutputError
+            A configuration or output-folder mistake, before anything is fitted.
+        OutputError
+            At the end, when result parts or the results table could not be
+            written (a full disk): every fit is in :attr:`results`, and the
+            message says how to resume.
+        KeyboardInterrupt, Exception
+            Ctrl-C, or an error after some galaxies were fitted, raised again
+            once the finished galaxies are kept (:attr:`results`, the parts,
+            ``results.fits``), the others marked ``not fitted``, and the log
+            says how to resume.
         """
         with torch_threads(self.threads if self.device.type == "cpu" else None):
             if hasattr(self.dataset, "bands"):
-                return self._fit_bands(resume, shard)
-            return self._fit(resume, shard)
+                return self._fit_bands(resume, shard, overwrite)
+            return self._fit(resume, shard, overwrite)
 
-    def _fit_bands(self, resume: bool, shard) -> Table:
+    def _fit_bands(self, resume: bool, shard, overwrite: bool = False) -> Table:
         """A multi-band dataset: every band fitted jointly (pipeline/multiband.py)."""
         from .multiband import MultiBandRun
 
         for name, given in (("resume", resume), ("shard", shard is not None), ("client", self.client is not None)):
             if given:
                 raise NotImplementedError(f"Fitting.fit: {name} with a multi-band dataset is not supported yet")
+        if overwrite and self.dataset.result_path is not None and Path(self.dataset.result_path).is_dir():
+            clear_outputs(self.dataset.result_path)
         self._bands_run = run = MultiBandRun(self)
         self.model = run.model
         self._results = run.run()
@@ -245,21 +279,76 @@ class Fitting:
         self._write_results()
         return self._results
 
-    def _fit(self, resume: bool, shard) -> Table:
+    def check(self, *, resume: bool = False, shard: tuple[int, int] | None = None, overwrite: bool = False) -> Model:
+        """Make every configuration check ``fit()`` makes before its first fit; fit and write nothing.
+
+        The options (checked at construction), the dataset's settings (HDU
+        selectors, PSF kind), the model against the number of galaxies, the
+        output folders (a file where a folder should be; a result folder
+        holding another run's parts, unless ``resume`` or ``overwrite``; a
+        resume of another model), and the profiles' output on the first
+        readable galaxies (at most 8 are read). ``galmoss fit --dry-run`` runs it.
+
+        Returns
+        -------
+        Model
+            The model a fit would use.
+        """
+        if hasattr(self.dataset, "bands"):
+            raise NotImplementedError("Fitting.check: a multi-band dataset is not supported yet (fit() checks it)")
+        model = self._checked_model(resume, shard, overwrite)
+        folders = ((self.dataset.result_path, "result_path"), (self.dataset.img_block_path, "img_block_path"))
+        for folder, what in folders:
+            if folder is None:
+                continue
+            if Path(folder).exists() and not Path(folder).is_dir():
+                raise OutputError(f"{what} '{folder}' exists and is a file, not a folder; give a folder path")
+            # the folder, or the nearest folder above it that exists (a run creates the rest)
+            existing = next(p for p in (Path(folder).absolute(), *Path(folder).absolute().parents) if p.exists())
+            if not (existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)):
+                raise OutputError(f"{what} '{folder}' cannot be written ('{existing}' is not a folder you may write "
+                                  "to); give a folder you may write to")
+        if self.dataset.img_block_path is not None:
+            from ..io.naming import safe_file_names
+
+            _refuse_inputs_as_outputs(self.dataset, Path(self.dataset.img_block_path),
+                                      safe_file_names(self.dataset.names))
+        result_path = self.dataset.result_path
+        if result_path is not None and Path(result_path).is_dir() and not overwrite:
+            description = self._description(model)
+            if resume:
+                self._refuse_other_model(description)
+            else:
+                refuse_other_run(result_path, description, self.dataset.names,
+                                 galaxy_inputs(self.dataset, result_path))
+        probe_model(self.dataset, model, self.settings(covariance=True), shard_positions(len(self.dataset), shard),
+                    self.pad_shapes, self.batch_size)
+        return model
+
+    def _checked_model(self, resume: bool, shard, overwrite: bool) -> Model:
+        """The arguments and the dataset's settings checked, and the model built (nothing read)."""
         if not self.dataset.profiles:
             raise ValueError("Fitting.fit: the dataset has no profiles; call dataset.define_profiles(name=profile)")
-        shard = _check_shard(shard)
+        _check_shard(shard)
         if resume and self.dataset.result_path is None:
             raise ValueError("Fitting.fit(resume=True) needs the dataset's result_path (where the parts are)")
+        if resume and overwrite:
+            raise ValueError("Fitting.fit: resume=True keeps the parts that overwrite=True removes; give one of them")
+        check_dataset(self.dataset)
         if getattr(self.dataset, "neighbours", "mask") == "fit":
             from ..fitting.neighbours import neighbour_model
 
             # the user's profiles are the target's; the neighbours' components are added here
-            self.model = model = neighbour_model(self.dataset.profiles, self.dataset.max_neighbours, auto_starts=True,
-                                                 dtype=self.dtype, priors=self.priors)
+            model = neighbour_model(self.dataset.profiles, self.dataset.max_neighbours, auto_starts=True,
+                                    dtype=self.dtype, priors=self.priors)
         else:
-            self.model = model = Model(with_auto_starts(self.dataset.profiles), dtype=self.dtype, priors=self.priors)
+            model = Model(with_auto_starts(self.dataset.profiles), dtype=self.dtype, priors=self.priors)
         model.check_galaxies(len(self.dataset))
+        return model
+
+    def _fit(self, resume: bool, shard, overwrite: bool = False) -> Table:
+        self.model = model = self._checked_model(resume, shard, overwrite)
+        shard = _check_shard(shard)
         n = len(self.dataset)
         positions = shard_positions(n, shard)
         self._positions = positions
@@ -272,17 +361,35 @@ class Fitting:
         if result_path is not None:
             check_output_folder(result_path, "result_path")
             description = self._description(model)
-            if resume:
-                self._resume(store, description)
-            part_writer = PartWriter(result_path, store.columns, _shard_label(shard), vectors=store.vectors)
-            write_run_description(result_path, description, self.dataset.names)
+            inputs = galaxy_inputs(self.dataset, result_path)
+            own = _WRITTEN.get(os.path.abspath(result_path))
+            if not overwrite and not resume and own is not None and own() is self.dataset \
+                    and other_run(result_path, description, self.dataset.names, inputs):
+                # this session's own run of this dataset, fitted again with another model: replaced, never mixed
+                log.warning("'%s' holds this dataset's earlier run, of another model; its outputs are replaced",
+                            result_path)
+                overwrite = True
+            if overwrite and (shard is None or other_run(result_path, description, self.dataset.names, inputs)):
+                # a shard clears only another run's outputs: every shard of a job array may be given overwrite
+                removed = clear_outputs(result_path)
+                if removed:
+                    log.info("overwrite: removed %d galmoss outputs in '%s'", len(removed), result_path)
+            elif resume:
+                self._resume(store, description, inputs)
+            else:
+                refuse_other_run(result_path, description, self.dataset.names, inputs)
+            _WRITTEN[os.path.abspath(result_path)] = weakref.ref(self.dataset)
+            part_writer = PartWriter(result_path, store.columns, _shard_label(shard), vectors=store.vectors,
+                                     inputs=inputs, model_id=description["model_id"])
+            write_run_description(result_path, description, self.dataset.names, inputs)
         if self.device.type == "cpu":
             tune_cpu_allocator()
         todo = positions[~store.done[positions]]
         settings = self.settings(covariance=True)
         progress = Progress(len(positions), self.progress)
         progress.update(int(store.done[positions].sum()))
-        write_failures: list[OutputError] = []
+        #: (error, galaxies) of each part that could not be written (a full disk, say)
+        write_failures: list[tuple[OutputError, int]] = []
 
         def sink(batch, result, counts) -> SinkReport:
             """Blocks, then the part (which carries the blocks' flags); runs in the writer thread.
@@ -293,14 +400,15 @@ class Fitting:
             report = SinkReport()
             if block_writer is not None and batch is not None:
                 report = block_writer.write(batch, result)
-            if part_writer is not None and not write_failures:
+            if part_writer is not None:
                 try:
                     part_writer.write(report.apply_to(result),
                                       [report.blocks.get(int(p), store_blocks[int(p)]) for p in result.positions],
                                       counts)
                 except OutputError as exc:
-                    write_failures.append(exc)
-                    log.error("%s; the run goes on and keeps every fit in memory", exc)
+                    if not write_failures:
+                        log.error("%s; the run goes on and keeps every fit in memory (Fitting.results)", exc)
+                    write_failures.append((exc, len(result)))
             return report
 
         store_blocks = list(store.image_block)  # blocks of resumed galaxies (read-only for the writer)
@@ -311,44 +419,95 @@ class Fitting:
         # writing overlaps with the next batch's fit (one writer thread keeps parts in order);
         # at most a few batches wait to be written, so memory stays bounded
         pending: deque = deque()
+        #: what stopped the run early (Ctrl-C, or an error after some galaxies were fitted)
+        stopped: BaseException | None = None
+
+        def drain(keep: int) -> None:
+            # a report leaves the queue only once applied, so a Ctrl-C here loses no block name
+            while len(pending) > keep:
+                pending[0].result().apply(store)
+                pending.popleft()
+
+        batches = iterate_results(self.dataset, model, settings, todo, self.batch_size,
+                                  read_workers=self.read_workers, pad=self.pad_shapes,
+                                  client=self.client, threads=self.threads)
         try:
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="galmoss-write") as writer:
-                for batch, result in iterate_results(self.dataset, model, settings, todo, self.batch_size,
-                                                     read_workers=self.read_workers, pad=self.pad_shapes,
-                                                     client=self.client, threads=self.threads):
-                    store.add(result)
-                    if batch is not None and batch.n_masked is not None:
-                        store.n_masked[batch.positions] = batch.n_masked
-                    if batch is not None and batch.neighbours is not None:
-                        store.n_neighbours[batch.positions] = [len(x) for x in batch.neighbours]
-                    counts = {"n_masked": store.n_masked[result.positions],
-                              "n_neighbours_fitted": store.n_neighbours[result.positions]}
-                    pending.append(writer.submit(sink, batch, result, counts))
-                    while len(pending) > 2:
-                        pending.popleft().result().apply(store)
-                    progress.update(len(result))
-                while pending:
-                    pending.popleft().result().apply(store)
+                try:
+                    for batch, result in batches:
+                        store.add(result)
+                        if isinstance(result, LostResult):  # flagged in the results, left out of the parts
+                            progress.update(len(result))
+                            continue
+                        if batch is not None and batch.n_masked is not None:
+                            store.n_masked[batch.positions] = batch.n_masked
+                        if batch is not None and batch.neighbours is not None:
+                            store.n_neighbours[batch.positions] = [len(x) for x in batch.neighbours]
+                        counts = {"n_masked": store.n_masked[result.positions],
+                                  "n_neighbours_fitted": store.n_neighbours[result.positions]}
+                        pending.append(writer.submit(sink, batch, result, counts))
+                        drain(2)
+                        progress.update(len(result))
+                except (KeyboardInterrupt, Exception) as exc:
+                    # Ctrl-C or a crash: what is fitted is kept, written and said; then the exception goes on
+                    stopped = exc
+                    batches.close()
+                drain(0)
         finally:
             self.timing = {"fit_s": time.perf_counter() - t0, "galaxies": int(len(todo))}
             progress.close()
-        write_failure = write_failures[0] if write_failures else None
+        if stopped is not None and not isinstance(stopped, KeyboardInterrupt) and not store.done[todo].any():
+            raise stopped  # nothing fitted (a configuration error found on the first batch): nothing to keep
         fitted = positions[np.isfinite(store.loss[positions])]
         if result_path is not None:
-            before = read_run_description(result_path)
-            timing = dict(before.get("timing") or {})
-            timing[_shard_label(shard)] = {"fit_s": round(self.timing["fit_s"], 3), "galaxies": len(todo),
-                                           "galaxies_per_s": round(len(todo) / max(self.timing["fit_s"], 1e-9), 3),
-                                           "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
-            write_run_description(result_path, {**description, "timing": timing}, self.dataset.names)
+            try:
+                before = read_run_description(result_path)
+                timing = dict(before.get("timing") or {})
+                timing[_shard_label(shard)] = {"fit_s": round(self.timing["fit_s"], 3), "galaxies": len(todo),
+                                               "galaxies_per_s": round(len(todo) / max(self.timing["fit_s"], 1e-9), 3),
+                                               "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                write_run_description(result_path, {**description, "timing": timing}, self.dataset.names, inputs)
+            except (OSError, ValueError) as exc:  # the fits matter more than the timing notes
+                log.error("run.json could not be updated (%s); the fits are kept", exc)
+        why = None
+        if stopped is not None:
+            why = ("interrupted" if isinstance(stopped, KeyboardInterrupt)
+                   else f"the run stopped ({type(stopped).__name__}: {stopped})")
+            for pos in positions[~store.done[positions]]:
+                store.messages[int(pos)] = f"not fitted: {why}"
         log.info("fitted %d galaxies in %.1f s; %d with a result, %d flagged", len(todo), self.timing["fit_s"],
                  len(fitted), int(np.count_nonzero(store.flags[positions])))
         self._results = self._table(errors=False)
+        table_error = None
         if shard is None:
-            self._write_results()
-        if write_failure is not None:
-            raise OutputError(f"result parts could not be written during the run ({write_failure}); the fits are in "
-                              "Fitting.results" + (" and results.fits" if shard is None else ""))
+            try:
+                self._write_results()
+            except OSError as exc:  # a full disk: the table stays in memory
+                table_error = exc
+                log.error("results.fits / results.csv could not be written (%s); the fits are in Fitting.results",
+                          exc)
+        written = " and results.fits" if shard is None and table_error is None and result_path is not None else ""
+        again = self.resume_command or ("Fitting.fit(resume=True" + (f", shard={shard}" if shard else "") + ")")
+        if stopped is not None:
+            kept = int(np.count_nonzero(store.done[positions]))
+            if result_path is None:
+                log.warning("%s: %d of %d galaxies fitted and kept in Fitting.results (no result_path: "
+                            "nothing to resume from)", why, kept, len(positions))
+            else:
+                log.warning("%s: %d of %d galaxies fitted and kept (in Fitting.results%s and the parts in "
+                            "'%s'); the other %d are marked 'not fitted'; resume with: %s", why, kept,
+                            len(positions), written, Path(result_path) / "parts", len(positions) - kept, again)
+            raise stopped
+        if write_failures:
+            lost = sum(count for _, count in write_failures)
+            raise OutputError(
+                f"the result parts of {lost} galaxies could not be written ({write_failures[0][0]}); their fits are "
+                f"in Fitting.results{written}; free space, then resume with: {again} (galaxies without a part are "
+                "fitted again)"
+            )
+        if table_error is not None:
+            raise OutputError(f"results.fits / results.csv could not be written ({table_error}); the fits are in "
+                              f"Fitting.results and the parts; free space, then resume with: {again}")
         return self._results
 
     def uncertainty(self, method: str = "covar_mat", n_resample: int = 100, iteration: int | None = None,
@@ -370,22 +529,22 @@ class Fitting:
         seed
             Random seed of the resampling.
         """
+        try:  # the options first: a mistake is said before any work
+            method, n_resample, iteration, seed = check_uncertainty(method, n_resample, iteration, seed)
+        except ConfigError as exc:
+            raise type(exc)(f"Fitting.uncertainty: {exc}") from None
         if self.store is None and getattr(self, "_bands_run", None) is None:
             raise RuntimeError("Fitting.uncertainty: call fit() first")
-        if method not in ("covar_mat", "bootstrap"):
-            raise ValueError(f"uncertainty(method={method!r}): choose 'covar_mat' or 'bootstrap'")
         if getattr(self, "_bands_run", None) is not None:
             if method == "bootstrap":
-                n_resample = _positive_int(n_resample, "n_resample", 2)
-                iteration = _positive_int(iteration, "iteration") if iteration is not None else self.iteration
+                iteration = iteration if iteration is not None else self.iteration
                 with torch_threads(self.threads if self.device.type == "cpu" else None):
                     self._bands_run.bootstrap(n_resample, iteration, seed)
             self._results = self._bands_run.table(errors=True)
             self._write_results()
             return self._results
         if method == "bootstrap":
-            n_resample = _positive_int(n_resample, "n_resample", 2)
-            iteration = _positive_int(iteration, "iteration") if iteration is not None else self.iteration
+            iteration = iteration if iteration is not None else self.iteration
             with torch_threads(self.threads if self.device.type == "cpu" else None):
                 self._bootstrap(n_resample, iteration, seed)
         self._errors_shown = True
@@ -414,7 +573,7 @@ class Fitting:
         from .._version import __version__
 
         img = self.dataset.img_block_path
-        return {
+        description = {
             "galmoss": __version__,
             "n_galaxies": len(self.dataset),
             **ResultStore(model, []).description(),
@@ -427,23 +586,52 @@ class Fitting:
             "settings": self.options.describe(),
             "priors": _prior_names(model),
         }
+        description["model_id"] = model_id(json_round_trip(description))
+        return description
 
-    def _resume(self, store: ResultStore, description: dict) -> None:
+    def _refuse_other_model(self, description: dict, before: dict | None = None) -> None:
+        """A resume of a run of another model (or number of galaxies) is refused."""
         folder = self.dataset.result_path
-        try:
-            before = read_run_description(folder)
-        except OutputError:
-            return  # nothing run here yet
-        keys = ("columns", "free", "profiles", "method", "likelihood", "n_galaxies")
-        changed = [k for k in keys if before.get(k) != json_round_trip(description[k])]
+        if before is None:
+            try:
+                before = read_run_description(folder)
+            except (OutputError, ValueError):
+                return  # nothing run here yet
+        changed = model_changes(before, description)
         if changed:
             raise ValueError(
                 f"Fitting.fit(resume=True): the parts in '{folder}' come from a different run ({', '.join(changed)} "
                 "differ); resume with the same model and dataset, or give a new result_path"
             )
-        found = read_parts(folder, store.columns)
-        counts = store.add_parts(found.rows)
-        if found.rows:
+
+    def _resume(self, store: ResultStore, description: dict, inputs: list[str]) -> None:
+        folder = self.dataset.result_path
+        try:
+            before = read_run_description(folder)
+        except OutputError:
+            return  # nothing run here yet
+        self._refuse_other_model(description, before)
+        found = read_parts(folder, store.columns, model_id=description["model_id"])
+        rows, other_names, other_inputs = found.select(self.dataset.names, inputs)
+        if other_names:
+            log.warning("resume: %d rows in '%s' are of galaxies not in this dataset; they are ignored",
+                        other_names, folder)
+        if other_inputs:
+            log.info("resume: %d rows in '%s' were fitted on other input files; those galaxies are fitted again",
+                     other_inputs, folder)
+        counts = store.add_parts(rows)
+        blocks = self.dataset.img_block_path
+        if blocks is not None:
+            # a fit whose image block was never written (a full disk, say) is fitted again for its block
+            fitted = np.flatnonzero(store.done & np.isfinite(store.loss))
+            present = set(os.listdir(blocks)) if Path(blocks).is_dir() else set()
+            lacking = [int(p) for p in fitted if store.image_block[p] not in present]
+            if lacking:
+                log.info("resume: %d fitted galaxies have no image block in '%s'; they are fitted again",
+                         len(lacking), blocks)
+                store.done[lacking] = False
+                counts[lacking] = 0
+        if rows:
             log.info("resume: %d galaxies already fitted in '%s'", int(np.count_nonzero(counts)), folder)
 
     def _table_options(self) -> TableOptions:

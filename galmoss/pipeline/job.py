@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, GalmossError
-from .options import SETTINGS_TYPES, RunOptions
+from .options import SETTINGS_TYPES, RunOptions, check_uncertainty
 
 __all__ = ["Job", "JobError", "load_job"]
 
@@ -70,8 +70,8 @@ _DATA_KEYS = {"catalog", "galaxy_index", "image", "sigma", "psf", "mask", "mask_
               "psf_fwhm", "neighbours", "max_neighbours"}
 #: [fit] keys: the run options (:class:`~galmoss.pipeline.options.RunOptions`, by field name; the
 #: progress bar is the command line's), and what to do after the fit
-_JOB_ONLY_FIT_KEYS = {"uncertainty", "n_resample", "seed"}
-_FIT_KEYS = (set(RunOptions.fields()) - {"progress"}) | _JOB_ONLY_FIT_KEYS
+JOB_ONLY_FIT_KEYS = {"uncertainty", "n_resample", "seed"}
+_FIT_KEYS = (set(RunOptions.fields()) - {"progress"}) | JOB_ONLY_FIT_KEYS
 _OUTPUT_KEYS = {"folder", "image_blocks"}
 _PARAM_KEYS = {"column", "value", "share", "fit", "value_range", "log", "angle", "M0", "pix_scale", "step_length"}
 _P_KEYWORDS = {"fit": bool, "log": bool, "angle": bool, "M0": (int, float), "pix_scale": (int, float),
@@ -264,7 +264,10 @@ def load_job(path) -> Job:
             fit[key] = _settings(fit[key], kind, f"fit.{key}", path)
     # the checks gm.Fitting runs, here and now (a dry run catches what a run would)
     try:
-        options = RunOptions(**{k: v for k, v in fit.items() if k not in _JOB_ONLY_FIT_KEYS})
+        if fit.get("uncertainty", "covar_mat") != "none":  # refused now, not after the fit
+            check_uncertainty(fit.get("uncertainty", "covar_mat"), fit.get("n_resample", 100), None,
+                              fit.get("seed", 0))
+        options = RunOptions(**{k: v for k, v in fit.items() if k not in JOB_ONLY_FIT_KEYS})
     except ConfigError as exc:
         raise JobError(f"{path}: fit.{exc}") from None
     return Job(path=path, dataset=dataset, profiles=profiles, fit=fit, output=folder, blocks=blocks, options=options)

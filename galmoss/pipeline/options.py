@@ -175,3 +175,24 @@ class RunOptions:
                 value = str(value)
             out[name] = value
         return out
+
+
+def check_uncertainty(method: str, n_resample, iteration=None, seed=0) -> tuple[str, int, int | None, int]:
+    """The options of ``Fitting.uncertainty`` (a job file's ``uncertainty``, ``n_resample``, ``seed``), checked.
+
+    Called by ``uncertainty()`` before anything else and by a job file's
+    loading (so ``galmoss fit`` and its ``--dry-run`` refuse them before any fit).
+
+    Raises
+    ------
+    ConfigError
+        Naming the option and the fix.
+    """
+    if method not in ("covar_mat", "bootstrap"):
+        raise ConfigError(f"uncertainty method={method!r}: choose 'covar_mat' or 'bootstrap'")
+    n_resample = _count("n_resample", n_resample, 2)
+    if iteration is not None:
+        iteration = _count("iteration", iteration)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ConfigTypeError(f"seed must be an integer, got {seed!r}")
+    return method, n_resample, iteration, int(seed)

@@ -73,12 +73,16 @@ class PartWriter:
     """
 
     def __init__(self, folder: Path, columns: list[str], shard: str = "0of1",
-                 vectors: dict[str, list[str]] | None = None) -> None:
+                 vectors: dict[str, list[str]] | None = None, *, inputs: list[str] | None = None,
+                 model_id: str | None = None) -> None:
         self.folder = Path(folder) / PARTS_FOLDER
         self.columns = columns
         #: vector parameter name -> its element columns, written as one list column
         self.vectors = dict(vectors or {})
         self.shard = shard
+        #: each galaxy's input files, by dataset position (a row records those it was fitted on)
+        self.inputs = inputs
+        self.model_id = model_id
         self.run = time.time_ns() // 1000
         self.seq = 0
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -124,9 +128,16 @@ class PartWriter:
             data["covariance"] = _lists(pa, np.zeros((len(result), 0)))
         for key, value in (counts or {}).items():
             data[key] = pa.array(np.asarray(value, dtype=np.int64))
+        if self.inputs is not None:
+            data["inputs"] = pa.array([self.inputs[int(p)] for p in result.positions], type=pa.string())
         table = pa.table(data)
+        meta = {}
         if self.vectors:
-            table = table.replace_schema_metadata({"galmoss_vectors": json.dumps(self.vectors)})
+            meta["galmoss_vectors"] = json.dumps(self.vectors)
+        if self.model_id is not None:
+            meta["galmoss_model"] = self.model_id
+        if meta:
+            table = table.replace_schema_metadata(meta)
         name = f"part-{self.shard}-{self.run:017d}-{self.seq:06d}-{secrets.token_hex(4)}.parquet"
         target = self.folder / name
         tmp = self.folder / f".{name}.tmp"
@@ -153,52 +164,158 @@ class PartsRead:
     unreadable: list[tuple[Path, str]]
     #: vector parameter -> its element columns, from the parts' schema metadata
     vectors: dict[str, list[str]] = field(default_factory=dict)
+    #: parts written by a run of another model (schema metadata ``galmoss_model``)
+    foreign: list[Path] = field(default_factory=list)
+
+    def select(self, names: list[str], inputs: list[str] | None = None) -> tuple[dict, int, int]:
+        """The rows that belong to these galaxies and these input files.
+
+        A row belongs when its ``position`` is a galaxy of ``names`` with the
+        same ``galaxy_index`` and (when the part records them and ``inputs`` is
+        given) the same input files as ``inputs[position]``.
+
+        Returns
+        -------
+        (dict, int, int)
+            The rows kept, the number of rows of other galaxies (another
+            catalogue), and the number of rows fitted on other input files.
+        """
+        if not self.rows:
+            return {}, 0, 0
+        n = len(names)
+        pos = self.rows["position"]
+        inside = (pos >= 0) & (pos < n)
+        at = np.clip(pos, 0, max(n - 1, 0))
+        same_name = inside & (np.asarray(names, dtype=object)[at] == self.rows["galaxy_index"]) if n else inside
+        same_inputs = np.ones(len(pos), dtype=bool)
+        if inputs is not None and n:
+            recorded = self.rows["inputs"]
+            expected = np.asarray(inputs, dtype=object)[at]
+            # parts written before inputs were recorded (None) are taken on their names alone
+            same_inputs = np.array([r is None or r == e for r, e in zip(recorded, expected)], dtype=bool)
+        keep = same_name & same_inputs
+        rows = {k: v[keep] for k, v in self.rows.items()}
+        return rows, int(np.count_nonzero(~same_name)), int(np.count_nonzero(same_name & ~same_inputs))
 
 
-def read_parts(folder: Path, columns: list[str] | None = None) -> PartsRead:
+#: columns a part may lack (written before they existed): the value a row takes then
+_OPTIONAL = {f.part: f.fill for f in ROW_FIELDS if f.part not in ("loss", "flag")}
+_OPTIONAL.update({"message": "", "image_block": "", "has_errors": True, "inputs": None,
+                  "covariance": (), "n_masked": 0, "n_neighbours_fitted": 0})
+
+
+def read_parts(folder: Path, columns: list[str] | None = None, model_id: str | None = None) -> PartsRead:
     """Read every complete part under ``<folder>/parts``, oldest run first.
 
     Rows come in the order the runs wrote them (run start time, then batch), so
     where a galaxy was fitted more than once the LAST row is the newest fit.
-    Parts that do not read (truncated, not Parquet, wrong columns) are listed in
-    ``unreadable`` and skipped: their galaxies count as not fitted.
+    Parts that do not read (truncated, not Parquet, foreign or wrong columns)
+    are listed in ``unreadable`` and skipped, with a warning naming them: their
+    galaxies count as not fitted. With ``model_id``, parts that a run of
+    another model wrote are listed in ``foreign`` and skipped likewise.
     """
     pa, pq = _pyarrow()
     parts_dir = Path(folder) / PARTS_FOLDER
     found = [(_PART.match(p.name), p) for p in parts_dir.glob("part-*.parquet")] if parts_dir.is_dir() else []
     files = [p for m, p in sorted(((m, p) for m, p in found if m),
                                   key=lambda mp: (int(mp[0]["run"]), mp[0]["shard"], int(mp[0]["seq"]), mp[1].name))]
-    tables, good, bad, vectors = [], [], [], {}
+    chunks, good, bad, foreign, vectors = [], [], [], [], {}
     for path in files:
         try:
             raw = pq.read_table(path)
-            meta = (raw.schema.metadata or {}).get(b"galmoss_vectors")
-            table = _expand_vectors(pa, raw)
-            need = {"position", "galaxy_index", "loss", "flag", "theta"}
-            if columns is not None:
-                need |= set(columns)
-            missing = need - set(table.column_names)
-            if missing:
-                raise ValueError(f"missing columns {sorted(missing)}")
+            meta = raw.schema.metadata or {}
+            written_by = meta.get(b"galmoss_model")
+            if model_id is not None and written_by is not None and written_by.decode() != model_id:
+                log.warning("result part '%s' was written by a run of another model; it is skipped", path)
+                foreign.append(path)
+                continue
+            chunk = _part_rows(pa, _expand_vectors(pa, raw), columns)
         except Exception as exc:  # noqa: BLE001 - any unreadable part is refitted, never read as data
-            log.warning("result part '%s' cannot be read (%s); its galaxies will be fitted again", path, exc)
+            log.warning("result part '%s' cannot be read (%s); it is skipped and its galaxies count as not fitted",
+                        path, exc)
             bad.append((path, f"{type(exc).__name__}: {exc}"))
             continue
-        tables.append(table)
+        chunks.append(chunk)
         good.append(path)
-        if meta:
-            vectors.update(json.loads(meta))
-    if not tables:
-        return PartsRead({}, good, bad, vectors)
-    whole = pa.concat_tables(tables, promote_options="default")
+        if meta.get(b"galmoss_vectors"):
+            vectors.update(json.loads(meta[b"galmoss_vectors"]))
+    if not chunks:
+        return PartsRead({}, good, bad, vectors, foreign)
+    keys = dict.fromkeys(k for chunk in chunks for k in chunk)
     rows = {}
-    for name in whole.column_names:
-        col = whole.column(name)
-        if pa.types.is_list(col.type):
+    for key in keys:
+        pieces = []
+        for chunk in chunks:
+            if key in chunk:
+                pieces.append(chunk[key])
+            else:
+                fill = _OPTIONAL.get(key, np.nan)
+                size = len(chunk["position"])
+                filled = np.empty(size, dtype=object) if isinstance(fill, tuple) or fill is None else None
+                if filled is not None:
+                    filled[:] = [fill] * size
+                pieces.append(filled if filled is not None else np.full(size, fill))
+        rows[key] = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
+    return PartsRead(rows, good, bad, vectors, foreign)
+
+
+def _part_rows(pa, table, columns: list[str] | None) -> dict[str, np.ndarray]:
+    """One part's columns as arrays of the types a run writes; raises when the part is not one of ours."""
+    need = ["position", "galaxy_index", "loss", "flag", "theta"]
+    if columns is not None:
+        need += [c + suffix for c in columns for suffix in ("", "_err")]
+    missing = sorted(set(need) - set(table.column_names))
+    if missing:
+        raise ValueError(f"missing columns {missing[:6]}{' ...' if len(missing) > 6 else ''}")
+    rows: dict[str, np.ndarray] = {}
+    for name in table.column_names:
+        col = table.column(name)
+        if pa.types.is_list(col.type) or pa.types.is_fixed_size_list(col.type):
+            rows[name] = _list_rows(col.combine_chunks())
+        elif pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
             rows[name] = np.array(col.to_pylist(), dtype=object)
         else:
             rows[name] = col.to_numpy(zero_copy_only=False)
-    return PartsRead(rows, good, bad, vectors)
+    if not (pa.types.is_integer(table.column("position").type)
+            and pa.types.is_string(table.column("galaxy_index").type)):
+        raise ValueError("position or galaxy_index is not of the type galmoss writes")
+    if table.column("position").null_count or table.column("galaxy_index").null_count:
+        raise ValueError("a position or galaxy_index is empty (null)")
+    kinds = {f.part: f.dtype for f in ROW_FIELDS}
+    kinds.update({"n_masked": np.int64, "n_neighbours_fitted": np.int64, "has_errors": np.bool_})
+    for name, kind in kinds.items():
+        if name not in rows:
+            continue
+        arrow = table.column(name).type
+        fits = (pa.types.is_boolean(arrow) if kind is np.bool_ else pa.types.is_integer(arrow) if kind is np.int64
+                else pa.types.is_floating(arrow) or pa.types.is_integer(arrow))
+        if not fits or table.column(name).null_count:
+            raise ValueError(f"column {name!r} is not of the type galmoss writes ({arrow}, or with nulls)")
+        rows[name] = rows[name].astype(kind)
+    if rows["theta"].dtype != object:
+        raise ValueError("theta is not a list column")
+    rows["position"] = rows["position"].astype(np.int64)
+    for name in ["loss"] + need[5:]:
+        rows[name] = rows[name].astype(np.float64)
+    for key in ("message", "image_block"):
+        if key in rows:
+            rows[key] = np.array(["" if x is None else str(x) for x in rows[key]], dtype=object)
+    return rows
+
+
+def _list_rows(col) -> np.ndarray:
+    """A list column as an object array of float64 rows (views of one buffer, no Python floats)."""
+    out = np.empty(len(col), dtype=object)
+    if col.null_count:
+        out[:] = [np.asarray(x if x is not None else (), dtype=np.float64) for x in col.to_pylist()]
+        return out
+    flat = col.flatten().to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+    if hasattr(col, "offsets"):
+        offsets = col.offsets.to_numpy() - col.offsets[0].as_py()
+    else:  # a fixed-size list
+        offsets = np.arange(len(col) + 1) * col.type.list_size
+    out[:] = np.split(flat, offsets[1:-1]) if len(col) else []
+    return out
 
 
 def _lists(pa, rows: np.ndarray):

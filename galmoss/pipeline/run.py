@@ -9,6 +9,7 @@ driver writes parts and blocks as tasks finish.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -22,12 +23,14 @@ from .._compat import torch_threads
 from ..data import Dataset
 from ..errors import OutputError
 from ..fitting.batch import Batch, BatchResult, FitSettings, check_model_output, fit_batch_safely
+from ..flags import Flag
 from ..model import Model
 from .stream import BatchStream, Unfitted
 
 log = logging.getLogger("galmoss")
 
-__all__ = ["fit_chunk", "iterate_results", "shard_positions", "write_run_description"]
+__all__ = ["LostResult", "clear_outputs", "fit_chunk", "galaxy_inputs", "iterate_results", "model_changes",
+           "model_id", "other_run", "refuse_other_run", "shard_positions", "write_run_description"]
 
 RUN_FILE = "run.json"
 GALAXIES_FILE = "galaxies.parquet"
@@ -68,6 +71,17 @@ def fit_chunk(dataset: Dataset, model: Model, settings: FitSettings, positions: 
         return list(_results_of(stream, model, settings, check_first=False))
 
 
+def probe_model(dataset: Dataset, model: Model, settings: FitSettings, positions: np.ndarray, pad: bool = True,
+                batch_size: int = 8) -> None:
+    """Check the profiles' output on the first batch read from the first 8 galaxies (raises a configuration error)."""
+    probe = BatchStream(dataset, positions[: min(len(positions), 8)], batch_size, read_workers=1, pad=pad,
+                        likelihood=settings.likelihood)
+    for item in probe:
+        if isinstance(item, Batch):
+            check_model_output(model, item, settings)  # it tries the first 3 together and one by one
+            return
+
+
 def iterate_results(
     dataset: Dataset,
     model: Model,
@@ -94,27 +108,118 @@ def iterate_results(
     from dask.distributed import as_completed
 
     # check the model once on the driver, on the first readable galaxy
-    probe = BatchStream(dataset, positions[: min(len(positions), 8)], batch_size, read_workers=1, pad=pad)
-    for item in probe:
-        if isinstance(item, Batch):
-            check_model_output(model, item, settings)  # it tries the first 3 together and one by one
-            break
+    probe_model(dataset, model, settings, positions, pad, batch_size)
     size = int(chunk_size or max(batch_size, 4 * batch_size))
     chunks = [positions[i : i + size] for i in range(0, len(positions), size)]
-    data_f, model_f = client.scatter([dataset, model], broadcast=True)
-    futures = [client.submit(fit_chunk, data_f, model_f, settings, chunk, batch_size, 1, pad, threads, pure=False)
-               for chunk in chunks]
+    data_f, model_f = _scatter(client, dataset, model)
+    # a task whose worker is lost is run again elsewhere (dask's retries); one that still fails
+    # flags its own galaxies, never the run
+    futures = {client.submit(fit_chunk, data_f, model_f, settings, chunk, batch_size, 1, pad, threads, pure=False,
+                             retries=TASK_RETRIES): chunk for chunk in chunks}
     for future in as_completed(futures):
-        for pair in future.result():
+        chunk = futures[future]
+        try:
+            pairs = future.result()
+        except Exception as exc:  # noqa: BLE001 - a lost worker or a task's error: its galaxies are flagged
+            why = _describe_error(exc)
+            log.error("dask task of %d galaxies failed after %d retries (%s); they are flagged fit_error",
+                      len(chunk), TASK_RETRIES, why)
+            pairs = [(None, LostResult.empty(model, chunk, [dataset.names[int(p)] for p in chunk],
+                                             np.full(len(chunk), int(Flag.fit_error)),
+                                             [f"not fitted: its dask task failed ({why}); a resume fits it"]
+                                             * len(chunk), settings.covariance))]
+        for pair in pairs:
             yield pair
         future.release()
 
 
-def write_run_description(folder: Path, description: dict, names: list[str]) -> None:
-    """``run.json`` and ``galaxies.parquet`` (position -> galaxy_index) in the result folder.
+class LostResult(BatchResult):
+    """Rows of galaxies whose dask task failed (flag ``fit_error``).
+
+    They go into the results, never into a part, so a resumed run fits them.
+    """
+
+
+#: how often dask runs a task again whose worker was lost (or that raised) before its galaxies are flagged
+TASK_RETRIES = 2
+
+
+def _scatter(client, dataset: Dataset, model: Model):
+    """The dataset and model sent to the workers once; a worker lost meanwhile is tried again, then left to dask.
+
+    When sending fails three times, the objects go with each task instead
+    (dask moves them where the task runs), so a lost worker never stops the run.
+    """
+    for attempt in range(3):
+        try:
+            return client.scatter([dataset, model], broadcast=True)
+        except Exception as exc:  # noqa: BLE001 - a worker lost while the data are sent out
+            log.warning("sending the dataset to the dask workers failed (%s); %s", _describe_error(exc),
+                        "trying again" if attempt < 2 else "each task carries it instead")
+    return dataset, model
+
+
+def _describe_error(exc: BaseException) -> str:
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001 - an exception whose message cannot be built still has a name
+        text = ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+#: the keys of run.json that say which model a run fits (a resume or a rerun must keep them)
+MODEL_KEYS = ("columns", "free", "profiles", "method", "likelihood", "n_galaxies", "priors")
+#: what a run.json written before a key existed means by its absence
+_MODEL_DEFAULTS = {"priors": []}
+
+
+def model_changes(before: dict, description: dict) -> list[str]:
+    """The :data:`MODEL_KEYS` in which the run described by ``before`` (a run.json) differs from this one."""
+    now = json.loads(json.dumps({k: description.get(k) for k in MODEL_KEYS}, default=str))
+    return [k for k in MODEL_KEYS if before.get(k, _MODEL_DEFAULTS.get(k)) != now[k]]
+
+
+def model_id(description: dict) -> str:
+    """A short fingerprint of the model a run fits (its :data:`MODEL_KEYS`), stamped on every part."""
+    text = json.dumps({k: description.get(k) for k in MODEL_KEYS}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def galaxy_inputs(dataset: Dataset, folder: Path) -> list[str]:
+    """Each galaxy's input files as one string (recorded per galaxy in parts and ``galaxies.parquet``).
+
+    Paths are relative to the result folder, so a project moved whole keeps
+    them; a galaxy of an image set is its file and plane; arrays have none ("").
+    """
+    base = os.path.abspath(folder)
+    folders: dict[str, str] = {}  # each folder of cutouts is resolved once
+
+    def rel(p) -> str:
+        head, tail = os.path.split(os.fspath(p))
+        if head not in folders:
+            try:
+                folders[head] = os.path.relpath(os.path.abspath(head or os.curdir), base)
+            except ValueError:  # another drive
+                folders[head] = os.path.abspath(head or os.curdir)
+        return tail if folders[head] == os.curdir else os.path.join(folders[head], tail)
+
+    if dataset._arrays is not None:
+        return [""] * len(dataset)
+    if dataset._image_set is not None:
+        cube = rel(dataset._image_set.path)
+        return [f"{cube}[{i}]" for i in range(len(dataset))]
+    return [";".join(f"{what}={'' if p is None else rel(p)}" for what, p in
+                     (("image", dataset.image_paths[i]), ("sigma", dataset.sigma_paths[i]),
+                      ("psf", dataset.psf_paths[i]), ("mask", dataset.mask_paths[i])))
+            for i in range(len(dataset))]
+
+
+def write_run_description(folder: Path, description: dict, names: list[str], inputs: list[str] | None = None) -> None:
+    """``run.json`` and ``galaxies.parquet`` (position -> galaxy_index, input files) in the result folder.
 
     Every shard writes the same bytes, atomically, so concurrent shards never
-    corrupt them.
+    corrupt them; ``galaxies.parquet`` is rewritten when the galaxies or their
+    inputs differ from those it holds (a resumed run with a changed catalogue).
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -126,12 +231,28 @@ def write_run_description(folder: Path, description: dict, names: list[str]) -> 
     tmp.write_text(text)
     os.replace(tmp, folder / RUN_FILE)
     target = folder / GALAXIES_FILE
-    if not target.exists():
-        tmp = folder / f".{GALAXIES_FILE}.{os.getpid()}.tmp"
-        tmp.unlink(missing_ok=True)
-        pq.write_table(pa.table({"position": np.arange(len(names), dtype=np.int64),
-                                 "galaxy_index": pa.array(names, type=pa.string())}), tmp)
-        os.replace(tmp, target)
+    if target.exists() and read_galaxies(folder) == (list(names), None if inputs is None else list(inputs)):
+        return
+    columns = {"position": np.arange(len(names), dtype=np.int64), "galaxy_index": pa.array(names, type=pa.string())}
+    if inputs is not None:
+        columns["inputs"] = pa.array(inputs, type=pa.string())
+    tmp = folder / f".{GALAXIES_FILE}.{os.getpid()}.tmp"
+    tmp.unlink(missing_ok=True)
+    pq.write_table(pa.table(columns), tmp)
+    os.replace(tmp, target)
+
+
+def read_galaxies(folder: Path) -> tuple[list[str], list[str] | None] | None:
+    """The galaxy names and input files ``galaxies.parquet`` holds (None: no such file, or unreadable)."""
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(Path(folder) / GALAXIES_FILE)
+        names = [str(x) for x in table.column("galaxy_index").to_pylist()]
+        inputs = [str(x) for x in table.column("inputs").to_pylist()] if "inputs" in table.column_names else None
+    except Exception:  # noqa: BLE001 - absent, cut short or foreign: the folder holds no galaxies we know
+        return None
+    return names, inputs
 
 
 def read_run_description(folder: Path) -> dict:
@@ -139,6 +260,68 @@ def read_run_description(folder: Path) -> dict:
     if not path.is_file():
         raise OutputError(f"'{folder}' holds no {RUN_FILE}: it is not a galmoss result folder")
     return json.loads(path.read_text())
+
+
+def holds_parts(folder: Path) -> bool:
+    from .parts import PARTS_FOLDER
+
+    parts = Path(folder) / PARTS_FOLDER
+    return parts.is_dir() and any(parts.glob("part-*.parquet"))
+
+
+def other_run(folder: Path, description: dict, names: list[str], inputs: list[str]) -> list[str]:
+    """What differs between this run and the run whose parts ``folder`` holds (empty: none, or the same run).
+
+    Shards of one run, and the same run again, are the same run.
+    """
+    if not holds_parts(folder):
+        return []
+    try:
+        before = json.loads((Path(folder) / RUN_FILE).read_text())
+        changed = model_changes(before, description)
+    except (OSError, ValueError, AttributeError):
+        changed = [RUN_FILE]
+    galaxies = read_galaxies(folder)
+    if galaxies is None or galaxies[0] != list(names):
+        changed.append("galaxy names")
+    elif galaxies[1] is not None and galaxies[1] != list(inputs):
+        changed.append("input files")
+    return changed
+
+
+def refuse_other_run(folder: Path, description: dict, names: list[str], inputs: list[str]) -> None:
+    """A plain run into a folder holding the parts of another run (model, galaxies or inputs) is refused."""
+    changed = other_run(folder, description, names, inputs)
+    if changed:
+        raise OutputError(
+            f"result folder '{folder}' holds the parts of another run ({', '.join(changed)} differ); "
+            "resume it (fit(resume=True), --resume: galaxies whose model or inputs changed are fitted again), "
+            "clear galmoss's outputs there (fit(overwrite=True), --overwrite), or give another result folder"
+        )
+
+
+def clear_outputs(folder: Path) -> list[Path]:
+    """Remove galmoss's own outputs in ``folder``: parts, ``run.json``, ``galaxies.parquet``, ``results.*``.
+
+    Nothing else is touched (a file the user keeps there stays); a link is
+    removed, never followed. Returns the paths removed.
+    """
+    from .parts import PARTS_FOLDER
+
+    folder = Path(folder)
+    removed: list[Path] = []
+    parts = folder / PARTS_FOLDER
+    targets = [folder / name for name in (RUN_FILE, GALAXIES_FILE, "results.fits", "results.csv")]
+    if parts.is_dir() and not parts.is_symlink():
+        targets += [p for p in parts.iterdir() if p.name.startswith(("part-", ".part-"))
+                    and p.name.endswith((".parquet", ".parquet.tmp"))]
+    for path in targets:
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+            removed.append(path)
+    if parts.is_dir() and not parts.is_symlink() and not any(parts.iterdir()):
+        parts.rmdir()
+    return removed
 
 
 class Progress:
