@@ -306,7 +306,7 @@ class Parameter:
         #: (an (N, n_bands) array); resolved against the dataset's bands by galmoss.fitting.multiband
         self.band_starts = None
         if parameters is not None and (isinstance(parameters, dict) and self.bands != "shared"
-                                       or np.ndim(parameters) == 2 and self.bands not in (None, "shared")):
+                                       or self.bands not in (None, "shared") and np.ndim(parameters) == 2):
             self.band_starts = (
                 {str(k): _as_array(v, f"the start value of band {k!r}") for k, v in parameters.items()}
                 if isinstance(parameters, dict) else _as_array(parameters, "the start values by band", "2d")
