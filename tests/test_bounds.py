@@ -133,3 +133,16 @@ def test_a_parameter_pinned_at_its_bound_has_no_error_rather_than_a_zero_one():
     assert min(abs(float(res["s_ser_n"][0]) - b) for b in (0.5, 1.0)) < 5e-3
     assert np.isnan(res["s_ser_n_err"][0])
     assert np.isfinite(res["s_mag_err"][0]) and res["s_mag_err"][0] > 0
+
+
+def test_the_plot_says_at_bound_where_the_results_say_so():
+    """The message's list of parameters at a bound is read back: the value is drawn '(at bound)', not '(fixed)'."""
+    from galmoss.fitting.assess import AT_BOUND_NOTE, at_bound
+    from galmoss.plot.panels import _text_lines
+
+    row = {"galaxy_index": "g1", "s_ser_n": 1.0, "s_ser_n_err": np.nan, "s_mag": 16.5, "s_mag_err": 0.01,
+           "message": f"converged; {AT_BOUND_NOTE}s_ser_n; reduced chi2 1.02"}
+    assert at_bound(row["message"]) == ["s_ser_n"]
+    lines = _text_lines(row, ["s_ser_n", "s_mag"])
+    assert "1 (at bound)" in lines[1] and "(fixed)" not in "".join(lines)
+    assert "16.500 ± 0.010" in lines[2]

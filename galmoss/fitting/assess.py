@@ -42,6 +42,17 @@ def check_starts(model: Model, batch: Batch, start: dict):
     return keep, flags, messages
 
 
+#: the message that names the free parameters that ended at a bound (plots read it back: "at bound")
+AT_BOUND_NOTE = "a parameter ended within 0.1% of its bound: "
+
+
+def at_bound(message: str) -> list[str]:
+    """The ``<profile>_<slot>`` names a results row's message reports at a bound (:data:`AT_BOUND_NOTE`)."""
+    if AT_BOUND_NOTE not in message:
+        return []
+    return [name.strip() for name in message.split(AT_BOUND_NOTE, 1)[1].split(";", 1)[0].split(",") if name.strip()]
+
+
 def assess(model: Model, batch: Batch, start: dict, reported: dict, theta: Tensor, loss: np.ndarray,
            dof: np.ndarray, status: np.ndarray, converged: np.ndarray, chi2: bool):
     """The flags and messages of a fitted batch: the reading flags plus the fit's (see the module)."""
@@ -55,7 +66,7 @@ def assess(model: Model, batch: Batch, start: dict, reported: dict, theta: Tenso
             messages[i].append(decode_status(int(status[i])))
         if near[i]:
             flags[i] |= int(Flag.near_bound)
-            messages[i].append("a parameter ended within 0.1% of its bound: " + ", ".join(near[i]))
+            messages[i].append(AT_BOUND_NOTE + ", ".join(near[i]))
         if finite[i] and dof[i] <= 0:
             flags[i] |= int(Flag.no_dof)
     if model.n_free:

@@ -54,13 +54,16 @@ def new_figure(figsize: tuple[float, float], layout: str | None = "constrained")
 
 
 # ------------------------------------------------------------------ numbers
-def format_value(value: float, error: float | None = None) -> str:
+def format_value(value: float, error: float | None = None, at_bound: bool = False) -> str:
     """``value +/- error`` rounded to the error's two significant digits.
 
-    Without a usable error the value is shown with 5 significant digits.
+    Without a usable error the value is shown with 5 significant digits;
+    ``at_bound``: a free value that ended at a bound of its range (its error is NaN).
     """
     if value is None or not np.isfinite(value):
         return "nan"
+    if at_bound and (error is None or not np.isfinite(error)):
+        return f"{value:.5g} (at bound)"
     if error is None or not np.isfinite(error) or error <= 0:
         # A zero error is what a fixed parameter gets.
         return f"{value:.5g}" + (" (fixed)" if error == 0 else "")
@@ -313,15 +316,18 @@ def _parameter_names(row: Mapping[str, Any]) -> list[str]:
 
 
 def _text_lines(row: Mapping[str, Any], params: list[str], units: Mapping[str, str] | None = None) -> list[str]:
+    from ..fitting.assess import at_bound
     from ..flags import decode
 
     units = units or {}
     lines = [f"galaxy {row.get('galaxy_index')}"]
     width = max((len(p) for p in params), default=0)
+    walled = set(at_bound(str(row.get("message", ""))))
     for name in params:
         err = row.get(f"{name}_err")
         unit = f" {units[name]}" if units.get(name) else ""
-        lines.append(f"{name:<{width}s} {format_value(float(row[name]), None if err is None else float(err))}{unit}")
+        text = format_value(float(row[name]), None if err is None else float(err), at_bound=name in walled)
+        lines.append(f"{name:<{width}s} {text}{unit}")
     loss_name, red_name = _files.loss_columns(row)
     if loss_name is not None:
         red = float(row[red_name]) if red_name else float("nan")
