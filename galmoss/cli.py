@@ -23,11 +23,24 @@ from pathlib import Path
 import numpy as np
 
 
+
+def _api():
+    """The public API the demo and the commands use, from the modules themselves (never ``import galmoss``)."""
+    from types import SimpleNamespace
+
+    from . import profiles
+    from .data import Dataset
+    from .params import p
+    from .pipeline import Fitting
+    from .render import render
+
+    return SimpleNamespace(lp=profiles, p=p, Dataset=Dataset, Fitting=Fitting, render=render)
+
 def _demo(args: argparse.Namespace) -> int:
     import torch
     from astropy.io import fits
 
-    import galmoss as gm
+    gm = _api()
 
     out = Path(args.output)
     cutouts = out / "cutouts"
@@ -112,7 +125,7 @@ def _demo_neighbour(out: Path, psf: np.ndarray, rng: np.random.Generator, device
     import torch
     from astropy.io import fits
 
-    import galmoss as gm
+    gm = _api()
 
     try:
         from .auto.segment import photutils_or_raise
@@ -263,7 +276,7 @@ def _fit(args: argparse.Namespace) -> int:
             raise UsageError(f"job file '{job_path}' is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     job = load_job(args.job)
     if args.dry_run:
-        import galmoss as gm
+        gm = _api()
 
         fit = {k: v for k, v in job.fit.items() if k not in JOB_ONLY_FIT_KEYS}
         # every check a run makes before its first fit (the output folder, one galaxy read), fitting nothing
@@ -276,7 +289,7 @@ def _fit(args: argparse.Namespace) -> int:
 
 
 def _run_job(job, args: argparse.Namespace, shard, dask) -> int:
-    import galmoss as gm
+    gm = _api()
 
     from .errors import GalmossError
     from .io.naming import open_append

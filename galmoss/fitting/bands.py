@@ -1,0 +1,400 @@
+"""The bands of a multi-band fit and the joint model: how one fitting-space vector reaches every band.
+
+See :mod:`galmoss.fitting.multiband` for the maps (``u_b = A_b theta``, ``v_b = a_b T(u_b) + c_b``);
+this module holds the bands (:class:`Bands`) and the :class:`JointModel` that builds them.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+from ..model import Model
+from ..params import Parameter, ParamSpec, Role
+from ..params.auto import AutoStart
+from ..params.transforms import Identity
+
+Tensor = torch.Tensor
+
+
+__all__ = ["BAND_VARYING_ROLES", "Bands", "JointColumn", "JointModel", "band_dict", "band_mode", "make_bands"]
+
+#: roles whose parameters differ between bands unless the user says otherwise
+#: (a magnitude; a sky level or gradient, in each band's image units)
+BAND_VARYING_ROLES = (Role.MAGNITUDE, Role.REAL)
+#: AutoStart kinds started from each band's own image (the others from the reference band)
+_BAND_ESTIMATES = ("flux", "sky")
+
+
+# ------------------------------------------------------------------ the bands
+@dataclass(frozen=True)
+class Bands:
+    """Band names (the first is the reference frame), their wavelengths and pixel scales."""
+
+    names: tuple[str, ...]
+    wavelength: tuple[float, ...]
+    pix_scale: tuple[float, ...]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def mapped(self) -> np.ndarray:
+        """Wavelengths mapped linearly to [-1, 1] (0 for a single wavelength)."""
+        w = np.asarray(self.wavelength, dtype=np.float64)
+        span = w.max() - w.min()
+        return np.zeros_like(w) if span == 0 else 2.0 * (w - w.min()) / span - 1.0
+
+
+def _positive(value, what: str) -> float:
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if not ok or not math.isfinite(float(value)) or float(value) <= 0:
+        raise ConfigError(f"Dataset: {what} must be a positive number, got {value!r}")
+    return float(value)
+
+
+def make_bands(wavelength, pix_scale) -> Bands:
+    """Check ``wavelength`` (a dict band -> wavelength, in band order) and ``pix_scale`` (a dict, or one number).
+
+    Raises
+    ------
+    ConfigError
+        A wavelength or pixel scale missing or not positive, band names that
+        differ between them.
+    """
+    if not isinstance(wavelength, Mapping) or not wavelength:
+        raise ConfigError(
+            f"Dataset: wavelength must be a dict {{band: wavelength}} naming every band in order, got {wavelength!r}"
+        )
+    names = tuple(str(k) for k in wavelength)
+    waves = tuple(_positive(v, f"wavelength of band {k!r}") for k, v in wavelength.items())
+    if pix_scale is None:
+        raise ConfigError("Dataset: pix_scale is missing; give {band: arcsec per pixel} for every band of wavelength")
+    if isinstance(pix_scale, Mapping):
+        given = {str(k) for k in pix_scale}
+        if given != set(names):
+            raise ConfigError(
+                f"Dataset: pix_scale names bands {sorted(given)} but wavelength names {list(names)}; give one "
+                "pixel scale for every band of wavelength, by the same names"
+            )
+        scales = tuple(_positive(pix_scale[k] if k in pix_scale else pix_scale[_key(pix_scale, k)],
+                                 f"pix_scale of band {k!r}") for k in names)
+    else:
+        scales = (_positive(pix_scale, "pix_scale"),) * len(names)
+    return Bands(names, waves, scales)
+
+
+def _key(mapping: Mapping, name: str):
+    return next(k for k in mapping if str(k) == name)
+
+
+def band_dict(value, bands: Bands, what: str, *, optional: bool = False) -> dict:
+    """``value`` as ``{band: item}`` in band order; a non-dict is the same item for every band.
+
+    Raises
+    ------
+    ConfigError
+        A dict whose keys are not exactly the bands of ``wavelength``.
+    """
+    if not isinstance(value, Mapping):
+        return {b: value for b in bands.names}
+    keys = {str(k) for k in value}
+    if keys != set(bands.names):
+        missing, extra = sorted(set(bands.names) - keys), sorted(keys - set(bands.names))
+        detail = "; ".join(x for x in (f"missing {missing}" if missing else "", f"unknown {extra}" if extra else "") if x)
+        raise ConfigError(f"Dataset: {what} names bands {sorted(keys)} ({detail}); wavelength names {list(bands.names)}: "
+                          "give one entry per band, by the same names")
+    return {b: value[_key(value, b)] for b in bands.names}
+
+
+# -------------------------------------------------------------- joint model
+@dataclass(frozen=True)
+class JointColumn:
+    """A reported column of a joint fit: a band's value, a shared value or a Chebyshev coefficient."""
+
+    name: str
+    spec: ParamSpec
+    band: str | None = None
+
+
+def band_mode(prm: Parameter, role: Role):
+    """``"shared"``, ``"free"`` or a Chebyshev degree: the parameter's own, else its role's default."""
+    mode = getattr(prm, "bands", None)
+    if mode is None and isinstance(prm, AutoStart) and prm.like is not None:
+        mode = getattr(prm.like, "bands", None)
+    if mode is None:
+        mode = "free" if role in BAND_VARYING_ROLES else "shared"
+    return mode
+
+
+class JointModel:
+    """The joint parameters of a multi-band fit and their map to every band (see the module docstring).
+
+    Parameters
+    ----------
+    profiles
+        The user's profiles, every slot filled (the start policy's output).
+    bands
+        The bands, reference first.
+
+    Raises
+    ------
+    ConfigError
+        A Chebyshev degree k >= the number of bands, or ``bands=k`` with two
+        bands of the same wavelength.
+    NotImplementedError
+        Tied or vector parameters with bands.
+    """
+
+    def __init__(self, profiles: Mapping[str, object], bands: Bands) -> None:
+        self.bands = bands
+        self.ref = ref = Model(profiles)
+        if ref.ties:
+            raise NotImplementedError("multi-band fits: gm.tie parameters with bands are not supported yet")
+        if ref.has_vectors:
+            raise NotImplementedError("multi-band fits: vector parameters (dim='2d') with bands are not supported yet")
+        if ref.priors:
+            raise NotImplementedError(
+                f"multi-band fits: priors ({', '.join(t.label for t in ref.priors)}) with bands are not supported yet; "
+                "fit each band alone to use them"
+            )
+        nb = len(bands)
+        self.modes: dict[Parameter, object] = {}
+        for prm in ref.parameters:
+            mode = band_mode(prm, ref.specs[prm].role)
+            where = "{}.{}".format(*ref.uses[prm][0])
+            if isinstance(mode, int):
+                if mode >= nb:
+                    raise ConfigError(f"{where}: bands={mode} needs more than {mode} bands (a Chebyshev polynomial of "
+                                      f"degree k is set by k + 1 bands), the dataset has {nb}; give bands < {nb}")
+                if len(set(bands.wavelength)) < nb:
+                    raise ConfigError(f"{where}: bands={mode} (a polynomial in wavelength) but two bands share a "
+                                      f"wavelength ({dict(zip(bands.names, bands.wavelength))}); give distinct "
+                                      "wavelengths or bands='free'")
+            self.modes[prm] = mode
+            given = getattr(prm, "band_starts", None)
+            if isinstance(given, dict) and set(given) != set(bands.names):
+                raise ConfigError(f"{where}: the start names bands {sorted(given)}, the dataset's bands are "
+                                  f"{list(bands.names)}; give one start per band, by the same names")
+            if isinstance(given, np.ndarray) and given.shape[1] != nb:
+                raise ConfigError(f"{where}: the start has {given.shape[1]} columns for {nb} bands; give an "
+                                  "(N, n_bands) array in wavelength order, or a dict by band")
+        # the joint columns of theta
+        self.slices: dict[Parameter, slice] = {}
+        offset = 0
+        for prm in ref.free:
+            mode = self.modes[prm]
+            width = 1 if mode == "shared" else nb if mode == "free" else mode + 1
+            self.slices[prm] = slice(offset, offset + width)
+            offset += width
+        self.n_free = offset
+        q = len(ref.free)
+        a = np.zeros((nb, q, offset))
+        cheb = np.polynomial.chebyshev.chebvander(bands.mapped, max([m for m in self.modes.values()
+                                                                     if isinstance(m, int)] or [0]))
+        for j, prm in enumerate(ref.free):
+            s, mode = self.slices[prm].start, self.modes[prm]
+            for b in range(nb):
+                if mode == "shared":
+                    a[b, j, s] = 1.0
+                elif mode == "free":
+                    a[b, j, s + b] = 1.0
+                else:
+                    a[b, j, s : s + mode + 1] = cheb[b, : mode + 1]
+        self.A = a
+        # per band: a single-band model whose parameters are the band's values, fitted as they are
+        self.band_models: list[Model] = []
+        self.band_params: list[dict[Parameter, Parameter]] = []
+        for b in range(nb):
+            # a fixed copy keeps its start: the renderer reads some of them (a box of exactly 0
+            # is drawn as a plain ellipse); the values drawn come from the objective's fixed tensors
+            mapping = {prm: Parameter(1.0) if prm.fit else Parameter(self._fixed_start(prm, b), fit=False)
+                       for prm in ref.parameters}
+            copies = {}
+            for name, profile in ref.profiles.items():
+                c = copy.copy(profile)
+                for slot, prm in profile.parameters().items():
+                    setattr(c, slot, mapping[prm])
+                copies[name] = c
+            model = Model(copies)
+            model.transforms = {p: Identity() for p in model.free}
+            assert [mapping[p] for p in ref.free] == model.free
+            self.band_models.append(model)
+            self.band_params.append(mapping)
+        self.columns: list[JointColumn] = []
+        self._report_source: list[tuple[int, str | None, int | None]] = []  # (band, ref column, theta column)
+        for col in ref.columns:
+            mode = self.modes[col.parameter]
+            if mode == "shared":
+                self.columns.append(JointColumn(col.name, col.spec))
+                self._report_source.append((0, col.name, None))
+                continue
+            for b, band in enumerate(bands.names):
+                self.columns.append(JointColumn(f"{col.name}_{band}", col.spec, band))
+                self._report_source.append((b, col.name, None))
+        for prm in ref.free:
+            mode = self.modes[prm]
+            if isinstance(mode, int):
+                pname, slot = ref.uses[prm][0]
+                for k in range(mode + 1):
+                    self.columns.append(JointColumn(f"{pname}_{slot}_cheb{k}", ParamSpec(Role.REAL)))
+                    self._report_source.append((0, None, self.slices[prm].start + k))
+
+    def _fixed_start(self, prm: Parameter, b: int) -> np.ndarray:
+        given = getattr(prm, "band_starts", None)
+        if given is None or self.modes[prm] == "shared":
+            return prm.initial_values()
+        return given[self.bands.names[b]] if isinstance(given, dict) else given[:, b]
+
+    # ------------------------------------------------------------- plumbing
+    @property
+    def auto_parameters(self):
+        return self.ref.auto_parameters
+
+    def free_names(self) -> list[str]:
+        out = []
+        for prm in self.ref.free:
+            pname, slot = self.ref.uses[prm][0]
+            mode = self.modes[prm]
+            base = f"{pname}_{slot}"
+            out.extend([base] if mode == "shared" else [f"{base}_{b}" for b in self.bands.names] if mode == "free"
+                       else [f"{base}_cheb{k}" for k in range(mode + 1)])
+        return out
+
+    def gauge_directions(self, theta):  # no profile with a gauge slot takes bands (vectors are refused)
+        return None
+
+    def band_matrix(self, dtype, device) -> Tensor:
+        """(n_bands, Q, P): the constant maps from joint theta to each band's coordinates."""
+        return torch.as_tensor(self.A, dtype=dtype, device=device)
+
+    def scales(self) -> np.ndarray:
+        """(n_bands, Q): the factor from reference profile units to each band's, per free parameter."""
+        return np.stack([[self._scale(prm, b) for prm in self.ref.free] for b in range(len(self.bands))]) \
+            if self.ref.free else np.zeros((len(self.bands), 0))
+
+    def _scale(self, prm: Parameter, b: int) -> float:
+        role = self.ref.specs[prm].role
+        if role in (Role.POSITION, Role.LENGTH):
+            return self.bands.pix_scale[0] / self.bands.pix_scale[b]
+        return 1.0
+
+    def _axis(self, prm: Parameter) -> int | None:
+        """0 for an x position, 1 for a y position, None for anything else."""
+        if self.ref.specs[prm].role is not Role.POSITION:
+            return None
+        slot = self.ref.uses[prm][0][1]
+        return 1 if slot.endswith("y") else 0
+
+    def offsets(self, prm_list, shapes: list[list[tuple[int, int]]]) -> np.ndarray:
+        """(n_bands, B, len(prm_list)): each band's offset c_b - a_b c_ref per galaxy (positions only)."""
+        nb, n = len(self.bands), len(shapes[0])
+        out = np.zeros((nb, n, len(prm_list)))
+        for j, prm in enumerate(prm_list):
+            axis = self._axis(prm)
+            if axis is None:
+                continue
+            ref_centre = np.array([(s[1 - axis] + 1) / 2.0 for s in shapes[0]])
+            for b in range(nb):
+                centre = np.array([(s[1 - axis] + 1) / 2.0 for s in shapes[b]])
+                out[b, :, j] = centre - self._scale(prm, b) * ref_centre
+        return out
+
+    # ----------------------------------------------------------------- starts
+    def band_starts(self, prm: Parameter, positions: np.ndarray, estimates: list[list[dict]] | None) -> np.ndarray:
+        """(B, n_bands) starts of ``prm`` in reference profile units."""
+        n, nb = len(positions), len(self.bands)
+        if isinstance(prm, AutoStart):
+            if estimates is None:
+                return np.full((n, nb), np.nan)
+            per_band = prm.kind in _BAND_ESTIMATES and self.modes[prm] != "shared"
+            return np.array([[prm.start_from(estimates[b if per_band else 0][i]) for b in range(nb)]
+                             for i in range(n)], dtype=np.float64).reshape(n, nb)
+        units = self.ref.units[prm]
+        given = getattr(prm, "band_starts", None)
+        if given is None or self.modes[prm] == "shared":
+            vals = units.to_profile(prm.initial_values())
+            vals = vals[positions] if vals.shape[0] > 1 else np.broadcast_to(vals, (n,))
+            return np.repeat(np.asarray(vals, dtype=np.float64).reshape(n, 1), nb, axis=1)
+        # names and widths were checked when the model was built
+        cols = [given[b] for b in self.bands.names] if isinstance(given, dict) else [given[:, b] for b in range(nb)]
+        out = np.empty((n, nb))
+        for b, c in enumerate(cols):
+            c = units.to_profile(np.asarray(c, dtype=np.float64).reshape(-1))
+            out[:, b] = c[positions] if c.shape[0] > 1 else c[0]
+        return out
+
+    def start_theta(self, positions, estimates, dtype, device) -> Tensor:
+        """Joint theta (B, P) at the starts: band coordinates, Chebyshev coefficients by least squares."""
+        n = len(positions)
+        cols = []
+        for prm in self.ref.free:
+            v = torch.as_tensor(self.band_starts(prm, positions, estimates))
+            u = self.ref.transforms[prm].start_coordinate(v).double()  # (B, nb)
+            mode = self.modes[prm]
+            if mode == "shared":
+                cols.append(u[:, :1])
+            elif mode == "free":
+                cols.append(u)
+            else:
+                vander = torch.as_tensor(np.polynomial.chebyshev.chebvander(self.bands.mapped, mode))
+                cols.append(torch.linalg.lstsq(vander, u.T).solution.T)
+        if not cols:
+            return torch.zeros((n, 0), dtype=dtype, device=device)
+        return torch.cat(cols, dim=1).to(dtype=dtype, device=device)
+
+    def fixed_values(self, positions) -> dict[tuple[int, Parameter], np.ndarray]:
+        """``{(band, parameter): (B,)}`` of the fixed parameters, reference profile units."""
+        out = {}
+        for prm in self.ref.fixed:
+            v = self.band_starts(prm, np.asarray(positions), None)
+            for b in range(len(self.bands)):
+                out[(b, prm)] = v[:, b]
+        return out
+
+    # the names covariance_errors reads (it asks a model for the fixed values of rows)
+    def start_values(self, positions, estimates=None):
+        """The fixed values of rows ``positions`` (what :func:`covariance_errors` needs of a model)."""
+        return self.fixed_values(positions)
+
+    def fixed_tensors(self, values, dtype, device) -> dict:
+        return {k: torch.as_tensor(np.asarray(v, dtype=np.float64), dtype=dtype, device=device).reshape(-1, 1, 1)
+                for k, v in values.items()}
+
+    # -------------------------------------------------------------- reporting
+    def band_coordinates(self, theta: Tensor, b: int) -> Tensor:
+        """(B, Q): band b's fitting-space coordinates of the reference model's free parameters."""
+        return theta @ torch.as_tensor(self.A[b], dtype=theta.dtype, device=theta.device).T
+
+    def report(self, theta: Tensor, fixed: Mapping) -> dict[str, Tensor]:
+        """Every reported column (B,) at ``theta``: per-band values in reference user units, shared ones once."""
+        per_band = []
+        for b in range(len(self.bands)):
+            fx = {prm: fixed[(b, prm)] for prm in self.ref.fixed}
+            per_band.append(self.ref.report(self.ref.values(self.band_coordinates(theta, b), fx)))
+        out = {}
+        for col, (b, name, j) in zip(self.columns, self._report_source):
+            out[col.name] = per_band[b][name] if name is not None else theta[:, j]
+        return out
+
+    def report_jacobian(self, theta: Tensor, fixed: Mapping) -> tuple[dict[str, Tensor], Tensor]:
+        """Reported values and their derivatives (B, C, P) by theta (for the delta method)."""
+        names = [c.name for c in self.columns]
+
+        def one(th, fx):
+            rep = self.report(th[None], {k: t[None] for k, t in fx.items()})
+            return torch.stack([rep[n].reshape(-1)[0] for n in names])
+
+        jac = torch.func.vmap(torch.func.jacfwd(one), in_dims=(0, 0))(theta, dict(fixed))
+        with torch.no_grad():
+            rep = self.report(theta, fixed)
+        return rep, jac
+
+
+# ----------------------------------------------------------------- objective
