@@ -344,3 +344,44 @@ def test_usage_errors_exit_2(tmp_path, capsys):
     assert "missing.txt' does not exist" in capsys.readouterr().err
     (tmp_path / "empty.txt").write_text("# nothing\n")
     assert main(["galfit", f"@{tmp_path / 'empty.txt'}", "--output", str(tmp_path)]) == 2
+
+
+def test_galmoss_priors_ride_in_a_feedme_as_comments_galfit_skips(tmp_path):
+    """'# galmoss prior <comp> <param> normal <mu> <sigma> [space [lo hi]]' puts a gm.prior.Normal on that free
+    parameter; '# galmoss priors sourcextractor' switches the preset on; both are comments to GALFIT. A prior
+    on a fixed parameter, on a component the file lacks, or written wrongly is refused naming the line."""
+    from galmoss.galfit import FeedmeError
+    from galmoss.model import Model
+
+    from .helpers.galfit_mocks import sersic_block, sersic_feedme
+
+    comps = sersic_block(1, 30.0, 31.0, 17.0, 4.0, 2.0, 0.7, 20.0)
+    extra = ("# galmoss prior 1 re normal 1.2 0.3\n"
+             "#galmoss prior 1 n normal -1.0 0.5 logit 0.3 8   # logit-normal over [0.3, 8]\n"
+             "# galmoss priors sourcextractor\n")
+    path = tmp_path / "g.feedme"
+    path.write_text(sersic_feedme("g", image="g.fits", block="out.fits", comps=comps) + extra)
+    feedme = parse_feedme(path)
+    assert feedme.prior_preset == "sourcextractor" and [p.parameter for p in feedme.priors] == ["re", "n"]
+    profiles = build_profiles([feedme])
+    model = Model(profiles)
+    re_prior = next(t.prior for t in model.priors if t.label.endswith("eff_r"))
+    assert (float(re_prior.mu[0]), float(re_prior.sigma[0])) == (1.2, 0.3)
+    n_prior = next(t.prior for t in model.priors if t.label.endswith("ser_n"))
+    assert n_prior.space == "logit" and n_prior.bounds == (0.3, 8.0)
+    n_param = next(t.parameter for t in model.priors if t.label.endswith("ser_n"))
+    assert model.transforms[n_param].lower == pytest.approx(0.3)  # a logit prior's bounds are the fit's range
+    bad = {
+        "# galmoss prior 2 re normal 1 0.3\n": "names component 2",
+        "# galmoss prior 1 re normal 1 -0.3\n": "sigma > 0",
+        "# galmoss prior 1 re gauss 1 0.3\n": "normal <mu> <sigma>",
+        "# galmoss priors emc\n": "takes one of",
+    }
+    for line, match in bad.items():
+        path.write_text(sersic_feedme("g", image="g.fits", block="out.fits", comps=comps) + line)
+        with pytest.raises(FeedmeError, match=match):
+            parse_feedme(path)
+    fixed = sersic_block(1, 30.0, 31.0, 17.0, 4.0, 2.0, 0.7, 20.0).replace(" 4) 4.000 1", " 4) 4.000 0")
+    path.write_text(sersic_feedme("g", image="g.fits", block="out.fits", comps=fixed) + "# galmoss prior 1 re normal 1 0.3\n")
+    with pytest.raises(FeedmeError, match="not a free parameter"):
+        build_profiles([parse_feedme(path)])

@@ -183,3 +183,22 @@ def test_a_job_reaches_the_optimiser_and_renderer_settings(survey, tmp_path, cap
     assert loaded.options.iteration == 150 and loaded.options.lm_settings.ftol == 1e-7
     assert loaded.options.render_settings.radial_nodes == 96 and loaded.options.jacobian_chunk == 8
     assert main(["fit", str(job), "--dry-run"]) == 0
+
+
+def test_a_job_gives_a_parameter_a_prior_and_switches_the_preset_on(survey, tmp_path):
+    """[model.<name>] eff_r = { column = ..., prior = { mu, sigma } } is a gm.prior.Normal on that parameter;
+    [fit] priors = "sourcextractor" the preset; a prior without sigma, or with an unknown key, is refused naming it."""
+    from galmoss.pipeline.job import JobError, load_job
+
+    text = (survey / "job.toml").read_text().replace('catalog = "catalog.csv"', f'catalog = "{survey / "catalog.csv"}"')
+    job = tmp_path / "job.toml"
+    job.write_text(text.replace('eff_r = { column = "re" }', 'eff_r = { column = "re", prior = { mu = 1.5, sigma = 0.4 } }')
+                   .replace("iteration = 200", 'iteration = 200\npriors = "sourcextractor"'))
+    loaded = load_job(job)
+    prior = loaded.dataset.profiles["sersic"].eff_r.prior
+    assert (float(prior.mu[0]), float(prior.sigma[0]), prior.space) == (1.5, 0.4, "auto")
+    assert loaded.options.priors == "sourcextractor"
+    for bad, match in (("prior = { mu = 1.5 }", "needs mu and sigma"), ("prior = { mu = 1.5, sigma = 0.4, wide = 1 }", "wide")):
+        job.write_text(text.replace('eff_r = { column = "re" }', f'eff_r = {{ column = "re", {bad} }}'))
+        with pytest.raises(JobError, match=match):
+            load_job(job)

@@ -320,6 +320,8 @@ def build_profiles(
     if values is None and constraints is not None and constraints[0]:
         fourier_ranges = _fourier_ranges(first, table, constraints[0])
         _apply_constraints(params, feedmes, table, [[c for c in cons if not is_fourier(c.label)] for cons in constraints])
+    if values is None:
+        _apply_priors(params, first)
     out: dict[str, object] = {}
     for comp in first.components:
         kwargs = {SLOTS[comp.kind][label]: prm for (k, label), prm in params.items()
@@ -513,6 +515,25 @@ def _parameter(vals: np.ndarray, fit: bool, slot: str, zeropoint: float, spec=No
         if kwargs["value_range"] is not None:
             vals = inside(vals, *kwargs["value_range"])
     return Parameter(vals if vals.size > 1 else vals[0], fit=fit, **kwargs)
+
+
+def _apply_priors(params, feedme: Feedme) -> None:
+    """galmoss's ``# galmoss prior`` lines (feedme.py): a normal prior on each named free parameter.
+
+    The parameters here are galmoss's own (built from the feedmes), so the prior is set on them.
+    """
+    from ..params.priors import Normal
+    from .constraints import parameter_label
+
+    for line in feedme.priors:
+        comp = feedme.components[line.component - 1]
+        where = f"{feedme.path}, line {line.line}"
+        label = parameter_label(line.parameter, comp, where)
+        prm = params.get((comp.index, label))
+        if prm is None or not prm.fit or type(prm) is not Parameter:
+            raise FeedmeError(f"{where}: '# galmoss prior' on {line.parameter} of component {comp.index}, which is "
+                              "not a free parameter of its own (fixed, coupled by a constraint, or not read)")
+        prm.prior = Normal(line.mu, line.sigma, space=line.space, bounds=line.bounds)
 
 
 def _apply_constraints(params, feedmes, table, constraints) -> None:

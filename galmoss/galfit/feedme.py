@@ -117,6 +117,53 @@ class Component:
         return default if prm is None else prm.values[i]
 
 
+@dataclass(frozen=True)
+class PriorLine:
+    """One ``# galmoss prior`` line: a normal prior on a component's parameter (galmoss.params.priors.Normal)."""
+
+    component: int
+    parameter: str  # a constraint file's parameter name (re, n, q, mag, ...) or number
+    mu: float
+    sigma: float
+    space: str
+    bounds: tuple[float, float] | None
+    line: int
+
+
+_EXTENSION = re.compile(r"^\s*#\s*galmoss\s+(priors?)\b(.*)$", re.IGNORECASE)
+
+
+def _extension_lines(path: Path, text: str) -> tuple[list[PriorLine], str | None]:
+    """galmoss's comment lines (GALFIT skips them): priors on parameters, and a preset of priors."""
+    from ..params.priors import PRESETS, SPACES
+
+    priors, preset = [], None
+    for number, raw in enumerate(text.splitlines(), start=1):
+        m = _EXTENSION.match(raw)
+        if not m:
+            continue
+        words = m.group(2).split("#", 1)[0].split()
+        if m.group(1).lower() == "priors":
+            if len(words) != 1 or words[0].lower() not in PRESETS:
+                _fail(path, number, raw, f"'# galmoss priors <preset>' takes one of {', '.join(sorted(PRESETS))}")
+            preset = words[0].lower()
+            continue
+        usage = ("write '# galmoss prior <component> <parameter> normal <mu> <sigma> [<space> [<lo> <hi>]]', "
+                 f"space one of {', '.join(SPACES)}")
+        if len(words) not in (5, 6, 8) or words[2].lower() != "normal":
+            _fail(path, number, raw, usage)
+        try:
+            comp, mu, sigma = int(words[0]), float(words[3]), float(words[4])
+            bounds = (float(words[6]), float(words[7])) if len(words) == 8 else None
+        except ValueError:
+            _fail(path, number, raw, usage)
+        space = words[5].lower() if len(words) > 5 else "auto"
+        if space not in SPACES or not (math.isfinite(sigma) and sigma > 0) or not math.isfinite(mu):
+            _fail(path, number, raw, usage + "; sigma > 0")
+        priors.append(PriorLine(comp, words[1].lower(), mu, sigma, space, bounds, number))
+    return priors, preset
+
+
 @dataclass
 class Feedme:
     """A GALFIT input file, read.
@@ -141,6 +188,10 @@ class Feedme:
     mode: int
     components: list[Component]
     lines: dict[str, Line] = field(default_factory=dict)
+    #: galmoss's own extension, comment lines GALFIT skips: ``# galmoss prior <comp> <param> normal <mu> <sigma>
+    #: [<space> [<lo> <hi>]]`` and ``# galmoss priors <preset>`` (docs/galfit.md)
+    priors: list[PriorLine] = field(default_factory=list)
+    prior_preset: str | None = None
 
     def where(self, key: str) -> str:
         line = self.lines.get(key)
@@ -153,7 +204,9 @@ class Feedme:
             (c.kind, c.skip, tuple(sorted((k, tuple(p.fit)) for k, p in c.params.items())))
             for c in self.components
         )
-        return (comps, self.psf is not None, self.psf_sampling, self.constraints is not None, self.mode)
+        priors = tuple((p.component, p.parameter, p.space, p.bounds) for p in self.priors)
+        return (comps, self.psf is not None, self.psf_sampling, self.constraints is not None, self.mode, priors,
+                self.prior_preset)
 
 
 def _fail(path, number: int, text: str, why: str, cls=FeedmeError):
@@ -279,6 +332,11 @@ def parse_feedme(path: str | os.PathLike, *, base: str | os.PathLike | None = No
     feedme = _control(path, base, control, components)
     if not components:
         raise FeedmeError(f"{path}: the file has no component (no '0) <type>' line): there is nothing to fit")
+    feedme.priors, feedme.prior_preset = _extension_lines(path, text)
+    for prior in feedme.priors:
+        if not 1 <= prior.component <= len(components):
+            raise FeedmeError(f"{path}, line {prior.line}: '# galmoss prior' names component {prior.component}, but "
+                              f"the file has {len(components)}")
     return feedme
 
 

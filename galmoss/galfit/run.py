@@ -434,7 +434,7 @@ def _run_group(g, gals: list[GalaxyInput], rows: list[dict], batch_size, iterati
         )
         dataset.define_profiles(**profiles)
         fitting = Fitting(dataset=dataset, batch_size=batch_size, iteration=iteration, device=device, progress=False,
-                          render_settings=settings(first))
+                          render_settings=settings(first), priors=first.prior_preset)
         fitting.fit()
         fitted = fitting.uncertainty("covar_mat")
     for i, (gal, row) in enumerate(zip(gals, rows)):

@@ -74,6 +74,8 @@ KEYS: tuple[Key, ...] = (
     Key("parameter", "angle", "false", "a position angle in degrees (wrapped)"),
     Key("parameter", "M0", "", "magnitude zero point of a mag parameter", "22.5"),
     Key("parameter", "pix_scale", "", "arcsec per pixel: the parameter is in arcsec", "0.396"),
+    Key("parameter", "prior", "", "a normal prior on the value (docs/priors.md): mu, sigma, and optionally space "
+        '("ln", "logit", ...) and bounds', "{ mu = 1.0, sigma = 0.4 }"),
     Key("parameter", "step_length", "", "scales this parameter's Adam step (GalMOSS 2's keyword; LM needs none)", "0.01"),
     Key("fit", "batch_size", "64", "galaxies fitted together"),
     Key("fit", "iteration", "200", "iteration limit per galaxy"),

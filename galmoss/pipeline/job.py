@@ -73,7 +73,10 @@ _DATA_KEYS = {"catalog", "galaxy_index", "image", "sigma", "psf", "mask", "mask_
 JOB_ONLY_FIT_KEYS = {"uncertainty", "n_resample", "seed"}
 _FIT_KEYS = (set(RunOptions.fields()) - {"progress"}) | JOB_ONLY_FIT_KEYS
 _OUTPUT_KEYS = {"folder", "image_blocks"}
-_PARAM_KEYS = {"column", "value", "share", "fit", "value_range", "log", "angle", "M0", "pix_scale", "step_length"}
+_PARAM_KEYS = {"column", "value", "share", "fit", "value_range", "log", "angle", "M0", "pix_scale", "step_length",
+               "prior"}
+#: the keys of a parameter's ``prior = { ... }`` table (gm.prior.Normal's arguments)
+_PRIOR_KEYS = {"mu", "sigma", "space", "bounds"}
 _P_KEYWORDS = {"fit": bool, "log": bool, "angle": bool, "M0": (int, float), "pix_scale": (int, float),
                "step_length": (int, float)}
 
@@ -335,6 +338,22 @@ def _slots_of(cls) -> list[str] | None:
     return list(specs) if isinstance(specs, dict) and specs else None
 
 
+def _prior(table, key: str, path: Path):
+    """``prior = { mu = ..., sigma = ..., space = "ln", bounds = [lo, hi] }``: a gm.prior.Normal."""
+    from ..params.priors import Normal
+
+    if not isinstance(table, dict):
+        raise JobError(f"{path}: {key} must be a table, e.g. {key} = {{ mu = 1.0, sigma = 0.4 }}")
+    _unknown(table, _PRIOR_KEYS, key, path)
+    if "mu" not in table or "sigma" not in table:
+        raise JobError(f"{path}: {key} needs mu and sigma, e.g. {key} = {{ mu = 1.0, sigma = 0.4 }}")
+    try:
+        return Normal(table["mu"], table["sigma"], space=table.get("space", "auto"),
+                      bounds=tuple(table["bounds"]) if "bounds" in table else None)
+    except (TypeError, ValueError) as exc:
+        raise JobError(f"{path}: {key}: {exc}") from None
+
+
 def _parameter(value, key: str, catalog, n: int, path: Path):
     from ..params import p as gm_p
 
@@ -360,6 +379,8 @@ def _parameter(value, key: str, catalog, n: int, path: Path):
                                                                 for x in rng)):
             raise JobError(f"{path}: {key}.value_range = {rng!r} must be [low, high]")
         options["value_range"] = tuple(float(x) for x in rng)
+    if "prior" in value:
+        options["prior"] = _prior(value["prior"], f"{key}.prior", path)
     if "column" in value:
         column = _expect(value["column"], str, f"{key}.column", path, "a column name")
         if catalog is None or column not in catalog.colnames:
