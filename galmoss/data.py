@@ -15,10 +15,12 @@ argument types, lists of different lengths) raise at once.
 
 Masks (design.md): ``mask_index`` names the value in the mask image that marks
 the galaxy being fitted; pixels with any other non-zero value are excluded, zero
-pixels (sky) are kept. Without ``mask_index``, a mask of several integer labels is
-a segmentation map: the label under the galaxy's start position (the cutout centre
-when none) is the galaxy and is kept, the others are excluded; a mask with one
-non-zero value marks bad pixels, all excluded. A mask that covers the galaxy's
+pixels (sky) are kept. Without ``mask_index``, an integer mask is a segmentation
+map: the label under the galaxy's start position (the cutout centre when none) is
+the galaxy and is kept, the others are excluded (a mask of one label that lies under
+the galaxy is its own segment, as GalMOSS 2 read masks); a mask whose labels all lie
+off the galaxy marks bad pixels, all excluded; ``mask_index=0`` excludes every
+non-zero pixel. A mask that covers the galaxy's
 centre or most of its light flags it ``target_masked``. Non-finite image or sigma
 pixels and sigma <= 0 are always excluded and counted.
 
@@ -160,9 +162,10 @@ class Dataset:
     mask_index
         Value in the mask marking the fitted galaxy (other non-zero values are
         masked; zero is sky and kept). A single value or one per galaxy. None:
-        a segmentation map (several integer labels) keeps the label under the
-        galaxy's start position (the cutout centre when none); a mask with one
-        non-zero value masks all of it.
+        an integer mask is a segmentation map and keeps the label under the
+        galaxy's start position (the cutout centre when none), masking the
+        others; a mask with no label under the galaxy masks all of it (bad
+        pixels); ``mask_index=0`` masks every non-zero pixel.
     img_block_path
         Folder for image blocks (``<galaxy_index>.fits``: data, model, residual and
         components), written after the fit. None: none written.
@@ -949,11 +952,20 @@ def _mask_pixels(mask: np.ndarray, target, start_xy) -> tuple[np.ndarray, str]:
     if target is not None:
         return nonzero & (mask != target), ""
     labels = np.unique(mask[nonzero & np.isfinite(mask)])
-    if labels.size < 2 or not np.all(labels == np.round(labels)):
+    if labels.size == 0 or not np.all(labels == np.round(labels)):
         return nonzero, ""
     row, col = _centre_pixel(mask.shape, start_xy)
     label = mask[row, col]
     where = f"({col + 1}, {row + 1})"
+    if labels.size == 1:
+        # one label: under the galaxy it is the galaxy's own segment (a segmentation map of one source, as
+        # GalMOSS 2 read masks: the talk's own masks are so); elsewhere (or 255, an image's "on") bad pixels
+        if label != labels[0] or label == 255:
+            return nonzero, ""
+        return np.zeros_like(nonzero), (f"mask read as a segmentation map: its one label {label:g} lies under the "
+                                        f"galaxy's position {where} and was kept as the galaxy (as GalMOSS 2 read "
+                                        "masks); if it marks bad pixels, give mask_index=0 to exclude every non-zero "
+                                        "pixel")
     shown = ", ".join(f"{v:g}" for v in labels[:8]) + (", ..." if labels.size > 8 else "")
     if not np.isfinite(label) or label == 0:
         return nonzero, (f"segmentation map (labels {shown}) with sky under the galaxy's position {where}: "

@@ -66,16 +66,19 @@ def test_segmentation_map_without_mask_index_keeps_the_target_label(tmp_path):
 
 
 def test_binary_mask_over_the_centre_is_flagged(tmp_path):
-    """A 0/1 mask whose 1s cover the galaxy: flagged target_masked with a message; a mask off the galaxy is not."""
+    """A mask whose bad pixels cover the galaxy (mask_index=0: every non-zero pixel is bad): flagged target_masked
+    with a message; a mask off the galaxy is not; the same 0/1 mask without mask_index, its 1s under the galaxy, is
+    the galaxy's segment (as GalMOSS 2 and the talk's masks read): kept, no flag, a message says how it was read."""
     image, sigma, psf, seg = _scene(1, seed=3)
-    over = (seg > 0).astype(np.int16)  # every source's pixels, the target's included: a bad-pixel reading
-    off = (seg == 3).astype(np.int16)  # the neighbour only
-    ring = np.zeros(SHAPE, dtype=np.int16)  # most of the light, the centre pixel left free
+    over = seg > 0  # every source's pixels, the target's included: bad pixels
+    off = seg == 3  # the neighbour only
+    ring = np.zeros(SHAPE, dtype=bool)  # most of the light, the centre pixel left free
     yy, xx = np.indices(SHAPE)
     r = np.hypot(xx + 1 - TRUTH["cx"], yy + 1 - TRUTH["cy"])
-    ring[(r > 1.0) & (r < 12.0)] = 1
-    dataset = gm.Dataset.from_arrays(np.array([image] * 3), np.array([sigma] * 3), psf, np.array([over, off, ring]),
-                                     galaxy_index=["over", "off", "ring"])
+    ring[(r > 1.0) & (r < 12.0)] = True
+    dataset = gm.Dataset.from_arrays(np.array([image] * 3), np.array([sigma] * 3), psf,
+                                     np.array([over, off, ring]).astype(np.int16), galaxy_index=["over", "off", "ring"],
+                                     mask_index=0)
     over_gal, off_gal, ring_gal = (dataset.load(i) for i in range(3))
     assert over_gal.flags & Flag.target_masked and "centre pixel" in " ".join(over_gal.messages)
     assert "mask_index" in " ".join(over_gal.messages)
@@ -83,3 +86,10 @@ def test_binary_mask_over_the_centre_is_flagged(tmp_path):
     assert ring_gal.flags & Flag.target_masked and "most of the galaxy's light" in " ".join(ring_gal.messages)
     # the flagged galaxy is still fitted with what is left (a saturated core may be masked on purpose)
     assert over_gal.usable
+    # the galaxy's own segment as 0/1 integers without mask_index: kept; with mask_index=0: every non-zero pixel bad
+    own = (seg == seg[int(TRUTH["cy"]) - 1, int(TRUTH["cx"]) - 1]).astype(np.int16)
+    kept = gm.Dataset.from_arrays(image[None], sigma[None], psf, own[None]).load(0)
+    assert not kept.flags & Flag.target_masked and "one label 1" in " ".join(kept.messages)
+    assert kept.weight[own > 0].min() > 0
+    bad = gm.Dataset.from_arrays(image[None], sigma[None], psf, own[None], mask_index=0).load(0)
+    assert bad.flags & Flag.target_masked and bad.weight[own > 0].max() == 0
