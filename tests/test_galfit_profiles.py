@@ -474,6 +474,13 @@ def test_bent_mock_fitted_back_and_written_in_galfit_s_lines(tmp_path):
     assert float(header["1_B2"].split()[0]) == pytest.approx(row["1_B2"], abs=1e-4)
     comp = parse_feedme(row["restart"]).components[0]
     assert comp.params["B3"].values[0] == pytest.approx(row["1_B3"], abs=1e-4) and comp.params["B3"].fit == [True]
+    # fit.log: the modes on a comment line (GALFIT's own layout for them is not public), after the component's lines
+    log = (tmp_path / "run" / "fit.log").read_text()
+    bending = next(line for line in log.splitlines() if line.startswith("#  bending"))
+    import re
+
+    logged = {m.group(1): float(m.group(2)) for m in re.finditer(r"(B\d) = ([-0-9.]+) \+/- ", bending)}
+    assert logged["B2"] == pytest.approx(row["1_B2"], abs=0.006) and logged["B3"] == pytest.approx(row["1_B3"], abs=0.006)
 
 
 def test_constraints_name_the_nuker_s_slopes(tmp_path):

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from .convert import (HEADER_KEYS, SLOTS, TRUNCATION_LABELS, bending_lines, component_labels, is_fourier, ordered_labels,
+from .convert import (HEADER_KEYS, SLOTS, TRUNCATION_LABELS, bending_labels, bending_lines, component_labels, is_fourier, ordered_labels,
                       truncation_lines)
 from .feedme import COMPONENT_PARAMETERS, TRUNCATION_LINES, Feedme, fourier_modes
 
@@ -279,7 +279,7 @@ def format_feedme(
         "# INITIAL FITTING PARAMETERS",
         "#",
         "#   For component type, the allowed functions are:",
-        "#       sersic, expdisk, devauc, king, psf, gaussian, moffat, ferrer, and sky.",
+        "#       sersic, expdisk, devauc, king, psf, gaussian, moffat, ferrer, nuker, edgedisk, and sky.",
         "#",
         "# -----------------------------------------------------------------------------",
         "#   par)    par value(s)    fit toggle(s)    # parameter description",
@@ -391,6 +391,12 @@ def fit_log_entry(
                 f"({m}: {cell(f'F{m}'):>7s}, {cell(f'F{m}PA'):>9s})" for m in modes))
             out.append("             " + "   ".join(
                 f"({'':{len(str(m))}s}  {cell(f'F{m}', True):>7s}, {cell(f'F{m}PA', True):>9s})" for m in modes))
+        # bending modes and truncation: GALFIT's fit.log layout for them is not public, so they are comment
+        # lines (which fit.log readers skip), value and error together
+        extra = [lab for lab in bending_labels(comp) + list(TRUNCATION_LABELS) if (k, lab) in values]
+        if extra:
+            out.append("#  " + ("bending " if extra[0].startswith("B") else "truncation") + ": " + ", ".join(
+                f"{lab} = {cell(lab)} +/- {cell(lab, True)}" for lab in extra))
     chi2nu = chi2 / ndof if ndof > 0 else math.nan
     out += [f" Chi^2 = {chi2:.5f},  ndof = {ndof}", f" Chi^2/nu = {chi2nu:.3f}"]
     if message:
