@@ -158,7 +158,7 @@ class Fitting:
     ) -> None:
         from ..fitting.likelihoods import get_likelihood
 
-        from ..multiband_data import MultiBandDataset
+        from ..data.multiband import MultiBandDataset
 
         if not isinstance(dataset, (Dataset, MultiBandDataset)):
             raise TypeError(f"Fitting: dataset must be a gm.Dataset, got {type(dataset).__name__}")

@@ -1,6 +1,6 @@
 """The run of a multi-band dataset: read every band, batch by cutout shapes, fit jointly, build the table.
 
-``gm.Fitting`` hands a :class:`~galmoss.multiband_data.MultiBandDataset` here.
+``gm.Fitting`` hands a :class:`~galmoss.data.multiband.MultiBandDataset` here.
 Galaxies are grouped by the tuple of their cutout shapes in every band (no
 padding), each group is fitted by
 :func:`~galmoss.fitting.multiband.fit_multiband_batch` behind the same kind of

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import Dataset, GalaxyData, _as_names, _check_unique
-from .errors import ConfigError
-from .fitting.multiband import Bands, band_dict, make_bands
-from .flags import Flag
+from .dataset import Dataset, GalaxyData, _as_names, _check_unique
+from ..errors import ConfigError
+from ..fitting.bands import Bands, band_dict, make_bands
+from ..flags import Flag
 
 __all__ = ["MultiBandDataset", "is_multiband"]
 

@@ -50,9 +50,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
-from .flags import Flag
-from .profiles.base import LightProfile, check_slots
+from ..errors import DataError
+from ..flags import Flag
+from ..profiles.base import LightProfile, check_slots
 
 PathLike = str | os.PathLike
 
@@ -206,7 +206,7 @@ class Dataset:
         per-galaxy paths as dicts ``{band: paths}``, ``wavelength={band:
         wavelength}`` (the first band is the reference frame) and
         ``pix_scale={band: arcsec per pixel}``; the call returns a
-        :class:`~galmoss.multiband_data.MultiBandDataset`.
+        :class:`~galmoss.data.multiband.MultiBandDataset`.
 
     Notes
     -----
@@ -217,7 +217,7 @@ class Dataset:
     def __new__(cls, *args, **kwargs):
         # per-band inputs (dicts by band name, with wavelength and pix_scale) make a multi-band dataset
         if cls is Dataset and kwargs.get("_pixels", "files") == "files":
-            from .multiband_data import MultiBandDataset, is_multiband
+            from .multiband import MultiBandDataset, is_multiband
 
             if is_multiband(args, kwargs):
                 return MultiBandDataset(*args, **kwargs)
@@ -277,7 +277,7 @@ class Dataset:
         self.regions = _regions(region, n, self.names)
         self.auto_mask = bool(auto_mask)
         if self.auto_mask:
-            from .auto.segment import photutils_or_raise
+            from ..auto.segment import photutils_or_raise
 
             photutils_or_raise()  # at construction, not galaxy by galaxy
         self.neighbours, self.max_neighbours = _neighbour_options(neighbours, max_neighbours, self.auto_mask)
@@ -345,7 +345,7 @@ class Dataset:
             Several bands (docs/multiband.md): every array argument a dict
             ``{band: arrays}``, ``wavelength`` ``{band: wavelength}`` (the first
             band is the reference frame) and ``pix_scale`` ``{band: arcsec per
-            pixel}``; returns a :class:`~galmoss.multiband_data.MultiBandDataset`.
+            pixel}``; returns a :class:`~galmoss.data.multiband.MultiBandDataset`.
 
         Notes
         -----
@@ -354,7 +354,7 @@ class Dataset:
         doubled in memory up front.
         """
         if isinstance(images, dict) or wavelength is not None:
-            from .multiband_data import MultiBandDataset
+            from .multiband import MultiBandDataset
 
             return MultiBandDataset.from_arrays(
                 images, sigmas, psfs, masks, galaxy_index, wavelength=wavelength, pix_scale=pix_scale,
@@ -412,8 +412,8 @@ class Dataset:
         The CATALOG table is kept as :attr:`catalog` (start values for ``gm.p``:
         ``gm.p(dataset.catalog["re"])``).
         """
-        from .io.catalog import text_column
-        from .io.imageset import ImageSet
+        from ..io.catalog import text_column
+        from ..io.imageset import ImageSet
 
         image_set = ImageSet(path)
         catalog = image_set.catalog()
@@ -490,7 +490,7 @@ class Dataset:
         KeyError
             If a named column is missing (the message lists the columns there are).
         """
-        from .io.catalog import number_column, read_catalog, text_column
+        from ..io.catalog import number_column, read_catalog, text_column
 
         table, folder = read_catalog(catalog, text_columns=[c for c in (galaxy_index, image, sigma, psf, mask) if c])
         base = Path(base_path) if base_path is not None else folder
@@ -600,7 +600,7 @@ class Dataset:
             sigma = None if sigma is None else sigma[cut]
             mask = None if mask is None else mask[cut]
         if psf is None and self.psf_fwhm[position] is not None:
-            from .auto.psf import psf_from_fwhm
+            from ..auto.psf import psf_from_fwhm
 
             psf = psf_from_fwhm(self.psf_fwhm[position], kind=self.psf_kind, beta=self.psf_beta)[0]
             gal.messages.append(f"PSF: a {self.psf_kind} of FWHM {self.psf_fwhm[position]:g} px (psf_fwhm)")
@@ -650,12 +650,12 @@ class Dataset:
                     "If the mask's non-zero pixels mark this galaxy (a segmentation map), give mask_index=<its label>"
                 )
         if self.auto_mask:
-            from .auto.segment import auto_mask
+            from ..auto.segment import auto_mask
 
             fit_them = self.neighbours == "fit"
             psf_r_half = None
             if fit_them and psf is not None:
-                from .auto.segment import psf_half_light_radius
+                from ..auto.segment import psf_half_light_radius
 
                 psf_r_half = psf_half_light_radius(psf)
             found = auto_mask(image, weight, sigma, start_xy=self._start_xy(position),
@@ -746,7 +746,7 @@ class Dataset:
         path = getattr(self, f"{what}_paths")[position]
         if path is None:
             return None, None
-        from .io.fits import read_image, read_image_with_header
+        from ..io.fits import read_image, read_image_with_header
 
         hdu = self.hdus.get(what)
         if what == "image":
