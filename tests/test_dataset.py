@@ -218,3 +218,33 @@ def test_a_galaxy_whose_fit_raises_is_flagged_and_the_batch_survives():
     assert res["flag"][2] & Flag.fit_error and "level beyond" in res["message"][2] and np.isnan(res["flat_level"][2])
     np.testing.assert_allclose(np.asarray(res["flat_level"])[[0, 1, 3]], [1.0, 2.0, 4.0], atol=0.05)
     assert not np.any(np.asarray(res["flag"])[[0, 1, 3]] & Flag.fit_error)
+
+
+def test_every_constructor_takes_the_same_dataset_options_checked_in_one_place(tmp_path):
+    """DataOptions: from_arrays, from_image_set and from_catalog take every option gm.Dataset takes (region, psf_kind,
+    psf_beta included), check them the same way, and name an unknown keyword with the options there are."""
+    from astropy.io import fits
+    from astropy.table import Table
+
+    from galmoss.data.dataset import DataOptions
+
+    images = np.ones((2, 20, 20))
+    path = tmp_path / "set.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(images, name="IMAGE")]).writeto(path)
+    for i in range(2):
+        fits.writeto(tmp_path / f"g{i}.fits", images[i])
+    Table({"galaxy_index": ["a", "b"], "image": ["g0.fits", "g1.fits"]}).write(tmp_path / "cat.csv")
+    options = dict(region=(3, 18, 2, 19), psf_fwhm=2.0, psf_kind="gaussian", psf_beta=2.5, gain=4.0)
+    made = [gm.Dataset.from_arrays(images, **options), gm.Dataset.from_image_set(path, **options),
+            gm.Dataset.from_catalog(tmp_path / "cat.csv", **options),
+            gm.Dataset(["a", "b"], [str(tmp_path / "g0.fits"), str(tmp_path / "g1.fits")], **options)]
+    for ds in made:
+        assert ds.options == DataOptions(**options)
+        assert ds.regions[1] == (3, 18, 2, 19) and ds.psf_kind == "gaussian" and ds.gain == 4.0
+    for make in (lambda: gm.Dataset.from_arrays(images, psf_kind="airy"),
+                 lambda: gm.Dataset.from_image_set(path, psf_kind="airy"),
+                 lambda: gm.Dataset.from_catalog(tmp_path / "cat.csv", psf_kind="airy")):
+        with pytest.raises(ValueError, match="psf_kind='airy'"):
+            make()
+    with pytest.raises(TypeError, match="unknown keyword\\(s\\) mask_idx; the dataset options are mask_index"):
+        gm.Dataset.from_arrays(images, mask_idx=1)

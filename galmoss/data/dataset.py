@@ -43,6 +43,7 @@ larger image.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -55,6 +56,56 @@ from ..flags import Flag
 from ..profiles.base import LightProfile, check_slots
 
 PathLike = str | os.PathLike
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """How a dataset reads its galaxies: the options every ``Dataset`` constructor takes, checked once.
+
+    ``gm.Dataset(...)``, ``Dataset.from_arrays``, ``from_image_set`` and
+    ``from_catalog`` all take these keywords by name (see :class:`Dataset`);
+    per-galaxy values (``mask_index``, ``region``, ``psf_fwhm``: one or one per
+    galaxy) are expanded when the dataset knows its galaxies.
+    """
+
+    mask_index: object = None
+    img_block_path: PathLike | None = None
+    result_path: PathLike | None = None
+    gain: float | None = None
+    region: object = None
+    auto_mask: bool = False
+    psf_fwhm: object = None
+    psf_kind: str = "moffat"
+    psf_beta: float = 3.5
+    neighbours: str = "mask"
+    max_neighbours: int = 3
+
+    def __post_init__(self) -> None:
+        for arg in ("img_block_path", "result_path"):
+            value = getattr(self, arg)
+            if value is not None and not isinstance(value, (str, os.PathLike)):
+                raise TypeError(f"Dataset: {arg}={value!r} ({type(value).__name__}) is not a folder path; give a str "
+                                "or pathlib.Path")
+        _check_gain(self.gain)
+        if self.psf_kind not in ("moffat", "gaussian"):
+            raise ValueError(f"Dataset: psf_kind={self.psf_kind!r}; give 'moffat' or 'gaussian'")
+        if isinstance(self.psf_beta, bool) or not isinstance(self.psf_beta, (int, float)) or not self.psf_beta > 1:
+            raise ValueError(f"Dataset: psf_beta={self.psf_beta!r}; a Moffat needs a number > 1 (finite flux)")
+        _neighbour_options(self.neighbours, self.max_neighbours, bool(self.auto_mask))
+
+    @classmethod
+    def names(cls) -> list[str]:
+        """The option keywords."""
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def pick(cls, options: dict, owner: str) -> dict:
+        """``options`` checked by name: an unknown keyword is a TypeError naming it and the ones there are."""
+        unknown = sorted(set(options) - set(cls.names()))
+        if unknown:
+            raise TypeError(f"{owner}: unknown keyword(s) {', '.join(unknown)}; the dataset options are "
+                            f"{', '.join(cls.names())}")
+        return dict(options)
 
 
 @dataclass
@@ -265,24 +316,26 @@ class Dataset:
         self.sigma_paths = _as_list(sigma_path, "sigma_path", n)
         self.psf_paths = _as_list(psf_path, "psf_path", n)
         self.mask_paths = _as_list(mask_path, "mask_path", n)
-        self.mask_index = self._mask_index(mask_index, n)
+        #: the options, checked in one place (:class:`DataOptions`)
+        self.options = options = DataOptions(
+            mask_index=mask_index, img_block_path=img_block_path, result_path=result_path, gain=gain, region=region,
+            auto_mask=auto_mask, psf_fwhm=psf_fwhm, psf_kind=psf_kind, psf_beta=psf_beta, neighbours=neighbours,
+            max_neighbours=max_neighbours)
+        self.mask_index = self._mask_index(options.mask_index, n)
         self.hdus = {"image": image_hdu, "sigma": sigma_hdu, "psf": psf_hdu, "mask": mask_hdu}
-        for arg, value in (("img_block_path", img_block_path), ("result_path", result_path)):
-            if value is not None and not isinstance(value, (str, os.PathLike)):
-                raise TypeError(f"Dataset: {arg}={value!r} ({type(value).__name__}) is not a folder path; give a str "
-                                "or pathlib.Path")
-        self.img_block_path = None if img_block_path is None else Path(img_block_path)
-        self.result_path = None if result_path is None else Path(result_path)
-        self.gain = _check_gain(gain)
-        self.regions = _regions(region, n, self.names)
-        self.auto_mask = bool(auto_mask)
+        self.img_block_path = None if options.img_block_path is None else Path(options.img_block_path)
+        self.result_path = None if options.result_path is None else Path(options.result_path)
+        self.gain = _check_gain(options.gain)
+        self.regions = _regions(options.region, n, self.names)
+        self.auto_mask = bool(options.auto_mask)
         if self.auto_mask:
             from ..auto.segment import photutils_or_raise
 
             photutils_or_raise()  # at construction, not galaxy by galaxy
-        self.neighbours, self.max_neighbours = _neighbour_options(neighbours, max_neighbours, self.auto_mask)
-        self.psf_fwhm = _psf_fwhm(psf_fwhm, n)
-        self.psf_kind, self.psf_beta = psf_kind, float(psf_beta)
+        self.neighbours, self.max_neighbours = _neighbour_options(options.neighbours, options.max_neighbours,
+                                                                  self.auto_mask)
+        self.psf_fwhm = _psf_fwhm(options.psf_fwhm, n)
+        self.psf_kind, self.psf_beta = options.psf_kind, float(options.psf_beta)
         self._arrays: dict[str, Sequence | None] | None = None
         self._image_set = None
         #: the catalogue the galaxies came from (image-set CATALOG, catalogue file), or None
@@ -313,18 +366,9 @@ class Dataset:
         masks=None,
         galaxy_index=None,
         *,
-        mask_index=None,
-        img_block_path: PathLike | None = None,
-        result_path: PathLike | None = None,
-        gain: float | None = None,
-        auto_mask: bool = False,
-        psf_fwhm=None,
-        psf_kind: str = "moffat",
-        psf_beta: float = 3.5,
-        neighbours: str = "mask",
-        max_neighbours: int = 3,
         wavelength=None,
         pix_scale=None,
+        **options,
     ) -> "Dataset":
         """A dataset from numpy arrays or torch tensors.
 
@@ -338,8 +382,11 @@ class Dataset:
             (h, w) for all galaxies, (N, h, w), or a list of (h_i, w_i).
         galaxy_index
             Names (default ``"0"``, ``"1"``, ...).
-        auto_mask, psf_fwhm, psf_kind, psf_beta, neighbours, max_neighbours
-            As for :class:`Dataset`.
+        **options
+            The dataset options (:class:`DataOptions`, as for :class:`Dataset`):
+            ``mask_index``, ``img_block_path``, ``result_path``, ``gain``,
+            ``region``, ``auto_mask``, ``psf_fwhm``, ``psf_kind``, ``psf_beta``,
+            ``neighbours``, ``max_neighbours``.
 
         wavelength, pix_scale
             Several bands (docs/multiband.md): every array argument a dict
@@ -358,15 +405,13 @@ class Dataset:
 
             return MultiBandDataset.from_arrays(
                 images, sigmas, psfs, masks, galaxy_index, wavelength=wavelength, pix_scale=pix_scale,
-                mask_index=mask_index, img_block_path=img_block_path, result_path=result_path, gain=gain,
-                auto_mask=auto_mask, psf_fwhm=psf_fwhm, neighbours=neighbours,
+                **DataOptions.pick(options, "Dataset.from_arrays"),
             )
+        options = DataOptions.pick(options, "Dataset.from_arrays")
         imgs = _array_list(images, "images")
         n = len(imgs)
         names = [str(i) for i in range(n)] if galaxy_index is None else _as_names(galaxy_index, n)
-        obj = cls(names, None, mask_index=mask_index, img_block_path=img_block_path, result_path=result_path, gain=gain,
-                  auto_mask=auto_mask, psf_fwhm=psf_fwhm, psf_kind=psf_kind, psf_beta=psf_beta,
-                  neighbours=neighbours, max_neighbours=max_neighbours, _pixels="arrays")
+        obj = cls(names, None, **options, _pixels="arrays")
         shared_psf = psfs is not None and not isinstance(psfs, (list, tuple)) and np.ndim(psfs) == 2
         obj._arrays = {
             "image": imgs,
@@ -381,15 +426,7 @@ class Dataset:
         cls,
         path: PathLike,
         galaxy_index=None,
-        *,
-        mask_index=None,
-        img_block_path: PathLike | None = None,
-        result_path: PathLike | None = None,
-        gain: float | None = None,
-        auto_mask: bool = False,
-        psf_fwhm=None,
-        neighbours: str = "mask",
-        max_neighbours: int = 3,
+        **options,
     ) -> "Dataset":
         """A dataset from one image-set file (the seed's "image sets (image, sigma, psf)").
 
@@ -404,8 +441,8 @@ class Dataset:
         galaxy_index
             Names of the N galaxies; default: the CATALOG's ``galaxy_index`` column
             when there is one, else ``"0"``, ``"1"``, ...
-        mask_index, img_block_path, result_path, gain, auto_mask, psf_fwhm, neighbours, max_neighbours
-            As for :class:`Dataset`.
+        **options
+            The dataset options (:class:`DataOptions`, as for :class:`Dataset`).
 
         Notes
         -----
@@ -415,6 +452,7 @@ class Dataset:
         from ..io.catalog import text_column
         from ..io.imageset import ImageSet
 
+        options = DataOptions.pick(options, "Dataset.from_image_set")
         image_set = ImageSet(path)
         catalog = image_set.catalog()
         if catalog is not None and len(catalog) != image_set.n:
@@ -439,9 +477,7 @@ class Dataset:
                 names = [str(i) for i in range(image_set.n)]
         else:
             names = _as_names(galaxy_index, image_set.n)
-        obj = cls(names, None, mask_index=mask_index, img_block_path=img_block_path, result_path=result_path, gain=gain,
-                  auto_mask=auto_mask, psf_fwhm=psf_fwhm, neighbours=neighbours,
-                  max_neighbours=max_neighbours, _pixels="image_set")
+        obj = cls(names, None, **options, _pixels="image_set")
         obj._image_set = image_set
         obj.catalog = catalog
         return obj
@@ -456,15 +492,8 @@ class Dataset:
         sigma: str | None = None,
         psf: str | None = None,
         mask: str | None = None,
-        mask_index: str | int | None = None,
-        img_block_path: PathLike | None = None,
-        result_path: PathLike | None = None,
-        gain: float | None = None,
         base_path: PathLike | None = None,
-        auto_mask: bool = False,
-        psf_fwhm=None,
-        neighbours: str = "mask",
-        max_neighbours: int = 3,
+        **options,
     ) -> "Dataset":
         """A dataset from a catalogue table: one row per galaxy naming its files.
 
@@ -477,13 +506,11 @@ class Dataset:
             file paths (None: not given). Relative paths are relative to
             ``base_path`` (default: the catalogue file's folder, or the current
             folder for a Table).
-        mask_index
-            A column name (the galaxy's value in its mask, per row) or one number.
-        img_block_path, result_path, gain, auto_mask, neighbours, max_neighbours
-            As for :class:`Dataset`.
-        psf_fwhm
-            A column name (one FWHM in pixels per row) or one number: a PSF made from
-            the FWHM for galaxies without a PSF file (see :class:`Dataset`).
+        **options
+            The dataset options (:class:`DataOptions`, as for :class:`Dataset`);
+            here ``mask_index`` may be a column name (the galaxy's value in its
+            mask, per row) and ``psf_fwhm`` a column name (one FWHM in pixels per
+            row, for galaxies without a PSF file).
 
         Raises
         ------
@@ -492,6 +519,8 @@ class Dataset:
         """
         from ..io.catalog import number_column, read_catalog, text_column
 
+        options = DataOptions.pick(options, "Dataset.from_catalog")
+        mask_index, psf_fwhm = options.get("mask_index"), options.get("psf_fwhm")
         table, folder = read_catalog(catalog, text_columns=[c for c in (galaxy_index, image, sigma, psf, mask) if c])
         base = Path(base_path) if base_path is not None else folder
 
@@ -516,10 +545,9 @@ class Dataset:
                           for v in number_column(table, mask_index, "mask_index", optional=True).tolist()]
         if isinstance(psf_fwhm, str):
             psf_fwhm = number_column(table, psf_fwhm, "psf_fwhm", optional=True)  # NaN: the galaxy has a PSF file
+        options.update(mask_index=mask_index, psf_fwhm=psf_fwhm)
         obj = cls(names, images, sigma_path=paths(sigma, "sigma"), psf_path=paths(psf, "psf"),
-                  mask_path=paths(mask, "mask"), mask_index=mask_index, img_block_path=img_block_path,
-                  result_path=result_path, gain=gain, auto_mask=auto_mask, psf_fwhm=psf_fwhm, neighbours=neighbours,
-                  max_neighbours=max_neighbours)
+                  mask_path=paths(mask, "mask"), **options)
         obj.catalog = table
         return obj
 

@@ -58,6 +58,8 @@ KEYS: tuple[Key, ...] = (
     Key("data", "gain", "", "electrons per image unit, for sigma estimated from the image; left out: the FITS header",
         "4.5"),
     Key("data", "psf_fwhm", "", "PSF FWHM in pixels (a number or a column) for galaxies without a PSF image", "1.3"),
+    Key("data", "psf_kind", '"moffat"', 'the PSF made from psf_fwhm: "moffat" or "gaussian"'),
+    Key("data", "psf_beta", "3.5", "the Moffat index of the PSF made from psf_fwhm (> 1)"),
     Key("data", "neighbours", '"mask"', 'with mask = "auto": "mask" every other source, or "fit" the close and '
         "bright ones with their own component"),
     Key("data", "max_neighbours", "3", 'with neighbours = "fit": at most this many fitted per galaxy (the nearest)'),

@@ -67,7 +67,7 @@ class JobError(GalmossError, ValueError):
 
 _SECTIONS = {"data", "model", "fit", "output"}
 _DATA_KEYS = {"catalog", "galaxy_index", "image", "sigma", "psf", "mask", "mask_index", "image_set", "gain",
-              "psf_fwhm", "neighbours", "max_neighbours"}
+              "psf_fwhm", "psf_kind", "psf_beta", "neighbours", "max_neighbours"}
 #: [fit] keys: the run options (:class:`~galmoss.pipeline.options.RunOptions`, by field name; the
 #: progress bar is the command line's), and what to do after the fit
 JOB_ONLY_FIT_KEYS = {"uncertainty", "n_resample", "seed"}
@@ -193,7 +193,7 @@ def load_job(path) -> Job:
                 local(data["catalog"]), galaxy_index=data.get("galaxy_index", "galaxy_index"), image=data["image"],
                 sigma=data.get("sigma"), psf=data.get("psf"), mask=None if auto_mask else data.get("mask"),
                 mask_index=mask_index, img_block_path=blocks, result_path=folder, gain=gain, auto_mask=auto_mask,
-                psf_fwhm=psf_fwhm, **_neighbour_keys(data, auto_mask, path))
+                psf_fwhm=psf_fwhm, **_psf_keys(data), **_neighbour_keys(data, auto_mask, path))
         except KeyError as exc:
             raise JobError(f"{path}: {exc.args[0]}") from None
         except JobError:
@@ -295,7 +295,7 @@ def _image_set_dataset(data, local, mask_index, blocks, folder, gain, path, auto
 
     if isinstance(psf_fwhm, str):
         raise JobError(f"{path}: data.psf_fwhm = {psf_fwhm!r}: with an image set give one number (pixels)")
-    extra = {"auto_mask": auto_mask, "psf_fwhm": psf_fwhm, **_neighbour_keys(data, auto_mask, path)}
+    extra = {"auto_mask": auto_mask, "psf_fwhm": psf_fwhm, **_psf_keys(data), **_neighbour_keys(data, auto_mask, path)}
     dataset = Dataset.from_image_set(local(data["image_set"]), mask_index=mask_index, img_block_path=blocks,
                                      result_path=folder, gain=gain, **extra)
     if "galaxy_index" in data and dataset.catalog is None:
@@ -311,6 +311,11 @@ def _image_set_dataset(data, local, mask_index, blocks, folder, gain, path, auto
         dataset = Dataset.from_image_set(local(data["image_set"]), names, mask_index=mask_index,
                                          img_block_path=blocks, result_path=folder, gain=gain, **extra)
     return dataset
+
+
+def _psf_keys(data: dict) -> dict:
+    """``psf_kind`` and ``psf_beta`` of the PSF made from ``psf_fwhm`` (checked by the dataset's options)."""
+    return {key: data[key] for key in ("psf_kind", "psf_beta") if key in data}
 
 
 def _neighbour_keys(data: dict, auto_mask: bool, path) -> dict:
