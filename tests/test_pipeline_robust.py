@@ -391,3 +391,24 @@ def test_check_finds_the_output_folder_mistakes_a_run_finds_and_writes_nothing(t
         fitting.check()
     ds.result_path = tmp_path / "new" / "out"
     assert fitting.check().n_free == 7 and not (tmp_path / "new").exists()  # checked, nothing written
+
+
+def test_a_resume_with_options_that_change_the_fit_is_refused_and_one_with_other_speed_options_is_not(tmp_path):
+    """run.json stores the options; resume compares those that change the fitted values (dtype, iteration, ...),
+    naming them, and lets batch_size or threads differ."""
+    import galmoss as gm
+
+    rng = np.random.default_rng(2)
+    yy, xx = np.mgrid[:24, :24]
+    images = np.exp(-((xx - 11.5) ** 2 + (yy - 11.5) ** 2) / 8.0)[None] * np.ones((3, 1, 1)) + rng.normal(0, 0.01, (3, 24, 24))
+
+    def run(**options):
+        ds = gm.Dataset.from_arrays(images, np.full(images.shape, 0.01), result_path=str(tmp_path / "out"))
+        ds.define_profiles(g=gm.lp.Gaussian(cen_x=gm.p(12.5), cen_y=gm.p(12.5), pa=gm.p(0.0), axis_r=gm.p(0.9),
+                                            fwhm=gm.p(4.0), mag=gm.p(10.0, M0=22.5)))
+        return gm.Fitting(ds, device="cpu", progress=False, **options)
+
+    run(batch_size=2).fit()
+    run(batch_size=3, threads=1).fit(resume=True)  # speed only: resumed
+    with pytest.raises(ValueError, match=r"other options \(dtype 'torch.float32' -> 'torch.float64'"):
+        run(dtype="float64").fit(resume=True)

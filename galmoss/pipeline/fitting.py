@@ -604,6 +604,23 @@ class Fitting:
                 "differ); resume with the same model and dataset, or give a new result_path"
             )
 
+    def _refuse_other_options(self, description: dict, before: dict) -> None:
+        """A resume with options that change the fitted values (RunOptions.ANSWER_OPTIONS) is refused, naming them.
+
+        A run.json written before the options were stored says nothing: nothing is compared.
+        """
+        old, new = before.get("settings"), json_round_trip(description.get("settings", {}))
+        if not isinstance(old, dict):
+            return
+        changed = [k for k in RunOptions.ANSWER_OPTIONS if k in old and old.get(k) != new.get(k)]
+        if changed:
+            shown = ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
+            raise ValueError(
+                f"Fitting.fit(resume=True): the parts in '{self.dataset.result_path}' were fitted with other options "
+                f"({shown}); resume with the same options, refit with overwrite=True (--overwrite), or give a new "
+                "result_path"
+            )
+
     def _resume(self, store: ResultStore, description: dict, inputs: list[str]) -> None:
         folder = self.dataset.result_path
         try:
@@ -611,6 +628,7 @@ class Fitting:
         except OutputError:
             return  # nothing run here yet
         self._refuse_other_model(description, before)
+        self._refuse_other_options(description, before)
         found = read_parts(folder, store.columns, model_id=description["model_id"])
         rows, other_names, other_inputs = found.select(self.dataset.names, inputs)
         if other_names:
