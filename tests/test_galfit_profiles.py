@@ -77,6 +77,20 @@ def _nuker_body(t=NUKER, fit=1, **override) -> str:
     ])
 
 
+
+def _fit_mock(tmp_path, truth, start_body: str, seed: int):
+    """``truth`` (a feedme body, or galmoss profiles) drawn with the PSF, 0.5 % of peak noise added, written as
+    GALFIT's inputs, and fitted by ``galmoss galfit`` from ``start_body``: the results table."""
+    if isinstance(truth, str):
+        truth = build_profiles([parse_feedme(_feedme(tmp_path, truth, name="truth.feedme"))])
+    image = gm.render(truth, (H, H), psf=_psf(), dtype=torch.float64)[0].numpy()
+    sigma = np.full_like(image, 0.005 * image.max())
+    data = image + np.random.default_rng(seed).normal(0.0, 1.0, image.shape) * sigma
+    fits.writeto(tmp_path / "gal.fits", data)
+    fits.writeto(tmp_path / "sig.fits", sigma)
+    fits.writeto(tmp_path / "psf.fits", _psf())
+    return run_galfit([_feedme(tmp_path, start_body)], output=tmp_path / "run", iteration=100)
+
 def test_nuker_total_flux_is_scipy_s_integral_of_galfit_s_formula():
     """Total flux of mu_b at r_b (K) 0.05 arcsec pixels) against quad of the formula; beta <= 2 diverges."""
     area = 0.05**2
@@ -127,15 +141,8 @@ def test_nuker_profiles_keep_the_contract():
 
 def test_nuker_mock_fitted_back_and_written_in_galfit_s_keys(tmp_path):
     """A PSF-convolved nuker with 0.5 % of peak noise, started 5-15 % off, is fitted back within its errors."""
-    truth = build_profiles([parse_feedme(_feedme(tmp_path, _nuker_body(fit=0), name="truth.feedme"))])
-    image = gm.render(truth, (H, H), psf=_psf(), dtype=torch.float64)[0].numpy()
-    sigma = np.full_like(image, 0.005 * image.max())
-    data = image + np.random.default_rng(3).normal(0.0, 1.0, image.shape) * sigma
-    fits.writeto(tmp_path / "gal.fits", data)
-    fits.writeto(tmp_path / "sig.fits", sigma)
-    fits.writeto(tmp_path / "psf.fits", _psf())
     start = _nuker_body(x=24.8, y=23.2, mu_b=18.3, r_b=3.6, alpha=1.8, beta=2.8, gamma=0.3, q=0.75, pa=35.0)
-    table = run_galfit([_feedme(tmp_path, start)], output=tmp_path / "run", iteration=100)
+    table = _fit_mock(tmp_path, _nuker_body(fit=0), start, seed=3)
     row = table[0]
     assert row["flag"] == 0, row["message"]
     for key, value in (("1_XC", 24.3), ("1_YC", 23.8), ("1_MU_B", 18.0), ("1_RB", 4.0), ("1_ALPHA", 2.0),
@@ -244,15 +251,8 @@ def test_edgedisk_refuses_boxiness_and_fourier_modes(tmp_path, line, words):
 
 def test_edgedisk_mock_fitted_back_and_written_in_galfit_s_keys(tmp_path):
     """A PSF-convolved edge-on disk with 0.5 % of peak noise, started 10-20 % off, is fitted back within its errors."""
-    truth = {"e": _edge_profile(tmp_path)}
-    image = gm.render(truth, (H, H), psf=_psf(), dtype=torch.float64)[0].numpy()
-    sigma = np.full_like(image, 0.005 * image.max())
-    data = image + np.random.default_rng(5).normal(0.0, 1.0, image.shape) * sigma
-    fits.writeto(tmp_path / "gal.fits", data)
-    fits.writeto(tmp_path / "sig.fits", sigma)
-    fits.writeto(tmp_path / "psf.fits", _psf())
-    start = _edge_body(x=24.9, y=23.2, mu0=17.9, h_s=1.0, r_s=7.0, pa=-62.0)
-    table = run_galfit([_feedme(tmp_path, start)], output=tmp_path / "run", iteration=100)
+    table = _fit_mock(tmp_path, {"e": _edge_profile(tmp_path)},
+                      _edge_body(x=24.9, y=23.2, mu0=17.9, h_s=1.0, r_s=7.0, pa=-62.0), seed=5)
     row = table[0]
     assert row["flag"] == 0, row["message"]
     for key, value in (("1_XC", 24.4), ("1_YC", 23.7), ("1_MU0", 17.5), ("1_HS", 1.2), ("1_RS", 6.0), ("1_PA", -70.0)):
@@ -381,15 +381,8 @@ def test_truncation_by_another_component_or_without_its_radii_is_refused(tmp_pat
 
 def test_truncated_mock_fitted_back_and_written_in_galfit_s_lines(tmp_path):
     """An outer-truncated Sersic with a PSF and 0.5 % of peak noise: break radius and softening fitted back."""
-    truth = build_profiles([parse_feedme(_feedme(tmp_path, _trunc_body(fit=0), name="truth.feedme"))])
-    image = gm.render(truth, (H, H), psf=_psf(), dtype=torch.float64)[0].numpy()
-    sigma = np.full_like(image, 0.005 * image.max())
-    data = image + np.random.default_rng(1).normal(0.0, 1.0, image.shape) * sigma
-    fits.writeto(tmp_path / "gal.fits", data)
-    fits.writeto(tmp_path / "sig.fits", sigma)
-    fits.writeto(tmp_path / "psf.fits", _psf())
     start = _trunc_body(x=24.6, y=23.5, mag=14.8, re=6.0, n=1.3, q=0.75, pa=30.0, brk=8.0, soft=4.0)
-    table = run_galfit([_feedme(tmp_path, start)], output=tmp_path / "run", iteration=100)
+    table = _fit_mock(tmp_path, _trunc_body(fit=0), start, seed=1)
     row = table[0]
     assert row["flag"] == 0, row["message"]
     for key, value in (("1_MAG", 14.5), ("1_RE", 7.0), ("1_N", 1.0), ("1_AR", 0.7), ("1_PA", 25.0),
@@ -456,15 +449,8 @@ def test_bent_profile_keeps_the_contract():
 
 def test_bent_mock_fitted_back_and_written_in_galfit_s_lines(tmp_path):
     """A PSF-convolved banana + S bent Sersic, 0.5 % of peak noise, amplitudes started at 0.3 and 0.3 px."""
-    truth = build_profiles([parse_feedme(_feedme(tmp_path, _bent_body(fit=0), name="truth.feedme"))])
-    image = gm.render(truth, (H, H), psf=_psf(), dtype=torch.float64)[0].numpy()
-    sigma = np.full_like(image, 0.005 * image.max())
-    data = image + np.random.default_rng(11).normal(0.0, 1.0, image.shape) * sigma
-    fits.writeto(tmp_path / "gal.fits", data)
-    fits.writeto(tmp_path / "sig.fits", sigma)
-    fits.writeto(tmp_path / "psf.fits", _psf())
     start = _bent_body(x=24.6, y=23.3, mag=14.2, re=4.5, n=1.2, q=0.5, pa=-30.0, b={2: 0.3, 3: 0.3})
-    table = run_galfit([_feedme(tmp_path, start)], output=tmp_path / "run", iteration=100)
+    table = _fit_mock(tmp_path, _bent_body(fit=0), start, seed=11)
     row = table[0]
     assert row["flag"] == 0, row["message"]
     for key, value in (("1_MAG", 14.0), ("1_RE", 5.0), ("1_AR", 0.45), ("1_PA", -35.0), ("1_B2", 1.2), ("1_B3", -0.7)):

@@ -218,11 +218,10 @@ class Normal(Prior):
                     )
         if space == "ellipticity" and np.any(np.abs(self.mu) >= 1):
             raise ValueError(f"{label}: an ellipticity prior needs |mu| < 1, got {self.mu[:3].tolist()}")
-        if transform is not None and units is not None and space != "logit":
+        # a logit prior's centre is inside its bounds by construction, an ellipticity's is checked above
+        if transform is not None and units is not None and space not in ("logit", "ellipticity"):
             centre = units.to_profile(self.centre_value(parameter, role))
             outside = ~((centre > transform.lower) & (centre < transform.upper))
-            if space == "ellipticity":
-                outside[:] = False
             if np.any(outside):
                 i = int(np.flatnonzero(outside)[0])
                 raise ValueError(
@@ -443,15 +442,12 @@ def apply_preset(profiles, name: str, skip=()) -> dict:
         if b_mag is not None and d_mag is not None and b_mag.fit and d_mag.fit:
             setattr(bulge, "mag", with_prior(b_mag, lambda prm: FluxFraction(d_mag, *preset["bulge_to_total"])))
     # a parameter shared with a component outside the edited ones must be the same object there too
-    for key, profile in out.items():
-        if key in edited:
-            out[key] = edited[key]
-            profile = out[key]
-        prms = profile.parameters()
-        if any(id(p) in copies for p in prms.values()) and key not in edited:
+    for key in out:
+        profile = edited.get(key, out[key])
+        shared = {slot: copies[id(prm)] for slot, prm in profile.parameters().items() if id(prm) in copies}
+        if shared and key not in edited:
             profile = copy.copy(profile)
-            out[key] = profile
-        for slot, prm in prms.items():
-            if id(prm) in copies:
-                setattr(out[key], slot, copies[id(prm)])
+        for slot, prm in shared.items():
+            setattr(profile, slot, prm)
+        out[key] = profile
     return out
