@@ -155,9 +155,11 @@ class RunOptions:
         put("threads", _count("threads", self.threads) if self.threads is not None else None)
         from ..params.priors import PRESETS
 
-        if self.priors is not None and self.priors not in PRESETS:
-            raise ConfigError(f"priors={self.priors!r}: choose one of {', '.join(sorted(PRESETS))}, or leave it out "
-                              "(no preset; priors given on parameters still apply)")
+        if self.priors is not None:
+            if not isinstance(self.priors, str) or self.priors.lower() not in PRESETS:
+                raise ConfigError(f"priors={self.priors!r}: choose one of {', '.join(sorted(PRESETS))} (a name), or "
+                                  "leave it out (no preset; priors given on parameters still apply)")
+            put("priors", self.priors.lower())
 
     @classmethod
     def fields(cls) -> list[str]:
