@@ -38,6 +38,7 @@ from .constraints import Constraint, parse_constraints
 from .convert import (SLOTS, build_profiles, component_labels, component_name, coupled_keys, free_and_fixed,
                       header_key, row_values, starts, truncation_slot, widened_slots)
 from .feedme import Feedme, FeedmeError, parse_feedme
+from .galfitm import is_galfitm, parse_galfitm, parse_galfitm_constraints, run_galfitm
 from ..io.naming import open_append
 from .output import fit_log_entry, format_feedme, model_header_cards, not_fitted_log_entry, restart_path, write_block
 
@@ -241,6 +242,8 @@ class Entry:
 
 def _inputs(feedme: Feedme) -> dict[Path, str]:
     """The files a feedme reads, by absolute path, with the line naming each."""
+    if hasattr(feedme, "inputs"):  # a GalfitM file: a list of files per line
+        return feedme.inputs()
     named = {"A": feedme.image, "C": feedme.sigma, "D": feedme.psf, "F": feedme.mask, "G": feedme.constraints}
     out = {Path(os.path.abspath(feedme.path)): "feedme"}
     for key, p in named.items():
@@ -260,8 +263,13 @@ def parse_all(paths: Sequence[Path], base: str = "feedme") -> list[Entry]:
     entries: list[Entry] = []
     for path in paths:
         try:
-            feedme = parse_feedme(path, base=Path.cwd() if base == "cwd" else None)
-            cons = parse_constraints(feedme.constraints, feedme.components) if feedme.constraints is not None else []
+            where = Path.cwd() if base == "cwd" else None
+            if is_galfitm(path):
+                feedme = parse_galfitm(path, base=where)
+                cons = parse_galfitm_constraints(feedme)
+            else:
+                feedme = parse_feedme(path, base=where)
+                cons = parse_constraints(feedme.constraints, feedme.components) if feedme.constraints is not None else []
             entries.append(Entry(Path(path), feedme, cons))
         except (FeedmeError, OSError) as exc:
             entries.append(Entry(Path(path), error=str(exc)))
@@ -349,11 +357,15 @@ def run_galfit(
     # group on the feedmes alone, then read each group's data a chunk at a time:
     # memory holds one chunk's sections, never the whole catalogue's
     groups: dict[tuple, list[int]] = {}
+    multiband = [i for i, e in enumerate(entries) if not e.error and getattr(e.feedme, "galfitm", False)]
     for i, e in enumerate(entries):
-        if not e.error:
+        if not e.error and i not in multiband:
             groups.setdefault(group_key(e.feedme, e.constraints), []).append(i)
     chunk = max(4 * batch_size, 256)
     settings = _settings_factory(galfit_convolution)
+    if multiband:  # GalfitM's multi-band files: joint fits (galfitm.py)
+        run_galfitm([entries[i] for i in multiband], [rows[i] for i in multiband], out_dir, batch_size, iteration,
+                    device, settings)
     g = -1
     for members in groups.values():
         first = entries[members[0]].feedme
