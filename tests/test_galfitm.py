@@ -22,7 +22,7 @@ from galmoss.galfit.galfitm import chebyshev_table, is_galfitm, parse_galfitm
 from .helpers.multiband_mocks import M0, sersic_bands
 
 BANDS = {"g": dict(scale=0.2, size=33, fwhm=0.7, mag=21.6, sigma=2.5),
-         "r": dict(scale=0.2, size=33, fwhm=0.8, mag=20.9, sigma=2.5),
+         "r": dict(scale=0.2, size=33, fwhm=0.8, mag=21.0385, sigma=2.5),  # on g's and i's line in wavelength
          "i": dict(scale=0.2, size=33, fwhm=0.9, mag=20.5, sigma=3.5)}
 WAVE = {"g": 477.0, "r": 623.0, "i": 763.0}
 ZPS = {"g": 25.0, "r": 26.0, "i": 27.5}  # a zero point per band (J)): images in each band's own units
@@ -81,7 +81,11 @@ def fitted(tmp_path_factory):
         fits.PrimaryHDU(psfs[b]).writeto(folder / f"p{b}.fits")
     feedme = folder / "gal.galfitm"
     feedme.write_text(_control() + SERSIC)
-    code = main(["galfit", str(feedme), "--output", str(folder / "run")])
+    # the same galaxy with magnitudes linear in wavelength (GalfitM's toggle 2: two Chebyshev coefficients)
+    linear = folder / "linear.galfitm"
+    linear.write_text(_control().replace("B) block.fits", "B) linear.fits")
+                      + SERSIC.replace("3) 21.3,20.7,20.2  3 band", "3) 21.0  2"))
+    code = main(["galfit", str(feedme), str(linear), "--output", str(folder / "run")])
     return folder, code
 
 
@@ -99,6 +103,19 @@ def test_per_band_magnitudes_recovered(fitted):
     assert abs(row["1_RE_g"] - 6.0) < 4 * row["1_RE_g_err"]  # 1.2 arcsec at 0.2 arcsec per pixel
     assert abs(row["1_N_g"] - 1.5) < 4 * row["1_N_g_err"]
     assert abs(row["chi2nu"] - 1.0) < 0.1
+
+
+def test_magnitudes_linear_in_wavelength(fitted):
+    folder, _ = fitted
+    row = Table.read(folder / "run" / "results.fits")[1]
+    assert row["flag"] == 0, row["message"]
+    for b, spec in BANDS.items():
+        assert abs(row[f"1_MAG_{b}"] - spec["mag"]) < 4 * row[f"1_MAG_{b}_err"]
+    with fits.open(folder / "linear.fits") as hdul:
+        cheb = hdul["FINAL_CHEB"].data
+    # two coefficients fitted, the third zero: a straight line (GalfitM's series, on the value)
+    assert cheb["COMP1_MAG_FIT"].tolist() == [1, 1, 0]
+    assert abs(cheb["COMP1_MAG"][2]) < 1e-6 and abs(cheb["COMP1_MAG"][1]) > 10 * cheb["COMP1_MAG_ERR"][1]
 
 
 def test_block_holds_galfitm_outputs(fitted):
@@ -120,6 +137,9 @@ def test_block_holds_galfitm_outputs(fitted):
         # residual = input - model in each band's own units
         res = hdul["RESIDUAL_r"].data
         assert np.allclose(res, hdul["INPUT_r"].data - hdul["MODEL_r"].data, atol=1e-4)
+        # each band's model drawn in its own units (zero point): the residuals over the sigma images give the chi2
+        chi2 = sum(np.sum((hdul[f"RESIDUAL_{b}"].data / fits.getdata(folder / f"s{b}.fits")) ** 2) for b in BANDS)
+        assert chi2 == pytest.approx(row["chi2"], rel=1e-3)
     assert list(band_info["BAND"]) == ["g", "r", "i"]
     assert np.allclose(final["COMP1_MAG"], [row[f"1_MAG_{b}"] for b in BANDS])
     assert np.allclose(final["COMP1_MAG_ERR"], [row[f"1_MAG_{b}_err"] for b in BANDS])
@@ -152,7 +172,8 @@ def test_chebyshev_table_against_numpy():
     # errors through the same linear map, against a Monte Carlo of the values
     rng = np.random.default_rng(0)
     draws = values + rng.normal(size=(20000, 4)) * [0.01, 0.02, 0.03, 0.04]
-    fit = np.array([np.polynomial.Chebyshev.fit(w, d, 3, domain=(min(w), max(w))).coef for d in draws])
+    x = 2 * (np.array(w) - min(w)) / (max(w) - min(w)) - 1
+    fit = np.polynomial.chebyshev.chebfit(x, draws.T, 3).T  # one exact series per draw
     assert np.allclose(err, fit.std(axis=0), rtol=0.03)
 
 
