@@ -64,6 +64,7 @@ def test_galfits_toggle_2_is_a_coupled_free_parameter(folder, tmp_path):
     assert main(["galfit", str(tmp_path / "bd.feedme"), "--output", str(tmp_path), "--iteration", "30"]) == 0
     h = fits.getheader(tmp_path / "bd_out.fits", 2)
     value = {k: float(h[k].strip("[]*{}").split("+/-")[0]) for k in ("1_XC", "1_YC", "2_XC", "2_YC")}
+    assert h["2_XC"] == "{" + f"{value['2_XC']:.4f}" + "}"  # GALFIT's braces: set by the constraint, no error
     assert value["2_XC"] - value["1_XC"] == pytest.approx(0.0, abs=1e-4)  # the start's offset, kept
     assert value["2_YC"] - value["1_YC"] == pytest.approx(0.0, abs=1e-4)
     restart = (tmp_path / "bd_out.galfit.01").read_text()

@@ -215,8 +215,15 @@ def test_bulge_disk_with_offset_constraints_and_components(tmp_path):
         np.testing.assert_allclose(parts, hdul[2].data, atol=1e-5)
         h = hdul[2].header
     xb, yb = _header_number(h["1_XC"])[0], _header_number(h["1_YC"])[0]
-    xd, yd = _header_number(h["2_XC"])[0], _header_number(h["2_YC"])[0]
+    # the disk's centre is set by the constraint: GALFIT's braces, no error of its own
+    assert h["2_XC"].startswith("{") and h["2_XC"].endswith("}") and "+/-" not in h["2_XC"]
+    xd, yd = float(h["2_XC"].strip("{}")), float(h["2_YC"].strip("{}"))
     assert xd == pytest.approx(xb, abs=1e-4) and yd == pytest.approx(yb, abs=1e-4)  # the start's offset: zero
+    # fit.log: the coupled centre in braces on the value and the error line (both lines hold as many numbers)
+    entry = (tmp_path / "fit.log").read_text()
+    disk = [ln for ln in entry.splitlines() if ln.startswith(" expdisk")][0]
+    below = entry.splitlines()[entry.splitlines().index(disk) + 1]
+    assert disk.count("{") == 2 and below.count("{") == 2
     assert h["NFREE"] == 12 and h["NFIX"] == 4  # two coupled centres and two fixed gradients
     for key, truth in (("1_XC", cx), ("1_YC", cy), ("1_MAG", 18.8), ("2_MAG", 18.0), ("2_RS", 5.0), ("2_AR", 0.5), ("3_SKY", 0.3)):
         value, error = _header_number(h[key])

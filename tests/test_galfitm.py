@@ -130,6 +130,11 @@ def test_block_holds_galfitm_outputs(fitted):
             assert value == pytest.approx(row[f"1_MAG_{b}"], abs=1e-4)
             assert head["MAGZPT"] == ZPS[b] and head["BAND"] == b
             assert head["2_SKY"] == "[0.0000]"  # fixed: GALFIT's brackets
+            # GALFIT's comment lines stand where GALFIT puts them: before INITFILE and before COMP_1
+            cards = [(c.keyword, str(c.value)) for c in head.cards]
+            keys = [k for k, _ in cards]
+            assert "GALFIT Input Parameters" in cards[keys.index("INITFILE") - 2][1]
+            assert "GALFIT Final Parameters" in cards[keys.index("COMP_1") - 2][1]
         final = hdul["FINAL_BAND"].data
         cheb = hdul["FINAL_CHEB"].data
         info = hdul["FIT_INFO"].data[0]

@@ -935,7 +935,7 @@ def _write_outputs(gal: GalfitmInput, rec, cov, columns, row: dict, out_dir: Pat
             cards.insert(3, ("WL", float(fm.wavelength[b]), "Band wavelength (A2)"))
             model_hdu = fits.ImageHDU(model.astype(np.float32), name=f"MODEL_{band}")
             for key, value, comment in cards:
-                model_hdu.header.append(_card(key, value, comment))
+                model_hdu.header.append(_card(key, value, comment), bottom=True)
             hdus += [fits.ImageHDU(gal.raw[b].astype(np.float32), name=f"INPUT_{band}"), model_hdu,
                      fits.ImageHDU((gal.raw[b] - model).astype(np.float32), name=f"RESIDUAL_{band}")]
             for name, image in parts.items():

@@ -39,11 +39,14 @@ def galfit_number(x: float) -> str:
     return f"{x:.4e}"
 
 
-def header_value(value: float, error: float | None, fixed: bool, problem: bool = False) -> str:
-    """``'value +/- error'``, ``'[value]'`` when fixed, ``'*value* +/- *error*'`` for a problem."""
+def header_value(value: float, error: float | None, fixed: bool, problem: bool = False, coupled: bool = False) -> str:
+    """``'value +/- error'``, ``'[value]'`` when fixed, ``'{value}'`` when a hard constraint couples it to
+    another parameter (GALFIT's notation: no error of its own), ``'*value* +/- *error*'`` for a problem."""
     v = galfit_number(value)
     if fixed:
         return f"[{v}]"
+    if coupled:
+        return f"{{{v}}}"
     e = galfit_number(error) if error is not None else "nan"
     if problem:
         return f"*{v}* +/- *{e}*"
@@ -91,6 +94,7 @@ def model_header_cards(
     problems: set[tuple[int, str]],
     stats: Mapping[str, float],
     logfile: str = "fit.log",
+    coupled: set[tuple[int, str]] = frozenset(),
 ) -> list[tuple[str, object, str]]:
     """The cards of the model extension, in GALFIT's order (values in its units, full-frame centres).
 
@@ -132,7 +136,8 @@ def model_header_cards(
             key = (k, label)
             if key not in values:
                 continue
-            text = header_value(values[key], errors.get(key), not free.get(key, False), key in problems)
+            text = header_value(values[key], errors.get(key), not free.get(key, False), key in problems,
+                                key in coupled)
             if is_fourier(label):
                 m = label[1:].removesuffix("PA")
                 cards.append((f"{k}_{label}"[:8], text,
@@ -195,7 +200,7 @@ def write_block(
     """The image block at ``path`` in GALFIT's layout (see the module docs)."""
     def with_cards(hdu):
         for key, value, comment in cards:
-            hdu.header.append(_card(key, value, comment))
+            hdu.header.append(_card(key, value, comment), bottom=True)
         return hdu
 
     if mode == 1:
@@ -337,6 +342,7 @@ def fit_log_entry(
     chi2: float,
     ndof: int,
     message: str = "",
+    coupled: set[tuple[int, str]] = frozenset(),
 ) -> str:
     """One galaxy's entry of fit.log, in GALFIT's layout.
 
@@ -366,6 +372,8 @@ def fit_log_entry(
             fixed = not free.get((k, lab), False)
             if fixed:  # the value, bracketed, on both lines
                 return f"[{_log_number(values[(k, lab)], gradient and lab != '1')}]"
+            if (k, lab) in coupled:  # GALFIT's braces: set by a hard constraint, on both lines
+                return f"{{{_log_number(values[(k, lab)], gradient and lab != '1')}}}"
             if err and not gradient:  # GALFIT prints errors with 2 decimals
                 return _log_number(round(errors.get((k, lab), math.nan), 2))
             v = errors.get((k, lab), math.nan) if err else values[(k, lab)]

@@ -558,7 +558,8 @@ def _write_outputs(g, gal: GalaxyInput, row, out: dict, n_free: int, n_fix: int,
             parts = {name: im.numpy()[0] for name, im in parts.items()}
         else:
             model, parts = np.zeros(shape), {}
-        cards = model_header_cards(feedme, shape, values, errors, free, problems, stats)
+        cards = model_header_cards(feedme, shape, values, errors, free, problems, stats,
+                                   coupled=coupled_keys(gal.constraints))
         try:
             write_block(feedme.output, feedme.mode, gal.image, model, parts if feedme.mode == 3 else None, cards)
             if feedme.mode in (0, 3):
@@ -572,7 +573,8 @@ def _write_outputs(g, gal: GalaxyInput, row, out: dict, n_free: int, n_fix: int,
     else:
         messages.append("no finite fit: no image block written")
     with open_append(out_dir / "fit.log") as fh:  # never through a symlink
-        fh.write(fit_log_entry(feedme, gal.image.shape, restart, values, errors, free, chi2, ndof, "; ".join(messages)))
+        fh.write(fit_log_entry(feedme, gal.image.shape, restart, values, errors, free, chi2, ndof, "; ".join(messages),
+                               coupled=coupled_keys(gal.constraints)))
     out.update({"group": g, "flag": flags, "message": "; ".join(messages), "restart": "" if restart is None else str(restart),
                 "chi2": chi2, "ndof": ndof, "chi2nu": stats["chi2nu"]})
     order = {(comp.index, lab): i for comp in feedme.components for i, lab in enumerate(component_labels(comp))}
