@@ -16,6 +16,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from galmoss.cli import main
+from galmoss.flags import Flag
 from galmoss.galfit.feedme import FeedmeError, FeedmeUnsupportedError
 from galmoss.galfit.galfitm import chebyshev_table, is_galfitm, parse_galfitm
 
@@ -85,14 +86,19 @@ def fitted(tmp_path_factory):
     linear = folder / "linear.galfitm"
     linear.write_text(_control().replace("B) block.fits", "B) linear.fits")
                       + SERSIC.replace("3) 21.3,20.7,20.2  3 band", "3) 21.0  2"))
-    code = main(["galfit", str(feedme), str(linear), "--output", str(folder / "run")])
+    # a file galmoss refuses (the non-parametric component) is named, and the others are fitted
+    bad = folder / "bad.galfitm"
+    bad.write_text(_control().replace("B) block.fits", "B) bad.fits").replace("U) 0 ", "U) 1 ") + SERSIC)
+    code = main(["galfit", str(feedme), str(linear), str(bad), "--output", str(folder / "run")])
     return folder, code
 
 
 def test_per_band_magnitudes_recovered(fitted):
     folder, code = fitted
-    assert code == 0
-    row = Table.read(folder / "run" / "results.fits")[0]
+    assert code == 1  # one of the three files was refused
+    table = Table.read(folder / "run" / "results.fits")
+    assert table["flag"][2] & int(Flag.read_error) and "U)" in table["message"][2] and "non-parametric" in table["message"][2]
+    row = table[0]
     assert row["flag"] == 0, row["message"]
     for b, spec in BANDS.items():
         mag, err = row[f"1_MAG_{b}"], row[f"1_MAG_{b}_err"]
@@ -228,3 +234,27 @@ def test_wrong_band_counts_refused(tmp_path):
     path = _write(tmp_path, _control().replace("J) 25,26,27.5", "J) 25,26") + SERSIC)
     with pytest.raises(FeedmeError, match="J\\) zero points needs 3"):
         parse_galfitm(path)
+
+
+def test_galapagos_style_file(tmp_path):
+    """What GALAPAGOS-2 writes: a diffusion kernel named but absent, the sky fixed per band with a toggle list,
+    and a constraint file of absolute ranges and ranges about a start every band shares."""
+    text = _control().replace("D) pg.fits,pr.fits,pi.fits", "D) pg.fits,pr.fits,pi.fits kernel").replace(
+        "G) none", "G) gala.constraints") + SERSIC
+    (tmp_path / "gala.constraints").write_text("1 mag 0 to 40\n1 x -3 3\n1 re 0.3 to 400\n1 n 0.2 to 8\n")
+    path = _write(tmp_path, text)
+    fm = parse_galfitm(path)
+    assert "kernel" in fm.kernel_note and fm.components[1].bparams["1"].degree == 0
+    from galmoss.galfit.galfitm import _ranges, parse_galfitm_constraints
+
+    ranges = _ranges(fm, parse_galfitm_constraints(fm))
+    assert ranges[(1, "3")] == (0, 40) and ranges[(1, "1x")] == (17.4 - 3, 17.4 + 3) and ranges[(1, "5")] == (0.2, 8)
+    # a coupling is not a range: refused, naming the line
+    (tmp_path / "gala.constraints").write_text("1_2 x offset\n")
+    with pytest.raises(FeedmeError, match="line 1"):
+        parse_galfitm_constraints(parse_galfitm(path))
+
+
+def test_galfit_files_are_not_galfitm(tmp_path):
+    path = _write(tmp_path, "A) gal.fits\nB) out.fits\nJ) 25\n 0) sersic\n 1) 10 10 1 1\n 3) 20 1\n 4) 3 1\n 5) 2 1\n")
+    assert not is_galfitm(path)
