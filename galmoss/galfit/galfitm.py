@@ -58,6 +58,18 @@ __all__ = ["GalfitmComponent", "GalfitmFeedme", "BandParameter", "is_galfitm", "
 
 #: control lines of a GalfitM file (GALFIT's, the band lines A1) A2), U) non-parametric, V) MultiNest)
 CONTROL_KEYS = ("A", "A1", "A2", "B", "C", "D", "E", "F", "G", "H", "I", "J", "K", "O", "P", "S", "U", "V", "W")
+#: GalfitM's comment on each control line (its restart files carry them: GALAPAGOS-2 reads A1) as the line after
+#: A) and cuts each line's value at its '#')
+CONTROL_COMMENTS = {
+    "A": "Input data images (CSL of FITS filenames)", "A1": "Band labels (CSL)", "A2": "Band wavelengths (CSL)",
+    "B": "Output data image block", "C": "Sigma images (CSL, or none)", "D": "Input PSF images (CSL)",
+    "E": "PSF fine sampling factor relative to data", "F": "Bad pixel masks (CSL, or none)",
+    "G": "File with parameter constraints (ASCII file)", "H": "Image region to fit (xmin xmax ymin ymax)",
+    "I": "Size of the convolution box (x y)", "J": "Magnitude photometric zeropoints (CSL)",
+    "K": "Plate scale (dx dy)   [arcsec per pixel]", "O": "Display type (regular, curses, both)",
+    "P": "Choose: 0=optimize, 1=model, 2=imgblock, 3=subcomps", "S": "Modify/create objects interactively?",
+    "U": "Non-parametric component (0: off)", "V": "MultiNest (0: Levenberg-Marquardt)", "W": "Output options",
+}
 #: slots whose values are in image units (scaled with a band's zero point)
 _IMAGE_UNITS = ("sky_bg", "grad_x", "grad_y")
 
@@ -703,7 +715,7 @@ def _restart_text(fm: GalfitmFeedme, values: dict[tuple[int, str], np.ndarray]) 
              "=" * 80, "# IMAGE and GALFIT CONTROL PARAMETERS"]
     for key in CONTROL_KEYS:
         if key in fm.lines:
-            lines.append(f"{key}) {' '.join(fm.lines[key].fields)}")
+            lines.append(f"{key}) {' '.join(fm.lines[key].fields)}".ljust(40) + f" # {CONTROL_COMMENTS[key]}")
     lines += ["", "# INITIAL FITTING PARAMETERS", ""]
     for comp in fm.components:
         k = comp.index
