@@ -168,7 +168,9 @@ def test_block_holds_galfitm_outputs(fitted):
     assert info["CHISQ"] == pytest.approx(row["chi2"]) and info["NDOF"] == row["ndof"]
     assert info["NFREE"] == 1 + 1 + 3 + 1 + 1 + 1 + 1  # x, y, the three magnitudes, re, n, q, pa
     # the restart file is a GalfitM file with the fitted values, read back as such
-    text = open(info["LOGFILE"].strip()).read().splitlines()
+    from pathlib import Path
+
+    text = Path(info["LOGFILE"].strip()).read_text().splitlines()
     at = next(i for i, ln in enumerate(text) if ln.startswith("A) "))
     assert text[at + 1].startswith("A1) g,r,i") and "#" in text[at + 1]  # as GALAPAGOS-2 reads restart files
     restart = parse_galfitm(info["LOGFILE"].strip())
