@@ -10,6 +10,8 @@ restart file parsed back).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from astropy.io import fits
@@ -83,8 +85,12 @@ def fitted(tmp_path_factory):
     feedme = folder / "gal.galfitm"
     feedme.write_text(_control() + SERSIC)
     # the same galaxy with magnitudes linear in wavelength (GalfitM's toggle 2: two Chebyshev coefficients)
+    # (and a mask in one band only: 'none' entries)
+    mask = np.zeros((33, 33), dtype=np.int16)
+    mask[2:4, 2:7] = 1  # ten pixels in a corner
+    fits.PrimaryHDU(mask).writeto(folder / "mr.fits")
     linear = folder / "linear.galfitm"
-    linear.write_text(_control().replace("B) block.fits", "B) linear.fits")
+    linear.write_text(_control().replace("B) block.fits", "B) linear.fits").replace("F) none", "F) none,mr.fits,none")
                       + SERSIC.replace("3) 21.3,20.7,20.2  3 band", "3) 21.0  2"))
     # a file galmoss refuses (the non-parametric component) is named, and the others are fitted
     bad = folder / "bad.galfitm"
@@ -119,6 +125,7 @@ def test_magnitudes_linear_in_wavelength(fitted):
         assert abs(row[f"1_MAG_{b}"] - spec["mag"]) < 4 * row[f"1_MAG_{b}_err"]
     with fits.open(folder / "linear.fits") as hdul:
         cheb = hdul["FINAL_CHEB"].data
+        assert hdul["BAND_INFO"].data["NMASK"].tolist() == [0, 10, 0]
     # two coefficients fitted, the third zero: a straight line (GalfitM's series, on the value)
     assert cheb["COMP1_MAG_FIT"].tolist() == [1, 1, 0]
     assert abs(cheb["COMP1_MAG"][2]) < 1e-6 and abs(cheb["COMP1_MAG"][1]) > 10 * cheb["COMP1_MAG_ERR"][1]
@@ -168,8 +175,6 @@ def test_block_holds_galfitm_outputs(fitted):
     assert info["CHISQ"] == pytest.approx(row["chi2"]) and info["NDOF"] == row["ndof"]
     assert info["NFREE"] == 1 + 1 + 3 + 1 + 1 + 1 + 1  # x, y, the three magnitudes, re, n, q, pa
     # the restart file is a GalfitM file with the fitted values, read back as such
-    from pathlib import Path
-
     text = Path(info["LOGFILE"].strip()).read_text().splitlines()
     at = next(i for i, ln in enumerate(text) if ln.startswith("A) "))
     assert text[at + 1].startswith("A1) g,r,i") and "#" in text[at + 1]  # as GALAPAGOS-2 reads restart files
@@ -246,7 +251,8 @@ def test_galapagos_style_file(tmp_path):
     and a constraint file of absolute ranges and ranges about a start every band shares."""
     text = _control().replace("D) pg.fits,pr.fits,pi.fits", "D) pg.fits,pr.fits,pi.fits kernel").replace(
         "G) none", "G) gala.constraints") + SERSIC
-    (tmp_path / "gala.constraints").write_text("1 mag 0 to 40\n1 x -3 3\n1 re 0.3 to 400\n1 n 0.2 to 8\n")
+    (tmp_path / "gala.constraints").write_text("1 mag 0 to 40\n1 x -3 3\n1 y -2 in 2\n1 re factor 4\n"
+                                               "1 n 0.2 to 8\n")
     path = _write(tmp_path, text)
     fm = parse_galfitm(path)
     assert "kernel" in fm.kernel_note and fm.components[1].bparams["1"].degree == 0
@@ -254,10 +260,12 @@ def test_galapagos_style_file(tmp_path):
 
     ranges = _ranges(fm, parse_galfitm_constraints(fm))
     assert ranges[(1, "3")] == (0, 40) and ranges[(1, "1x")] == (17.4 - 3, 17.4 + 3) and ranges[(1, "5")] == (0.2, 8)
-    # a coupling is not a range: refused, naming the line
-    (tmp_path / "gala.constraints").write_text("1_2 x offset\n")
-    with pytest.raises(FeedmeError, match="line 1"):
-        parse_galfitm_constraints(parse_galfitm(path))
+    assert ranges[(1, "1y")] == (16.7 - 2, 16.7 + 2) and ranges[(1, "4")] == pytest.approx((7.0 / 4, 7.0 * 4))
+    # what galmoss cannot apply to every band is refused, naming the line
+    for line in ("1_2 x offset", "1 n_1 -10 to 10", "2 re_B -1 0.5", "1 x -2.0 ref 2.0"):
+        (tmp_path / "gala.constraints").write_text(line + "\n")
+        with pytest.raises(FeedmeUnsupportedError, match="line 1"):
+            parse_galfitm_constraints(parse_galfitm(path))
 
 
 def test_galfit_files_are_not_galfitm(tmp_path):
