@@ -6,7 +6,9 @@
   describes (``gm.read_galfit``), :func:`write_galfit` writes a feedme (a restart
   file) from fitted results (``gm.write_galfit``);
 * :func:`run_galfit` is ``galmoss galfit FILE...``: many feedmes fitted as
-  batches, GALFIT's image blocks, restart files and fit.log written.
+  batches, GALFIT's image blocks, restart files and fit.log written; GalfitM's
+  multi-band files among them (:mod:`galmoss.galfit.galfitm`) are fitted over
+  all their bands jointly and get GalfitM's outputs.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from .constraints import Constraint, parse_constraints
 from .convert import build_profiles, row_values, starts
 from .feedme import Feedme, FeedmeError, FeedmeUnsupportedError, parse_feedme
+from .galfitm import GalfitmFeedme, is_galfitm, parse_galfitm
 from .profiles import EdgeDiskSB, FerrerSB, KingSB, NukerSB
 from .run import galfit_sigma, load_galaxy, run_galfit
 
@@ -119,15 +122,18 @@ __all__ = [
     "Feedme",
     "FeedmeError",
     "FeedmeUnsupportedError",
+    "GalfitmFeedme",
     "EdgeDiskSB",
     "FerrerSB",
     "KingSB",
     "NukerSB",
     "build_profiles",
     "galfit_sigma",
+    "is_galfitm",
     "load_galaxy",
     "parse_constraints",
     "parse_feedme",
+    "parse_galfitm",
     "read_galfit",
     "run_galfit",
     "write_galfit",
