@@ -218,6 +218,24 @@ def test_small_things_galfit_accepts(folder, tmp_path):
     assert np.count_nonzero(gal.weight == 0) == 1 and gal.weight[2, 2] == 0
 
 
+def test_a_mask_over_the_galaxy_centre_is_bad_pixels(folder, tmp_path):
+    """GALFIT's F): every non-zero pixel is left out, also where it covers the galaxy (a saturated core); galmoss
+    never reads it as a segmentation map that keeps the label under the galaxy."""
+    mask = np.zeros(SHAPE, dtype=np.int16)
+    mask[19:22, 19:22] = 1  # the core
+    mask[2:4, 30:33] = 1
+    fits.PrimaryHDU(mask).writeto(tmp_path / "core.fits")
+    (tmp_path / "c.feedme").write_text(sersic_feedme("c", image=str(folder / "g.fits"), block="c_out.fits",
+                                                     sigma=str(folder / "sig.fits"), psf=str(folder / "psf.fits"),
+                                                     mask="core.fits", comps=sersic_block(1, **_truth())))
+    dataset, _ = gm.read_galfit(tmp_path / "c.feedme")
+    gal = dataset.load(0)
+    assert np.count_nonzero(np.asarray(gal.weight) == 0) == 15
+    from galmoss.flags import Flag
+
+    assert int(gal.flags) & int(Flag.target_masked)  # and the galaxy says its core was masked
+
+
 # ------------------------------------------------------ GALFIT's convolution
 def test_galfit_convolution_counts_the_pixel_twice(tmp_path):
     """pixel_response="galfit" is GalSim's (profile * pixel) * PSF image, the pixel counted twice; the

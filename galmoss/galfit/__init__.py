@@ -66,7 +66,8 @@ def read_galfit(path: str | os.PathLike, *, base: str | os.PathLike | None = Non
         raise ValueError(message)
     profiles = build_profiles([feedme], [cons], [gal.origin], zeropoint=gal.zeropoint)
     dataset = Dataset.from_arrays(
-        gal.image[None], gal.sigma[None], gal.psf, (gal.weight == 0).astype("int8")[None], galaxy_index=[str(feedme.path)]
+        gal.image[None], gal.sigma[None], gal.psf, (gal.weight == 0).astype("int8")[None], galaxy_index=[str(feedme.path)],
+        mask_index=0,  # GALFIT's F): every non-zero pixel is bad, even one under the galaxy (never a segmentation map)
     )
     dataset.define_profiles(**profiles)
     dataset.galfit = feedme

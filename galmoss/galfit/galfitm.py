@@ -808,6 +808,7 @@ def _fit_group(gals: list[GalfitmInput], rows, batch_size, iteration, device, ou
         {b: [g.psfs[i] for g in gals] for i, b in enumerate(bands)} if gals[0].psfs[0] is not None else None,
         {b: [(g.weights[i] == 0).astype(np.int8) for g in gals] for i, b in enumerate(bands)},
         galaxy_index=names, wavelength=dict(zip(bands, fm.wavelength)),
+        mask_index=0,  # F): every non-zero pixel is bad, even one under the galaxy (never a segmentation map)
         pix_scale={b: fm.plate_scales[i][0] for i, b in enumerate(bands)},
     )
     dataset.define_profiles(**profiles)

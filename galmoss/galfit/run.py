@@ -443,6 +443,7 @@ def _run_group(g, gals: list[GalaxyInput], rows: list[dict], batch_size, iterati
             [gal.psf for gal in gals] if gals[0].psf is not None else None,
             [(gal.weight == 0).astype(np.int8) for gal in gals],
             galaxy_index=names,
+            mask_index=0,  # GALFIT's F): every non-zero pixel is bad, even one under the galaxy (never a segmentation map)
         )
         dataset.define_profiles(**profiles)
         fitting = Fitting(dataset=dataset, batch_size=batch_size, iteration=iteration, device=device, progress=False,
