@@ -356,6 +356,21 @@ def test_outputs_read_by_galfit_users_scripts(folder):
     assert chi2nu == pytest.approx(block["chi2nu"], abs=5e-4)
     body = (folder / "outrun" / "fit.log").read_text()
     assert not re.search(r"^\s*galmoss:", body, re.M)  # galmoss's notes are '#' comments only
+    # the card layout of a GALFIT-written model header (GALFIT 3, a Sersic and a sky): keys and comment lines in
+    # GALFIT's order; galmoss adds one COMMENT naming the block, after OBJECT
+    h = fits.getheader(folder / "out_block.fits", 2)
+    cards = [c.keyword if c.keyword != "COMMENT" else f"COMMENT {c.value}" for c in h.cards][h.index("OBJECT"):]
+    cards.remove("COMMENT GALFIT-compatible image block written by galmoss")
+    rule = "COMMENT " + "-" * 72
+    assert cards == [
+        "OBJECT", "COMMENT ========== GALFIT Input Parameters ==========", *_GALFIT_INPUT_KEYS,
+        "COMMENT ========== GALFIT Final Parameters ==========",
+        "COMP_1", "1_XC", "1_YC", "1_MAG", "1_RE", "1_N", "1_AR", "1_PA", rule,
+        "COMP_2", "2_XC", "2_YC", "2_SKY", "2_DSDX", "2_DSDY", rule,
+        "FLAGS", rule, "CHISQ", "NDOF", "NFREE", "NFIX", "CHI2NU", "LOGFILE", "COMMENT " + "=" * 45, "COMMENT ",
+    ]
+    assert h["OBJECT"] == "model" and h["LOGFILE"] == "out_block.galfit.01"  # GALFIT's LOGFILE names its restart
+    assert h.comments["1_MAG"] == "Integrated magnitude [mag]" and h.comments["2_DSDX"] == "x sky gradient [ADUs]"
 
 
 def test_usage_errors_exit_2(tmp_path, capsys):

@@ -146,8 +146,8 @@ def test_block_holds_galfitm_outputs(fitted):
             # GALFIT's comment lines stand where GALFIT puts them: before INITFILE and before COMP_1
             cards = [(c.keyword, str(c.value)) for c in head.cards]
             keys = [k for k, _ in cards]
-            assert "GALFIT Input Parameters" in cards[keys.index("INITFILE") - 2][1]
-            assert "GALFIT Final Parameters" in cards[keys.index("COMP_1") - 2][1]
+            assert "GALFIT Input Parameters" in cards[keys.index("INITFILE") - 1][1]
+            assert "GALFIT Final Parameters" in cards[keys.index("COMP_1") - 1][1]
         final = hdul["FINAL_BAND"].data
         cheb = hdul["FINAL_CHEB"].data
         info = hdul["FIT_INFO"].data[0]

@@ -67,14 +67,19 @@ def fit_section(feedme: Feedme, shape: tuple[int, int]) -> str:
 
 #: GALFIT's comment of each model-header key (a component key without its ``k_``).
 KEY_COMMENTS = {
-    "XC": "X center [pixel]", "YC": "Y center [pixel]", "MAG": "Integrated magnitude",
+    "XC": "X center [pixel]", "YC": "Y center [pixel]", "MAG": "Integrated magnitude [mag]",
     "MU0": "Central surface brightness [mag/arcsec^2]", "RE": "Effective radius Re [pixels]",
     "RS": "Disk scale-length Rs [pixels]", "FWHM": "FWHM [pixels]", "N": "Sersic index", "C": "Powerlaw",
     "RC": "Core radius Rc [pixels]", "RT": "Truncation radius [pixels]", "ALPHA": "alpha", "BETA": "beta",
-    "AR": "Axis ratio (b/a)", "PA": "Position Angle (PA) [Degrees: Up=0, Left=90]",
+    "AR": "Axis ratio (b/a)", "PA": "Position Angle (PA) [degrees: Up=0, Left=90]",
     "C0": "Diskiness (<0) or Boxiness (>0)", "SKY": "Sky background [ADUs]",
-    "DSDX": "Sky gradient in x [ADUs/pixel]", "DSDY": "Sky gradient in y [ADUs/pixel]",
+    "DSDX": "x sky gradient [ADUs]", "DSDY": "y sky gradient [ADUs]",
 }
+#: GALFIT's separators in the model header, as a GALFIT-written block has them
+INPUT_RULE = "========== GALFIT Input Parameters =========="
+FINAL_RULE = "========== GALFIT Final Parameters =========="
+COMPONENT_RULE = "-" * 72
+END_RULE = "=" * 45
 #: Identifies galmoss's blocks; GALFIT's readers look for 'GALFIT' in a COMMENT card of the model.
 BLOCK_COMMENT = "GALFIT-compatible image block written by galmoss"
 
@@ -93,7 +98,7 @@ def model_header_cards(
     free: Mapping[tuple[int, str], bool],
     problems: set[tuple[int, str]],
     stats: Mapping[str, float],
-    logfile: str = "fit.log",
+    logfile: str = "none",
     coupled: set[tuple[int, str]] = frozenset(),
 ) -> list[tuple[str, object, str]]:
     """The cards of the model extension, in GALFIT's order (values in its units, full-frame centres).
@@ -101,16 +106,16 @@ def model_header_cards(
     ``("COMMENT", text, "")`` entries are COMMENT cards. GALFIT's layout: the
     input parameters (INITFILE ... MAGZPT), the final parameters component by
     component (the sky with its centre), FLAGS, then CHISQ ... LOGFILE, set
-    apart by GALFIT's comment lines.
+    apart by GALFIT's comment lines, as a GALFIT-written block has them.
+    ``logfile`` is the restart file's name (GALFIT's LOGFILE names its
+    ``galfit.NN``), "none" when none is written.
     """
     section = fit_section(feedme, shape)
     comment = lambda text: ("COMMENT", text, "")  # noqa: E731
     cards: list[tuple[str, object, str]] = [
-        ("OBJECT", f"{feedme.image.name}{section}", "Object name"),
+        ("OBJECT", "model", "Component type"),
         comment(BLOCK_COMMENT),
-        comment(" "),
-        comment("========== GALFIT Input Parameters =========="),
-        comment(" "),
+        comment(INPUT_RULE),
         ("INITFILE", str(feedme.path), "GALFIT input file"),
         ("DATAIN", _name(feedme.image), "Input data image"),
         ("SIGMA", _name(feedme.sigma), "Input sigma image"),
@@ -121,9 +126,7 @@ def model_header_cards(
         ("CONVBOX", "none" if feedme.conv_box is None else f"{feedme.conv_box[0]}, {feedme.conv_box[1]}",
          "Convolution box size (unused by galmoss)"),
         ("MAGZPT", float(feedme.zeropoint), "Magnitude zeropoint"),
-        comment(" "),
-        comment("========== GALFIT Final Parameters =========="),
-        comment(" "),
+        comment(FINAL_RULE),
     ]
     for comp in feedme.components:
         k = comp.index
@@ -152,20 +155,18 @@ def model_header_cards(
             name = HEADER_KEYS[SLOTS[comp.kind][label]]
             fallback = COMPONENT_PARAMETERS[comp.kind].get(label[0] if label in ("1x", "1y") else label, name)
             cards.append((f"{k}_{name}"[:8], text, KEY_COMMENTS.get(name, fallback)))
-        cards.append(comment("------------------------"))
+        cards.append(comment(COMPONENT_RULE))
     cards += [
-        comment(" "),
-        comment("=============================================="),
         ("FLAGS", str(stats.get("flags_text", "")), "galmoss flags (galmoss flags <value>)"),
-        comment("=============================================="),
-        comment(" "),
+        comment(COMPONENT_RULE),
         ("CHISQ", _finite(stats.get("chi2")), "Chi^2 of fit"),
         ("NDOF", int(stats.get("ndof", 0)), "Degrees of freedom"),
         ("NFREE", int(stats.get("nfree", 0)), "Number of free parameters"),
         ("NFIX", int(stats.get("nfix", 0)), "Number of fixed parameters"),
         ("CHI2NU", _finite(stats.get("chi2nu")), "Reduced Chi^2"),
-        ("LOGFILE", logfile, "Output log file"),
-        comment("=============================================="),
+        ("LOGFILE", logfile, "Output logfile"),
+        comment(END_RULE),
+        comment(""),
     ]
     return cards
 

@@ -559,12 +559,13 @@ def _write_outputs(g, gal: GalaxyInput, row, out: dict, n_free: int, n_fix: int,
             parts = {name: im.numpy()[0] for name, im in parts.items()}
         else:
             model, parts = np.zeros(shape), {}
+        restart = restart_path(feedme.output) if feedme.mode in (0, 3) else None
         cards = model_header_cards(feedme, shape, values, errors, free, problems, stats,
+                                   logfile=restart.name if restart is not None else "none",
                                    coupled=coupled_keys(gal.constraints))
         try:
             write_block(feedme.output, feedme.mode, gal.image, model, parts if feedme.mode == 3 else None, cards)
-            if feedme.mode in (0, 3):
-                restart = restart_path(feedme.output)
+            if restart is not None:
                 restart.write_text(format_feedme(feedme, values, free, title=f"galmoss restart file of {feedme.path}",
                                                  coupled=coupled_keys(gal.constraints)))
         except OSError as exc:  # the fit is kept: the row and fit.log say what is missing
