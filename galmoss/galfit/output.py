@@ -143,8 +143,8 @@ def model_header_cards(
                                 key in coupled)
             if is_fourier(label):
                 m = label[1:].removesuffix("PA")
-                cards.append((f"{k}_{label}"[:8], text,
-                              f"Azim. Fourier mode {m}, {'phase angle [deg]' if label.endswith('PA') else 'amplitude'}"))
+                what = "phase angle" if label.endswith("PA") else "amplitude"  # GALFIT's words
+                cards.append((f"{k}_{label}"[:8], text, f"Azimuthal Fourier mode {m} {what}"))
                 continue
             if label.startswith("B"):
                 cards.append((f"{k}_{label}"[:8], text, f"Bending mode {label[1:]} amplitude [pixels]"))
