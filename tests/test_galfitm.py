@@ -256,9 +256,9 @@ def test_galapagos_style_file(tmp_path):
     path = _write(tmp_path, text)
     fm = parse_galfitm(path)
     assert "kernel" in fm.kernel_note and fm.components[1].bparams["1"].degree == 0
-    from galmoss.galfit.galfitm import _ranges, parse_galfitm_constraints
+    from galmoss.galfit.galfitm import band_ranges, parse_galfitm_constraints
 
-    ranges = _ranges(fm, parse_galfitm_constraints(fm))
+    ranges = band_ranges(fm, parse_galfitm_constraints(fm))
     assert ranges[(1, "3")] == (0, 40) and ranges[(1, "1x")] == (17.4 - 3, 17.4 + 3) and ranges[(1, "5")] == (0.2, 8)
     assert ranges[(1, "1y")] == (16.7 - 2, 16.7 + 2) and ranges[(1, "4")] == pytest.approx((7.0 / 4, 7.0 * 4))
     # what galmoss cannot apply to every band is refused, naming the line

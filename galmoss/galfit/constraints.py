@@ -109,6 +109,26 @@ def parameter_label(name: str, comp: Component, where: str) -> str:
     return label
 
 
+def constraint_lines(path: Path, program: str = "GALFIT") -> list[tuple[int, str, str, list[str]]]:
+    """``(number, raw text, where, fields)`` of each line of a constraint file that holds one (after '#' a comment).
+
+    ``where`` names the file, line and text for messages.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist (named as ``program``'s constraint file).
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"{program} constraint file '{path}' does not exist")
+    out = []
+    for number, raw in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+        body = raw.split("#", 1)[0].replace("\t", " ").strip()
+        if body:
+            out.append((number, raw, f"{path}, line {number} ({raw.strip()!r})", body.split()))
+    return out
+
+
 def parse_constraints(path: str | os.PathLike, components: list[Component]) -> list[Constraint]:
     """Read a GALFIT constraint file for the ``components`` of its feedme.
 
@@ -124,16 +144,9 @@ def parse_constraints(path: str | os.PathLike, components: list[Component]) -> l
         or a form it does not know.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"GALFIT constraint file '{path}' does not exist")
     out: list[Constraint] = []
     by_index = {c.index: c for c in components}
-    for number, raw in enumerate(path.read_text(errors="replace").splitlines(), start=1):
-        body = raw.split("#", 1)[0].replace("\t", " ").strip()
-        if not body:
-            continue
-        where = f"{path}, line {number} ({raw.strip()!r})"
-        tokens = body.split()
+    for number, raw, where, tokens in constraint_lines(path):
         if len(tokens) < 3:
             raise FeedmeError(f"{where}: a constraint is '<components> <parameter> <range or offset/ratio>'")
         spec, name, rest = tokens[0], tokens[1], tokens[2:]

@@ -156,24 +156,6 @@ def component_labels(comp: Component) -> list[str]:
     return ordered_labels(comp.kind) + fourier_labels(comp) + bending_labels(comp) + truncation_labels(comp)
 
 
-def truncation_lines(comp: Component, values, free) -> list[str]:
-    """The feedme lines of a truncated component (``To) k``, ``T0) radial``, ``T4)``, ``T5)``) at ``values``."""
-    kind = truncation_kind(comp)
-    k = comp.index
-    if kind is None or not all((k, lab) in values for lab in TRUNCATION_LABELS):
-        return []
-    from .feedme import TRUNCATION_LINES
-    from .output import galfit_number
-
-    ref = "Ti" if kind == "inner" else "To"
-    lines = [f"{ref}) {k}".ljust(27) + f" #  {kind.capitalize()} truncation by component {k}",
-             "T0) radial".ljust(27) + " #  truncation type"]
-    for lab in TRUNCATION_LABELS:
-        lines.append(f"{lab}) {galfit_number(values[(k, lab)]):<14s} {int(free.get((k, lab), False))}".ljust(27)
-                     + f" #  {TRUNCATION_LINES[lab]}")
-    return lines
-
-
 def row_values(rec, comp: Component, origin: tuple[int, int], errors: bool = False) -> dict[str, float]:
     """``label -> value`` (or error) of one component from a results row (GALFIT units, full frame).
 
@@ -282,7 +264,7 @@ def build_profiles(
         are turned back into profiles to draw image blocks.
     zeropoint
         The magnitudes' zero point (default J)); GALFIT's is J) + 2.5 log10(EXPTIME)
-        of the image (:func:`galmoss.galfit.run.exposure_time`).
+        of the image (:func:`galmoss.galfit.images.exposure_time`).
 
     Returns
     -------
@@ -371,15 +353,6 @@ def _with_bending(profile, comp: Component, table, values) -> object:
         return lp.with_bending(profile, bending_modes(comp), amplitudes)
     except (TypeError, ValueError) as exc:
         raise FeedmeError(f"component {comp.index} ({comp.kind}) with bending modes {bending_modes(comp)}: {exc}") from None
-
-
-def bending_lines(comp: Component, values, free) -> list[str]:
-    """The feedme lines ``B<m>) amplitude fit`` of a component at ``values``."""
-    from .output import galfit_number
-
-    k = comp.index
-    return [f"{lab}) {galfit_number(values[(k, lab)]):<14s} {int(free.get((k, lab), False))}".ljust(27)
-            + f" #  Bending mode {lab[1:]} amplitude [pixels]" for lab in bending_labels(comp) if (k, lab) in values]
 
 
 def _phase_from_galfit(phi: np.ndarray) -> np.ndarray:

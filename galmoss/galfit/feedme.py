@@ -164,8 +164,16 @@ def _extension_lines(path: Path, text: str) -> tuple[list[PriorLine], str | None
     return priors, preset
 
 
+class _Located:
+    """``where(key)``: the file and line of a control line, for messages (a dataclass with ``path`` and ``lines``)."""
+
+    def where(self, key: str) -> str:
+        line = self.lines.get(key)
+        return f"{self.path}, line {line.number}" if line else str(self.path)
+
+
 @dataclass
-class Feedme:
+class Feedme(_Located):
     """A GALFIT input file, read.
 
     Paths are resolved (relative paths against ``base``, the feedme's folder by
@@ -192,10 +200,6 @@ class Feedme:
     #: [<space> [<lo> <hi>]]`` and ``# galmoss priors <preset>`` (docs/galfit.md)
     priors: list[PriorLine] = field(default_factory=list)
     prior_preset: str | None = None
-
-    def where(self, key: str) -> str:
-        line = self.lines.get(key)
-        return f"{self.path}, line {line.number}" if line else str(self.path)
 
     @property
     def structure(self) -> tuple:
@@ -244,16 +248,47 @@ def _path(value: list[str], base: Path, *, optional: bool) -> Path | None:
     return p if p.is_absolute() else base / p
 
 
-def split_lines(path: Path, text: str):
-    """(label, Line) for every line that holds one; errors for lines that do not parse."""
+def split_lines(path: Path, text: str, program: str = "GALFIT"):
+    """(label, Line) for every line that holds one; errors (a ``program`` line expected) for lines that do not parse."""
     for number, raw in enumerate(text.splitlines(), start=1):
         body = raw.split("#", 1)[0].replace("\t", " ")
         if not body.strip() or _SEPARATOR.match(body):
             continue
         m = _LABEL.match(body)
         if not m:
-            _fail(path, number, raw, "not a GALFIT line (expected 'X) value ...', a comment after '#', or blank)")
+            _fail(path, number, raw, f"not a {program} line (expected 'X) value ...', a comment after '#', or blank)")
         yield m.group(1), Line(number, m.group(2).split(), raw)
+
+
+def read_input(path: str | os.PathLike, base: str | os.PathLike | None,
+               program: str = "GALFIT") -> tuple[Path, str, Path]:
+    """An input file's path, its text and the folder its relative paths are taken from (default: its own).
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist (named as ``program``'s input file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{program} input file '{path}' does not exist")
+    return path, path.read_text(errors="replace"), Path(base) if base is not None else path.parent
+
+
+def component_kind(path: Path, line: Line, index: int) -> str:
+    """The type a ``0) <type>`` line opens component ``index`` with, refused unless galmoss has its profile."""
+    if not line.fields:
+        _fail(path, line.number, line.text, "a component needs a type after '0)'")
+    kind = line.fields[0].lower()
+    if kind in UNSUPPORTED_COMPONENTS:
+        _fail(path, line.number, line.text,
+              f"component {index} is a {kind} ({UNSUPPORTED_COMPONENTS[kind]}) profile, which "
+              "galmoss does not have; replace it (e.g. by sersic) or fit this galaxy with GALFIT",
+              FeedmeUnsupportedError)
+    if kind not in COMPONENT_PARAMETERS:
+        _fail(path, line.number, line.text,
+              f"unknown component type {kind!r}; galmoss reads {', '.join(COMPONENT_PARAMETERS)}")
+    return kind
 
 
 def parse_feedme(path: str | os.PathLike, *, base: str | os.PathLike | None = None) -> Feedme:
@@ -287,29 +322,14 @@ def parse_feedme(path: str | os.PathLike, *, base: str | os.PathLike | None = No
         not have; Fourier lines
         ``F<m>)`` whose amplitude (or phase) toggles differ within a component.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"GALFIT input file '{path}' does not exist")
-    text = path.read_text(errors="replace")
-    base = Path(base) if base is not None else path.parent
+    path, text, base = read_input(path, base)
     control: dict[str, Line] = {}
     components: list[Component] = []
     current: Component | None = None
     for label, line in split_lines(path, text):
         upper = label.upper()
         if label == "0":
-            if not line.fields:
-                _fail(path, line.number, line.text, "a component needs a type after '0)'")
-            kind = line.fields[0].lower()
-            if kind in UNSUPPORTED_COMPONENTS:
-                _fail(path, line.number, line.text,
-                      f"component {len(components) + 1} is a {kind} ({UNSUPPORTED_COMPONENTS[kind]}) profile, which "
-                      "galmoss does not have; replace it (e.g. by sersic) or fit this galaxy with GALFIT",
-                      FeedmeUnsupportedError)
-            if kind not in COMPONENT_PARAMETERS:
-                _fail(path, line.number, line.text,
-                      f"unknown component type {kind!r}; galmoss reads {', '.join(COMPONENT_PARAMETERS)}")
-            current = Component(kind, len(components) + 1, line.number)
+            current = Component(component_kind(path, line, len(components) + 1), len(components) + 1, line.number)
             components.append(current)
             continue
         if current is None:
@@ -551,6 +571,27 @@ def _check_truncation(path: Path, comp: Component) -> None:
         _fail(path, comp.line, f"0) {comp.kind}", f"{where}: a truncation needs {', '.join(missing)}")
 
 
+def region_of(path: Path, line: Line, *, whole: bool = True) -> tuple[int, int, int, int]:
+    """The ``H) xmin xmax ymin ymax`` line's region (1-based, inclusive).
+
+    ``whole=False`` cuts decimals off instead of refusing them (GalfitM's files are read so).
+    """
+    if len(line.fields) < 4:
+        _fail(path, line.number, line.text, "H) needs xmin xmax ymin ymax")
+    if whole:
+        region = tuple(_int(path, line, t, "H) region") for t in line.fields[:4])
+    else:
+        try:
+            region = tuple(int(float(t)) for t in line.fields[:4])
+        except ValueError:
+            _fail(path, line.number, line.text, "H) needs xmin xmax ymin ymax")
+    # GALFIT clips a region starting at 0 (or below) to the image's first pixel
+    region = (max(region[0], 1), region[1], max(region[2], 1), region[3])
+    if not (region[0] <= region[1] and region[2] <= region[3]):
+        _fail(path, line.number, line.text, "H) region must have xmin <= xmax and ymin <= ymax")
+    return region
+
+
 def _control(path: Path, base: Path, control: dict[str, Line], components: list[Component]) -> Feedme:
     def fields(key: str) -> list[str]:
         return control[key].fields if key in control else []
@@ -578,16 +619,7 @@ def _control(path: Path, base: Path, control: dict[str, Line], components: list[
         if not (value == value and value >= 1 and value == int(value)):
             _fail(path, line.number, line.text, f"E) (PSF fine-sampling factor) must be a positive integer, got {token!r}")
         sampling = int(value)
-    region = None
-    if fields("H"):
-        line = control["H"]
-        if len(fields("H")) < 4:
-            _fail(path, line.number, line.text, "H) needs xmin xmax ymin ymax")
-        region = tuple(_int(path, line, t, "H) region") for t in fields("H")[:4])
-        # GALFIT clips a region starting at 0 (or below) to the image's first pixel
-        region = (max(region[0], 1), region[1], max(region[2], 1), region[3])
-        if not (region[0] <= region[1] and region[2] <= region[3]):
-            _fail(path, line.number, line.text, "H) region must have xmin <= xmax and ymin <= ymax")
+    region = region_of(path, control["H"]) if fields("H") else None
     conv = None
     if fields("I"):
         line = control["I"]

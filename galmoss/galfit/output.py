@@ -24,9 +24,11 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from .convert import (HEADER_KEYS, SLOTS, TRUNCATION_LABELS, bending_labels, bending_lines, component_labels, is_fourier, ordered_labels,
-                      truncation_lines)
-from .feedme import COMPONENT_PARAMETERS, TRUNCATION_LINES, Feedme, fourier_modes
+from ..flags import Flag
+from ..io.naming import open_append
+from .convert import (HEADER_KEYS, SLOTS, TRUNCATION_LABELS, bending_labels, component_labels, is_fourier,
+                      ordered_labels)
+from .feedme import COMPONENT_PARAMETERS, TRUNCATION_LINES, Component, Feedme, fourier_modes, truncation_kind
 
 
 def galfit_number(x: float) -> str:
@@ -323,6 +325,28 @@ def format_feedme(
     return "\n".join(lines) + "\n"
 
 
+def truncation_lines(comp: Component, values, free) -> list[str]:
+    """The feedme lines of a truncated component (``To) k``, ``T0) radial``, ``T4)``, ``T5)``) at ``values``."""
+    kind = truncation_kind(comp)
+    k = comp.index
+    if kind is None or not all((k, lab) in values for lab in TRUNCATION_LABELS):
+        return []
+    ref = "Ti" if kind == "inner" else "To"
+    lines = [f"{ref}) {k}".ljust(27) + f" #  {kind.capitalize()} truncation by component {k}",
+             "T0) radial".ljust(27) + " #  truncation type"]
+    for lab in TRUNCATION_LABELS:
+        lines.append(f"{lab}) {galfit_number(values[(k, lab)]):<14s} {int(free.get((k, lab), False))}".ljust(27)
+                     + f" #  {TRUNCATION_LINES[lab]}")
+    return lines
+
+
+def bending_lines(comp: Component, values, free) -> list[str]:
+    """The feedme lines ``B<m>) amplitude fit`` of a component at ``values``."""
+    k = comp.index
+    return [f"{lab}) {galfit_number(values[(k, lab)]):<14s} {int(free.get((k, lab), False))}".ljust(27)
+            + f" #  Bending mode {lab[1:]} amplitude [pixels]" for lab in bending_labels(comp) if (k, lab) in values]
+
+
 def _log_number(v: float, exponent: bool = False) -> str:
     """A value as GALFIT's fit.log prints it: 2 decimals, or ``%.2e`` for sky gradients and tiny/huge values."""
     v = float(v)
@@ -435,3 +459,16 @@ def not_fitted_log_entry(path: Path, feedme: Feedme | None, message: str) -> str
         out.append(f"{'':14s}{centre if comp.kind != 'sky' else ' ' * len(centre)} {cells}".rstrip())
     out += [" Chi^2 = nan,  ndof = 0", " Chi^2/nu = nan", f"# galmoss: not fitted: {message}", ""]
     return "\n".join(out) + "\n"
+
+
+def refused_row(path: Path, message: str, log_file: Path, flags: int = int(Flag.read_error),
+                feedme: Feedme | None = None) -> dict:
+    """The results row (and fit.log entry) of a feedme that was not fitted."""
+    with open_append(log_file) as fh:  # never through a symlink
+        fh.write(not_fitted_log_entry(path, feedme, message))
+    return {"group": -1, "flag": flags, "message": message, "restart": ""}
+
+
+def failed_row(gal, log_file: Path) -> dict:
+    """:func:`refused_row` of a galaxy whose data could not be read or fitted (its flags and messages)."""
+    return refused_row(gal.feedme.path, "; ".join(gal.messages), log_file, int(gal.flags), feedme=gal.feedme)

@@ -39,13 +39,12 @@ from .convert import (SLOTS, build_profiles, component_labels, component_name, c
                       header_key, row_values, starts, truncation_slot, widened_slots)
 from .feedme import Feedme, FeedmeError, parse_feedme
 from .galfitm import is_galfitm, parse_galfitm, parse_galfitm_constraints, run_galfitm
+from .images import ascii_mask, exposure_time, galfit_sigma, is_fits, read_section
 from ..io.naming import open_append
-from .output import fit_log_entry, format_feedme, model_header_cards, not_fitted_log_entry, restart_path, write_block
+from .output import (failed_row, fit_log_entry, format_feedme, model_header_cards, refused_row, restart_path,
+                     write_block)
 
 log = logging.getLogger("galmoss")
-
-#: GALFIT's GAIN when the image header has neither GAIN nor ATODGAIN (electrons per ADU).
-GALFIT_DEFAULT_GAIN = 7.0
 
 
 @dataclass
@@ -82,106 +81,6 @@ def expand_arguments(files: Iterable[str]) -> list[Path]:
     return out
 
 
-def _header_number(header, names: Sequence[str], default: float) -> float:
-    """The first of ``names`` the header holds as a positive finite number, else ``default``."""
-    for name in names:
-        if header is None or name not in header:
-            continue
-        try:
-            value = float(header[name])
-        except (TypeError, ValueError):
-            continue
-        if math.isfinite(value) and value > 0:
-            return value
-    return default
-
-
-def exposure_time(header) -> float:
-    """GALFIT's EXPTIME: the data are divided by it before the zero point (1 when missing)."""
-    return _header_number(header, ("EXPTIME",), 1.0)
-
-
-def galfit_sigma(image: np.ndarray, header, weight: np.ndarray | None = None) -> np.ndarray:
-    """GALFIT's sigma image when C) is ``none``, from the data and its header.
-
-    ``sigma^2 = max(data - sky, 0) / (GAIN * NCOMBINE) + sigma_sky^2``: the
-    source's Poisson noise in electrons turned back into image units (the data
-    must be in counts, ADU), plus the sky's noise. ``sky`` and ``sigma_sky`` are
-    the 3-sigma-clipped mean and RMS of the (unmasked) image, so they hold the
-    sky's Poisson and the read noise, as GALFIT 3 estimates them together.
-    Header keys as GALFIT reads them: ``GAIN`` (or ``ATODGAIN`` when GAIN is
-    missing; 7 when both are), ``NCOMBINE`` (1). ``RDNOISE`` is not used (GALFIT 3
-    uses it only with a sky value given by hand).
-
-    Parameters
-    ----------
-    image
-        The data (image units, ADU), 2-D.
-    header
-        Its FITS header (or any mapping).
-    weight
-        Pixels to measure the sky on (non-zero = used); None: all finite pixels.
-    """
-    from astropy.stats import sigma_clipped_stats
-
-    gain = _header_number(header, ("GAIN", "ATODGAIN"), GALFIT_DEFAULT_GAIN)
-    ncombine = _header_number(header, ("NCOMBINE",), 1.0)
-    good = np.isfinite(image) if weight is None else np.isfinite(image) & (weight > 0)
-    if np.count_nonzero(good) < 10:
-        return np.full(image.shape, np.nan)
-    sky, _, sky_rms = sigma_clipped_stats(image[good], sigma=3.0, maxiters=10)
-    return np.sqrt(np.clip(np.nan_to_num(image - sky), 0.0, None) / (gain * ncombine) + float(sky_rms) ** 2)
-
-
-def _read_section(path: Path, region, what: str):
-    """(array, header, full shape) of the first image HDU, only the region read (memory-mapped)."""
-    from astropy.io import fits
-
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} '{path}' does not exist")
-    with fits.open(path, memmap=True) as hdul:
-        hdu = next((h for h in hdul if h.is_image and h.data is not None and h.data.ndim >= 2), None)
-        if hdu is None:
-            raise ValueError(f"{what} '{path}' holds no image")
-        shape = hdu.data.shape[-2:]
-        if region is None:
-            data = np.array(hdu.data, dtype=np.float64)
-        else:
-            x0, x1, y0, y1 = region
-            if x0 < 1 or y0 < 1 or x1 > shape[1] or y1 > shape[0]:
-                raise ValueError(
-                    f"H) region x {x0}-{x1}, y {y0}-{y1} lies outside the {what} '{path}', which is "
-                    f"{shape[1]} x {shape[0]} pixels; give a region inside the image"
-                )
-            data = np.array(hdu.section[y0 - 1 : y1, x0 - 1 : x1], dtype=np.float64)
-        return data, hdu.header.copy(), shape
-
-
-def is_fits(path: Path) -> bool:
-    """Whether ``path`` holds FITS (by content, as GALFIT reads a mask named without ``.fits``): a
-    primary header starts with ``SIMPLE  =``; a gzip stream (``.fits.gz``) is taken for compressed FITS."""
-    with open(path, "rb") as fh:
-        head = fh.read(9)
-    return head == b"SIMPLE  =" or head[:2] == b"\x1f\x8b"
-
-
-def _ascii_mask(path: Path, shape, origin) -> np.ndarray:
-    """GALFIT's ASCII bad-pixel list: one ``x y`` (1-based, full frame) a line."""
-    bad = np.zeros(shape, dtype=bool)
-    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
-        body = line.split("#", 1)[0].split()
-        if not body:
-            continue
-        try:
-            x, y = int(float(body[0])), int(float(body[1]))
-        except (ValueError, IndexError):
-            raise ValueError(f"bad-pixel list '{path}', line {number}: expected 'x y', got {line.strip()!r}") from None
-        col, row = x - origin[0], y - origin[1]
-        if 0 <= row < shape[0] and 0 <= col < shape[1]:
-            bad[row, col] = True
-    return bad
-
-
 def load_galaxy(feedme: Feedme, constraints: list[Constraint]) -> GalaxyInput:
     """Read one feedme's data; problems become flags and messages, never exceptions."""
     gal = GalaxyInput(feedme, constraints)
@@ -191,21 +90,21 @@ def load_galaxy(feedme: Feedme, constraints: list[Constraint]) -> GalaxyInput:
     try:
         if feedme.psf_sampling > 1 and feedme.psf is None:
             raise ValueError(f"{feedme.where('E')}: E) {feedme.psf_sampling} needs a D) PSF (sampled that much finer)")
-        image, header, _ = _read_section(feedme.image, region, "A) input image")
+        image, header, _ = read_section(feedme.image, region, "A) input image")
         gal.zeropoint = feedme.zeropoint + 2.5 * math.log10(exposure_time(header))
         weight = np.isfinite(image).astype(np.float64)
         if feedme.mask is not None:
             if not feedme.mask.is_file():
                 raise FileNotFoundError(f"F) bad-pixel mask '{feedme.mask}' does not exist")
             if is_fits(feedme.mask):
-                mask, _, _ = _read_section(feedme.mask, region, "F) bad-pixel mask")
+                mask, _, _ = read_section(feedme.mask, region, "F) bad-pixel mask")
                 if mask.shape != image.shape:
                     raise ValueError(f"F) mask '{feedme.mask}' is {mask.shape}, the image {image.shape}")
                 weight[mask != 0] = 0.0
             else:
-                weight[_ascii_mask(feedme.mask, image.shape, gal.origin)] = 0.0
+                weight[ascii_mask(feedme.mask, image.shape, gal.origin)] = 0.0
         if feedme.sigma is not None:
-            sigma, _, _ = _read_section(feedme.sigma, region, "C) sigma image")
+            sigma, _, _ = read_section(feedme.sigma, region, "C) sigma image")
             if sigma.shape != image.shape:
                 raise ValueError(f"C) sigma image '{feedme.sigma}' is {sigma.shape}, the image {image.shape}")
         else:
@@ -213,7 +112,7 @@ def load_galaxy(feedme: Feedme, constraints: list[Constraint]) -> GalaxyInput:
             gal.flags |= Flag.sigma_estimated
             gal.messages.append("sigma made from the data (C) none: GAIN or ATODGAIN, NCOMBINE)")
         if feedme.psf is not None:
-            gal.psf, _, _ = _read_section(feedme.psf, None, "D) PSF")
+            gal.psf, _, _ = read_section(feedme.psf, None, "D) PSF")
     except (OSError, ValueError, NotImplementedError) as exc:
         gal.flags |= Flag.read_error
         gal.messages.append(str(exc))
@@ -353,7 +252,7 @@ def run_galfit(
     rows: list[dict] = [dict() for _ in entries]
     for i, e in enumerate(entries):
         if e.error:
-            rows[i].update(_refused_row(e.path, e.error, out_dir / "fit.log", feedme=e.feedme))
+            rows[i].update(refused_row(e.path, e.error, out_dir / "fit.log", feedme=e.feedme))
     # group on the feedmes alone, then read each group's data a chunk at a time:
     # memory holds one chunk's sections, never the whole catalogue's
     groups: dict[tuple, list[int]] = {}
@@ -376,7 +275,7 @@ def run_galfit(
             good = [i for i in part if loaded[i].image is not None and not (loaded[i].flags & Flag.fully_masked)]
             for i in part:
                 if i not in good:
-                    rows[i].update(_failed_row(loaded[i], out_dir / "fit.log"))
+                    rows[i].update(failed_row(loaded[i], out_dir / "fit.log"))
             # the image's EXPTIME is part of the zero point: one batch per value
             by_zeropoint: dict[float, list[int]] = {}
             for i in good:
@@ -402,24 +301,12 @@ def _run_safely(g, gals, rows, batch_size, iteration, device, out_dir, settings)
             gal = gals[0]
             gal.flags |= Flag.fit_error
             gal.messages.append(f"{gal.feedme.path}: {exc}")
-            rows[0].update(_failed_row(gal, out_dir / "fit.log"))
+            rows[0].update(failed_row(gal, out_dir / "fit.log"))
             return
         log.info("a group of %d feedmes failed (%s): fitting them one by one", len(gals), exc)
         for gal, row in zip(gals, rows):
             row.clear()
             _run_safely(g, [gal], [row], batch_size, iteration, device, out_dir, settings)
-
-
-def _failed_row(gal: GalaxyInput, log_file: Path) -> dict:
-    return _refused_row(gal.feedme.path, "; ".join(gal.messages), log_file, int(gal.flags), feedme=gal.feedme)
-
-
-def _refused_row(path: Path, message: str, log_file: Path, flags: int = int(Flag.read_error),
-                 feedme: Feedme | None = None) -> dict:
-    """The results row (and fit.log entry) of a feedme that was not fitted."""
-    with open_append(log_file) as fh:  # never through a symlink
-        fh.write(not_fitted_log_entry(path, feedme, message))
-    return {"group": -1, "flag": flags, "message": message, "restart": ""}
 
 
 def _run_group(g, gals: list[GalaxyInput], rows: list[dict], batch_size, iteration, device, out_dir: Path,
@@ -457,7 +344,7 @@ def _run_group(g, gals: list[GalaxyInput], rows: list[dict], batch_size, iterati
             gal.flags |= Flag.fit_error
             gal.messages.append(f"{gal.feedme.path}: {exc}")
             row.clear()
-            row.update(_failed_row(gal, out_dir / "fit.log"))
+            row.update(failed_row(gal, out_dir / "fit.log"))
 
 
 def _settings_factory(galfit_convolution: bool = False):
