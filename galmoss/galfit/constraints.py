@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .feedme import Component, FeedmeError, FeedmeUnsupportedError
+from .slots import slot_of
 
 _NAMES = {
     "x": "1x", "y": "1y", "mag": "3", "re": "4", "rs": "4", "fwhm": "4", "rc": "4",
@@ -102,7 +103,6 @@ def parameter_label(name: str, comp: Component, where: str) -> str:
         label = _NAMES[name]
     else:
         raise FeedmeError(f"{where}: unknown parameter name {name!r}")
-    from .convert import slot_of  # the mapping lives with the profiles
 
     if not label or slot_of(kind, label) is None:
         raise FeedmeError(f"{where}: component {comp.index} is a {kind}, which has no parameter {name!r}")

@@ -78,22 +78,9 @@ from ..params.ties import tie
 from .constraints import Constraint
 from .feedme import (Component, Feedme, FeedmeError, FeedmeUnsupportedError, bending_modes, fourier_modes,
                      truncation_kind)
+from .slots import SLOTS
 from .profiles import EdgeDiskSB, FerrerSB, KingSB, NukerSB
 
-_GEOMETRY = {"1x": "cen_x", "1y": "cen_y", "9": "axis_r", "10": "pa", "C0": "box"}
-SLOTS: dict[str, dict[str, str]] = {
-    "sersic": {**_GEOMETRY, "3": "mag", "4": "eff_r", "5": "ser_n"},
-    "devauc": {**_GEOMETRY, "3": "mag", "4": "eff_r"},
-    "expdisk": {**_GEOMETRY, "3": "mag", "4": "scale_l"},
-    "gaussian": {**_GEOMETRY, "3": "mag", "4": "fwhm"},
-    "moffat": {**_GEOMETRY, "3": "mag", "4": "fwhm", "5": "con"},
-    "king": {**_GEOMETRY, "3": "mu0", "4": "core_r", "5": "trunc_r", "6": "pow_n"},
-    "ferrer": {**_GEOMETRY, "3": "mu0", "4": "trunc_r", "5": "trunc_a", "6": "trunc_b"},
-    "nuker": {**_GEOMETRY, "3": "mu_b", "4": "break_r", "5": "alpha", "6": "beta", "7": "gamma"},
-    "edgedisk": {"1x": "cen_x", "1y": "cen_y", "3": "mu0", "4": "scale_h", "5": "scale_l", "10": "pa"},
-    "psf": {"1x": "cen_x", "1y": "cen_y", "3": "mag"},
-    "sky": {"1": "sky_bg", "2": "grad_x", "3": "grad_y"},
-}
 #: Values of parameters a feedme may leave out (all fixed).
 DEFAULTS: dict[str, dict[str, float]] = {
     "king": {"6": 2.0}, "ferrer": {"5": 2.0, "6": 0.0},
@@ -197,11 +184,6 @@ def ordered_labels(kind: str) -> list[str]:
         return {"1x": 1.0, "1y": 1.5, "C0": 99.0}.get(label, float(label) if label.isdigit() else 50.0)
 
     return sorted(SLOTS[kind], key=rank)
-
-
-def slot_of(kind: str, label: str) -> str | None:
-    """The galmoss slot of GALFIT parameter ``label`` of a ``kind`` component (None: it has none)."""
-    return SLOTS.get(kind, {}).get(label)
 
 
 def component_name(kind: str, index: int) -> str:
