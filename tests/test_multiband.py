@@ -235,8 +235,9 @@ def test_unsupported_pieces_say_so():
     images, sigmas, psfs = small()
     with pytest.raises(NotImplementedError, match="image blocks"):
         gm.Dataset.from_arrays(images, sigmas, psfs, wavelength=WL, pix_scale=SCALES, img_block_path="blocks")
-    with pytest.raises(NotImplementedError, match="automatic masks"):
-        gm.Dataset.from_arrays(images, sigmas, psfs, wavelength=WL, pix_scale=SCALES, auto_mask=True)
+    with pytest.raises(NotImplementedError, match="fitted neighbours"):
+        gm.Dataset.from_arrays(images, sigmas, psfs, wavelength=WL, pix_scale=SCALES, auto_mask=True,
+                               neighbours="fit")
 
 
 def test_files_per_band_and_rotated_wcs_refused(tmp_path):

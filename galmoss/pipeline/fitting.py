@@ -267,9 +267,7 @@ class Fitting:
         """A multi-band dataset: every band fitted jointly (pipeline/multiband.py)."""
         from .multiband import MultiBandRun
 
-        for name, given in (("resume", resume), ("shard", shard is not None), ("client", self.client is not None)):
-            if given:
-                raise NotImplementedError(f"Fitting.fit: {name} with a multi-band dataset is not supported yet")
+        self._refuse_band_options(resume, shard)
         if overwrite and self.dataset.result_path is not None and Path(self.dataset.result_path).is_dir():
             clear_outputs(self.dataset.result_path)
         self._bands_run = run = MultiBandRun(self)
@@ -278,6 +276,15 @@ class Fitting:
         self._positions = np.arange(len(self.dataset))
         self._write_results()
         return self._results
+
+    def _refuse_band_options(self, resume: bool, shard) -> None:
+        """What a multi-band run does not do yet, refused by name before anything is read."""
+        for given, what in ((resume, "resume (fit(resume=True), --resume): result parts"),
+                            (shard is not None, "shards (fit(shard=...), --shard): result parts"),
+                            (self.client is not None, "dask clients (client=, --dask)")):
+            if given:
+                raise NotImplementedError(f"Fitting.fit: {what} are not written for multi-band datasets yet; fit "
+                                          "the whole dataset in one process")
 
     def check(self, *, resume: bool = False, shard: tuple[int, int] | None = None, overwrite: bool = False) -> Model:
         """Make every configuration check ``fit()`` makes before its first fit; fit and write nothing.
@@ -295,7 +302,10 @@ class Fitting:
             The model a fit would use.
         """
         if hasattr(self.dataset, "bands"):
-            raise NotImplementedError("Fitting.check: a multi-band dataset is not supported yet (fit() checks it)")
+            from .multiband import MultiBandRun
+
+            self._refuse_band_options(resume, shard)
+            return MultiBandRun(self).check()
         model = self._checked_model(resume, shard, overwrite)
         folders = ((self.dataset.result_path, "result_path"), (self.dataset.img_block_path, "img_block_path"))
         for folder, what in folders:

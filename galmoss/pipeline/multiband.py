@@ -78,6 +78,33 @@ class MultiBandRun:
         self.model.ref.check_precision(fitting.dtype)  # ranges the fit's dtype cannot resolve: refused now
         self.result: MultiBandResult | None = None
 
+    def check(self, n_probe: int = 8):
+        """The checks a run makes before its first fit (output folder, the first readable galaxies); fits nothing.
+
+        Returns the reference band's model.
+        """
+        import os
+        from pathlib import Path
+
+        from ..errors import OutputError
+
+        ds = self.fitting.dataset
+        folder = ds.result_path
+        if folder is not None:
+            if Path(folder).exists() and not Path(folder).is_dir():
+                raise OutputError(f"result_path '{folder}' exists and is a file, not a folder; give a folder path")
+            existing = next(p for p in (Path(folder).absolute(), *Path(folder).absolute().parents) if p.exists())
+            if not (existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)):
+                raise OutputError(f"result_path '{folder}' cannot be written ('{existing}' is not a folder you may "
+                                  "write to); give a folder you may write to")
+        try:
+            for position in range(min(n_probe, len(ds))):
+                if all(g.usable for g in ds.load(position)):
+                    break
+        finally:
+            ds.close()
+        return self.model.ref
+
     def run(self) -> Table:
         from .._compat import tune_cpu_allocator
         from .sinks import check_output_folder
@@ -90,8 +117,11 @@ class MultiBandRun:
         settings = fitting.settings(covariance=True)
         t0 = time.perf_counter()
         parts: list[MultiBandResult] = []
-        for rows in self._groups(range(len(ds)), unusable=parts):
-            parts.append(self._fit(rows, settings))
+        try:
+            for rows in self._groups(range(len(ds)), unusable=parts):
+                parts.append(self._fit(rows, settings))
+        finally:
+            ds.close()  # image sets hold a file open between reads
         result = _join(parts)
         order = np.argsort(result.result.positions, kind="stable")
         self.result = MultiBandResult(result.result.reorder(order), result.band_loss[order], result.band_dof[order])
@@ -136,14 +166,17 @@ class MultiBandRun:
         names = [c.name for c in self.model.columns]
         errors = {k: np.full(len(r), np.nan) for k in names}
         fitted = np.flatnonzero(np.isfinite(r.loss) & np.all(np.isfinite(r.theta), axis=1))
-        for rows in self._groups(r.positions[fitted]):
-            batches = [make_batch([gals[b] for gals in rows]) for b in range(len(self.model.bands))]
-            at = np.searchsorted(r.positions, batches[0].positions)
-            best = np.stack([r.values[k][at] for k in names], axis=1)
-            std = bootstrap_multiband(self.model, batches, r.theta[at], best, n_resample, settings, lm, generator,
-                                      rows_per_pass)
-            for j, k in enumerate(names):
-                errors[k][at] = std[:, j]
+        try:
+            for rows in self._groups(r.positions[fitted]):
+                batches = [make_batch([gals[b] for gals in rows]) for b in range(len(self.model.bands))]
+                at = np.searchsorted(r.positions, batches[0].positions)
+                best = np.stack([r.values[k][at] for k in names], axis=1)
+                std = bootstrap_multiband(self.model, batches, r.theta[at], best, n_resample, settings, lm,
+                                          generator, rows_per_pass)
+                for j, k in enumerate(names):
+                    errors[k][at] = std[:, j]
+        finally:
+            self.fitting.dataset.close()
         r.errors = errors
 
     def _fit(self, rows: list[list], settings) -> MultiBandResult:
