@@ -66,6 +66,9 @@ class MultiBandDataset:
         the first is the reference frame.
     pix_scale
         ``{band: arcsec per pixel}`` (> 0), or one number for every band.
+    img_block_path
+        Folder for image blocks, one FITS per galaxy holding every band
+        (:func:`galmoss.io.blocks.write_band_image_block`).
     result_path
         Folder for ``results.fits`` / ``results.csv``.
     **options
@@ -78,8 +81,8 @@ class MultiBandDataset:
         Bands named differently in different arguments, a wavelength or pixel
         scale missing or not positive, band inputs of different lengths.
     NotImplementedError
-        Image blocks, fitted neighbours, PSFs from a FWHM, regions, or bands
-        rotated against each other in their FITS WCS.
+        Fitted neighbours, PSFs from a FWHM, regions, or bands rotated against
+        each other in their FITS WCS.
 
     Notes
     -----
@@ -93,11 +96,12 @@ class MultiBandDataset:
                  img_block_path=None, result_path=None, *, wavelength=None, pix_scale=None, _arrays=None,
                  **options) -> None:
         #: detect on a stack of the bands, mask in every band (:func:`stack_auto_mask`)
-        self.auto_mask = _pop_refused(options, img_block_path)
+        self.auto_mask = _pop_refused(options)
         self.bands: Bands = make_bands(wavelength, pix_scale)
         gain = band_dict(options.pop("gain", None), self.bands, "gain")
         self.profiles: dict = {}
-        self.img_block_path = None
+        #: folder of the image blocks (every band's data, model, residual and components)
+        self.img_block_path = None if img_block_path is None else Path(img_block_path)
         self.result_path = None if result_path is None else Path(result_path)
         self.catalog = None
         self.render_settings = None
@@ -159,11 +163,12 @@ class MultiBandDataset:
 
     @classmethod
     def _assembled(cls, bands: Bands, names: list[str], datasets: dict, missing: dict, result_path, catalog,
-                   auto_mask: bool = False) -> "MultiBandDataset":
+                   auto_mask: bool = False, img_block_path=None) -> "MultiBandDataset":
         """A dataset of per-band datasets built elsewhere (image sets, catalogues)."""
         obj = cls.__new__(cls)
         obj.bands, obj.names, obj.datasets, obj.missing = bands, names, datasets, missing
-        obj.profiles, obj.img_block_path, obj.render_settings = {}, None, None
+        obj.profiles, obj.render_settings = {}, None
+        obj.img_block_path = None if img_block_path is None else Path(img_block_path)
         obj.result_path = None if result_path is None else Path(result_path)
         obj.catalog = catalog
         obj.auto_mask = auto_mask
@@ -190,7 +195,7 @@ class MultiBandDataset:
         options = DataOptions.pick(options, "Dataset.from_image_set")
         result_path = options.pop("result_path", None)
         img_block_path = options.pop("img_block_path", None)
-        auto = _pop_refused(options, img_block_path)
+        auto = _pop_refused(options)
         gain = options.pop("gain", None)
         if isinstance(path, Mapping):
             bands = make_bands(wavelength, pix_scale)
@@ -218,7 +223,7 @@ class MultiBandDataset:
                                                   gain=gain[b], **options) for b in bands.names}
         ref = datasets[bands.names[0]]
         obj = cls._assembled(bands, ref.names, datasets, {b: set() for b in bands.names}, result_path, ref.catalog,
-                             auto)
+                             auto, img_block_path)
         return obj
 
     @classmethod
@@ -366,12 +371,9 @@ def stack_auto_mask(gals: list[GalaxyData], bands: Bands, start_xy) -> None:
 
 
 # ---------------------------------------------------------------- helpers
-def _pop_refused(options: dict, img_block_path) -> bool:
+def _pop_refused(options: dict) -> bool:
     """Refuse what bands do not take yet; return (and remove) ``auto_mask``."""
     _refuse(options)
-    if img_block_path is not None:
-        raise NotImplementedError("multi-band datasets: image blocks (img_block_path) are not written for joint "
-                                  "fits yet; leave img_block_path out")
     auto = bool(options.pop("auto_mask", False))
     if auto:
         from ..auto.segment import photutils_or_raise

@@ -550,6 +550,8 @@ class Fitting:
                 iteration = iteration if iteration is not None else self.iteration
                 with torch_threads(self.threads if self.device.type == "cpu" else None):
                     self._bands_run.bootstrap(n_resample, iteration, seed)
+                if self.dataset.img_block_path is not None:
+                    self._bands_run.update_block_headers()
             self._results = self._bands_run.table(errors=True)
             self._write_results()
             return self._results

@@ -115,11 +115,17 @@ class MultiBandRun:
         if fitting.device.type == "cpu":
             tune_cpu_allocator()
         settings = fitting.settings(covariance=True)
+        blocks = self._block_names() if ds.img_block_path is not None else None
+        #: each galaxy's image block file name ('' where none was written)
+        self.image_block = [""] * len(ds) if blocks is not None else None
         t0 = time.perf_counter()
         parts: list[MultiBandResult] = []
         try:
             for rows in self._groups(range(len(ds)), unusable=parts):
-                parts.append(self._fit(rows, settings))
+                batches = self._batches(rows)
+                parts.append(fit_multiband_safely(jm, batches, settings))
+                if blocks is not None:
+                    self._write_blocks(batches, parts[-1], blocks, settings)
         finally:
             ds.close()  # image sets hold a file open between reads
         result = _join(parts)
@@ -179,9 +185,124 @@ class MultiBandRun:
             self.fitting.dataset.close()
         r.errors = errors
 
-    def _fit(self, rows: list[list], settings) -> MultiBandResult:
-        batches = [make_batch([gals[b] for gals in rows]) for b in range(len(self.model.bands))]
-        return fit_multiband_safely(self.model, batches, settings)
+    def _batches(self, rows: list[list]) -> list:
+        return [make_batch([gals[b] for gals in rows]) for b in range(len(self.model.bands))]
+
+    # ---------------------------------------------------------- image blocks
+    def _block_names(self) -> list[str]:
+        """Each galaxy's block file name; the folder checked and no input file among them."""
+        import os
+
+        from ..errors import OutputError
+        from ..io.naming import safe_file_names
+        from .sinks import check_output_folder
+
+        ds = self.fitting.dataset
+        folder = check_output_folder(ds.img_block_path, "img_block_path")
+        names = safe_file_names(ds.names)
+        inputs = {os.path.normcase(os.path.abspath(p)) for pos in range(len(ds)) for p in ds.input_paths(pos)}
+        for pos, fname in enumerate(names):
+            target = os.path.normcase(os.path.abspath(folder / fname))
+            if target in inputs:
+                raise OutputError(f"the image block of galaxy {ds.names[pos]!r} would be '{target}', which is an "
+                                  "input file; give img_block_path a folder of its own (nothing has been fitted yet)")
+        return names
+
+    def band_cards(self, values: dict, errors: dict | None, band: int, loss, dof, n_iter, flag) -> list:
+        """GALFIT-style cards of one band of one galaxy: its values (shared and the band's own) and chi2."""
+        from ..io.blocks import galfit_header_cards
+
+        jm = self.model
+        name = jm.bands.names[band]
+        cards, errs = {}, ({} if errors is not None else None)
+        for col in jm.ref.columns:
+            column = col.name if jm.modes[col.parameter] == "shared" else f"{col.name}_{name}"
+            cards[(col.profile, col.slot)] = values[column]
+            if errs is not None:
+                errs[(col.profile, col.slot)] = errors[column]
+        dof = int(dof)
+        extra = {"BAND": name, "WAVELEN": float(jm.bands.wavelength[band]), "PIXSCALE": float(jm.bands.pix_scale[band]),
+                 "CHISQ": float(loss), "NDOF": dof, "CHI2NU": float(loss / dof) if dof > 0 else float("nan"),
+                 "NFREE": int(jm.n_free), "NITER": int(n_iter), "FLAGS": int(flag)}
+        return galfit_header_cards({n: type(p).__name__ for n, p in jm.ref.profiles.items()}, cards, errs, extra)
+
+    def _write_blocks(self, batches: list, fitted: MultiBandResult, names: list[str], settings) -> None:
+        """One block per fitted galaxy: every band's data, model, residual, components, mask and sigma."""
+        import torch
+
+        from ..fitting.multiband import make_multiband_objective
+        from ..io.blocks import write_band_image_block
+        from .sinks import _MARK, _is_own_block
+
+        jm, ds, r = self.model, self.fitting.dataset, fitted.result
+        rows = np.flatnonzero(np.isfinite(r.loss) & np.all(np.isfinite(r.theta), axis=1))
+        if not rows.size:
+            return
+        dt, dev = settings.torch_dtype, settings.torch_device
+        fixed = jm.fixed_values(batches[0].positions)
+        objective = make_multiband_objective(jm, batches, fixed, settings)
+        index = torch.as_tensor(rows, device=dev)
+        theta = torch.as_tensor(r.theta[rows], dtype=dt, device=dev)
+        with torch.no_grad():
+            rendered = [obj.model_images(objective.band_theta(b, theta, index)[0], index, components=True)
+                        for b, obj in enumerate(objective.objectives)]
+        band_dof = self._band_dof(fitted)
+        for k, i in enumerate(rows):
+            pos = int(r.positions[i])
+            target = ds.img_block_path / names[pos]
+            values = {c: v[i] for c, v in r.values.items()}
+            errors = None if r.errors is None else {c: v[i] for c, v in r.errors.items()}
+            try:
+                if target.exists() and not _is_own_block(target):
+                    raise OSError(f"'{target}' exists and is not an image block galmoss wrote; it was left untouched "
+                                  "(give img_block_path a folder of its own)")
+                bands = {}
+                for b, band in enumerate(jm.bands.names):
+                    batch, (total, parts) = batches[b], rendered[b]
+                    bands[band] = dict(
+                        data=batch.image[i], model=total[k].double().cpu().numpy(),
+                        components={n: v[k].double().cpu().numpy() for n, v in parts.items()},
+                        header_cards=self.band_cards(values, errors, b, fitted.band_loss[i, b], band_dof[i, b],
+                                                     r.n_iter[i], r.flags[i]),
+                        mask=batch.weight[i] > 0, sigma=batch.sigma[i])
+                primary = [(_MARK, True, "an image block written by galmoss"),
+                           ("OBJECT", str(ds.names[pos]).encode("ascii", "replace").decode()[:48], "galaxy_index"),
+                           ("BANDS", ",".join(jm.bands.names), "bands, the reference first"),
+                           ("CHISQ", float(r.loss[i]), "chi2 of every band"), ("NDOF", int(r.dof[i]), "")]
+                write_band_image_block(target, bands, primary_header_cards=primary)
+                self.image_block[pos] = names[pos]
+            except Exception as exc:  # noqa: BLE001 - a failed write never erases a fit
+                log.warning("image block of galaxy %r not written: %s", ds.names[pos], exc)
+                r.flags[i] |= int(Flag.block_not_written)
+                r.messages[i] = "; ".join(m for m in (r.messages[i], f"image block not written: {exc}") if m)
+
+    def update_block_headers(self) -> None:
+        """Rewrite every block's fit cards with the results' errors (after the bootstrap); images untouched."""
+        from ..io.blocks import update_image_block_headers
+
+        ds, res = self.fitting.dataset, self.result
+        r = res.result
+        band_dof = self._band_dof(res)
+        for i, fname in enumerate(self.image_block or []):
+            if not fname:
+                continue
+            values = {c: v[i] for c, v in r.values.items()}
+            errors = {c: v[i] for c, v in r.errors.items()}
+            cards = {f"MODEL_{band}": self.band_cards(values, errors, b, res.band_loss[i, b], band_dof[i, b],
+                                                      r.n_iter[i], r.flags[i])
+                     for b, band in enumerate(self.model.bands.names)}
+            try:
+                update_image_block_headers(ds.img_block_path / fname, cards)
+            except Exception as exc:  # noqa: BLE001 - the results table is already safe
+                log.warning("image block %s: header not updated: %s", fname, exc)
+
+    def _band_dof(self, res: MultiBandResult) -> np.ndarray:
+        """(B, n_bands): each band's usable pixels less its share of the joint free parameters."""
+        used = res.band_dof.astype(np.float64)
+        total = used.sum(1, keepdims=True)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            share = np.where(total > 0, used - self.model.n_free * used / np.maximum(total, 1), 0.0)
+        return np.where(np.isfinite(res.result.loss)[:, None], np.rint(share), 0).astype(np.int64)
 
     def table(self, errors: bool) -> Table:
         """The results table (see the module docstring); ``errors`` adds ``<column>_err``."""
@@ -199,21 +320,21 @@ class MultiBandRun:
         t["dof"] = r.dof
         with np.errstate(divide="ignore", invalid="ignore"):
             t[f"reduced_{name}"] = np.where(r.dof > 0, r.loss / np.maximum(r.dof, 1), np.nan)
-        # a band's dof: its usable pixels less its share of the joint free parameters
-        used = res.band_dof.astype(np.float64)
-        total = used.sum(1, keepdims=True)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            share = np.where(total > 0, used - jm.n_free * used / np.maximum(total, 1), 0.0)
+        band_dof = self._band_dof(res)
         for b, band in enumerate(jm.bands.names):
             t[f"{name}_{band}"] = res.band_loss[:, b]
-            t[f"dof_{band}"] = np.where(np.isfinite(r.loss), np.rint(share[:, b]), 0).astype(np.int64)
+            t[f"dof_{band}"] = band_dof[:, b]
         t["n_iter"] = r.n_iter
         t["converged"] = r.converged
         t["status"] = r.status
         t["flag"] = r.flags
         t["message"] = [m if m else "" for m in r.messages]
+        if getattr(self, "image_block", None) is not None:
+            t["image_block"] = self.image_block
         # FITS keywords (8 characters) in results.fits: the bands in order, their wavelengths and pixel scales
         t.meta["BANDS"] = ",".join(jm.bands.names)
         t.meta["WAVELEN"] = ",".join(f"{w:g}" for w in jm.bands.wavelength)
         t.meta["PIXSCALE"] = ",".join(f"{s:g}" for s in jm.bands.pix_scale)
+        if getattr(self, "image_block", None) is not None:  # where galmoss plot / report find the blocks
+            t.meta["IMGBLOCK"] = str(self.fitting.dataset.img_block_path.absolute())
         return t
