@@ -221,3 +221,26 @@ def test_auto_mask_on_the_stack_masks_a_neighbour_in_every_band():
     # the light left biases each magnitude by 0.07 (measured; 0.47 without the mask): within 0.1 of the truth
     for b in BANDS:
         assert abs(t[f"gal_mag_{b}"][0] - BANDS[b]["mag"]) < 0.1, b
+
+
+def test_cutouts_centred_on_other_sky_points_are_flagged(tmp_path):
+    images, sigmas, psfs = sersic_bands(BANDS, count=2, seed=17, re_arcsec=0.8)
+    paths = {}
+    for b in BANDS:
+        s, n = BANDS[b]["scale"] / 3600, BANDS[b]["size"]
+        fits.writeto(tmp_path / f"psf_{b}.fits", psfs[b])
+        paths[b] = []
+        for i in range(2):
+            # galaxy 1's r cutout is cut 3 pixels (0.6 arcsec) off the sky point of its other bands
+            shift = 3.0 if (i == 1 and b == "r") else 0.0
+            header = fits.Header({"CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN", "CRVAL1": 150.0, "CRVAL2": 2.0,
+                                  "CRPIX1": (n + 1) / 2 + shift, "CRPIX2": (n + 1) / 2, "CD1_1": -s, "CD1_2": 0.0,
+                                  "CD2_1": 0.0, "CD2_2": s})
+            paths[b].append(str(tmp_path / f"{b}_{i}.fits"))
+            fits.writeto(paths[b][-1], images[b][i], header)
+    ds = gm.Dataset(["on", "off"], paths, psf_path={b: [str(tmp_path / f"psf_{b}.fits")] * 2 for b in BANDS},
+                    sigma_path=None, wavelength=WL, pix_scale=SCALES, gain=None)
+    gals = ds.load(1)
+    assert gals[0].flags & int(Flag.read_error)
+    assert "band 'r''s cutout is centred 0.6 arcsec from band 'g''s" in gals[0].messages[-1]
+    assert not ds.load(0)[0].flags & int(Flag.read_error)

@@ -303,6 +303,11 @@ class MultiBandDataset:
                     "would be unconstrained); fit it with the bands it has in a dataset of its own"]))
             else:
                 out.append(ds.load(position))
+        if all(g.usable for g in out):
+            off_sky = _off_sky(self, position, [g.shape for g in out])
+            if off_sky:
+                out[0].flags |= int(Flag.read_error)
+                out[0].messages.append(off_sky)
         if self.auto_mask and all(g.usable for g in out):
             stack_auto_mask(out, self.bands, Dataset._start_xy(self, position))
         return out
@@ -479,6 +484,48 @@ def _fill_optional(value, missing: set[int], stand_in):
     if not isinstance(value, (list, tuple)):
         return value
     return [stand_in(i) if (i in missing and x is None) else x for i, x in enumerate(value)]
+
+
+def _sky_centre(path, hdu, shape):
+    """The sky position of a cutout's centre from its FITS WCS, or None without a celestial WCS."""
+    import warnings
+
+    from astropy.wcs import FITSFixedWarning, WCS
+
+    from ..io.fits import read_header
+
+    try:
+        header = read_header(path, hdu)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FITSFixedWarning)
+            wcs = WCS(header).celestial
+    except Exception:  # noqa: BLE001 - an unreadable header is the image reader's to report
+        return None
+    if not wcs.has_celestial or wcs.naxis != 2:
+        return None
+    return wcs.pixel_to_world((shape[1] - 1) / 2, (shape[0] - 1) / 2)
+
+
+def _off_sky(ds: "MultiBandDataset", position: int, shapes: list) -> str:
+    """Why galaxy ``position``'s cutouts do not share their centre on the sky, or '' (also without WCS)."""
+    paths = [getattr(band, "image_paths", [None] * len(ds))[position] for band in ds.datasets.values()]
+    if any(p is None for p in paths) or getattr(ds, "_no_wcs", False):
+        return ""
+    centres = [_sky_centre(p, band.hdus.get("image"), shape) for p, band, shape in zip(paths, ds.datasets.values(),
+                                                                                         shapes)]
+    if any(c is None for c in centres):
+        if position == 0:
+            ds._no_wcs = True  # files without a WCS: nothing to compare, and no header read per galaxy
+        return ""
+    ref = centres[0]
+    limit = 0.5 * ds.bands.pix_scale[0]
+    for b, centre in zip(ds.bands.names[1:], centres[1:]):
+        offset = float(ref.separation(centre).arcsec)
+        if offset > limit:
+            return (f"band {b!r}'s cutout is centred {offset:.3g} arcsec from band {ds.bands.names[0]!r}'s in their "
+                    f"FITS WCS (more than half a reference pixel, {limit:g} arcsec): the bands of a galaxy must be cut "
+                    "around one sky point; re-cut it")
+    return ""
 
 
 def _rotation(header) -> tuple[float, bool] | None:
