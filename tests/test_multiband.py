@@ -271,3 +271,28 @@ def test_files_per_band_and_rotated_wcs_refused(tmp_path):
     fits.writeto(paths["i"][0], images["i"][0], header, overwrite=True)
     with pytest.raises(NotImplementedError, match="band 'i' is rotated by"):
         gm.Dataset(["a", "b"], paths, **kw)
+
+
+def test_a_prior_on_a_shared_parameter_combines_with_every_band_as_a_normal_posterior():
+    images, sigmas, psfs = small()
+    images, sigmas = ({b: v[:1] for b, v in d.items()} for d in (images, sigmas))
+
+    def run(prior):
+        ds = gm.Dataset.from_arrays(images, sigmas, psfs, wavelength=WL, pix_scale=SCALES)
+        ds.define_profiles(gal=sersic(cen_x=gm.p(12.5), cen_y=gm.p(12.5), eff_r=gm.p(3.0),
+                                      ser_n=gm.p(2.0, prior=prior)))
+        return fit(ds)[1]
+
+    free = run(None)
+    n_hat, s_data = float(free["gal_ser_n"][0]), float(free["gal_ser_n_err"][0])
+    # a prior as informative as the data, centred 2 data-sigma away: the posterior of a linear model
+    # has mean (n/s^2 + mu/p^2) / (1/s^2 + 1/p^2) and width (1/s^2 + 1/p^2)^-1/2
+    mu, width = n_hat + 2 * s_data, s_data
+    t = run(gm.prior.Normal(mu, width, space="value"))
+    s_post = (1 / s_data**2 + 1 / width**2) ** -0.5
+    mean = (n_hat / s_data**2 + mu / width**2) * s_post**2
+    assert abs(t["gal_ser_n"][0] - mean) < 0.15 * s_data  # the model is nearly linear over 2 sigma
+    np.testing.assert_allclose(t["gal_ser_n_err"][0], s_post, rtol=0.1)
+    # the prior's term is reported apart from the likelihood's: 1 sigma off its centre, about 1
+    assert 0.5 < t["chi2_prior"][0] < 1.5
+    np.testing.assert_allclose(t["chi2"], t["chi2_g"] + t["chi2_r"] + t["chi2_i"], rtol=1e-9)

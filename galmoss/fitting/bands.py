@@ -143,6 +143,9 @@ class JointModel:
     bands
         The bands, reference first.
 
+    priors
+        A preset of priors by name (as :class:`~galmoss.model.Model`'s).
+
     Raises
     ------
     ConfigError
@@ -150,20 +153,21 @@ class JointModel:
         bands of the same wavelength.
     NotImplementedError
         Tied or vector parameters with bands.
+
+    Notes
+    -----
+    A prior (``gm.p(..., prior=)`` or a preset's) acts once on a shared
+    parameter and, on a band-varying one (or one it relates to a band-varying
+    one, as a B/T prior relates two magnitudes), on its value in every band.
     """
 
-    def __init__(self, profiles: Mapping[str, object], bands: Bands) -> None:
+    def __init__(self, profiles: Mapping[str, object], bands: Bands, priors: str | None = None) -> None:
         self.bands = bands
-        self.ref = ref = Model(profiles)
+        self.ref = ref = Model(profiles, priors=priors)
         if ref.ties:
             raise NotImplementedError("multi-band fits: gm.tie parameters with bands are not supported yet")
         if ref.has_vectors:
             raise NotImplementedError("multi-band fits: vector parameters (dim='2d') with bands are not supported yet")
-        if ref.priors:
-            raise NotImplementedError(
-                f"multi-band fits: priors ({', '.join(t.label for t in ref.priors)}) with bands are not supported yet; "
-                "fit each band alone to use them"
-            )
         nb = len(bands)
         self.modes: dict[Parameter, object] = {}
         for prm in ref.parameters:
@@ -208,6 +212,12 @@ class JointModel:
                 else:
                     a[b, j, s : s + mode + 1] = cheb[b, : mode + 1]
         self.A = a
+        #: the bands each prior acts in: once (the reference band) when it and the parameters it
+        #: relates are shared, else in every band, on that band's values
+        self.prior_bands = [
+            [0] if all(self.modes[p] == "shared" for p in (t.parameter, *t.others)) else list(range(nb))
+            for t in ref.priors
+        ]
         # per band: a single-band model whose parameters are the band's values, fitted as they are
         self.band_models: list[Model] = []
         self.band_params: list[dict[Parameter, Parameter]] = []

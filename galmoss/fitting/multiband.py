@@ -36,6 +36,7 @@ import torch
 from ..flags import Flag
 from .lm import levenberg_marquardt, sum_of_squares
 from .measure import batch_estimates
+from .priors import PriorRows
 from .records import Batch, BatchResult
 from .solve import make_objective
 from .status import Status
@@ -53,13 +54,39 @@ __all__ = ["Bands", "JointModel", "MultiBandObjective", "fit_multiband_batch", "
 class MultiBandObjective:
     """Residuals and Jacobians of a batch in every band, as functions of the joint theta."""
 
-    def __init__(self, jm: JointModel, objectives: list, offsets: Tensor) -> None:
+    def __init__(self, jm: JointModel, objectives: list, offsets: Tensor, priors=None, fixed=None) -> None:
         self.jm = jm
         self.objectives = objectives
         first = objectives[0].data
         self.A = jm.band_matrix(first.dtype, first.device)
         self.scale = torch.as_tensor(jm.scales(), dtype=first.dtype, device=first.device)
         self.offsets = offsets  # (nb, B, Q)
+        #: the reference model's priors (a PriorRows of the batch's rows) and the fixed values they read,
+        #: ``{(band, parameter): (B, 1, 1)}`` in reference units; None without priors
+        self.priors = priors
+        self.fixed = fixed
+
+    def _prior_rows(self, theta: Tensor, index: Tensor, jacobian: bool):
+        """The prior rows (B, R') of every band they act in, and their Jacobian (B, R', P) by theta."""
+        rs, js = [], []
+        for b in sorted({b for bands in self.jm.prior_bands for b in bands}):
+            terms = [k for k, bands in enumerate(self.jm.prior_bands) if b in bands]
+            u = self.jm.band_coordinates(theta, b)
+            fixed = {prm: self.fixed[(b, prm)][index] for prm in self.jm.ref.fixed}
+            if jacobian:
+                r, j = self.priors.residuals_and_jacobian(u, fixed, index)
+                js.append(j[:, terms] @ self.A[b].to(j.dtype))
+            else:
+                r = self.priors.residuals(u, fixed, index)
+            rs.append(r[:, terms])
+        return torch.cat(rs, dim=1), (torch.cat(js, dim=1) if jacobian else None)
+
+    def prior_term(self, theta: Tensor, index: Tensor) -> Tensor:
+        """``-2 ln(prior)`` up to a constant (B,): the sum of squares of the prior rows (0 without priors)."""
+        if self.priors is None:
+            return theta.new_zeros(theta.shape[0])
+        with torch.no_grad():
+            return (self._prior_rows(theta, index, False)[0].double() ** 2).sum(dim=1)
 
     def _values(self, u: Tensor) -> tuple[Tensor, Tensor]:
         """Reference profile-unit values T(u) and T'(u), (B, Q) each."""
@@ -77,8 +104,10 @@ class MultiBandObjective:
         return s * v + self.offsets[b][index], (s * dv)[:, :, None] * self.A[b][None]
 
     def residuals(self, theta: Tensor, index: Tensor) -> Tensor:
-        return torch.cat([obj.residuals(self.band_theta(b, theta, index)[0], index)
-                          for b, obj in enumerate(self.objectives)], dim=1)
+        rs = [obj.residuals(self.band_theta(b, theta, index)[0], index) for b, obj in enumerate(self.objectives)]
+        if self.priors is not None:
+            rs.append(self._prior_rows(theta, index, False)[0].to(rs[0].dtype))
+        return torch.cat(rs, dim=1)
 
     def band_losses(self, theta: Tensor, index: Tensor) -> Tensor:
         """(B, n_bands): each band's sum of squared residuals."""
@@ -92,6 +121,10 @@ class MultiBandObjective:
             r, j = obj.residuals_and_jacobian(tb, index)
             rs.append(r)
             js.append(torch.bmm(j, d.to(j.dtype)))
+        if self.priors is not None:
+            r, j = self._prior_rows(theta, index, True)
+            rs.append(r.to(rs[0].dtype))
+            js.append(j.to(js[0].dtype))
         return torch.cat(rs, dim=1), torch.cat(js, dim=1)
 
     def fisher(self, theta: Tensor, index: Tensor) -> Tensor:
@@ -101,6 +134,9 @@ class MultiBandObjective:
             d = d.double()
             f = d.transpose(1, 2) @ obj.fisher(tb, index) @ d
             total = f if total is None else total + f
+        if self.priors is not None:  # the posterior's curvature: the priors' adds to the data's
+            j = self._prior_rows(theta, index, True)[1].double()
+            total = total + j.transpose(1, 2) @ j
         return total
 
     def model_images(self, theta: Tensor, index: Tensor) -> list[Tensor]:
@@ -132,7 +168,9 @@ def make_multiband_objective(jm: JointModel, batches: list[Batch], fixed: dict, 
             key = jm.band_params[b][prm]
             obj.fixed[key] = obj.fixed[key] + torch.as_tensor(fixed_offsets[b, :, j], dtype=dt, device=dev).reshape(-1, 1, 1)
     offsets = torch.as_tensor(jm.offsets(jm.ref.free, [bt.shapes for bt in batches]), dtype=dt, device=dev)
-    return MultiBandObjective(jm, objectives, offsets)
+    priors = PriorRows.for_batch(jm.ref, batches[0].positions, dt, dev)
+    fixed_t = {k: torch.as_tensor(v, dtype=dt, device=dev).reshape(-1, 1, 1) for k, v in fixed.items()}
+    return MultiBandObjective(jm, objectives, offsets, priors, fixed_t)
 
 
 def bootstrap_multiband(jm: JointModel, batches: list[Batch], theta_best: np.ndarray, best: np.ndarray,
@@ -171,7 +209,9 @@ def bootstrap_multiband(jm: JointModel, batches: list[Batch], theta_best: np.nda
                            jacobian_chunk=obj.jacobian_chunk)
             for b, obj in enumerate(base.objectives)
         ]
-        joint = MultiBandObjective(jm, replicas, base.offsets[:, g])
+        priors = None if base.priors is None else PriorRows(jm.ref, base.priors.mu[g], base.priors.sigma[g])
+        joint = MultiBandObjective(jm, replicas, base.offsets[:, g], priors,
+                                   None if base.fixed is None else {k: v[g] for k, v in base.fixed.items()})
         result = levenberg_marquardt(joint.residuals, joint.residuals_and_jacobian, theta[g], lm_settings)
         with torch.no_grad():
             rep = jm.report(result.theta, {k: v[g] for k, v in fixed_t.items()})
@@ -218,7 +258,8 @@ def fit_multiband_batch(jm: JointModel, batches: list[Batch], settings) -> Multi
     with torch.no_grad():
         reported = {k: v.double().cpu().numpy() for k, v in jm.report(result.theta, fixed_t).items()}
         band_loss = objective.band_losses(result.theta, everyone).double().cpu().numpy()
-    loss = result.loss.double().cpu().numpy()
+    prior_term = objective.prior_term(result.theta, everyone).double().cpu().numpy()
+    loss = result.loss.double().cpu().numpy() - prior_term  # the likelihood's part; the priors' is prior_loss
     finite = np.isfinite(loss)
     status = result.status.cpu().numpy().astype(np.int64)
     converged = result.converged.cpu().numpy()
@@ -259,7 +300,7 @@ def fit_multiband_batch(jm: JointModel, batches: list[Batch], settings) -> Multi
             messages[i].append("singular Fisher matrix: errors that depend on an unconstrained parameter are NaN")
     out = BatchResult(
         positions=positions.copy(), names=list(ref.names), values=reported, errors=errors, covariance=covariance,
-        theta=theta, loss=np.where(finite, loss, np.nan), prior_loss=np.where(finite, 0.0, np.nan),
+        theta=theta, loss=np.where(finite, loss, np.nan), prior_loss=np.where(finite, prior_term, np.nan),
         dof=np.where(finite, dof, 0),
         n_iter=result.n_iter.cpu().numpy().astype(np.int64), status=status, converged=converged & finite,
         flags=flags, messages=["; ".join(m) for m in messages],

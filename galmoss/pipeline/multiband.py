@@ -70,10 +70,7 @@ class MultiBandRun:
         ds = fitting.dataset
         if not ds.profiles:
             raise ValueError("Fitting.fit: the dataset has no profiles; call dataset.define_profiles(name=profile)")
-        if getattr(fitting, "priors", None) is not None:
-            raise NotImplementedError(f"multi-band fits: priors={fitting.priors!r} with bands is not supported yet; "
-                                      "fit each band alone to use a preset of priors")
-        self.model = JointModel(with_auto_starts(ds.profiles), ds.bands)
+        self.model = JointModel(with_auto_starts(ds.profiles), ds.bands, priors=getattr(fitting, "priors", None))
         self.model.ref.check_galaxies(len(ds))
         self.model.ref.check_precision(fitting.dtype)  # ranges the fit's dtype cannot resolve: refused now
         self.result: MultiBandResult | None = None
@@ -320,6 +317,9 @@ class MultiBandRun:
         t["dof"] = r.dof
         with np.errstate(divide="ignore", invalid="ignore"):
             t[f"reduced_{name}"] = np.where(r.dof > 0, r.loss / np.maximum(r.dof, 1), np.nan)
+        if jm.ref.priors:
+            t[f"{name}_prior"] = r.prior_loss  # the priors' term, apart from the likelihood's
+            t.meta["priors"] = "; ".join(f"{term.label}: {term.prior.describe()}" for term in jm.ref.priors)
         band_dof = self._band_dof(res)
         for b, band in enumerate(jm.bands.names):
             t[f"{name}_{band}"] = res.band_loss[:, b]
