@@ -233,8 +233,8 @@ def test_a_galaxy_missing_a_band_is_flagged_and_the_others_fitted():
 
 def test_unsupported_pieces_say_so():
     images, sigmas, psfs = small()
-    with pytest.raises(NotImplementedError, match="image blocks"):
-        gm.Dataset.from_arrays(images, sigmas, psfs, wavelength=WL, pix_scale=SCALES, img_block_path="blocks")
+    with pytest.raises(NotImplementedError, match="image regions"):
+        gm.Dataset.from_arrays(images, sigmas, psfs, wavelength=WL, pix_scale=SCALES, region=(1, 10, 1, 10))
     with pytest.raises(NotImplementedError, match="fitted neighbours"):
         gm.Dataset.from_arrays(images, sigmas, psfs, wavelength=WL, pix_scale=SCALES, auto_mask=True,
                                neighbours="fit")
@@ -296,3 +296,28 @@ def test_a_prior_on_a_shared_parameter_combines_with_every_band_as_a_normal_post
     # the prior's term is reported apart from the likelihood's: 1 sigma off its centre, about 1
     assert 0.5 < t["chi2_prior"][0] < 1.5
     np.testing.assert_allclose(t["chi2"], t["chi2_g"] + t["chi2_r"] + t["chi2_i"], rtol=1e-9)
+
+
+def test_a_dask_client_gives_the_local_results():
+    distributed = pytest.importorskip("dask.distributed")
+    images, sigmas, psfs = small()
+    images = {b: list(v) for b, v in images.items()}
+    images["r"][1] = None  # one galaxy flagged on a worker, as locally
+
+    def run(client=None):
+        ds = gm.Dataset.from_arrays(images, sigmas, psfs, wavelength=WL, pix_scale=SCALES)
+        ds.define_profiles(gal=sersic(cen_x=gm.p(12.5), cen_y=gm.p(12.5), eff_r=gm.p(3.0)))
+        return gm.Fitting(ds, batch_size=1, dtype="float64", restarts=False, progress=False, client=client).fit()
+
+    local = run()
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) \
+            as cluster, distributed.Client(cluster) as client:
+        remote = run(client)
+    assert list(remote["galaxy_index"]) == ["0", "1"] and remote["flag"][1] & int(Flag.read_error)
+    for col in ("gal_mag_g", "gal_mag_r", "gal_mag_i", "gal_eff_r", "chi2", "chi2_i", "flag"):
+        np.testing.assert_allclose(remote[col], local[col], rtol=1e-9, err_msg=col)
+    # parts are what resume and shards need: refused by name for bands
+    ds = gm.Dataset.from_arrays(images, sigmas, psfs, wavelength=WL, pix_scale=SCALES)
+    ds.define_profiles(gal=sersic())
+    with pytest.raises(NotImplementedError, match=r"shards \(fit\(shard=...\), --shard\) needs result parts"):
+        gm.Fitting(ds, progress=False).fit(shard=(1, 2))

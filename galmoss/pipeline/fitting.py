@@ -279,12 +279,12 @@ class Fitting:
 
     def _refuse_band_options(self, resume: bool, shard) -> None:
         """What a multi-band run does not do yet, refused by name before anything is read."""
-        for given, what in ((resume, "resume (fit(resume=True), --resume): result parts"),
-                            (shard is not None, "shards (fit(shard=...), --shard): result parts"),
-                            (self.client is not None, "dask clients (client=, --dask)")):
+        for given, what in ((resume, "resume (fit(resume=True), --resume)"),
+                            (shard is not None, "shards (fit(shard=...), --shard)")):
             if given:
-                raise NotImplementedError(f"Fitting.fit: {what} are not written for multi-band datasets yet; fit "
-                                          "the whole dataset in one process")
+                raise NotImplementedError(f"Fitting.fit: {what} needs result parts, which multi-band runs do not "
+                                          "write yet; fit the whole dataset in one run (a dask client spreads it "
+                                          "over processes)")
 
     def check(self, *, resume: bool = False, shard: tuple[int, int] | None = None, overwrite: bool = False) -> Model:
         """Make every configuration check ``fit()`` makes before its first fit; fit and write nothing.

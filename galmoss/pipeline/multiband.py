@@ -29,7 +29,7 @@ from ..pipeline.stream import make_batch
 
 log = logging.getLogger("galmoss")
 
-__all__ = ["MultiBandRun", "fit_multiband_safely"]
+__all__ = ["MultiBandRun", "fit_multiband_positions", "fit_multiband_safely", "group_galaxies"]
 
 
 def fit_multiband_safely(jm: JointModel, batches, settings) -> MultiBandResult:
@@ -60,6 +60,48 @@ def _empty(jm: JointModel, positions, names, flags, messages, with_errors: bool)
 def _join(parts: list[MultiBandResult]) -> MultiBandResult:
     return MultiBandResult(BatchResult.concatenate([p.result for p in parts]),
                            np.concatenate([p.band_loss for p in parts]), np.concatenate([p.band_dof for p in parts]))
+
+
+def group_galaxies(ds, jm: JointModel, positions, batch_size: int, unusable: list | None = None):
+    """Lists of galaxies (each a list of its bands' records) of one shape signature, at most a batch each.
+
+    Galaxies unusable in some band go to ``unusable`` as flagged empty rows.
+    """
+    groups: dict[tuple, list] = {}
+    for position in positions:
+        gals = ds.load(int(position))
+        if not all(g.usable for g in gals):
+            if unusable is not None:
+                flags = int(np.bitwise_or.reduce([int(g.flags) for g in gals]))
+                messages = [f"{b}: {m}" for b, g in zip(ds.bands.names, gals) for m in g.messages]
+                unusable.append(_empty(jm, [position], [ds.names[position]], [flags], [messages], True))
+            continue
+        key = tuple(g.shape for g in gals) + tuple(None if g.psf is None else g.psf.shape for g in gals)
+        groups.setdefault(key, []).append(gals)
+        if len(groups[key]) >= batch_size:
+            yield groups.pop(key)
+    yield from groups.values()
+
+
+def fit_multiband_positions(ds, jm: JointModel, settings, positions, batch_size: int, on_batch=None,
+                            threads: int | None = None) -> list[MultiBandResult]:
+    """Read and fit the galaxies at ``positions`` (a chunk: locally, or as a dask task); one result per batch.
+
+    ``on_batch(batches, result)`` runs after each batch's fit (the image blocks).
+    """
+    from .._compat import torch_threads
+
+    parts: list[MultiBandResult] = []
+    with torch_threads(threads if settings.torch_device.type == "cpu" else None):
+        try:
+            for rows in group_galaxies(ds, jm, positions, batch_size, unusable=parts):
+                batches = [make_batch([gals[b] for gals in rows]) for b in range(len(jm.bands))]
+                parts.append(fit_multiband_safely(jm, batches, settings))
+                if on_batch is not None:
+                    on_batch(batches, parts[-1])
+        finally:
+            ds.close()  # image sets hold a file open between reads
+    return parts
 
 
 class MultiBandRun:
@@ -107,6 +149,9 @@ class MultiBandRun:
         from .sinks import check_output_folder
 
         fitting, ds, jm = self.fitting, self.fitting.dataset, self.model
+        if fitting.client is not None and ds.img_block_path is not None:
+            raise NotImplementedError("Fitting.fit: image blocks (img_block_path) of a multi-band dataset fitted with "
+                                      "a dask client are not written yet; leave img_block_path or the client out")
         if ds.result_path is not None:
             check_output_folder(ds.result_path, "result_path")
         if fitting.device.type == "cpu":
@@ -116,15 +161,11 @@ class MultiBandRun:
         #: each galaxy's image block file name ('' where none was written)
         self.image_block = [""] * len(ds) if blocks is not None else None
         t0 = time.perf_counter()
-        parts: list[MultiBandResult] = []
-        try:
-            for rows in self._groups(range(len(ds)), unusable=parts):
-                batches = self._batches(rows)
-                parts.append(fit_multiband_safely(jm, batches, settings))
-                if blocks is not None:
-                    self._write_blocks(batches, parts[-1], blocks, settings)
-        finally:
-            ds.close()  # image sets hold a file open between reads
+        if fitting.client is not None:
+            parts = self._fit_with_client(settings)
+        else:
+            writer = None if blocks is None else (lambda batches, res: self._write_blocks(batches, res, blocks, settings))
+            parts = fit_multiband_positions(ds, jm, settings, range(len(ds)), fitting.batch_size, writer)
         result = _join(parts)
         order = np.argsort(result.result.positions, kind="stable")
         self.result = MultiBandResult(result.result.reorder(order), result.band_loss[order], result.band_dof[order])
@@ -133,25 +174,30 @@ class MultiBandRun:
         return self.table(errors=False)
 
     def _groups(self, positions, unusable: list | None = None):
-        """Lists of galaxies (each a list of its bands' records) of one shape signature, at most a batch each.
+        return group_galaxies(self.fitting.dataset, self.model, positions, self.fitting.batch_size, unusable)
 
-        Galaxies unusable in some band go to ``unusable`` as flagged empty rows.
-        """
-        ds, jm = self.fitting.dataset, self.model
-        groups: dict[tuple, list] = {}
-        for position in positions:
-            gals = ds.load(int(position))
-            if not all(g.usable for g in gals):
-                if unusable is not None:
-                    flags = int(np.bitwise_or.reduce([int(g.flags) for g in gals]))
-                    messages = [f"{b}: {m}" for b, g in zip(ds.bands.names, gals) for m in g.messages]
-                    unusable.append(_empty(jm, [position], [ds.names[position]], [flags], [messages], True))
-                continue
-            key = tuple(g.shape for g in gals) + tuple(None if g.psf is None else g.psf.shape for g in gals)
-            groups.setdefault(key, []).append(gals)
-            if len(groups[key]) >= self.fitting.batch_size:
-                yield groups.pop(key)
-        yield from groups.values()
+    def _fit_with_client(self, settings) -> list[MultiBandResult]:
+        """Chunks of the dataset fitted as dask tasks (read and fitted on the workers); a failed task is flagged."""
+        import math
+
+        fitting, ds, jm = self.fitting, self.fitting.dataset, self.model
+        client = fitting.client
+        workers = max(1, len(client.scheduler_info().get("workers", {})))
+        size = max(fitting.batch_size, math.ceil(len(ds) / (4 * workers)))
+        chunks = [np.arange(start, min(start + size, len(ds))) for start in range(0, len(ds), size)]
+        data_f, model_f = client.scatter([ds, jm], broadcast=True)
+        futures = [client.submit(fit_multiband_positions, data_f, model_f, settings, chunk, fitting.batch_size,
+                                 None, fitting.threads, pure=False) for chunk in chunks]
+        parts: list[MultiBandResult] = []
+        for chunk, future in zip(chunks, futures):
+            try:
+                parts.extend(future.result())
+            except Exception as exc:  # noqa: BLE001 - a lost worker must not lose the other chunks
+                log.warning("a dask task of %d galaxies failed: %s: %s", len(chunk), type(exc).__name__, exc)
+                message = [f"not fitted: its dask task failed ({type(exc).__name__}: {exc})"]
+                parts.append(_empty(jm, chunk, [ds.names[i] for i in chunk], [int(Flag.fit_error)] * len(chunk),
+                                    [list(message) for _ in chunk], True))
+        return parts
 
     def bootstrap(self, n_resample: int, iteration: int, seed: int) -> None:
         """Bootstrap errors of every fitted galaxy (every band's pixels resampled), into the result's errors."""
@@ -181,9 +227,6 @@ class MultiBandRun:
         finally:
             self.fitting.dataset.close()
         r.errors = errors
-
-    def _batches(self, rows: list[list]) -> list:
-        return [make_batch([gals[b] for gals in rows]) for b in range(len(self.model.bands))]
 
     # ---------------------------------------------------------- image blocks
     def _block_names(self) -> list[str]:
