@@ -316,8 +316,45 @@ def test_a_dask_client_gives_the_local_results():
     assert list(remote["galaxy_index"]) == ["0", "1"] and remote["flag"][1] & int(Flag.read_error)
     for col in ("gal_mag_g", "gal_mag_r", "gal_mag_i", "gal_eff_r", "chi2", "chi2_i", "flag"):
         np.testing.assert_allclose(remote[col], local[col], rtol=1e-9, err_msg=col)
-    # parts are what resume and shards need: refused by name for bands
-    ds = gm.Dataset.from_arrays(images, sigmas, psfs, wavelength=WL, pix_scale=SCALES)
-    ds.define_profiles(gal=sersic())
-    with pytest.raises(NotImplementedError, match=r"shards \(fit\(shard=...\), --shard\) needs result parts"):
-        gm.Fitting(ds, progress=False).fit(shard=(1, 2))
+
+
+def test_shards_resume_and_collate_give_the_whole_run(tmp_path):
+    from galmoss.pipeline.collate import collate
+
+    images, sigmas, psfs = sersic_bands({b: dict(BANDS[b], size=BANDS[b]["size"] // 2) for b in BANDS}, count=3,
+                                        seed=8)
+    images = {b: list(v) for b, v in images.items()}
+    images["i"][2] = None  # flagged in its shard's part as in a whole run
+
+    def fitting(folder, **kw):
+        ds = gm.Dataset.from_arrays(images, sigmas, psfs, galaxy_index=["a", "b", "c"], wavelength=WL,
+                                    pix_scale=SCALES, result_path=folder)
+        ds.define_profiles(gal=sersic(cen_x=gm.p(12.5), cen_y=gm.p(12.5), eff_r=gm.p(3.0)))
+        return gm.Fitting(ds, batch_size=1, dtype="float64", restarts=False, progress=False, **kw)
+
+    run = fitting(tmp_path / "whole")
+    run.fit()
+    whole = run.uncertainty()  # the parts hold the covariance errors: collate's table has them
+    # two shards into one folder, then collate: the whole run's table
+    first = fitting(tmp_path / "shards").fit(shard=(1, 2))
+    second = fitting(tmp_path / "shards").fit(shard=(2, 2))
+    assert list(first["galaxy_index"]) + list(second["galaxy_index"]) == ["a", "b", "c"]
+    assert not (tmp_path / "shards" / "results.fits").exists()
+    report = collate(tmp_path / "shards")
+    assert not report.missing and report.table.meta["BANDS"] == "g,r,i"
+    assert report.table.colnames == whole.colnames
+    for col in ("gal_mag_g", "gal_mag_i", "gal_eff_r", "gal_mag_r_err", "chi2", "chi2_g", "dof_i", "flag"):
+        np.testing.assert_allclose(report.table[col], whole[col], rtol=1e-12, err_msg=col)
+    assert report.table["flag"][2] & int(Flag.read_error)
+    # a resume fits nothing again, and gives the same table
+    again = fitting(tmp_path / "whole")
+    t = again.fit(resume=True)
+    assert again.timing["galaxies"] == 0
+    for col in ("gal_mag_r", "chi2_r", "dof_g", "n_iter"):
+        np.testing.assert_array_equal(t[col], whole[col], err_msg=col)
+    assert list(t["message"]) == list(whole["message"])
+    # another model into the same folder is refused, naming what changed
+    other = fitting(tmp_path / "whole")
+    other.dataset.define_profiles(gal=sersic(eff_r=gm.p(3.0, bands=1)))
+    with pytest.raises(ValueError, match="come from a different run"):
+        other.fit(resume=True)

@@ -184,6 +184,11 @@ def test_job_file_with_band_tables_fits_every_band(tmp_path):
     t = Table.read(tmp_path / "out" / "results.fits")
     assert t.meta["BANDS"] == "g,r,i"
     assert_band_magnitudes(t, BANDS)
+    # its parts: a resume fits nothing again, collate rebuilds the table
+    assert main(["fit", str(job), "--quiet", "--resume"]) == 0
+    assert main(["collate", str(tmp_path / "out")]) == 0
+    again = Table.read(tmp_path / "out" / "results.fits")
+    np.testing.assert_array_equal(again["gal_mag_i"], t["gal_mag_i"])
     # a band without its pixel scale, or a key no band takes, is named
     job.write_text(JOB.format(extra="", i_band='wavelength = 762.5\npsf = "psf_i"'))
     with pytest.raises(JobError, match=r"\[data.bands.i\] needs pix_scale"):

@@ -267,24 +267,14 @@ class Fitting:
         """A multi-band dataset: every band fitted jointly (pipeline/multiband.py)."""
         from .multiband import MultiBandRun
 
-        self._refuse_band_options(resume, shard)
-        if overwrite and self.dataset.result_path is not None and Path(self.dataset.result_path).is_dir():
-            clear_outputs(self.dataset.result_path)
+        shard = _check_shard(shard)
         self._bands_run = run = MultiBandRun(self)
         self.model = run.model
-        self._results = run.run()
-        self._positions = np.arange(len(self.dataset))
-        self._write_results()
+        self._results = run.run(resume=resume, shard=shard, overwrite=overwrite)
+        self._positions = shard_positions(len(self.dataset), shard)
+        if shard is None:
+            self._write_results()
         return self._results
-
-    def _refuse_band_options(self, resume: bool, shard) -> None:
-        """What a multi-band run does not do yet, refused by name before anything is read."""
-        for given, what in ((resume, "resume (fit(resume=True), --resume)"),
-                            (shard is not None, "shards (fit(shard=...), --shard)")):
-            if given:
-                raise NotImplementedError(f"Fitting.fit: {what} needs result parts, which multi-band runs do not "
-                                          "write yet; fit the whole dataset in one run (a dask client spreads it "
-                                          "over processes)")
 
     def check(self, *, resume: bool = False, shard: tuple[int, int] | None = None, overwrite: bool = False) -> Model:
         """Make every configuration check ``fit()`` makes before its first fit; fit and write nothing.
@@ -304,8 +294,8 @@ class Fitting:
         if hasattr(self.dataset, "bands"):
             from .multiband import MultiBandRun
 
-            self._refuse_band_options(resume, shard)
-            return MultiBandRun(self).check()
+            _check_shard(shard)
+            return MultiBandRun(self).check(resume=resume, overwrite=overwrite)
         model = self._checked_model(resume, shard, overwrite)
         folders = ((self.dataset.result_path, "result_path"), (self.dataset.img_block_path, "img_block_path"))
         for folder, what in folders:
@@ -553,7 +543,8 @@ class Fitting:
                 if self.dataset.img_block_path is not None:
                     self._bands_run.update_block_headers()
             self._results = self._bands_run.table(errors=True)
-            self._write_results()
+            if self._bands_run.rows is None:
+                self._write_results()
             return self._results
         if method == "bootstrap":
             iteration = iteration if iteration is not None else self.iteration
