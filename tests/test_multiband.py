@@ -358,3 +358,21 @@ def test_shards_resume_and_collate_give_the_whole_run(tmp_path):
     other.dataset.define_profiles(gal=sersic(eff_r=gm.p(3.0, bands=1)))
     with pytest.raises(ValueError, match="come from a different run"):
         other.fit(resume=True)
+
+
+def test_per_band_zero_points_give_calibrated_magnitudes():
+    # band i's image in units of another zero point (27.5 instead of 30): the same galaxy, 10 times fainter in counts
+    images, sigmas, psfs = small()
+    factor = 10 ** (-0.4 * (M0 - 27.5))
+    images = {**images, "i": images["i"] * factor}
+    sigmas = {**sigmas, "i": sigmas["i"] * factor}
+    ds = gm.Dataset.from_arrays(images, sigmas, psfs, wavelength=WL, pix_scale=SCALES,
+                                zero_point={"g": M0, "r": M0, "i": 27.5})
+    # the magnitudes start from each band's image
+    ds.define_profiles(gal=gm.lp.Sersic(cen_x=gm.p(12.5), cen_y=gm.p(12.5), eff_r=gm.p(3.0), mag=gm.p(M0=M0)))
+    _, t = fit(ds)
+    for band, b in BANDS.items():
+        assert np.all(np.abs(t[f"gal_mag_{band}"] - b["mag"]) < 4 * t[f"gal_mag_{band}_err"]), band
+    assert t.meta["MAGZPT"] == "30,30,27.5"
+    with pytest.raises(ConfigError, match="zero_point names"):
+        gm.Dataset.from_arrays(images, sigmas, psfs, wavelength=WL, pix_scale=SCALES, zero_point={"g": 30.0})

@@ -196,8 +196,11 @@ def test_job_file_with_band_tables_fits_every_band(tmp_path):
     job.write_text(JOB.format(extra="", i_band='wavelength = 762.5\npix_scale = -0.4\npsf = "psf_i"'))
     with pytest.raises(JobError, match="data.bands.i.pix_scale = -0.4 must be a number > 0"):
         load_job(job)
+    job.write_text(JOB.format(extra="", i_band='wavelength = 762.5\npix_scale = 0.4\nexposure = 25.0'))
+    with pytest.raises(JobError, match=r"unknown key 'exposure' in \[data.bands.i\]"):
+        load_job(job)
     job.write_text(JOB.format(extra="", i_band='wavelength = 762.5\npix_scale = 0.4\nzero_point = 25.0'))
-    with pytest.raises(JobError, match=r"unknown key 'zero_point' in \[data.bands.i\]"):
+    with pytest.raises(JobError, match="data.bands.g gives no zero_point, but other bands do"):
         load_job(job)
 
 

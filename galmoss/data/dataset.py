@@ -392,7 +392,8 @@ class Dataset:
             Several bands (docs/multiband.md): every array argument a dict
             ``{band: arrays}``, ``wavelength`` ``{band: wavelength}`` (the first
             band is the reference frame) and ``pix_scale`` ``{band: arcsec per
-            pixel}``; returns a :class:`~galmoss.data.multiband.MultiBandDataset`.
+            pixel}`` (and optionally ``zero_point={band: magnitude zero point}``);
+            returns a :class:`~galmoss.data.multiband.MultiBandDataset`.
 
         Notes
         -----
@@ -403,9 +404,10 @@ class Dataset:
         if isinstance(images, dict) or wavelength is not None:
             from .multiband import MultiBandDataset
 
+            zero_point = options.pop("zero_point", None)
             return MultiBandDataset.from_arrays(
                 images, sigmas, psfs, masks, galaxy_index, wavelength=wavelength, pix_scale=pix_scale,
-                **DataOptions.pick(options, "Dataset.from_arrays"),
+                zero_point=zero_point, **DataOptions.pick(options, "Dataset.from_arrays"),
             )
         options = DataOptions.pick(options, "Dataset.from_arrays")
         imgs = _array_list(images, "images")
@@ -466,7 +468,9 @@ class Dataset:
         if not _of_bands and (isinstance(path, dict) or wavelength is not None or has_band_axis(path)):
             from .multiband import MultiBandDataset
 
+            zero_point = options.pop("zero_point", None)
             return MultiBandDataset.from_image_set(path, galaxy_index, wavelength=wavelength, pix_scale=pix_scale,
+                                                   zero_point=zero_point,
                                                    **DataOptions.pick(options, "Dataset.from_image_set"))
         options = DataOptions.pick(options, "Dataset.from_image_set")
         image_set = ImageSet(path, band=_band)
@@ -546,9 +550,10 @@ class Dataset:
         if wavelength is not None or any(isinstance(c, dict) for c in (image, sigma, psf, mask)):
             from .multiband import MultiBandDataset
 
+            zero_point = options.pop("zero_point", None)
             return MultiBandDataset.from_catalog(
                 catalog, galaxy_index=galaxy_index, image=image, sigma=sigma, psf=psf, mask=mask,
-                base_path=base_path, wavelength=wavelength, pix_scale=pix_scale,
+                base_path=base_path, wavelength=wavelength, pix_scale=pix_scale, zero_point=zero_point,
                 **DataOptions.pick(options, "Dataset.from_catalog"))
 
         options = DataOptions.pick(options, "Dataset.from_catalog")

@@ -66,6 +66,10 @@ class MultiBandDataset:
         the first is the reference frame.
     pix_scale
         ``{band: arcsec per pixel}`` (> 0), or one number for every band.
+    zero_point
+        ``{band: magnitude zero point}``: a band's zero point replaces the
+        ``M0`` of every magnitude in that band, so each band's magnitudes are
+        calibrated; None: the ``gm.p``'s ``M0`` in every band.
     img_block_path
         Folder for image blocks, one FITS per galaxy holding every band
         (:func:`galmoss.io.blocks.write_band_image_block`).
@@ -93,11 +97,11 @@ class MultiBandDataset:
     """
 
     def __init__(self, galaxy_index, image_path, sigma_path=None, psf_path=None, mask_path=None, mask_index=None,
-                 img_block_path=None, result_path=None, *, wavelength=None, pix_scale=None, _arrays=None,
-                 **options) -> None:
+                 img_block_path=None, result_path=None, *, wavelength=None, pix_scale=None, zero_point=None,
+                 _arrays=None, **options) -> None:
         #: detect on a stack of the bands, mask in every band (:func:`stack_auto_mask`)
         self.auto_mask = _pop_refused(options)
-        self.bands: Bands = make_bands(wavelength, pix_scale)
+        self.bands: Bands = make_bands(wavelength, pix_scale, zero_point)
         gain = band_dict(options.pop("gain", None), self.bands, "gain")
         self.profiles: dict = {}
         #: folder of the image blocks (every band's data, model, residual and components)
@@ -130,13 +134,14 @@ class MultiBandDataset:
 
     @classmethod
     def from_arrays(cls, images, sigmas=None, psfs=None, masks=None, galaxy_index=None, *, wavelength=None,
-                    pix_scale=None, img_block_path=None, result_path=None, mask_index=None, **options):
+                    pix_scale=None, zero_point=None, img_block_path=None, result_path=None, mask_index=None,
+                    **options):
         """Per-band arrays: each argument a dict ``{band: (N, H, W) array or list}`` (psfs also ``(h, w)``)."""
         if not isinstance(images, Mapping):
             raise ConfigError("Dataset.from_arrays: with wavelength, images must be a dict {band: arrays} naming every "
                               "band")
         return cls(galaxy_index, None, img_block_path=img_block_path, result_path=result_path, wavelength=wavelength,
-                   pix_scale=pix_scale, mask_index=mask_index,
+                   pix_scale=pix_scale, zero_point=zero_point, mask_index=mask_index,
                    _arrays={"images": images, "sigmas": sigmas, "psfs": psfs, "masks": masks}, **options)
 
     def _from_arrays(self, galaxy_index, arrays, mask_index, gain, options) -> None:
@@ -176,7 +181,8 @@ class MultiBandDataset:
         return obj
 
     @classmethod
-    def from_image_set(cls, path, galaxy_index=None, *, wavelength=None, pix_scale=None, **options):
+    def from_image_set(cls, path, galaxy_index=None, *, wavelength=None, pix_scale=None, zero_point=None,
+                       **options):
         """Image sets with bands: ``{band: file}`` (one image set per band) or one file with a band axis.
 
         A file with a band axis holds ``IMAGE`` (N, n_bands, H, W) (and SIGMA,
@@ -198,7 +204,7 @@ class MultiBandDataset:
         auto = _pop_refused(options)
         gain = options.pop("gain", None)
         if isinstance(path, Mapping):
-            bands = make_bands(wavelength, pix_scale)
+            bands = make_bands(wavelength, pix_scale, zero_point)
             files = band_dict(path, bands, "image_set")
             gain = band_dict(gain, bands, "gain")
             datasets = {b: Dataset.from_image_set(files[b], galaxy_index, _of_bands=True, gain=gain[b], **options)
@@ -214,7 +220,7 @@ class MultiBandDataset:
                 wavelength = _file_numbers(keywords, "WAVELEN", order, path)
             if pix_scale is None:
                 pix_scale = _file_numbers(keywords, "PIXSCALE", order, path)
-            bands = make_bands(wavelength, pix_scale)
+            bands = make_bands(wavelength, pix_scale, zero_point)
             if sorted(order) != sorted(bands.names) or len(set(order)) != len(order):
                 raise ConfigError(f"image set '{path}': its BANDS are {order} but wavelength names "
                                   f"{list(bands.names)}; give one wavelength per band of the file, by the same names")
@@ -228,7 +234,7 @@ class MultiBandDataset:
 
     @classmethod
     def from_catalog(cls, catalog, *, galaxy_index="galaxy_index", image="image", sigma=None, psf=None, mask=None,
-                     base_path=None, wavelength=None, pix_scale=None, **options):
+                     base_path=None, wavelength=None, pix_scale=None, zero_point=None, **options):
         """A catalogue with a column of files per band (see :meth:`galmoss.Dataset.from_catalog`).
 
         Each of ``image``, ``sigma``, ``psf`` and ``mask`` is a dict ``{band:
@@ -241,7 +247,7 @@ class MultiBandDataset:
         from .dataset import DataOptions
         from ..io.catalog import number_column, read_catalog, text_column
 
-        bands = make_bands(wavelength, pix_scale)
+        bands = make_bands(wavelength, pix_scale, zero_point)
         options = DataOptions.pick(options, "Dataset.from_catalog")
         table, folder = read_catalog(catalog)
         base = Path(base_path) if base_path is not None else folder
@@ -269,7 +275,7 @@ class MultiBandDataset:
             mask_index = [None if np.isnan(v) else v
                           for v in number_column(table, mask_index, "mask_index", optional=True).tolist()]
         obj = cls(names, per_band["image"], per_band["sigma"], per_band["psf"], per_band["mask"], mask_index,
-                  wavelength=wavelength, pix_scale=pix_scale, **options)
+                  wavelength=wavelength, pix_scale=pix_scale, zero_point=zero_point, **options)
         obj.catalog = table
         return obj
 

@@ -40,6 +40,8 @@ class Bands:
     names: tuple[str, ...]
     wavelength: tuple[float, ...]
     pix_scale: tuple[float, ...]
+    #: each band's magnitude zero point (None: every magnitude uses its gm.p's M0 in every band)
+    zero_point: tuple[float, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -59,8 +61,10 @@ def _positive(value, what: str) -> float:
     return float(value)
 
 
-def make_bands(wavelength, pix_scale) -> Bands:
+def make_bands(wavelength, pix_scale, zero_point=None) -> Bands:
     """Check ``wavelength`` (a dict band -> wavelength, in band order) and ``pix_scale`` (a dict, or one number).
+
+    ``zero_point``: optional ``{band: magnitude zero point}`` (finite numbers).
 
     Raises
     ------
@@ -87,7 +91,21 @@ def make_bands(wavelength, pix_scale) -> Bands:
                                  f"pix_scale of band {k!r}") for k in names)
     else:
         scales = (_positive(pix_scale, "pix_scale"),) * len(names)
-    return Bands(names, waves, scales)
+    zps = None
+    if zero_point is not None:
+        if not isinstance(zero_point, Mapping) or {str(k) for k in zero_point} != set(names):
+            given = sorted(str(k) for k in zero_point) if isinstance(zero_point, Mapping) else zero_point
+            raise ConfigError(f"Dataset: zero_point names {given!r} but wavelength names {list(names)}; give "
+                              "{band: magnitude zero point} for every band, by the same names")
+        zps = []
+        for k in names:
+            v = zero_point[_key(zero_point, k)]
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
+                    or not math.isfinite(float(v)):
+                raise ConfigError(f"Dataset: zero_point of band {k!r} must be a finite number, got {v!r}")
+            zps.append(float(v))
+        zps = tuple(zps)
+    return Bands(names, waves, scales, zps)
 
 
 def _key(mapping: Mapping, name: str):
@@ -302,11 +320,24 @@ class JointModel:
         slot = self.ref.uses[prm][0][1]
         return 1 if slot.endswith("y") else 0
 
+    def zero_point_offset(self, prm: Parameter, b: int) -> float:
+        """A magnitude's offset in band b's profile units: M0 - zp_b (0 without per-band zero points).
+
+        The reference value is m - M0 (the gm.p's M0), the band's m - zp_b: the band's
+        zero point replaces M0 in that band, so every band reports calibrated magnitudes.
+        """
+        if self.bands.zero_point is None or self.ref.specs[prm].role is not Role.MAGNITUDE:
+            return 0.0
+        return -float(self.ref.units[prm].offset) - self.bands.zero_point[b]
+
     def offsets(self, prm_list, shapes: list[list[tuple[int, int]]]) -> np.ndarray:
-        """(n_bands, B, len(prm_list)): each band's offset c_b - a_b c_ref per galaxy (positions only)."""
+        """(n_bands, B, len(prm_list)): each band's offset per galaxy: c_b - a_b c_ref for positions,
+        M0 - zp_b for magnitudes with per-band zero points, 0 otherwise."""
         nb, n = len(self.bands), len(shapes[0])
         out = np.zeros((nb, n, len(prm_list)))
         for j, prm in enumerate(prm_list):
+            for b in range(nb):
+                out[b, :, j] = self.zero_point_offset(prm, b)
             axis = self._axis(prm)
             if axis is None:
                 continue
@@ -324,7 +355,9 @@ class JointModel:
             if estimates is None:
                 return np.full((n, nb), np.nan)
             per_band = prm.kind in _BAND_ESTIMATES and self.modes[prm] != "shared"
-            return np.array([[prm.start_from(estimates[b if per_band else 0][i]) for b in range(nb)]
+            # an estimate is the band's own value; the reference value lies its zero-point offset away
+            return np.array([[prm.start_from(estimates[b if per_band else 0][i])
+                              - self.zero_point_offset(prm, b if per_band else 0) for b in range(nb)]
                              for i in range(n)], dtype=np.float64).reshape(n, nb)
         units = self.ref.units[prm]
         given = getattr(prm, "band_starts", None)

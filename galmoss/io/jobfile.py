@@ -77,6 +77,8 @@ KEYS: tuple[Key, ...] = (
         '"galaxies_g.fits"'),
     Key("data.bands.<name>", "wavelength", "", "the band's wavelength (any unit, > 0; required)", "477.0"),
     Key("data.bands.<name>", "pix_scale", "", "the band's arcsec per pixel (> 0; required)", "0.2"),
+    Key("data.bands.<name>", "zero_point", "", "the band's magnitude zero point, replacing M0 in this band (all "
+        "bands or none)", "28.1"),
     Key("model.<name>", "profile", "", "the component's profile (Sersic, ExpDisk, Sky, ...); one [model.<name>] table "
         "per component, its name prefixing the result columns", '"Sersic"'),
     Key("model.<name>", "<parameter>", "", "a number, { column = ... }, { value = ... } or { share = ... }; left out: "

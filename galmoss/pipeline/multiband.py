@@ -255,15 +255,14 @@ class MultiBandRun:
             "n_galaxies": len(ds),
             # a band's wavelength and pixel scale in its column's meta: part of the model id (run.MODEL_KEYS)
             "columns": [{"name": c, "unit": None,
-                         "meta": ({"wavelength": jm.bands.wavelength[jm.bands.names.index(c[len("band_loss_"):])],
-                                   "pix_scale": jm.bands.pix_scale[jm.bands.names.index(c[len("band_loss_"):])]}
-                                  if c.startswith("band_loss_") else {})}
+                         "meta": self._band_meta(c[len("band_loss_"):]) if c.startswith("band_loss_") else {}}
                         for c in part_columns([c.name for c in jm.columns], jm.bands)],
             "vectors": {},
             "free": jm.free_names(),
             "profiles": {name: type(p).__name__ for name, p in jm.ref.profiles.items()},
             "bands": {"names": list(jm.bands.names), "wavelength": list(jm.bands.wavelength),
                       "pix_scale": list(jm.bands.pix_scale),
+                      "zero_point": None if jm.bands.zero_point is None else list(jm.bands.zero_point),
                       "modes": {name: str(m) for name, m in zip(jm.free_names(), self._free_modes())}},
             "method": fitting.method,
             "likelihood": fitting.likelihood.name,
@@ -275,6 +274,14 @@ class MultiBandRun:
         }
         description["model_id"] = model_id(json_round_trip(description))
         return description
+
+    def _band_meta(self, band: str) -> dict:
+        bands = self.model.bands
+        b = bands.names.index(band)
+        meta = {"wavelength": bands.wavelength[b], "pix_scale": bands.pix_scale[b]}
+        if bands.zero_point is not None:
+            meta["zero_point"] = bands.zero_point[b]
+        return meta
 
     def _free_modes(self) -> list:
         jm = self.model
@@ -420,6 +427,7 @@ class MultiBandRun:
                 errs[(col.profile, col.slot)] = errors[column]
         dof = int(dof)
         extra = {"BAND": name, "WAVELEN": float(jm.bands.wavelength[band]), "PIXSCALE": float(jm.bands.pix_scale[band]),
+                 **({} if jm.bands.zero_point is None else {"MAGZPT": float(jm.bands.zero_point[band])}),
                  "CHISQ": float(loss), "NDOF": dof, "CHI2NU": float(loss / dof) if dof > 0 else float("nan"),
                  "NFREE": int(jm.n_free), "NITER": int(n_iter), "FLAGS": int(flag)}
         return galfit_header_cards({n: type(p).__name__ for n, p in jm.ref.profiles.items()}, cards, errs, extra)
@@ -552,6 +560,8 @@ def band_table(res: MultiBandResult, columns: list[str], bands, n_free: int, lik
     t.meta["BANDS"] = ",".join(bands.names)
     t.meta["WAVELEN"] = ",".join(f"{w:g}" for w in bands.wavelength)
     t.meta["PIXSCALE"] = ",".join(f"{s:g}" for s in bands.pix_scale)
+    if bands.zero_point is not None:
+        t.meta["MAGZPT"] = ",".join(f"{z:g}" for z in bands.zero_point)
     if blocks is not None:  # where galmoss plot / report find the blocks
         t.meta["IMGBLOCK"] = str(Path(blocks[1]).absolute())
     return t
@@ -601,7 +611,8 @@ def collate_table(store, description: dict, fitted: np.ndarray) -> Table:
     from ..fitting.bands import Bands
 
     info = description["bands"]
-    bands = Bands(tuple(info["names"]), tuple(info["wavelength"]), tuple(info["pix_scale"]))
+    bands = Bands(tuple(info["names"]), tuple(info["wavelength"]), tuple(info["pix_scale"]),
+                  None if info.get("zero_point") is None else tuple(info["zero_point"]))
     columns = [c for c in store.columns if not c.startswith(("band_loss_", "band_pixels_"))]
     res = from_store(store, fitted, columns, bands)
     table_options = description.get("table") or {}
