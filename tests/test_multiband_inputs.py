@@ -252,3 +252,13 @@ def test_cutouts_centred_on_other_sky_points_are_flagged(tmp_path):
     assert gals[0].flags & int(Flag.read_error)
     assert "band 'r''s cutout is centred 0.6 arcsec from band 'g''s" in gals[0].messages[-1]
     assert not ds.load(0)[0].flags & int(Flag.read_error)
+
+
+def test_psfs_from_each_bands_fwhm():
+    # no PSF images: each band's Moffat (beta 3.5, as the mocks draw) from its FWHM in its own pixels
+    images, sigmas, _ = sersic_bands(BANDS, count=2, seed=18, re_arcsec=0.8)
+    fwhm = {b: BANDS[b]["fwhm"] / BANDS[b]["scale"] for b in BANDS}
+    t = fitted(gm.Dataset.from_arrays(images, sigmas, wavelength=WL, pix_scale=SCALES, psf_fwhm=fwhm, psf_beta=3.5))
+    assert "PSF: a moffat of FWHM 2.5 px" in t["message"][0]  # band i: 1.0 arcsec in 0.4 arcsec pixels
+    assert_band_magnitudes(t, BANDS)
+    assert np.all(np.abs(t["gal_eff_r"] - 0.8 / 0.2) < 4 * t["gal_eff_r_err"])

@@ -31,7 +31,6 @@ __all__ = ["MultiBandDataset", "is_multiband"]
 #: Dataset options a multi-band dataset does not take yet, and the piece each names
 _REFUSED = {
     "neighbours": "fitted neighbours (neighbours='fit') with bands",
-    "psf_fwhm": "PSFs from a FWHM (psf_fwhm) with bands",
     "region": "image regions (region=) with bands",
 }
 
@@ -103,6 +102,8 @@ class MultiBandDataset:
         self.auto_mask = _pop_refused(options)
         self.bands: Bands = make_bands(wavelength, pix_scale, zero_point)
         gain = band_dict(options.pop("gain", None), self.bands, "gain")
+        # a FWHM in each band's own pixels: a dict by band, or one value (or list) for every band
+        fwhm = band_dict(options.pop("psf_fwhm", None), self.bands, "psf_fwhm")
         self.profiles: dict = {}
         #: folder of the image blocks (every band's data, model, residual and components)
         self.img_block_path = None if img_block_path is None else Path(img_block_path)
@@ -110,7 +111,7 @@ class MultiBandDataset:
         self.catalog = None
         self.render_settings = None
         if _arrays is not None:  # from_arrays
-            self._from_arrays(galaxy_index, _arrays, mask_index, gain, options)
+            self._from_arrays(galaxy_index, _arrays, mask_index, gain, dict(options, psf_fwhm=fwhm))
             return
         if not isinstance(image_path, Mapping):
             raise ConfigError("Dataset: with wavelength, image_path must be a dict {band: paths} naming every band")
@@ -128,7 +129,7 @@ class MultiBandDataset:
         for b in self.bands.names:
             self.datasets[b] = Dataset(
                 names, filled[b], per_band["sigma_path"][b], per_band["psf_path"][b], per_band["mask_path"][b],
-                mask_index, gain=gain[b], **options,
+                mask_index, gain=gain[b], psf_fwhm=fwhm[b], **options,
             )
         _check_rotation(self)
 
@@ -164,7 +165,7 @@ class MultiBandDataset:
                     first = next(p for p in psf if p is not None)
                     psf = _fill_optional(psf, self.missing[b], lambda i, first=first: first)
             self.datasets[b] = Dataset.from_arrays(filled[b], sig, psf, msk, self.names, mask_index=mask_index,
-                                                   gain=gain[b], **options)
+                                                   gain=gain[b], **{**options, "psf_fwhm": options["psf_fwhm"][b]})
 
     @classmethod
     def _assembled(cls, bands: Bands, names: list[str], datasets: dict, missing: dict, result_path, catalog,
@@ -202,13 +203,13 @@ class MultiBandDataset:
         result_path = options.pop("result_path", None)
         img_block_path = options.pop("img_block_path", None)
         auto = _pop_refused(options)
-        gain = options.pop("gain", None)
+        gain, fwhm = options.pop("gain", None), options.pop("psf_fwhm", None)
         if isinstance(path, Mapping):
             bands = make_bands(wavelength, pix_scale, zero_point)
             files = band_dict(path, bands, "image_set")
-            gain = band_dict(gain, bands, "gain")
-            datasets = {b: Dataset.from_image_set(files[b], galaxy_index, _of_bands=True, gain=gain[b], **options)
-                        for b in bands.names}
+            gain, fwhm = band_dict(gain, bands, "gain"), band_dict(fwhm, bands, "psf_fwhm")
+            datasets = {b: Dataset.from_image_set(files[b], galaxy_index, _of_bands=True, gain=gain[b],
+                                                  psf_fwhm=fwhm[b], **options) for b in bands.names}
             _same_galaxies({b: ds.names for b, ds in datasets.items()}, {b: f"'{files[b]}'" for b in bands.names})
         else:
             keywords = ImageSet(path, band=0).band_keywords()
@@ -224,9 +225,9 @@ class MultiBandDataset:
             if sorted(order) != sorted(bands.names) or len(set(order)) != len(order):
                 raise ConfigError(f"image set '{path}': its BANDS are {order} but wavelength names "
                                   f"{list(bands.names)}; give one wavelength per band of the file, by the same names")
-            gain = band_dict(gain, bands, "gain")
+            gain, fwhm = band_dict(gain, bands, "gain"), band_dict(fwhm, bands, "psf_fwhm")
             datasets = {b: Dataset.from_image_set(path, galaxy_index, _band=order.index(b), _of_bands=True,
-                                                  gain=gain[b], **options) for b in bands.names}
+                                                  gain=gain[b], psf_fwhm=fwhm[b], **options) for b in bands.names}
         ref = datasets[bands.names[0]]
         obj = cls._assembled(bands, ref.names, datasets, {b: set() for b in bands.names}, result_path, ref.catalog,
                              auto, img_block_path)
@@ -270,6 +271,11 @@ class MultiBandDataset:
             return out
 
         per_band = {what: {b: paths(cols[b], what) for b in bands.names} for what, cols in columns.items()}
+        fwhm = options.get("psf_fwhm")
+        if isinstance(fwhm, str):  # a column: <name>_<band> per band, or <name> for every band
+            cols = {b: f"{fwhm}_{b}" if f"{fwhm}_{b}" in table.colnames else fwhm for b in bands.names}
+            options["psf_fwhm"] = {b: number_column(table, c, f"psf_fwhm of band {b}", optional=True)
+                                   for b, c in cols.items()}
         mask_index = options.pop("mask_index", None)
         if isinstance(mask_index, str):
             mask_index = [None if np.isnan(v) else v
