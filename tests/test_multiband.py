@@ -298,14 +298,17 @@ def test_a_prior_on_a_shared_parameter_combines_with_every_band_as_a_normal_post
     np.testing.assert_allclose(t["chi2"], t["chi2_g"] + t["chi2_r"] + t["chi2_i"], rtol=1e-9)
 
 
-def test_a_dask_client_gives_the_local_results():
+def test_a_dask_client_gives_the_local_results(tmp_path):
+    from galmoss.io.blocks import read_image_block
+
     distributed = pytest.importorskip("dask.distributed")
     images, sigmas, psfs = small()
     images = {b: list(v) for b, v in images.items()}
     images["r"][1] = None  # one galaxy flagged on a worker, as locally
 
     def run(client=None):
-        ds = gm.Dataset.from_arrays(images, sigmas, psfs, wavelength=WL, pix_scale=SCALES)
+        blocks = None if client is None else tmp_path / "blocks"  # written here from the workers' fits
+        ds = gm.Dataset.from_arrays(images, sigmas, psfs, wavelength=WL, pix_scale=SCALES, img_block_path=blocks)
         ds.define_profiles(gal=sersic(cen_x=gm.p(12.5), cen_y=gm.p(12.5), eff_r=gm.p(3.0)))
         return gm.Fitting(ds, batch_size=1, dtype="float64", restarts=False, progress=False, client=client).fit()
 
@@ -316,6 +319,11 @@ def test_a_dask_client_gives_the_local_results():
     assert list(remote["galaxy_index"]) == ["0", "1"] and remote["flag"][1] & int(Flag.read_error)
     for col in ("gal_mag_g", "gal_mag_r", "gal_mag_i", "gal_eff_r", "chi2", "chi2_i", "flag"):
         np.testing.assert_allclose(remote[col], local[col], rtol=1e-9, err_msg=col)
+    assert list(remote["image_block"]) == ["0.fits", ""]
+    block = read_image_block(tmp_path / "blocks" / "0.fits")
+    np.testing.assert_allclose(block["DATA_I"], images["i"][0], rtol=1e-6)
+    chi2_i = (((block["DATA_I"].astype(float) - block["MODEL_I"]) / block["SIGMA_I"]) ** 2).sum()
+    np.testing.assert_allclose(chi2_i, remote["chi2_i"][0], rtol=1e-4)  # the worker's fit, rendered here
 
 
 def test_shards_resume_and_collate_give_the_whole_run(tmp_path):

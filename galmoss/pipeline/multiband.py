@@ -177,9 +177,6 @@ class MultiBandRun:
         from .sinks import check_output_folder
 
         fitting, ds, jm = self.fitting, self.fitting.dataset, self.model
-        if fitting.client is not None and ds.img_block_path is not None:
-            raise NotImplementedError("Fitting.fit: image blocks (img_block_path) of a multi-band dataset fitted with "
-                                      "a dask client are not written yet; leave img_block_path or the client out")
         if resume and ds.result_path is None:
             raise ValueError("Fitting.fit(resume=True) needs the dataset's result_path (where the parts are)")
         if resume and overwrite:
@@ -217,6 +214,9 @@ class MultiBandRun:
                     self.image_block[int(p)] = self._kept_blocks.get(int(p), "")
 
         def on_batch(batches, res):
+            if blocks is not None and batches is None and fitting.client is not None \
+                    and np.isfinite(res.result.loss).any():
+                batches = self._read_again(res)  # fitted on a worker: the pixels are read here for the blocks
             if blocks is not None and batches is not None:
                 self._write_blocks(batches, res, blocks, settings)
             if writer is not None:
@@ -225,7 +225,10 @@ class MultiBandRun:
 
         t0 = time.perf_counter()
         if fitting.client is not None:
-            parts = self._fit_with_client(settings, todo, on_batch)
+            try:
+                parts = self._fit_with_client(settings, todo, on_batch)
+            finally:
+                ds.close()
         else:
             parts = fit_multiband_positions(ds, jm, settings, todo, fitting.batch_size, on_batch)
         result = _join(kept + parts) if kept or parts else _join([_empty(jm, [], [], [], [], True)])
@@ -332,6 +335,13 @@ class MultiBandRun:
         if done.size:
             log.info("resume: %d galaxies already fitted in '%s'", done.size, ds.result_path)
         return [from_store(store, done, [c.name for c in jm.columns], jm.bands)] if done.size else []
+
+    def _read_again(self, res: MultiBandResult) -> list | None:
+        """The batches of a result fitted elsewhere (one shape group), read again; None if a galaxy is unusable."""
+        gals = [self.fitting.dataset.load(int(p)) for p in res.result.positions]
+        if not all(g.usable for row in gals for g in row):
+            return None
+        return [make_batch([row[b] for row in gals]) for b in range(len(self.model.bands))]
 
     def _groups(self, positions, unusable: list | None = None):
         return group_galaxies(self.fitting.dataset, self.model, positions, self.fitting.batch_size, unusable)
