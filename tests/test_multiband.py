@@ -384,3 +384,34 @@ def test_per_band_zero_points_give_calibrated_magnitudes():
     assert t.meta["MAGZPT"] == "30,30,27.5"
     with pytest.raises(ConfigError, match="zero_point names"):
         gm.Dataset.from_arrays(images, sigmas, psfs, wavelength=WL, pix_scale=SCALES, zero_point={"g": 30.0})
+
+
+def test_ties_with_bands():
+    mags = {"g": (23.0, 21.8), "r": (22.0, 21.2), "i": (21.2, 21.0)}
+    bands = {b: dict(BANDS[b], size=BANDS[b]["size"] * 2 // 3, bulge=mags[b][0], disk=mags[b][1]) for b in BANDS}
+    images, sigmas, psfs = bulge_disk_bands(bands, count=1, seed=9)
+
+    def run(tied: bool):
+        cx, cy = gm.p(16.5), gm.p(16.5)
+        bulge_re = gm.p(3.0)
+        ds = gm.Dataset.from_arrays(images, sigmas, psfs, wavelength=WL, pix_scale=SCALES)
+        ds.define_profiles(
+            bulge=gm.lp.Sersic(cen_x=cx, cen_y=cy, pa=gm.p(20.0), axis_r=gm.p(0.8), eff_r=bulge_re,
+                               ser_n=gm.p(4.0, fit=False), mag=gm.p(22.0, M0=M0)),
+            # the disk's centre tied to the bulge's (offset 0: the same as sharing it), its size 3.2 times the
+            # bulge's (the mocks' ratio, 1.6 / 0.5 arcsec)
+            disk=gm.lp.Sersic(cen_x=gm.tie(cx, offset=0.0) if tied else cx, cen_y=gm.tie(cy, offset=0.0) if tied
+                              else cy, pa=gm.p(20.0), axis_r=gm.p(0.6), eff_r=gm.tie(bulge_re, ratio=3.2),
+                              ser_n=gm.p(1.0, fit=False), mag=gm.p(21.5, M0=M0)))
+        return fit(ds)[1]
+
+    tied, shared = run(True), run(False)
+    for name in ("bulge_cen_x", "bulge_eff_r", "disk_eff_r", "disk_mag_g", "bulge_mag_i", "chi2"):
+        np.testing.assert_allclose(tied[name], shared[name], rtol=1e-6, err_msg=name)
+    np.testing.assert_allclose(tied["disk_cen_x"], tied["bulge_cen_x"], rtol=1e-12)
+    # the tied size is 3.2 times the fitted one, with its error; the truth (0.5 arcsec, 2.5 reference pixels) within 4 sigma
+    np.testing.assert_allclose(tied["disk_eff_r"], 3.2 * tied["bulge_eff_r"], rtol=1e-9)
+    np.testing.assert_allclose(tied["disk_eff_r_err"], 3.2 * tied["bulge_eff_r_err"], rtol=1e-6)
+    assert abs(tied["bulge_eff_r"][0] - 2.5) < 4 * tied["bulge_eff_r_err"][0]
+    for b, (bulge, disk) in mags.items():
+        assert abs(tied[f"disk_mag_{b}"][0] - disk) < 4 * tied[f"disk_mag_{b}_err"][0], b

@@ -19,6 +19,7 @@ from ..model import Model
 from ..params import Parameter, ParamSpec, Role
 from ..params.auto import AutoStart
 from ..params.transforms import Identity
+from ..params.ties import Tied
 
 Tensor = torch.Tensor
 
@@ -170,7 +171,7 @@ class JointModel:
         A Chebyshev degree k >= the number of bands, or ``bands=k`` with two
         bands of the same wavelength.
     NotImplementedError
-        Tied or vector parameters with bands.
+        Vector parameters with bands.
 
     Notes
     -----
@@ -182,8 +183,6 @@ class JointModel:
     def __init__(self, profiles: Mapping[str, object], bands: Bands, priors: str | None = None) -> None:
         self.bands = bands
         self.ref = ref = Model(profiles, priors=priors)
-        if ref.ties:
-            raise NotImplementedError("multi-band fits: gm.tie parameters with bands are not supported yet")
         if ref.has_vectors:
             raise NotImplementedError("multi-band fits: vector parameters (dim='2d') with bands are not supported yet")
         nb = len(bands)
@@ -242,8 +241,10 @@ class JointModel:
         for b in range(nb):
             # a fixed copy keeps its start: the renderer reads some of them (a box of exactly 0
             # is drawn as a plain ellipse); the values drawn come from the objective's fixed tensors
-            mapping = {prm: Parameter(1.0) if prm.fit else Parameter(self._fixed_start(prm, b), fit=False)
-                       for prm in ref.parameters}
+            # a tied parameter is a variable of the band's model: its value comes from the tie in
+            # reference units (Model.values), mapped to the band like any other
+            mapping = {prm: Parameter(1.0) if prm.fit or isinstance(prm, Tied)
+                       else Parameter(self._fixed_start(prm, b), fit=False) for prm in ref.parameters}
             copies = {}
             for name, profile in ref.profiles.items():
                 c = copy.copy(profile)
@@ -252,7 +253,13 @@ class JointModel:
                 copies[name] = c
             model = Model(copies)
             model.transforms = {p: Identity() for p in model.free}
-            assert [mapping[p] for p in ref.free] == model.free
+            inverse = {id(v): k for k, v in mapping.items()}
+            sources = [inverse[id(p)] for p in model.free]
+            if b == 0:
+                #: the reference parameters whose band values are the band models' free columns, in their
+                #: order: the free parameters the profiles use and the tied ones
+                self.sources = sources
+            assert sources == self.sources
             self.band_models.append(model)
             self.band_params.append(mapping)
         self.columns: list[JointColumn] = []
@@ -302,10 +309,11 @@ class JointModel:
         """(n_bands, Q, P): the constant maps from joint theta to each band's coordinates."""
         return torch.as_tensor(self.A, dtype=dtype, device=device)
 
-    def scales(self) -> np.ndarray:
-        """(n_bands, Q): the factor from reference profile units to each band's, per free parameter."""
-        return np.stack([[self._scale(prm, b) for prm in self.ref.free] for b in range(len(self.bands))]) \
-            if self.ref.free else np.zeros((len(self.bands), 0))
+    def scales(self, prms=None) -> np.ndarray:
+        """(n_bands, Q): the factor from reference profile units to each band's, per parameter (default: free)."""
+        prms = self.ref.free if prms is None else prms
+        return np.stack([[self._scale(prm, b) for prm in prms] for b in range(len(self.bands))]) \
+            if prms else np.zeros((len(self.bands), 0))
 
     def _scale(self, prm: Parameter, b: int) -> float:
         role = self.ref.specs[prm].role

@@ -59,8 +59,9 @@ class MultiBandObjective:
         self.objectives = objectives
         first = objectives[0].data
         self.A = jm.band_matrix(first.dtype, first.device)
-        self.scale = torch.as_tensor(jm.scales(), dtype=first.dtype, device=first.device)
-        self.offsets = offsets  # (nb, B, Q)
+        #: scale and offsets of the band models' free columns (jm.sources: the free and the tied parameters)
+        self.scale = torch.as_tensor(jm.scales(jm.sources), dtype=first.dtype, device=first.device)
+        self.offsets = offsets  # (nb, B, Q')
         #: the reference model's priors (a PriorRows of the batch's rows) and the fixed values they read,
         #: ``{(band, parameter): (B, 1, 1)}`` in reference units; None without priors
         self.priors = priors
@@ -97,11 +98,30 @@ class MultiBandObjective:
         return v, ref.value_derivatives(u)
 
     def band_theta(self, b: int, theta: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
-        """Band b's values (B, Q) (its model's theta) and their derivative (B, Q, P) by the joint theta."""
+        """Band b's values (B, Q') (its model's theta) and their derivative (B, Q', P) by the joint theta."""
         u = theta @ self.A[b].T
-        v, dv = self._values(u)
         s = self.scale[b]
-        return s * v + self.offsets[b][index], (s * dv)[:, :, None] * self.A[b][None]
+        if not self.jm.ref.ties:
+            v, dv = self._values(u)
+            return s * v + self.offsets[b][index], (s * dv)[:, :, None] * self.A[b][None]
+        v, dv = self._tied_values(b, u, index)
+        return s * v + self.offsets[b][index], s[None, :, None] * (dv @ self.A[b])
+
+    def _tied_values(self, b: int, u: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
+        """Reference values (B, Q') of the band models' columns (free and tied) and their derivative by u."""
+        from .._compat import prepare_forward_mode
+
+        prepare_forward_mode()
+        jm = self.jm
+        fixed = {prm: self.fixed[(b, prm)][index] for prm in jm.ref.fixed}
+
+        def one(u1, fx):
+            values = jm.ref.values(u1[None], {k: t[None] for k, t in fx.items()})
+            return torch.stack([values[p].reshape(-1)[0] for p in jm.sources])
+
+        dv = torch.func.vmap(torch.func.jacfwd(one), in_dims=(0, 0))(u, fixed)
+        values = jm.ref.values(u, fixed)
+        return torch.stack([values[p].reshape(-1) for p in jm.sources], dim=1), dv
 
     def residuals(self, theta: Tensor, index: Tensor) -> Tensor:
         rs = [obj.residuals(self.band_theta(b, theta, index)[0], index) for b, obj in enumerate(self.objectives)]
@@ -166,8 +186,10 @@ def make_multiband_objective(jm: JointModel, batches: list[Batch], fixed: dict, 
     for b, obj in enumerate(objectives):
         for j, prm in enumerate(jm.ref.fixed):
             key = jm.band_params[b][prm]
+            if key not in obj.fixed:  # a fixed offset or ratio of a tie: read in reference units only
+                continue
             obj.fixed[key] = obj.fixed[key] + torch.as_tensor(fixed_offsets[b, :, j], dtype=dt, device=dev).reshape(-1, 1, 1)
-    offsets = torch.as_tensor(jm.offsets(jm.ref.free, [bt.shapes for bt in batches]), dtype=dt, device=dev)
+    offsets = torch.as_tensor(jm.offsets(jm.sources, [bt.shapes for bt in batches]), dtype=dt, device=dev)
     priors = PriorRows.for_batch(jm.ref, batches[0].positions, dt, dev)
     fixed_t = {k: torch.as_tensor(v, dtype=dt, device=dev).reshape(-1, 1, 1) for k, v in fixed.items()}
     return MultiBandObjective(jm, objectives, offsets, priors, fixed_t)
