@@ -223,8 +223,10 @@ def test_auto_mask_on_the_stack_masks_a_neighbour_in_every_band():
         left = extra[b][g.weight > 0].sum() / extra[b].sum()
         assert left < 0.2 and g.n_masked > 0, (b, left)
     t = fitted(ds)
-    # the mocks' PSF stamps outgrow these small cutouts: a note, not a problem
-    assert np.all(np.asarray(t["flag"]) & ~int(Flag.psf_larger_than_cutout) == 0), list(t["message"])
+    # the mocks' PSF stamps outgrow these small cutouts: a note, not a problem; the neighbour's light left
+    # in the fitted pixels is seen in the chi2 (flagged chi2_high, and nothing else)
+    allowed = int(Flag.psf_larger_than_cutout) | int(Flag.chi2_high)
+    assert np.all(np.asarray(t["flag"]) & ~allowed == 0), list(t["message"])
     assert "auto mask (on the stack of the bands)" in t["message"][0]
     # the light left biases each magnitude by 0.07 (measured; 0.47 without the mask): within 0.1 of the truth
     for b in BANDS:

@@ -244,6 +244,29 @@ def bootstrap_multiband(jm: JointModel, batches: list[Batch], theta_best: np.nda
     return robust_spread(refit_deviations(jm.columns, values, best))[0]
 
 
+def _reference_quality(jm: JointModel, ref: Batch, theta0: Tensor, theta: Tensor, fixed: dict, loss, dof, finite,
+                       flags, messages, chi2: bool) -> None:
+    """The single-band quality flags (:func:`galmoss.auto.quality.quality_flags`), judged on the reference band.
+
+    Its values (the shared ones and its own), the joint reduced chi2, its cutout and PSF.
+    """
+    from .assess import _quality
+
+    fixed0 = {prm: fixed[(0, prm)] for prm in jm.ref.fixed}
+    band0 = jm.bands.names[0]
+    with torch.no_grad():
+        start = {prm: v.double().cpu().numpy().reshape(-1) for prm, v in
+                 jm.ref.values(jm.band_coordinates(theta0, 0), fixed0).items()}
+        joint = jm.report(theta, fixed)
+    reported = {}
+    for col in jm.ref.columns:
+        name = col.name if jm.modes[col.parameter] == "shared" else f"{col.name}_{band0}"
+        reported[col.name] = joint[name].double().cpu().numpy()
+    if np.isfinite(loss).any():
+        _quality(jm.ref, start, reported, np.where(finite, loss, np.nan), dof, finite, tuple(ref.image.shape[1:]),
+                 flags, messages, chi2, psf=ref.psf)
+
+
 def fit_multiband_batch(jm: JointModel, batches: list[Batch], settings) -> MultiBandResult:
     """Fit every galaxy of a multi-band batch (one :class:`Batch` per band, same galaxies, same order).
 
@@ -306,6 +329,8 @@ def fit_multiband_batch(jm: JointModel, batches: list[Batch], settings) -> Multi
             near = torch.stack([jm.ref.near_bound(jm.band_coordinates(result.theta, b)) for b in range(nb)])
         near = near.any(0).any(1).cpu().numpy() & finite
         flags[near] |= int(Flag.near_bound)
+        _reference_quality(jm, ref, theta0, result.theta, fixed_t, loss, dof, finite, flags, messages,
+                           settings.likelihood == "chi2")
     errors = covariance = None
     if settings.covariance:
         from .uncertainty import covariance_errors

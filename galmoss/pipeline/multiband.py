@@ -125,6 +125,9 @@ class MultiBandRun:
             raise ValueError("Fitting.fit: the dataset has no profiles; call dataset.define_profiles(name=profile)")
         self.model = JointModel(with_auto_starts(ds.profiles), ds.bands, priors=getattr(fitting, "priors", None))
         self.model.ref.check_galaxies(len(ds))
+        if fitting.restarts:
+            log.info("multi-band fits: restarts are not run for joint fits (the restart policies are single-band); "
+                     "each galaxy is fitted once from its starts")
         self.model.ref.check_precision(fitting.dtype)  # ranges the fit's dtype cannot resolve: refused now
         self.result: MultiBandResult | None = None
 
