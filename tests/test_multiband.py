@@ -366,6 +366,13 @@ def test_shards_resume_and_collate_give_the_whole_run(tmp_path):
     other.dataset.define_profiles(gal=sersic(eff_r=gm.p(3.0, bands=1)))
     with pytest.raises(ValueError, match="come from a different run"):
         other.fit(resume=True)
+    from galmoss.errors import OutputError
+
+    with pytest.raises(OutputError, match="holds the parts of another run"):
+        other.fit()
+    # the dataset that wrote them, fitted again with another model in this session: its outputs are replaced
+    again.dataset.define_profiles(gal=sersic(cen_x=gm.p(12.5), cen_y=gm.p(12.5), eff_r=gm.p(3.0, bands=1)))
+    assert "gal_eff_r_cheb1" in again.fit().colnames
 
 
 def test_per_band_zero_points_give_calibrated_magnitudes():

@@ -191,14 +191,26 @@ class MultiBandRun:
         folder = ds.result_path
         if folder is not None:
             check_output_folder(folder, "result_path")
+            import weakref
+
+            from .fitting import _WRITTEN
+
             description, inputs = self.description(), self.inputs()
             names = list(ds.names)
+            own = _WRITTEN.get(os.path.abspath(folder))
+            if not overwrite and not resume and own is not None and own() is ds \
+                    and other_run(folder, description, names, inputs):
+                # this session's own run of this dataset, fitted again with another model: replaced, never mixed
+                log.warning("'%s' holds this dataset's earlier run, of another model; its outputs are replaced",
+                            folder)
+                overwrite = True
             if overwrite and (shard is None or other_run(folder, description, names, inputs)):
                 clear_outputs(folder)  # a shard clears only another run's outputs
             elif resume:
                 kept = self._resumed(description, inputs, positions)
             else:
                 refuse_other_run(folder, description, names, inputs)
+            _WRITTEN[os.path.abspath(folder)] = weakref.ref(ds)
             writer = PartWriter(folder, part_columns(columns, jm.bands),
                                 "0of1" if shard is None else f"{shard[0]}of{shard[1]}", inputs=inputs,
                                 model_id=description["model_id"])
