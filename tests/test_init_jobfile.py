@@ -26,7 +26,8 @@ def test_the_key_list_is_the_parsers():
     assert _keys("fit") == job_module._FIT_KEYS
     assert _keys("output") == job_module._OUTPUT_KEYS
     assert _keys("parameter") == job_module._PARAM_KEYS
-    assert {k.section for k in jobfile.KEYS} - {"model.<name>"} <= job_module._SECTIONS | {"parameter"}
+    assert _keys("data.bands.<name>") == job_module._BAND_KEYS
+    assert {k.section for k in jobfile.KEYS} - {"model.<name>", "data.bands.<name>"} <= job_module._SECTIONS | {"parameter"}
 
 
 def test_docs_jobfile_is_generated_from_the_list_and_names_every_key():

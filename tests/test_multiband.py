@@ -233,10 +233,11 @@ def test_a_galaxy_missing_a_band_is_flagged_and_the_others_fitted():
 
 def test_unsupported_pieces_say_so():
     images, sigmas, psfs = small()
-    with pytest.raises(NotImplementedError, match="image blocks"):
-        gm.Dataset.from_arrays(images, sigmas, psfs, wavelength=WL, pix_scale=SCALES, img_block_path="blocks")
-    with pytest.raises(NotImplementedError, match="automatic masks"):
-        gm.Dataset.from_arrays(images, sigmas, psfs, wavelength=WL, pix_scale=SCALES, auto_mask=True)
+    with pytest.raises(NotImplementedError, match="image regions"):
+        gm.Dataset.from_arrays(images, sigmas, psfs, wavelength=WL, pix_scale=SCALES, region=(1, 10, 1, 10))
+    with pytest.raises(NotImplementedError, match="fitted neighbours"):
+        gm.Dataset.from_arrays(images, sigmas, psfs, wavelength=WL, pix_scale=SCALES, auto_mask=True,
+                               neighbours="fit")
 
 
 def test_files_per_band_and_rotated_wcs_refused(tmp_path):
@@ -270,3 +271,154 @@ def test_files_per_band_and_rotated_wcs_refused(tmp_path):
     fits.writeto(paths["i"][0], images["i"][0], header, overwrite=True)
     with pytest.raises(NotImplementedError, match="band 'i' is rotated by"):
         gm.Dataset(["a", "b"], paths, **kw)
+
+
+def test_a_prior_on_a_shared_parameter_combines_with_every_band_as_a_normal_posterior():
+    images, sigmas, psfs = small()
+    images, sigmas = ({b: v[:1] for b, v in d.items()} for d in (images, sigmas))
+
+    def run(prior):
+        ds = gm.Dataset.from_arrays(images, sigmas, psfs, wavelength=WL, pix_scale=SCALES)
+        ds.define_profiles(gal=sersic(cen_x=gm.p(12.5), cen_y=gm.p(12.5), eff_r=gm.p(3.0),
+                                      ser_n=gm.p(2.0, prior=prior)))
+        return fit(ds)[1]
+
+    free = run(None)
+    n_hat, s_data = float(free["gal_ser_n"][0]), float(free["gal_ser_n_err"][0])
+    # a prior as informative as the data, centred 2 data-sigma away: the posterior of a linear model
+    # has mean (n/s^2 + mu/p^2) / (1/s^2 + 1/p^2) and width (1/s^2 + 1/p^2)^-1/2
+    mu, width = n_hat + 2 * s_data, s_data
+    t = run(gm.prior.Normal(mu, width, space="value"))
+    s_post = (1 / s_data**2 + 1 / width**2) ** -0.5
+    mean = (n_hat / s_data**2 + mu / width**2) * s_post**2
+    assert abs(t["gal_ser_n"][0] - mean) < 0.15 * s_data  # the model is nearly linear over 2 sigma
+    np.testing.assert_allclose(t["gal_ser_n_err"][0], s_post, rtol=0.1)
+    # the prior's term is reported apart from the likelihood's: 1 sigma off its centre, about 1
+    assert 0.5 < t["chi2_prior"][0] < 1.5
+    np.testing.assert_allclose(t["chi2"], t["chi2_g"] + t["chi2_r"] + t["chi2_i"], rtol=1e-9)
+
+
+def test_a_dask_client_gives_the_local_results(tmp_path):
+    from galmoss.io.blocks import read_image_block
+
+    distributed = pytest.importorskip("dask.distributed")
+    images, sigmas, psfs = small()
+    images = {b: list(v) for b, v in images.items()}
+    images["r"][1] = None  # one galaxy flagged on a worker, as locally
+
+    def run(client=None):
+        blocks = None if client is None else tmp_path / "blocks"  # written here from the workers' fits
+        ds = gm.Dataset.from_arrays(images, sigmas, psfs, wavelength=WL, pix_scale=SCALES, img_block_path=blocks)
+        ds.define_profiles(gal=sersic(cen_x=gm.p(12.5), cen_y=gm.p(12.5), eff_r=gm.p(3.0)))
+        return gm.Fitting(ds, batch_size=1, dtype="float64", restarts=False, progress=False, client=client).fit()
+
+    local = run()
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) \
+            as cluster, distributed.Client(cluster) as client:
+        remote = run(client)
+    assert list(remote["galaxy_index"]) == ["0", "1"] and remote["flag"][1] & int(Flag.read_error)
+    for col in ("gal_mag_g", "gal_mag_r", "gal_mag_i", "gal_eff_r", "chi2", "chi2_i", "flag"):
+        np.testing.assert_allclose(remote[col], local[col], rtol=1e-9, err_msg=col)
+    assert list(remote["image_block"]) == ["0.fits", ""]
+    block = read_image_block(tmp_path / "blocks" / "0.fits")
+    np.testing.assert_allclose(block["DATA_I"], images["i"][0], rtol=1e-6)
+    chi2_i = (((block["DATA_I"].astype(float) - block["MODEL_I"]) / block["SIGMA_I"]) ** 2).sum()
+    np.testing.assert_allclose(chi2_i, remote["chi2_i"][0], rtol=1e-4)  # the worker's fit, rendered here
+
+
+def test_shards_resume_and_collate_give_the_whole_run(tmp_path):
+    from galmoss.pipeline.collate import collate
+
+    images, sigmas, psfs = sersic_bands({b: dict(BANDS[b], size=BANDS[b]["size"] // 2) for b in BANDS}, count=3,
+                                        seed=8)
+    images = {b: list(v) for b, v in images.items()}
+    images["i"][2] = None  # flagged in its shard's part as in a whole run
+
+    def fitting(folder, **kw):
+        ds = gm.Dataset.from_arrays(images, sigmas, psfs, galaxy_index=["a", "b", "c"], wavelength=WL,
+                                    pix_scale=SCALES, result_path=folder)
+        ds.define_profiles(gal=sersic(cen_x=gm.p(12.5), cen_y=gm.p(12.5), eff_r=gm.p(3.0)))
+        return gm.Fitting(ds, batch_size=1, dtype="float64", restarts=False, progress=False, **kw)
+
+    run = fitting(tmp_path / "whole")
+    run.fit()
+    whole = run.uncertainty()  # the parts hold the covariance errors: collate's table has them
+    # two shards into one folder, then collate: the whole run's table
+    first = fitting(tmp_path / "shards").fit(shard=(1, 2))
+    second = fitting(tmp_path / "shards").fit(shard=(2, 2))
+    assert list(first["galaxy_index"]) + list(second["galaxy_index"]) == ["a", "b", "c"]
+    assert not (tmp_path / "shards" / "results.fits").exists()
+    report = collate(tmp_path / "shards")
+    assert not report.missing and report.table.meta["BANDS"] == "g,r,i"
+    assert report.table.colnames == whole.colnames
+    for col in ("gal_mag_g", "gal_mag_i", "gal_eff_r", "gal_mag_r_err", "chi2", "chi2_g", "dof_i", "flag"):
+        np.testing.assert_allclose(report.table[col], whole[col], rtol=1e-12, err_msg=col)
+    assert report.table["flag"][2] & int(Flag.read_error)
+    # a resume fits nothing again, and gives the same table
+    again = fitting(tmp_path / "whole")
+    t = again.fit(resume=True)
+    assert again.timing["galaxies"] == 0
+    for col in ("gal_mag_r", "chi2_r", "dof_g", "n_iter"):
+        np.testing.assert_array_equal(t[col], whole[col], err_msg=col)
+    assert list(t["message"]) == list(whole["message"])
+    # another model into the same folder is refused, naming what changed
+    other = fitting(tmp_path / "whole")
+    other.dataset.define_profiles(gal=sersic(eff_r=gm.p(3.0, bands=1)))
+    with pytest.raises(ValueError, match="come from a different run"):
+        other.fit(resume=True)
+    from galmoss.errors import OutputError
+
+    with pytest.raises(OutputError, match="holds the parts of another run"):
+        other.fit()
+    # the dataset that wrote them, fitted again with another model in this session: its outputs are replaced
+    again.dataset.define_profiles(gal=sersic(cen_x=gm.p(12.5), cen_y=gm.p(12.5), eff_r=gm.p(3.0, bands=1)))
+    assert "gal_eff_r_cheb1" in again.fit().colnames
+
+
+def test_per_band_zero_points_give_calibrated_magnitudes():
+    # band i's image in units of another zero point (27.5 instead of 30): the same galaxy, 10 times fainter in counts
+    images, sigmas, psfs = small()
+    factor = 10 ** (-0.4 * (M0 - 27.5))
+    images = {**images, "i": images["i"] * factor}
+    sigmas = {**sigmas, "i": sigmas["i"] * factor}
+    ds = gm.Dataset.from_arrays(images, sigmas, psfs, wavelength=WL, pix_scale=SCALES,
+                                zero_point={"g": M0, "r": M0, "i": 27.5})
+    # the magnitudes start from each band's image
+    ds.define_profiles(gal=gm.lp.Sersic(cen_x=gm.p(12.5), cen_y=gm.p(12.5), eff_r=gm.p(3.0), mag=gm.p(M0=M0)))
+    _, t = fit(ds)
+    for band, b in BANDS.items():
+        assert np.all(np.abs(t[f"gal_mag_{band}"] - b["mag"]) < 4 * t[f"gal_mag_{band}_err"]), band
+    assert t.meta["MAGZPT"] == "30,30,27.5"
+    with pytest.raises(ConfigError, match="zero_point names"):
+        gm.Dataset.from_arrays(images, sigmas, psfs, wavelength=WL, pix_scale=SCALES, zero_point={"g": 30.0})
+
+
+def test_ties_with_bands():
+    mags = {"g": (23.0, 21.8), "r": (22.0, 21.2), "i": (21.2, 21.0)}
+    bands = {b: dict(BANDS[b], size=BANDS[b]["size"] * 2 // 3, bulge=mags[b][0], disk=mags[b][1]) for b in BANDS}
+    images, sigmas, psfs = bulge_disk_bands(bands, count=1, seed=9)
+
+    def run(tied: bool):
+        cx, cy = gm.p(16.5), gm.p(16.5)
+        bulge_re = gm.p(3.0)
+        ds = gm.Dataset.from_arrays(images, sigmas, psfs, wavelength=WL, pix_scale=SCALES)
+        ds.define_profiles(
+            bulge=gm.lp.Sersic(cen_x=cx, cen_y=cy, pa=gm.p(20.0), axis_r=gm.p(0.8), eff_r=bulge_re,
+                               ser_n=gm.p(4.0, fit=False), mag=gm.p(22.0, M0=M0)),
+            # the disk's centre tied to the bulge's (offset 0: the same as sharing it), its size 3.2 times the
+            # bulge's (the mocks' ratio, 1.6 / 0.5 arcsec)
+            disk=gm.lp.Sersic(cen_x=gm.tie(cx, offset=0.0) if tied else cx, cen_y=gm.tie(cy, offset=0.0) if tied
+                              else cy, pa=gm.p(20.0), axis_r=gm.p(0.6), eff_r=gm.tie(bulge_re, ratio=3.2),
+                              ser_n=gm.p(1.0, fit=False), mag=gm.p(21.5, M0=M0)))
+        return fit(ds)[1]
+
+    tied, shared = run(True), run(False)
+    for name in ("bulge_cen_x", "bulge_eff_r", "disk_eff_r", "disk_mag_g", "bulge_mag_i", "chi2"):
+        np.testing.assert_allclose(tied[name], shared[name], rtol=1e-6, err_msg=name)
+    np.testing.assert_allclose(tied["disk_cen_x"], tied["bulge_cen_x"], rtol=1e-12)
+    # the tied size is 3.2 times the fitted one, with its error; the truth (0.5 arcsec, 2.5 reference pixels) within 4 sigma
+    np.testing.assert_allclose(tied["disk_eff_r"], 3.2 * tied["bulge_eff_r"], rtol=1e-9)
+    np.testing.assert_allclose(tied["disk_eff_r_err"], 3.2 * tied["bulge_eff_r_err"], rtol=1e-6)
+    assert abs(tied["bulge_eff_r"][0] - 2.5) < 4 * tied["bulge_eff_r_err"][0]
+    for b, (bulge, disk) in mags.items():
+        assert abs(tied[f"disk_mag_{b}"][0] - disk) < 4 * tied[f"disk_mag_{b}_err"][0], b

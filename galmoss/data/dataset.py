@@ -392,7 +392,8 @@ class Dataset:
             Several bands (docs/multiband.md): every array argument a dict
             ``{band: arrays}``, ``wavelength`` ``{band: wavelength}`` (the first
             band is the reference frame) and ``pix_scale`` ``{band: arcsec per
-            pixel}``; returns a :class:`~galmoss.data.multiband.MultiBandDataset`.
+            pixel}`` (and optionally ``zero_point={band: magnitude zero point}``);
+            returns a :class:`~galmoss.data.multiband.MultiBandDataset`.
 
         Notes
         -----
@@ -403,9 +404,10 @@ class Dataset:
         if isinstance(images, dict) or wavelength is not None:
             from .multiband import MultiBandDataset
 
+            zero_point = options.pop("zero_point", None)
             return MultiBandDataset.from_arrays(
                 images, sigmas, psfs, masks, galaxy_index, wavelength=wavelength, pix_scale=pix_scale,
-                **DataOptions.pick(options, "Dataset.from_arrays"),
+                zero_point=zero_point, **DataOptions.pick(options, "Dataset.from_arrays"),
             )
         options = DataOptions.pick(options, "Dataset.from_arrays")
         imgs = _array_list(images, "images")
@@ -426,6 +428,11 @@ class Dataset:
         cls,
         path: PathLike,
         galaxy_index=None,
+        *,
+        wavelength=None,
+        pix_scale=None,
+        _band: int | None = None,
+        _of_bands: bool = False,
         **options,
     ) -> "Dataset":
         """A dataset from one image-set file (the seed's "image sets (image, sigma, psf)").
@@ -443,6 +450,12 @@ class Dataset:
             when there is one, else ``"0"``, ``"1"``, ...
         **options
             The dataset options (:class:`DataOptions`, as for :class:`Dataset`).
+        wavelength, pix_scale
+            Several bands (docs/multiband.md): ``path`` a dict ``{band: file}``
+            (one image set per band), or one file whose planes have a band axis
+            (``IMAGE`` (N, n_bands, H, W), its header naming the bands:
+            ``BANDS = 'g,r,i'``); returns a
+            :class:`~galmoss.data.multiband.MultiBandDataset`.
 
         Notes
         -----
@@ -450,10 +463,17 @@ class Dataset:
         ``gm.p(dataset.catalog["re"])``).
         """
         from ..io.catalog import text_column
-        from ..io.imageset import ImageSet
+        from ..io.imageset import ImageSet, has_band_axis
 
+        if not _of_bands and (isinstance(path, dict) or wavelength is not None or has_band_axis(path)):
+            from .multiband import MultiBandDataset
+
+            zero_point = options.pop("zero_point", None)
+            return MultiBandDataset.from_image_set(path, galaxy_index, wavelength=wavelength, pix_scale=pix_scale,
+                                                   zero_point=zero_point,
+                                                   **DataOptions.pick(options, "Dataset.from_image_set"))
         options = DataOptions.pick(options, "Dataset.from_image_set")
-        image_set = ImageSet(path)
+        image_set = ImageSet(path, band=_band)
         catalog = image_set.catalog()
         if catalog is not None and len(catalog) != image_set.n:
             raise DataError(
@@ -493,6 +513,8 @@ class Dataset:
         psf: str | None = None,
         mask: str | None = None,
         base_path: PathLike | None = None,
+        wavelength=None,
+        pix_scale=None,
         **options,
     ) -> "Dataset":
         """A dataset from a catalogue table: one row per galaxy naming its files.
@@ -511,6 +533,12 @@ class Dataset:
             here ``mask_index`` may be a column name (the galaxy's value in its
             mask, per row) and ``psf_fwhm`` a column name (one FWHM in pixels per
             row, for galaxies without a PSF file).
+        wavelength, pix_scale
+            Several bands (docs/multiband.md): each band's files in columns
+            ``<image>_<band>`` (``image_g``, ``image_r``, ...; likewise
+            ``sigma_<band>``, ``psf_<band>``, ``mask_<band>``, or one ``mask``
+            column for every band), or ``image={band: column}``; returns a
+            :class:`~galmoss.data.multiband.MultiBandDataset`.
 
         Raises
         ------
@@ -518,6 +546,15 @@ class Dataset:
             If a named column is missing (the message lists the columns there are).
         """
         from ..io.catalog import number_column, read_catalog, text_column
+
+        if wavelength is not None or any(isinstance(c, dict) for c in (image, sigma, psf, mask)):
+            from .multiband import MultiBandDataset
+
+            zero_point = options.pop("zero_point", None)
+            return MultiBandDataset.from_catalog(
+                catalog, galaxy_index=galaxy_index, image=image, sigma=sigma, psf=psf, mask=mask,
+                base_path=base_path, wavelength=wavelength, pix_scale=pix_scale, zero_point=zero_point,
+                **DataOptions.pick(options, "Dataset.from_catalog"))
 
         options = DataOptions.pick(options, "Dataset.from_catalog")
         mask_index, psf_fwhm = options.get("mask_index"), options.get("psf_fwhm")

@@ -30,9 +30,7 @@ __all__ = ["MultiBandDataset", "is_multiband"]
 
 #: Dataset options a multi-band dataset does not take yet, and the piece each names
 _REFUSED = {
-    "auto_mask": "automatic masks (auto_mask=True) with bands",
     "neighbours": "fitted neighbours (neighbours='fit') with bands",
-    "psf_fwhm": "PSFs from a FWHM (psf_fwhm) with bands",
     "region": "image regions (region=) with bands",
 }
 
@@ -67,6 +65,13 @@ class MultiBandDataset:
         the first is the reference frame.
     pix_scale
         ``{band: arcsec per pixel}`` (> 0), or one number for every band.
+    zero_point
+        ``{band: magnitude zero point}``: a band's zero point replaces the
+        ``M0`` of every magnitude in that band, so each band's magnitudes are
+        calibrated; None: the ``gm.p``'s ``M0`` in every band.
+    img_block_path
+        Folder for image blocks, one FITS per galaxy holding every band
+        (:func:`galmoss.io.blocks.write_band_image_block`).
     result_path
         Folder for ``results.fits`` / ``results.csv``.
     **options
@@ -79,26 +84,34 @@ class MultiBandDataset:
         Bands named differently in different arguments, a wavelength or pixel
         scale missing or not positive, band inputs of different lengths.
     NotImplementedError
-        Image blocks, automatic masks, fitted neighbours, PSFs from a FWHM,
-        regions, or bands rotated against each other in their FITS WCS.
+        Fitted neighbours, PSFs from a FWHM, regions, or bands rotated against
+        each other in their FITS WCS.
+
+    Notes
+    -----
+    ``auto_mask=True`` detects the sources on a stack of the bands on the
+    reference grid and masks the neighbours in every band
+    (:func:`stack_auto_mask`); each band's sigma, when not given, is estimated
+    from its own image.
     """
 
     def __init__(self, galaxy_index, image_path, sigma_path=None, psf_path=None, mask_path=None, mask_index=None,
-                 img_block_path=None, result_path=None, *, wavelength=None, pix_scale=None, _arrays=None,
-                 **options) -> None:
-        _refuse(options)
-        if img_block_path is not None:
-            raise NotImplementedError("multi-band datasets: image blocks (img_block_path) are not written for joint "
-                                      "fits yet; leave img_block_path out")
-        self.bands: Bands = make_bands(wavelength, pix_scale)
+                 img_block_path=None, result_path=None, *, wavelength=None, pix_scale=None, zero_point=None,
+                 _arrays=None, **options) -> None:
+        #: detect on a stack of the bands, mask in every band (:func:`stack_auto_mask`)
+        self.auto_mask = _pop_refused(options)
+        self.bands: Bands = make_bands(wavelength, pix_scale, zero_point)
         gain = band_dict(options.pop("gain", None), self.bands, "gain")
+        # a FWHM in each band's own pixels: a dict by band, or one value (or list) for every band
+        fwhm = band_dict(options.pop("psf_fwhm", None), self.bands, "psf_fwhm")
         self.profiles: dict = {}
-        self.img_block_path = None
+        #: folder of the image blocks (every band's data, model, residual and components)
+        self.img_block_path = None if img_block_path is None else Path(img_block_path)
         self.result_path = None if result_path is None else Path(result_path)
         self.catalog = None
         self.render_settings = None
         if _arrays is not None:  # from_arrays
-            self._from_arrays(galaxy_index, _arrays, mask_index, gain, options)
+            self._from_arrays(galaxy_index, _arrays, mask_index, gain, dict(options, psf_fwhm=fwhm))
             return
         if not isinstance(image_path, Mapping):
             raise ConfigError("Dataset: with wavelength, image_path must be a dict {band: paths} naming every band")
@@ -116,19 +129,20 @@ class MultiBandDataset:
         for b in self.bands.names:
             self.datasets[b] = Dataset(
                 names, filled[b], per_band["sigma_path"][b], per_band["psf_path"][b], per_band["mask_path"][b],
-                mask_index, gain=gain[b], **options,
+                mask_index, gain=gain[b], psf_fwhm=fwhm[b], **options,
             )
         _check_rotation(self)
 
     @classmethod
     def from_arrays(cls, images, sigmas=None, psfs=None, masks=None, galaxy_index=None, *, wavelength=None,
-                    pix_scale=None, img_block_path=None, result_path=None, mask_index=None, **options):
+                    pix_scale=None, zero_point=None, img_block_path=None, result_path=None, mask_index=None,
+                    **options):
         """Per-band arrays: each argument a dict ``{band: (N, H, W) array or list}`` (psfs also ``(h, w)``)."""
         if not isinstance(images, Mapping):
             raise ConfigError("Dataset.from_arrays: with wavelength, images must be a dict {band: arrays} naming every "
                               "band")
         return cls(galaxy_index, None, img_block_path=img_block_path, result_path=result_path, wavelength=wavelength,
-                   pix_scale=pix_scale, mask_index=mask_index,
+                   pix_scale=pix_scale, zero_point=zero_point, mask_index=mask_index,
                    _arrays={"images": images, "sigmas": sigmas, "psfs": psfs, "masks": masks}, **options)
 
     def _from_arrays(self, galaxy_index, arrays, mask_index, gain, options) -> None:
@@ -151,7 +165,125 @@ class MultiBandDataset:
                     first = next(p for p in psf if p is not None)
                     psf = _fill_optional(psf, self.missing[b], lambda i, first=first: first)
             self.datasets[b] = Dataset.from_arrays(filled[b], sig, psf, msk, self.names, mask_index=mask_index,
-                                                   gain=gain[b], **options)
+                                                   gain=gain[b], **{**options, "psf_fwhm": options["psf_fwhm"][b]})
+
+    @classmethod
+    def _assembled(cls, bands: Bands, names: list[str], datasets: dict, missing: dict, result_path, catalog,
+                   auto_mask: bool = False, img_block_path=None) -> "MultiBandDataset":
+        """A dataset of per-band datasets built elsewhere (image sets, catalogues)."""
+        obj = cls.__new__(cls)
+        obj.bands, obj.names, obj.datasets, obj.missing = bands, names, datasets, missing
+        obj.profiles, obj.render_settings = {}, None
+        obj.img_block_path = None if img_block_path is None else Path(img_block_path)
+        obj.result_path = None if result_path is None else Path(result_path)
+        obj.catalog = catalog
+        obj.auto_mask = auto_mask
+        _check_rotation(obj)
+        return obj
+
+    @classmethod
+    def from_image_set(cls, path, galaxy_index=None, *, wavelength=None, pix_scale=None, zero_point=None,
+                       **options):
+        """Image sets with bands: ``{band: file}`` (one image set per band) or one file with a band axis.
+
+        A file with a band axis holds ``IMAGE`` (N, n_bands, H, W) (and SIGMA,
+        PSF, MASK likewise; see :mod:`galmoss.io.imageset`) and names its bands
+        in IMAGE's header, ``BANDS = 'g,r,i'``; ``wavelength`` and ``pix_scale``
+        default to its ``WAVELEN`` and ``PIXSCALE`` cards. The bands are matched
+        by name, so ``wavelength`` may list them in another order than the file
+        (its order is the fit's). The galaxies are named by ``galaxy_index``, else
+        the reference band's CATALOG ``galaxy_index`` column; files per band whose
+        CATALOGs name the galaxies differently (other galaxies, another order) are
+        refused.
+        """
+        from .dataset import DataOptions
+        from ..io.imageset import ImageSet
+
+        options = DataOptions.pick(options, "Dataset.from_image_set")
+        result_path = options.pop("result_path", None)
+        img_block_path = options.pop("img_block_path", None)
+        auto = _pop_refused(options)
+        gain, fwhm = options.pop("gain", None), options.pop("psf_fwhm", None)
+        if isinstance(path, Mapping):
+            bands = make_bands(wavelength, pix_scale, zero_point)
+            files = band_dict(path, bands, "image_set")
+            gain, fwhm = band_dict(gain, bands, "gain"), band_dict(fwhm, bands, "psf_fwhm")
+            datasets = {b: Dataset.from_image_set(files[b], galaxy_index, _of_bands=True, gain=gain[b],
+                                                  psf_fwhm=fwhm[b], **options) for b in bands.names}
+            _same_galaxies({b: ds.names for b, ds in datasets.items()}, {b: f"'{files[b]}'" for b in bands.names})
+        else:
+            keywords = ImageSet(path, band=0).band_keywords()
+            if "BANDS" not in keywords:
+                raise ConfigError(f"image set '{path}': IMAGE has a band axis but its header names no bands; add "
+                                  "BANDS = 'g,r,i' (the bands in the order of the axis) to the IMAGE header")
+            order = [b.strip() for b in keywords["BANDS"].split(",")]
+            if wavelength is None:
+                wavelength = _file_numbers(keywords, "WAVELEN", order, path)
+            if pix_scale is None:
+                pix_scale = _file_numbers(keywords, "PIXSCALE", order, path)
+            bands = make_bands(wavelength, pix_scale, zero_point)
+            if sorted(order) != sorted(bands.names) or len(set(order)) != len(order):
+                raise ConfigError(f"image set '{path}': its BANDS are {order} but wavelength names "
+                                  f"{list(bands.names)}; give one wavelength per band of the file, by the same names")
+            gain, fwhm = band_dict(gain, bands, "gain"), band_dict(fwhm, bands, "psf_fwhm")
+            datasets = {b: Dataset.from_image_set(path, galaxy_index, _band=order.index(b), _of_bands=True,
+                                                  gain=gain[b], psf_fwhm=fwhm[b], **options) for b in bands.names}
+        ref = datasets[bands.names[0]]
+        obj = cls._assembled(bands, ref.names, datasets, {b: set() for b in bands.names}, result_path, ref.catalog,
+                             auto, img_block_path)
+        return obj
+
+    @classmethod
+    def from_catalog(cls, catalog, *, galaxy_index="galaxy_index", image="image", sigma=None, psf=None, mask=None,
+                     base_path=None, wavelength=None, pix_scale=None, zero_point=None, **options):
+        """A catalogue with a column of files per band (see :meth:`galmoss.Dataset.from_catalog`).
+
+        Each of ``image``, ``sigma``, ``psf`` and ``mask`` is a dict ``{band:
+        column}``, or a column's base name: band b's files are in ``<name>_<b>``
+        (``image_g``, ``psf_r``), or, for ``sigma``, ``psf`` and ``mask`` when no
+        column of the name has a band suffix, in ``<name>`` for every band. An
+        empty cell (or ``none``) in a band's image column means the galaxy has no
+        image in that band: it is flagged ``read_error`` and the others are fitted.
+        """
+        from .dataset import DataOptions
+        from ..io.catalog import number_column, read_catalog, text_column
+
+        bands = make_bands(wavelength, pix_scale, zero_point)
+        options = DataOptions.pick(options, "Dataset.from_catalog")
+        table, folder = read_catalog(catalog)
+        base = Path(base_path) if base_path is not None else folder
+        source = table.meta.get("catalogue", "the catalogue")
+        columns = {what: _band_columns(table, given, bands, what, source)
+                   for what, given in (("image", image), ("sigma", sigma), ("psf", psf), ("mask", mask))}
+        names = text_column(table, galaxy_index, "galaxy names")
+
+        def paths(column: str | None, what: str) -> list | None:
+            if column is None:
+                return None
+            out = []
+            # an empty cell or GALFIT's "none": the galaxy has no such file in this band
+            for text in text_column(table, column, f"{what} paths", optional=True):
+                if text is None or text.strip().lower() in ("", "none"):
+                    out.append(None)
+                    continue
+                q = Path(text).expanduser()
+                out.append(str(q if q.is_absolute() else base / q))
+            return out
+
+        per_band = {what: {b: paths(cols[b], what) for b in bands.names} for what, cols in columns.items()}
+        fwhm = options.get("psf_fwhm")
+        if isinstance(fwhm, str):  # a column: <name>_<band> per band, or <name> for every band
+            cols = {b: f"{fwhm}_{b}" if f"{fwhm}_{b}" in table.colnames else fwhm for b in bands.names}
+            options["psf_fwhm"] = {b: number_column(table, c, f"psf_fwhm of band {b}", optional=True)
+                                   for b, c in cols.items()}
+        mask_index = options.pop("mask_index", None)
+        if isinstance(mask_index, str):
+            mask_index = [None if np.isnan(v) else v
+                          for v in number_column(table, mask_index, "mask_index", optional=True).tolist()]
+        obj = cls(names, per_band["image"], per_band["sigma"], per_band["psf"], per_band["mask"], mask_index,
+                  wavelength=wavelength, pix_scale=pix_scale, zero_point=zero_point, **options)
+        obj.catalog = table
+        return obj
 
     # ----------------------------------------------------------------- API
     def define_profiles(self, **profiles) -> None:
@@ -183,10 +315,146 @@ class MultiBandDataset:
                     "would be unconstrained); fit it with the bands it has in a dataset of its own"]))
             else:
                 out.append(ds.load(position))
+        if all(g.usable for g in out):
+            off_sky = _off_sky(self, position, [g.shape for g in out])
+            if off_sky:
+                out[0].flags |= int(Flag.read_error)
+                out[0].messages.append(off_sky)
+        if self.auto_mask and all(g.usable for g in out):
+            stack_auto_mask(out, self.bands, Dataset._start_xy(self, position))
         return out
 
 
+# ------------------------------------------------------------ automatic masks
+def _band_coordinates(shape_from, shape_to, ratio: float):
+    """Where the pixel centres of grid ``shape_from`` fall on grid ``shape_to`` (0-based row, column arrays).
+
+    The cutouts are centred on one sky point; ``ratio`` is pix_scale(from) / pix_scale(to).
+    """
+    h, w = shape_from
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    ht, wt = shape_to
+    return (yy - (h - 1) / 2) * ratio + (ht - 1) / 2, (xx - (w - 1) / 2) * ratio + (wt - 1) / 2
+
+
+def stack_auto_mask(gals: list[GalaxyData], bands: Bands, start_xy) -> None:
+    """Detect on a stack of the bands on the reference grid, mask every other source in every band (in place).
+
+    Each band's signal-to-noise image ``(image - sky) / sigma`` is resampled to the
+    reference band's grid (bilinearly; the cutouts share their centre, the grids
+    relate by the ratio of the pixel scales) and the bands are summed and divided
+    by the square root of their number (a chi-mean stack: a source seen in any
+    band is found). :func:`galmoss.auto.auto_mask` segments the stack; the pixels
+    it masks are mapped back to each band (a coarser band's pixel is masked when
+    any reference pixel it covers is).
+    """
+    from scipy import ndimage
+
+    from ..auto.segment import auto_mask
+
+    ref = gals[0]
+    shape = ref.shape
+    stack = np.zeros(shape)
+    count = np.zeros(shape)
+    for b, g in enumerate(gals):
+        used = g.weight > 0
+        sky = float(np.median(g.image[used]))
+        snr = np.where(used, (g.image - sky) / g.sigma, 0.0)
+        rows, cols = _band_coordinates(shape, g.shape, bands.pix_scale[0] / bands.pix_scale[b])
+        values = ndimage.map_coordinates(snr, [rows, cols], order=1, mode="constant", cval=np.nan)
+        seen = ndimage.map_coordinates(used.astype(np.float64), [rows, cols], order=0, mode="constant", cval=0.0) > 0
+        seen &= np.isfinite(values)
+        stack[seen] += values[seen]
+        count[seen] += 1
+    found = auto_mask(stack / np.sqrt(np.maximum(count, 1)), (count > 0).astype(np.float64), None, start_xy=start_xy)
+    ref.flags |= found.flags
+    ref.messages.append(found.message.replace("auto mask:", "auto mask (on the stack of the bands):", 1))
+    ref.segment = found.target
+    for b, g in enumerate(gals):
+        ratio = bands.pix_scale[b] / bands.pix_scale[0]  # reference pixels per band pixel
+        grown = found.mask
+        reach = int(np.ceil(ratio / 2 - 0.5))  # a coarser pixel covers reference pixels this far from its centre
+        if reach > 0:
+            grown = ndimage.maximum_filter(found.mask, size=2 * reach + 1)
+        rows, cols = _band_coordinates(g.shape, shape, ratio)
+        masked = ndimage.map_coordinates(grown.astype(np.float64), [rows, cols], order=0, mode="constant",
+                                         cval=0.0) > 0
+        masked &= g.weight > 0
+        g.weight = np.where(masked, 0.0, g.weight)
+        g.n_masked = int(masked.sum())
+        if not np.any(g.weight > 0):
+            g.flags |= Flag.fully_masked
+            g.messages.append("every pixel is masked after the automatic mask; nothing to fit")
+
+
 # ---------------------------------------------------------------- helpers
+def _pop_refused(options: dict) -> bool:
+    """Refuse what bands do not take yet; return (and remove) ``auto_mask``."""
+    _refuse(options)
+    auto = bool(options.pop("auto_mask", False))
+    if auto:
+        from ..auto.segment import photutils_or_raise
+
+        photutils_or_raise()  # at construction, not galaxy by galaxy
+    return auto
+
+
+def _file_numbers(keywords: dict, key: str, order: list[str], path) -> dict | None:
+    """``{band: number}`` from a comma-separated header card, or None when the file has none."""
+    if key not in keywords:
+        return None
+    values = [v.strip() for v in keywords[key].split(",")]
+    if len(values) != len(order):
+        raise ConfigError(f"image set '{path}': {key} = {keywords[key]!r} has {len(values)} values for the "
+                          f"{len(order)} BANDS {order}; give one per band")
+    try:
+        return {b: float(v) for b, v in zip(order, values)}
+    except ValueError:
+        raise ConfigError(f"image set '{path}': {key} = {keywords[key]!r} is not a list of numbers") from None
+
+
+def _same_galaxies(names: dict[str, list[str]], sources: dict[str, str]) -> None:
+    """Refuse bands whose files list other galaxies, or the same in another order."""
+    ref_band = next(iter(names))
+    ref = names[ref_band]
+    for b, other in names.items():
+        if other == ref:
+            continue
+        if len(other) != len(ref):
+            raise ConfigError(f"Dataset: band {b!r} ({sources[b]}) holds {len(other)} galaxies but band "
+                              f"{ref_band!r} ({sources[ref_band]}) holds {len(ref)}; give every band the same galaxies")
+        i = next(k for k, (x, y) in enumerate(zip(ref, other)) if x != y)
+        what = "in another order" if sorted(other) == sorted(ref) else "other galaxies"
+        raise ConfigError(f"Dataset: band {b!r} ({sources[b]}) lists {what} than band {ref_band!r}: row {i} is "
+                          f"{other[i]!r} there and {ref[i]!r} in {sources[ref_band]}; give every band's galaxies "
+                          "in one order")
+
+
+def _band_columns(table, given, bands: Bands, what: str, source: str) -> dict[str, str | None]:
+    """Each band's column of ``what`` files: a dict by band, ``<given>_<band>``, or ``given`` for every band."""
+    if given is None:
+        return {b: None for b in bands.names}
+    if isinstance(given, Mapping):
+        columns = band_dict(given, bands, what)
+    else:
+        suffixed = {b: f"{given}_{b}" for b in bands.names}
+        present = [c for c in suffixed.values() if c in table.colnames]
+        if len(present) == len(suffixed):
+            columns = suffixed
+        elif present or what == "image" or given not in table.colnames:
+            lacking = [c for c in suffixed.values() if c not in table.colnames]
+            raise KeyError(f"{source}: no column {', '.join(repr(c) for c in lacking)} (the {what} files of "
+                           f"band{'s' if len(lacking) > 1 else ''} {', '.join(c[len(given) + 1:] for c in lacking)}); "
+                           f"its columns are {', '.join(table.colnames)}")
+        else:  # one column for every band (a mask, a PSF)
+            columns = {b: given for b in bands.names}
+    for b, column in columns.items():
+        if column is not None and column not in table.colnames:
+            raise KeyError(f"{source}: no column {column!r} (the {what} files of band {b!r}); its columns are "
+                           f"{', '.join(table.colnames)}")
+    return columns
+
+
 def _length(value) -> int:
     if isinstance(value, (str, os.PathLike)):
         return 1
@@ -228,6 +496,48 @@ def _fill_optional(value, missing: set[int], stand_in):
     if not isinstance(value, (list, tuple)):
         return value
     return [stand_in(i) if (i in missing and x is None) else x for i, x in enumerate(value)]
+
+
+def _sky_centre(path, hdu, shape):
+    """The sky position of a cutout's centre from its FITS WCS, or None without a celestial WCS."""
+    import warnings
+
+    from astropy.wcs import FITSFixedWarning, WCS
+
+    from ..io.fits import read_header
+
+    try:
+        header = read_header(path, hdu)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FITSFixedWarning)
+            wcs = WCS(header).celestial
+    except Exception:  # noqa: BLE001 - an unreadable header is the image reader's to report
+        return None
+    if not wcs.has_celestial or wcs.naxis != 2:
+        return None
+    return wcs.pixel_to_world((shape[1] - 1) / 2, (shape[0] - 1) / 2)
+
+
+def _off_sky(ds: "MultiBandDataset", position: int, shapes: list) -> str:
+    """Why galaxy ``position``'s cutouts do not share their centre on the sky, or '' (also without WCS)."""
+    paths = [getattr(band, "image_paths", [None] * len(ds))[position] for band in ds.datasets.values()]
+    if any(p is None for p in paths) or getattr(ds, "_no_wcs", False):
+        return ""
+    centres = [_sky_centre(p, band.hdus.get("image"), shape) for p, band, shape in zip(paths, ds.datasets.values(),
+                                                                                         shapes)]
+    if any(c is None for c in centres):
+        if position == 0:
+            ds._no_wcs = True  # files without a WCS: nothing to compare, and no header read per galaxy
+        return ""
+    ref = centres[0]
+    limit = 0.5 * ds.bands.pix_scale[0]
+    for b, centre in zip(ds.bands.names[1:], centres[1:]):
+        offset = float(ref.separation(centre).arcsec)
+        if offset > limit:
+            return (f"band {b!r}'s cutout is centred {offset:.3g} arcsec from band {ds.bands.names[0]!r}'s in their "
+                    f"FITS WCS (more than half a reference pixel, {limit:g} arcsec): the bands of a galaxy must be cut "
+                    "around one sky point; re-cut it")
+    return ""
 
 
 def _rotation(header) -> tuple[float, bool] | None:

@@ -19,6 +19,7 @@ from ..model import Model
 from ..params import Parameter, ParamSpec, Role
 from ..params.auto import AutoStart
 from ..params.transforms import Identity
+from ..params.ties import Tied
 
 Tensor = torch.Tensor
 
@@ -40,6 +41,8 @@ class Bands:
     names: tuple[str, ...]
     wavelength: tuple[float, ...]
     pix_scale: tuple[float, ...]
+    #: each band's magnitude zero point (None: every magnitude uses its gm.p's M0 in every band)
+    zero_point: tuple[float, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -59,8 +62,10 @@ def _positive(value, what: str) -> float:
     return float(value)
 
 
-def make_bands(wavelength, pix_scale) -> Bands:
+def make_bands(wavelength, pix_scale, zero_point=None) -> Bands:
     """Check ``wavelength`` (a dict band -> wavelength, in band order) and ``pix_scale`` (a dict, or one number).
+
+    ``zero_point``: optional ``{band: magnitude zero point}`` (finite numbers).
 
     Raises
     ------
@@ -87,7 +92,21 @@ def make_bands(wavelength, pix_scale) -> Bands:
                                  f"pix_scale of band {k!r}") for k in names)
     else:
         scales = (_positive(pix_scale, "pix_scale"),) * len(names)
-    return Bands(names, waves, scales)
+    zps = None
+    if zero_point is not None:
+        if not isinstance(zero_point, Mapping) or {str(k) for k in zero_point} != set(names):
+            given = sorted(str(k) for k in zero_point) if isinstance(zero_point, Mapping) else zero_point
+            raise ConfigError(f"Dataset: zero_point names {given!r} but wavelength names {list(names)}; give "
+                              "{band: magnitude zero point} for every band, by the same names")
+        zps = []
+        for k in names:
+            v = zero_point[_key(zero_point, k)]
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
+                    or not math.isfinite(float(v)):
+                raise ConfigError(f"Dataset: zero_point of band {k!r} must be a finite number, got {v!r}")
+            zps.append(float(v))
+        zps = tuple(zps)
+    return Bands(names, waves, scales, zps)
 
 
 def _key(mapping: Mapping, name: str):
@@ -143,27 +162,29 @@ class JointModel:
     bands
         The bands, reference first.
 
+    priors
+        A preset of priors by name (as :class:`~galmoss.model.Model`'s).
+
     Raises
     ------
     ConfigError
         A Chebyshev degree k >= the number of bands, or ``bands=k`` with two
         bands of the same wavelength.
     NotImplementedError
-        Tied or vector parameters with bands.
+        Vector parameters with bands.
+
+    Notes
+    -----
+    A prior (``gm.p(..., prior=)`` or a preset's) acts once on a shared
+    parameter and, on a band-varying one (or one it relates to a band-varying
+    one, as a B/T prior relates two magnitudes), on its value in every band.
     """
 
-    def __init__(self, profiles: Mapping[str, object], bands: Bands) -> None:
+    def __init__(self, profiles: Mapping[str, object], bands: Bands, priors: str | None = None) -> None:
         self.bands = bands
-        self.ref = ref = Model(profiles)
-        if ref.ties:
-            raise NotImplementedError("multi-band fits: gm.tie parameters with bands are not supported yet")
+        self.ref = ref = Model(profiles, priors=priors)
         if ref.has_vectors:
             raise NotImplementedError("multi-band fits: vector parameters (dim='2d') with bands are not supported yet")
-        if ref.priors:
-            raise NotImplementedError(
-                f"multi-band fits: priors ({', '.join(t.label for t in ref.priors)}) with bands are not supported yet; "
-                "fit each band alone to use them"
-            )
         nb = len(bands)
         self.modes: dict[Parameter, object] = {}
         for prm in ref.parameters:
@@ -208,14 +229,22 @@ class JointModel:
                 else:
                     a[b, j, s : s + mode + 1] = cheb[b, : mode + 1]
         self.A = a
+        #: the bands each prior acts in: once (the reference band) when it and the parameters it
+        #: relates are shared, else in every band, on that band's values
+        self.prior_bands = [
+            [0] if all(self.modes[p] == "shared" for p in (t.parameter, *t.others)) else list(range(nb))
+            for t in ref.priors
+        ]
         # per band: a single-band model whose parameters are the band's values, fitted as they are
         self.band_models: list[Model] = []
         self.band_params: list[dict[Parameter, Parameter]] = []
         for b in range(nb):
             # a fixed copy keeps its start: the renderer reads some of them (a box of exactly 0
             # is drawn as a plain ellipse); the values drawn come from the objective's fixed tensors
-            mapping = {prm: Parameter(1.0) if prm.fit else Parameter(self._fixed_start(prm, b), fit=False)
-                       for prm in ref.parameters}
+            # a tied parameter is a variable of the band's model: its value comes from the tie in
+            # reference units (Model.values), mapped to the band like any other
+            mapping = {prm: Parameter(1.0) if prm.fit or isinstance(prm, Tied)
+                       else Parameter(self._fixed_start(prm, b), fit=False) for prm in ref.parameters}
             copies = {}
             for name, profile in ref.profiles.items():
                 c = copy.copy(profile)
@@ -224,7 +253,13 @@ class JointModel:
                 copies[name] = c
             model = Model(copies)
             model.transforms = {p: Identity() for p in model.free}
-            assert [mapping[p] for p in ref.free] == model.free
+            inverse = {id(v): k for k, v in mapping.items()}
+            sources = [inverse[id(p)] for p in model.free]
+            if b == 0:
+                #: the reference parameters whose band values are the band models' free columns, in their
+                #: order: the free parameters the profiles use and the tied ones
+                self.sources = sources
+            assert sources == self.sources
             self.band_models.append(model)
             self.band_params.append(mapping)
         self.columns: list[JointColumn] = []
@@ -274,10 +309,11 @@ class JointModel:
         """(n_bands, Q, P): the constant maps from joint theta to each band's coordinates."""
         return torch.as_tensor(self.A, dtype=dtype, device=device)
 
-    def scales(self) -> np.ndarray:
-        """(n_bands, Q): the factor from reference profile units to each band's, per free parameter."""
-        return np.stack([[self._scale(prm, b) for prm in self.ref.free] for b in range(len(self.bands))]) \
-            if self.ref.free else np.zeros((len(self.bands), 0))
+    def scales(self, prms=None) -> np.ndarray:
+        """(n_bands, Q): the factor from reference profile units to each band's, per parameter (default: free)."""
+        prms = self.ref.free if prms is None else prms
+        return np.stack([[self._scale(prm, b) for prm in prms] for b in range(len(self.bands))]) \
+            if prms else np.zeros((len(self.bands), 0))
 
     def _scale(self, prm: Parameter, b: int) -> float:
         role = self.ref.specs[prm].role
@@ -292,11 +328,24 @@ class JointModel:
         slot = self.ref.uses[prm][0][1]
         return 1 if slot.endswith("y") else 0
 
+    def zero_point_offset(self, prm: Parameter, b: int) -> float:
+        """A magnitude's offset in band b's profile units: M0 - zp_b (0 without per-band zero points).
+
+        The reference value is m - M0 (the gm.p's M0), the band's m - zp_b: the band's
+        zero point replaces M0 in that band, so every band reports calibrated magnitudes.
+        """
+        if self.bands.zero_point is None or self.ref.specs[prm].role is not Role.MAGNITUDE:
+            return 0.0
+        return -float(self.ref.units[prm].offset) - self.bands.zero_point[b]
+
     def offsets(self, prm_list, shapes: list[list[tuple[int, int]]]) -> np.ndarray:
-        """(n_bands, B, len(prm_list)): each band's offset c_b - a_b c_ref per galaxy (positions only)."""
+        """(n_bands, B, len(prm_list)): each band's offset per galaxy: c_b - a_b c_ref for positions,
+        M0 - zp_b for magnitudes with per-band zero points, 0 otherwise."""
         nb, n = len(self.bands), len(shapes[0])
         out = np.zeros((nb, n, len(prm_list)))
         for j, prm in enumerate(prm_list):
+            for b in range(nb):
+                out[b, :, j] = self.zero_point_offset(prm, b)
             axis = self._axis(prm)
             if axis is None:
                 continue
@@ -314,7 +363,9 @@ class JointModel:
             if estimates is None:
                 return np.full((n, nb), np.nan)
             per_band = prm.kind in _BAND_ESTIMATES and self.modes[prm] != "shared"
-            return np.array([[prm.start_from(estimates[b if per_band else 0][i]) for b in range(nb)]
+            # an estimate is the band's own value; the reference value lies its zero-point offset away
+            return np.array([[prm.start_from(estimates[b if per_band else 0][i])
+                              - self.zero_point_offset(prm, b if per_band else 0) for b in range(nb)]
                              for i in range(n)], dtype=np.float64).reshape(n, nb)
         units = self.ref.units[prm]
         given = getattr(prm, "band_starts", None)

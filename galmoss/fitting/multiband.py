@@ -36,6 +36,7 @@ import torch
 from ..flags import Flag
 from .lm import levenberg_marquardt, sum_of_squares
 from .measure import batch_estimates
+from .priors import PriorRows
 from .records import Batch, BatchResult
 from .solve import make_objective
 from .status import Status
@@ -53,13 +54,40 @@ __all__ = ["Bands", "JointModel", "MultiBandObjective", "fit_multiband_batch", "
 class MultiBandObjective:
     """Residuals and Jacobians of a batch in every band, as functions of the joint theta."""
 
-    def __init__(self, jm: JointModel, objectives: list, offsets: Tensor) -> None:
+    def __init__(self, jm: JointModel, objectives: list, offsets: Tensor, priors=None, fixed=None) -> None:
         self.jm = jm
         self.objectives = objectives
         first = objectives[0].data
         self.A = jm.band_matrix(first.dtype, first.device)
-        self.scale = torch.as_tensor(jm.scales(), dtype=first.dtype, device=first.device)
-        self.offsets = offsets  # (nb, B, Q)
+        #: scale and offsets of the band models' free columns (jm.sources: the free and the tied parameters)
+        self.scale = torch.as_tensor(jm.scales(jm.sources), dtype=first.dtype, device=first.device)
+        self.offsets = offsets  # (nb, B, Q')
+        #: the reference model's priors (a PriorRows of the batch's rows) and the fixed values they read,
+        #: ``{(band, parameter): (B, 1, 1)}`` in reference units; None without priors
+        self.priors = priors
+        self.fixed = fixed
+
+    def _prior_rows(self, theta: Tensor, index: Tensor, jacobian: bool):
+        """The prior rows (B, R') of every band they act in, and their Jacobian (B, R', P) by theta."""
+        rs, js = [], []
+        for b in sorted({b for bands in self.jm.prior_bands for b in bands}):
+            terms = [k for k, bands in enumerate(self.jm.prior_bands) if b in bands]
+            u = self.jm.band_coordinates(theta, b)
+            fixed = {prm: self.fixed[(b, prm)][index] for prm in self.jm.ref.fixed}
+            if jacobian:
+                r, j = self.priors.residuals_and_jacobian(u, fixed, index)
+                js.append(j[:, terms] @ self.A[b].to(j.dtype))
+            else:
+                r = self.priors.residuals(u, fixed, index)
+            rs.append(r[:, terms])
+        return torch.cat(rs, dim=1), (torch.cat(js, dim=1) if jacobian else None)
+
+    def prior_term(self, theta: Tensor, index: Tensor) -> Tensor:
+        """``-2 ln(prior)`` up to a constant (B,): the sum of squares of the prior rows (0 without priors)."""
+        if self.priors is None:
+            return theta.new_zeros(theta.shape[0])
+        with torch.no_grad():
+            return (self._prior_rows(theta, index, False)[0].double() ** 2).sum(dim=1)
 
     def _values(self, u: Tensor) -> tuple[Tensor, Tensor]:
         """Reference profile-unit values T(u) and T'(u), (B, Q) each."""
@@ -70,15 +98,36 @@ class MultiBandObjective:
         return v, ref.value_derivatives(u)
 
     def band_theta(self, b: int, theta: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
-        """Band b's values (B, Q) (its model's theta) and their derivative (B, Q, P) by the joint theta."""
+        """Band b's values (B, Q') (its model's theta) and their derivative (B, Q', P) by the joint theta."""
         u = theta @ self.A[b].T
-        v, dv = self._values(u)
         s = self.scale[b]
-        return s * v + self.offsets[b][index], (s * dv)[:, :, None] * self.A[b][None]
+        if not self.jm.ref.ties:
+            v, dv = self._values(u)
+            return s * v + self.offsets[b][index], (s * dv)[:, :, None] * self.A[b][None]
+        v, dv = self._tied_values(b, u, index)
+        return s * v + self.offsets[b][index], s[None, :, None] * (dv @ self.A[b])
+
+    def _tied_values(self, b: int, u: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
+        """Reference values (B, Q') of the band models' columns (free and tied) and their derivative by u."""
+        from .._compat import prepare_forward_mode
+
+        prepare_forward_mode()
+        jm = self.jm
+        fixed = {prm: self.fixed[(b, prm)][index] for prm in jm.ref.fixed}
+
+        def one(u1, fx):
+            values = jm.ref.values(u1[None], {k: t[None] for k, t in fx.items()})
+            return torch.stack([values[p].reshape(-1)[0] for p in jm.sources])
+
+        dv = torch.func.vmap(torch.func.jacfwd(one), in_dims=(0, 0))(u, fixed)
+        values = jm.ref.values(u, fixed)
+        return torch.stack([values[p].reshape(-1) for p in jm.sources], dim=1), dv
 
     def residuals(self, theta: Tensor, index: Tensor) -> Tensor:
-        return torch.cat([obj.residuals(self.band_theta(b, theta, index)[0], index)
-                          for b, obj in enumerate(self.objectives)], dim=1)
+        rs = [obj.residuals(self.band_theta(b, theta, index)[0], index) for b, obj in enumerate(self.objectives)]
+        if self.priors is not None:
+            rs.append(self._prior_rows(theta, index, False)[0].to(rs[0].dtype))
+        return torch.cat(rs, dim=1)
 
     def band_losses(self, theta: Tensor, index: Tensor) -> Tensor:
         """(B, n_bands): each band's sum of squared residuals."""
@@ -92,6 +141,10 @@ class MultiBandObjective:
             r, j = obj.residuals_and_jacobian(tb, index)
             rs.append(r)
             js.append(torch.bmm(j, d.to(j.dtype)))
+        if self.priors is not None:
+            r, j = self._prior_rows(theta, index, True)
+            rs.append(r.to(rs[0].dtype))
+            js.append(j.to(js[0].dtype))
         return torch.cat(rs, dim=1), torch.cat(js, dim=1)
 
     def fisher(self, theta: Tensor, index: Tensor) -> Tensor:
@@ -101,6 +154,9 @@ class MultiBandObjective:
             d = d.double()
             f = d.transpose(1, 2) @ obj.fisher(tb, index) @ d
             total = f if total is None else total + f
+        if self.priors is not None:  # the posterior's curvature: the priors' adds to the data's
+            j = self._prior_rows(theta, index, True)[1].double()
+            total = total + j.transpose(1, 2) @ j
         return total
 
     def model_images(self, theta: Tensor, index: Tensor) -> list[Tensor]:
@@ -130,9 +186,13 @@ def make_multiband_objective(jm: JointModel, batches: list[Batch], fixed: dict, 
     for b, obj in enumerate(objectives):
         for j, prm in enumerate(jm.ref.fixed):
             key = jm.band_params[b][prm]
+            if key not in obj.fixed:  # a fixed offset or ratio of a tie: read in reference units only
+                continue
             obj.fixed[key] = obj.fixed[key] + torch.as_tensor(fixed_offsets[b, :, j], dtype=dt, device=dev).reshape(-1, 1, 1)
-    offsets = torch.as_tensor(jm.offsets(jm.ref.free, [bt.shapes for bt in batches]), dtype=dt, device=dev)
-    return MultiBandObjective(jm, objectives, offsets)
+    offsets = torch.as_tensor(jm.offsets(jm.sources, [bt.shapes for bt in batches]), dtype=dt, device=dev)
+    priors = PriorRows.for_batch(jm.ref, batches[0].positions, dt, dev)
+    fixed_t = {k: torch.as_tensor(v, dtype=dt, device=dev).reshape(-1, 1, 1) for k, v in fixed.items()}
+    return MultiBandObjective(jm, objectives, offsets, priors, fixed_t)
 
 
 def bootstrap_multiband(jm: JointModel, batches: list[Batch], theta_best: np.ndarray, best: np.ndarray,
@@ -171,7 +231,9 @@ def bootstrap_multiband(jm: JointModel, batches: list[Batch], theta_best: np.nda
                            jacobian_chunk=obj.jacobian_chunk)
             for b, obj in enumerate(base.objectives)
         ]
-        joint = MultiBandObjective(jm, replicas, base.offsets[:, g])
+        priors = None if base.priors is None else PriorRows(jm.ref, base.priors.mu[g], base.priors.sigma[g])
+        joint = MultiBandObjective(jm, replicas, base.offsets[:, g], priors,
+                                   None if base.fixed is None else {k: v[g] for k, v in base.fixed.items()})
         result = levenberg_marquardt(joint.residuals, joint.residuals_and_jacobian, theta[g], lm_settings)
         with torch.no_grad():
             rep = jm.report(result.theta, {k: v[g] for k, v in fixed_t.items()})
@@ -180,6 +242,29 @@ def bootstrap_multiband(jm: JointModel, batches: list[Batch], theta_best: np.nda
     values = torch.cat(reported).reshape(n, n_resample, len(names)).numpy()
     # the spread of the refits that stayed in the best fit's minimum, as for one band
     return robust_spread(refit_deviations(jm.columns, values, best))[0]
+
+
+def _reference_quality(jm: JointModel, ref: Batch, theta0: Tensor, theta: Tensor, fixed: dict, loss, dof, finite,
+                       flags, messages, chi2: bool) -> None:
+    """The single-band quality flags (:func:`galmoss.auto.quality.quality_flags`), judged on the reference band.
+
+    Its values (the shared ones and its own), the joint reduced chi2, its cutout and PSF.
+    """
+    from .assess import _quality
+
+    fixed0 = {prm: fixed[(0, prm)] for prm in jm.ref.fixed}
+    band0 = jm.bands.names[0]
+    with torch.no_grad():
+        start = {prm: v.double().cpu().numpy().reshape(-1) for prm, v in
+                 jm.ref.values(jm.band_coordinates(theta0, 0), fixed0).items()}
+        joint = jm.report(theta, fixed)
+    reported = {}
+    for col in jm.ref.columns:
+        name = col.name if jm.modes[col.parameter] == "shared" else f"{col.name}_{band0}"
+        reported[col.name] = joint[name].double().cpu().numpy()
+    if np.isfinite(loss).any():
+        _quality(jm.ref, start, reported, np.where(finite, loss, np.nan), dof, finite, tuple(ref.image.shape[1:]),
+                 flags, messages, chi2, psf=ref.psf)
 
 
 def fit_multiband_batch(jm: JointModel, batches: list[Batch], settings) -> MultiBandResult:
@@ -218,7 +303,8 @@ def fit_multiband_batch(jm: JointModel, batches: list[Batch], settings) -> Multi
     with torch.no_grad():
         reported = {k: v.double().cpu().numpy() for k, v in jm.report(result.theta, fixed_t).items()}
         band_loss = objective.band_losses(result.theta, everyone).double().cpu().numpy()
-    loss = result.loss.double().cpu().numpy()
+    prior_term = objective.prior_term(result.theta, everyone).double().cpu().numpy()
+    loss = result.loss.double().cpu().numpy() - prior_term  # the likelihood's part; the priors' is prior_loss
     finite = np.isfinite(loss)
     status = result.status.cpu().numpy().astype(np.int64)
     converged = result.converged.cpu().numpy()
@@ -243,6 +329,8 @@ def fit_multiband_batch(jm: JointModel, batches: list[Batch], settings) -> Multi
             near = torch.stack([jm.ref.near_bound(jm.band_coordinates(result.theta, b)) for b in range(nb)])
         near = near.any(0).any(1).cpu().numpy() & finite
         flags[near] |= int(Flag.near_bound)
+        _reference_quality(jm, ref, theta0, result.theta, fixed_t, loss, dof, finite, flags, messages,
+                           settings.likelihood == "chi2")
     errors = covariance = None
     if settings.covariance:
         from .uncertainty import covariance_errors
@@ -259,7 +347,7 @@ def fit_multiband_batch(jm: JointModel, batches: list[Batch], settings) -> Multi
             messages[i].append("singular Fisher matrix: errors that depend on an unconstrained parameter are NaN")
     out = BatchResult(
         positions=positions.copy(), names=list(ref.names), values=reported, errors=errors, covariance=covariance,
-        theta=theta, loss=np.where(finite, loss, np.nan), prior_loss=np.where(finite, 0.0, np.nan),
+        theta=theta, loss=np.where(finite, loss, np.nan), prior_loss=np.where(finite, prior_term, np.nan),
         dof=np.where(finite, dof, 0),
         n_iter=result.n_iter.cpu().numpy().astype(np.int64), status=status, converged=converged & finite,
         flags=flags, messages=["; ".join(m) for m in messages],

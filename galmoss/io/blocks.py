@@ -72,7 +72,9 @@ from ..errors import DataError
 from ._atomic import _atomic_write, _make_folder
 from .fits import _check_path, _open_fits, _physical
 
-__all__ = ["GALFIT_KEYS", "galfit_header_cards", "read_image_block", "update_image_block_header", "write_image_block"]
+__all__ = ["GALFIT_KEYS", "galfit_header_cards", "read_image_block", "update_image_block_header",
+           "update_image_block_headers", "write_band_image_block",
+           "write_image_block"]
 
 logger = logging.getLogger("galmoss")
 
@@ -235,6 +237,67 @@ def write_image_block(
         If the folder cannot be created or written to.
     """
     target = Path(os.fspath(path))
+    primary = fits.PrimaryHDU()
+    _set_cards(primary.header, primary_header_cards, target, "the primary header")
+    hdus = [primary, *_galaxy_hdus(target, data, model, components, header_cards, mask, sigma)]
+    _make_folder(target.parent, "image block")
+    _atomic_write(target, fits.HDUList(hdus).writeto)
+    return target
+
+
+def write_band_image_block(
+    path: PathLike,
+    bands: Mapping[str, Mapping[str, Any]],
+    *,
+    primary_header_cards: Sequence[Card] | None = None,
+) -> Path:
+    """Write one galaxy's image block of a multi-band fit: the extensions of :func:`write_image_block` per band.
+
+    Parameters
+    ----------
+    path
+        The FITS file to write.
+    bands
+        Band name -> ``dict(data=, model=, components=, header_cards=, mask=,
+        sigma=)`` as :func:`write_image_block` takes them, in band order. Band b's
+        extensions are ``DATA_<B>``, ``MODEL_<B>``, ``RESIDUAL_<B>``, one per
+        component (``<COMPONENT>_<B>``), ``MASK_<B>`` and ``SIGMA_<B>`` (EXTNAMEs
+        are upper-cased by FITS: ``DATA_G`` for band ``g``); bands may differ in
+        shape.
+    primary_header_cards
+        Cards for the (data-less) primary header.
+
+    Returns
+    -------
+    pathlib.Path
+        The path written.
+
+    Raises
+    ------
+    DataError
+        As :func:`write_image_block`, or two band names that are one EXTNAME
+        suffix once upper-cased.
+    """
+    target = Path(os.fspath(path))
+    suffixes = [str(b).upper() for b in bands]
+    if len(set(suffixes)) != len(suffixes):
+        raise DataError(f"image block '{target}': bands {list(bands)} share a name once upper-cased (FITS extension "
+                        "names are); give bands distinct names")
+    primary = fits.PrimaryHDU()
+    _set_cards(primary.header, primary_header_cards, target, "the primary header")
+    hdus = [primary]
+    for band, images in bands.items():
+        hdus += _galaxy_hdus(target, images["data"], images["model"], images.get("components") or {},
+                             images.get("header_cards"), images.get("mask"), images.get("sigma"),
+                             suffix=f"_{str(band).upper()}")
+    _make_folder(target.parent, "image block")
+    _atomic_write(target, fits.HDUList(hdus).writeto)
+    return target
+
+
+def _galaxy_hdus(target: Path, data, model, components: Mapping[str, Any], header_cards, mask, sigma,
+                 suffix: str = "") -> list:
+    """The extensions of one galaxy's images (one band's, their EXTNAMEs ending in ``suffix``)."""
     data_arr = _array(data, "data", target)
     model_arr = _array(model, "model", target)
     arrays: dict[str, np.ndarray] = {}
@@ -265,28 +328,22 @@ def write_image_block(
                 "every image of a block must have the data's shape"
             )
 
-    primary = fits.PrimaryHDU()
-    _set_cards(primary.header, primary_header_cards, target, "the primary header")
-    model_hdu = fits.ImageHDU(model_arr.astype(np.float32), name="MODEL")
-    _set_cards(model_hdu.header, header_cards, target, "the MODEL header")
+    model_hdu = fits.ImageHDU(model_arr.astype(np.float32), name="MODEL" + suffix)
+    _set_cards(model_hdu.header, header_cards, target, f"the MODEL{suffix} header")
     # The residual is formed in float64 and rounded once, so it is exact to
     # float32 rather than the difference of two already-rounded images.
     residual = data_arr.astype(np.float64) - model_arr.astype(np.float64)
     hdus = [
-        primary,
-        fits.ImageHDU(data_arr.astype(np.float32), name="DATA"),
+        fits.ImageHDU(data_arr.astype(np.float32), name="DATA" + suffix),
         model_hdu,
-        fits.ImageHDU(residual.astype(np.float32), name="RESIDUAL"),
+        fits.ImageHDU(residual.astype(np.float32), name="RESIDUAL" + suffix),
     ]
-    hdus += [fits.ImageHDU(arr.astype(np.float32), name=ext) for ext, arr in arrays.items()]
+    hdus += [fits.ImageHDU(arr.astype(np.float32), name=ext + suffix) for ext, arr in arrays.items()]
     if mask_arr is not None:
-        hdus.append(fits.ImageHDU((mask_arr != 0).astype(np.uint8), name="MASK"))
+        hdus.append(fits.ImageHDU((mask_arr != 0).astype(np.uint8), name="MASK" + suffix))
     if sigma_arr is not None:
-        hdus.append(fits.ImageHDU(sigma_arr.astype(np.float32), name="SIGMA"))
-
-    _make_folder(target.parent, "image block")
-    _atomic_write(target, fits.HDUList(hdus).writeto)
-    return target
+        hdus.append(fits.ImageHDU(sigma_arr.astype(np.float32), name="SIGMA" + suffix))
+    return hdus
 
 
 def read_image_block(path: PathLike) -> dict[str, np.ndarray]:
@@ -334,8 +391,8 @@ def read_image_block(path: PathLike) -> dict[str, np.ndarray]:
 _GALFIT_CARD = re.compile(r"^(COMP_\d+|\d+_[A-Z0-9_-]+)$")
 
 
-def update_image_block_header(path: PathLike, header_cards: Sequence[Card]) -> Path:
-    """Replace the fit cards in the ``MODEL`` header of an existing image block.
+def update_image_block_header(path: PathLike, header_cards: Sequence[Card], extension: str = "MODEL") -> Path:
+    """Replace the fit cards in the ``MODEL`` header (or ``extension``'s) of an existing image block.
 
     Used after :meth:`Fitting.uncertainty` to add the errors to blocks written
     by the fit, without re-rendering any image.
@@ -364,22 +421,29 @@ def update_image_block_header(path: PathLike, header_cards: Sequence[Card]) -> P
         If it is not a readable FITS file, has no ``MODEL`` extension, or a
         card is malformed or structural.
     """
+    return update_image_block_headers(path, {extension: header_cards})
+
+
+def update_image_block_headers(path: PathLike, cards: Mapping[str, Sequence[Card]]) -> Path:
+    """:func:`update_image_block_header` of several extensions at once (``{EXTNAME: cards}``), one rewrite."""
     p = _check_path(path, "image block", "path")
     with _open_fits(p, "image block") as hdul:
         # Copy everything into memory so the file is closed before it is
         # replaced (os.replace over an open file fails on Windows).
         hdus = [hdu.copy() for hdu in hdul]
         names = [hdu.name for hdu in hdul]
-    if "MODEL" not in names:
-        raise DataError(
-            f"image block '{p}' has no MODEL extension (it has {', '.join(n or '?' for n in names)}); "
-            "give a file written by write_image_block"
-        )
-    header = hdus[names.index("MODEL")].header
-    stale = [card.keyword for card in header.cards if _GALFIT_CARD.match(card.keyword)]
-    for keyword in stale:
-        del header[keyword]
-    _set_cards(header, header_cards, p, "the MODEL header")
+    for extension, header_cards in cards.items():
+        extension = extension.upper()
+        if extension not in names:
+            raise DataError(
+                f"image block '{p}' has no {extension} extension (it has {', '.join(n or '?' for n in names)}); "
+                "give a file written by write_image_block"
+            )
+        header = hdus[names.index(extension)].header
+        stale = [card.keyword for card in header.cards if _GALFIT_CARD.match(card.keyword)]
+        for keyword in stale:
+            del header[keyword]
+        _set_cards(header, header_cards, p, f"the {extension} header")
     _atomic_write(p, fits.HDUList(hdus).writeto)
     return p
 

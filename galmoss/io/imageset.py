@@ -12,6 +12,19 @@ In FITS these are extensions named by EXTNAME (CATALOG a binary table); in HDF5,
 datasets at the file's root (CATALOG a compound dataset, or a group of
 one-dimensional datasets, one per column).
 
+Several bands of one shape may share a file, with a band axis after the galaxy
+axis (docs/multiband.md)::
+
+    IMAGE    (N, n_bands, H, W)                          required
+    SIGMA    (N, n_bands, H, W)                          optional
+    PSF      (N, n_bands, h, w) or (n_bands, h, w)       optional
+    MASK     (N, n_bands, H, W) or (N, H, W)             optional (one mask for every band)
+
+The IMAGE extension's header (an HDF5 file: IMAGE's attributes) names the bands
+in the order of that axis, ``BANDS = 'g,r,i'``, and may give their
+``WAVELEN`` and ``PIXSCALE`` the same way. :class:`ImageSet` with ``band=k``
+reads band k of such a file as if it were a file of that band alone.
+
 Planes are read one at a time (astropy's ``section``, a seek and a read, for FITS;
 an h5py dataset slice for HDF5), so
 a dataset of 10^6 cutouts costs memory only for the galaxies being read. The
@@ -30,7 +43,7 @@ from astropy.table import Table
 
 from ..errors import DataError, DataFileNotFoundError
 
-__all__ = ["ImageSet", "PLANES"]
+__all__ = ["ImageSet", "PLANES", "has_band_axis"]
 
 PLANES = ("IMAGE", "SIGMA", "PSF", "MASK")
 
@@ -65,20 +78,37 @@ class ImageSet:
         planes disagree on N or on the cutout shape.
     """
 
-    def __init__(self, path) -> None:
+    def __init__(self, path, band: int | None = None) -> None:
         self.path = Path(os.fspath(path))
+        #: the index on the band axis this view reads (None: a file without a band axis)
+        self.band = band
         if not self.path.is_file():
             raise DataFileNotFoundError(f"image set '{self.path}' does not exist; give the path of a FITS or HDF5 file")
         self.kind = "hdf5" if _is_hdf5(self.path) else "fits"
         self._lock = threading.Lock()
         self._open = None
         shapes = self._shapes()
+        #: each plane's number of axes in the file
+        self._shapes_cache = {name: len(shape) for name, shape in shapes.items()}
         if "IMAGE" not in shapes:
             raise DataError(
                 f"image set '{self.path}' has no IMAGE {'extension' if self.kind == 'fits' else 'dataset'} "
                 f"(it has {', '.join(shapes) or 'none'}); name the (N, H, W) cube of cutouts IMAGE"
             )
         image = shapes["IMAGE"]
+        #: the planes that carry the band axis (a band view reads one index of it)
+        self._banded: dict[str, bool] = {}
+        if band is None and len(image) == 4:
+            raise DataError(f"image set '{self.path}': IMAGE has shape {image}, a band axis (N, n_bands, H, W); give "
+                            "the bands' wavelength= and pix_scale= to fit them jointly (docs/multiband.md)")
+        if band is not None:
+            if len(image) != 4:
+                raise DataError(f"image set '{self.path}': IMAGE has shape {image}, no band axis; give an "
+                                "(N, n_bands, H, W) cube, or one file per band as a dict {band: file}")
+            if not 0 <= band < image[1]:
+                raise DataError(f"image set '{self.path}': band {band} asked of a band axis of {image[1]}")
+            shapes = {name: self._band_shape(name, shape, image) for name, shape in shapes.items()}
+            image = shapes["IMAGE"]
         if len(image) != 3:
             raise DataError(f"image set '{self.path}': IMAGE has shape {image}; it must be (N, H, W)")
         self.n = int(image[0])
@@ -97,6 +127,38 @@ class ImageSet:
                     f"{self.shape}; every plane must have the image's shape"
                 )
         self.planes = tuple(shapes)
+
+    def _band_shape(self, name: str, shape: tuple, image: tuple) -> tuple:
+        """A plane's shape in one band's view; which planes carry the band axis is noted in ``_banded``."""
+        n_bands = image[1]
+        banded = (len(shape) == 4 if name != "PSF" else
+                  len(shape) == 4 or (len(shape) == 3 and shape[0] == n_bands and shape[0] != image[0]))
+        if name == "PSF" and len(shape) == 3 and shape[0] == n_bands == image[0]:
+            raise DataError(f"image set '{self.path}': PSF has shape {shape} with as many galaxies as bands; give "
+                            "it as (N, n_bands, h, w) so the band axis is unambiguous")
+        if banded and (shape[1 if len(shape) == 4 else 0] != n_bands):
+            raise DataError(f"image set '{self.path}': {name} has shape {shape} but IMAGE has {n_bands} bands "
+                            f"{image}; give {name} the same band axis")
+        if len(shape) == 4 and shape[0] != image[0]:
+            raise DataError(f"image set '{self.path}': {name} has shape {shape} but IMAGE has {image}; give one "
+                            f"{name} per galaxy")
+        self._banded[name] = banded
+        if not banded:
+            return shape
+        return (shape[0],) + tuple(shape[2:]) if len(shape) == 4 else tuple(shape[1:])
+
+    def band_keywords(self) -> dict[str, str]:
+        """``BANDS``, ``WAVELEN`` and ``PIXSCALE`` of the IMAGE plane (comma-separated text), where present."""
+        keys = ("BANDS", "WAVELEN", "PIXSCALE")
+        if self.kind == "hdf5":
+            with _h5py().File(self.path, "r") as fh:
+                attrs = fh["IMAGE"].attrs
+                return {k: _text(attrs[k]) for k in keys if k in attrs}
+        from astropy.io import fits
+
+        with fits.open(self.path, memmap=True) as hdul:
+            header = hdul["IMAGE"].header
+            return {k: str(header[k]) for k in keys if k in header}
 
     # pickling: the open file handle stays behind; each process opens its own
     def __getstate__(self) -> dict:
@@ -132,25 +194,7 @@ class ImageSet:
                 self._open = None
 
     def _shapes(self) -> dict[str, tuple[int, ...]]:
-        out: dict[str, tuple[int, ...]] = {}
-        if self.kind == "hdf5":
-            h5py = _h5py()
-            with h5py.File(self.path, "r") as fh:
-                for name in PLANES:
-                    if name in fh and isinstance(fh[name], h5py.Dataset):
-                        out[name] = tuple(fh[name].shape)
-            return out
-        from astropy.io import fits
-
-        try:
-            with fits.open(self.path, memmap=True) as hdul:
-                for hdu in hdul:
-                    name = (hdu.name or "").upper()
-                    if name in PLANES and hdu.is_image and hdu.header.get("NAXIS", 0) > 0:
-                        out[name] = tuple(hdu.shape)
-        except OSError as exc:
-            raise DataError(f"image set '{self.path}' is not a readable FITS or HDF5 file ({exc})") from exc
-        return out
+        return _plane_shapes(self.path, self.kind)
 
     def has(self, plane: str) -> bool:
         """Whether the file holds ``plane`` (IMAGE, SIGMA, PSF or MASK)."""
@@ -160,16 +204,23 @@ class ImageSet:
         """Galaxy ``index``'s (H, W) plane as float64 (a shared PSF for any index)."""
         with self._lock:
             handle = self._handle()
+            where = self._where(plane, index)
             if self.kind == "hdf5":
                 data = handle[plane]
-                arr = data[()] if (plane == "PSF" and data.ndim == 2) else data[index]
+                arr = data[()] if where is None else data[where]
             else:
                 hdu = handle[plane]
-                if plane == "PSF" and hdu.header.get("NAXIS") == 2:
-                    arr = hdu.data
-                else:
-                    arr = hdu.section[index]  # BSCALE/BZERO applied by astropy
+                arr = hdu.data if where is None else hdu.section[where]  # BSCALE/BZERO applied by astropy
             return np.array(arr, dtype=np.float64)  # native byte order, a private copy of one plane
+
+    def _where(self, plane: str, index: int):
+        """The index of galaxy ``index``'s plane in the file (None: the whole of a shared 2-D PSF)."""
+        if self.band is not None and self._banded.get(plane):
+            shared_psf = plane == "PSF" and self._shapes_cache[plane] == 3
+            return self.band if shared_psf else (index, self.band)
+        if plane == "PSF" and self._shapes_cache[plane] == 2:
+            return None
+        return index
 
     def catalog(self) -> Table | None:
         """The CATALOG table, or None when the file has none."""
@@ -191,6 +242,41 @@ class ImageSet:
         table = Table.read(self.path, hdu="CATALOG")
         table.convert_bytestring_to_unicode()  # FITS strings arrive as bytes
         return table
+
+
+def _plane_shapes(path: Path, kind: str) -> dict[str, tuple[int, ...]]:
+    """The shape of every plane of the file, by name."""
+    out: dict[str, tuple[int, ...]] = {}
+    if kind == "hdf5":
+        h5py = _h5py()
+        with h5py.File(path, "r") as fh:
+            for name in PLANES:
+                if name in fh and isinstance(fh[name], h5py.Dataset):
+                    out[name] = tuple(fh[name].shape)
+        return out
+    from astropy.io import fits
+
+    try:
+        with fits.open(path, memmap=True) as hdul:
+            for hdu in hdul:
+                name = (hdu.name or "").upper()
+                if name in PLANES and hdu.is_image and hdu.header.get("NAXIS", 0) > 0:
+                    out[name] = tuple(hdu.shape)
+    except OSError as exc:
+        raise DataError(f"image set '{path}' is not a readable FITS or HDF5 file ({exc})") from exc
+    return out
+
+
+def has_band_axis(path) -> bool:
+    """Whether the image set at ``path`` has a band axis (an IMAGE of shape (N, n_bands, H, W))."""
+    path = Path(os.fspath(path))
+    if not path.is_file():
+        return False
+    return len(_plane_shapes(path, "hdf5" if _is_hdf5(path) else "fits").get("IMAGE", ())) == 4
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _decode(values: np.ndarray) -> np.ndarray:

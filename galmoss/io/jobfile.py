@@ -63,6 +63,22 @@ KEYS: tuple[Key, ...] = (
     Key("data", "neighbours", '"mask"', 'with mask = "auto": "mask" every other source, or "fit" the close and '
         "bright ones with their own component"),
     Key("data", "max_neighbours", "3", 'with neighbours = "fit": at most this many fitted per galaxy (the nearest)'),
+    Key("data", "bands", "", "several bands fitted jointly: one [data.bands.<name>] table per band, the reference "
+        "band first (docs/multiband.md)", '{ g = { wavelength = 477.0, pix_scale = 0.2 } }'),
+    Key("data.bands.<name>", "image", "", "the column of this band's image paths; left out: <[data] image>_<name> "
+        "(image_g, ...)", '"image_g"'),
+    Key("data.bands.<name>", "sigma", "", "the column of this band's sigma paths; left out: sigma_<name> if the "
+        "catalogue has it, else [data] sigma", '"sigma_g"'),
+    Key("data.bands.<name>", "psf", "", "the column of this band's PSF paths; left out: psf_<name> if the catalogue "
+        "has it, else [data] psf", '"psf_g"'),
+    Key("data.bands.<name>", "mask", "", "the column of this band's mask paths; left out: mask_<name> if the "
+        'catalogue has it, else [data] mask (mask = "auto": detected on a stack of the bands)', '"mask_g"'),
+    Key("data.bands.<name>", "image_set", "", "this band's image set (one file per band, instead of a catalogue)",
+        '"galaxies_g.fits"'),
+    Key("data.bands.<name>", "wavelength", "", "the band's wavelength (any unit, > 0; required)", "477.0"),
+    Key("data.bands.<name>", "pix_scale", "", "the band's arcsec per pixel (> 0; required)", "0.2"),
+    Key("data.bands.<name>", "zero_point", "", "the band's magnitude zero point, replacing M0 in this band (all "
+        "bands or none)", "28.1"),
     Key("model.<name>", "profile", "", "the component's profile (Sersic, ExpDisk, Sky, ...); one [model.<name>] table "
         "per component, its name prefixing the result columns", '"Sersic"'),
     Key("model.<name>", "<parameter>", "", "a number, { column = ... }, { value = ... } or { share = ... }; left out: "
@@ -78,6 +94,8 @@ KEYS: tuple[Key, ...] = (
     Key("parameter", "pix_scale", "", "arcsec per pixel: the parameter is in arcsec", "0.396"),
     Key("parameter", "prior", "", "a normal prior on the value (docs/priors.md): mu, sigma, and optionally space "
         '("ln", "logit", ...) and bounds', "{ mu = 1.0, sigma = 0.4 }"),
+    Key("parameter", "bands", "", 'with bands: "shared" (one value), "free" (one per band; a column <column>_<band> '
+        "each) or a Chebyshev degree in wavelength; left out: free for magnitudes and skies, else shared", '"free"'),
     Key("parameter", "step_length", "", "scales this parameter's Adam step (GalMOSS 2's keyword; LM needs none)", "0.01"),
     Key("fit", "batch_size", "64", "galaxies fitted together"),
     Key("fit", "iteration", "200", "iteration limit per galaxy"),
@@ -139,7 +157,8 @@ def job_template(catalog: str = "catalog.csv") -> str:
 
 def jobfile_markdown() -> str:
     """docs/jobfile.md: every key, its default and what it does."""
-    titles = {"data": "[data]: the galaxies", "model.<name>": "[model.<name>]: one table per component",
+    titles = {"data": "[data]: the galaxies", "data.bands.<name>": "[data.bands.<name>]: one table per band",
+              "model.<name>": "[model.<name>]: one table per component",
               "parameter": "A parameter's { ... }", "fit": "[fit]: how to fit", "output": "[output]: where results go"}
     out = ["# Job files: every key", "",
            "`galmoss fit job.toml` runs a whole catalogue from a TOML file; `galmoss init` writes one",

@@ -103,7 +103,12 @@ def collate(folder, *, write: bool = True) -> CollateReport:
     fitted = np.flatnonzero(counts > 0)
     options = table_options(description)
     with_errors = bool(fitted.size) and bool(np.all(store.with_errors[fitted]))
-    table = store.table(errors=with_errors, rows=fitted, **dataclasses.asdict(options))
+    if description.get("bands"):  # a multi-band run: its own table (per-band columns, chi2_<band>)
+        from .multiband import collate_table
+
+        table = collate_table(store, description, fitted)
+    else:
+        table = store.table(errors=with_errors, rows=fitted, **dataclasses.asdict(options))
     report = CollateReport(
         table=table,
         missing=[names[i] for i in np.flatnonzero(counts == 0)],

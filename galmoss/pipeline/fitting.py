@@ -267,16 +267,13 @@ class Fitting:
         """A multi-band dataset: every band fitted jointly (pipeline/multiband.py)."""
         from .multiband import MultiBandRun
 
-        for name, given in (("resume", resume), ("shard", shard is not None), ("client", self.client is not None)):
-            if given:
-                raise NotImplementedError(f"Fitting.fit: {name} with a multi-band dataset is not supported yet")
-        if overwrite and self.dataset.result_path is not None and Path(self.dataset.result_path).is_dir():
-            clear_outputs(self.dataset.result_path)
+        shard = _check_shard(shard)
         self._bands_run = run = MultiBandRun(self)
         self.model = run.model
-        self._results = run.run()
-        self._positions = np.arange(len(self.dataset))
-        self._write_results()
+        self._results = run.run(resume=resume, shard=shard, overwrite=overwrite)
+        self._positions = shard_positions(len(self.dataset), shard)
+        if shard is None:
+            self._write_results()
         return self._results
 
     def check(self, *, resume: bool = False, shard: tuple[int, int] | None = None, overwrite: bool = False) -> Model:
@@ -295,7 +292,10 @@ class Fitting:
             The model a fit would use.
         """
         if hasattr(self.dataset, "bands"):
-            raise NotImplementedError("Fitting.check: a multi-band dataset is not supported yet (fit() checks it)")
+            from .multiband import MultiBandRun
+
+            _check_shard(shard)
+            return MultiBandRun(self).check(resume=resume, overwrite=overwrite)
         model = self._checked_model(resume, shard, overwrite)
         folders = ((self.dataset.result_path, "result_path"), (self.dataset.img_block_path, "img_block_path"))
         for folder, what in folders:
@@ -540,8 +540,11 @@ class Fitting:
                 iteration = iteration if iteration is not None else self.iteration
                 with torch_threads(self.threads if self.device.type == "cpu" else None):
                     self._bands_run.bootstrap(n_resample, iteration, seed)
+                if self.dataset.img_block_path is not None:
+                    self._bands_run.update_block_headers()
             self._results = self._bands_run.table(errors=True)
-            self._write_results()
+            if self._bands_run.rows is None:
+                self._write_results()
             return self._results
         if method == "bootstrap":
             iteration = iteration if iteration is not None else self.iteration

@@ -12,6 +12,12 @@
     # mask = "auto" (photutils masks every other source)   psf_fwhm = 1.3 or "<column>"
     # neighbours = "fit" (with mask = "auto": close/bright neighbours get a component)   max_neighbours = 3
 
+    # several bands, fitted jointly (docs/multiband.md): one table per band, in wavelength order
+    # [data.bands.g]
+    # image = "image_g"          # columns of this band's files (default <key>_<band>)
+    # wavelength = 477.0
+    # pix_scale = 0.2
+
     [model.sersic]               # one table per component; its name prefixes the columns
     profile = "Sersic"
     cen_x = { column = "x0" }
@@ -67,14 +73,16 @@ class JobError(GalmossError, ValueError):
 
 _SECTIONS = {"data", "model", "fit", "output"}
 _DATA_KEYS = {"catalog", "galaxy_index", "image", "sigma", "psf", "mask", "mask_index", "image_set", "gain",
-              "psf_fwhm", "psf_kind", "psf_beta", "neighbours", "max_neighbours"}
+              "psf_fwhm", "psf_kind", "psf_beta", "neighbours", "max_neighbours", "bands"}
+#: a ``[data.bands.<name>]`` table's keys: the band's columns (or image set), wavelength and pixel scale
+_BAND_KEYS = {"image", "sigma", "psf", "mask", "image_set", "wavelength", "pix_scale", "zero_point"}
 #: [fit] keys: the run options (:class:`~galmoss.pipeline.options.RunOptions`, by field name; the
 #: progress bar is the command line's), and what to do after the fit
 JOB_ONLY_FIT_KEYS = {"uncertainty", "n_resample", "seed"}
 _FIT_KEYS = (set(RunOptions.fields()) - {"progress"}) | JOB_ONLY_FIT_KEYS
 _OUTPUT_KEYS = {"folder", "image_blocks"}
 _PARAM_KEYS = {"column", "value", "share", "fit", "value_range", "log", "angle", "M0", "pix_scale", "step_length",
-               "prior"}
+               "prior", "bands"}
 #: the keys of a parameter's ``prior = { ... }`` table (gm.prior.Normal's arguments)
 _PRIOR_KEYS = {"mu", "sigma", "space", "bounds"}
 _P_KEYWORDS = {"fit": bool, "log": bool, "angle": bool, "M0": (int, float), "pix_scale": (int, float),
@@ -173,10 +181,16 @@ def load_job(path) -> Job:
 
     if "image_set" in data and "catalog" in data:
         raise JobError(f"{path}: [data] gives both image_set and catalog; give one of them")
+    bands = _bands(data, path)
     try:
-        dataset = (_image_set_dataset(data, local, mask_index, blocks, folder, gain, path, auto_mask, psf_fwhm)
-                   if "image_set" in data else None)
-    except JobError:
+        if bands is not None:
+            dataset = _band_dataset(data, bands, local, mask_index, blocks, folder, gain, path, auto_mask, psf_fwhm)
+        else:
+            dataset = (_image_set_dataset(data, local, mask_index, blocks, folder, gain, path, auto_mask, psf_fwhm)
+                       if "image_set" in data else None)
+    except KeyError as exc:
+        raise JobError(f"{path}: {exc.args[0]}") from None
+    except (JobError, NotImplementedError):
         raise
     except (ValueError, TypeError, OSError) as exc:
         raise JobError(f"{path}: [data]: {exc}") from exc
@@ -236,7 +250,8 @@ def load_job(path) -> Job:
                 pending_shares.append((comp, slot, _expect(value["share"], str, f"{key}.share", path,
                                                            "\"<component>.<parameter>\"")))
                 continue
-            kwargs[slot] = made[(comp, slot)] = _parameter(value, key, catalog, len(dataset), path)
+            kwargs[slot] = made[(comp, slot)] = _parameter(value, key, catalog, len(dataset), path,
+                                                           getattr(dataset, "bands", None))
         spec["kwargs"] = kwargs
     for comp, slot, target in pending_shares:
         other = tuple(target.split(".", 1)) if "." in target else None
@@ -287,6 +302,79 @@ def _settings(table, kind, key: str, path: Path):
         return kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in table.items()})
     except (TypeError, ValueError) as exc:
         raise JobError(f"{path}: {key}: {exc}") from None
+
+
+def _bands(data: dict, path: Path) -> dict | None:
+    """The ``[data.bands.<name>]`` tables, checked (band order: the file's), or None for one band."""
+    if "bands" not in data:
+        return None
+    tables = data["bands"]
+    if not isinstance(tables, dict) or not tables or not all(isinstance(t, dict) for t in tables.values()):
+        raise JobError(f"{path}: data.bands must hold one table per band, e.g. [data.bands.g] with image, "
+                       "wavelength and pix_scale")
+    for name, table in tables.items():
+        _unknown(table, _BAND_KEYS, f"[data.bands.{name}]", path)
+        for key in ("wavelength", "pix_scale"):
+            if key not in table:
+                raise JobError(f"{path}: [data.bands.{name}] needs {key} = <a number > 0>")
+            value = table[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise JobError(f"{path}: data.bands.{name}.{key} = {value!r} must be a number > 0")
+        for key in ("image", "sigma", "psf", "mask", "image_set"):
+            if key in table:
+                _expect(table[key], str, f"data.bands.{name}.{key}", path, "a string")
+        if "zero_point" in table:
+            _expect(table["zero_point"], (int, float), f"data.bands.{name}.zero_point", path, "a number")
+    given = [b for b, t in tables.items() if "zero_point" in t]
+    if given and len(given) != len(tables):
+        lacking = next(b for b in tables if b not in given)
+        raise JobError(f"{path}: data.bands.{lacking} gives no zero_point, but other bands do; give every band its "
+                       "zero_point (or none)")
+    return tables
+
+
+def _band_dataset(data, bands: dict, local, mask_index, blocks, folder, gain, path, auto_mask, psf_fwhm):
+    """A multi-band dataset from a catalogue or image sets and the ``[data.bands.<name>]`` tables."""
+    from ..data import Dataset
+
+    wavelength = {b: float(t["wavelength"]) for b, t in bands.items()}
+    pix_scale = {b: float(t["pix_scale"]) for b, t in bands.items()}
+    zero_point = {b: float(t["zero_point"]) for b, t in bands.items()} if all(
+        "zero_point" in t for t in bands.values()) else None
+    options = {"zero_point": zero_point, "mask_index": mask_index, "img_block_path": blocks, "result_path": folder,
+               "gain": gain, "auto_mask": auto_mask, "psf_fwhm": psf_fwhm, **_psf_keys(data),
+               **_neighbour_keys(data, auto_mask, path)}
+    per_band_sets = [b for b, t in bands.items() if "image_set" in t]
+    if per_band_sets:
+        if len(per_band_sets) != len(bands) or "image_set" in data or "catalog" in data:
+            raise JobError(f"{path}: give every [data.bands.<name>] an image_set (one file per band), or one "
+                           "image_set or catalog in [data]; not both")
+        files = {b: local(t["image_set"]) for b, t in bands.items()}
+        return Dataset.from_image_set(files, data.get("galaxy_index"), wavelength=wavelength, pix_scale=pix_scale,
+                                      **options)
+    if "image_set" in data:  # one file with a band axis
+        return Dataset.from_image_set(local(data["image_set"]), data.get("galaxy_index"), wavelength=wavelength,
+                                      pix_scale=pix_scale, **options)
+    if "catalog" not in data:
+        raise JobError(f"{path}: [data] needs catalog = \"<table>\" or image_set = \"<file>\"")
+    columns = {}
+    for key in ("image", "sigma", "psf", "mask"):
+        base = data.get(key, "image" if key == "image" else None)
+        if key == "mask" and auto_mask:
+            base = None
+        if base is not None:
+            _expect(base, str, f"data.{key}", path, "a column name (a string)")
+        given = {b: t[key] for b, t in bands.items() if key in t}
+        if given:  # a band's own column, else <[data] key>_<band>
+            if base is None and len(given) != len(bands):
+                lacking = [b for b in bands if b not in given]
+                raise JobError(f"{path}: data.bands.{lacking[0]} gives no {key} column, but other bands do; give "
+                               f"every band its {key} (or none)")
+            columns[key] = {b: given.get(b, f"{base}_{b}") for b in bands}
+        else:
+            columns[key] = base
+    return Dataset.from_catalog(local(data["catalog"]), galaxy_index=data.get("galaxy_index", "galaxy_index"),
+                                base_path=None, wavelength=wavelength, pix_scale=pix_scale, **columns, **options)
 
 
 def _image_set_dataset(data, local, mask_index, blocks, folder, gain, path, auto_mask=False, psf_fwhm=None):
@@ -359,7 +447,7 @@ def _prior(table, key: str, path: Path):
         raise JobError(f"{path}: {key}: {exc}") from None
 
 
-def _parameter(value, key: str, catalog, n: int, path: Path):
+def _parameter(value, key: str, catalog, n: int, path: Path, bands=None):
     from ..params import p as gm_p
 
     if isinstance(value, bool) or not isinstance(value, (int, float, dict)):
@@ -370,6 +458,12 @@ def _parameter(value, key: str, catalog, n: int, path: Path):
     if ("column" in value) == ("value" in value):
         raise JobError(f"{path}: {key} needs exactly one of column = \"<name>\" or value = <number>")
     options = {}
+    if "bands" in value:
+        mode = value["bands"]
+        if isinstance(mode, bool) or not (mode in ("shared", "free") or isinstance(mode, int)):
+            raise JobError(f"{path}: {key}.bands = {mode!r} must be \"shared\", \"free\" or an integer (a Chebyshev "
+                           "degree in wavelength)")
+        options["bands"] = mode
     for name, kinds in _P_KEYWORDS.items():
         if name in value:
             what = "true or false" if kinds is bool else "a number"
@@ -388,6 +482,21 @@ def _parameter(value, key: str, catalog, n: int, path: Path):
         options["prior"] = _prior(value["prior"], f"{key}.prior", path)
     if "column" in value:
         column = _expect(value["column"], str, f"{key}.column", path, "a column name")
+        per_band = [f"{column}_{b}" for b in bands.names] if bands is not None else []
+        if catalog is not None and column not in catalog.colnames and per_band \
+                and all(c in catalog.colnames for c in per_band) and options.get("bands") != "shared":
+            # one start per band from <column>_<band>
+            from ..io.catalog import number_column
+
+            try:
+                start = {b: number_column(catalog, c, f"start values of {key} in band {b}")
+                         for b, c in zip(bands.names, per_band)}
+            except ValueError as exc:
+                raise JobError(f"{path}: {key}: {exc}") from None
+            try:
+                return gm_p(start, **options)
+            except (TypeError, ValueError) as exc:
+                raise JobError(f"{path}: {key}: {exc}") from exc
         if catalog is None or column not in catalog.colnames:
             have = ", ".join(catalog.colnames) if catalog is not None else "no catalogue"
             raise JobError(f"{path}: {key}: column {column!r} is not in the catalogue (columns: {have})")

@@ -218,6 +218,9 @@ def open_run(folder: PathLike, blocks: PathLike | None = None) -> Run:
         raise DataFileNotFoundError(f"results folder '{path}' does not exist; give the result_path of a galmoss run")
     info = read_run_info(path)
     table = read_table(path)
+    meta = {str(k).upper(): v for k, v in table.meta.items()}
+    if "img_block_path" not in info and meta.get("IMGBLOCK"):  # a multi-band run records it in its table
+        info = {**info, "img_block_path": str(meta["IMGBLOCK"])}
     found = find_blocks(path, info, blocks)
     if found is None and is_galfit(table) and len(table):
         # GALFIT writes each block where its feedme's B) says: the table names them
@@ -253,15 +256,33 @@ def block_file(row: Row | Mapping[str, Any], blocks: Path | None) -> Path | None
     return blocks / (name or f"{row['galaxy_index']}.fits")
 
 
+def bands_of(table: Table) -> tuple[list[str], np.ndarray] | None:
+    """A multi-band run's band names and wavelengths (its table's ``BANDS`` and ``WAVELEN``), or None."""
+    meta = {str(k).upper(): v for k, v in table.meta.items()}
+    if not meta.get("BANDS"):
+        return None
+    names = [b.strip() for b in str(meta["BANDS"]).split(",")]
+    try:
+        waves = np.array([float(w) for w in str(meta.get("WAVELEN", "")).split(",")])
+    except ValueError:
+        waves = np.full(len(names), np.nan)
+    if waves.size != len(names):
+        waves = np.full(len(names), np.nan)
+    return names, waves
+
+
 def parameter_columns(table: Table) -> list[str]:
     """The fitted-parameter columns of a results table, in table order.
 
-    Every numeric column that is not one of the fixed columns (chi2, flag, ...)
-    and not an ``_err`` column is a parameter ``<profile>_<slot>``.
+    Every numeric column that is not one of the fixed columns (chi2, flag, ...,
+    and a multi-band run's ``chi2_<band>`` and ``dof_<band>``) and not an ``_err``
+    column is a parameter ``<profile>_<slot>``.
     """
+    bands = bands_of(table)
+    per_band = {f"{k}_{b}" for b in bands[0] for k in ("chi2", "deviance", "dof")} if bands else set()
     out = []
     for name in table.colnames:
-        if name in META_COLUMNS or name.endswith("_err"):
+        if name in META_COLUMNS or name in per_band or name.endswith("_err"):
             continue
         kind = np.asarray(table[name]).dtype.kind
         if kind in "fiu":

@@ -212,7 +212,7 @@ def _resolve(source: Any, galaxy: Any, block: Any, blocks: PathLike | None) -> t
         if "SIGMA" not in images:
             images.update(_galfit_sigma(row))
     for needed in ("DATA", "MODEL"):
-        if needed not in images:
+        if needed not in images and not band_names(images):
             raise DataError(
                 f"the image block of galaxy '{row.get('galaxy_index')}' has no {needed} extension "
                 f"(it has {', '.join(images)}); give a block written by galmoss fit or galmoss galfit"
@@ -301,6 +301,91 @@ def _centre(row: Mapping[str, Any], components: list[str],
         if finite(cx, cy):
             return cx - dx, cy - dy, 0.0, 1.0, comp
     return None
+
+
+def band_names(images: Mapping[str, np.ndarray]) -> list[str]:
+    """The bands of a multi-band image block (``DATA_<BAND>`` extensions), in file order; [] for one band."""
+    if "DATA" in images:
+        return []
+    return [k[5:] for k in images if k.upper().startswith("DATA_") and f"MODEL_{k[5:]}" in images]
+
+
+def _band_image(images: Mapping[str, np.ndarray], kind: str, band: str) -> np.ndarray | None:
+    arr = images.get(f"{kind}_{band}")
+    return None if arr is None else np.asarray(arr, dtype=np.float64)
+
+
+def plot_bands(row: Mapping[str, Any], images: Mapping[str, np.ndarray], *, out: PathLike | None = None,
+               dpi: int = 100, units: Mapping[str, str] | None = None) -> "Figure":
+    """A multi-band fit's bands side by side: one row of panels per band, and the fit's values.
+
+    Each band's row shows its data, model, residual (in sigma when the block has
+    the band's ``SIGMA``) and components, each band on its own colour scale (the
+    data's percentiles) and its own pixel grid; the row's title gives the band's
+    chi2 / dof (``chi2_<band>``, ``dof_<band>``). Image axes are labelled
+    ``"<kind>:<BAND>"`` (``"data:G"``, ``"component:bulge:G"``), the text ``"values"``.
+    Called by :func:`plot_fit` for a block of several bands.
+    """
+    from astropy.visualization import AsinhStretch, AsymmetricPercentileInterval, ImageNormalize
+
+    bands = band_names(images)
+    fixed = {"DATA", "MODEL", "RESIDUAL", "MASK", "SIGMA"}
+    comps = [k[: -len(bands[0]) - 1] for k in images
+             if k.upper().endswith("_" + bands[0].upper()) and k[: -len(bands[0]) - 1].upper() not in fixed]
+    n_col = 3 + len(comps)
+    width = 2.7 * n_col + 4.6
+    fig = new_figure((width, 2.5 * len(bands) + 0.4), layout=None)
+    grid = fig.add_gridspec(len(bands), n_col + 1, width_ratios=[1.0] * n_col + [1.6], left=0.5 / width,
+                            right=1 - 0.2 / width, bottom=0.06, top=0.92, wspace=0.45, hspace=0.45)
+    lowered = {str(k).lower(): k for k in row}
+    for i, band in enumerate(bands):
+        data, model = _band_image(images, "DATA", band), _band_image(images, "MODEL", band)
+        used = np.isfinite(data)
+        if f"MASK_{band}" in images:
+            used &= np.asarray(images[f"MASK_{band}"]) != 0
+        sub = {"DATA": data, "MODEL": model}
+        for kind in ("RESIDUAL", "SIGMA"):
+            if f"{kind}_{band}" in images:
+                sub[kind] = images[f"{kind}_{band}"]
+        residual, in_sigma = _residual(sub)
+        shown = data[used & np.isfinite(data)]
+        norm = (ImageNormalize(shown, interval=AsymmetricPercentileInterval(1.0, 99.8), stretch=AsinhStretch(0.1))
+                if shown.size and np.ptp(shown) > 0 else None)
+        finite_res = residual[used & np.isfinite(residual)]
+        vmax = float(np.percentile(np.abs(finite_res), 99.5)) if finite_res.size else 1.0
+        vmax = vmax if vmax > 0 else 1.0
+        extent = (0.5, data.shape[1] + 0.5, 0.5, data.shape[0] + 0.5)
+        panels = [("data", "data", data), ("model", "model", model),
+                  ("residual", "residual / sigma" if in_sigma else "data - model", residual)]
+        panels += [(f"component:{c.lower()}", c.lower(), _band_image(images, c, band)) for c in comps]
+        chi2, dof = lowered.get(f"chi2_{band.lower()}"), lowered.get(f"dof_{band.lower()}")
+        name = next((k[len("chi2_"):] for k in (chi2,) if k), band)
+        head = f"band {name}" + (f": chi2 {float(row[chi2]):.1f} / dof {row[dof]}" if chi2 and dof else "")
+        for k, (label, title, image) in enumerate(panels):
+            ax = fig.add_subplot(grid[i, k], label=f"{label}:{band}")
+            if label == "residual":
+                im = ax.imshow(image, origin="lower", extent=extent, cmap="RdBu_r", vmin=-vmax, vmax=vmax,
+                               interpolation="nearest")
+            else:
+                im = ax.imshow(image, origin="lower", extent=extent, cmap="magma", norm=norm, interpolation="nearest")
+            ax.set_title(f"{head}\n{title}" if k == 0 else title, fontsize=9, loc="left" if k == 0 else "center")
+            ax.tick_params(labelsize=7)
+            ax.locator_params(nbins=3)
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02).ax.tick_params(labelsize=6)
+    text = fig.add_subplot(grid[:, n_col], label="values")
+    text.axis("off")
+    per_band = {f"{k}_{b}" for b in (lowered.get(f"chi2_{x.lower()}", "")[5:] for x in bands) for k in
+                ("chi2", "deviance", "dof")}
+    lines = _text_lines(row, [p for p in _parameter_names(row) if p not in per_band], units)
+    longest = max((len(line) for line in lines), default=1)
+    text.text(0.0, 1.0, "\n".join(lines), va="top", ha="left", family="monospace",
+              fontsize=max(4.0, min(9.0, 60.0 * len(bands) / max(len(lines), 1), 420.0 / longest)),
+              transform=text.transAxes)
+    if out is not None:
+        target = Path(os.fspath(out))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(target, dpi=dpi)
+    return fig
 
 
 def _parameter_names(row: Mapping[str, Any]) -> list[str]:
@@ -439,6 +524,8 @@ def plot_fit(
 
     row, images, info, found_units = _resolve(source, galaxy, block, blocks)
     units = {**found_units, **(units or {})}
+    if band_names(images):
+        return plot_bands(row, images, out=out, dpi=dpi, units=units)
     data = np.asarray(images["DATA"], dtype=np.float64)
     model = np.asarray(images["MODEL"], dtype=np.float64)
     comp_exts = [k for k in images if k.upper() not in _files.BLOCK_IMAGES]

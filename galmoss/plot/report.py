@@ -10,7 +10,10 @@ picture embedded as a base64 PNG (it can be mailed or archived alone):
 * histograms of every fitted parameter and of reduced chi2;
 * errors against values for every parameter with an ``_err`` column;
 * a gallery of :func:`~galmoss.plot.plot_fit` panels for the worst fits by each
-  criterion: highest reduced chi2, each flag present, each parameter at a bound.
+  criterion: highest reduced chi2, each flag present, each parameter at a bound;
+* for a multi-band run, its colours (:func:`band_summary`): every band-varying
+  parameter, and each component's share of the flux (B/T with a bulge and a
+  disk), against wavelength.
 
 Tables of 10^6 rows are handled with vectorised numpy on the columns (counts by
 bit, ``np.histogram``, ``np.histogram2d``); only the gallery draws galaxies, and
@@ -39,7 +42,7 @@ from ..flags import Flag
 from ..io.results import _atomic_write
 from . import _files
 
-__all__ = ["gallery_selection", "write_report"]
+__all__ = ["band_summary", "gallery_selection", "write_report"]
 
 logger = logging.getLogger("galmoss")
 
@@ -237,6 +240,74 @@ def _errors_vs_values(pairs: dict[str, tuple[np.ndarray, np.ndarray]], dpi: int,
     return _png(fig, dpi)
 
 
+def band_summary(table) -> dict[str, np.ndarray] | None:
+    """A multi-band run's values against wavelength: the median and 16th and 84th percentiles over galaxies.
+
+    Returns None for a single-band table, else ``{"bands": names, "wavelength":
+    (n_bands,), <parameter>: (3, n_bands)}`` with every band-varying parameter
+    (columns ``<parameter>_<band>`` in every band, e.g. ``disk_mag``) and, when two
+    or more components have a magnitude per band, ``<component>_fraction``: the
+    component's share of the summed flux 10^(-0.4 mag) (a bulge's B/T), over the
+    galaxies fitted without flags (all fitted galaxies when none is unflagged).
+    """
+    found = _files.bands_of(table)
+    if found is None:
+        return None
+    bands, waves = found
+    names = set(table.colnames)
+    bases = []
+    for col in table.colnames:
+        if col.endswith("_" + bands[0]) and not col.startswith(("chi2_", "deviance_", "dof_")):
+            base = col[: -len(bands[0]) - 1]
+            if all(f"{base}_{b}" in names for b in bands):
+                bases.append(base)
+    fitted = np.ones(len(table), bool)
+    if "flag" in names:
+        clean = _int_column(table, "flag") == 0
+        fitted = clean if clean.any() else fitted
+    out: dict[str, np.ndarray] = {"bands": np.array(bands), "wavelength": waves}
+
+    def spread(values: np.ndarray) -> np.ndarray:
+        with np.errstate(all="ignore"):
+            return np.array([np.nanpercentile(v, (50, 16, 84)) if np.isfinite(v).any() else [np.nan] * 3
+                             for v in values.T]).T
+
+    for base in bases:
+        out[base] = spread(np.stack([_float_column(table, f"{base}_{b}")[fitted] for b in bands], axis=1))
+    mags = [b for b in bases if b.endswith("_mag")]
+    if len(mags) >= 2:
+        flux = {m: 10 ** (-0.4 * np.stack([_float_column(table, f"{m}_{b}")[fitted] for b in bands], axis=1))
+                for m in mags}
+        total = sum(flux.values())
+        for m, f in flux.items():
+            out[f"{m[: -len('_mag')]}_fraction"] = spread(f / total)
+    return out
+
+
+def _colours(summary: dict[str, np.ndarray], dpi: int) -> str | None:
+    """One panel per band-varying parameter and per flux fraction, against wavelength."""
+    keys = [k for k in summary if k not in ("bands", "wavelength")]
+    if not keys:
+        return None
+    waves, bands = summary["wavelength"], list(summary["bands"])
+    x = waves if np.all(np.isfinite(waves)) else np.arange(len(bands), dtype=float)
+    nrows, ncols = _grid(len(keys))
+    fig = _panel_grid(ncols, nrows, 2.6)
+    for k, key in enumerate(keys):
+        med, lo, hi = summary[key]
+        ax = fig.add_subplot(nrows, ncols, k + 1, label=f"colour:{key}")
+        ax.errorbar(x, med, yerr=[med - lo, hi - med], fmt="o-", ms=4, capsize=2, color="tab:red")
+        for xi, b in zip(x, bands):
+            ax.annotate(b, (xi, 0), xycoords=("data", "axes fraction"), ha="center", va="bottom", fontsize=7)
+        if key.endswith("_mag"):
+            ax.invert_yaxis()  # brighter up
+        title = key.replace("_fraction", ": share of the flux") if key.endswith("_fraction") else key
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("wavelength" if x is waves else "band", fontsize=7)
+        ax.tick_params(labelsize=7)
+    return _png(fig, dpi)
+
+
 def gallery_selection(table, per_criterion: int = 6, max_gallery: int = 40) -> list[tuple[str, np.ndarray]]:
     """Rows to show for each criterion of the report's gallery.
 
@@ -428,6 +499,13 @@ def write_report(
         sections.append("<ul>" + "".join(f"<li>{html.escape(t)}</li>" for t in hist_notes) + "</ul>")
     sections.append("<h2>Errors against values</h2>")
     sections.append(_img(err_png, "errors against values", "figure") if err_png else "<p>no error columns (run uncertainty())</p>")
+    summary_bands = band_summary(table)
+    if summary_bands is not None:
+        colours_png = _colours(summary_bands, dpi)
+        sections.append("<h2>Colours</h2><p>bands " + html.escape(", ".join(summary_bands["bands"])) +
+                        ": median over the galaxies without flags, bars from the 16th to the 84th percentile</p>")
+        sections.append(_img(colours_png, "band-varying parameters against wavelength", "figure") if colours_png
+                        else "<p>no parameter varies between the bands</p>")
     sections.append(f"<h2>Worst fits</h2><p>at most {per_criterion} per criterion, {max_gallery} in all</p>{gallery_html}")
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     from .._version import __version__

@@ -62,3 +62,18 @@ def bulge_disk_bands(bands: dict, *, bulge_re=0.5, disk_re=1.6, pa=30.0, count=1
         sigmas[name] = np.full((count, size, size), float(b["sigma"]))
         psfs[name] = kernel / kernel.sum()
     return images, sigmas, psfs
+
+
+def neighbour_bands(bands: dict, *, dx: float, dy: float, re=0.5, q=0.9):
+    """Clean images (a dict by band) of a round exponential neighbour ``dx``, ``dy`` arcsec from the centre.
+
+    ``bands``: as :func:`sersic_bands`, with ``nb`` the neighbour's magnitude in each band.
+    """
+    out = {}
+    for name, b in bands.items():
+        gal = galsim.Exponential(half_light_radius=re, flux=10 ** (-0.4 * (b["nb"] - M0))).shear(q=q, beta=0.0 *
+                                                                                                   galsim.degrees)
+        psf = galsim.Moffat(beta=3.5, fwhm=b["fwhm"])
+        out[name] = galsim.Convolve(gal.shift(dx, dy), psf).drawImage(
+            nx=b["size"], ny=b["size"], scale=b["scale"]).array.astype(np.float64)
+    return out
