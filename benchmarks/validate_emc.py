@@ -66,14 +66,18 @@ def _sersic(n, re_px, q, pa, flux, dx, dy):
     return prof.shear(q=q, beta=(pa + 90.0) * galsim.degrees).shift(dx, dy)
 
 
-def draw(population: str, count: int, seed: int):
-    """Images, sigmas, PSF and truth of ``count`` mocks."""
+def draw(population: str, count: int, seed: int, per_bin: int = 0):
+    """Images, sigmas, PSF and truth of ``count`` mocks (``per_bin`` > 0: that many in every I_E bin instead)."""
     rng = np.random.default_rng(seed)
     psf = galsim.Moffat(beta=2.5, fwhm=PSF_FWHM / PIXEL, gsparams=GSPARAMS)
     psf_img = psf.drawImage(nx=25, ny=25, scale=1.0, method="auto").array.astype(np.float64)
     sky = 10 ** (-0.4 * (SKY_MAG - ZERO_POINT)) * PIXEL**2  # ADU/s per pixel
     scale = EXPTIME * GAIN  # electrons per ADU/s
-    mag = rng.uniform(BINS[0], BINS[-1], count)
+    if per_bin:  # the same number in every bin: the coverage of each bin to a stated sampling error
+        mag = np.concatenate([rng.uniform(lo, hi, per_bin) for lo, hi in zip(BINS[:-1], BINS[1:])])
+        count = mag.size
+    else:
+        mag = rng.uniform(BINS[0], BINS[-1], count)
     t = {"mag": mag, "q": rng.uniform(0.2, 1.0, count), "pa": rng.uniform(-90, 90, count),
          "dx": rng.uniform(-0.5, 0.5, count), "dy": rng.uniform(-0.5, 0.5, count)}
     if population == "sersic":
@@ -169,10 +173,15 @@ def main(argv=None) -> int:
     parser.add_argument("--population", choices=("sersic", "sersic_prior", "bd", "bd_free"), default="sersic")
     parser.add_argument("--count", type=int, default=600)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--per-bin", type=int, default=0,
+                        help="draw this many galaxies in every I_E bin (overrides --count)")
+    parser.add_argument("--save", type=Path, default=None,
+                        help="write the truths and every fitted column, priors off and on, to this .npz")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    images, sigmas, psf, truth = draw(args.population, args.count, args.seed)
+    images, sigmas, psf, truth = draw(args.population, args.count, args.seed, args.per_bin)
+    args.count = len(images)
     print(f"{args.count} {args.population} mocks (seed {args.seed}) drawn in {time.perf_counter() - t0:.0f} s")
     mag = truth["mag"]
     bins = [f"{lo:g}-{hi:g}" for lo, hi in zip(BINS[:-1], BINS[1:])]
@@ -183,6 +192,14 @@ def main(argv=None) -> int:
         results[priors] = (res, errors(args.population, res, truth))
         print(f"priors {priors or 'off'}: {time.perf_counter() - t0:.0f} s wall, "
               f"{(time.process_time() - c0) / args.count:.3f} CPU-s per galaxy")
+    if args.save is not None:
+        raw = {f"true_{k}": np.asarray(v) for k, v in truth.items()}
+        for priors, (res, _) in results.items():
+            for name in res.colnames if hasattr(res, "colnames") else res:
+                col = np.asarray(res[name])
+                if col.dtype.kind in "fiub":
+                    raw[f"{'on' if priors else 'off'}_{name}"] = col
+        np.savez(args.save, **raw)
     print()
     print("| parameter | priors | " + " | ".join(f"I_E {b}" for b in bins) + " | global score |")
     print("|---|---|" + "---|" * len(bins) + "---|")
