@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import galmoss as gm  # noqa: E402
 from galmoss.fitting import uncertainty as unc  # noqa: E402
-from galmoss.flags import Flag  # noqa: E402
+from galmoss.flags import Flag, decode  # noqa: E402
 
 PIXEL, ZERO_POINT = 0.396, 22.5
 
@@ -87,8 +87,8 @@ def main(argv=None) -> int:
     for i, name in enumerate(names):
         flags = int(np.asarray(boot["flag"])[i]) if "flag" in boot.colnames else 0
         print(f"\n{name}: chi2/dof {float(np.asarray(boot['reduced_chi2'])[i]):.3f}, "
-              f"{int(split_counts[i])} of {args.resamples} refits jumped"
-              f"{' (flag bootstrap_split)' if flags & int(Flag.bootstrap_split) else ''}")
+              f"{int(split_counts[i])} of {args.resamples} refits jumped; flags: {', '.join(decode(flags)) or 'none'}"
+              f"{' (bootstrap_split set)' if flags & int(Flag.bootstrap_split) else ''}")
         print("| value | fit | covariance error | bootstrap: robust spread | plain std | largest jump (robust sigmas) |")
         print("|---|---|---|---|---|---|")
         for j, col in enumerate(columns):

@@ -157,6 +157,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=30)
     parser.add_argument("--gradient", action="store_true", help="a disk r_e growing with wavelength, fitted with bands=1")
+    parser.add_argument("--save", type=Path, default=None, help="write the truths and every fitted column to this .npz")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     images, clean, sigmas, psfs, t = draw(args.count, args.seed, args.gradient)
@@ -173,6 +174,12 @@ def main(argv=None) -> int:
             ds.define_profiles(**profiles(s, band, False))
             alone[band], cost_alone[band] = run(ds, args.batch_size)
 
+    if args.save is not None:
+        raw = {f"true_{k}": np.asarray(v) for k, v in t.items()}
+        raw.update({f"true_chi2_{b}": v for b, v in true_chi2.items()})
+        for label, res in [("joint", joint)] + [(f"alone_{b}", r) for b, r in alone.items()]:
+            raw.update({f"{label}_{c}": v for c, v in res.items() if v.dtype.kind in "fiub"})
+        np.savez(args.save, **raw)
     n = args.count
     print(f"{n} galaxies (seed {args.seed}), bands {list(WL)} at {list(SCALE.values())} arcsec/px, "
           f"faint band {FAINT}; torch {torch.__version__}, {torch.get_num_threads()} thread")
