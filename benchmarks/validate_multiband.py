@@ -186,7 +186,7 @@ def main(argv=None) -> int:
     ok_joint = joint["chi2"] <= sum(true_chi2.values()) + 25
     print(f"\nsuccess (chi2 within 25 of the true model's): joint {ok_joint.mean():.1%}"
           + "".join(f", {b} alone {(alone[b]['chi2'] <= true_chi2[b] + 25).mean():.1%}" for b in alone)
-          + f"; joint chi2 per band within 25 of its truth: "
+          + "; joint chi2 per band within 25 of its truth: "
           + ", ".join(f"{b} {(joint[f'chi2_{b}'] <= true_chi2[b] + 25).mean():.1%}" for b in WL))
     print(f"joint flag 0: {(joint['flag'] == 0).mean():.1%}"
           + "".join(f", {b} alone {(alone[b]['flag'] == 0).mean():.1%}" for b in alone))
@@ -194,7 +194,7 @@ def main(argv=None) -> int:
     if args.gradient:
         c1 = joint["disk_eff_r_cheb1"]
         pull = (c1 - GRADIENT) / joint["disk_eff_r_cheb1_err"]
-        print(f"\n| | truth | joint fit, median (16-84 %) | median \\|pull\\| |")
+        print("\n| | truth | joint fit, median (16-84 %) | median \\|pull\\| |")
         print("|---|---|---|---|")
         lo, hi = np.nanpercentile(c1, [16, 84])
         print(f"| d ln r_e(disk) / d w | {GRADIENT:.3f} | {med(c1):.3f} ({lo:.3f} - {hi:.3f}) | {med(np.abs(pull)):.2f} |")
@@ -218,7 +218,7 @@ def main(argv=None) -> int:
             tj, ta = fn(joint, f"_{band}"), fn(alone[band], "")
             row.append(f"{med(np.abs(tj - t[f'{name}_{band}'])):.3f} / {med(np.abs(ta - t[f'{name}_{band}'])):.3f}")
         tot = lambda mb, md: -2.5 * np.log10(10 ** (-0.4 * mb) + 10 ** (-0.4 * md))  # noqa: E731
-        bt = lambda mb, md: 1 / (1 + 10 ** (-0.4 * (md - mb)))  # noqa: E731
+        bt = lambda mb, md: 1 / (1 + 10 ** np.clip(-0.4 * (md - mb), -30, 30))  # noqa: E731
         truth_tot = tot(t[f"bulge_{band}"], t[f"disk_{band}"])
         jm = (joint[f"bulge_mag_{band}"], joint[f"disk_mag_{band}"])
         am = (alone[band]["bulge_mag"], alone[band]["disk_mag"])
