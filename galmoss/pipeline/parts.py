@@ -190,9 +190,8 @@ class PartsRead:
         same_inputs = np.ones(len(pos), dtype=bool)
         if inputs is not None and n:
             recorded = self.rows["inputs"]
-            expected = np.asarray(inputs, dtype=object)[at]
             # parts written before inputs were recorded (None) are taken on their names alone
-            same_inputs = np.array([r is None or r == e for r, e in zip(recorded, expected)], dtype=bool)
+            same_inputs = np.array([r is None or r == inputs[int(p)] for r, p in zip(recorded, at)], dtype=bool)
         keep = same_name & same_inputs
         rows = {k: v[keep] for k, v in self.rows.items()}
         return rows, int(np.count_nonzero(~same_name)), int(np.count_nonzero(same_name & ~same_inputs))
