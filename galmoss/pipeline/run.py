@@ -239,7 +239,7 @@ class GalaxyInputs(Sequence):
 
 
 #: galaxies compared or written at a time in galaxies.parquet
-GALAXY_CHUNK = 65536
+GALAXY_CHUNK = 16384
 
 
 def compare_galaxies(folder: Path, names: Sequence[str], inputs: Sequence[str] | None) -> tuple[bool, str] | None:
