@@ -263,7 +263,8 @@ def compare_galaxies(folder: Path, names: Sequence[str], inputs: Sequence[str] |
         state = "absent" if "inputs" not in columns else "same" if same_names else "differ"
         lo = 0
         wanted = ["galaxy_index"] + (["inputs"] if "inputs" in columns and inputs is not None else [])
-        for chunk in handle.iter_batches(batch_size=GALAXY_CHUNK, columns=wanted) if same_names else ():
+        # one thread: the reading threads of pyarrow each keep the memory they used (tens of MB)
+        for chunk in handle.iter_batches(batch_size=GALAXY_CHUNK, columns=wanted, use_threads=False) if same_names else ():
             hi = lo + chunk.num_rows
             if [str(x) for x in chunk.column(0).to_pylist()] != list(names[lo:hi]):
                 return False, state
