@@ -29,7 +29,8 @@ from .stream import BatchStream, Unfitted
 
 log = logging.getLogger("galmoss")
 
-__all__ = ["GalaxyInputs", "LostResult", "clear_outputs", "compare_galaxies", "fit_chunk", "galaxy_inputs", "iterate_results", "model_changes",
+__all__ = ["GalaxyInputs", "LostResult", "clear_outputs", "compare_galaxies", "fit_chunk", "galaxy_inputs",
+           "iterate_results", "model_changes",
            "model_id", "other_run", "refuse_other_run", "shard_positions", "write_run_description"]
 
 RUN_FILE = "run.json"
@@ -264,11 +265,13 @@ def compare_galaxies(folder: Path, names: Sequence[str], inputs: Sequence[str] |
         lo = 0
         wanted = ["galaxy_index"] + (["inputs"] if "inputs" in columns and inputs is not None else [])
         # one thread: the reading threads of pyarrow each keep the memory they used (tens of MB)
-        for chunk in handle.iter_batches(batch_size=GALAXY_CHUNK, columns=wanted, use_threads=False) if same_names else ():
+        chunks = handle.iter_batches(batch_size=GALAXY_CHUNK, columns=wanted, use_threads=False)
+        for chunk in chunks if same_names else ():
             hi = lo + chunk.num_rows
             if [str(x) for x in chunk.column(0).to_pylist()] != list(names[lo:hi]):
                 return False, state
-            if len(wanted) == 2 and state == "same" and [str(x) for x in chunk.column(1).to_pylist()] != list(inputs[lo:hi]):
+            if len(wanted) == 2 and state == "same" and \
+                    [str(x) for x in chunk.column(1).to_pylist()] != list(inputs[lo:hi]):
                 state = "differ"
             lo = hi
     except Exception:  # noqa: BLE001 - absent, cut short or foreign: the folder holds no galaxies we know
