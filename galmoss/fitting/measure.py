@@ -34,6 +34,7 @@ import math
 from functools import lru_cache
 
 import numpy as np
+import torch
 
 __all__ = ["batch_estimates", "estimate_starts", "moment_estimates", "sersic_n_from_concentration"]
 
@@ -78,6 +79,7 @@ def _batched_sky(images: np.ndarray, usable: np.ndarray, iterations: int = 10) -
     s1 = np.concatenate([np.zeros((b, 1)), np.cumsum(shifted, axis=1)], axis=1)
     s2 = np.concatenate([np.zeros((b, 1)), np.cumsum(shifted**2, axis=1)], axis=1)
     lo, hi = np.zeros(b, dtype=int), count.copy()
+    sorted_rows = torch.from_numpy(np.ascontiguousarray(ordered))
     median = std = np.zeros(b)
     for _ in range(iterations):
         k = np.maximum(hi - lo, 1)
@@ -85,13 +87,22 @@ def _batched_sky(images: np.ndarray, usable: np.ndarray, iterations: int = 10) -
         median = 0.5 * (shifted[idx, np.minimum(mid_lo, rows.shape[1] - 1)] + shifted[idx, np.minimum(mid_hi, rows.shape[1] - 1)])
         mean = (s1[idx, hi] - s1[idx, lo]) / k
         std = np.sqrt(np.maximum((s2[idx, hi] - s2[idx, lo]) / k - mean**2, 0.0))
-        new_lo = (ordered < (median - 3.0 * std)[:, None]).sum(axis=1)
-        new_hi = (ordered <= (median + 3.0 * std)[:, None]).sum(axis=1)
+        # the rows are sorted: how many lie below a threshold is a binary search per row (torch
+        # searches a batch of rows at once), not a pass over every pixel
+        new_lo = _count_below(sorted_rows, median - 3.0 * std, right=False)
+        new_hi = _count_below(sorted_rows, median + 3.0 * std, right=True)
         if np.array_equal(new_lo, lo) and np.array_equal(new_hi, hi):
             break
         lo, hi = new_lo, np.maximum(new_hi, new_lo)
     ok = count > 0
     return np.where(ok, median + centre, 0.0), np.where(ok, std, 0.0)
+
+
+def _count_below(rows, threshold: np.ndarray, right: bool) -> np.ndarray:
+    """Per sorted row, how many values are below ``threshold`` (``right``: at or below); NaN: none."""
+    t = np.where(np.isnan(threshold), -np.inf, threshold)
+    found = torch.searchsorted(rows, torch.from_numpy(t[:, None]).to(rows.dtype), right=right)
+    return found[:, 0].numpy().astype(int)
 
 
 def _detect(light: np.ndarray, used: np.ndarray, raw_noise: np.ndarray) -> np.ndarray:
