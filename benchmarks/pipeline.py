@@ -261,7 +261,7 @@ if source.endswith(".txt"):
     import glob
     images = sorted(glob.glob(files + "/img*.fits"))
     ds = gm.Dataset([f"g{i}" for i in range(len(images))], images, [p.replace("img", "sig") for p in images],
-                    files + "/psf.fits", result_path=out)
+                    [files + "/psf.fits"] * len(images), result_path=out)
 else:
     ds = gm.Dataset.from_image_set(source, result_path=out)
 ds.define_profiles(sersic=gm.lp.Sersic(), sky=gm.lp.Sky())
@@ -294,11 +294,11 @@ def host(args) -> None:
                     fits.PrimaryHDU(hdul["SIGMA"].section[i]).writeto(folder / f"sig{i:07d}.fits")
                 fits.PrimaryHDU(hdul["PSF"].data).writeto(folder / "psf.fits")
             sources.append(("one FITS file each", str(folder) + ".txt"))
-        for label, source in sources:
+        for k, (label, source) in enumerate(sources):
             for b in args.batches:
-                for _ in range(args.repeat):
-                    out = subprocess.run([sys.executable, "-c", PEAK_RSS + HOST_CHILD, source, str(Path(tmp) / "out"),
-                                          str(b)],
+                for rep in range(args.repeat):
+                    result = str(Path(tmp) / f"out-{k}-{b}-{rep}")  # a result folder per run: none resumes another
+                    out = subprocess.run([sys.executable, "-c", PEAK_RSS + HOST_CHILD, source, result, str(b)],
                                          stdout=subprocess.PIPE, text=True, check=True).stdout.splitlines()[-1]
                     got = json.loads(out)
                     rows.append((label, b, got))
