@@ -4,20 +4,26 @@
     python benchmarks/pipeline.py memory [--sizes 2000 20000 200000]
     python benchmarks/pipeline.py resume [--galaxies 48]
     python benchmarks/pipeline.py dask [--galaxies 48]
+    python benchmarks/pipeline.py host [--galaxies 20000] [--batches 512]   # galaxies/s with the fit a no-op
 
 ``throughput`` uses only the public API, so the same script measures an older
 checkout (``PYTHONPATH=<old tree> python benchmarks/pipeline.py throughput``).
 ``memory`` writes one image set of small (24 x 24) cutouts and evaluates a fixed
 Sersic on every galaxy (no free parameter: the pipeline's reading, batching, store
-and parts are all that run; a 7 x 7 PSF), in a fresh process per size, and prints the peak RSS.
+and parts are all that run; a 7 x 7 PSF), in a fresh process per size, and prints the peak RSS
+(VmHWM of the child's own program: Linux's ru_maxrss would carry over the parent's peak across exec).
+``host`` measures the host side alone: an image set of 64 x 64 cutouts (with
+SIGMA and one 15 x 15 PSF) and a Sersic plus sky left to start from the image,
+streamed through ``gm.Fitting`` (reading, masks, image-based starts, start
+checks, Parquet parts, ``results.fits``) with the batch fit replaced, inside
+this benchmark only, by one that returns the start values; and the same
+galaxies as one FITS file each (``--files``).
 Each prints a table.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import resource
 import signal
 import subprocess
 import sys
@@ -87,7 +93,19 @@ ds.define_profiles(sersic=gm.lp.Sersic(cen_x=gm.p(12.5, fit=False), cen_y=gm.p(1
     mag=gm.p(17.0, M0=22.5, fit=False), ser_n=gm.p(1.5, fit=False)))
 t0 = time.perf_counter()
 res = gm.Fitting(ds, batch_size=512, device="cpu", progress=False, restarts=False).fit()
-print(len(res), time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
+print(len(res), time.perf_counter() - t0, peak_rss_mb())
+"""
+
+#: the peak RSS of this process since it started its program. Linux keeps ru_maxrss across exec, so a child
+#: forked from a parent of 1 GB would report 1 GB; VmHWM belongs to the program's own address space.
+PEAK_RSS = """
+def peak_rss_mb():
+    try:
+        with open("/proc/self/status") as fh:
+            return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM")) / 1024.0
+    except OSError:
+        import resource
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 """
 
 
@@ -105,7 +123,7 @@ def memory(args) -> None:
             fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(cube, name="IMAGE"),
                           fits.ImageHDU(np.ones_like(cube), name="SIGMA"), fits.ImageHDU(psf, name="PSF")]).writeto(path)
             del cube
-            out = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(path), str(Path(tmp) / f"out{n}")],
+            out = subprocess.run([sys.executable, "-c", PEAK_RSS + MEMORY_CHILD, str(path), str(Path(tmp) / f"out{n}")],
                                  capture_output=True, text=True, check=True).stdout.split()
             rows.append((n, path.stat().st_size / 2**20, float(out[1]), float(out[2])))
             path.unlink()
@@ -190,15 +208,117 @@ def dask_vs_local(args) -> None:
     print(f"largest difference of any fitted value: {diff:.2e}")
 
 
+def _write_image_set(path: Path, n: int, size: int = 64, chunk: int = 2048, seed: int = 0) -> None:
+    """An image set of ``n`` noisy elliptical exponential blobs, written a chunk of planes at a time."""
+    from astropy.io import fits
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[1 : size + 1, 1 : size + 1].astype(np.float32)
+    fits.PrimaryHDU().writeto(path, overwrite=True)
+    psf = np.exp(-0.5 * ((xx[:15, :15] - 8) ** 2 + (yy[:15, :15] - 8) ** 2) / 1.5**2).astype(np.float32)
+    for name in ("IMAGE", "SIGMA"):
+        header = fits.ImageHDU(np.zeros((1, size, size), np.float32), name=name).header
+        header["NAXIS3"] = n
+        stream = fits.StreamingHDU(str(path), header)
+        for lo in range(0, n, chunk):
+            k = min(chunk, n - lo)
+            if name == "SIGMA":
+                stream.write(np.full((k, size, size), 0.05, np.float32))
+                continue
+            cx, cy = (size + 1) / 2 + rng.uniform(-1, 1, (2, k, 1, 1)).astype(np.float32)
+            q = rng.uniform(0.4, 1.0, (k, 1, 1)).astype(np.float32)
+            re = rng.uniform(3, 8, (k, 1, 1)).astype(np.float32)
+            r = np.sqrt((xx - cx) ** 2 + ((yy - cy) / q) ** 2)
+            stream.write(np.exp(-1.678 * r / re) + rng.normal(0, 0.05, (k, size, size)).astype(np.float32))
+        stream.close()
+    fits.append(path, psf, fits.Header({"EXTNAME": "PSF"}))
+
+
+HOST_CHILD = """
+import json, resource, sys, time, numpy as np, torch, galmoss as gm
+import galmoss.pipeline.run as run
+from galmoss.fitting.assess import check_starts
+from galmoss.fitting.measure import batch_estimates
+from galmoss.fitting.records import BatchResult
+
+def starts_only(model, batch, settings):
+    # the benchmark's stand-in for fit_batch_safely: image starts, their check, the start values as the result
+    estimates = batch_estimates(batch) if model.auto_parameters else None
+    start = model.start_values(batch.positions, estimates)
+    keep, flags, messages = check_starts(model, batch, start)
+    out = BatchResult.empty(model, batch.positions, batch.names, flags, messages, False)
+    theta = model.theta_from_values(start, torch.float64, "cpu")
+    with torch.no_grad():
+        for k, v in model.report(model.values(theta, model.fixed_tensors(start, torch.float64, "cpu"))).items():
+            out.values[k] = np.where(keep, v.numpy(), np.nan)
+    out.theta = np.where(keep[:, None], theta.numpy(), np.nan)
+    return out
+
+run.fit_batch_safely = starts_only
+source, out, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
+if source.endswith(".txt"):
+    files = source[:-4]
+    import glob
+    images = sorted(glob.glob(files + "/img*.fits"))
+    ds = gm.Dataset([f"g{i}" for i in range(len(images))], images, [p.replace("img", "sig") for p in images],
+                    [files + "/psf.fits"] * len(images), result_path=out)
+else:
+    ds = gm.Dataset.from_image_set(source, result_path=out)
+ds.define_profiles(sersic=gm.lp.Sersic(), sky=gm.lp.Sky())
+f = gm.Fitting(ds, batch_size=batch, device="cpu", progress=False)
+t0, c0 = time.perf_counter(), time.process_time()
+res = f.fit()
+wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+print(json.dumps(dict(n=len(res), wall=wall, cpu=cpu, fit_s=f.timing["fit_s"],
+                      ok=int(np.isfinite(res["sersic_eff_r"]).sum()), rss=peak_rss_mb())))
+"""
+
+
+def host(args) -> None:
+    import json
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "set.fits"
+        _write_image_set(path, args.galaxies)
+        sources = [("image set", str(path))]
+        if args.files:
+            from astropy.io import fits
+
+            folder = Path(tmp) / "files"
+            folder.mkdir()
+            with fits.open(path) as hdul:
+                n = min(args.files, args.galaxies)
+                for i in range(n):
+                    fits.PrimaryHDU(hdul["IMAGE"].section[i]).writeto(folder / f"img{i:07d}.fits")
+                    fits.PrimaryHDU(hdul["SIGMA"].section[i]).writeto(folder / f"sig{i:07d}.fits")
+                fits.PrimaryHDU(hdul["PSF"].data).writeto(folder / "psf.fits")
+            sources.append(("one FITS file each", str(folder) + ".txt"))
+        for k, (label, source) in enumerate(sources):
+            for b in args.batches:
+                for rep in range(args.repeat):
+                    result = str(Path(tmp) / f"out-{k}-{b}-{rep}")  # a result folder per run: none resumes another
+                    out = subprocess.run([sys.executable, "-c", PEAK_RSS + HOST_CHILD, source, result, str(b)],
+                                         stdout=subprocess.PIPE, text=True, check=True).stdout.splitlines()[-1]
+                    got = json.loads(out)
+                    rows.append((label, b, got))
+                    print(f"{label:>20} B={b:5d} galaxies={got['n']:7d} wall={got['wall']:7.2f} s "
+                          f"galaxies/s={got['n'] / got['wall']:8.0f} CPU-s/galaxy={got['cpu'] / got['n'] * 1e3:6.3f} ms "
+                          f"started={got['ok']} peak RSS={got['rss']:.0f} MB", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["throughput", "memory", "resume", "dask"])
+    parser.add_argument("what", choices=["throughput", "memory", "resume", "dask", "host"])
     parser.add_argument("--galaxies", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 20000, 200000])
-    parser.add_argument("--batches", type=int, nargs="+", default=[16, 64])
+    parser.add_argument("--batches", type=int, nargs="+", default=None)
+    parser.add_argument("--files", type=int, default=0, help="host: also as one FITS file per galaxy (this many)")
     args = parser.parse_args()
-    {"throughput": throughput, "memory": memory, "resume": resume, "dask": dask_vs_local}[args.what](args)
+    if args.batches is None:
+        args.batches = [512] if args.what == "host" else [16, 64]
+    {"throughput": throughput, "memory": memory, "resume": resume, "dask": dask_vs_local, "host": host}[args.what](args)
 
 
 if __name__ == "__main__":

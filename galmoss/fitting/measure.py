@@ -34,6 +34,7 @@ import math
 from functools import lru_cache
 
 import numpy as np
+import torch
 
 __all__ = ["batch_estimates", "estimate_starts", "moment_estimates", "sersic_n_from_concentration"]
 
@@ -78,6 +79,7 @@ def _batched_sky(images: np.ndarray, usable: np.ndarray, iterations: int = 10) -
     s1 = np.concatenate([np.zeros((b, 1)), np.cumsum(shifted, axis=1)], axis=1)
     s2 = np.concatenate([np.zeros((b, 1)), np.cumsum(shifted**2, axis=1)], axis=1)
     lo, hi = np.zeros(b, dtype=int), count.copy()
+    sorted_rows = torch.from_numpy(np.ascontiguousarray(ordered))
     median = std = np.zeros(b)
     for _ in range(iterations):
         k = np.maximum(hi - lo, 1)
@@ -85,13 +87,22 @@ def _batched_sky(images: np.ndarray, usable: np.ndarray, iterations: int = 10) -
         median = 0.5 * (shifted[idx, np.minimum(mid_lo, rows.shape[1] - 1)] + shifted[idx, np.minimum(mid_hi, rows.shape[1] - 1)])
         mean = (s1[idx, hi] - s1[idx, lo]) / k
         std = np.sqrt(np.maximum((s2[idx, hi] - s2[idx, lo]) / k - mean**2, 0.0))
-        new_lo = (ordered < (median - 3.0 * std)[:, None]).sum(axis=1)
-        new_hi = (ordered <= (median + 3.0 * std)[:, None]).sum(axis=1)
+        # the rows are sorted: how many lie below a threshold is a binary search per row (torch
+        # searches a batch of rows at once), not a pass over every pixel
+        new_lo = _count_below(sorted_rows, median - 3.0 * std, right=False)
+        new_hi = _count_below(sorted_rows, median + 3.0 * std, right=True)
         if np.array_equal(new_lo, lo) and np.array_equal(new_hi, hi):
             break
         lo, hi = new_lo, np.maximum(new_hi, new_lo)
     ok = count > 0
     return np.where(ok, median + centre, 0.0), np.where(ok, std, 0.0)
+
+
+def _count_below(rows, threshold: np.ndarray, right: bool) -> np.ndarray:
+    """Per sorted row, how many values are below ``threshold`` (``right``: at or below); NaN: none."""
+    t = np.where(np.isnan(threshold), -np.inf, threshold)
+    found = torch.searchsorted(rows, torch.from_numpy(t[:, None]).to(rows.dtype), right=right)
+    return found[:, 0].numpy().astype(int)
 
 
 def _detect(light: np.ndarray, used: np.ndarray, raw_noise: np.ndarray) -> np.ndarray:
@@ -130,15 +141,20 @@ def _geometry(light, target, xx, yy):
     segment: photutils' ``SourceCatalog`` ``centroid`` and ``covariance``.
     """
     wgt = np.where(target, np.clip(light, 0.0, None), 0.0)
-    total = wgt.sum(axis=(1, 2))
+    # the moments from the light's marginals along x and y and one matrix-vector product (for xy):
+    # a few passes over (B, H, W) instead of a dozen
+    x, y = xx[0], yy[:, 0]
+    along_x, along_y = wgt.sum(axis=1), wgt.sum(axis=2)  # (B, W), (B, H)
+    total = along_x.sum(axis=1)
     found = total > 0
     safe = np.where(found, total, 1.0)
-    cx = (wgt * xx).sum(axis=(1, 2)) / safe
-    cy = (wgt * yy).sum(axis=(1, 2)) / safe
+    cx = along_x @ x / safe
+    cy = along_y @ y / safe
+    ddx, ddy = x - cx[:, None], y - cy[:, None]
+    mxx = np.maximum(np.einsum("bw,bw->b", along_x, ddx**2) / safe, 0.25)
+    myy = np.maximum(np.einsum("bh,bh->b", along_y, ddy**2) / safe, 0.25)
+    mxy = np.einsum("bh,bh->b", np.matmul(wgt, ddx[:, :, None])[..., 0], ddy) / safe
     dx, dy = xx - cx[:, None, None], yy - cy[:, None, None]
-    mxx = np.maximum((wgt * dx**2).sum(axis=(1, 2)) / safe, 0.25)
-    myy = np.maximum((wgt * dy**2).sum(axis=(1, 2)) / safe, 0.25)
-    mxy = (wgt * dx * dy).sum(axis=(1, 2)) / safe
     trace, det = mxx + myy, mxx * myy - mxy**2
     root = np.sqrt(np.maximum(trace**2 / 4 - det, 0.0))
     a2, b2 = trace / 2 + root, np.maximum(trace / 2 - root, 1e-6)
@@ -254,14 +270,19 @@ def estimate_starts(
     inside = (mx >= 0) & (mx < w) & (my >= 0) & (my < h)
     symmetric = used & used[batch, np.clip(my, 0, h - 1), np.clip(mx, 0, w - 1)] & inside
     symmetric_light = np.where(symmetric, light, 0.0)
+    x, y = np.arange(1.0, w + 1.0), np.arange(1.0, h + 1.0)
     for _ in range(5):
-        d2 = (xx - wx[:, None, None]) ** 2 + (yy - wy[:, None, None]) ** 2
-        kernel = symmetric_light * np.exp(-0.5 * d2 / window[:, None, None] ** 2)
-        norm = kernel.sum(axis=(1, 2))
+        # the Gaussian window is separable, exp(-(dx^2 + dy^2) / 2s^2) = gx(x) gy(y): two matrix-vector
+        # products per galaxy instead of a dozen passes over (B, H, W)
+        dx, dy = x - wx[:, None], y - wy[:, None]
+        gx = np.exp(-0.5 * dx**2 / window[:, None] ** 2)
+        gy = np.exp(-0.5 * dy**2 / window[:, None] ** 2)
+        rows = np.matmul(symmetric_light, np.stack([gx, gx * dx], axis=2))  # (B, H, 2): sum over x
+        norm = np.einsum("bh,bh->b", gy, rows[..., 0])
         ok = found & (norm > 0)
         safe_norm = np.where(ok, norm, 1.0)
-        step_x = (kernel * (xx - wx[:, None, None])).sum(axis=(1, 2)) / safe_norm
-        step_y = (kernel * (yy - wy[:, None, None])).sum(axis=(1, 2)) / safe_norm
+        step_x = np.einsum("bh,bh->b", gy, rows[..., 1]) / safe_norm
+        step_y = np.einsum("bh,bh->b", gy * dy, rows[..., 0]) / safe_norm
         # SExtractor's factor 2 (the window's own weighting halves the step); the
         # step is kept within the window so a noisy cutout cannot run off
         wx = np.where(ok, wx + np.clip(2.0 * step_x, -window, window), wx)

@@ -87,6 +87,9 @@ class ImageSet:
         self.kind = "hdf5" if _is_hdf5(self.path) else "fits"
         self._lock = threading.Lock()
         self._open = None
+        #: plain FITS planes read directly (:meth:`_raw_read`): their layout and the file descriptor, made on first use
+        self._layout = None
+        self._fd = None
         shapes = self._shapes()
         #: each plane's number of axes in the file
         self._shapes_cache = {name: len(shape) for name, shape in shapes.items()}
@@ -165,10 +168,11 @@ class ImageSet:
         state = dict(self.__dict__)
         state.pop("_lock", None)
         state["_open"] = None
+        state["_fd"] = None
         return state
 
     def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
+        self.__dict__.update({"_layout": None, "_fd": None, **state})
         self._lock = threading.Lock()
 
     def _handle(self):
@@ -192,6 +196,9 @@ class ImageSet:
             if self._open is not None:
                 self._open.close()
                 self._open = None
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
 
     def _shapes(self) -> dict[str, tuple[int, ...]]:
         return _plane_shapes(self.path, self.kind)
@@ -202,6 +209,9 @@ class ImageSet:
 
     def read(self, plane: str, index: int) -> np.ndarray:
         """Galaxy ``index``'s (H, W) plane as float64 (a shared PSF for any index)."""
+        raw = self._raw_read(plane, index)
+        if raw is not None:
+            return raw
         with self._lock:
             handle = self._handle()
             where = self._where(plane, index)
@@ -221,6 +231,65 @@ class ImageSet:
         if plane == "PSF" and self._shapes_cache[plane] == 2:
             return None
         return index
+
+    def _raw_read(self, plane: str, index: int) -> np.ndarray | None:
+        """One plane of a plain FITS image read with one ``pread`` at its offset, or None where that cannot be.
+
+        A FITS image plane is H x W values at a known place in the file: reading
+        it directly costs a few microseconds, against a tenth of a millisecond
+        through astropy's ``section``, and needs no lock (``pread`` keeps no
+        file position). Only planes without scaling or blank keywords (BSCALE,
+        BZERO, BLANK), not compressed, on a system with ``os.pread``; the
+        others are read through astropy.
+        """
+        if self.kind != "fits" or not hasattr(os, "pread"):
+            return None
+        if self.band is not None and self._banded.get(plane):
+            return None  # a plane with a band axis is read through astropy (see _where)
+        layout = self._layout
+        if layout is None:
+            with self._lock:
+                if self._layout is None:
+                    self._layout = self._plane_layout()
+                layout = self._layout
+        where = layout.get(plane)
+        if where is None:
+            return None
+        offset, dtype, shape, size, shared = where
+        if not shared:
+            offset += int(index) * size
+        fd = self._fd
+        if fd is None:
+            with self._lock:
+                if self._fd is None:
+                    self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+                fd = self._fd
+        data = os.pread(fd, size, offset)
+        if len(data) != size:
+            raise DataError(f"image set '{self.path}': {plane} plane {index} is cut short (the file ends early)")
+        return np.frombuffer(data, dtype=dtype).reshape(shape).astype(np.float64)
+
+    def _plane_layout(self) -> dict:
+        """Where each plain image plane lies: (data offset, big-endian dtype, (H, W), bytes, shared 2-D PSF)."""
+        from astropy.io import fits
+
+        kinds = {8: ">u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
+        out: dict = {}
+        with fits.open(self.path, memmap=False, lazy_load_hdus=True) as hdul:
+            for i, hdu in enumerate(hdul):
+                name = (hdu.name or "").upper()
+                if name not in PLANES or name in out or not hdu.is_image or isinstance(hdu, fits.CompImageHDU):
+                    continue
+                head = hdu.header
+                if any(k in head for k in ("BSCALE", "BZERO", "BLANK")) or head.get("BITPIX") not in kinds:
+                    continue
+                naxis = int(head.get("NAXIS", 0))
+                if naxis not in (2, 3) or (naxis == 2 and name != "PSF"):
+                    continue
+                shape, dtype = (int(head["NAXIS2"]), int(head["NAXIS1"])), np.dtype(kinds[head["BITPIX"]])
+                out[name] = (int(hdul.fileinfo(i)["datLoc"]), dtype, shape, shape[0] * shape[1] * dtype.itemsize,
+                             naxis == 2)
+        return out
 
     def catalog(self) -> Table | None:
         """The CATALOG table, or None when the file has none."""

@@ -10,7 +10,9 @@ Results table
     ``results.csv`` (plain comma-separated values, UTF-8, one header line of
     column names, booleans as ``True``/``False``, floats in the shortest form
     that reads back to the same value, NaN as ``nan``, masked cells empty),
-    which pandas, Excel and ``csv`` read directly.
+    which pandas, Excel and ``csv`` read directly. Both are written a chunk of
+    rows at a time (:func:`write_result_chunks`), so writing a table of 10^7
+    rows holds only one chunk's bytes and text.
 
 Image blocks are written by :mod:`galmoss.io.blocks` (its names are re-exported here).
 """
@@ -22,9 +24,11 @@ import io
 import logging
 import os
 from pathlib import Path
-from typing import Union
+from collections.abc import Callable, Iterable
+from typing import IO, Union
 
 import numpy as np
+from astropy.io import fits
 from astropy.table import Table
 
 from ..errors import DataError
@@ -37,6 +41,7 @@ __all__ = [
     "read_image_block",
     "update_image_block_header",
     "write_image_block",
+    "write_result_chunks",
     "write_results",
 ]
 
@@ -89,33 +94,111 @@ def _check_columns(table: Table, path: Path) -> None:
             )
 
 
-def _fits_bytes(table: Table) -> bytes:
-    """The table as a FITS file in memory; column units (TUNIT) and column meta (``M0``,
-    ``pix_scale``, ``angle``) travel in astropy's serialised-metadata header comments."""
-    out = _ascii_table(table)
+#: rows written at a time: results.fits and results.csv never hold more rows' bytes than this at once
+CHUNK_ROWS = 65536
+
+
+def _string_widths(chunks: Iterable[Table]) -> tuple[dict[str, int], set[str]]:
+    """Bytes per cell of every text column over all chunks (as written to FITS), and the non-ASCII ones."""
+    widths: dict[str, int] = {}
+    escaped: set[str] = set()
+    for chunk in chunks:
+        for name in chunk.colnames:
+            values = np.asarray(chunk[name])
+            if values.dtype.kind not in "US":
+                continue
+            width = 1  # an empty or all-"" column is one character wide, as numpy makes it
+            if values.size:
+                encoded = _ascii(values)
+                width = max(width, int(np.char.str_len(encoded).max()))
+                if values.dtype.kind == "U" and np.any(np.char.str_len(encoded) != np.char.str_len(values)):
+                    escaped.add(name)
+            widths[name] = max(widths.get(name, 1), width)
+    return widths, escaped
+
+
+def _ascii(values: np.ndarray) -> np.ndarray:
+    """Text as ASCII bytes; FITS strings are ASCII only, so the rest is kept as backslash escapes."""
+    return values if values.dtype.kind == "S" else np.char.encode(values, "ascii", "backslashreplace")
+
+
+def _fits_chunk(chunk: Table, widths: dict[str, int]) -> tuple[bytes, bytes, int]:
+    """The chunk as astropy writes it (``Table.write``): its table header, its rows' bytes, and bytes per row.
+
+    Text columns get the widths of the whole table, so every chunk's header
+    is the same but for NAXIS2.
+    """
+    out = chunk.copy(copy_data=False)
+    for name, width in widths.items():
+        out.replace_column(name, _ascii(np.asarray(chunk[name])).astype(f"S{width}"))
+        out[name].info.meta = chunk[name].info.meta
+        out[name].info.unit = chunk[name].info.unit
     buffer = io.BytesIO()
     out.write(buffer, format="fits")
-    return buffer.getvalue()
+    raw = buffer.getbuffer()
+    # the table's header: the 2880-byte blocks after the primary HDU's, up to its END card
+    end = next(at for at in range(_BLOCK, len(raw), _CARD) if raw[at : at + _CARD] == _END_CARD)
+    start, stop = _BLOCK, end + _CARD + (-(end + _CARD) % _BLOCK)
+    header = bytes(raw[start:stop])
+    row_bytes = int(_card(header, "NAXIS1")[0].value)
+    return header, bytes(raw[stop : stop + row_bytes * len(chunk)]), row_bytes
 
 
-def _ascii_table(table: Table) -> Table:
-    out = table
-    for name in table.colnames:
-        values = np.asarray(table[name])
-        if values.dtype.kind != "U" or values.size == 0:
-            continue
-        encoded = np.char.encode(values, "ascii", "backslashreplace")
-        if np.any(np.char.str_len(encoded) != np.char.str_len(values)):
-            # FITS strings are ASCII only; escape the rest rather than lose the file.
-            logger.warning(
-                "results column '%s' holds non-ASCII text; results.fits stores it with backslash escapes "
-                "(results.csv keeps it as UTF-8)",
-                name,
-            )
-            if out is table:
-                out = table.copy(copy_data=False)
-            out.replace_column(name, encoded)
-    return out
+def _card(header: bytes, keyword: str) -> tuple[fits.Card, int]:
+    """The card ``keyword`` of a header's bytes, and its offset."""
+    key = f"{keyword:<8}=".encode("ascii")
+    at = next(at for at in range(0, len(header), _CARD) if header[at : at + 9] == key)
+    return fits.Card.fromstring(header[at : at + _CARD].decode("ascii")), at
+
+
+_BLOCK, _CARD = 2880, 80
+_END_CARD = b"END" + b" " * 77
+
+
+def _write_fits(fh: IO[bytes], chunks: Iterable[Table], n_rows: int, widths: dict[str, int]) -> None:
+    """A primary HDU and one binary table of ``n_rows`` rows, written a chunk of rows at a time.
+
+    The header is astropy's for the whole table (NAXIS2 = ``n_rows``) and
+    each chunk's rows are astropy's bytes for those rows, so the file equals
+    the one ``Table.write`` gives for the whole table.
+    """
+    written = row_bytes = 0
+    for chunk in chunks:
+        header, rows, row_bytes = _fits_chunk(chunk, widths)
+        if fh.tell() == 0:
+            # the chunk's header with the whole table's NAXIS2 card, every other card as astropy wrote it
+            card, at = _card(header, "NAXIS2")
+            whole = fits.Card("NAXIS2", n_rows, card.comment).image.encode("ascii")
+            fh.write(fits.PrimaryHDU().header.tostring().encode("ascii") + header[:at] + whole + header[at + _CARD :])
+        fh.write(rows)
+        written += len(chunk)
+    if written != n_rows:
+        raise ValueError(f"results: {written} rows were written but the table has {n_rows}")
+    fh.write(b"\0" * (-(row_bytes * n_rows) % _BLOCK))
+
+
+def _write_csv(fh: IO[bytes], chunks: Iterable[Table]) -> None:
+    text = io.TextIOWrapper(fh, encoding="utf-8", newline="")
+    writer = csv.writer(text, lineterminator="\n")
+    header = True
+    for chunk in chunks:
+        # CSV is flat: an array-valued column (a vector parameter) becomes <name>_1 .. <name>_K
+        names, columns = [], []
+        for name in chunk.colnames:
+            if np.ndim(chunk[name]) == 2:
+                flat = Table({f"{name}_{k + 1}": np.asarray(chunk[name])[:, k] for k in range(chunk[name].shape[1])})
+                for sub in flat.colnames:
+                    names.append(_vector_csv_name(name, sub))
+                    columns.append(_csv_cells(flat, sub))
+            else:
+                names.append(name)
+                columns.append(_csv_cells(chunk, name))
+        if header:
+            writer.writerow(names)
+            header = False
+        writer.writerows(zip(*columns))
+    text.flush()
+    text.detach()  # leave closing the file to _atomic_write
 
 
 def write_results(table: Table, result_path: PathLike) -> tuple[Path, Path]:
@@ -147,43 +230,50 @@ def write_results(table: Table, result_path: PathLike) -> tuple[Path, Path]:
 
     Notes
     -----
-    Both files are written atomically (see the module docs). Strings that are
-    not ASCII are kept as UTF-8 in the CSV; FITS cannot hold them, so
-    ``results.fits`` stores them with Python backslash escapes and a warning
-    is logged.
+    Both files are written atomically (see the module docs), :data:`CHUNK_ROWS`
+    rows at a time (:func:`write_result_chunks`). Strings that are not ASCII
+    are kept as UTF-8 in the CSV; FITS cannot hold them, so ``results.fits``
+    stores them with Python backslash escapes and a warning is logged.
     """
     if not isinstance(table, Table):
         raise TypeError(f"write_results needs an astropy.table.Table, got {type(table).__name__}")
+    n = len(table)
+    return write_result_chunks(lambda: (table[lo : lo + CHUNK_ROWS] for lo in range(0, max(n, 1), CHUNK_ROWS)),
+                               n, result_path)
+
+
+def write_result_chunks(chunks: Callable[[], Iterable[Table]], n_rows: int,
+                        result_path: PathLike) -> tuple[Path, Path]:
+    """Write ``results.fits`` and ``results.csv`` from a table given as consecutive chunks of rows.
+
+    Parameters
+    ----------
+    chunks
+        Called (three times: text widths, FITS, CSV) to give the table's rows in
+        order, as tables with the same columns, dtypes, units and meta; their
+        lengths add up to ``n_rows`` (the first chunk may be empty when
+        ``n_rows`` is 0). Only one chunk is held at a time.
+    n_rows
+        The rows of the whole table.
+    result_path
+        As for :func:`write_results`, which this is the streaming form of: the
+        files are those :func:`write_results` writes for the whole table.
+    """
     folder = Path(os.fspath(result_path))
-    _check_columns(table, folder)
+    first = next(iter(chunks()))
+    _check_columns(first, folder)
+    widths, escaped = _string_widths(chunks())
+    for name in sorted(escaped):
+        logger.warning(
+            "results column '%s' holds non-ASCII text; results.fits stores it with backslash escapes "
+            "(results.csv keeps it as UTF-8)",
+            name,
+        )
     _make_folder(folder, "result_path")
     fits_path = folder / RESULTS_FITS
     csv_path = folder / RESULTS_CSV
-
-    data = _fits_bytes(table)
-    _atomic_write(fits_path, lambda fh: fh.write(data))
-
-    # CSV is flat: an array-valued column (a vector parameter) becomes <name>_1 .. <name>_K
-    names, columns = [], []
-    for name in table.colnames:
-        if np.ndim(table[name]) == 2:
-            flat = Table({f"{name}_{k + 1}": np.asarray(table[name])[:, k] for k in range(table[name].shape[1])})
-            for sub in flat.colnames:
-                names.append(_vector_csv_name(name, sub))
-                columns.append(_csv_cells(flat, sub))
-        else:
-            names.append(name)
-            columns.append(_csv_cells(table, name))
-
-    def write_csv(fh: IO[bytes]) -> None:
-        text = io.TextIOWrapper(fh, encoding="utf-8", newline="")
-        writer = csv.writer(text, lineterminator="\n")
-        writer.writerow(names)
-        writer.writerows(zip(*columns))
-        text.flush()
-        text.detach()  # leave closing the file to _atomic_write
-
-    _atomic_write(csv_path, write_csv)
+    _atomic_write(fits_path, lambda fh: _write_fits(fh, chunks(), n_rows, widths))
+    _atomic_write(csv_path, lambda fh: _write_csv(fh, chunks()))
     return fits_path, csv_path
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from astropy.table import Table
 
-from .parts import read_parts
+from .parts import PartsRead, part_vectors, read_parts
 from ..errors import OutputError
 from .run import GALAXIES_FILE, read_galaxies, read_run_description
 from .store import ResultStore, TableOptions
@@ -94,12 +94,21 @@ def collate(folder, *, write: bool = True) -> CollateReport:
         raise OutputError(f"'{folder}' is not a complete galmoss result folder ({GALAXIES_FILE} is missing or "
                           "cannot be read); run the job's shards again into it, or give the right folder")
     names, inputs = galaxies
-    found = read_parts(folder, [c["name"] for c in description["columns"]], model_id=description.get("model_id"))
-    # only rows of this run's galaxies, fitted on its input files
-    rows, other_galaxies, other_inputs = found.select(names, inputs)
     # the store and its table are those of fit(): the same columns, dtypes and layout
-    store = ResultStore.from_description(description, names, found.vectors)
-    counts = store.add_parts(rows)
+    store = ResultStore.from_description(description, names,
+                                         None if "vectors" in description else part_vectors(folder))
+    counts = np.zeros(len(names), dtype=np.int64)
+    other_galaxies = other_inputs = 0
+
+    def take(rows: dict) -> None:  # one part at a time, oldest first: the newest row of a galaxy wins
+        nonlocal other_galaxies, other_inputs
+        # only rows of this run's galaxies, fitted on its input files
+        kept, galaxies, files = PartsRead(rows, [], []).select(names, inputs)
+        other_galaxies, other_inputs = other_galaxies + galaxies, other_inputs + files
+        store.add_parts(kept, counts)
+
+    found = read_parts(folder, [c["name"] for c in description["columns"]], model_id=description.get("model_id"),
+                       each=take)
     fitted = np.flatnonzero(counts > 0)
     options = table_options(description)
     with_errors = bool(fitted.size) and bool(np.all(store.with_errors[fitted]))

@@ -51,7 +51,7 @@ from ..fitting.starts import with_auto_starts
 from ..model import Model
 from ..settings import RenderSettings
 from .options import RunOptions, check_uncertainty, default_device
-from .parts import PartWriter, read_parts
+from .parts import PartsRead, PartWriter, read_parts
 from .preflight import check_dataset
 from .run import (
     LostResult,
@@ -632,15 +632,22 @@ class Fitting:
             return  # nothing run here yet
         self._refuse_other_model(description, before)
         self._refuse_other_options(description, before)
-        found = read_parts(folder, store.columns, model_id=description["model_id"])
-        rows, other_names, other_inputs = found.select(self.dataset.names, inputs)
+        counts = np.zeros(len(store), dtype=np.int64)
+        other_names = other_inputs = 0
+
+        def take(rows: dict) -> None:  # one part at a time, oldest first: the newest row of a galaxy wins
+            nonlocal other_names, other_inputs
+            kept, names, files = PartsRead(rows, [], []).select(self.dataset.names, inputs)
+            other_names, other_inputs = other_names + names, other_inputs + files
+            store.add_parts(kept, counts)
+
+        read_parts(folder, store.columns, model_id=description["model_id"], each=take)
         if other_names:
             log.warning("resume: %d rows in '%s' are of galaxies not in this dataset; they are ignored",
                         other_names, folder)
         if other_inputs:
             log.info("resume: %d rows in '%s' were fitted on other input files; those galaxies are fitted again",
                      other_inputs, folder)
-        counts = store.add_parts(rows)
         blocks = self.dataset.img_block_path
         if blocks is not None:
             # a fit whose image block was never written (a full disk, say) is fitted again for its block
@@ -652,7 +659,7 @@ class Fitting:
                          len(lacking), blocks)
                 store.done[lacking] = False
                 counts[lacking] = 0
-        if rows:
+        if counts.any():
             log.info("resume: %d galaxies already fitted in '%s'", int(np.count_nonzero(counts)), folder)
 
     def _table_options(self) -> TableOptions:

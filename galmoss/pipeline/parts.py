@@ -29,6 +29,7 @@ import os
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,7 +41,7 @@ from .store import ROW_FIELDS
 
 log = logging.getLogger("galmoss")
 
-__all__ = ["PartWriter", "PartsRead", "read_parts"]
+__all__ = ["PartWriter", "PartsRead", "part_vectors", "read_parts"]
 
 PARTS_FOLDER = "parts"
 #: Covariance matrices with more values than this (C x C, C > 1448) are not
@@ -186,13 +187,14 @@ class PartsRead:
         pos = self.rows["position"]
         inside = (pos >= 0) & (pos < n)
         at = np.clip(pos, 0, max(n - 1, 0))
-        same_name = inside & (np.asarray(names, dtype=object)[at] == self.rows["galaxy_index"]) if n else inside
+        # row by row: an array of every name would cost O(N) for each part of a streamed resume
+        same_name = inside & np.array([bool(i) and names[p] == name for i, p, name in
+                                       zip(inside, at, self.rows["galaxy_index"])], dtype=bool) if n else inside
         same_inputs = np.ones(len(pos), dtype=bool)
         if inputs is not None and n:
             recorded = self.rows["inputs"]
-            expected = np.asarray(inputs, dtype=object)[at]
             # parts written before inputs were recorded (None) are taken on their names alone
-            same_inputs = np.array([r is None or r == e for r, e in zip(recorded, expected)], dtype=bool)
+            same_inputs = np.array([r is None or r == inputs[int(p)] for r, p in zip(recorded, at)], dtype=bool)
         keep = same_name & same_inputs
         rows = {k: v[keep] for k, v in self.rows.items()}
         return rows, int(np.count_nonzero(~same_name)), int(np.count_nonzero(same_name & ~same_inputs))
@@ -204,7 +206,8 @@ _OPTIONAL.update({"message": "", "image_block": "", "has_errors": True, "inputs"
                   "covariance": (), "n_masked": 0, "n_neighbours_fitted": 0})
 
 
-def read_parts(folder: Path, columns: list[str] | None = None, model_id: str | None = None) -> PartsRead:
+def read_parts(folder: Path, columns: list[str] | None = None, model_id: str | None = None,
+               each: Callable[[dict[str, np.ndarray]], None] | None = None) -> PartsRead:
     """Read every complete part under ``<folder>/parts``, oldest run first.
 
     Rows come in the order the runs wrote them (run start time, then batch), so
@@ -213,6 +216,11 @@ def read_parts(folder: Path, columns: list[str] | None = None, model_id: str | N
     are listed in ``unreadable`` and skipped, with a warning naming them: their
     galaxies count as not fitted. With ``model_id``, parts that a run of
     another model wrote are listed in ``foreign`` and skipped likewise.
+
+    ``each``: called with each part's rows in turn (every optional column
+    filled), which are then dropped: the parts are streamed, and the
+    :class:`PartsRead` returned holds no rows. A resume or ``galmoss collate``
+    of 10^7 galaxies so never holds every row's theta and covariance at once.
     """
     pa, pq = _pyarrow()
     parts_dir = Path(folder) / PARTS_FOLDER
@@ -235,10 +243,13 @@ def read_parts(folder: Path, columns: list[str] | None = None, model_id: str | N
                         path, exc)
             bad.append((path, f"{type(exc).__name__}: {exc}"))
             continue
-        chunks.append(chunk)
         good.append(path)
         if meta.get(b"galmoss_vectors"):
             vectors.update(json.loads(meta[b"galmoss_vectors"]))
+        if each is not None:
+            each(_with_optional(chunk))
+            continue
+        chunks.append(chunk)
     if not chunks:
         return PartsRead({}, good, bad, vectors, foreign)
     keys = dict.fromkeys(k for chunk in chunks for k in chunk)
@@ -257,6 +268,34 @@ def read_parts(folder: Path, columns: list[str] | None = None, model_id: str | N
                 pieces.append(filled if filled is not None else np.full(size, fill))
         rows[key] = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
     return PartsRead(rows, good, bad, vectors, foreign)
+
+
+def _with_optional(chunk: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One part's rows with the optional columns it lacks (written before they existed) filled."""
+    size = len(chunk["position"])
+    for key, fill in _OPTIONAL.items():
+        if key not in chunk:
+            if isinstance(fill, tuple) or fill is None:
+                chunk[key] = np.empty(size, dtype=object)
+                chunk[key][:] = [fill] * size
+            else:
+                chunk[key] = np.full(size, fill)
+    return chunk
+
+
+def part_vectors(folder: Path) -> dict[str, list[str]]:
+    """The vector parameters the parts' schema metadata lists (``galmoss_vectors``), read from the schemas alone."""
+    _, pq = _pyarrow()
+    vectors: dict[str, list[str]] = {}
+    parts_dir = Path(folder) / PARTS_FOLDER
+    for path in sorted(parts_dir.glob("part-*.parquet")) if parts_dir.is_dir() else []:
+        try:
+            meta = pq.read_schema(path).metadata or {}
+        except Exception:  # noqa: BLE001 - an unreadable part is reported when it is read
+            continue
+        if meta.get(b"galmoss_vectors"):
+            vectors.update(json.loads(meta[b"galmoss_vectors"]))
+    return vectors
 
 
 def _part_rows(pa, table, columns: list[str] | None) -> dict[str, np.ndarray]:

@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +29,8 @@ from .stream import BatchStream, Unfitted
 
 log = logging.getLogger("galmoss")
 
-__all__ = ["LostResult", "clear_outputs", "fit_chunk", "galaxy_inputs", "iterate_results", "model_changes",
+__all__ = ["GalaxyInputs", "LostResult", "clear_outputs", "compare_galaxies", "fit_chunk", "galaxy_inputs",
+           "iterate_results", "model_changes",
            "model_id", "other_run", "refuse_other_run", "shard_positions", "write_run_description"]
 
 RUN_FILE = "run.json"
@@ -185,33 +186,97 @@ def model_id(description: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def galaxy_inputs(dataset: Dataset, folder: Path) -> list[str]:
+def galaxy_inputs(dataset: Dataset, folder: Path) -> "GalaxyInputs":
     """Each galaxy's input files as one string (recorded per galaxy in parts and ``galaxies.parquet``).
 
     Paths are relative to the result folder, so a project moved whole keeps
     them; a galaxy of an image set is its file and plane; arrays have none ("").
+    The strings are made when asked for (:class:`GalaxyInputs`), never held for
+    every galaxy.
     """
-    base = os.path.abspath(folder)
-    folders: dict[str, str] = {}  # each folder of cutouts is resolved once
+    return GalaxyInputs(dataset, folder)
 
-    def rel(p) -> str:
+
+class GalaxyInputs(Sequence):
+    """The input-file strings of a dataset's galaxies, made one at a time from the dataset's own paths.
+
+    A sequence (``len``, ``inputs[i]``, slices, iteration) that holds no
+    string per galaxy: a run of 10^7 galaxies would otherwise keep 10^7 of them.
+    """
+
+    def __init__(self, dataset: Dataset, folder: Path) -> None:
+        self.dataset = dataset
+        self.base = os.path.abspath(folder)
+        self.folders: dict[str, str] = {}  # each folder of cutouts is resolved once
+        self.cube = None if dataset._image_set is None else self._rel(dataset._image_set.path)
+
+    def _rel(self, p) -> str:
         head, tail = os.path.split(os.fspath(p))
-        if head not in folders:
+        if head not in self.folders:
             try:
-                folders[head] = os.path.relpath(os.path.abspath(head or os.curdir), base)
+                self.folders[head] = os.path.relpath(os.path.abspath(head or os.curdir), self.base)
             except ValueError:  # another drive
-                folders[head] = os.path.abspath(head or os.curdir)
-        return tail if folders[head] == os.curdir else os.path.join(folders[head], tail)
+                self.folders[head] = os.path.abspath(head or os.curdir)
+        return tail if self.folders[head] == os.curdir else os.path.join(self.folders[head], tail)
 
-    if dataset._arrays is not None:
-        return [""] * len(dataset)
-    if dataset._image_set is not None:
-        cube = rel(dataset._image_set.path)
-        return [f"{cube}[{i}]" for i in range(len(dataset))]
-    return [";".join(f"{what}={'' if p is None else rel(p)}" for what, p in
-                     (("image", dataset.image_paths[i]), ("sigma", dataset.sigma_paths[i]),
-                      ("psf", dataset.psf_paths[i]), ("mask", dataset.mask_paths[i])))
-            for i in range(len(dataset))]
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        i = int(index)
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"galaxy {i} out of range")
+        i %= len(self)
+        ds = self.dataset
+        if ds._arrays is not None:
+            return ""
+        if self.cube is not None:
+            return f"{self.cube}[{i}]"
+        return ";".join(f"{what}={'' if p is None else self._rel(p)}" for what, p in
+                        (("image", ds.image_paths[i]), ("sigma", ds.sigma_paths[i]),
+                         ("psf", ds.psf_paths[i]), ("mask", ds.mask_paths[i])))
+
+
+#: galaxies compared or written at a time in galaxies.parquet
+GALAXY_CHUNK = 16384
+
+
+def compare_galaxies(folder: Path, names: Sequence[str], inputs: Sequence[str] | None) -> tuple[bool, str] | None:
+    """Whether ``galaxies.parquet`` holds these names, and whether these inputs, read a chunk at a time.
+
+    Returns
+    -------
+    (bool, str) or None
+        Whether the names are the same, and ``"same"``, ``"differ"`` or
+        ``"absent"`` (the file records no inputs) for the inputs; None when
+        there is no readable file.
+    """
+    import pyarrow.parquet as pq
+
+    try:
+        handle = pq.ParquetFile(Path(folder) / GALAXIES_FILE)
+        columns = handle.schema_arrow.names
+        if "galaxy_index" not in columns:
+            return None
+        same_names = handle.metadata.num_rows == len(names)
+        state = "absent" if "inputs" not in columns else "same" if same_names else "differ"
+        lo = 0
+        wanted = ["galaxy_index"] + (["inputs"] if "inputs" in columns and inputs is not None else [])
+        # one thread: the reading threads of pyarrow each keep the memory they used (tens of MB)
+        chunks = handle.iter_batches(batch_size=GALAXY_CHUNK, columns=wanted, use_threads=False)
+        for chunk in chunks if same_names else ():
+            hi = lo + chunk.num_rows
+            if [str(x) for x in chunk.column(0).to_pylist()] != list(names[lo:hi]):
+                return False, state
+            if len(wanted) == 2 and state == "same" and \
+                    [str(x) for x in chunk.column(1).to_pylist()] != list(inputs[lo:hi]):
+                state = "differ"
+            lo = hi
+    except Exception:  # noqa: BLE001 - absent, cut short or foreign: the folder holds no galaxies we know
+        return None
+    return same_names, state
 
 
 def write_run_description(folder: Path, description: dict, names: list[str], inputs: list[str] | None = None) -> None:
@@ -231,14 +296,21 @@ def write_run_description(folder: Path, description: dict, names: list[str], inp
     tmp.write_text(text)
     os.replace(tmp, folder / RUN_FILE)
     target = folder / GALAXIES_FILE
-    if target.exists() and read_galaxies(folder) == (list(names), None if inputs is None else list(inputs)):
-        return
-    columns = {"position": np.arange(len(names), dtype=np.int64), "galaxy_index": pa.array(names, type=pa.string())}
-    if inputs is not None:
-        columns["inputs"] = pa.array(inputs, type=pa.string())
+    if target.exists():
+        held = compare_galaxies(folder, names, inputs)
+        if held is not None and held[0] and held[1] == ("absent" if inputs is None else "same"):
+            return
+    schema = pa.schema([("position", pa.int64()), ("galaxy_index", pa.string())]
+                       + ([("inputs", pa.string())] if inputs is not None else []))
     tmp = folder / f".{GALAXIES_FILE}.{os.getpid()}.tmp"
     tmp.unlink(missing_ok=True)
-    pq.write_table(pa.table(columns), tmp)
+    with pq.ParquetWriter(tmp, schema) as writer:  # a chunk of galaxies at a time
+        for lo in range(0, max(len(names), 1), GALAXY_CHUNK):
+            hi = min(lo + GALAXY_CHUNK, len(names))
+            columns = [pa.array(np.arange(lo, hi, dtype=np.int64)), pa.array(list(names[lo:hi]), type=pa.string())]
+            if inputs is not None:
+                columns.append(pa.array(list(inputs[lo:hi]), type=pa.string()))
+            writer.write_table(pa.Table.from_arrays(columns, schema=schema))
     os.replace(tmp, target)
 
 
@@ -281,10 +353,10 @@ def other_run(folder: Path, description: dict, names: list[str], inputs: list[st
         changed = model_changes(before, description)
     except (OSError, ValueError, AttributeError):
         changed = [RUN_FILE]
-    galaxies = read_galaxies(folder)
-    if galaxies is None or galaxies[0] != list(names):
+    galaxies = compare_galaxies(folder, names, inputs)
+    if galaxies is None or not galaxies[0]:
         changed.append("galaxy names")
-    elif galaxies[1] is not None and galaxies[1] != list(inputs):
+    elif galaxies[1] == "differ":
         changed.append("input files")
     return changed
 

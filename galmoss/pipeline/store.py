@@ -170,12 +170,19 @@ class ResultStore:
         self.flags[position] |= int(flag)
         self.messages[position] = "; ".join(filter(None, [self.messages[position], message]))
 
-    def add_parts(self, rows: dict) -> np.ndarray:
+    def add_parts(self, rows: dict, counts: np.ndarray | None = None) -> np.ndarray:
         """Take the rows read from part files (:func:`~galmoss.pipeline.parts.read_parts`).
 
         Rows whose position and ``galaxy_index`` do not match this store's
         galaxies are ignored (with a warning); a galaxy with several rows keeps
-        the last (rows come oldest run first).
+        the last (rows come oldest run first), so the parts may be given one
+        at a time, oldest first.
+
+        Parameters
+        ----------
+        counts
+            (N,) rows counted so far, added to in place (when the parts come
+            one at a time); None: a new count.
 
         Returns
         -------
@@ -183,16 +190,19 @@ class ResultStore:
             (N,) how many rows each galaxy had.
         """
         n = len(self)
-        if not rows:
-            return np.zeros(n, dtype=np.int64)
+        if counts is None:
+            counts = np.zeros(n, dtype=np.int64)
+        if not rows or not len(rows["position"]):
+            return counts
         pos = rows["position"].astype(np.int64)
-        names = np.asarray(self.names, dtype=object)
-        ok = (pos >= 0) & (pos < n) & (names[np.clip(pos, 0, max(n - 1, 0))] == rows["galaxy_index"])
+        inside = (pos >= 0) & (pos < n)
+        ok = inside & np.array([bool(i) and self.names[p] == name for i, p, name in
+                                zip(inside, pos, rows["galaxy_index"])], dtype=bool)
         if not ok.all():
             log.warning("%d rows in the parts do not match this dataset's galaxies; they are ignored",
                         int((~ok).sum()))
         idx = np.flatnonzero(ok)
-        counts = np.bincount(pos[idx], minlength=n)
+        np.add.at(counts, pos[idx], 1)
         _, last = np.unique(pos[idx][::-1], return_index=True)
         idx = idx[::-1][last]
         self.add(_result_from_rows(self, rows, idx))
@@ -277,7 +287,6 @@ def _result_from_rows(store: ResultStore, rows: dict, idx: np.ndarray) -> BatchR
     """The rows ``idx`` of a :func:`~galmoss.pipeline.parts.read_parts` dict as a :class:`BatchResult`."""
     cols = store.columns
     n_free = store.theta.shape[1]
-    c = len(cols)
 
     def matrix(name, width):
         out = np.full((len(idx), width), np.nan)
@@ -288,13 +297,12 @@ def _result_from_rows(store: ResultStore, rows: dict, idx: np.ndarray) -> BatchR
         return out
 
     has_errors = bool(np.all(rows["has_errors"][idx])) if "has_errors" in rows else True
-    cov = matrix("covariance", c * c).reshape(len(idx), c, c) if has_errors else None
     return BatchResult(
         positions=rows["position"][idx].astype(np.int64),
         names=[str(x) for x in rows["galaxy_index"][idx]],
         values={k: rows[k][idx].astype(np.float64) for k in cols},
         errors={k: rows[f"{k}_err"][idx].astype(np.float64) for k in cols} if has_errors else None,
-        covariance=cov,
+        covariance=None,  # the store keeps none: covariances stay in the parts
         theta=matrix("theta", n_free),
         messages=[str(x) for x in rows["message"][idx]],
         # a part written before a field existed gives the field's fill value
