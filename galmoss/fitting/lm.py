@@ -280,8 +280,9 @@ def levenberg_marquardt(
     everyone = torch.arange(batch, device=device)
     r_held = jac_held = None
     if hold:
-        r_held, jac_held = start if start is not None else residuals_and_jacobian(theta, everyone)
-        r_held, jac_held = r_held.clone(), jac_held.clone()
+        # held and updated in place: the caller's start is copied, never changed
+        r_held, jac_held = ((start[0].clone(), start[1].clone()) if start is not None
+                            else residuals_and_jacobian(theta, everyone))
         a, g, chi2 = _normal_equations(r_held, jac_held)
     elif start is not None:
         a, g, chi2 = _normal_equations(*start)
