@@ -111,3 +111,34 @@ def test_adam_flags_non_finite_start():
     theta0 = torch.tensor([[float("nan"), 1.0, 0.0], [1.0, 1.0, 0.0]], dtype=torch.float64)
     result = adam(residuals, theta0, AdamSettings(max_iterations=50))
     assert int(result.status[0]) == NON_FINITE
+
+
+def test_rank_one_updates_reach_the_same_optimum_with_fewer_jacobians():
+    """Broyden updates replace computed Jacobians late in a fit; the answer and the final normal matrix are unchanged."""
+    residuals, res_jac, best, _ = make_problem(8, seed=5)
+    counted = []
+
+    def counting(theta, index):
+        counted.append(index.numel())
+        return res_jac(theta, index)
+
+    theta0 = torch.tensor([[1.0, 1.0, 0.0]] * 8, dtype=torch.float64)
+    rows = {}
+    for updates in (0, 3):
+        counted.clear()
+        result = levenberg_marquardt(residuals, counting, theta0,
+                                     LMSettings(ftol=1e-12, xtol=1e-12, jacobian_updates=updates))
+        rows[updates] = sum(counted)
+        assert bool(result.converged.all())
+        np.testing.assert_allclose(result.theta.numpy(), best, rtol=1e-6, atol=1e-8)
+        # converged only on a computed Jacobian: the normal matrix is J^T J at the solution
+        _, jac = res_jac(result.theta, torch.arange(8))
+        np.testing.assert_allclose(result.normal_matrix.numpy(), (jac.transpose(1, 2) @ jac).numpy(), rtol=1e-10)
+    assert rows[3] < rows[0]
+
+
+@pytest.mark.parametrize("field, value", [("jacobian_updates", -1), ("jacobian_updates", 1.5), ("update_ratio", 0.0),
+                                          ("update_ratio", 1.5)])
+def test_update_settings_are_checked(field, value):
+    with pytest.raises(ValueError, match=field):
+        LMSettings(**{field: value})

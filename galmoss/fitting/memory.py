@@ -93,6 +93,10 @@ def check_memory(model: Model, n_galaxies: int, shape: tuple[int, int], settings
     tangents = model.n_free if forward else min(model.n_free, STRUCTURED_TANGENTS)
     render = render_memory(n_galaxies, shape, psf_shape, tangents, settings.jacobian_chunk, factor,
                            settings.torch_dtype)
+    if settings.method == "lm" and settings.lm.jacobian_updates and not model.has_vectors:
+        # Levenberg-Marquardt holds J (b, M, P) between iterations for its rank-one updates
+        itemsize = torch.empty((), dtype=settings.torch_dtype).element_size()
+        render += n_galaxies * model.n_free * int(shape[0]) * int(shape[1]) * itemsize
     need = n_galaxies * per + render + BatchObjective.tangent_memory
     have = available_memory(settings.torch_device)
     if need > have:

@@ -9,7 +9,7 @@ import torch
 
 from ..params import ParamSpec, Role
 from .base import EllipticalProfile, _GEOMETRY_SPECS, box_area_factor
-from .special import sersic_b, sersic_b_and_slope
+from .special import exp_limit, sersic_b, sersic_b_and_slope
 
 Tensor = torch.Tensor
 
@@ -76,8 +76,9 @@ class Sersic(EllipticalProfile):
             - self.log_circular_integral(v, b)
             - torch.log(box_area_factor(2.0 + v["box"]))
         )
-        return torch.exp(log_amp - b * (torch.pow(r / v["eff_r"], 1.0 / n) - 1.0))
-
+        # exp(log(x) / n), not pow: the same (r/r_e)^(1/n) at a fraction of pow's cost
+        u = torch.exp(torch.log(r / v["eff_r"]) / n)
+        return torch.exp((log_amp - b * (u - 1.0)).clamp_min(-exp_limit(u.dtype)))
 
     def radial_derivatives(self, r: Tensor, v: Mapping[str, Tensor], slots: list[str]):
         """``radial`` at ``r``, its derivatives with respect to ``slots`` at fixed ``r``, and d/dr.
@@ -106,7 +107,7 @@ class Sersic(EllipticalProfile):
         )  # (the box-area factor is 1 for elliptical isophotes)
         log_ratio = torch.log(r / re)
         u = torch.exp(log_ratio / n)
-        brightness = torch.exp(log_amp - b * (u - 1.0))
+        brightness = torch.exp((log_amp - b * (u - 1.0)).clamp_min(-exp_limit(u.dtype)))
         bu = brightness * u  # I (r/re)^(1/n)
         out = []
         for slot in slots:

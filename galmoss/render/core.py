@@ -57,6 +57,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..profiles.special import exp_limit
 from ..settings import RenderSettings
 from .grid import ConvolutionLayout
 
@@ -83,12 +84,22 @@ def core_tables(settings: RenderSettings, dtype: torch.dtype, device: torch.devi
     return as_t(t), as_t(w), as_t(j0m), as_t(dj0m)
 
 
+def _window_exponent(t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``z = 1/t - 1/(1-t)`` kept within exp's range, ``t`` and ``1 - t`` clamped away from 0, and where z was cut."""
+    s, u = t.clamp_min(1e-12), (1.0 - t).clamp_min(1e-12)
+    limit = exp_limit(t.dtype) - 7.0
+    z = 1.0 / s - 1.0 / u
+    cut = z.abs() >= limit
+    return z.clamp(-limit, limit), s, u, cut
+
+
 def smooth_window(r: Tensor, r1: Tensor, r2: Tensor) -> Tensor:
     """1 for r <= r1, 0 for r >= r2, infinitely differentiable in between."""
     t = ((r - r1) / (r2 - r1).clamp_min(1e-12)).clamp(0.0, 1.0)
-    # psi(x) = exp(-1/x) for x > 0, else 0: exp(-1e12) is exactly 0 in any precision
-    a, b = torch.exp(-1.0 / (1.0 - t).clamp_min(1e-12)), torch.exp(-1.0 / t.clamp_min(1e-12))
-    return a / (a + b)
+    # w = psi(1 - t) / (psi(1 - t) + psi(t)), psi(x) = exp(-1/x): the sigmoid of 1/t - 1/(1 - t),
+    # exactly 1 at t = 0 and 0 at t = 1 (where the clamped exponent would leave e^-80)
+    z, _, _, _ = _window_exponent(t)
+    return torch.where(t >= 1.0, 0.0, torch.where(t <= 0.0, 1.0, torch.sigmoid(z)))
 
 
 def core_radii(
@@ -311,12 +322,11 @@ def smooth_window_and_slopes(r: Tensor, r1: Tensor, r2: Tensor) -> tuple[Tensor,
     """
     width = (r2 - r1).clamp_min(1e-12)
     t = ((r - r1) / width).clamp(0.0, 1.0)
-    s, u = t.clamp_min(1e-12), (1.0 - t).clamp_min(1e-12)
-    a, b = torch.exp(-1.0 / u), torch.exp(-1.0 / s)
-    total = a + b
-    window = a / total
-    # dw/dt for w = a / (a + b): -a b (1/(1-t)^2 + 1/t^2) / (a + b)^2
-    dw_dt = -(window * (b / total)) * (1.0 / (u * u) + 1.0 / (s * s))
+    z, s, u, cut = _window_exponent(t)
+    sig = torch.sigmoid(z)
+    window = torch.where(t >= 1.0, 0.0, torch.where(t <= 0.0, 1.0, sig))
+    # dw/dt = -w (1 - w) (1/(1-t)^2 + 1/t^2); where the exponent was cut, w (1 - w) < e^-80
+    dw_dt = torch.where(cut, 0.0, -(sig * (1.0 - sig)) * (1.0 / (u * u) + 1.0 / (s * s)))
     dw_dr = dw_dt / width
     return window, dw_dr, dw_dr * (t - 1.0), -dw_dr * t
 

@@ -394,7 +394,7 @@ class Renderer:
 
     def to_image(self, spectrum: Tensor) -> Tensor:
         """The cutout image of a spectrum on the FFT box."""
-        return self.layout.crop(torch.fft.irfft2(spectrum, s=self.layout.fft_shape))
+        return self.layout.inverse(spectrum)
 
     def component_image(self, spectrum: Tensor | None, plain: Tensor | None) -> Tensor:
         """A component's image from the two parts :meth:`component_spectra` gives."""
@@ -454,7 +454,7 @@ class Renderer:
             total_spectrum = spec if total_spectrum is None else total_spectrum + spec
         total = None
         if total_spectrum is not None:
-            total = self.layout.crop(torch.fft.irfft2(total_spectrum, s=(n, m)))
+            total = self.layout.inverse(total_spectrum)
         if added is not None:
             total = added if total is None else total + added
         if total is None:
