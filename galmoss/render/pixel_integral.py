@@ -35,6 +35,8 @@ Tensor = torch.Tensor
 _TABLE_POINTS = 384
 _TABLE_R_MIN = 1e-4
 _EDGE_NODES = 12
+#: edge nodes of the core's integrals (the core is compact: 8 reach the 12's accuracy, measured)
+_CORE_EDGE_NODES = 8
 _CHUNK_PIXELS = 8192
 
 
@@ -257,3 +259,105 @@ def boxy_difference_means(
         change = torch.where(inside.reshape(batch, -1), weight * (finer - current), torch.zeros_like(finer))
         flat_image = flat_image.scatter_add(1, index, change)
     return flat_image.reshape(batch, h, w)
+
+
+class _Windowed:
+    """A profile's radial function times the core window: the part :func:`core_pixel_integrals` integrates."""
+
+    def __init__(self, profile, r1: Tensor, r2: Tensor) -> None:
+        self.profile, self.r1, self.r2 = profile, r1, r2
+
+    def radial(self, r: Tensor, v) -> Tensor:
+        from .core import smooth_window
+
+        batch = r.shape[0]
+        r1, r2 = self.r1.reshape(batch, 1, 1), self.r2.reshape(batch, 1, 1)
+        return self.profile.radial(r, v) * smooth_window(r, r1, r2)
+
+
+def core_pixel_integrals(profile, v, r1: Tensor, r2: Tensor, grid) -> Tensor:
+    """Exact integrals of the core ``I(r) w(r)`` over the pixels of ``grid`` (y, x), shape (B, H, W).
+
+    The core vanishes beyond ``r2``: only the pixels whose square can reach the
+    ellipse ``r <= r2`` are integrated (picked from the detached geometry, the
+    same count for every galaxy of the batch, the extra ones weighted 0), the
+    rest are exactly 0. Computed in float64, returned in the input precision.
+    """
+    out_dtype = grid[0].dtype
+    v = {k: t.double() for k, t in v.items()}
+    r1, r2 = r1.double(), r2.double()
+    y, x = grid[0].double(), grid[1].double()
+    q = v["axis_r"]
+    batch = q.shape[0]
+    h, w = y.shape
+    with torch.no_grad():
+        x_maj, x_min = profile.major_minor(y, x, v)
+        r_centre = profile.elliptical_radius(x_maj, x_min, q).reshape(batch, -1)
+        # a pixel corner lies within sqrt(2)/2 of its centre: at most that over min(q, 1) in the stretched frame
+        reach = (r2 + 0.7072 / torch.clamp(q, max=1.0)).reshape(batch, 1) * 1.0001
+        inside = r_centre <= reach
+        count = max(int(inside.sum(dim=1).max()), 1)
+        order = torch.topk(-r_centre, count, dim=1).indices  # (B, K): the pixels nearest in elliptical radius
+        keep = torch.gather(inside, 1, order)
+    py_, px_ = y.reshape(-1)[order], x.reshape(-1)[order]  # (B, K)
+    windowed = _Windowed(profile, r1, r2)
+    log_r, g, slope = _cumulative_table(windowed, v, r2.reshape(batch))
+    t, wts = gauss_legendre(_CORE_EDGE_NODES, y.dtype, y.device)
+    cy = torch.stack([py_ - 0.5, py_ - 0.5, py_ + 0.5, py_ + 0.5])  # (4, B, K), counter-clockwise in (x, y)
+    cx = torch.stack([px_ - 0.5, px_ + 0.5, px_ + 0.5, px_ - 0.5])
+    geometry = {k: t_.reshape(1, batch, 1) for k, t_ in v.items() if t_.numel() == batch}  # scalars; vectors are not geometry
+    u_maj, u_min = profile.major_minor(cy, cx, geometry)
+    u_min = u_min / q.reshape(1, batch, 1)
+    acc = torch.zeros_like(py_)
+    for k in range(4):
+        j = (k + 1) % 4
+        acc = acc + _edge_integrals(u_maj[k], u_min[k], u_maj[j], u_min[j], log_r, g, slope, t, wts)
+    # (x, y) -> (x_maj, x_min / q) reverses orientation, and dx dy = q du
+    values = torch.where(keep, -q.reshape(batch, 1) * acc, torch.zeros_like(acc))
+    image = torch.zeros((batch, h * w), dtype=values.dtype, device=values.device).scatter(1, order, values)
+    return image.reshape(batch, h, w).to(out_dtype)
+
+
+#: Window of the split without a PSF (pixels along the sharpest axis, as ``RenderSettings.core_inner`` and
+#: ``core_width``) and Gauss-Legendre points per pixel axis of the smooth part. Against the exact integral
+#: of the whole profile over every pixel (Sersic n 0.5-6, r_e 1.5-8 px, q 0.2-1): 2.7e-4 of the peak at
+#: worst, 5e-5 at the median, with a core of about 140 pixels; (1, 2) px with 3 points gave 1.2e-3.
+PIXEL_WINDOW = (1.0, 3.0)
+SMOOTH_NODES = 3
+#: sub-pixel samples of the smooth part evaluated at once (more: one pixel offset at a time, bounded memory)
+_SMOOTH_SAMPLES = 2**21
+
+
+def pixel_integrated_split(profile, v, grid, settings) -> Tensor:
+    """Integrals of an elliptical profile over the pixels of ``grid`` (y, x), shape (B, H, W), split at a window.
+
+    The smooth part ``I (1 - w)`` varies slowly on the pixel scale: a
+    ``SMOOTH_NODES`` x ``SMOOTH_NODES`` Gauss-Legendre rule in each pixel
+    integrates it. The core ``I w`` holds the cusp and the sub-pixel
+    structure: it is integrated exactly (:func:`core_pixel_integrals`) over
+    the pixels it reaches, a few hundred at most. Both are local: no FFT, no
+    margin, and the cost of a large frame is a few profile evaluations per pixel.
+    """
+    import dataclasses
+
+    from .core import core_radii, smooth_window
+
+    inner, width = PIXEL_WINDOW
+    r1, r2 = core_radii(profile, v, None, dataclasses.replace(settings, core_inner=inner, core_width=width))
+    y, x = grid
+    t, w = gauss_legendre(SMOOTH_NODES, y.dtype, y.device)
+    offsets = [(t[i] - 0.5, t[j] - 0.5, w[i] * w[j]) for i in range(SMOOTH_NODES) for j in range(SMOOTH_NODES)]
+    batch = v["axis_r"].shape[0]
+    per = max(1, _SMOOTH_SAMPLES // max(1, batch * y.numel()))
+    image = None
+    for start in range(0, len(offsets), per):
+        group = offsets[start : start + per]
+        ys = torch.cat([y + oy for oy, _, _ in group], dim=0)  # the offsets' grids stacked along rows
+        xs = torch.cat([x + ox for _, ox, _ in group], dim=0)
+        x_maj, x_min = profile.major_minor(ys, xs, v)
+        r = profile.elliptical_radius(x_maj, x_min, v["axis_r"])
+        values = profile.radial(r.reshape(batch, 1, -1), v).reshape(r.shape) * (1.0 - smooth_window(r, r1, r2))
+        weights = torch.stack([wt for _, _, wt in group]).to(values.dtype)
+        part = (values.reshape(batch, len(group), *y.shape) * weights.reshape(1, -1, 1, 1)).sum(1)
+        image = part if image is None else image + part
+    return image + core_pixel_integrals(profile, v, r1, r2, grid)
