@@ -138,7 +138,7 @@ def fit_batch(model: Model, batch: Batch, settings: FitSettings) -> BatchResult:
         result = restart_strays(model, objective, batch, start, estimates, result, settings)
         result = restart_components(model, objective, batch, start, estimates, result, settings)
     if polishable(model, settings):
-        objective, result = polish(model, batch, start, result, settings)
+        objective, result = polish(model, batch, start, objective, result, settings)
     with torch.no_grad():
         values = model.values(result.theta, objective.fixed)
         reported = {k: v.double().cpu().numpy() for k, v in model.report(values).items()}
@@ -204,7 +204,7 @@ def polishable(model: Model, settings: FitSettings) -> bool:
         and not model.has_vectors
 
 
-def polish(model: Model, batch: Batch, start: dict, result, settings: FitSettings):
+def polish(model: Model, batch: Batch, start: dict, objective, result, settings: FitSettings):
     """The float32 solution taken to the float64 minimum: ``(float64 objective, result)``.
 
     In float32 a galaxy's solution depends, by round-off, on which other galaxies
@@ -221,6 +221,12 @@ def polish(model: Model, batch: Batch, start: dict, result, settings: FitSetting
     import dataclasses
 
     wide = dataclasses.replace(settings, dtype="float64")
+    try:  # a frame too large to draw twice over in float64 keeps its float32 solution
+        check_memory(model, len(batch), tuple(batch.image.shape[1:]), wide,
+                     None if batch.psf is None else tuple(batch.psf.shape[1:]))
+    except FitMemoryError:
+        log.info("float64 polish skipped: the batch would not fit in memory in float64")
+        return objective, result
     objective = make_objective(model, batch, start, wide)
     theta = result.theta.detach().double()
     rows = torch.arange(len(batch), device=theta.device)
