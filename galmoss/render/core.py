@@ -122,7 +122,7 @@ def core_radii(
 
 
 def core_radii_q_slopes(
-    profile, v: Mapping[str, Tensor], layout: ConvolutionLayout, settings: RenderSettings
+    profile, v: Mapping[str, Tensor], layout: ConvolutionLayout | None, settings: RenderSettings
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """:func:`core_radii` and their derivatives with respect to the axis ratio: ``r1, r2, dr1/dq, dr2/dq``.
 
@@ -141,7 +141,8 @@ def core_radii_q_slopes(
     r2 = r1 + settings.core_width / sharp
     dr1 = -r1 / sharp * d_sharp
     dr2 = -r2 / sharp * d_sharp
-    room = torch.clamp(layout.core_room(v["cen_y"], v["cen_x"]), max=settings.max_core_radius)
+    room = settings.max_core_radius if layout is None else torch.clamp(
+        layout.core_room(v["cen_y"], v["cen_x"]), max=settings.max_core_radius)
     limit = room / stretch
     d_limit = -limit / stretch * d_stretch * (limit >= 0.5).to(q.dtype)
     limit = limit.clamp_min(0.5)

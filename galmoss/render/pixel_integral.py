@@ -328,6 +328,99 @@ SMOOTH_NODES = 3
 _SMOOTH_SAMPLES = 2**21
 
 
+def _pixel_settings(settings):
+    import dataclasses
+
+    inner, width = PIXEL_WINDOW
+    return dataclasses.replace(settings, core_inner=inner, core_width=width)
+
+
+def _offset_groups(grid, batch: int):
+    """The Gauss-Legendre points of every pixel, in groups: (stacked y, stacked x, weights (G,))."""
+    y, x = grid
+    t, w = gauss_legendre(SMOOTH_NODES, y.dtype, y.device)
+    offsets = [(t[i] - 0.5, t[j] - 0.5, w[i] * w[j]) for i in range(SMOOTH_NODES) for j in range(SMOOTH_NODES)]
+    per = max(1, _SMOOTH_SAMPLES // max(1, batch * y.numel()))
+    for start in range(0, len(offsets), per):
+        group = offsets[start : start + per]
+        yield (torch.cat([y + oy for oy, _, _ in group], dim=0), torch.cat([x + ox for _, ox, _ in group], dim=0),
+               torch.stack([wt for _, _, wt in group]))
+
+
+def pixel_integrated_split_and_derivatives(profile, v, grid, settings, slots: list[str]):
+    """:func:`pixel_integrated_split` and its derivatives (S, B, H, W) with respect to ``slots``, or None.
+
+    The smooth part's columns are written out: the profile's derivatives at
+    fixed radii (``radial_derivatives``), and for the centre, position angle and
+    axis ratio its radial slope times each sample's radius derivative, with the
+    window's slopes; no tangent goes through the sub-pixel samples of the whole
+    cutout. The core's few pixels take forward mode. None when the profile does
+    not write its derivatives out (the caller then uses forward mode throughout).
+    Only for elliptical isophotes, the built-in radius and no truncation radius.
+    """
+    from .core import core_radii, core_radii_q_slopes, smooth_window_and_slopes
+
+    wanted = _pixel_settings(settings)
+    q = v["axis_r"]
+    batch = q.shape[0]
+    y, x = grid
+    if "axis_r" in slots:
+        r1, r2, dr1, dr2 = core_radii_q_slopes(profile, v, None, wanted)
+    else:
+        r1, r2 = core_radii(profile, v, None, wanted)
+    at_fixed_r = [s for s in slots if s not in ("cen_x", "cen_y")]
+    sin, cos = torch.sin(v["pa"]), torch.cos(v["pa"])
+    q2 = q * q
+    image = None
+    columns = [None] * len(slots)
+    for ys, xs, weights in _offset_groups(grid, batch):
+        x_maj, x_min = profile.major_minor(ys, xs, v)
+        r = profile.elliptical_radius(x_maj, x_min, q)
+        got = profile.radial_derivatives(r.reshape(batch, 1, -1), v, at_fixed_r)
+        if got is None:
+            return None
+        primal, slope = got[0].reshape(r.shape), got[2].reshape(r.shape)
+        fixed_r = [c.reshape(r.shape) for c in got[1]]
+        window, dw_dr, dw_dr1, dw_dr2 = smooth_window_and_slopes(r, r1, r2)
+        keep = 1.0 - window
+        outside = r > r1  # inside r1 the window is 1: no smooth part (and a cusp's slope may be infinite)
+        radial_term = torch.where(outside, slope * keep - primal * dw_dr, 0.0) / r.clamp_min(1e-12)
+        weights = weights.to(r.dtype).reshape(1, -1, 1, 1)
+
+        def pixel_sum(samples):
+            return (samples.reshape(batch, weights.shape[1], *y.shape) * weights).sum(1)
+
+        part = pixel_sum(primal * keep)
+        image = part if image is None else image + part
+        for k, slot in enumerate(slots):
+            if slot == "cen_x":  # d x_maj / d cen_x = sin, d x_min / d cen_x = -cos
+                d = radial_term * (x_maj * sin - x_min * cos / q2)
+            elif slot == "cen_y":
+                d = radial_term * (-x_maj * cos - x_min * sin / q2)
+            else:
+                d = fixed_r[at_fixed_r.index(slot)] * keep
+                if slot == "pa":
+                    d = d + radial_term * (x_maj * x_min * (1.0 / q2 - 1.0))
+                elif slot == "axis_r":
+                    d = d - radial_term * (x_min * x_min) / (q2 * q)
+                    d = d - torch.where(outside, primal * (dw_dr1 * dr1 + dw_dr2 * dr2), 0.0)
+            column = pixel_sum(d)
+            columns[k] = column if columns[k] is None else columns[k] + column
+    # the core's pixels: forward mode, a tangent per slot
+    x0 = torch.stack([v[s].reshape(-1).expand(batch) for s in slots], dim=1)
+
+    def core_of(values):
+        vv = dict(v)
+        for i, s in enumerate(slots):
+            vv[s] = values[:, i].reshape(-1, 1, 1)
+        c1, c2 = core_radii(profile, vv, None, wanted)
+        return core_pixel_integrals(profile, vv, c1, c2, grid)
+
+    basis = torch.eye(len(slots), dtype=x0.dtype, device=x0.device)[:, None, :].expand(len(slots), batch, len(slots))
+    core, core_t = torch.func.vmap(lambda t: torch.func.jvp(core_of, (x0,), (t,)), out_dims=(None, 0))(basis)
+    return image + core, torch.stack(columns) + core_t
+
+
 def pixel_integrated_split(profile, v, grid, settings) -> Tensor:
     """Integrals of an elliptical profile over the pixels of ``grid`` (y, x), shape (B, H, W), split at a window.
 
@@ -338,26 +431,16 @@ def pixel_integrated_split(profile, v, grid, settings) -> Tensor:
     the pixels it reaches, a few hundred at most. Both are local: no FFT, no
     margin, and the cost of a large frame is a few profile evaluations per pixel.
     """
-    import dataclasses
-
     from .core import core_radii, smooth_window
 
-    inner, width = PIXEL_WINDOW
-    r1, r2 = core_radii(profile, v, None, dataclasses.replace(settings, core_inner=inner, core_width=width))
-    y, x = grid
-    t, w = gauss_legendre(SMOOTH_NODES, y.dtype, y.device)
-    offsets = [(t[i] - 0.5, t[j] - 0.5, w[i] * w[j]) for i in range(SMOOTH_NODES) for j in range(SMOOTH_NODES)]
+    r1, r2 = core_radii(profile, v, None, _pixel_settings(settings))
+    y = grid[0]
     batch = v["axis_r"].shape[0]
-    per = max(1, _SMOOTH_SAMPLES // max(1, batch * y.numel()))
     image = None
-    for start in range(0, len(offsets), per):
-        group = offsets[start : start + per]
-        ys = torch.cat([y + oy for oy, _, _ in group], dim=0)  # the offsets' grids stacked along rows
-        xs = torch.cat([x + ox for _, ox, _ in group], dim=0)
+    for ys, xs, weights in _offset_groups(grid, batch):
         x_maj, x_min = profile.major_minor(ys, xs, v)
         r = profile.elliptical_radius(x_maj, x_min, v["axis_r"])
         values = profile.radial(r.reshape(batch, 1, -1), v).reshape(r.shape) * (1.0 - smooth_window(r, r1, r2))
-        weights = torch.stack([wt for _, _, wt in group]).to(values.dtype)
-        part = (values.reshape(batch, len(group), *y.shape) * weights.reshape(1, -1, 1, 1)).sum(1)
+        part = (values.reshape(batch, weights.numel(), *y.shape) * weights.to(values.dtype).reshape(1, -1, 1, 1)).sum(1)
         image = part if image is None else image + part
     return image + core_pixel_integrals(profile, v, r1, r2, grid)

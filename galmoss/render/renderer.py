@@ -42,7 +42,7 @@ from ..settings import RenderSettings
 from .core import (CoreMap, core_map, core_node_factor_slope, core_nodes, core_radii, core_radii_q_slopes, core_tables,
                    shift_phase, smooth_window, smooth_window_and_slopes)
 from .grid import ConvolutionLayout
-from .pixel_integral import boxy_difference_means, pixel_integrated_split
+from .pixel_integral import boxy_difference_means, pixel_integrated_split, pixel_integrated_split_and_derivatives
 from .psf import prepare_psf, psf_spectrum
 
 Tensor = torch.Tensor
@@ -174,6 +174,24 @@ class Renderer:
         if not box_is_zero(profile):
             image = image + boxy_difference_means(profile, v, self.cutout_grid)
         return image
+
+    def pixel_image_and_derivatives(
+        self,
+        profile: EllipticalProfile,
+        values: Mapping[Parameter, Tensor],
+        slots: list[str],
+        *,
+        index: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor] | None:
+        """A component integrated over pixels (no PSF) and its derivatives (S, B, H, W) w.r.t. ``slots``.
+
+        :func:`~galmoss.render.pixel_integral.pixel_integrated_split_and_derivatives`:
+        the smooth part's columns written out, the core's few pixels by forward
+        mode. None when the profile does not give its derivatives at fixed radii.
+        """
+        _, values, _ = self._prepare(values, index)
+        v = self._values(profile, values)
+        return pixel_integrated_split_and_derivatives(profile, v, self.cutout_grid, self.settings, slots)
 
     def spectrum_and_shape_derivatives(
         self,
