@@ -63,28 +63,40 @@ def _cumulative_table(profile, v, r_max: Tensor):
     return log_r, g, slope
 
 
-def _interp_g_over_r2(rho: Tensor, log_r: Tensor, g: Tensor, slope: Tensor) -> Tensor:
-    """G(rho)/rho^2 from the table, rho of shape (B, P); finite as rho -> 0."""
+def _interp_g_over_r2(rho: Tensor, log_r: Tensor, g: Tensor, slope: Tensor, rows: Tensor | None = None) -> Tensor:
+    """G(rho)/rho^2 from the table, rho of shape (B, P); finite as rho -> 0.
+
+    With ``rows`` (R,), rho is (R, P) and its row i reads the table of galaxy ``rows[i]``.
+    """
     batch, n = log_r.shape
     log_lo = log_r[:, :1]
     step = log_r[:, 1:2] - log_r[:, :1]
+    log_hi = log_r[:, -1:]
+    if rows is not None:
+        log_lo, step, log_hi = log_lo[rows], step[rows], log_hi[rows]
     r_min = torch.exp(log_lo)
     rho_c = torch.maximum(rho, r_min)
     # beyond the table's end (a truncated profile's edge) G is constant
-    u = (torch.minimum(torch.log(rho_c), log_r[:, -1:]) - log_lo) / step
+    u = (torch.minimum(torch.log(rho_c), log_hi) - log_lo) / step
     idx = torch.nan_to_num(u.detach(), nan=0.0, posinf=0.0, neginf=0.0).floor().clamp(0, n - 2)
     frac = (u - idx).clamp(0.0, 1.0)
     idx = idx.long()
-    g0, g1 = torch.gather(g, 1, idx), torch.gather(g, 1, idx + 1)
-    d0, d1 = torch.gather(slope, 1, idx) * step, torch.gather(slope, 1, idx + 1) * step
+    if rows is None:
+        g0, g1 = torch.gather(g, 1, idx), torch.gather(g, 1, idx + 1)
+        d0, d1 = torch.gather(slope, 1, idx) * step, torch.gather(slope, 1, idx + 1) * step
+    else:  # one flat gather from the galaxies' tables
+        flat = idx + (rows * n).unsqueeze(1)
+        g_flat, s_flat = g.reshape(-1), slope.reshape(-1)
+        g0, g1 = g_flat[flat], g_flat[flat + 1]
+        d0, d1 = s_flat[flat] * step, s_flat[flat + 1] * step
     f2, one = frac * frac, 1.0 - frac
     value = (1.0 + 2.0 * frac) * one * one * g0 + frac * one * one * d0 + f2 * (3.0 - 2.0 * frac) * g1 + f2 * (frac - 1.0) * d1
     # below the table G(rho) ~ G(r_min) (rho / r_min)^2: G/rho^2 is constant there
     return value / (rho_c * rho_c)
 
 
-def _edge_integrals(ax, ay, bx, by, log_r, g, slope, t, w) -> Tensor:
-    """Signed integral over triangles (0, a, b); inputs (B, P), returns (B, P)."""
+def _edge_integrals(ax, ay, bx, by, log_r, g, slope, t, w, rows: Tensor | None = None) -> Tensor:
+    """Signed integral over triangles (0, a, b); inputs (B, P) (or (R, P) with ``rows``), returns the same."""
     ex, ey = bx - ax, by - ay
     length2 = (ex * ex + ey * ey).clamp_min(1e-30)
     lam_star = (-(ax * ex + ay * ey) / length2).clamp(0.0, 1.0)
@@ -99,7 +111,7 @@ def _edge_integrals(ax, ay, bx, by, log_r, g, slope, t, w) -> Tensor:
         px = ax[..., None] + lam * ex[..., None]
         py = ay[..., None] + lam * ey[..., None]
         rho = torch.sqrt((px * px + py * py).clamp_min(1e-30))
-        vals = _interp_g_over_r2(rho.reshape(batch, -1), log_r, g, slope).reshape(rho.shape)
+        vals = _interp_g_over_r2(rho.reshape(batch, -1), log_r, g, slope, rows).reshape(rho.shape)
         total = total + (vals * 2.0 * t * w).sum(-1) * length
     return cross * total
 
@@ -279,9 +291,9 @@ def core_pixel_integrals(profile, v, r1: Tensor, r2: Tensor, grid) -> Tensor:
     """Exact integrals of the core ``I(r) w(r)`` over the pixels of ``grid`` (y, x), shape (B, H, W).
 
     The core vanishes beyond ``r2``: only the pixels whose square can reach the
-    ellipse ``r <= r2`` are integrated (picked from the detached geometry, the
-    same count for every galaxy of the batch, the extra ones weighted 0), the
-    rest are exactly 0. Computed in float64, returned in the input precision.
+    ellipse ``r <= r2`` are integrated (picked from the detached geometry, one
+    flat list over the batch), the rest are exactly 0. Computed in float64,
+    returned in the input precision.
     """
     out_dtype = grid[0].dtype
     v = {k: t.double() for k, t in v.items()}
@@ -295,26 +307,27 @@ def core_pixel_integrals(profile, v, r1: Tensor, r2: Tensor, grid) -> Tensor:
         r_centre = profile.elliptical_radius(x_maj, x_min, q).reshape(batch, -1)
         # a pixel corner lies within sqrt(2)/2 of its centre: at most that over min(q, 1) in the stretched frame
         reach = (r2 + 0.7072 / torch.clamp(q, max=1.0)).reshape(batch, 1) * 1.0001
-        inside = r_centre <= reach
-        count = max(int(inside.sum(dim=1).max()), 1)
-        order = torch.topk(-r_centre, count, dim=1).indices  # (B, K): the pixels nearest in elliptical radius
-        keep = torch.gather(inside, 1, order)
-    py_, px_ = y.reshape(-1)[order], x.reshape(-1)[order]  # (B, K)
+        # every galaxy's own pixels, one flat list (a flattened galaxy's many pixels do not pad the others')
+        rows, pixels = torch.nonzero(r_centre <= reach, as_tuple=True)
+    py_, px_ = y.reshape(-1)[pixels], x.reshape(-1)[pixels]  # (N,)
     windowed = _Windowed(profile, r1, r2)
     log_r, g, slope = _cumulative_table(windowed, v, r2.reshape(batch))
     t, wts = gauss_legendre(_CORE_EDGE_NODES, y.dtype, y.device)
-    cy = torch.stack([py_ - 0.5, py_ - 0.5, py_ + 0.5, py_ + 0.5])  # (4, B, K), counter-clockwise in (x, y)
-    cx = torch.stack([px_ - 0.5, px_ + 0.5, px_ + 0.5, px_ - 0.5])
-    geometry = {k: t_.reshape(1, batch, 1) for k, t_ in v.items() if t_.numel() == batch}  # scalars; vectors are not geometry
+    cy = torch.stack([py_ - 0.5, py_ - 0.5, py_ + 0.5, py_ + 0.5])[:, :, None]  # (4, N, 1), counter-clockwise in (x, y)
+    cx = torch.stack([px_ - 0.5, px_ + 0.5, px_ + 0.5, px_ - 0.5])[:, :, None]
+    # scalars (vectors are not geometry), one value per pixel of the list
+    geometry = {k: t_.reshape(batch)[rows].reshape(1, -1, 1) for k, t_ in v.items() if t_.numel() == batch}
     u_maj, u_min = profile.major_minor(cy, cx, geometry)
-    u_min = u_min / q.reshape(1, batch, 1)
-    acc = torch.zeros_like(py_)
+    q_rows = geometry["axis_r"]
+    u_min = u_min / q_rows
+    acc = torch.zeros_like(cy[0])
     for k in range(4):
         j = (k + 1) % 4
-        acc = acc + _edge_integrals(u_maj[k], u_min[k], u_maj[j], u_min[j], log_r, g, slope, t, wts)
+        acc = acc + _edge_integrals(u_maj[k], u_min[k], u_maj[j], u_min[j], log_r, g, slope, t, wts, rows)
     # (x, y) -> (x_maj, x_min / q) reverses orientation, and dx dy = q du
-    values = torch.where(keep, -q.reshape(batch, 1) * acc, torch.zeros_like(acc))
-    image = torch.zeros((batch, h * w), dtype=values.dtype, device=values.device).scatter(1, order, values)
+    values = (-q_rows[0] * acc).reshape(-1)
+    image = torch.zeros(batch * h * w, dtype=values.dtype, device=values.device).index_add(0, rows * (h * w) + pixels,
+                                                                                           values)
     return image.reshape(batch, h, w).to(out_dtype)
 
 
