@@ -309,23 +309,40 @@ def core_pixel_integrals(profile, v, r1: Tensor, r2: Tensor, grid) -> Tensor:
         reach = (r2 + 0.7072 / torch.clamp(q, max=1.0)).reshape(batch, 1) * 1.0001
         # every galaxy's own pixels, one flat list (a flattened galaxy's many pixels do not pad the others')
         rows, pixels = torch.nonzero(r_centre <= reach, as_tuple=True)
-    py_, px_ = y.reshape(-1)[pixels], x.reshape(-1)[pixels]  # (N,)
     windowed = _Windowed(profile, r1, r2)
     log_r, g, slope = _cumulative_table(windowed, v, r2.reshape(batch))
     t, wts = gauss_legendre(_CORE_EDGE_NODES, y.dtype, y.device)
-    cy = torch.stack([py_ - 0.5, py_ - 0.5, py_ + 0.5, py_ + 0.5])[:, :, None]  # (4, N, 1), counter-clockwise in (x, y)
-    cx = torch.stack([px_ - 0.5, px_ + 0.5, px_ + 0.5, px_ - 0.5])[:, :, None]
-    # scalars (vectors are not geometry), one value per pixel of the list
-    geometry = {k: t_.reshape(batch)[rows].reshape(1, -1, 1) for k, t_ in v.items() if t_.numel() == batch}
-    u_maj, u_min = profile.major_minor(cy, cx, geometry)
-    q_rows = geometry["axis_r"]
-    u_min = u_min / q_rows
-    acc = torch.zeros_like(cy[0])
-    for k in range(4):
-        j = (k + 1) % 4
-        acc = acc + _edge_integrals(u_maj[k], u_min[k], u_maj[j], u_min[j], log_r, g, slope, t, wts, rows)
+    y0, x0 = y.reshape(-1)[0], x.reshape(-1)[0]
+    # Each edge is shared by two pixels: the bottom edges E_h of the list and of the pixels
+    # above it, the left edges E_v of the list and of the pixels to its right, each once
+    # (keys on a grid one row and column larger); a pixel is E_h(i, j) - E_h(i + 1, j) +
+    # E_v(i, j) - E_v(i, j + 1), its square counter-clockwise.
+    with torch.no_grad():
+        iy, ix = pixels // w, pixels % w
+        per = (h + 1) * (w + 1)
+        key = rows * per + iy * (w + 1) + ix
+        keys_h, inv_h = torch.unique(torch.cat([key, key + (w + 1)]), return_inverse=True)
+        keys_v, inv_v = torch.unique(torch.cat([key, key + 1]), return_inverse=True)
+
+    def edges(keys, horizontal: bool):
+        gal = keys // per
+        cell = keys % per
+        cy_ = y0 + (cell // (w + 1)).to(y.dtype) - 0.5  # the edge's lower or left end, pixel corner coordinates
+        cx_ = x0 + (cell % (w + 1)).to(y.dtype) - 0.5
+        if horizontal:  # (x - 1/2, y - 1/2) -> (x + 1/2, y - 1/2)
+            ay, ax, by, bx = cy_, cx_, cy_, cx_ + 1.0
+        else:  # (x - 1/2, y + 1/2) -> (x - 1/2, y - 1/2)
+            ay, ax, by, bx = cy_ + 1.0, cx_, cy_, cx_
+        geometry = {k: t_.reshape(batch)[gal].reshape(1, -1, 1) for k, t_ in v.items() if t_.numel() == batch}
+        u_maj, u_min = profile.major_minor(torch.stack([ay, by])[:, :, None], torch.stack([ax, bx])[:, :, None], geometry)
+        u_min = u_min / geometry["axis_r"]
+        return _edge_integrals(u_maj[0], u_min[0], u_maj[1], u_min[1], log_r, g, slope, t, wts, gal).reshape(-1)
+
+    e_h, e_v = edges(keys_h, True), edges(keys_v, False)
+    n = key.numel()
+    acc = e_h[inv_h[:n]] - e_h[inv_h[n:]] + e_v[inv_v[:n]] - e_v[inv_v[n:]]
     # (x, y) -> (x_maj, x_min / q) reverses orientation, and dx dy = q du
-    values = (-q_rows[0] * acc).reshape(-1)
+    values = -v["axis_r"].reshape(batch)[rows] * acc
     image = torch.zeros(batch * h * w, dtype=values.dtype, device=values.device).index_add(0, rows * (h * w) + pixels,
                                                                                            values)
     return image.reshape(batch, h, w).to(out_dtype)
