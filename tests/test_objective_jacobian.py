@@ -130,7 +130,7 @@ def test_memory_check_counts_a_frame_without_psf(monkeypatch):
     model = Model({"s": _sersic(gm.p(20.0), gm.p(20.0), pa=gm.p(20.0), axis_r=gm.p(0.6), eff_r=gm.p(3.0),
                                 mag=gm.p(17.0, M0=22.5), ser_n=gm.p(1.5)), "sky": gm.lp.Sky(sky_bg=gm.p(0.0))})
     need = check_memory(model, 1, (1489, 2048), FitSettings())
-    # measured: 3.9 GB peak resident for this fit (docs/benchmarks.md); the check must not predict less
-    assert 3.9e9 < need < 8e9
+    # measured: 3.9-4.3 GB peak resident for this fit (docs/benchmarks.md); the check must not predict less
+    assert 4.3e9 < need < 8e9
     with pytest.raises(FitMemoryError, match=r"30000x30000 pixels with 8 free values each needs about"):
         check_memory(model, 1, (30000, 30000), FitSettings())
