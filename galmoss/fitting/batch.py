@@ -137,6 +137,8 @@ def fit_batch(model: Model, batch: Batch, settings: FitSettings) -> BatchResult:
     if settings.restarts and model.n_free:
         result = restart_strays(model, objective, batch, start, estimates, result, settings)
         result = restart_components(model, objective, batch, start, estimates, result, settings)
+    if polishable(model, settings):
+        objective, result = polish(model, batch, start, objective, result, settings)
     with torch.no_grad():
         values = model.values(result.theta, objective.fixed)
         reported = {k: v.double().cpu().numpy() for k, v in model.report(values).items()}
@@ -189,6 +191,85 @@ def fit_batch(model: Model, batch: Batch, settings: FitSettings) -> BatchResult:
         parts = {k: v.float().cpu().numpy() for k, v in parts.items() if model.profiles[k].saving}
         out.model_image = [total[i, : h, : w] for i, (h, w) in enumerate(batch.shapes)]
         out.components = [{k: v[i, : h, : w] for k, v in parts.items()} for i, (h, w) in enumerate(batch.shapes)]
+    return out
+
+
+#: Gauss-Newton steps in float64 that end a float32 fit (each kept only where it lowers the loss)
+POLISH_STEPS = 2
+
+
+def polishable(model: Model, settings: FitSettings) -> bool:
+    """Whether :func:`polish` ends the fit: a float32 Levenberg-Marquardt fit of scalar parameters."""
+    return settings.polish and settings.method == "lm" and settings.dtype == "float32" and bool(model.n_free) \
+        and not model.has_vectors
+
+
+def polish(model: Model, batch: Batch, start: dict, objective, result, settings: FitSettings):
+    """The float32 solution taken to the float64 minimum: ``(float64 objective, result)``.
+
+    In float32 a galaxy's solution depends, by round-off, on which other galaxies
+    share its batch (reductions and matrix products take other paths at other
+    sizes, converged galaxies leave the batch at other iterations): a few
+    percent of its errors apart between two cuts of one catalogue. Each
+    galaxy's own float64 residuals and Jacobian at that solution do not depend
+    on its neighbours beyond 1e-12, and up to :data:`POLISH_STEPS` Gauss-Newton
+    steps from there (with that one Jacobian), each kept only where it lowers
+    the galaxy's loss, land on the float64 minimum whatever the cut. Its float64
+    ``J^T J`` is the result's normal matrix, from which the covariance follows
+    (taken a few thousandths of an error from the minimum: the errors agree
+    between cuts to 1e-5 of themselves). Costs one float64 Jacobian and up to
+    two float64 residual evaluations of the batch.
+    """
+    import dataclasses
+
+    wide = dataclasses.replace(settings, dtype="float64")
+    try:  # a frame too large to draw twice over in float64 keeps its float32 solution
+        check_memory(model, len(batch), tuple(batch.image.shape[1:]), wide,
+                     None if batch.psf is None else tuple(batch.psf.shape[1:]))
+    except FitMemoryError:
+        log.info("float64 polish skipped: the batch would not fit in memory in float64")
+        return objective, result
+    objective = make_objective(model, batch, start, wide)
+    theta = result.theta.detach().double()
+    rows = torch.arange(len(batch), device=theta.device)
+    ok = torch.isfinite(theta).all(1) & torch.isfinite(result.loss)
+    theta = torch.where(ok[:, None], theta, torch.zeros_like(theta))  # a failed fit is left as it was
+
+    # one float64 Jacobian at the float32 solution; the steps reuse it (chord steps: from that
+    # close, each gains orders of magnitude) and need only the residuals at the trial point
+    r, jac = objective.residuals_and_jacobian(theta, rows)
+    r, jac = r.detach(), jac.detach()
+    jt = jac.transpose(1, 2)
+    a = torch.bmm(jt, jac)
+    loss = (r**2).sum(1)
+    for _ in range(POLISH_STEPS):
+        trial = theta + _pseudo_solve(a, -torch.bmm(jt, r.unsqueeze(-1)).squeeze(-1))
+        with torch.no_grad():
+            trial_r = objective.residuals(trial, rows)
+        trial_loss = (trial_r**2).sum(1)
+        better = ok & torch.isfinite(trial_loss) & (trial_loss < loss)
+        if not bool(better.any()):
+            break
+        theta = torch.where(better[:, None], trial, theta)
+        r = torch.where(better[:, None], trial_r, r)
+        loss = torch.where(better, trial_loss, loss)
+    theta = torch.where(ok[:, None], theta, result.theta.double())
+    loss = torch.where(ok, loss, result.loss.double())
+    normal = None if result.normal_matrix is None else torch.where(ok[:, None, None], a, result.normal_matrix.double())
+    return objective, dataclasses.replace(result, theta=theta.detach(), loss=loss.detach(),
+                                          normal_matrix=None if normal is None else normal.detach())
+
+
+def _pseudo_solve(lhs, rhs):
+    """``lhs^+ rhs`` (b, P) for symmetric ``lhs`` (b, P, P): eigenvalues below 1e-12 of the largest dropped."""
+    finite = torch.isfinite(lhs).flatten(1).all(1) & torch.isfinite(rhs).all(1)
+    out = torch.zeros_like(rhs)
+    if not bool(finite.any()):
+        return out
+    w, v = torch.linalg.eigh(lhs[finite])
+    keep = w > 1e-12 * w.abs().amax(1, keepdim=True)
+    inv = torch.where(keep, 1.0 / torch.where(keep, w, torch.ones_like(w)), torch.zeros_like(w))
+    out[finite] = (v @ (inv * (v.transpose(1, 2) @ rhs[finite].unsqueeze(-1)).squeeze(-1)).unsqueeze(-1)).squeeze(-1)
     return out
 
 

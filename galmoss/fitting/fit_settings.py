@@ -47,6 +47,10 @@ class FitSettings:
         (cheap: the Fisher matrix is at hand).
     model_images
         Return the model and component images (for image blocks).
+    polish
+        End a float32 Levenberg-Marquardt fit with up to two Gauss-Newton steps in
+        float64, so that a galaxy's values do not depend on which galaxies share
+        its batch, shard or dask chunk (``galmoss.fitting.batch.polish``).
     """
 
     method: str = "lm"
@@ -61,6 +65,7 @@ class FitSettings:
     restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
     covariance: bool = True
     model_images: bool = False
+    polish: bool = True
 
     @property
     def torch_dtype(self) -> torch.dtype:

@@ -40,6 +40,11 @@ def memory_per_galaxy(n_free: int, n_columns: int, shape: tuple[int, int], dtype
 #: forward-mode Jacobian pass (measured on the CPU: a Sersic fitted with E = 1-3, boxes of 0.3-1 Mpx, peak
 #: resident memory 480 bytes a box pixel with the structured Jacobian and 820-1160 with forward mode)
 RENDER_IMAGES, RENDER_PER_TANGENT = 24, 26
+#: without a PSF: item sizes a cutout pixel takes per forward-mode tangent (a 2048x1489 frame with a Sersic
+#: and a sky, 8 free values, float32: 4.5 GB peak resident, about 1,340 bytes a pixel, torch included), and
+#: the core's exact integrals: pixels a galaxy at most (q = 0.2: about 350; 0.05: 1,400) and bytes a pixel per tangent
+PIXEL_PER_TANGENT = 48
+PATCH_PIXELS, PATCH_BYTES = 1500, 1024
 #: tangents of the structured Jacobian (the shape parameters' pass), against P for forward mode
 STRUCTURED_TANGENTS = 3
 
@@ -49,15 +54,18 @@ def render_memory(n_galaxies: int, shape: tuple[int, int], psf_shape: tuple[int,
     """Bytes the rendering of a batch holds: its FFT box (the cutout on the PSF's grid plus the PSF) per galaxy,
     and per tangent of the galaxies of one Jacobian pass.
 
-    Without a PSF the exact pixel integral works in float64 on the cutout with about twice the images.
+    Without a PSF the pixel integrals are drawn in real space on the cutout: the smooth part's sub-pixel
+    samples (``PIXEL_PER_TANGENT`` item sizes a pixel and tangent, every free value a tangent) and the core's
+    exact integrals in float64 over at most ``PATCH_PIXELS`` pixels a galaxy.
     """
     h, w = int(shape[0]) * oversampling, int(shape[1]) * oversampling
+    itemsize = torch.empty((), dtype=dtype).element_size()
     if psf_shape is None:
-        box, itemsize, images = h * w, 8, 2 * RENDER_IMAGES
-    else:
-        box = (h + int(psf_shape[0])) * (w + int(psf_shape[1]))
-        itemsize, images = torch.empty((), dtype=dtype).element_size(), RENDER_IMAGES
-    return box * itemsize * (images * n_galaxies + RENDER_PER_TANGENT * n_tangents * min(n_galaxies, chunk))
+        galaxies = min(n_galaxies, chunk)
+        patch = min(h * w, PATCH_PIXELS) * PATCH_BYTES * (1 + n_tangents) * galaxies
+        return h * w * itemsize * (RENDER_IMAGES * n_galaxies + PIXEL_PER_TANGENT * n_tangents * galaxies) + patch
+    box = (h + int(psf_shape[0])) * (w + int(psf_shape[1]))
+    return box * itemsize * (RENDER_IMAGES * n_galaxies + RENDER_PER_TANGENT * n_tangents * min(n_galaxies, chunk))
 
 
 def available_memory(device: torch.device) -> int:
@@ -89,7 +97,8 @@ def check_memory(model: Model, n_galaxies: int, shape: tuple[int, int], settings
 
     per = memory_per_galaxy(model.n_free, len(model.columns), shape, settings.torch_dtype)
     factor = settings.render.psf_oversampling
-    forward = factor > 1 or bool(model.ties)  # the general forward-mode Jacobian: a tangent per free value
+    # the general forward-mode Jacobian (a tangent per free value): a finer PSF, ties, or no PSF at all
+    forward = factor > 1 or bool(model.ties) or psf_shape is None
     tangents = model.n_free if forward else min(model.n_free, STRUCTURED_TANGENTS)
     render = render_memory(n_galaxies, shape, psf_shape, tangents, settings.jacobian_chunk, factor,
                            settings.torch_dtype)

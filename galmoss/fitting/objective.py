@@ -164,7 +164,20 @@ class BatchObjective:
         for name, profile in model.profiles.items():
             params = profile.parameters()
             shape = [(slot, prm) for slot, prm in params.items() if prm in column_of and _is_shape_slot(profile, slot, values)]
-            if shape and renderer.psf_hat is not None and profile.psf:
+            pixel = None
+            if not (renderer.psf_hat is not None and profile.psf) and _pixel_structured(profile, values):
+                # integrated over pixels (no PSF): every column but the magnitude's written out
+                pixel = [(slot, prm) for slot, prm in params.items()
+                         if prm in column_of and slot != profile.amplitude_parameter]
+                got = renderer.pixel_image_and_derivatives(profile, values, [slot for slot, _ in pixel], index=rows)
+                if got is None:
+                    pixel = None
+            if pixel is not None:
+                spectrum, plain = None, got[0]
+                for (_, prm), derivative in zip(pixel, got[1]):
+                    add(column_of[prm], derivative)
+                shape = pixel
+            elif shape and renderer.psf_hat is not None and profile.psf:
                 spectrum, derivatives = renderer.spectrum_and_shape_derivatives(
                     profile, values, [slot for slot, _ in shape], index=rows
                 )
@@ -464,6 +477,20 @@ def _is_shape_slot(profile, slot: str, values) -> bool:
     if slot in _GEOMETRY_SLOTS and not (slot in _RADIUS_SLOTS and _builtin_radius(profile)):
         return False
     if not box_is_zero(profile):  # the boxy part is supersampled apart from the radii
+        return False
+    params = profile.parameters()
+    if len({id(p) for p in params.values()}) != len(params):
+        return False
+    return profile.truncation_radius({k: values[p] for k, p in params.items()}) is None
+
+
+def _pixel_structured(profile, values) -> bool:
+    """Whether a component drawn without a PSF takes written-out columns (``Renderer.pixel_image_and_derivatives``).
+
+    Elliptical (not boxy) isophotes through the built-in radius, no truncation
+    radius (which moves the window), no parameter object in two slots.
+    """
+    if not isinstance(profile, EllipticalProfile) or not _builtin_radius(profile) or not box_is_zero(profile):
         return False
     params = profile.parameters()
     if len({id(p) for p in params.values()}) != len(params):

@@ -103,12 +103,13 @@ def smooth_window(r: Tensor, r1: Tensor, r2: Tensor) -> Tensor:
 
 
 def core_radii(
-    profile, v: Mapping[str, Tensor], layout: ConvolutionLayout, settings: RenderSettings
+    profile, v: Mapping[str, Tensor], layout: ConvolutionLayout | None, settings: RenderSettings
 ) -> tuple[Tensor, Tensor]:
     """Window radii ``(r1, r2)`` per galaxy, shape (B, 1, 1).
 
     They depend (differentiably) on the axis ratio and, near the cutout edge, on
-    the centre. The split is exact for any window, but its small sampling error
+    the centre (``layout`` None: a core integrated in real space, which no FFT
+    box limits). The split is exact for any window, but its small sampling error
     changes with the window: keeping the radii in the derivative makes the
     Jacobian the exact derivative of the image that is computed.
     """
@@ -117,11 +118,14 @@ def core_radii(
     stretch = torch.clamp(q, min=1.0)
     r1 = settings.core_inner / sharp
     r2 = r1 + settings.core_width / sharp
-    limit = torch.clamp(layout.core_room(v["cen_y"], v["cen_x"]), max=settings.max_core_radius) / stretch
+    room = settings.max_core_radius if layout is None else torch.clamp(
+        layout.core_room(v["cen_y"], v["cen_x"]), max=settings.max_core_radius)
+    limit = room / stretch
     limit = limit.clamp_min(0.5)
     r_trunc = profile.truncation_radius(v)
     if r_trunc is not None:
-        whole = r_trunc <= limit
+        # in real space (no layout) nothing limits the core: a hard edge always goes into it whole
+        whole = r_trunc <= limit if layout is not None else torch.ones_like(r_trunc, dtype=torch.bool)
         r1 = torch.where(whole, r_trunc, r1)
         r2 = torch.where(whole, r_trunc, r2)
     scale = torch.clamp(limit / r2, max=1.0)
@@ -129,7 +133,7 @@ def core_radii(
 
 
 def core_radii_q_slopes(
-    profile, v: Mapping[str, Tensor], layout: ConvolutionLayout, settings: RenderSettings
+    profile, v: Mapping[str, Tensor], layout: ConvolutionLayout | None, settings: RenderSettings
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """:func:`core_radii` and their derivatives with respect to the axis ratio: ``r1, r2, dr1/dq, dr2/dq``.
 
@@ -148,7 +152,8 @@ def core_radii_q_slopes(
     r2 = r1 + settings.core_width / sharp
     dr1 = -r1 / sharp * d_sharp
     dr2 = -r2 / sharp * d_sharp
-    room = torch.clamp(layout.core_room(v["cen_y"], v["cen_x"]), max=settings.max_core_radius)
+    room = settings.max_core_radius if layout is None else torch.clamp(
+        layout.core_room(v["cen_y"], v["cen_x"]), max=settings.max_core_radius)
     limit = room / stretch
     d_limit = -limit / stretch * d_stretch * (limit >= 0.5).to(q.dtype)
     limit = limit.clamp_min(0.5)

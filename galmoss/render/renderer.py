@@ -42,7 +42,7 @@ from ..settings import RenderSettings
 from .core import (CoreMap, core_map, core_node_factor_slope, core_nodes, core_radii, core_radii_q_slopes, core_tables,
                    shift_phase, smooth_window, smooth_window_and_slopes)
 from .grid import ConvolutionLayout
-from .pixel_integral import boxy_difference_means, pixel_integrated_image
+from .pixel_integral import boxy_difference_means, pixel_integrated_split, pixel_integrated_split_and_derivatives
 from .psf import prepare_psf, psf_spectrum
 
 Tensor = torch.Tensor
@@ -167,6 +167,31 @@ class Renderer:
             n, m = self.layout.fft_shape
             spectrum = spectrum + torch.fft.rfft2(means, s=(n, m)) / self.pixel_hat
         return smooth, spectrum
+
+    def _pixel_integrated(self, profile: EllipticalProfile, v: Mapping[str, Tensor]) -> Tensor:
+        """An elliptical profile integrated over the cutout's pixels (B, H, W): :func:`pixel_integrated_split`."""
+        image = pixel_integrated_split(profile, v, self.cutout_grid, self.settings)
+        if not box_is_zero(profile):
+            image = image + boxy_difference_means(profile, v, self.cutout_grid)
+        return image
+
+    def pixel_image_and_derivatives(
+        self,
+        profile: EllipticalProfile,
+        values: Mapping[Parameter, Tensor],
+        slots: list[str],
+        *,
+        index: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor] | None:
+        """A component integrated over pixels (no PSF) and its derivatives (S, B, H, W) w.r.t. ``slots``.
+
+        :func:`~galmoss.render.pixel_integral.pixel_integrated_split_and_derivatives`:
+        the smooth part's columns written out, the core's few pixels by forward
+        mode. None when the profile does not give its derivatives at fixed radii.
+        """
+        _, values, _ = self._prepare(values, index)
+        v = self._values(profile, values)
+        return pixel_integrated_split_and_derivatives(profile, v, self.cutout_grid, self.settings, slots)
 
     def spectrum_and_shape_derivatives(
         self,
@@ -410,7 +435,7 @@ class Renderer:
         he, we = self.layout.extended_shape
         if isinstance(profile, EllipticalProfile):
             if not with_psf:
-                return with_psf, None, None, pixel_integrated_image(profile, v, self.cutout_grid, box_is_zero(profile))
+                return with_psf, None, None, self._pixel_integrated(profile, v)
             smooth, spectrum = self._elliptical(profile, v)
             return with_psf, smooth, spectrum, None
         if isinstance(profile, PointSource):
