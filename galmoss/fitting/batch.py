@@ -194,8 +194,12 @@ def fit_batch(model: Model, batch: Batch, settings: FitSettings) -> BatchResult:
     return out
 
 
-#: Gauss-Newton steps in float64 that end a float32 fit (each kept only where it lowers the loss)
-POLISH_STEPS = 2
+#: Gauss-Newton steps in float64 that end a float32 fit, per Jacobian (each kept only where it lowers the loss)
+POLISH_STEPS = 3
+#: at most this many float64 Jacobians per galaxy in the polish
+POLISH_ROUNDS = 3
+#: a galaxy whose loss fell by more than this (chi2 units; (1e-3 of an error)^2) in a round takes another
+POLISH_TOLERANCE = 1e-6
 
 
 def polishable(model: Model, settings: FitSettings) -> bool:
@@ -212,13 +216,16 @@ def polish(model: Model, batch: Batch, start: dict, objective, result, settings:
     sizes, converged galaxies leave the batch at other iterations): a few
     percent of its errors apart between two cuts of one catalogue. Each
     galaxy's own float64 residuals and Jacobian at that solution do not depend
-    on its neighbours beyond 1e-12, and up to :data:`POLISH_STEPS` Gauss-Newton
-    steps from there (with that one Jacobian), each kept only where it lowers
-    the galaxy's loss, land on the float64 minimum whatever the cut. Its float64
-    ``J^T J`` is the result's normal matrix, from which the covariance follows
-    (taken a few thousandths of an error from the minimum: the errors agree
-    between cuts to 1e-5 of themselves). Costs one float64 Jacobian and up to
-    two float64 residual evaluations of the batch.
+    on its neighbours beyond 1e-12. Gauss-Newton steps from there land on the
+    float64 minimum whatever the cut: up to :data:`POLISH_STEPS` chord steps per
+    float64 Jacobian, each kept only where it lowers the galaxy's loss, and a
+    new Jacobian (at most :data:`POLISH_ROUNDS`) for a galaxy that moved by more
+    than :data:`POLISH_TOLERANCE` in chi2, since chord steps stop short of the
+    minimum by a fraction of the distance they moved. The last float64
+    ``J^T J`` is the result's normal matrix, from which the covariance follows.
+    Costs one float64 Jacobian and a few float64 residual evaluations of the
+    batch, and a second Jacobian for the galaxies the float32 fit left furthest
+    from the minimum.
     """
     import dataclasses
 
@@ -234,28 +241,44 @@ def polish(model: Model, batch: Batch, start: dict, objective, result, settings:
     rows = torch.arange(len(batch), device=theta.device)
     ok = torch.isfinite(theta).all(1) & torch.isfinite(result.loss)
     theta = torch.where(ok[:, None], theta, torch.zeros_like(theta))  # a failed fit is left as it was
+    final_loss = result.loss.detach().double().clone()
 
-    # one float64 Jacobian at the float32 solution; the steps reuse it (chord steps: from that
-    # close, each gains orders of magnitude) and need only the residuals at the trial point
-    r, jac = objective.residuals_and_jacobian(theta, rows)
-    r, jac = r.detach(), jac.detach()
-    jt = jac.transpose(1, 2)
-    a = torch.bmm(jt, jac)
-    loss = (r**2).sum(1)
-    for _ in range(POLISH_STEPS):
-        trial = theta + _pseudo_solve(a, -torch.bmm(jt, r.unsqueeze(-1)).squeeze(-1))
-        with torch.no_grad():
-            trial_r = objective.residuals(trial, rows)
-        trial_loss = (trial_r**2).sum(1)
-        better = ok & torch.isfinite(trial_loss) & (trial_loss < loss)
-        if not bool(better.any()):
+    # a float64 Jacobian at the float32 solution; the chord steps reuse it and need only the
+    # residuals at the trial point. Their fixed point solves J0^T r = 0 with J0 taken where the
+    # round began, which misses the minimum by a fraction of the distance the round moved (the
+    # residuals are noise, not small), so a galaxy that moved more than POLISH_TOLERANCE takes
+    # another round from a Jacobian at its new point.
+    normal = torch.zeros(len(batch), theta.shape[1], theta.shape[1], dtype=theta.dtype, device=theta.device)
+    active = rows[ok]
+    for _ in range(POLISH_ROUNDS):
+        if len(active) == 0:
             break
-        theta = torch.where(better[:, None], trial, theta)
-        r = torch.where(better[:, None], trial_r, r)
-        loss = torch.where(better, trial_loss, loss)
+        th = theta[active]
+        r, jac = objective.residuals_and_jacobian(th, active)
+        r, jac = r.detach(), jac.detach()
+        jt = jac.transpose(1, 2)
+        a = torch.bmm(jt, jac)
+        normal[active] = a
+        loss = (r**2).sum(1)
+        first = loss.clone()
+        for _ in range(POLISH_STEPS):
+            trial = th + _pseudo_solve(a, -torch.bmm(jt, r.unsqueeze(-1)).squeeze(-1))
+            with torch.no_grad():
+                trial_r = objective.residuals(trial, active)
+            trial_loss = (trial_r**2).sum(1)
+            better = torch.isfinite(trial_loss) & (trial_loss < loss)
+            if not bool(better.any()):
+                break
+            th = torch.where(better[:, None], trial, th)
+            r = torch.where(better[:, None], trial_r, r)
+            loss = torch.where(better, trial_loss, loss)
+        theta[active] = th
+        final_loss[active] = loss
+        active = active[(first - loss) > POLISH_TOLERANCE]
+    loss = final_loss
     theta = torch.where(ok[:, None], theta, result.theta.double())
     loss = torch.where(ok, loss, result.loss.double())
-    normal = None if result.normal_matrix is None else torch.where(ok[:, None, None], a, result.normal_matrix.double())
+    normal = None if result.normal_matrix is None else torch.where(ok[:, None, None], normal, result.normal_matrix.double())
     return objective, dataclasses.replace(result, theta=theta.detach(), loss=loss.detach(),
                                           normal_matrix=None if normal is None else normal.detach())
 
