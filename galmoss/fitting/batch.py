@@ -194,11 +194,9 @@ def fit_batch(model: Model, batch: Batch, settings: FitSettings) -> BatchResult:
     return out
 
 
-#: Gauss-Newton steps in float64 that end a float32 fit, per Jacobian (each kept only where it lowers the loss)
-POLISH_STEPS = 3
-#: at most this many float64 Jacobians per galaxy in the polish
-POLISH_ROUNDS = 3
-#: a galaxy whose loss fell by more than this (chi2 units; (1e-3 of an error)^2) in a round takes another
+#: at most this many Gauss-Newton steps on float64 residuals end a float32 fit (each kept only where it lowers the loss)
+POLISH_STEPS = 4
+#: a galaxy whose loss fell by more than this in a step (chi2 units: it moved 2e-3 of an error) takes another
 POLISH_TOLERANCE = 1e-6
 
 
@@ -216,16 +214,15 @@ def polish(model: Model, batch: Batch, start: dict, objective, result, settings:
     sizes, converged galaxies leave the batch at other iterations): a few
     percent of its errors apart between two cuts of one catalogue. Each
     galaxy's own float64 residuals and Jacobian at that solution do not depend
-    on its neighbours beyond 1e-12. Gauss-Newton steps from there land on the
-    float64 minimum whatever the cut: up to :data:`POLISH_STEPS` chord steps per
-    float64 Jacobian, each kept only where it lowers the galaxy's loss, and a
-    new Jacobian (at most :data:`POLISH_ROUNDS`) for a galaxy that moved by more
-    than :data:`POLISH_TOLERANCE` in chi2, since chord steps stop short of the
-    minimum by a fraction of the distance they moved. The last float64
-    ``J^T J`` is the result's normal matrix, from which the covariance follows.
-    Costs one float64 Jacobian and a few float64 residual evaluations of the
-    batch, and a second Jacobian for the galaxies the float32 fit left furthest
-    from the minimum.
+    on its neighbours beyond 1e-12. Gauss-Newton steps on those residuals land on
+    the float64 minimum whatever the cut: up to :data:`POLISH_STEPS`, each from
+    a Jacobian at the current point (the fit's float32 one: only the fixed point
+    ``J^T r = 0`` must be exact, and the float64 residuals set it) and kept only
+    where it lowers the galaxy's loss; a galaxy goes on while its step lowered
+    the loss by more than :data:`POLISH_TOLERANCE`. The last ``J^T J`` is the
+    result's normal matrix, from which the covariance follows. Costs a float64
+    residual evaluation and a float32 Jacobian per step; most galaxies take
+    two or three.
     """
     import dataclasses
 
@@ -236,6 +233,7 @@ def polish(model: Model, batch: Batch, start: dict, objective, result, settings:
     except FitMemoryError:
         log.info("float64 polish skipped: the batch would not fit in memory in float64")
         return objective, result
+    narrow, narrow_dtype = objective, result.theta.dtype
     objective = make_objective(model, batch, start, wide)
     theta = result.theta.detach().double()
     rows = torch.arange(len(batch), device=theta.device)
@@ -243,38 +241,35 @@ def polish(model: Model, batch: Batch, start: dict, objective, result, settings:
     theta = torch.where(ok[:, None], theta, torch.zeros_like(theta))  # a failed fit is left as it was
     final_loss = result.loss.detach().double().clone()
 
-    # a float64 Jacobian at the float32 solution; the chord steps reuse it and need only the
-    # residuals at the trial point. Their fixed point solves J0^T r = 0 with J0 taken where the
-    # round began, which misses the minimum by a fraction of the distance the round moved (the
-    # residuals are noise, not small), so a galaxy that moved more than POLISH_TOLERANCE takes
-    # another round from a Jacobian at its new point.
+    # Gauss-Newton steps, each from a Jacobian at the current point: their fixed point is
+    # J^T r = 0 there. (Chord steps that reuse one Jacobian stop short of the minimum by a
+    # fraction of the distance they move, since the residuals are noise, not small.) A galaxy
+    # goes on while its last step lowered the loss by more than POLISH_TOLERANCE.
     normal = torch.zeros(len(batch), theta.shape[1], theta.shape[1], dtype=theta.dtype, device=theta.device)
     active = rows[ok]
-    for _ in range(POLISH_ROUNDS):
+    with torch.no_grad():
+        r_all = objective.residuals(theta[active], active)
+    r_all = torch.zeros(len(batch), r_all.shape[1], dtype=r_all.dtype, device=r_all.device).index_copy_(0, active, r_all)
+    final_loss[active] = (r_all[active] ** 2).sum(1)
+    for _ in range(POLISH_STEPS):
         if len(active) == 0:
             break
-        th = theta[active]
-        r, jac = objective.residuals_and_jacobian(th, active)
-        r, jac = r.detach(), jac.detach()
+        th, r, loss = theta[active], r_all[active], final_loss[active]
+        # the Jacobian in the fit's float32 (half a float64 one's cost): the fixed point is set by
+        # the float64 residuals
+        jac = narrow.residuals_and_jacobian(th.to(narrow_dtype), active)[1].detach().double()
         jt = jac.transpose(1, 2)
         a = torch.bmm(jt, jac)
         normal[active] = a
-        loss = (r**2).sum(1)
-        first = loss.clone()
-        for _ in range(POLISH_STEPS):
-            trial = th + _pseudo_solve(a, -torch.bmm(jt, r.unsqueeze(-1)).squeeze(-1))
-            with torch.no_grad():
-                trial_r = objective.residuals(trial, active)
-            trial_loss = (trial_r**2).sum(1)
-            better = torch.isfinite(trial_loss) & (trial_loss < loss)
-            if not bool(better.any()):
-                break
-            th = torch.where(better[:, None], trial, th)
-            r = torch.where(better[:, None], trial_r, r)
-            loss = torch.where(better, trial_loss, loss)
-        theta[active] = th
-        final_loss[active] = loss
-        active = active[(first - loss) > POLISH_TOLERANCE]
+        trial = th + _pseudo_solve(a, -torch.bmm(jt, r.unsqueeze(-1)).squeeze(-1))
+        with torch.no_grad():
+            trial_r = objective.residuals(trial, active)
+        trial_loss = (trial_r**2).sum(1)
+        better = torch.isfinite(trial_loss) & (trial_loss < loss)
+        theta[active] = torch.where(better[:, None], trial, th)
+        r_all[active] = torch.where(better[:, None], trial_r, r)
+        final_loss[active] = torch.where(better, trial_loss, loss)
+        active = active[better & (loss - trial_loss > POLISH_TOLERANCE)]
     loss = final_loss
     theta = torch.where(ok[:, None], theta, result.theta.double())
     loss = torch.where(ok, loss, result.loss.double())
