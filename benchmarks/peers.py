@@ -36,7 +36,10 @@ the fitter's own chi2 at most 25 above that of the noiseless GalSim image
 (galmoss and pyimfit report a chi2; the others' column is empty). GalMOSS 2.2 costs about 0.3 CPU-s
 per galaxy and iteration on 128x128 with a 51x51 PSF (a direct ``conv2d``), so
 ``--galmoss22-n`` can give it the first N galaxies only; its row then says
-"first N of M" and its accuracy is on those N.
+"first N of M" and its accuracy is on those N. galmoss is fitted twice, as
+it runs by default and with its restarts off (``Fitting(restarts=False)``:
+the first fit alone, as IMFIT runs; ``--no-restarts-off-row`` leaves that row
+out), and each peer's row gives galmoss's speed-up over it both ways.
 
 Usage::
 
@@ -419,7 +422,7 @@ def truths(data, model):
             "flux": flux_of(data["truth_mag_b"]) + flux_of(data["truth_mag_d"]), **extra}
 
 
-def fit_galmoss(data, model, batch_size, threads):
+def fit_galmoss(data, model, batch_size, threads, restarts=True):
     import torch
 
     import galmoss as gm
@@ -441,7 +444,7 @@ def fit_galmoss(data, model, batch_size, threads):
     # warm-up (allocator, kernels) on two galaxies, outside the timing as the peers' imports are
     gm.Fitting(dataset(slice(0, 2)), batch_size=2, iteration=3, device="cpu", progress=False).fit()
     fitting = gm.Fitting(dataset(slice(None)), batch_size=batch_size, iteration=200, device="cpu", progress=False,
-                         threads=threads)
+                         threads=threads, restarts=restarts)
     t0, c0 = time.perf_counter(), time.process_time()
     res = fitting.fit()
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -450,7 +453,8 @@ def fit_galmoss(data, model, batch_size, threads):
            "n": np.stack([np.asarray(res[f"{k}_ser_n"]) for k in names], 1),
            "flux": sum(flux_of(np.asarray(res[f"{k}_mag"])) for k in names),
            "converged": np.asarray(res["converged"], dtype=float), "chi2": np.asarray(res["chi2"], dtype=float)}
-    return out, wall, cpu, f"galmoss {gm.__version__}, torch {torch.__version__}, {threads} threads, B={batch_size}"
+    return out, wall, cpu, (f"galmoss {gm.__version__}, torch {torch.__version__}, {threads} threads, B={batch_size}"
+                            + ("" if restarts else ", restarts off"))
 
 
 def accuracy(out, truth, model):
@@ -500,6 +504,8 @@ def main(argv=None):
     parser.add_argument("--galmoss22-n", type=int, default=0,
                         help="fit only the first N galaxies of each model with GalMOSS 2.2 (0: all); its first-order "
                              "optimizer runs 1000 iterations at ~0.3 CPU-s per galaxy each on 128x128 with a 51x51 PSF")
+    parser.add_argument("--restarts-off-row", action=argparse.BooleanOptionalAction, default=True,
+                        help="also fit galmoss with restarts off (Fitting(restarts=False)) on the same mocks")
     parser.add_argument("--reuse", action="store_true",
                         help="keep the mocks .npz and the peers' results already in --work (refit galmoss only)")
     # worker mode
@@ -526,6 +532,11 @@ def main(argv=None):
         ours, wall, cpu, info = fit_galmoss(data, model, args.batch, args.threads)
         results = [("galmoss", info, wall, cpu, accuracy(ours, truth, model), args.n)]
         print(f"{model}: galmoss {cpu / args.n:.3f} CPU-s, {wall / args.n:.3f} wall-s per galaxy ({info})", flush=True)
+        if args.restarts_off_row:  # the first fit alone: what the restarts cost and what they buy
+            plain, wall, cpu, info = fit_galmoss(data, model, args.batch, args.threads, restarts=False)
+            results.append(("galmoss, restarts off", info, wall, cpu, accuracy(plain, truth, model), args.n))
+            print(f"{model}: galmoss, restarts off {cpu / args.n:.3f} CPU-s, {wall / args.n:.3f} wall-s per galaxy",
+                  flush=True)
         for name in args.peers:
             done = path.with_suffix(f".{name}.{model}.json")
             if args.reuse and done.exists():
@@ -543,12 +554,14 @@ def main(argv=None):
                             accuracy(got["out"], {key: v[:k] for key, v in truth.items()}, model), k))
             print(f"{model}: {label} {got['cpu'] / k:.3f} CPU-s, {got['wall'] / k:.3f} wall-s per galaxy "
                   f"({got['info']})", flush=True)
-        _, _, w0, c0, _, n0 = results[0]
-        w0, c0 = w0 / n0, c0 / n0
+        ours_rows = [(w / k, c / k) for label, _, w, c, _, k in results if label.startswith("galmoss")]
         first = len(rows)
         for label, info, wall, cpu, acc, k in results:
             wall, cpu = wall / k, cpu / k
-            ratio = "—" if label == "galmoss" else f"{cpu / c0:.1f}x, {wall / w0:.1f}x"
+            # a peer's row: galmoss's speed-up over it, with restarts and (when fitted) without
+            ratio = "—" if label.startswith("galmoss") else "; ".join(
+                f"{cpu / c0:.1f}x, {wall / w0:.1f}x" + (" (restarts off)" if i else "")
+                for i, (w0, c0) in enumerate(ours_rows))
             n_err = "fixed" if model != "sersic" else f"{acc['n']:.3f}"
             rows.append(f"| {model} | {label} | {cpu:.3f} | {wall:.3f} | {ratio} | {acc['re']:.3f} | "
                         f"{n_err} | {acc['flux']:.3f} | {acc['converged'] * 100:.0f} % | {acc['at_truth'] * 100:.0f} % |")

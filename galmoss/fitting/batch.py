@@ -135,8 +135,8 @@ def fit_batch(model: Model, batch: Batch, settings: FitSettings) -> BatchResult:
     else:
         result = evaluate(objective, theta0, everyone)
     if settings.restarts and model.n_free:
-        result = restart_strays(model, objective, batch, start, estimates, result, settings)
-        result = restart_components(model, objective, batch, start, estimates, result, settings)
+        result, refitted = restart_strays(model, objective, batch, start, estimates, result, settings)
+        result = restart_components(model, objective, batch, start, estimates, result, settings, refitted)
     if polishable(model, settings):
         objective, result = polish(model, batch, start, objective, result, settings)
     with torch.no_grad():

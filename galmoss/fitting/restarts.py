@@ -91,10 +91,13 @@ def _strays(model: Model, result, shape, policy: RestartPolicy = DEFAULT_POLICY)
 
 
 def restart_strays(model, objective, batch, start, estimates, result, settings):
-    """Fit strays again from image-based starts; keep whichever fit has the lower loss."""
+    """Fit strays again from image-based starts; keep whichever fit has the lower loss.
+
+    Returns the result and the indices of the galaxies refitted (strays).
+    """
     stray = np.flatnonzero(_strays(model, result, batch.image.shape[1:], settings.restart_policy))
     if stray.size == 0:
-        return result
+        return result, stray
     if estimates is None:
         estimates = batch_estimates(batch)
     sub_start = {prm: v[stray] for prm, v in start.items()}
@@ -104,7 +107,7 @@ def restart_strays(model, objective, batch, start, estimates, result, settings):
     again = optimise(model, objective, theta0, rows, settings)
     taken = _keep_better(result, rows, again, torch.arange(rows.numel(), device=rows.device))
     log.info("restarted %d galaxies from image-based starts; %d improved", stray.size, taken)
-    return result
+    return result, stray
 
 
 def _component_pair(model: Model):
@@ -164,7 +167,7 @@ def _suspicious_pairs(model: Model, pair, values: dict, loss: np.ndarray, dof: n
     return out
 
 
-def restart_components(model, objective, batch, start, estimates, result, settings):
+def restart_components(model, objective, batch, start, estimates, result, settings, refitted=()):
     """Two-component fits that may have ended in a wrong minimum: try the alternatives, keep the lowest chi2.
 
     For the suspicious fits (:func:`_suspicious_pairs`), three restarts are fitted
@@ -174,7 +177,9 @@ def restart_components(model, objective, batch, start, estimates, result, settin
     turn reset from those rules while the other keeps its fitted values (one
     component collapsed or stuck). Parameters of neither component (the sky,
     fitted neighbours) keep their fitted values. The fit with the lowest loss
-    is kept.
+    is kept. The galaxies in ``refitted`` (indices) were just refitted from
+    image-based starts (:func:`restart_strays`): the restart of both
+    components apart would start them from the same values again, so they skip it.
     """
     pair = _component_pair(model)
     if pair is None or not len(batch):
@@ -196,27 +201,35 @@ def restart_components(model, objective, batch, start, estimates, result, settin
               .double().cpu().numpy()[rows] for prm in model.free}
     rules = restart_values(model, {prm: v[rows] for prm, v in start.items()}, [estimates[i] for i in rows])
     a, b = (model.profiles[c].parameters() for c in pair)
-    candidates = []
+    candidates = []  # (values at `rows`, which of `rows` try them)
+    everyone = np.arange(rows.size)
     swapped = dict(fitted)
     for slot in settings.restart_policy.swap_slots:
         pa_, pb_ = a.get(slot), b.get(slot)
         if pa_ is None or pb_ is None or pa_ is pb_ or pa_ not in fitted or pb_ not in fitted:
             continue
         swapped[pa_], swapped[pb_] = fitted[pb_], fitted[pa_]
-    candidates.append(swapped)
+    candidates.append((swapped, everyone))
     # both components restarted apart; everything else (sky, fitted neighbours) keeps its fit
     both = set(a.values()) | set(b.values())
-    candidates.append({prm: (rules[prm] if prm in both else v) for prm, v in fitted.items()})
+    apart = np.flatnonzero(~np.isin(rows, np.asarray(refitted, dtype=int)))
+    if apart.size:
+        candidates.append(({prm: (rules[prm] if prm in both else v)[apart] for prm, v in fitted.items()}, apart))
     for comp in (a, b):  # one component reset from the rules, the other kept
         own = set(comp.values())
-        candidates.append({prm: (rules[prm] if prm in own else v) for prm, v in fitted.items()})
-    theta0 = torch.cat([model.theta_from_values(c, settings.torch_dtype, settings.torch_device) for c in candidates])
-    galaxies = torch.as_tensor(np.tile(rows, len(candidates)), device=settings.torch_device)
+        candidates.append(({prm: (rules[prm] if prm in own else v) for prm, v in fitted.items()}, everyone))
+    theta0 = torch.cat([model.theta_from_values(c, settings.torch_dtype, settings.torch_device) for c, _ in candidates])
+    which = np.concatenate([who for _, who in candidates])  # the index into `rows` of each try
+    galaxies = torch.as_tensor(rows[which], device=settings.torch_device)
     again = optimise(model, objective, theta0, galaxies, settings)
-    tries = again.loss.reshape(len(candidates), rows.size)
-    tries = torch.where(torch.isfinite(tries), tries, torch.full_like(tries, float("inf")))
-    best_try = torch.argmin(tries, dim=0)
-    pick = best_try * rows.size + torch.arange(rows.size, device=tries.device)
+    loss = torch.where(torch.isfinite(again.loss), again.loss, torch.full_like(again.loss, float("inf")))
+    # per galaxy the try of lowest loss: sort by loss, then the first try of each galaxy (a stable sort by galaxy)
+    by_loss = torch.argsort(loss, stable=True)
+    which_t = torch.as_tensor(which, device=loss.device)
+    by_galaxy = by_loss[torch.argsort(which_t[by_loss], stable=True)]
+    first = torch.ones_like(by_galaxy, dtype=torch.bool)
+    first[1:] = which_t[by_galaxy][1:] != which_t[by_galaxy][:-1]
+    pick = by_galaxy[first]  # one per galaxy, in the order of `rows` (every galaxy has the swap)
     taken = _keep_better(result, torch.as_tensor(rows, device=settings.torch_device), again, pick)
     log.info("two-component restarts: %d suspicious fits, %d improved", rows.size, taken)
     return result
