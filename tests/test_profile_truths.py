@@ -5,8 +5,9 @@
   stars) and without one (GalSim's real-space pixel integrals). Differences are
   judged in units of a sky-limited noise whose half-light S/N is 500 (the
   convention of tests/test_render_galsim.py; issue 2 required chi2 <= 0.1 at the
-  median there). Measured on 2 CPU cores: chi2 <= 2e-3 with the PSF, <= 2e-8
-  without; a 1 % error in a size gives chi2 of order 10-100.
+  median there). Measured on 2 CPU cores: chi2 <= 2e-3 with the PSF, <= 4e-5
+  without (the smooth part's point rule); a 1 % error in a size gives chi2 of
+  order 10-100.
 * Sersic identities (as GalSim's tests/test_sersic.py): n = 0.5 is a Gaussian of
   FWHM 2 r_e; n = 1 is an exponential of scale r_e / b_1, with b_1 from scipy's
   gammaincinv (not galmoss's sersic_b). Measured: 5e-15 of the peak in float64.

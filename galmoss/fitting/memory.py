@@ -42,9 +42,9 @@ def memory_per_galaxy(n_free: int, n_columns: int, shape: tuple[int, int], dtype
 RENDER_IMAGES, RENDER_PER_TANGENT = 24, 26
 #: without a PSF: item sizes a cutout pixel takes per forward-mode tangent (a 2048x1489 frame with a Sersic
 #: and a sky, 8 free values, float32: 4.5 GB peak resident, about 1,340 bytes a pixel, torch included), and
-#: the core's exact integrals: pixels a galaxy at most (q = 0.2: about 350; 0.05: 1,400) and bytes a pixel per tangent
+#: the core's exact integrals: pixels a galaxy at most (q = 0.2: about 660; 0.05: 2,600) and bytes a pixel per tangent
 PIXEL_PER_TANGENT = 48
-PATCH_PIXELS, PATCH_BYTES = 1500, 1024
+PATCH_PIXELS, PATCH_BYTES = 3000, 1024
 #: tangents of the structured Jacobian (the shape parameters' pass), against P for forward mode
 STRUCTURED_TANGENTS = 3
 
