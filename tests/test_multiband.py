@@ -241,37 +241,126 @@ def test_unsupported_pieces_say_so():
                                neighbours="fit")
 
 
-def test_files_per_band_and_rotated_wcs_refused(tmp_path):
+def _wcs_header(scale: float, turn: float = 0.0, mirrored: bool = False):
+    """A tangent-plane WCS of ``scale`` arcsec/px whose pixel grid is turned ``turn`` degrees counter-clockwise
+    against a north-up, east-left one (the pixel-to-sky matrix is that grid's times R(-turn))."""
+    from astropy.io import fits
+
+    c, s = np.cos(np.radians(turn)), np.sin(np.radians(turn))
+    k = scale / 3600
+    cd = np.array([[-k, 0.0], [0.0, k]]) @ np.array([[c, s], [-s, c]])
+    if mirrored:
+        cd = cd @ np.diag([-1.0, 1.0])
+    return fits.Header({"CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN", "CRVAL1": 150.0, "CRVAL2": 2.0,
+                        "CD1_1": cd[0, 0], "CD1_2": cd[0, 1], "CD2_1": cd[1, 0], "CD2_2": cd[1, 1]})
+
+
+def _write_bands(tmp_path, images, sigmas, psfs, scales, turns=None, count=2):
+    """One FITS per galaxy and band with a WCS centred on the cutout; returns (paths, keyword arguments)."""
+    from astropy.io import fits
+
+    paths = {}
+    for b in images:
+        paths[b] = []
+        for i in range(count):
+            h = _wcs_header(scales[b], (turns or {}).get(b, 0.0))
+            size = images[b].shape[1:]
+            h["CRPIX1"], h["CRPIX2"] = (size[1] + 1) / 2, (size[0] + 1) / 2
+            p = tmp_path / f"{b}_{i}.fits"
+            fits.writeto(p, images[b][i], h, overwrite=True)
+            paths[b].append(str(p))
+        fits.writeto(tmp_path / f"{b}_psf.fits", psfs[b], overwrite=True)
+        fits.writeto(tmp_path / f"{b}_sigma.fits", sigmas[b][0], overwrite=True)
+    kw = dict(sigma_path={b: [str(tmp_path / f"{b}_sigma.fits")] * count for b in images},
+              psf_path={b: [str(tmp_path / f"{b}_psf.fits")] * count for b in images})
+    return paths, kw
+
+
+def test_files_per_band_and_a_wcs_that_turns_one_galaxy_otherwise(tmp_path):
     from astropy.io import fits
 
     images, sigmas, psfs = small()
-    paths = {}
-    for b in BANDS:
-        paths[b] = []
-        for i in range(2):
-            header = fits.Header({"CD1_1": -SCALES[b] / 3600, "CD1_2": 0.0, "CD2_1": 0.0, "CD2_2": SCALES[b] / 3600})
-            p = tmp_path / f"{b}_{i}.fits"
-            fits.writeto(p, images[b][i], header)
-            paths[b].append(str(p))
-        fits.writeto(tmp_path / f"{b}_psf.fits", psfs[b])
-        fits.writeto(tmp_path / f"{b}_sigma.fits", sigmas[b][0])
-    kw = dict(sigma_path={b: [str(tmp_path / f"{b}_sigma.fits")] * 2 for b in BANDS},
-              psf_path={b: [str(tmp_path / f"{b}_psf.fits")] * 2 for b in BANDS},
-              wavelength=WL, pix_scale=SCALES, result_path=tmp_path / "out")
+    paths, kw = _write_bands(tmp_path, images, sigmas, psfs, SCALES)
+    kw.update(wavelength=WL, pix_scale=SCALES, result_path=tmp_path / "out")
     ds = gm.Dataset(["a", "b"], paths, **kw)
+    assert ds.bands.rotation is None
     ds.define_profiles(gal=sersic(cen_x=gm.p(12.5), cen_y=gm.p(12.5), eff_r=gm.p(3.0)))
     f = gm.Fitting(ds, dtype="float64", restarts=False, progress=False)
     f.fit()
     t = f.uncertainty()
     assert (tmp_path / "out" / "results.fits").exists() and np.all(t["converged"])
     assert np.all(np.abs(t["gal_mag_r"] - BANDS["r"]["mag"]) < 4 * t["gal_mag_r_err"])
-    # band i turned by 30 degrees on the sky
-    c, s = np.cos(np.radians(30)), np.sin(np.radians(30))
-    k = SCALES["i"] / 3600
-    header = fits.Header({"CD1_1": -k * c, "CD1_2": k * s, "CD2_1": k * s, "CD2_2": k * c})
-    fits.writeto(paths["i"][0], images["i"][0], header, overwrite=True)
-    with pytest.raises(NotImplementedError, match="band 'i' is rotated by"):
+    # the first galaxy's band i turned by 30 degrees: the dataset takes that turn, the second galaxy
+    # (still unturned) is flagged instead of fitted with the wrong geometry
+    h = _wcs_header(SCALES["i"], 30.0)
+    h["CRPIX1"] = h["CRPIX2"] = (images["i"].shape[1] + 1) / 2
+    fits.writeto(paths["i"][0], images["i"][0], h, overwrite=True)
+    ds = gm.Dataset(["a", "b"], paths, **kw)
+    assert ds.bands.rotation == pytest.approx((0.0, 0.0, 30.0), abs=1e-6)
+    first, second = ds.load(0)[0], ds.load(1)[0]
+    assert not first.flags & int(Flag.read_error)
+    assert second.flags & int(Flag.read_error) and "band 'i''s grid is turned" in " ".join(second.messages)
+    with pytest.raises(ConfigError, match="rotation of band 'i' is 10 degrees but its FITS WCS turns it 30"):
+        gm.Dataset(["a", "b"], paths, rotation={"g": 0, "r": 0, "i": 10}, **kw)
+    h = _wcs_header(SCALES["i"], 0.0, mirrored=True)
+    fits.writeto(paths["i"][0], images["i"][0], h, overwrite=True)
+    with pytest.raises(NotImplementedError, match="band 'i' is mirrored"):
         gm.Dataset(["a", "b"], paths, **kw)
+
+
+TURNED = {"g": dict(scale=0.2, size=48, fwhm=0.8, mag=21.0, sigma=1.0),
+          "r": dict(scale=0.3, size=36, fwhm=0.9, mag=20.5, sigma=1.0, turn=35.0)}
+
+
+def _turned_fit(ds, *, tied_pa=None):
+    ds.define_profiles(gal=sersic(cen_x=gm.p(25.0), cen_y=gm.p(24.0), pa=gm.p(40.0), axis_r=gm.p(0.6),
+                                  eff_r=gm.p(5.0)))
+    return fit(ds)[1]
+
+
+def test_bands_turned_against_each_other_share_one_shape():
+    """GalSim draws the r band on a grid turned 35 degrees (and 1.5 times coarser): centre, PA and axis
+    ratio in the reference band's pixels come back within 4 sigma; with the turn left out they do not."""
+    images, sigmas, psfs = sersic_bands(TURNED, count=3, dx=0.3, dy=-0.2, q=0.5, pa=30.0, seed=5)
+    wl, scales = {"g": 477.0, "r": 623.1}, {"g": 0.2, "r": 0.3}
+    t = _turned_fit(gm.Dataset.from_arrays(images, sigmas, psfs, wavelength=wl, pix_scale=scales,
+                                           rotation={"g": 0.0, "r": 35.0}))
+    truth = {"gal_cen_x": 24.5 + 0.3 / 0.2, "gal_cen_y": 24.5 - 0.2 / 0.2, "gal_pa": 30.0, "gal_axis_r": 0.5,
+             "gal_eff_r": 1.2 / 0.2, "gal_mag_g": 21.0, "gal_mag_r": 20.5}
+    for name, value in truth.items():
+        pull = (t[name] - value) / t[f"{name}_err"]
+        assert np.all(np.abs(pull) < 4), (name, pull)
+    assert np.all(t["flag"] == 0)
+    assert np.all(np.abs(t["reduced_chi2"] - 1) < 5 * np.sqrt(2 / t["dof"]))
+    # the same data read as if the grids were aligned: the r band cannot be fitted with g's shape
+    wrong = _turned_fit(gm.Dataset.from_arrays(images, sigmas, psfs, wavelength=wl, pix_scale=scales))
+    assert np.all(wrong["chi2_r"] > t["chi2_r"] + 100)
+
+
+def test_a_turn_read_from_the_wcs_fits_as_the_given_one(tmp_path):
+    images, sigmas, psfs = sersic_bands(TURNED, count=2, dx=0.3, dy=-0.2, q=0.5, pa=30.0, seed=6)
+    wl, scales = {"g": 477.0, "r": 623.1}, {"g": 0.2, "r": 0.3}
+    paths, kw = _write_bands(tmp_path, images, sigmas, psfs, scales, turns={"r": 35.0})
+    ds = gm.Dataset(["a", "b"], paths, wavelength=wl, pix_scale=scales, **kw)
+    assert ds.bands.rotation == pytest.approx((0.0, 35.0), abs=1e-6)
+    from_wcs = _turned_fit(ds)
+    given = _turned_fit(gm.Dataset.from_arrays(images, sigmas, psfs, wavelength=wl, pix_scale=scales,
+                                               rotation={"g": 0.0, "r": 35.0}))
+    for name in ("gal_cen_x", "gal_cen_y", "gal_pa", "gal_axis_r", "gal_eff_r", "gal_mag_r"):
+        np.testing.assert_allclose(from_wcs[name], given[name], rtol=0, atol=1e-3 * float(np.max(given[f"{name}_err"])))
+    assert np.all(from_wcs["flag"] == 0)
+
+
+def test_turned_bands_need_both_coordinates_of_a_centre_alike():
+    images, sigmas, psfs = sersic_bands(TURNED, count=1, seed=7)
+    ds = gm.Dataset.from_arrays(images, sigmas, psfs, wavelength={"g": 477.0, "r": 623.1},
+                                pix_scale={"g": 0.2, "r": 0.3}, rotation={"g": 0.0, "r": 35.0})
+    ds.define_profiles(gal=sersic(cen_x=gm.p(24.5, fit=False)))
+    with pytest.raises(NotImplementedError, match="gal.cen_x: with bands rotated against each other"):
+        fit(ds)
+    with pytest.raises(ConfigError, match="rotation of the reference band 'g' is 5"):
+        gm.Dataset.from_arrays(images, sigmas, psfs, wavelength={"g": 477.0, "r": 623.1},
+                               pix_scale={"g": 0.2, "r": 0.3}, rotation={"g": 5.0, "r": 35.0})
 
 
 def test_a_prior_on_a_shared_parameter_combines_with_every_band_as_a_normal_posterior():

@@ -404,10 +404,10 @@ class Dataset:
         if isinstance(images, dict) or wavelength is not None:
             from .multiband import MultiBandDataset
 
-            zero_point = options.pop("zero_point", None)
+            zero_point, rotation = options.pop("zero_point", None), options.pop("rotation", None)
             return MultiBandDataset.from_arrays(
                 images, sigmas, psfs, masks, galaxy_index, wavelength=wavelength, pix_scale=pix_scale,
-                zero_point=zero_point, **DataOptions.pick(options, "Dataset.from_arrays"),
+                zero_point=zero_point, rotation=rotation, **DataOptions.pick(options, "Dataset.from_arrays"),
             )
         options = DataOptions.pick(options, "Dataset.from_arrays")
         imgs = _array_list(images, "images")
@@ -468,9 +468,9 @@ class Dataset:
         if not _of_bands and (isinstance(path, dict) or wavelength is not None or has_band_axis(path)):
             from .multiband import MultiBandDataset
 
-            zero_point = options.pop("zero_point", None)
+            zero_point, rotation = options.pop("zero_point", None), options.pop("rotation", None)
             return MultiBandDataset.from_image_set(path, galaxy_index, wavelength=wavelength, pix_scale=pix_scale,
-                                                   zero_point=zero_point,
+                                                   zero_point=zero_point, rotation=rotation,
                                                    **DataOptions.pick(options, "Dataset.from_image_set"))
         options = DataOptions.pick(options, "Dataset.from_image_set")
         image_set = ImageSet(path, band=_band)
@@ -550,11 +550,11 @@ class Dataset:
         if wavelength is not None or any(isinstance(c, dict) for c in (image, sigma, psf, mask)):
             from .multiband import MultiBandDataset
 
-            zero_point = options.pop("zero_point", None)
+            zero_point, rotation = options.pop("zero_point", None), options.pop("rotation", None)
             return MultiBandDataset.from_catalog(
                 catalog, galaxy_index=galaxy_index, image=image, sigma=sigma, psf=psf, mask=mask,
                 base_path=base_path, wavelength=wavelength, pix_scale=pix_scale, zero_point=zero_point,
-                **DataOptions.pick(options, "Dataset.from_catalog"))
+                rotation=rotation, **DataOptions.pick(options, "Dataset.from_catalog"))
 
         options = DataOptions.pick(options, "Dataset.from_catalog")
         mask_index, psf_fwhm = options.get("mask_index"), options.get("psf_fwhm")

@@ -69,6 +69,12 @@ class MultiBandDataset:
         ``{band: magnitude zero point}``: a band's zero point replaces the
         ``M0`` of every magnitude in that band, so each band's magnitudes are
         calibrated; None: the ``gm.p``'s ``M0`` in every band.
+    rotation
+        ``{band: degrees}``, each band's pixel grid turned counter-clockwise
+        against the reference band's (0 for the reference): centres and position
+        angles are mapped through it. Left out, it is read from the first
+        galaxy's FITS WCS in every band (0 without one); a galaxy whose WCS
+        turns its bands otherwise is flagged.
     img_block_path
         Folder for image blocks, one FITS per galaxy holding every band
         (:func:`galmoss.io.blocks.write_band_image_block`).
@@ -84,8 +90,8 @@ class MultiBandDataset:
         Bands named differently in different arguments, a wavelength or pixel
         scale missing or not positive, band inputs of different lengths.
     NotImplementedError
-        Fitted neighbours, PSFs from a FWHM, regions, or bands rotated against
-        each other in their FITS WCS.
+        Fitted neighbours, regions, or bands mirrored against each other in
+        their FITS WCS.
 
     Notes
     -----
@@ -97,10 +103,10 @@ class MultiBandDataset:
 
     def __init__(self, galaxy_index, image_path, sigma_path=None, psf_path=None, mask_path=None, mask_index=None,
                  img_block_path=None, result_path=None, *, wavelength=None, pix_scale=None, zero_point=None,
-                 _arrays=None, **options) -> None:
+                 rotation=None, _arrays=None, **options) -> None:
         #: detect on a stack of the bands, mask in every band (:func:`stack_auto_mask`)
         self.auto_mask = _pop_refused(options)
-        self.bands: Bands = make_bands(wavelength, pix_scale, zero_point)
+        self.bands: Bands = make_bands(wavelength, pix_scale, zero_point, rotation)
         gain = band_dict(options.pop("gain", None), self.bands, "gain")
         # a FWHM in each band's own pixels: a dict by band, or one value (or list) for every band
         fwhm = band_dict(options.pop("psf_fwhm", None), self.bands, "psf_fwhm")
@@ -135,14 +141,15 @@ class MultiBandDataset:
 
     @classmethod
     def from_arrays(cls, images, sigmas=None, psfs=None, masks=None, galaxy_index=None, *, wavelength=None,
-                    pix_scale=None, zero_point=None, img_block_path=None, result_path=None, mask_index=None,
+                    pix_scale=None, zero_point=None, rotation=None, img_block_path=None, result_path=None,
+                    mask_index=None,
                     **options):
         """Per-band arrays: each argument a dict ``{band: (N, H, W) array or list}`` (psfs also ``(h, w)``)."""
         if not isinstance(images, Mapping):
             raise ConfigError("Dataset.from_arrays: with wavelength, images must be a dict {band: arrays} naming every "
                               "band")
         return cls(galaxy_index, None, img_block_path=img_block_path, result_path=result_path, wavelength=wavelength,
-                   pix_scale=pix_scale, zero_point=zero_point, mask_index=mask_index,
+                   pix_scale=pix_scale, zero_point=zero_point, rotation=rotation, mask_index=mask_index,
                    _arrays={"images": images, "sigmas": sigmas, "psfs": psfs, "masks": masks}, **options)
 
     def _from_arrays(self, galaxy_index, arrays, mask_index, gain, options) -> None:
@@ -183,6 +190,7 @@ class MultiBandDataset:
 
     @classmethod
     def from_image_set(cls, path, galaxy_index=None, *, wavelength=None, pix_scale=None, zero_point=None,
+                       rotation=None,
                        **options):
         """Image sets with bands: ``{band: file}`` (one image set per band) or one file with a band axis.
 
@@ -205,7 +213,7 @@ class MultiBandDataset:
         auto = _pop_refused(options)
         gain, fwhm = options.pop("gain", None), options.pop("psf_fwhm", None)
         if isinstance(path, Mapping):
-            bands = make_bands(wavelength, pix_scale, zero_point)
+            bands = make_bands(wavelength, pix_scale, zero_point, rotation)
             files = band_dict(path, bands, "image_set")
             gain, fwhm = band_dict(gain, bands, "gain"), band_dict(fwhm, bands, "psf_fwhm")
             datasets = {b: Dataset.from_image_set(files[b], galaxy_index, _of_bands=True, gain=gain[b],
@@ -221,7 +229,7 @@ class MultiBandDataset:
                 wavelength = _file_numbers(keywords, "WAVELEN", order, path)
             if pix_scale is None:
                 pix_scale = _file_numbers(keywords, "PIXSCALE", order, path)
-            bands = make_bands(wavelength, pix_scale, zero_point)
+            bands = make_bands(wavelength, pix_scale, zero_point, rotation)
             if sorted(order) != sorted(bands.names) or len(set(order)) != len(order):
                 raise ConfigError(f"image set '{path}': its BANDS are {order} but wavelength names "
                                   f"{list(bands.names)}; give one wavelength per band of the file, by the same names")
@@ -235,7 +243,7 @@ class MultiBandDataset:
 
     @classmethod
     def from_catalog(cls, catalog, *, galaxy_index="galaxy_index", image="image", sigma=None, psf=None, mask=None,
-                     base_path=None, wavelength=None, pix_scale=None, zero_point=None, **options):
+                     base_path=None, wavelength=None, pix_scale=None, zero_point=None, rotation=None, **options):
         """A catalogue with a column of files per band (see :meth:`galmoss.Dataset.from_catalog`).
 
         Each of ``image``, ``sigma``, ``psf`` and ``mask`` is a dict ``{band:
@@ -248,7 +256,7 @@ class MultiBandDataset:
         from .dataset import DataOptions
         from ..io.catalog import number_column, read_catalog, text_column
 
-        bands = make_bands(wavelength, pix_scale, zero_point)
+        bands = make_bands(wavelength, pix_scale, zero_point, rotation)
         options = DataOptions.pick(options, "Dataset.from_catalog")
         table, folder = read_catalog(catalog)
         base = Path(base_path) if base_path is not None else folder
@@ -281,7 +289,7 @@ class MultiBandDataset:
             mask_index = [None if np.isnan(v) else v
                           for v in number_column(table, mask_index, "mask_index", optional=True).tolist()]
         obj = cls(names, per_band["image"], per_band["sigma"], per_band["psf"], per_band["mask"], mask_index,
-                  wavelength=wavelength, pix_scale=pix_scale, zero_point=zero_point, **options)
+                  wavelength=wavelength, pix_scale=pix_scale, zero_point=zero_point, rotation=rotation, **options)
         obj.catalog = table
         return obj
 
@@ -326,15 +334,18 @@ class MultiBandDataset:
 
 
 # ------------------------------------------------------------ automatic masks
-def _band_coordinates(shape_from, shape_to, ratio: float):
+def _band_coordinates(shape_from, shape_to, ratio: float, turn: float = 0.0):
     """Where the pixel centres of grid ``shape_from`` fall on grid ``shape_to`` (0-based row, column arrays).
 
-    The cutouts are centred on one sky point; ``ratio`` is pix_scale(from) / pix_scale(to).
+    The cutouts are centred on one sky point; ``ratio`` is pix_scale(from) / pix_scale(to) and
+    ``turn`` (radians, counter-clockwise) the target grid's rotation against the source grid's.
     """
     h, w = shape_from
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    dy, dx = yy - (h - 1) / 2, xx - (w - 1) / 2
+    c, s = math.cos(turn), math.sin(turn)
     ht, wt = shape_to
-    return (yy - (h - 1) / 2) * ratio + (ht - 1) / 2, (xx - (w - 1) / 2) * ratio + (wt - 1) / 2
+    return (s * dx + c * dy) * ratio + (ht - 1) / 2, (c * dx - s * dy) * ratio + (wt - 1) / 2
 
 
 def stack_auto_mask(gals: list[GalaxyData], bands: Bands, start_xy) -> None:
@@ -342,7 +353,7 @@ def stack_auto_mask(gals: list[GalaxyData], bands: Bands, start_xy) -> None:
 
     Each band's signal-to-noise image ``(image - sky) / sigma`` is resampled to the
     reference band's grid (bilinearly; the cutouts share their centre, the grids
-    relate by the ratio of the pixel scales) and the bands are summed and divided
+    relate by the ratio of the pixel scales and the bands' rotation) and the bands are summed and divided
     by the square root of their number (a chi-mean stack: a source seen in any
     band is found). :func:`galmoss.auto.auto_mask` segments the stack; the pixels
     it masks are mapped back to each band (a coarser band's pixel is masked when
@@ -360,7 +371,7 @@ def stack_auto_mask(gals: list[GalaxyData], bands: Bands, start_xy) -> None:
         used = g.weight > 0
         sky = float(np.median(g.image[used]))
         snr = np.where(used, (g.image - sky) / g.sigma, 0.0)
-        rows, cols = _band_coordinates(shape, g.shape, bands.pix_scale[0] / bands.pix_scale[b])
+        rows, cols = _band_coordinates(shape, g.shape, bands.pix_scale[0] / bands.pix_scale[b], bands.turn(b))
         values = ndimage.map_coordinates(snr, [rows, cols], order=1, mode="constant", cval=np.nan)
         seen = ndimage.map_coordinates(used.astype(np.float64), [rows, cols], order=0, mode="constant", cval=0.0) > 0
         seen &= np.isfinite(values)
@@ -376,7 +387,7 @@ def stack_auto_mask(gals: list[GalaxyData], bands: Bands, start_xy) -> None:
         reach = int(np.ceil(ratio / 2 - 0.5))  # a coarser pixel covers reference pixels this far from its centre
         if reach > 0:
             grown = ndimage.maximum_filter(found.mask, size=2 * reach + 1)
-        rows, cols = _band_coordinates(g.shape, shape, ratio)
+        rows, cols = _band_coordinates(g.shape, shape, ratio, -bands.turn(b))
         masked = ndimage.map_coordinates(grown.astype(np.float64), [rows, cols], order=0, mode="constant",
                                          cval=0.0) > 0
         masked &= g.weight > 0
@@ -498,8 +509,8 @@ def _fill_optional(value, missing: set[int], stand_in):
     return [stand_in(i) if (i in missing and x is None) else x for i, x in enumerate(value)]
 
 
-def _sky_centre(path, hdu, shape):
-    """The sky position of a cutout's centre from its FITS WCS, or None without a celestial WCS."""
+def _celestial_wcs(path, hdu):
+    """The image's celestial FITS WCS, or None without one (or with an unreadable header)."""
     import warnings
 
     from astropy.wcs import FITSFixedWarning, WCS
@@ -515,75 +526,94 @@ def _sky_centre(path, hdu, shape):
         return None
     if not wcs.has_celestial or wcs.naxis != 2:
         return None
+    return wcs
+
+
+def _grid_turn(ref_wcs, wcs) -> tuple[float, bool]:
+    """How a band's pixel grid is turned against the reference's: (degrees counter-clockwise, mirrored).
+
+    The map from reference pixel offsets to the band's is ``inv(P_band) P_ref`` (P: each WCS's
+    pixel-to-sky matrix, CD or PC x CDELT or CROTA); its angle is the turn, a negative determinant
+    a mirror.
+    """
+    m = np.linalg.solve(wcs.pixel_scale_matrix, ref_wcs.pixel_scale_matrix)
+    return math.degrees(math.atan2(m[1, 0], m[0, 0])), bool(np.linalg.det(m) < 0)
+
+
+def _sky_centre(wcs, shape):
+    """The sky position of a cutout's centre."""
     return wcs.pixel_to_world((shape[1] - 1) / 2, (shape[0] - 1) / 2)
 
 
+#: a galaxy whose bands are turned against each other by more than this (degrees) beyond the
+#: dataset's rotation (the first galaxy's) is flagged: its cutouts were cut from other images
+_TURN_TOLERANCE = 0.05
+
+
 def _off_sky(ds: "MultiBandDataset", position: int, shapes: list) -> str:
-    """Why galaxy ``position``'s cutouts do not share their centre on the sky, or '' (also without WCS)."""
+    """Why galaxy ``position``'s cutouts do not share their centre (or orientation) on the sky, or ''.
+
+    '' also without a WCS.
+    """
     paths = [getattr(band, "image_paths", [None] * len(ds))[position] for band in ds.datasets.values()]
     if any(p is None for p in paths) or getattr(ds, "_no_wcs", False):
         return ""
-    centres = [_sky_centre(p, band.hdus.get("image"), shape) for p, band, shape in zip(paths, ds.datasets.values(),
-                                                                                         shapes)]
-    if any(c is None for c in centres):
+    wcs = [_celestial_wcs(p, band.hdus.get("image")) for p, band in zip(paths, ds.datasets.values())]
+    if any(w is None for w in wcs):
         if position == 0:
             ds._no_wcs = True  # files without a WCS: nothing to compare, and no header read per galaxy
         return ""
-    ref = centres[0]
+    ref = _sky_centre(wcs[0], shapes[0])
     limit = 0.5 * ds.bands.pix_scale[0]
-    for b, centre in zip(ds.bands.names[1:], centres[1:]):
-        offset = float(ref.separation(centre).arcsec)
+    for b, (name, w, shape) in enumerate(zip(ds.bands.names, wcs, shapes)):
+        if b == 0:
+            continue
+        offset = float(ref.separation(_sky_centre(w, shape)).arcsec)
         if offset > limit:
-            return (f"band {b!r}'s cutout is centred {offset:.3g} arcsec from band {ds.bands.names[0]!r}'s in their "
+            return (f"band {name!r}'s cutout is centred {offset:.3g} arcsec from band {ds.bands.names[0]!r}'s in their "
                     f"FITS WCS (more than half a reference pixel, {limit:g} arcsec): the bands of a galaxy must be cut "
                     "around one sky point; re-cut it")
+        turn, _ = _grid_turn(wcs[0], w)
+        expected = 0.0 if ds.bands.rotation is None else ds.bands.rotation[b]
+        if abs((turn - expected + 180.0) % 360.0 - 180.0) > _TURN_TOLERANCE:
+            return (f"band {name!r}'s grid is turned {turn:.3g} degrees against band {ds.bands.names[0]!r}'s in their "
+                    f"FITS WCS, the dataset's rotation for it is {expected:.3g} (from the first galaxy, or given): "
+                    "cut every galaxy's bands from images of one orientation per band")
     return ""
 
 
-def _rotation(header) -> tuple[float, bool] | None:
-    """The WCS's orientation: (angle of north on the pixel grid in degrees, mirrored), or None without one."""
-    if "CD1_1" in header:
-        a, b, c, d = (float(header.get(k, 0.0)) for k in ("CD1_1", "CD1_2", "CD2_1", "CD2_2"))
-    elif "PC1_1" in header:
-        a, b, c, d = (float(header.get(k, v)) for k, v in (("PC1_1", 1.0), ("PC1_2", 0.0), ("PC2_1", 0.0),
-                                                             ("PC2_2", 1.0)))
-    elif "CROTA2" in header:
-        return float(header["CROTA2"]), True
-    else:
-        return None
-    # north on the pixel grid: the direction in which declination grows; a sky image has det < 0
-    return math.degrees(math.atan2(c, d)), a * d - b * c < 0
-
-
 def _check_rotation(ds: MultiBandDataset, tolerance: float = 0.01) -> None:
-    """Refuse bands whose first galaxy's image WCS is rotated against the reference band's."""
-    from astropy.io import fits
+    """Each band's rotation against the reference band from the first galaxy's FITS WCS (in place on ds.bands).
 
-    angles = {}
+    Refuses mirrored bands, and a ``rotation`` given that the WCS contradicts.
+    """
+    import dataclasses
+
+    wcs = {}
     for b, band in ds.datasets.items():
-        path = band.image_paths[0]
+        path = band.image_paths[0] if hasattr(band, "image_paths") else None
         if path is None or 0 in ds.missing[b] or not os.path.exists(path):
             continue
-        try:
-            with fits.open(path, memmap=False) as hdul:
-                hdu = next((h for h in hdul if getattr(h, "data", None) is not None and h.header.get("NAXIS", 0) >= 2),
-                           hdul[0])
-                angles[b] = _rotation(hdu.header)
-        except OSError:
-            continue  # unreadable files are flagged galaxy by galaxy when they are read
-    ref = next(iter(angles.values()), None)
-    for b, orientation in angles.items():
-        if ref is None or orientation is None:
+        wcs[b] = _celestial_wcs(path, band.hdus.get("image"))
+    ref_name = ds.bands.names[0]
+    if wcs.get(ref_name) is None:
+        return
+    given = ds.bands.rotation
+    turns = list(given) if given is not None else [0.0] * len(ds.bands)
+    for k, b in enumerate(ds.bands.names[1:], start=1):
+        if wcs.get(b) is None:
             continue
-        turn = (orientation[0] - ref[0] + 180.0) % 360.0 - 180.0
-        if orientation[1] != ref[1]:
+        turn, mirrored = _grid_turn(wcs[ref_name], wcs[b])
+        if mirrored:
             raise NotImplementedError(
-                f"multi-band datasets: band {b!r} is mirrored against band {ds.bands.names[0]!r} in its FITS WCS; "
+                f"multi-band datasets: band {b!r} is mirrored against band {ref_name!r} in its FITS WCS; "
                 "mirrored bands are not supported yet: flip it to the reference band's orientation"
             )
-        if abs(turn) > tolerance:
-            raise NotImplementedError(
-                f"multi-band datasets: band {b!r} is rotated by {turn:.3g} degrees against band "
-                f"{ds.bands.names[0]!r} in its FITS WCS; bands rotated against each other are not supported yet: "
-                "resample it to the reference band's orientation"
+        if given is not None and abs((turn - given[k] + 180.0) % 360.0 - 180.0) > tolerance:
+            raise ConfigError(
+                f"Dataset: rotation of band {b!r} is {given[k]:g} degrees but its FITS WCS turns it {turn:.4g} "
+                f"degrees against band {ref_name!r}; leave rotation out to take the WCS's, or fix the headers"
             )
+        turns[k] = turn if abs(turn) > tolerance else 0.0
+    if given is None and any(turns):
+        ds.bands = dataclasses.replace(ds.bands, rotation=tuple(turns))

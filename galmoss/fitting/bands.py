@@ -43,6 +43,9 @@ class Bands:
     pix_scale: tuple[float, ...]
     #: each band's magnitude zero point (None: every magnitude uses its gm.p's M0 in every band)
     zero_point: tuple[float, ...] | None = None
+    #: each band's pixel grid turned against the reference band's, degrees counter-clockwise (x right, y up):
+    #: a position angle measured in reference pixels is ``pa + rotation[b]`` in band b's (None: all 0)
+    rotation: tuple[float, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -54,6 +57,15 @@ class Bands:
         span = w.max() - w.min()
         return np.zeros_like(w) if span == 0 else 2.0 * (w - w.min()) / span - 1.0
 
+    def turn(self, b: int) -> float:
+        """Band b's rotation against the reference band, in radians."""
+        return 0.0 if self.rotation is None else math.radians(self.rotation[b])
+
+    def grid_map(self, b: int) -> np.ndarray:
+        """(2, 2): an offset (dx, dy) from the cutout centre in reference pixels -> band b's pixels (s R)."""
+        s, a = self.pix_scale[0] / self.pix_scale[b], self.turn(b)
+        return s * np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+
 
 def _positive(value, what: str) -> float:
     ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
@@ -62,10 +74,13 @@ def _positive(value, what: str) -> float:
     return float(value)
 
 
-def make_bands(wavelength, pix_scale, zero_point=None) -> Bands:
+def make_bands(wavelength, pix_scale, zero_point=None, rotation=None) -> Bands:
     """Check ``wavelength`` (a dict band -> wavelength, in band order) and ``pix_scale`` (a dict, or one number).
 
     ``zero_point``: optional ``{band: magnitude zero point}`` (finite numbers).
+    ``rotation``: optional ``{band: degrees}``, each band's pixel grid turned
+    counter-clockwise against the reference band's (the reference's is 0); bands
+    whose images carry a FITS WCS get it from there.
 
     Raises
     ------
@@ -106,7 +121,26 @@ def make_bands(wavelength, pix_scale, zero_point=None) -> Bands:
                 raise ConfigError(f"Dataset: zero_point of band {k!r} must be a finite number, got {v!r}")
             zps.append(float(v))
         zps = tuple(zps)
-    return Bands(names, waves, scales, zps)
+    return Bands(names, waves, scales, zps, _rotation(rotation, names))
+
+
+def _rotation(rotation, names: tuple[str, ...]) -> tuple[float, ...] | None:
+    if rotation is None:
+        return None
+    if not isinstance(rotation, Mapping) or {str(k) for k in rotation} != set(names):
+        given = sorted(str(k) for k in rotation) if isinstance(rotation, Mapping) else rotation
+        raise ConfigError(f"Dataset: rotation names {given!r} but wavelength names {list(names)}; give "
+                          "{band: degrees} for every band, by the same names (0 for the reference band)")
+    out = []
+    for k in names:
+        v = rotation[_key(rotation, k)]
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not math.isfinite(float(v)):
+            raise ConfigError(f"Dataset: rotation of band {k!r} must be a finite number of degrees, got {v!r}")
+        out.append(float(v))
+    if out[0] != 0.0:
+        raise ConfigError(f"Dataset: rotation of the reference band {names[0]!r} is {out[0]:g}; rotations are against "
+                          "the reference band's grid, so its own must be 0")
+    return tuple(out) if any(out) else None
 
 
 def _key(mapping: Mapping, name: str):
@@ -262,6 +296,7 @@ class JointModel:
             assert sources == self.sources
             self.band_models.append(model)
             self.band_params.append(mapping)
+        self._check_rotated_positions()
         self.columns: list[JointColumn] = []
         self._report_source: list[tuple[int, str | None, int | None]] = []  # (band, ref column, theta column)
         for col in ref.columns:
@@ -321,6 +356,61 @@ class JointModel:
             return self.bands.pix_scale[0] / self.bands.pix_scale[b]
         return 1.0
 
+    def _partners(self) -> dict[Parameter, Parameter]:
+        """Each position parameter's other coordinate (a component's cen_x <-> its cen_y)."""
+        out: dict[Parameter, Parameter] = {}
+        for profile in self.ref.profiles.values():
+            slots = profile.parameters()
+            for slot, prm in slots.items():
+                if self._axis(prm) is None:
+                    continue
+                other = slot[:-1] + ("x" if slot.endswith("y") else "y")
+                if other in slots:
+                    out.setdefault(prm, set()).add(slots[other])
+        return out
+
+    def _check_rotated_positions(self) -> None:
+        """With rotated bands x and y mix: a position's other coordinate must be fitted (or fixed) as it is."""
+        if self.bands.rotation is None:
+            self.partner = {}
+            return
+        partner = {}
+        for prm, others in self._partners().items():
+            where = "{}.{}".format(*self.ref.uses[prm][0])
+            if len(others) != 1:
+                raise NotImplementedError(f"{where}: rotated bands need each position paired with one other "
+                                          "coordinate; it is shared by components whose other coordinates differ")
+            other = next(iter(others))
+            if (prm in self.ref.fixed) != (other in self.ref.fixed):
+                raise NotImplementedError(
+                    f"{where}: with bands rotated against each other a centre's x and y mix, so both must be fitted "
+                    "or both fixed; give the other coordinate the same fit= (rotated bands with one coordinate "
+                    "fixed are not supported)")
+            partner[prm] = other
+        #: each position parameter's other coordinate (only with rotated bands)
+        self.partner = partner
+
+    def mixing(self, prms, b: int) -> np.ndarray:
+        """(Q, Q): band b's values of ``prms`` from their reference values (before the offsets): the pixel
+        scales' ratio for lengths and positions, and with rotated bands a centre's x and y turned together."""
+        out = np.diag([self._scale(prm, b) for prm in prms]) if prms else np.zeros((0, 0))
+        if not self.partner or self.bands.turn(b) == 0.0:
+            return out
+        index = {prm: j for j, prm in enumerate(prms)}
+        grid = self.bands.grid_map(b)
+        for prm, j in index.items():
+            other = self.partner.get(prm)
+            if other is None:
+                continue
+            a = self._axis(prm)
+            out[j, j] = grid[a, a]
+            out[j, index[other]] = grid[a, 1 - a]
+        return out
+
+    def band_values(self, prms, values: np.ndarray, b: int) -> np.ndarray:
+        """(B, Q): band b's values of ``prms`` from reference values ``values`` (B, Q) (offsets not added)."""
+        return values @ self.mixing(prms, b).T
+
     def _axis(self, prm: Parameter) -> int | None:
         """0 for an x position, 1 for a y position, None for anything else."""
         if self.ref.specs[prm].role is not Role.POSITION:
@@ -339,20 +429,22 @@ class JointModel:
         return -float(self.ref.units[prm].offset) - self.bands.zero_point[b]
 
     def offsets(self, prm_list, shapes: list[list[tuple[int, int]]]) -> np.ndarray:
-        """(n_bands, B, len(prm_list)): each band's offset per galaxy: c_b - a_b c_ref for positions,
-        M0 - zp_b for magnitudes with per-band zero points, 0 otherwise."""
+        """(n_bands, B, len(prm_list)): each band's offset per galaxy: ``c_b - M_b c_ref`` for positions
+        (``M_b`` the pixel scales' ratio, times the rotation with rotated bands), the band's rotation for
+        position angles, M0 - zp_b for magnitudes with per-band zero points, 0 otherwise."""
         nb, n = len(self.bands), len(shapes[0])
         out = np.zeros((nb, n, len(prm_list)))
+        centres = [np.array([[(w + 1) / 2.0, (h + 1) / 2.0] for h, w in band_shapes]) for band_shapes in shapes]
         for j, prm in enumerate(prm_list):
+            role = self.ref.specs[prm].role
             for b in range(nb):
-                out[b, :, j] = self.zero_point_offset(prm, b)
+                out[b, :, j] = self.zero_point_offset(prm, b) + (self.bands.turn(b) if role is Role.ANGLE else 0.0)
             axis = self._axis(prm)
             if axis is None:
                 continue
-            ref_centre = np.array([(s[1 - axis] + 1) / 2.0 for s in shapes[0]])
             for b in range(nb):
-                centre = np.array([(s[1 - axis] + 1) / 2.0 for s in shapes[b]])
-                out[b, :, j] = centre - self._scale(prm, b) * ref_centre
+                grid = self.bands.grid_map(b) if prm in self.partner else np.diag([self._scale(prm, b)] * 2)
+                out[b, :, j] = centres[b][:, axis] - centres[0] @ grid[axis]
         return out
 
     # ----------------------------------------------------------------- starts

@@ -11,18 +11,21 @@ coordinate of each parameter of the reference model is
 
 the reference value is that coordinate through the parameter's own transform,
 :math:`v = T(u_b)` (so ranges, log spaces and the axis ratio's ln q act as in a
-single-band fit), and the band's value is :math:`v_b = a_b v + c_b` with the
-band's scale and offset of the slot's role: a length in reference pixels is
-``s_ref / s_b`` band pixels, a position maps
-:math:`x_b = (x - c_{ref}) s_{ref}/s_b + c_b` (the cutout centres ``c`` are one
-sky point), everything else is unchanged. A shared parameter's row of
+single-band fit), and the band's values are :math:`v_b = M_b v + c_b` with the
+band's map and offset of the slots' roles: a length in reference pixels is
+``s_ref / s_b`` band pixels; a centre maps
+:math:`(x, y)_b = s_{ref}/s_b\,R(\phi_b)\,((x, y) - c_{ref}) + c_b` (the cutout
+centres ``c`` are one sky point, :math:`\phi_b` the band's rotation, 0 unless the
+bands' grids are turned against each other); a position angle is
+:math:`pa + \phi_b`; everything else is unchanged. :math:`M_b` is diagonal but for
+the 2 x 2 blocks of a centre's x and y in a rotated band. A shared parameter's row of
 :math:`A_b` copies its column of theta, a free one selects the band's column,
 and a Chebyshev polynomial of degree k holds :math:`T_k(w_b)`, ``w_b`` the
 band's wavelength mapped to [-1, 1]: the polynomial lives in the fitting space
 (ln r_e for a size, the magnitude itself).
 
 The joint residuals are the bands' residuals side by side and the joint Jacobian
-is :math:`[J_1 D_1 A_1; J_2 D_2 A_2; ...]` with :math:`D_b = \mathrm{diag}(a_b T'(u_b))`;
+is :math:`[J_1 D_1 A_1; J_2 D_2 A_2; ...]` with :math:`D_b = M_b\,\mathrm{diag}(T'(u_b))`;
 the Fisher matrix is the sum of the bands' :math:`(D_b A_b)^T F_b (D_b A_b)`.
 """
 
@@ -59,8 +62,10 @@ class MultiBandObjective:
         self.objectives = objectives
         first = objectives[0].data
         self.A = jm.band_matrix(first.dtype, first.device)
-        #: scale and offsets of the band models' free columns (jm.sources: the free and the tied parameters)
-        self.scale = torch.as_tensor(jm.scales(jm.sources), dtype=first.dtype, device=first.device)
+        #: maps and offsets of the band models' free columns (jm.sources: the free and the tied parameters):
+        #: (n_bands, Q', Q'), diagonal but for a centre's x and y in rotated bands
+        self.mix = torch.as_tensor(np.stack([jm.mixing(jm.sources, b) for b in range(len(jm.bands))]),
+                                   dtype=first.dtype, device=first.device)
         self.offsets = offsets  # (nb, B, Q')
         #: the reference model's priors (a PriorRows of the batch's rows) and the fixed values they read,
         #: ``{(band, parameter): (B, 1, 1)}`` in reference units; None without priors
@@ -100,12 +105,12 @@ class MultiBandObjective:
     def band_theta(self, b: int, theta: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
         """Band b's values (B, Q') (its model's theta) and their derivative (B, Q', P) by the joint theta."""
         u = theta @ self.A[b].T
-        s = self.scale[b]
+        mix = self.mix[b]
         if not self.jm.ref.ties:
             v, dv = self._values(u)
-            return s * v + self.offsets[b][index], (s * dv)[:, :, None] * self.A[b][None]
+            return v @ mix.T + self.offsets[b][index], mix @ (dv[:, :, None] * self.A[b][None])
         v, dv = self._tied_values(b, u, index)
-        return s * v + self.offsets[b][index], s[None, :, None] * (dv @ self.A[b])
+        return v @ mix.T + self.offsets[b][index], mix @ (dv @ self.A[b])
 
     def _tied_values(self, b: int, u: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
         """Reference values (B, Q') of the band models' columns (free and tied) and their derivative by u."""
@@ -179,7 +184,9 @@ def make_multiband_objective(jm: JointModel, batches: list[Batch], fixed: dict, 
     objectives = []
     for b, batch in enumerate(batches):
         bm, mapping = jm.band_models[b], jm.band_params[b]
-        start = {mapping[prm]: jm._scale(prm, b) * fixed[(b, prm)] for prm in jm.ref.fixed}
+        values = jm.band_values(jm.ref.fixed, np.stack([np.asarray(fixed[(b, prm)], dtype=np.float64).reshape(-1)
+                                                        for prm in jm.ref.fixed], axis=1), b) if jm.ref.fixed else None
+        start = {mapping[prm]: values[:, j] for j, prm in enumerate(jm.ref.fixed)}
         objectives.append(make_objective(bm, batch, start, settings))
     # fixed positions take the band's offset too (the objective holds band-unit values)
     fixed_offsets = jm.offsets(jm.ref.fixed, [bt.shapes for bt in batches])

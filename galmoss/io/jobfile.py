@@ -79,6 +79,8 @@ KEYS: tuple[Key, ...] = (
     Key("data.bands.<name>", "pix_scale", "", "the band's arcsec per pixel (> 0; required)", "0.2"),
     Key("data.bands.<name>", "zero_point", "", "the band's magnitude zero point, replacing M0 in this band (all "
         "bands or none)", "28.1"),
+    Key("data.bands.<name>", "rotation", "", "degrees the band's pixel grid is turned counter-clockwise against the "
+        "first band's (0 for it); left out: read from the images' FITS WCS, else 0", "35.0"),
     Key("model.<name>", "profile", "", "the component's profile (Sersic, ExpDisk, Sky, ...); one [model.<name>] table "
         "per component, its name prefixing the result columns", '"Sersic"'),
     Key("model.<name>", "<parameter>", "", "a number, { column = ... }, { value = ... } or { share = ... }; left out: "

@@ -75,7 +75,7 @@ _SECTIONS = {"data", "model", "fit", "output"}
 _DATA_KEYS = {"catalog", "galaxy_index", "image", "sigma", "psf", "mask", "mask_index", "image_set", "gain",
               "psf_fwhm", "psf_kind", "psf_beta", "neighbours", "max_neighbours", "bands"}
 #: a ``[data.bands.<name>]`` table's keys: the band's columns (or image set), wavelength and pixel scale
-_BAND_KEYS = {"image", "sigma", "psf", "mask", "image_set", "wavelength", "pix_scale", "zero_point"}
+_BAND_KEYS = {"image", "sigma", "psf", "mask", "image_set", "wavelength", "pix_scale", "zero_point", "rotation"}
 #: [fit] keys: the run options (:class:`~galmoss.pipeline.options.RunOptions`, by field name; the
 #: progress bar is the command line's), and what to do after the fit
 JOB_ONLY_FIT_KEYS = {"uncertainty", "n_resample", "seed"}
@@ -323,8 +323,9 @@ def _bands(data: dict, path: Path) -> dict | None:
         for key in ("image", "sigma", "psf", "mask", "image_set"):
             if key in table:
                 _expect(table[key], str, f"data.bands.{name}.{key}", path, "a string")
-        if "zero_point" in table:
-            _expect(table["zero_point"], (int, float), f"data.bands.{name}.zero_point", path, "a number")
+        for key in ("zero_point", "rotation"):
+            if key in table:
+                _expect(table[key], (int, float), f"data.bands.{name}.{key}", path, "a number")
     given = [b for b, t in tables.items() if "zero_point" in t]
     if given and len(given) != len(tables):
         lacking = next(b for b in tables if b not in given)
@@ -341,7 +342,10 @@ def _band_dataset(data, bands: dict, local, mask_index, blocks, folder, gain, pa
     pix_scale = {b: float(t["pix_scale"]) for b, t in bands.items()}
     zero_point = {b: float(t["zero_point"]) for b, t in bands.items()} if all(
         "zero_point" in t for t in bands.values()) else None
-    options = {"zero_point": zero_point, "mask_index": mask_index, "img_block_path": blocks, "result_path": folder,
+    # a band without rotation is the WCS's (or 0) when no band gives one, else 0
+    rotation = {b: float(t.get("rotation", 0.0)) for b, t in bands.items()} if any(
+        "rotation" in t for t in bands.values()) else None
+    options = {"zero_point": zero_point, "rotation": rotation, "mask_index": mask_index, "img_block_path": blocks, "result_path": folder,
                "gain": gain, "auto_mask": auto_mask, "psf_fwhm": psf_fwhm, **_psf_keys(data),
                **_neighbour_keys(data, auto_mask, path)}
     per_band_sets = [b for b, t in bands.items() if "image_set" in t]

@@ -281,6 +281,7 @@ class MultiBandRun:
             "bands": {"names": list(jm.bands.names), "wavelength": list(jm.bands.wavelength),
                       "pix_scale": list(jm.bands.pix_scale),
                       "zero_point": None if jm.bands.zero_point is None else list(jm.bands.zero_point),
+                      "rotation": None if jm.bands.rotation is None else list(jm.bands.rotation),
                       "modes": {name: str(m) for name, m in zip(jm.free_names(), self._free_modes())}},
             "method": fitting.method,
             "likelihood": fitting.likelihood.name,
@@ -637,7 +638,8 @@ def collate_table(store, description: dict, fitted: np.ndarray) -> Table:
 
     info = description["bands"]
     bands = Bands(tuple(info["names"]), tuple(info["wavelength"]), tuple(info["pix_scale"]),
-                  None if info.get("zero_point") is None else tuple(info["zero_point"]))
+                  None if info.get("zero_point") is None else tuple(info["zero_point"]),
+                  None if info.get("rotation") is None else tuple(info["rotation"]))
     columns = [c for c in store.columns if not c.startswith(("band_loss_", "band_pixels_"))]
     res = from_store(store, fitted, columns, bands)
     table_options = description.get("table") or {}

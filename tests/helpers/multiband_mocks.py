@@ -18,8 +18,10 @@ def sersic_bands(bands: dict, *, n=1.5, q=0.6, pa=30.0, re_arcsec=1.2, dx=0.0, d
     """Images, sigmas and PSFs (dicts by band) of ``count`` noise realisations of one Sersic galaxy.
 
     ``bands``: ``{name: dict(scale=arcsec/px, size=pixels, fwhm=arcsec, mag=..., sigma=noise, re=arcsec or None)}``;
-    a band's ``re`` overrides ``re_arcsec`` (a size that varies with wavelength). ``dx``, ``dy``: offset of
-    the galaxy from the cutout centre in arcsec (along x and y).
+    a band's ``re`` overrides ``re_arcsec`` (a size that varies with wavelength), its ``turn`` (degrees) turns
+    the band's pixel grid counter-clockwise against the sky frame of ``pa``, ``dx`` and ``dy`` (GalSim rotates
+    the galaxy, offset included, by that angle about the cutout centre). ``dx``, ``dy``: offset of the galaxy
+    from the cutout centre in arcsec (along x and y).
     """
     rng = np.random.default_rng(seed)
     images, sigmas, psfs = {}, {}, {}
@@ -28,6 +30,8 @@ def sersic_bands(bands: dict, *, n=1.5, q=0.6, pa=30.0, re_arcsec=1.2, dx=0.0, d
         flux = 10 ** (-0.4 * (b["mag"] - M0))
         gal = galsim.Sersic(n=n, half_light_radius=re * np.sqrt(q), flux=flux)
         gal = gal.shear(q=q, beta=(pa + 90.0) * galsim.degrees).shift(dx, dy)
+        if b.get("turn"):
+            gal = gal.rotate(b["turn"] * galsim.degrees)
         psf = galsim.Moffat(beta=3.5, fwhm=b["fwhm"])
         size, scale = b["size"], b["scale"]
         clean = galsim.Convolve(gal, psf).drawImage(nx=size, ny=size, scale=scale).array.astype(np.float64)
@@ -67,13 +71,16 @@ def bulge_disk_bands(bands: dict, *, bulge_re=0.5, disk_re=1.6, pa=30.0, count=1
 def neighbour_bands(bands: dict, *, dx: float, dy: float, re=0.5, q=0.9):
     """Clean images (a dict by band) of a round exponential neighbour ``dx``, ``dy`` arcsec from the centre.
 
-    ``bands``: as :func:`sersic_bands`, with ``nb`` the neighbour's magnitude in each band.
+    ``bands``: as :func:`sersic_bands` (``turn`` included), with ``nb`` the neighbour's magnitude in each band.
     """
     out = {}
     for name, b in bands.items():
         gal = galsim.Exponential(half_light_radius=re, flux=10 ** (-0.4 * (b["nb"] - M0))).shear(q=q, beta=0.0 *
                                                                                                    galsim.degrees)
         psf = galsim.Moffat(beta=3.5, fwhm=b["fwhm"])
-        out[name] = galsim.Convolve(gal.shift(dx, dy), psf).drawImage(
+        gal = gal.shift(dx, dy)
+        if b.get("turn"):  # the band's grid turned, as in sersic_bands
+            gal = gal.rotate(b["turn"] * galsim.degrees)
+        out[name] = galsim.Convolve(gal, psf).drawImage(
             nx=b["size"], ny=b["size"], scale=b["scale"]).array.astype(np.float64)
     return out
