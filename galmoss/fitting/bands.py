@@ -181,8 +181,8 @@ def band_mode(prm: Parameter, role: Role):
     mode = getattr(prm, "bands", None)
     if mode is None and isinstance(prm, AutoStart) and prm.like is not None:
         mode = getattr(prm.like, "bands", None)
-    if mode is None:
-        mode = "free" if role in BAND_VARYING_ROLES else "shared"
+    if mode is None:  # a vector (Fourier modes) is a shape: shared, though its role is REAL
+        mode = "free" if role in BAND_VARYING_ROLES and not getattr(prm, "is_vector", False) else "shared"
     return mode
 
 
@@ -205,7 +205,9 @@ class JointModel:
         A Chebyshev degree k >= the number of bands, or ``bands=k`` with two
         bands of the same wavelength.
     NotImplementedError
-        Vector parameters with bands.
+        Vector parameters of profiles whose vectors depend on the pixel grid (a
+        pixel map, bending amplitudes in pixels, a free-form profile's knots) with
+        bands.
 
     Notes
     -----
@@ -217,8 +219,7 @@ class JointModel:
     def __init__(self, profiles: Mapping[str, object], bands: Bands, priors: str | None = None) -> None:
         self.bands = bands
         self.ref = ref = Model(profiles, priors=priors)
-        if ref.has_vectors:
-            raise NotImplementedError("multi-band fits: vector parameters (dim='2d') with bands are not supported yet")
+        _check_band_vectors(ref)
         nb = len(bands)
         self.modes: dict[Parameter, object] = {}
         for prm in ref.parameters:
@@ -243,25 +244,26 @@ class JointModel:
         # the joint columns of theta
         self.slices: dict[Parameter, slice] = {}
         offset = 0
-        for prm in ref.free:
+        for prm in ref.free:  # a vector of K values takes K columns per band or coefficient, band-major
             mode = self.modes[prm]
             width = 1 if mode == "shared" else nb if mode == "free" else mode + 1
-            self.slices[prm] = slice(offset, offset + width)
-            offset += width
+            self.slices[prm] = slice(offset, offset + width * prm.size)
+            offset += width * prm.size
         self.n_free = offset
-        q = len(ref.free)
-        a = np.zeros((nb, q, offset))
+        a = np.zeros((nb, ref.n_free, offset))
         cheb = np.polynomial.chebyshev.chebvander(bands.mapped, max([m for m in self.modes.values()
                                                                      if isinstance(m, int)] or [0]))
-        for j, prm in enumerate(ref.free):
-            s, mode = self.slices[prm].start, self.modes[prm]
-            for b in range(nb):
-                if mode == "shared":
-                    a[b, j, s] = 1.0
-                elif mode == "free":
-                    a[b, j, s + b] = 1.0
-                else:
-                    a[b, j, s : s + mode + 1] = cheb[b, : mode + 1]
+        for prm in ref.free:
+            s, mode, size = self.slices[prm].start, self.modes[prm], prm.size
+            for k in range(size):
+                j = ref.slices[prm].start + k
+                for b in range(nb):
+                    if mode == "shared":
+                        a[b, j, s + k] = 1.0
+                    elif mode == "free":
+                        a[b, j, s + b * size + k] = 1.0
+                    else:
+                        a[b, j, s + k : s + (mode + 1) * size : size] = cheb[b, : mode + 1]
         self.A = a
         #: the bands each prior acts in: once (the reference band) when it and the parameters it
         #: relates are shared, else in every band, on that band's values
@@ -277,8 +279,10 @@ class JointModel:
             # is drawn as a plain ellipse); the values drawn come from the objective's fixed tensors
             # a tied parameter is a variable of the band's model: its value comes from the tie in
             # reference units (Model.values), mapped to the band like any other
-            mapping = {prm: Parameter(1.0) if prm.fit or isinstance(prm, Tied)
-                       else Parameter(self._fixed_start(prm, b), fit=False) for prm in ref.parameters}
+            mapping = {prm: (Parameter([1.0] * prm.size, dim="2d") if prm.is_vector else Parameter(1.0))
+                       if prm.fit or isinstance(prm, Tied)
+                       else Parameter(self._fixed_start(prm, b), fit=False, dim="2d" if prm.is_vector else None)
+                       for prm in ref.parameters}
             copies = {}
             for name, profile in ref.profiles.items():
                 c = copy.copy(profile)
@@ -312,9 +316,11 @@ class JointModel:
             mode = self.modes[prm]
             if isinstance(mode, int):
                 pname, slot = ref.uses[prm][0]
-                for k in range(mode + 1):
-                    self.columns.append(JointColumn(f"{pname}_{slot}_cheb{k}", ParamSpec(Role.REAL)))
-                    self._report_source.append((0, None, self.slices[prm].start + k))
+                for d in range(mode + 1):
+                    for k in range(prm.size):
+                        element = f"_{k + 1}" if prm.is_vector else ""
+                        self.columns.append(JointColumn(f"{pname}_{slot}{element}_cheb{d}", ParamSpec(Role.REAL)))
+                        self._report_source.append((0, None, self.slices[prm].start + d * prm.size + k))
 
     def _fixed_start(self, prm: Parameter, b: int) -> np.ndarray:
         given = getattr(prm, "band_starts", None)
@@ -332,13 +338,17 @@ class JointModel:
         for prm in self.ref.free:
             pname, slot = self.ref.uses[prm][0]
             mode = self.modes[prm]
-            base = f"{pname}_{slot}"
-            out.extend([base] if mode == "shared" else [f"{base}_{b}" for b in self.bands.names] if mode == "free"
-                       else [f"{base}_cheb{k}" for k in range(mode + 1)])
+            bases = [f"{pname}_{slot}_{k + 1}" for k in range(prm.size)] if prm.is_vector else [f"{pname}_{slot}"]
+            out.extend(bases if mode == "shared" else [f"{base}_{b}" for b in self.bands.names for base in bases]
+                       if mode == "free" else [f"{base}_cheb{d}" for d in range(mode + 1) for base in bases])
         return out
 
-    def gauge_directions(self, theta):  # no profile with a gauge slot takes bands (vectors are refused)
+    def gauge_directions(self, theta):  # no profile with a gauge slot takes bands (_check_band_vectors)
         return None
+
+    def coordinates(self, prms) -> list[tuple[Parameter, int]]:
+        """``(parameter, element)`` of each value of ``prms`` in order: K for a vector, one for a scalar."""
+        return [(prm, k) for prm in prms for k in range(prm.size)]
 
     def band_matrix(self, dtype, device) -> Tensor:
         """(n_bands, Q, P): the constant maps from joint theta to each band's coordinates."""
@@ -393,10 +403,11 @@ class JointModel:
     def mixing(self, prms, b: int) -> np.ndarray:
         """(Q, Q): band b's values of ``prms`` from their reference values (before the offsets): the pixel
         scales' ratio for lengths and positions, and with rotated bands a centre's x and y turned together."""
-        out = np.diag([self._scale(prm, b) for prm in prms]) if prms else np.zeros((0, 0))
+        coords = self.coordinates(prms)
+        out = np.diag([self._scale(prm, b) for prm, _ in coords]) if coords else np.zeros((0, 0))
         if not self.partner or self.bands.turn(b) == 0.0:
             return out
-        index = {prm: j for j, prm in enumerate(prms)}
+        index = {prm: j for j, (prm, _) in enumerate(coords) if not prm.is_vector}
         grid = self.bands.grid_map(b)
         for prm, j in index.items():
             other = self.partner.get(prm)
@@ -408,7 +419,8 @@ class JointModel:
         return out
 
     def band_values(self, prms, values: np.ndarray, b: int) -> np.ndarray:
-        """(B, Q): band b's values of ``prms`` from reference values ``values`` (B, Q) (offsets not added)."""
+        """(B, Q): band b's values of ``prms`` (Q values: K for a vector) from reference values ``values``
+        (B, Q) (offsets not added)."""
         return values @ self.mixing(prms, b).T
 
     def _axis(self, prm: Parameter) -> int | None:
@@ -433,9 +445,12 @@ class JointModel:
         (``M_b`` the pixel scales' ratio, times the rotation with rotated bands), the band's rotation for
         position angles, M0 - zp_b for magnitudes with per-band zero points, 0 otherwise."""
         nb, n = len(self.bands), len(shapes[0])
-        out = np.zeros((nb, n, len(prm_list)))
+        coords = self.coordinates(prm_list)
+        out = np.zeros((nb, n, len(coords)))
         centres = [np.array([[(w + 1) / 2.0, (h + 1) / 2.0] for h, w in band_shapes]) for band_shapes in shapes]
-        for j, prm in enumerate(prm_list):
+        for j, (prm, _) in enumerate(coords):
+            if prm.is_vector:  # a vector (Fourier modes) means the same in every band
+                continue
             role = self.ref.specs[prm].role
             for b in range(nb):
                 out[b, :, j] = self.zero_point_offset(prm, b) + (self.bands.turn(b) if role is Role.ANGLE else 0.0)
@@ -449,8 +464,19 @@ class JointModel:
 
     # ----------------------------------------------------------------- starts
     def band_starts(self, prm: Parameter, positions: np.ndarray, estimates: list[list[dict]] | None) -> np.ndarray:
-        """(B, n_bands) starts of ``prm`` in reference profile units."""
+        """(B, n_bands) starts of ``prm`` in reference profile units; (B, n_bands, K) for a vector."""
         n, nb = len(positions), len(self.bands)
+        if prm.is_vector:
+            if isinstance(prm, AutoStart):
+                return np.full((n, nb, prm.size), np.nan)
+            units = self.ref.units[prm]
+            given = getattr(prm, "band_starts", None)
+            if given is not None and self.modes[prm] != "shared":
+                raise NotImplementedError("{}.{}: per-band starts of a vector parameter are not supported; give one "
+                                          "start for every band".format(*self.ref.uses[prm][0]))
+            vals = units.to_profile(prm.initial_values())
+            vals = vals[positions] if vals.shape[0] > 1 else np.broadcast_to(vals, (n, prm.size))
+            return np.repeat(np.asarray(vals, dtype=np.float64)[:, None, :], nb, axis=1)
         if isinstance(prm, AutoStart):
             if estimates is None:
                 return np.full((n, nb), np.nan)
@@ -479,15 +505,20 @@ class JointModel:
         cols = []
         for prm in self.ref.free:
             v = torch.as_tensor(self.band_starts(prm, positions, estimates))
-            u = self.ref.transforms[prm].start_coordinate(v).double()  # (B, nb)
-            mode = self.modes[prm]
+            transform = self.ref.transforms[prm]
+            if prm.is_vector:  # (B, nb, K): each band's K coordinates, band-major
+                u = torch.stack([transform.start_coordinate(v[:, b]) for b in range(v.shape[1])], dim=1).double()
+            else:
+                u = transform.start_coordinate(v).double()[:, :, None]  # (B, nb, 1)
+            mode, size = self.modes[prm], u.shape[2]
             if mode == "shared":
-                cols.append(u[:, :1])
+                cols.append(u[:, 0])
             elif mode == "free":
-                cols.append(u)
+                cols.append(u.reshape(n, -1))
             else:
                 vander = torch.as_tensor(np.polynomial.chebyshev.chebvander(self.bands.mapped, mode))
-                cols.append(torch.linalg.lstsq(vander, u.T).solution.T)
+                coef = torch.stack([torch.linalg.lstsq(vander, u[:, :, k].T).solution.T for k in range(size)], dim=2)
+                cols.append(coef.reshape(n, -1))  # (B, (mode + 1) K), degree-major
         if not cols:
             return torch.zeros((n, 0), dtype=dtype, device=device)
         return torch.cat(cols, dim=1).to(dtype=dtype, device=device)
@@ -507,8 +538,8 @@ class JointModel:
         return self.fixed_values(positions)
 
     def fixed_tensors(self, values, dtype, device) -> dict:
-        return {k: torch.as_tensor(np.asarray(v, dtype=np.float64), dtype=dtype, device=device).reshape(-1, 1, 1)
-                for k, v in values.items()}
+        """``{(band, parameter): (B, 1, 1)}`` tensors of fixed values ((B, K) for a vector)."""
+        return {k: _fixed_tensor(v, k[1], dtype, device) for k, v in values.items()}
 
     # -------------------------------------------------------------- reporting
     def band_coordinates(self, theta: Tensor, b: int) -> Tensor:
@@ -541,3 +572,25 @@ class JointModel:
 
 
 # ----------------------------------------------------------------- objective
+
+
+def _fixed_tensor(value, prm: Parameter, dtype, device) -> Tensor:
+    t = torch.as_tensor(np.asarray(value, dtype=np.float64), dtype=dtype, device=device)
+    return t.reshape(t.shape[0], -1) if prm.is_vector else t.reshape(-1, 1, 1)
+
+
+#: vector slots that mean the same on every band's grid (Fourier modes: relative amplitudes, phases from the
+#: major axis); the others are in pixels of one grid (a pixel map's pixels, bending shifts in pixels, a
+#: free-form profile's log surface brightness per pixel at knots in pixels)
+_BAND_FREE_VECTORS = ("fourier_a", "fourier_phi")
+
+
+def _check_band_vectors(ref: Model) -> None:
+    for prm, uses in ref.uses.items():
+        if not prm.is_vector:
+            continue
+        for pname, slot in uses:
+            if slot not in _BAND_FREE_VECTORS:
+                raise NotImplementedError(
+                    f"{pname}.{slot}: a vector parameter in the pixels of one grid ({type(ref.profiles[pname]).__name__}) "
+                    "is not supported with bands yet (it would need mapping to each band's pixels); Fourier modes are")

@@ -99,7 +99,7 @@ class MultiBandObjective:
         ref = self.jm.ref
         if not ref.free:
             return u, u
-        v = torch.cat([ref.transforms[p].forward(u[:, j : j + 1]) for j, p in enumerate(ref.free)], dim=1)
+        v = torch.cat([ref.transforms[p].forward(u[:, ref.slices[p]]) for p in ref.free], dim=1)
         return v, ref.value_derivatives(u)
 
     def band_theta(self, b: int, theta: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
@@ -122,11 +122,11 @@ class MultiBandObjective:
 
         def one(u1, fx):
             values = jm.ref.values(u1[None], {k: t[None] for k, t in fx.items()})
-            return torch.stack([values[p].reshape(-1)[0] for p in jm.sources])
+            return torch.cat([values[p].reshape(-1) for p in jm.sources])
 
         dv = torch.func.vmap(torch.func.jacfwd(one), in_dims=(0, 0))(u, fixed)
         values = jm.ref.values(u, fixed)
-        return torch.stack([values[p].reshape(-1) for p in jm.sources], dim=1), dv
+        return torch.cat([values[p].reshape(values[p].shape[0], -1) for p in jm.sources], dim=1), dv
 
     def residuals(self, theta: Tensor, index: Tensor) -> Tensor:
         rs = [obj.residuals(self.band_theta(b, theta, index)[0], index) for b, obj in enumerate(self.objectives)]
@@ -184,21 +184,25 @@ def make_multiband_objective(jm: JointModel, batches: list[Batch], fixed: dict, 
     objectives = []
     for b, batch in enumerate(batches):
         bm, mapping = jm.band_models[b], jm.band_params[b]
-        values = jm.band_values(jm.ref.fixed, np.stack([np.asarray(fixed[(b, prm)], dtype=np.float64).reshape(-1)
-                                                        for prm in jm.ref.fixed], axis=1), b) if jm.ref.fixed else None
-        start = {mapping[prm]: values[:, j] for j, prm in enumerate(jm.ref.fixed)}
+        n = len(batch)
+        values = jm.band_values(jm.ref.fixed, np.concatenate([np.asarray(fixed[(b, prm)], dtype=np.float64).reshape(n, -1)
+                                                              for prm in jm.ref.fixed], axis=1), b) if jm.ref.fixed else None
+        start, at = {}, 0
+        for prm in jm.ref.fixed:  # a vector keeps its (B, K) values
+            start[mapping[prm]] = values[:, at : at + prm.size] if prm.is_vector else values[:, at]
+            at += prm.size
         objectives.append(make_objective(bm, batch, start, settings))
     # fixed positions take the band's offset too (the objective holds band-unit values)
     fixed_offsets = jm.offsets(jm.ref.fixed, [bt.shapes for bt in batches])
     for b, obj in enumerate(objectives):
-        for j, prm in enumerate(jm.ref.fixed):
+        for j, (prm, _) in enumerate(jm.coordinates(jm.ref.fixed)):
             key = jm.band_params[b][prm]
-            if key not in obj.fixed:  # a fixed offset or ratio of a tie: read in reference units only
-                continue
+            if key not in obj.fixed or prm.is_vector:  # a fixed offset or ratio of a tie: read in reference
+                continue  # units only; a vector (Fourier modes) takes no offset
             obj.fixed[key] = obj.fixed[key] + torch.as_tensor(fixed_offsets[b, :, j], dtype=dt, device=dev).reshape(-1, 1, 1)
     offsets = torch.as_tensor(jm.offsets(jm.sources, [bt.shapes for bt in batches]), dtype=dt, device=dev)
     priors = PriorRows.for_batch(jm.ref, batches[0].positions, dt, dev)
-    fixed_t = {k: torch.as_tensor(v, dtype=dt, device=dev).reshape(-1, 1, 1) for k, v in fixed.items()}
+    fixed_t = jm.fixed_tensors(fixed, dt, dev)
     return MultiBandObjective(jm, objectives, offsets, priors, fixed_t)
 
 
@@ -226,7 +230,7 @@ def bootstrap_multiband(jm: JointModel, batches: list[Batch], theta_best: np.nda
     n = len(batches[0])
     galaxy = torch.arange(n, device=dev).repeat_interleave(n_resample)
     theta = torch.as_tensor(theta_best, dtype=dt, device=dev)
-    fixed_t = {k: torch.as_tensor(v, dtype=dt, device=dev).reshape(-1, 1, 1) for k, v in fixed.items()}
+    fixed_t = jm.fixed_tensors(fixed, dt, dev)
     names = [c.name for c in jm.columns]
     reported = []
     for start in range(0, galaxy.numel(), rows_per_pass):
@@ -262,8 +266,9 @@ def _reference_quality(jm: JointModel, ref: Batch, theta0: Tensor, theta: Tensor
     fixed0 = {prm: fixed[(0, prm)] for prm in jm.ref.fixed}
     band0 = jm.bands.names[0]
     with torch.no_grad():
-        start = {prm: v.double().cpu().numpy().reshape(-1) for prm, v in
-                 jm.ref.values(jm.band_coordinates(theta0, 0), fixed0).items()}
+        start = {prm: v.double().cpu().numpy().reshape(v.shape[0], -1) if prm.is_vector
+                 else v.double().cpu().numpy().reshape(-1)
+                 for prm, v in jm.ref.values(jm.band_coordinates(theta0, 0), fixed0).items()}
         joint = jm.report(theta, fixed)
     reported = {}
     for col in jm.ref.columns:
@@ -306,7 +311,7 @@ def fit_multiband_batch(jm: JointModel, batches: list[Batch], settings) -> Multi
         from .solve import evaluate
 
         result = evaluate(objective, theta0, everyone)
-    fixed_t = {k: torch.as_tensor(v, dtype=dt, device=dev).reshape(-1, 1, 1) for k, v in fixed.items()}
+    fixed_t = jm.fixed_tensors(fixed, dt, dev)
     with torch.no_grad():
         reported = {k: v.double().cpu().numpy() for k, v in jm.report(result.theta, fixed_t).items()}
         band_loss = objective.band_losses(result.theta, everyone).double().cpu().numpy()
