@@ -89,14 +89,18 @@ def test_joint_fit_beats_the_faint_band_alone(joint):
     assert np.all(t["gal_mag_g_err"] < 0.8 * single["gal_mag_err"])
 
 
+def _one_band_and_alone(images, sigmas, psfs, band: str, wavelength: float, profile):
+    """The fits (tables) of one band as a multi-band dataset and as a single-band one, ``profile()`` each."""
+    one = gm.Dataset.from_arrays(images, sigmas, psfs, wavelength={band: wavelength}, pix_scale={band: 0.2})
+    one.define_profiles(gal=profile())
+    single = gm.Dataset.from_arrays(images[band], sigmas[band], psfs[band])
+    single.define_profiles(gal=profile())
+    return fit(one)[1], fit(single)[1]
+
+
 def test_one_band_equals_the_single_band_fit():
     images, sigmas, psfs = sersic_bands({"r": BANDS["r"]}, count=2, seed=2)
-    one = gm.Dataset.from_arrays(images, sigmas, psfs, wavelength={"r": 623.1}, pix_scale={"r": 0.2})
-    one.define_profiles(gal=sersic())
-    single = gm.Dataset.from_arrays(images["r"], sigmas["r"], psfs["r"])
-    single.define_profiles(gal=sersic())
-    _, a = fit(one)
-    _, b = fit(single)
+    a, b = _one_band_and_alone(images, sigmas, psfs, "r", 623.1, sersic)
     for name in ("cen_x", "cen_y", "pa", "axis_r", "eff_r", "ser_n"):
         np.testing.assert_allclose(a[f"gal_{name}"], b[f"gal_{name}"], rtol=1e-6, atol=1e-8)
         np.testing.assert_allclose(a[f"gal_{name}_err"], b[f"gal_{name}_err"], rtol=1e-6)
@@ -558,12 +562,7 @@ def _fourier_start():
 
 def test_fourier_modes_in_one_band_equal_the_single_band_fit():
     images, sigmas, psfs = _fourier_bands({"g": dict(scale=1.0, turn=0.0, size=48, mag=21.0)}, 1, 21)
-    one = gm.Dataset.from_arrays(images, sigmas, psfs, wavelength={"g": 477.0}, pix_scale={"g": 0.2})
-    one.define_profiles(gal=_fourier_start())
-    single = gm.Dataset.from_arrays(images["g"], sigmas["g"], psfs["g"])
-    single.define_profiles(gal=_fourier_start())
-    _, a = fit(one)
-    _, b = fit(single)
+    a, b = _one_band_and_alone(images, sigmas, psfs, "g", 477.0, _fourier_start)
     # the same minimum, reached by other paths (the joint fit may take more iterations; both stop within
     # the solver's tolerance): within 2 % of an error, the errors within 2 %
     for k in (1, 2):

@@ -107,36 +107,31 @@ def make_bands(wavelength, pix_scale, zero_point=None, rotation=None) -> Bands:
                                  f"pix_scale of band {k!r}") for k in names)
     else:
         scales = (_positive(pix_scale, "pix_scale"),) * len(names)
-    zps = None
-    if zero_point is not None:
-        if not isinstance(zero_point, Mapping) or {str(k) for k in zero_point} != set(names):
-            given = sorted(str(k) for k in zero_point) if isinstance(zero_point, Mapping) else zero_point
-            raise ConfigError(f"Dataset: zero_point names {given!r} but wavelength names {list(names)}; give "
-                              "{band: magnitude zero point} for every band, by the same names")
-        zps = []
-        for k in names:
-            v = zero_point[_key(zero_point, k)]
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
-                    or not math.isfinite(float(v)):
-                raise ConfigError(f"Dataset: zero_point of band {k!r} must be a finite number, got {v!r}")
-            zps.append(float(v))
-        zps = tuple(zps)
-    return Bands(names, waves, scales, zps, _rotation(rotation, names))
+    zps = _per_band_numbers(zero_point, names, "zero_point", "magnitude zero point", "")
+    return Bands(names, waves, scales, None if zps is None else tuple(zps), _rotation(rotation, names))
+
+
+def _per_band_numbers(value, names: tuple[str, ...], what: str, unit: str, note: str) -> list[float] | None:
+    """``{band: finite number}`` for every band, in band order (None when not given)."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or {str(k) for k in value} != set(names):
+        given = sorted(str(k) for k in value) if isinstance(value, Mapping) else value
+        raise ConfigError(f"Dataset: {what} names {given!r} but wavelength names {list(names)}; give "
+                          f"{{band: {unit}}} for every band, by the same names{note}")
+    out = []
+    for k in names:
+        v = value[_key(value, k)]
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not math.isfinite(float(v)):
+            raise ConfigError(f"Dataset: {what} of band {k!r} must be a finite number, got {v!r}")
+        out.append(float(v))
+    return out
 
 
 def _rotation(rotation, names: tuple[str, ...]) -> tuple[float, ...] | None:
-    if rotation is None:
+    out = _per_band_numbers(rotation, names, "rotation", "degrees", " (0 for the reference band)")
+    if out is None:
         return None
-    if not isinstance(rotation, Mapping) or {str(k) for k in rotation} != set(names):
-        given = sorted(str(k) for k in rotation) if isinstance(rotation, Mapping) else rotation
-        raise ConfigError(f"Dataset: rotation names {given!r} but wavelength names {list(names)}; give "
-                          "{band: degrees} for every band, by the same names (0 for the reference band)")
-    out = []
-    for k in names:
-        v = rotation[_key(rotation, k)]
-        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not math.isfinite(float(v)):
-            raise ConfigError(f"Dataset: rotation of band {k!r} must be a finite number of degrees, got {v!r}")
-        out.append(float(v))
     if out[0] != 0.0:
         raise ConfigError(f"Dataset: rotation of the reference band {names[0]!r} is {out[0]:g}; rotations are against "
                           "the reference band's grid, so its own must be 0")
