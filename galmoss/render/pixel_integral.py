@@ -191,9 +191,9 @@ def _difference(profile, v, y: Tensor, x: Tensor) -> Tensor:
 
 
 #: samples per galaxy of one evaluation of the difference (more when one offset of the whole grid
-#: holds more): few evaluations, since each operation costs about 1 ms in forward mode whatever its
-#: size, in memory bounded as a 256 x 256 grid's one evaluation is (8,192 took 29 evaluations to
-#: draw a Fourier-mode galaxy on an 80 x 80 box, 5 now: its fit 3.0 -> see docs/benchmarks.md)
+#: holds more): few evaluations, since each operation has a fixed cost in forward mode, in memory
+#: bounded as a 256 x 256 grid's one evaluation is (a Fourier-moded galaxy on an 80 x 80 box: 29
+#: evaluations a drawing with 8,192, 4 now; docs/validation.md)
 _PATCH_SAMPLES = 65536
 
 
