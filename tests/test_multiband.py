@@ -592,3 +592,22 @@ def test_fourier_modes_shared_by_bands_at_other_scales_and_turns():
                         ("gal_mag_g", 21.0), ("gal_mag_r", 20.3)):
         assert np.all(np.abs((t[name] - value) / t[f"{name}_err"]) < 4), name
     assert np.all(t["flag"] == 0)
+
+
+def test_joint_fits_gone_astray_are_fitted_again_from_the_images():
+    """Starts far off (r_e 0.6 px, n 0.4, the centre 6 px away): the first joint fit runs to n = 20 and
+    r_e > 1,000 px (reduced chi2 about 3.7, flagged); the restart from image-based starts finds the truth."""
+    images, sigmas, psfs = sersic_bands(BANDS, count=3, dx=0.1, dy=-0.2, re_arcsec=RE_ARCSEC, seed=1)
+    tables = {}
+    for restarts in (False, True):
+        ds = gm.Dataset.from_arrays(images, sigmas, psfs, wavelength=WL, pix_scale=SCALES)
+        ds.define_profiles(gal=sersic(eff_r=gm.p(0.6), ser_n=gm.p(0.4), cen_x=gm.p(30.0), cen_y=gm.p(18.0)))
+        f = gm.Fitting(ds, dtype="float64", restarts=restarts, progress=False)
+        f.fit()
+        tables[restarts] = f.uncertainty()
+    astray, again = tables[False], tables[True]
+    assert np.all(astray["gal_ser_n"] > 10) and np.all(astray["flag"] != 0)
+    assert np.all(again["flag"] == 0) and np.all(np.abs(again["reduced_chi2"] - 1) < 5 * np.sqrt(2 / again["dof"]))
+    for name, value in (("gal_eff_r", RE_ARCSEC / 0.2), ("gal_ser_n", 1.5), ("gal_mag_g", BANDS["g"]["mag"]),
+                        ("gal_mag_i", BANDS["i"]["mag"])):
+        assert np.all(np.abs((again[name] - value) / again[f"{name}_err"]) < 4), name

@@ -496,10 +496,34 @@ class JointModel:
 
     def start_theta(self, positions, estimates, dtype, device) -> Tensor:
         """Joint theta (B, P) at the starts: band coordinates, Chebyshev coefficients by least squares."""
-        n = len(positions)
+        values = {prm: self.band_starts(prm, positions, estimates) for prm in self.ref.free}
+        return self._theta_of(values, len(positions), dtype, device)
+
+    def restart_theta(self, positions, estimates: list[list[dict]], dtype, device) -> Tensor:
+        """Joint theta (B, P) of a second start for fits gone astray (:func:`~galmoss.fitting.starts.restart_values`).
+
+        The centre, angles, axis ratios and sizes come from the reference band's image
+        (its pixels are the reference frame); a band-varying magnitude (or sky) from
+        each band's own image, its zero-point offset taken off; the rest keeps its start.
+        """
+        from .starts import restart_values
+
+        nb = len(self.bands)
+        start = {prm: self.band_starts(prm, positions, estimates)[:, 0] for prm in self.ref.free}
+        by_band = [restart_values(self.ref, start, estimates[b]) for b in range(nb)]
+        values = {}
+        for prm in self.ref.free:
+            role = self.ref.specs[prm].role
+            own = self.modes[prm] != "shared" and (role is Role.MAGNITUDE or getattr(prm, "kind", None) in _BAND_ESTIMATES)
+            cols = [by_band[b if own else 0][prm] - (self.zero_point_offset(prm, b) if own else 0.0) for b in range(nb)]
+            values[prm] = np.stack([np.asarray(c, dtype=np.float64) for c in cols], axis=1)
+        return self._theta_of(values, len(positions), dtype, device)
+
+    def _theta_of(self, values: dict, n: int, dtype, device) -> Tensor:
+        """Joint theta (B, P) of reference profile-unit values ``{parameter: (B, n_bands) or (B, n_bands, K)}``."""
         cols = []
         for prm in self.ref.free:
-            v = torch.as_tensor(self.band_starts(prm, positions, estimates))
+            v = torch.as_tensor(values[prm])
             transform = self.ref.transforms[prm]
             if prm.is_vector:  # (B, nb, K): each band's K coordinates, band-major
                 u = torch.stack([transform.start_coordinate(v[:, b]) for b in range(v.shape[1])], dim=1).double()

@@ -31,6 +31,7 @@ the Fisher matrix is the sum of the bands' :math:`(D_b A_b)^T F_b (D_b A_b)`.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,6 +46,7 @@ from .solve import make_objective
 from .status import Status
 
 Tensor = torch.Tensor
+log = logging.getLogger("galmoss")
 
 
 from .bands import (  # noqa: F401 - the joint model and the bands, re-exported
@@ -279,11 +281,38 @@ def _reference_quality(jm: JointModel, ref: Batch, theta0: Tensor, theta: Tensor
                  flags, messages, chi2, psf=ref.psf)
 
 
+def _restart_strays(jm: JointModel, objective: MultiBandObjective, batches: list[Batch], estimates, result,
+                    settings) -> None:
+    """Fit again, from image-based starts, the joint fits that went astray; keep the lower loss (in place).
+
+    Astray as for one band (:func:`galmoss.fitting.restarts.restart_strays`), judged on
+    the reference band's values: not converged, at a bound, a size run away or a needle.
+    """
+    from types import SimpleNamespace
+
+    from .restarts import _keep_better, _strays
+
+    view = SimpleNamespace(theta=jm.band_coordinates(result.theta, 0), converged=result.converged)
+    stray = np.flatnonzero(_strays(jm.ref, view, tuple(batches[0].image.shape[1:]), settings.restart_policy))
+    if stray.size == 0:
+        return
+    if estimates is None:
+        estimates = [batch_estimates(b) for b in batches]
+    rows = torch.as_tensor(stray, device=result.theta.device)
+    theta0 = jm.restart_theta(batches[0].positions[stray], [[e[i] for i in stray] for e in estimates],
+                              result.theta.dtype, result.theta.device)
+    again = levenberg_marquardt(lambda th, ix: objective.residuals(th, rows[ix]),
+                                lambda th, ix: objective.residuals_and_jacobian(th, rows[ix]), theta0, settings.lm)
+    taken = _keep_better(result, rows, again, torch.arange(rows.numel(), device=rows.device))
+    log.info("multi-band: restarted %d galaxies from image-based starts; %d improved", stray.size, taken)
+
+
 def fit_multiband_batch(jm: JointModel, batches: list[Batch], settings) -> MultiBandResult:
     """Fit every galaxy of a multi-band batch (one :class:`Batch` per band, same galaxies, same order).
 
     A pure function of its arguments, like :func:`~galmoss.fitting.batch.fit_batch`.
-    Restarts are not run for joint fits (the two-component policies are single-band).
+    Fits gone astray are fitted again from image-based starts (``settings.restarts``);
+    the two-component restarts are single-band and not run.
     """
     dev, dt = settings.torch_device, settings.torch_dtype
     ref = batches[0]
@@ -303,6 +332,8 @@ def fit_multiband_batch(jm: JointModel, batches: list[Batch], settings) -> Multi
     if jm.n_free:
         if settings.method == "lm":
             result = levenberg_marquardt(objective.residuals, objective.residuals_and_jacobian, theta0, settings.lm)
+            if settings.restarts:
+                _restart_strays(jm, objective, batches, estimates, result, settings)
         else:
             from .adam import adam
 

@@ -126,8 +126,8 @@ class MultiBandRun:
         self.model = JointModel(with_auto_starts(ds.profiles), ds.bands, priors=getattr(fitting, "priors", None))
         self.model.ref.check_galaxies(len(ds))
         if fitting.restarts:
-            log.info("multi-band fits: restarts are not run for joint fits (the restart policies are single-band); "
-                     "each galaxy is fitted once from its starts")
+            log.info("multi-band fits: fits gone astray are fitted again from image-based starts; the two-component "
+                     "restarts are single-band and not run for joint fits")
         self.model.ref.check_precision(fitting.dtype)  # ranges the fit's dtype cannot resolve: refused now
         self.result: MultiBandResult | None = None
 
