@@ -540,6 +540,11 @@ def _grid_turn(ref_wcs, wcs) -> tuple[float, bool]:
     return math.degrees(math.atan2(m[1, 0], m[0, 0])), bool(np.linalg.det(m) < 0)
 
 
+def _degrees_apart(a: float, b: float) -> float:
+    """The smaller angle between two directions given in degrees."""
+    return abs((a - b + 180.0) % 360.0 - 180.0)
+
+
 def _sky_centre(wcs, shape):
     """The sky position of a cutout's centre."""
     return wcs.pixel_to_world((shape[1] - 1) / 2, (shape[0] - 1) / 2)
@@ -575,7 +580,7 @@ def _off_sky(ds: "MultiBandDataset", position: int, shapes: list) -> str:
                     "around one sky point; re-cut it")
         turn, _ = _grid_turn(wcs[0], w)
         expected = 0.0 if ds.bands.rotation is None else ds.bands.rotation[b]
-        if abs((turn - expected + 180.0) % 360.0 - 180.0) > _TURN_TOLERANCE:
+        if _degrees_apart(turn, expected) > _TURN_TOLERANCE:
             return (f"band {name!r}'s grid is turned {turn:.3g} degrees against band {ds.bands.names[0]!r}'s in their "
                     f"FITS WCS, the dataset's rotation for it is {expected:.3g} (from the first galaxy, or given): "
                     "cut every galaxy's bands from images of one orientation per band")
@@ -609,7 +614,7 @@ def _check_rotation(ds: MultiBandDataset, tolerance: float = 0.01) -> None:
                 f"multi-band datasets: band {b!r} is mirrored against band {ref_name!r} in its FITS WCS; "
                 "mirrored bands are not supported yet: flip it to the reference band's orientation"
             )
-        if given is not None and abs((turn - given[k] + 180.0) % 360.0 - 180.0) > tolerance:
+        if given is not None and _degrees_apart(turn, given[k]) > tolerance:
             raise ConfigError(
                 f"Dataset: rotation of band {b!r} is {given[k]:g} degrees but its FITS WCS turns it {turn:.4g} "
                 f"degrees against band {ref_name!r}; leave rotation out to take the WCS's, or fix the headers"

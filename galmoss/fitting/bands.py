@@ -122,7 +122,8 @@ def _per_band_numbers(value, names: tuple[str, ...], what: str, unit: str, note:
     out = []
     for k in names:
         v = value[_key(value, k)]
-        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not math.isfinite(float(v)):
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
+                or not math.isfinite(float(v)):
             raise ConfigError(f"Dataset: {what} of band {k!r} must be a finite number, got {v!r}")
         out.append(float(v))
     return out
@@ -295,7 +296,8 @@ class JointModel:
             assert sources == self.sources
             self.band_models.append(model)
             self.band_params.append(mapping)
-        self._check_rotated_positions()
+        #: each position parameter's other coordinate (a component's cen_x <-> cen_y), with rotated bands only
+        self.partner = self._rotated_partners()
         self.columns: list[JointColumn] = []
         self._report_source: list[tuple[int, str | None, int | None]] = []  # (band, ref column, theta column)
         for col in ref.columns:
@@ -349,12 +351,6 @@ class JointModel:
         """(n_bands, Q, P): the constant maps from joint theta to each band's coordinates."""
         return torch.as_tensor(self.A, dtype=dtype, device=device)
 
-    def scales(self, prms=None) -> np.ndarray:
-        """(n_bands, Q): the factor from reference profile units to each band's, per parameter (default: free)."""
-        prms = self.ref.free if prms is None else prms
-        return np.stack([[self._scale(prm, b) for prm in prms] for b in range(len(self.bands))]) \
-            if prms else np.zeros((len(self.bands), 0))
-
     def _scale(self, prm: Parameter, b: int) -> float:
         role = self.ref.specs[prm].role
         if role in (Role.POSITION, Role.LENGTH):
@@ -374,17 +370,19 @@ class JointModel:
                     out.setdefault(prm, set()).add(slots[other])
         return out
 
-    def _check_rotated_positions(self) -> None:
-        """With rotated bands x and y mix: a position's other coordinate must be fitted (or fixed) as it is."""
+    def _rotated_partners(self) -> dict[Parameter, Parameter]:
+        """With rotated bands x and y mix: each position's other coordinate, fitted (or fixed) as it is."""
         if self.bands.rotation is None:
-            self.partner = {}
-            return
-        partner = {}
-        for prm, others in self._partners().items():
+            return {}
+        partner, pairs = {}, self._partners()
+        for prm in self.ref.parameters:
+            if self._axis(prm) is None:
+                continue
             where = "{}.{}".format(*self.ref.uses[prm][0])
+            others = pairs.get(prm, set())
             if len(others) != 1:
-                raise NotImplementedError(f"{where}: rotated bands need each position paired with one other "
-                                          "coordinate; it is shared by components whose other coordinates differ")
+                raise NotImplementedError(f"{where}: rotated bands need each position paired with exactly one other "
+                                          "coordinate (a component's cen_x with its cen_y)")
             other = next(iter(others))
             if (prm in self.ref.fixed) != (other in self.ref.fixed):
                 raise NotImplementedError(
@@ -392,8 +390,7 @@ class JointModel:
                     "or both fixed; give the other coordinate the same fit= (rotated bands with one coordinate "
                     "fixed are not supported)")
             partner[prm] = other
-        #: each position parameter's other coordinate (only with rotated bands)
-        self.partner = partner
+        return partner
 
     def mixing(self, prms, b: int) -> np.ndarray:
         """(Q, Q): band b's values of ``prms`` from their reference values (before the offsets): the pixel
@@ -452,9 +449,8 @@ class JointModel:
             axis = self._axis(prm)
             if axis is None:
                 continue
-            for b in range(nb):
-                grid = self.bands.grid_map(b) if prm in self.partner else np.diag([self._scale(prm, b)] * 2)
-                out[b, :, j] = centres[b][:, axis] - centres[0] @ grid[axis]
+            for b in range(nb):  # the grid map is the scales' ratio times the band's rotation (1 unturned)
+                out[b, :, j] = centres[b][:, axis] - centres[0] @ self.bands.grid_map(b)[axis]
         return out
 
     # ----------------------------------------------------------------- starts
@@ -514,7 +510,8 @@ class JointModel:
         values = {}
         for prm in self.ref.free:
             role = self.ref.specs[prm].role
-            own = self.modes[prm] != "shared" and (role is Role.MAGNITUDE or getattr(prm, "kind", None) in _BAND_ESTIMATES)
+            own = self.modes[prm] != "shared" and (role is Role.MAGNITUDE
+                                                   or getattr(prm, "kind", None) in _BAND_ESTIMATES)
             cols = [by_band[b if own else 0][prm] - (self.zero_point_offset(prm, b) if own else 0.0) for b in range(nb)]
             values[prm] = np.stack([np.asarray(c, dtype=np.float64) for c in cols], axis=1)
         return self._theta_of(values, len(positions), dtype, device)
@@ -611,5 +608,5 @@ def _check_band_vectors(ref: Model) -> None:
         for pname, slot in uses:
             if slot not in _BAND_FREE_VECTORS:
                 raise NotImplementedError(
-                    f"{pname}.{slot}: a vector parameter in the pixels of one grid ({type(ref.profiles[pname]).__name__}) "
-                    "is not supported with bands yet (it would need mapping to each band's pixels); Fourier modes are")
+                    f"{pname}.{slot}: a vector parameter in the pixels of one grid "
+                    f"({type(ref.profiles[pname]).__name__}) is not supported with bands yet (it would need mapping to each band's pixels); Fourier modes are")

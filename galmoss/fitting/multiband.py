@@ -186,13 +186,11 @@ def make_multiband_objective(jm: JointModel, batches: list[Batch], fixed: dict, 
     objectives = []
     for b, batch in enumerate(batches):
         bm, mapping = jm.band_models[b], jm.band_params[b]
-        n = len(batch)
-        values = jm.band_values(jm.ref.fixed, np.concatenate([np.asarray(fixed[(b, prm)], dtype=np.float64).reshape(n, -1)
-                                                              for prm in jm.ref.fixed], axis=1), b) if jm.ref.fixed else None
-        start, at = {}, 0
-        for prm in jm.ref.fixed:  # a vector keeps its (B, K) values
-            start[mapping[prm]] = values[:, at : at + prm.size] if prm.is_vector else values[:, at]
-            at += prm.size
+        # the fixed values in the band's units, one column each (K for a vector, which keeps its (B, K))
+        ref_values = [np.asarray(fixed[(b, prm)], dtype=np.float64).reshape(len(batch), -1) for prm in jm.ref.fixed]
+        values = jm.band_values(jm.ref.fixed, np.concatenate(ref_values, axis=1), b) if ref_values else None
+        split = np.split(values, np.cumsum([prm.size for prm in jm.ref.fixed])[:-1], axis=1) if ref_values else []
+        start = {mapping[prm]: v if prm.is_vector else v[:, 0] for prm, v in zip(jm.ref.fixed, split)}
         objectives.append(make_objective(bm, batch, start, settings))
     # fixed positions take the band's offset too (the objective holds band-unit values)
     fixed_offsets = jm.offsets(jm.ref.fixed, [bt.shapes for bt in batches])
@@ -288,12 +286,10 @@ def _restart_strays(jm: JointModel, objective: MultiBandObjective, batches: list
     Astray as for one band (:func:`galmoss.fitting.restarts.restart_strays`), judged on
     the reference band's values: not converged, at a bound, a size run away or a needle.
     """
-    from types import SimpleNamespace
+    from .restarts import gone_astray, keep_better
 
-    from .restarts import _keep_better, _strays
-
-    view = SimpleNamespace(theta=jm.band_coordinates(result.theta, 0), converged=result.converged)
-    stray = np.flatnonzero(_strays(jm.ref, view, tuple(batches[0].image.shape[1:]), settings.restart_policy))
+    stray = np.flatnonzero(gone_astray(jm.ref, jm.band_coordinates(result.theta, 0), result.converged,
+                                       tuple(batches[0].image.shape[1:]), settings.restart_policy))
     if stray.size == 0:
         return
     if estimates is None:
@@ -303,7 +299,7 @@ def _restart_strays(jm: JointModel, objective: MultiBandObjective, batches: list
                               result.theta.dtype, result.theta.device)
     again = levenberg_marquardt(lambda th, ix: objective.residuals(th, rows[ix]),
                                 lambda th, ix: objective.residuals_and_jacobian(th, rows[ix]), theta0, settings.lm)
-    taken = _keep_better(result, rows, again, torch.arange(rows.numel(), device=rows.device))
+    taken = keep_better(result, rows, again, torch.arange(rows.numel(), device=rows.device))
     log.info("multi-band: restarted %d galaxies from image-based starts; %d improved", stray.size, taken)
 
 

@@ -23,7 +23,7 @@ from .starts import assign_roles, restart_values
 
 log = logging.getLogger("galmoss")
 
-__all__ = ["RestartPolicy", "restart_components", "restart_strays"]
+__all__ = ["RestartPolicy", "gone_astray", "keep_better", "restart_components", "restart_strays"]
 
 Tensor = torch.Tensor
 
@@ -72,10 +72,11 @@ class RestartPolicy:
 DEFAULT_POLICY = RestartPolicy()
 
 
-def _strays(model: Model, result, shape, policy: RestartPolicy = DEFAULT_POLICY) -> np.ndarray:
-    """Galaxies whose fit went astray: not converged, at a bound, or a size run away."""
-    theta = result.theta
-    stray = ~result.converged.cpu().numpy()
+def gone_astray(model: Model, theta: Tensor, converged: Tensor, shape, policy: RestartPolicy = DEFAULT_POLICY
+                ) -> np.ndarray:
+    """Galaxies whose fit (``theta`` in ``model``'s fitting space) went astray: not converged, at a bound, or a
+    size run away or a needle, as a bool array (B,)."""
+    stray = ~converged.cpu().numpy()
     stray |= np.array([bool(x) for x in near_bound(model, theta)])
     diagonal = math.hypot(*shape)
     for prm in model.free:
@@ -95,7 +96,8 @@ def restart_strays(model, objective, batch, start, estimates, result, settings):
 
     Returns the result and the indices of the galaxies refitted (strays).
     """
-    stray = np.flatnonzero(_strays(model, result, batch.image.shape[1:], settings.restart_policy))
+    stray = np.flatnonzero(gone_astray(model, result.theta, result.converged, batch.image.shape[1:],
+                                       settings.restart_policy))
     if stray.size == 0:
         return result, stray
     if estimates is None:
@@ -105,7 +107,7 @@ def restart_strays(model, objective, batch, start, estimates, result, settings):
     theta0 = model.theta_from_values(second, settings.torch_dtype, settings.torch_device)
     rows = torch.as_tensor(stray, device=settings.torch_device)
     again = optimise(model, objective, theta0, rows, settings)
-    taken = _keep_better(result, rows, again, torch.arange(rows.numel(), device=rows.device))
+    taken = keep_better(result, rows, again, torch.arange(rows.numel(), device=rows.device))
     log.info("restarted %d galaxies from image-based starts; %d improved", stray.size, taken)
     return result, stray
 
@@ -230,12 +232,12 @@ def restart_components(model, objective, batch, start, estimates, result, settin
     first = torch.ones_like(by_galaxy, dtype=torch.bool)
     first[1:] = which_t[by_galaxy][1:] != which_t[by_galaxy][:-1]
     pick = by_galaxy[first]  # one per galaxy, in the order of `rows` (every galaxy has the swap)
-    taken = _keep_better(result, torch.as_tensor(rows, device=settings.torch_device), again, pick)
+    taken = keep_better(result, torch.as_tensor(rows, device=settings.torch_device), again, pick)
     log.info("two-component restarts: %d suspicious fits, %d improved", rows.size, taken)
     return result
 
 
-def _keep_better(result, rows: Tensor, again, pick: Tensor) -> int:
+def keep_better(result, rows: Tensor, again, pick: Tensor) -> int:
     """Where refit ``again[pick]`` has a lower (or the only finite) loss than ``result[rows]``, take it; how many."""
     old, new = result.loss[rows], again.loss[pick]
     better = (new < old) | (~torch.isfinite(old) & torch.isfinite(new))

@@ -345,8 +345,8 @@ def _band_dataset(data, bands: dict, local, mask_index, blocks, folder, gain, pa
     # a band without rotation is the WCS's (or 0) when no band gives one, else 0
     rotation = {b: float(t.get("rotation", 0.0)) for b, t in bands.items()} if any(
         "rotation" in t for t in bands.values()) else None
-    options = {"zero_point": zero_point, "rotation": rotation, "mask_index": mask_index, "img_block_path": blocks, "result_path": folder,
-               "gain": gain, "auto_mask": auto_mask, "psf_fwhm": psf_fwhm, **_psf_keys(data),
+    options = {"zero_point": zero_point, "rotation": rotation, "mask_index": mask_index, "img_block_path": blocks,
+               "result_path": folder, "gain": gain, "auto_mask": auto_mask, "psf_fwhm": psf_fwhm, **_psf_keys(data),
                **_neighbour_keys(data, auto_mask, path)}
     per_band_sets = [b for b, t in bands.items() if "image_set" in t]
     if per_band_sets:
