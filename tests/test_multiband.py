@@ -310,6 +310,11 @@ def test_files_per_band_and_a_wcs_that_turns_one_galaxy_otherwise(tmp_path):
     fits.writeto(paths["i"][0], images["i"][0], h, overwrite=True)
     with pytest.raises(NotImplementedError, match="band 'i' is mirrored"):
         gm.Dataset(["a", "b"], paths, **kw)
+    # a singular CD matrix places no pixel on the sky: read as no WCS (no turn), not a crash
+    h = _wcs_header(SCALES["i"])
+    h["CD1_2"], h["CD2_2"] = h["CD1_1"], h["CD2_1"]
+    fits.writeto(paths["i"][0], images["i"][0], h, overwrite=True)
+    assert gm.Dataset(["a", "b"], paths, **kw).bands.rotation is None
 
 
 TURNED = {"g": dict(scale=0.2, size=48, fwhm=0.8, mag=21.0, sigma=1.0),
@@ -353,6 +358,9 @@ def test_a_turn_read_from_the_wcs_fits_as_the_given_one(tmp_path):
     for name in ("gal_cen_x", "gal_cen_y", "gal_pa", "gal_axis_r", "gal_eff_r", "gal_mag_r"):
         np.testing.assert_allclose(from_wcs[name], given[name], rtol=0, atol=1e-3 * float(np.max(given[f"{name}_err"])))
     assert np.all(from_wcs["flag"] == 0)
+    # and both are the GalSim truth: PA 30 degrees, q 0.5 in the reference band's frame
+    for name, value in (("gal_pa", 30.0), ("gal_axis_r", 0.5)):
+        assert np.all(np.abs((from_wcs[name] - value) / from_wcs[f"{name}_err"]) < 4), name
 
 
 def test_turned_bands_need_both_coordinates_of_a_centre_alike():

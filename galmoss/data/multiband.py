@@ -510,7 +510,7 @@ def _fill_optional(value, missing: set[int], stand_in):
 
 
 def _celestial_wcs(path, hdu):
-    """The image's celestial FITS WCS, or None without one (or with an unreadable header)."""
+    """The image's celestial FITS WCS, or None without one (or with an unreadable header or a singular matrix)."""
     import warnings
 
     from astropy.wcs import FITSFixedWarning, WCS
@@ -525,6 +525,9 @@ def _celestial_wcs(path, hdu):
     except Exception:  # noqa: BLE001 - an unreadable header is the image reader's to report
         return None
     if not wcs.has_celestial or wcs.naxis != 2:
+        return None
+    det = float(np.linalg.det(wcs.pixel_scale_matrix))
+    if not math.isfinite(det) or det == 0.0:  # a degenerate CD matrix places no pixel on the sky
         return None
     return wcs
 
