@@ -363,6 +363,14 @@ def test_a_turn_read_from_the_wcs_fits_as_the_given_one(tmp_path):
         assert np.all(np.abs((from_wcs[name] - value) / from_wcs[f"{name}_err"]) < 4), name
 
 
+def test_vectors_in_one_grid_s_pixels_are_refused_with_bands():
+    images, sigmas, psfs = small()
+    ds = gm.Dataset.from_arrays(images, sigmas, psfs, wavelength=WL, pix_scale=SCALES)
+    ds.define_profiles(gal=gm.lp.with_bending(sersic(), modes=(1, 2)))
+    with pytest.raises(NotImplementedError, match="gal.bending_a: a vector parameter in the pixels of one grid"):
+        fit(ds)
+
+
 def test_turned_bands_need_both_coordinates_of_a_centre_alike():
     images, sigmas, psfs = sersic_bands(TURNED, count=1, seed=7)
     ds = gm.Dataset.from_arrays(images, sigmas, psfs, wavelength={"g": 477.0, "r": 623.1},
