@@ -102,7 +102,12 @@ def test_batched_starts_land_near_the_galsim_truth(clean):
     assert np.all((est["ser_n"] >= 0.5) & (est["ser_n"] <= 6))
 
 
-def test_batched_and_single_galaxy_starts_agree(clean):
+@pytest.mark.parametrize("chunk", [128, 3])
+def test_batched_and_single_galaxy_starts_agree(clean, chunk, monkeypatch):
+    # a batch measured in chunks (3 + 1 galaxies here) gives each galaxy its own starts
+    from galmoss.fitting import measure
+
+    monkeypatch.setattr(measure, "CHUNK", chunk)
     weights = np.isfinite(clean.images).astype(float)
     est = estimate_starts(clean.images[:4], weights[:4])
     for i in range(4):

@@ -409,3 +409,39 @@ def test_a_model_with_no_free_parameter_is_evaluated_not_fitted():
     np.testing.assert_allclose(res["chi2"], chi2, rtol=1e-6)
     assert np.all(res["status"] == int(Status.EVALUATED)) and np.all(res["n_iter"] == 0) and np.all(res["flag"] == 0)
     assert np.all(res["dof"] == SHAPE[0] * SHAPE[1])
+
+
+# ------------------------------------------------------------------ the stream's background preparation
+def test_batches_prepared_ahead_carry_the_starts_the_fit_would_measure(tmp_path):
+    import threading
+
+    from galmoss.fitting.measure import batch_estimates, with_estimates
+    from galmoss.pipeline.stream import BatchStream
+
+    images, sigmas, mags = _mocks(10, seed=3)
+    ds = gm.Dataset.from_arrays(images, sigmas, PSF, result_path=tmp_path / "r")
+    batches = list(BatchStream(ds, np.arange(10), 4, prepare=with_estimates))
+    assert [len(b) for b in batches] == [4, 4, 2]
+    for batch in batches:
+        ahead = batch.estimates
+        batch.estimates = None
+        again = batch_estimates(batch)
+        assert [a.keys() for a in ahead] == [a.keys() for a in again]
+        for a, b in zip(ahead, again):
+            assert all(a[k] == b[k] for k in a)
+        flux = np.array([a["flux"] for a in ahead])
+        true = 10 ** (-0.4 * (mags[batch.positions] - 22.5))
+        assert np.all(np.abs(flux / true - 1) < 0.2)  # the starts measure these galaxies
+
+    # a consumer that stops early stops the background thread
+    stream = iter(BatchStream(ds, np.arange(10), 2, prepare=with_estimates))
+    next(stream)
+    stream.close()
+    assert not any(t.name == "galmoss-batches" for t in threading.enumerate())
+
+    # an error while preparing reaches the consumer at that batch
+    def broken(batch):
+        raise RuntimeError(f"cannot prepare {batch.names[0]}")
+
+    with pytest.raises(RuntimeError, match="cannot prepare"):
+        list(BatchStream(ds, np.arange(10), 4, prepare=broken))

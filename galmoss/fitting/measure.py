@@ -36,7 +36,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-__all__ = ["batch_estimates", "estimate_starts", "moment_estimates", "sersic_n_from_concentration"]
+__all__ = ["batch_estimates", "estimate_starts", "moment_estimates", "sersic_n_from_concentration", "with_estimates"]
 
 _SMOOTH = 1.5
 _KEYS = ("sky", "cen_x", "cen_y", "pa", "axis_r", "eff_r", "flux", "ser_n")
@@ -68,32 +68,40 @@ def _batched_sky(images: np.ndarray, usable: np.ndarray, iterations: int = 10) -
     deviation is the clipped sample's, about 1.3 % below a Gaussian's sigma.
     """
     b = len(images)
-    rows = np.sort(np.where(usable, images, np.nan).reshape(b, -1), axis=1)  # NaN sort last
-    count = np.isfinite(rows).sum(axis=1)
+    # unusable pixels sort last as +inf: a clipped range never reaches them, and the prefix sums
+    # beyond a row's count (infinite) are never read
+    rows = np.sort(np.where(usable, images, np.inf).reshape(b, -1), axis=1)
+    last = rows.shape[1] - 1
+    count = usable.reshape(b, -1).sum(axis=1)
     idx = np.arange(b)
-    centre = rows[idx, np.maximum(count - 1, 0) // 2]
-    centre = np.where(count > 0, centre, 0.0)
-    finite = np.isfinite(rows)
-    shifted = np.where(finite, rows - centre[:, None], 0.0)  # centred, so the squares keep their precision
-    ordered = np.where(finite, shifted, np.inf)
-    s1 = np.concatenate([np.zeros((b, 1)), np.cumsum(shifted, axis=1)], axis=1)
-    s2 = np.concatenate([np.zeros((b, 1)), np.cumsum(shifted**2, axis=1)], axis=1)
+    centre = np.where(count > 0, rows[idx, np.maximum(count - 1, 0) // 2], 0.0).astype(rows.dtype)
+    shifted = rows - centre[:, None]  # centred, so the squares keep their precision
+    s1 = shifted.astype(np.float64)  # prefix sums in float64 (a cast first: cumsum's own is slower)
+    s2 = np.square(s1)
+    np.cumsum(s1, axis=1, out=s1)
+    np.cumsum(s2, axis=1, out=s2)
+
+    def range_sum(prefix: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        upper = np.where(hi > 0, prefix[idx, np.maximum(hi - 1, 0)], 0.0)
+        return upper - np.where(lo > 0, prefix[idx, np.maximum(lo - 1, 0)], 0.0)
+
     lo, hi = np.zeros(b, dtype=int), count.copy()
-    sorted_rows = torch.from_numpy(np.ascontiguousarray(ordered))
+    sorted_rows = torch.from_numpy(shifted)
     median = std = np.zeros(b)
-    for _ in range(iterations):
-        k = np.maximum(hi - lo, 1)
-        mid_lo, mid_hi = lo + (k - 1) // 2, lo + k // 2
-        median = 0.5 * (shifted[idx, np.minimum(mid_lo, rows.shape[1] - 1)] + shifted[idx, np.minimum(mid_hi, rows.shape[1] - 1)])
-        mean = (s1[idx, hi] - s1[idx, lo]) / k
-        std = np.sqrt(np.maximum((s2[idx, hi] - s2[idx, lo]) / k - mean**2, 0.0))
-        # the rows are sorted: how many lie below a threshold is a binary search per row (torch
-        # searches a batch of rows at once), not a pass over every pixel
-        new_lo = _count_below(sorted_rows, median - 3.0 * std, right=False)
-        new_hi = _count_below(sorted_rows, median + 3.0 * std, right=True)
-        if np.array_equal(new_lo, lo) and np.array_equal(new_hi, hi):
-            break
-        lo, hi = new_lo, np.maximum(new_hi, new_lo)
+    with np.errstate(invalid="ignore"):  # rows with no usable pixel: infinite, replaced below
+        for _ in range(iterations):
+            k = np.maximum(hi - lo, 1)
+            mid_lo, mid_hi = np.minimum(lo + (k - 1) // 2, last), np.minimum(lo + k // 2, last)
+            median = 0.5 * (shifted[idx, mid_lo].astype(float) + shifted[idx, mid_hi])
+            mean = range_sum(s1, lo, hi) / k
+            std = np.sqrt(np.maximum(range_sum(s2, lo, hi) / k - mean**2, 0.0))
+            # the rows are sorted: how many lie below a threshold is a binary search per row (torch
+            # searches a batch of rows at once), not a pass over every pixel
+            new_lo = _count_below(sorted_rows, median - 3.0 * std, right=False)
+            new_hi = np.minimum(_count_below(sorted_rows, median + 3.0 * std, right=True), count)
+            if np.array_equal(new_lo, lo) and np.array_equal(new_hi, hi):
+                break
+            lo, hi = new_lo, np.maximum(new_hi, new_lo)
     ok = count > 0
     return np.where(ok, median + centre, 0.0), np.where(ok, std, 0.0)
 
@@ -105,45 +113,69 @@ def _count_below(rows, threshold: np.ndarray, right: bool) -> np.ndarray:
     return found[:, 0].numpy().astype(int)
 
 
+def _smoothing_coverage(used: np.ndarray) -> np.ndarray:
+    """How much of the smoothing kernel falls on usable pixels, (B, H, W) or (H, W) when all are usable."""
+    from scipy import ndimage
+
+    h, w = used.shape[1:]
+    if used.all():  # separable: the coverage of a full plane is an outer product
+        along_y = ndimage.gaussian_filter1d(np.ones(h, np.float32), _SMOOTH, mode="constant")
+        along_x = ndimage.gaussian_filter1d(np.ones(w, np.float32), _SMOOTH, mode="constant")
+        return np.outer(along_y, along_x)
+    return ndimage.gaussian_filter(used.astype(np.float32), (0.0, _SMOOTH, _SMOOTH), mode="constant")
+
+
 def _detect(light: np.ndarray, used: np.ndarray, raw_noise: np.ndarray) -> np.ndarray:
     """Target pixels (B, H, W) found by smoothing and thresholding, the whole batch at once."""
     from scipy import ndimage
 
     b, h, w = light.shape
     smoothing = (0.0, _SMOOTH, _SMOOTH)  # never across galaxies
-    coverage = ndimage.gaussian_filter(used.astype(float), smoothing, mode="constant")
-    smooth = ndimage.gaussian_filter(light, smoothing, mode="constant") / np.maximum(coverage, 1e-3)
-    smooth = np.where(used, smooth, 0.0)
+    smooth = ndimage.gaussian_filter(light, smoothing, mode="constant")
+    smooth /= np.maximum(_smoothing_coverage(used), 1e-3)
     # the noise of the smoothed image: the clipped sky noise times the Gaussian
     # kernel's noise factor 1 / (2 sqrt(pi) s) (no second sort of the batch)
     noise = raw_noise / (2.0 * math.sqrt(math.pi) * _SMOOTH)
-    detected = smooth > 2.0 * np.maximum(noise, 1e-30)[:, None, None]
+    detected = (smooth > 2.0 * np.maximum(noise, 1e-30)[:, None, None]) & used
     # a 3-D structure that connects pixels within one galaxy's plane only
     structure = np.zeros((3, 3, 3), dtype=bool)
     structure[1] = True
     labels, _ = ndimage.label(detected, structure=structure)
-    central = np.zeros((h, w), dtype=bool)
-    central[h // 4 : h - h // 4, w // 4 : w - w // 4] = True
-    peak = np.where(central & detected, smooth, -np.inf).reshape(b, -1)
-    anywhere = np.where(detected, smooth, -np.inf).reshape(b, -1)
-    none_central = ~np.isfinite(peak.max(axis=1))
-    peak[none_central] = anywhere[none_central]
-    at = peak.argmax(axis=1)
-    label = labels.reshape(b, -1)[np.arange(b), at]
-    label = np.where(np.isfinite(peak.max(axis=1)), label, 0)
+    # the brightest detected point of the central half of the cutout (of the whole cutout if none)
+    scored = np.where(detected, smooth, -np.inf)
+    central = scored[:, h // 4 : h - h // 4, w // 4 : w - w // 4]
+    at_central = central.reshape(b, -1).argmax(axis=1)
+    cy, cx = np.divmod(at_central, central.shape[2])
+    at = (cy + h // 4) * w + (cx + w // 4)
+    none_central = ~np.isfinite(central.reshape(b, -1)[np.arange(b), at_central])
+    at = np.where(none_central, scored.reshape(b, -1).argmax(axis=1), at)
+    found = np.isfinite(scored.reshape(b, -1)[np.arange(b), at])
+    label = np.where(found, labels.reshape(b, -1)[np.arange(b), at], 0)
     return (labels == label[:, None, None]) & (label[:, None, None] > 0)
 
 
-def _geometry(light, target, xx, yy):
+def _elliptical_radius(cx, cy, pa, q, x, y) -> np.ndarray:
+    """Elliptical radius (along the major axis) of every pixel, (B, H, W), from per-galaxy geometry."""
+    sin, cos = np.sin(np.radians(pa)), np.cos(np.radians(pa))
+    dx, dy = (x - cx[:, None]).astype(np.float32), (y - cy[:, None]).astype(np.float32)  # (B, W), (B, H)
+    # along the major axis (-dx sin + dy cos) and the minor one over q, each a sum of an x and a y term
+    major = (-dx * sin[:, None])[:, None, :] + (dy * cos[:, None])[:, :, None]
+    minor = (dx * (cos / q)[:, None])[:, None, :] + (dy * (sin / q)[:, None])[:, :, None]
+    np.square(major, out=major)
+    np.square(minor, out=minor)
+    major += minor
+    return np.sqrt(major, out=major)
+
+
+def _geometry(light, target, x, y):
     """Centre, PA (degrees), q and the elliptical radius map of the target's light, per galaxy.
 
     The centroid and covariance of the light (clipped at zero) over the
     segment: photutils' ``SourceCatalog`` ``centroid`` and ``covariance``.
     """
-    wgt = np.where(target, np.clip(light, 0.0, None), 0.0)
+    wgt = np.where(target & (light > 0), light, 0.0).astype(np.float64)
     # the moments from the light's marginals along x and y and one matrix-vector product (for xy):
     # a few passes over (B, H, W) instead of a dozen
-    x, y = xx[0], yy[:, 0]
     along_x, along_y = wgt.sum(axis=1), wgt.sum(axis=2)  # (B, W), (B, H)
     total = along_x.sum(axis=1)
     found = total > 0
@@ -154,7 +186,6 @@ def _geometry(light, target, xx, yy):
     mxx = np.maximum(np.einsum("bw,bw->b", along_x, ddx**2) / safe, 0.25)
     myy = np.maximum(np.einsum("bh,bh->b", along_y, ddy**2) / safe, 0.25)
     mxy = np.einsum("bh,bh->b", np.matmul(wgt, ddx[:, :, None])[..., 0], ddy) / safe
-    dx, dy = xx - cx[:, None, None], yy - cy[:, None, None]
     trace, det = mxx + myy, mxx * myy - mxy**2
     root = np.sqrt(np.maximum(trace**2 / 4 - det, 0.0))
     a2, b2 = trace / 2 + root, np.maximum(trace / 2 - root, 1e-6)
@@ -162,9 +193,7 @@ def _geometry(light, target, xx, yy):
     theta = np.degrees(0.5 * np.arctan2(2 * mxy, mxx - myy))  # major axis from +x, counter-clockwise
     pa = theta - 90.0  # design.md: from +y towards -x ...
     pa = pa - 180.0 * np.ceil((pa - 90.0) / 180.0)  # ... wrapped to (-90, 90]
-    sin, cos = np.sin(np.radians(pa))[:, None, None], np.cos(np.radians(pa))[:, None, None]
-    r = np.sqrt((-dx * sin + dy * cos) ** 2 + ((dx * cos + dy * sin) / q[:, None, None]) ** 2)
-    return cx, cy, pa, q, r, found
+    return cx, cy, pa, q, _elliptical_radius(cx, cy, pa, q, x, y), found
 
 
 def estimate_starts(
@@ -198,52 +227,83 @@ def estimate_starts(
         along the major axis, pixels), ``flux`` (image units, sky subtracted),
         ``ser_n`` and ``detected`` (bool: a target was found; where False the
         geometry is the cutout centre, round, a tenth of the cutout in size).
+
+    Notes
+    -----
+    The pixel arrays are handled in float32 (the sums in float64): the starts
+    need no more, and the passes over the batch are most of their cost. A large
+    batch is measured :data:`CHUNK` galaxies at a time, whose arrays stay in the
+    processor's cache between passes (each galaxy's starts are its own).
     """
-    images = np.asarray(images, dtype=float)
+    images = np.asarray(images)
     if images.ndim == 2:
         images = images[None]
-    weights = np.broadcast_to(np.asarray(weights, dtype=float), images.shape)
     if images.ndim != 3:
         raise ValueError(f"estimate_starts: images must have shape (B, H, W) or (H, W), got {images.shape}")
+    weights = np.broadcast_to(np.asarray(weights), images.shape)
+    if segments is not None:
+        segments = np.broadcast_to(np.asarray(segments), images.shape)
+    if len(images) <= CHUNK:
+        return _estimate_chunk(images, weights, segments)
+    parts = [_estimate_chunk(images[lo : lo + CHUNK], weights[lo : lo + CHUNK],
+                             None if segments is None else segments[lo : lo + CHUNK])
+             for lo in range(0, len(images), CHUNK)]
+    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+
+
+#: Galaxies measured at once by :func:`estimate_starts` (128 64x64 cutouts in float32 are 2 MB).
+CHUNK = 128
+
+
+def _estimate_chunk(images: np.ndarray, weights: np.ndarray, segments: np.ndarray | None) -> dict[str, np.ndarray]:
+    """:func:`estimate_starts` of one chunk of galaxies."""
     b, h, w = images.shape
-    used = (weights > 0) & np.isfinite(images)
-    data = np.where(used, images, 0.0)
+    used = weights > 0
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN and values beyond float32 are unusable
+        data = images.astype(np.float32)
+        used = used & np.isfinite(data)
+    data = np.where(used, data, np.float32(0.0))
     enough = used.reshape(b, -1).sum(axis=1) >= 10
 
-    given = np.zeros((b, h, w), dtype=bool) if segments is None else (
-        np.broadcast_to(np.asarray(segments), images.shape) != 0) & used
+    given = np.zeros((b, h, w), dtype=bool) if segments is None else (segments != 0) & used
     has_segment = given.reshape(b, -1).any(axis=1)
     # the sky: outside the segment where there is one (a segment covering the
     # whole cutout leaves no sky: then all pixels), all pixels elsewhere
-    sky_pixels = np.where(has_segment[:, None, None], used & ~given, used)
+    sky_pixels = used & ~given if has_segment.any() else used
     sky_pixels = np.where((sky_pixels.reshape(b, -1).sum(1) >= 10)[:, None, None], sky_pixels, used)
     sky, raw_noise = _batched_sky(data, sky_pixels)
-    light = np.where(used, data - sky[:, None, None], 0.0)
+
+    def minus_sky(level: np.ndarray) -> np.ndarray:
+        return np.where(used, data - level.astype(np.float32)[:, None, None], np.float32(0.0))
+
+    light = minus_sky(sky)
     target = given
     if not has_segment.all():  # galaxies without a segment: detect the target here
         target = np.where(has_segment[:, None, None], given, _detect(light, used, raw_noise))
     target &= enough[:, None, None]
 
-    yy, xx = np.mgrid[1 : h + 1, 1 : w + 1].astype(float)
-    cx, cy, pa, q, r, found = _geometry(light, target, xx, yy)
-    extent = np.where(target, r, 0.0).max(axis=(1, 2))
+    x, y = np.arange(1.0, w + 1.0), np.arange(1.0, h + 1.0)
+    cx, cy, pa, q, r, found = _geometry(light, target, x, y)
+    extent = np.where(target, r, np.float32(0.0)).max(axis=(1, 2))
     # the sky again, far from the target: a galaxy's wings below the detection
     # threshold lift a sky taken over the whole cutout, and the flux and r_e with it
-    far = used & (r > np.maximum(2.0 * extent, 6.0)[:, None, None]) & ~target
+    far = used & (r > np.maximum(2.0 * extent, 6.0).astype(np.float32)[:, None, None]) & ~target
     enough_far = (far.reshape(b, -1).sum(axis=1) >= max(50, h * w // 20)) & found
     if enough_far.any():
         sky_far, _ = _batched_sky(data, np.where(enough_far[:, None, None], far, used))
         sky = np.where(enough_far, sky_far, sky)
-        light = np.where(used, data - sky[:, None, None], 0.0)
-        cx, cy, pa, q, r, found = _geometry(light, target, xx, yy)
+        light = minus_sky(sky)
+        cx, cy, pa, q, r, found = _geometry(light, target, x, y)
 
     # growth curve in elliptical apertures (the elliptical radius is along the major axis)
-    aperture = used & (r <= np.maximum(3.0 * extent, 6.0)[:, None, None])
+    reach = np.maximum(3.0 * extent, 6.0)
+    in_aperture = np.where(used & (r <= reach.astype(np.float32)[:, None, None]), light, np.float32(0.0))
     # a histogram in radius (0.25 px bins) instead of a sort: O(pixels) for the batch
     step = 0.25
-    n_bins = int(np.ceil(min(float(np.where(aperture, r, 0.0).max()), math.hypot(h, w)) / step)) + 2
-    bins = np.minimum((r / step).astype(np.int64), n_bins - 1) + (np.arange(b) * n_bins)[:, None, None]
-    rings = np.bincount(bins[aperture], weights=light[aperture], minlength=b * n_bins).reshape(b, n_bins)
+    n_bins = int(np.ceil(min(float(reach.max()), math.hypot(h, w)) / step)) + 2
+    bins = np.minimum(r * np.float32(1.0 / step), np.float32(n_bins - 1)).astype(np.int64)
+    bins += (np.arange(b) * n_bins)[:, None, None]
+    rings = np.bincount(bins.ravel(), weights=in_aperture.ravel(), minlength=b * n_bins).reshape(b, n_bins)
     cumulative = np.cumsum(rings, axis=1)
     flux = cumulative[:, -1]
     found &= flux > 0
@@ -262,22 +322,22 @@ def estimate_starts(
     window = np.maximum(r50 * np.sqrt(q), 1.0) / 1.1774
     wx, wy = cx.copy(), cy.copy()
     col, row = np.arange(w), np.arange(h)
-    batch = np.arange(b)[:, None, None]
     # only pixels whose mirror image through the centre is usable too: a mask on
     # one side (a neighbour, a bad column) would pull the centre the other way
-    mx = np.rint(2.0 * wx - 2.0).astype(int)[:, None, None] - col[None, None, :]
-    my = np.rint(2.0 * wy - 2.0).astype(int)[:, None, None] - row[None, :, None]
-    inside = (mx >= 0) & (mx < w) & (my >= 0) & (my < h)
-    symmetric = used & used[batch, np.clip(my, 0, h - 1), np.clip(mx, 0, w - 1)] & inside
-    symmetric_light = np.where(symmetric, light, 0.0)
-    x, y = np.arange(1.0, w + 1.0), np.arange(1.0, h + 1.0)
+    mx = np.rint(2.0 * wx - 2.0).astype(int)[:, None] - col[None, :]  # (B, W)
+    my = np.rint(2.0 * wy - 2.0).astype(int)[:, None] - row[None, :]  # (B, H)
+    symmetric = ((my >= 0) & (my < h))[:, :, None] & ((mx >= 0) & (mx < w))[:, None, :]
+    if not used.all():
+        batch = np.arange(b)[:, None, None]
+        symmetric &= used & used[batch, np.clip(my, 0, h - 1)[:, :, None], np.clip(mx, 0, w - 1)[:, None, :]]
+    symmetric_light = np.where(symmetric, light, np.float32(0.0))
     for _ in range(5):
         # the Gaussian window is separable, exp(-(dx^2 + dy^2) / 2s^2) = gx(x) gy(y): two matrix-vector
         # products per galaxy instead of a dozen passes over (B, H, W)
         dx, dy = x - wx[:, None], y - wy[:, None]
         gx = np.exp(-0.5 * dx**2 / window[:, None] ** 2)
         gy = np.exp(-0.5 * dy**2 / window[:, None] ** 2)
-        rows = np.matmul(symmetric_light, np.stack([gx, gx * dx], axis=2))  # (B, H, 2): sum over x
+        rows = np.matmul(symmetric_light, np.stack([gx, gx * dx], axis=2).astype(np.float32)).astype(float)  # (B, H, 2)
         norm = np.einsum("bh,bh->b", gy, rows[..., 0])
         ok = found & (norm > 0)
         safe_norm = np.where(ok, norm, 1.0)
@@ -298,7 +358,7 @@ def estimate_starts(
         "pa": np.where(found, pa, 0.0),
         "axis_r": np.where(found, q, 1.0),
         "eff_r": np.where(found, np.maximum(r50, 0.5), max(2.0, min(h, w) / 10)),
-        "flux": np.where(found, flux, data.sum(axis=(1, 2)) - sky * used.reshape(b, -1).sum(axis=1)),
+        "flux": np.where(found, flux, data.sum(axis=(1, 2), dtype=np.float64) - sky * used.reshape(b, -1).sum(axis=1)),
         "ser_n": np.where(found, ser_n, 2.0),
         "detected": found,
     }
@@ -324,7 +384,10 @@ def batch_estimates(batch) -> list[dict]:
     Fitted neighbours' pixels are left out of the target's estimates (its flux
     and size would take their light); the neighbours' own starts come from
     their segments (``"<component>.<kind>"`` keys, :mod:`galmoss.fitting.neighbours`).
+    A batch that carries its estimates (:func:`with_estimates`) gives those.
     """
+    if getattr(batch, "estimates", None) is not None:
+        return batch.estimates
     weight = batch.weight if batch.neighbour_pixels is None else np.where(batch.neighbour_pixels, 0.0, batch.weight)
     est = estimate_starts(batch.image, weight, batch.sigma, segments=batch.segments)
     out = [{k: float(v[i]) for k, v in est.items()} for i in range(len(batch))]
@@ -334,3 +397,18 @@ def batch_estimates(batch) -> list[dict]:
         for row, rows in zip(out, batch.neighbours):
             row.update(neighbour_estimates(rows))
     return out
+
+
+def with_estimates(batch):
+    """``batch`` with its image-based starts measured (:func:`batch_estimates` then returns them).
+
+    The stream calls it in its own thread, so the starts of the next batch are
+    measured while the current one is fitted. A batch whose measurement fails is
+    returned as it came: the fit measures it again, where a failure flags that
+    batch's galaxies instead of ending the run.
+    """
+    try:
+        batch.estimates = batch_estimates(batch)
+    except Exception:  # noqa: BLE001 - measured again inside the fit, which flags what fails
+        batch.estimates = None
+    return batch

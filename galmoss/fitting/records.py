@@ -86,6 +86,10 @@ class Batch:
     neighbours, neighbour_pixels
         Neighbours fitted with the target (``neighbours="fit"``): one list of
         dicts per galaxy, and a (B, H, W) map of their pixels; else None.
+    estimates
+        The image-based starts of each galaxy
+        (:func:`galmoss.fitting.measure.batch_estimates`), measured ahead of the
+        fit by the stream; None: measured when needed.
     """
 
     positions: np.ndarray
@@ -101,6 +105,7 @@ class Batch:
     n_masked: np.ndarray | None = None
     neighbours: list[list[dict]] | None = None
     neighbour_pixels: np.ndarray | None = None
+    estimates: list[dict] | None = None
 
     def __len__(self) -> int:
         return len(self.positions)

@@ -23,6 +23,7 @@ from .._compat import torch_threads
 from ..data import Dataset
 from ..errors import OutputError
 from ..fitting.batch import Batch, BatchResult, FitSettings, check_model_output, fit_batch_safely
+from ..fitting.measure import with_estimates
 from ..flags import Flag
 from ..model import Model
 from .stream import BatchStream, Unfitted
@@ -59,6 +60,11 @@ def _results_of(stream: BatchStream, model: Model, settings: FitSettings, check_
         yield item, fit_batch_safely(model, item, settings)
 
 
+def _preparation(model: Model):
+    """What the stream does to each batch ahead of its fit: measure the image-based starts the model needs."""
+    return with_estimates if model.auto_parameters else None
+
+
 def fit_chunk(dataset: Dataset, model: Model, settings: FitSettings, positions: np.ndarray, batch_size: int,
               read_workers: int = 1, pad: bool = True, threads: int | None = None) -> list[tuple[Batch | None, BatchResult]]:
     """Read and fit the galaxies ``positions`` (a dask task; pure but for reading the inputs).
@@ -67,7 +73,7 @@ def fit_chunk(dataset: Dataset, model: Model, settings: FitSettings, positions: 
     process otherwise takes one per core, whatever its own thread count).
     """
     stream = BatchStream(dataset, positions, batch_size, read_workers=read_workers, pad=pad,
-                         likelihood=settings.likelihood)
+                         likelihood=settings.likelihood, prepare=_preparation(model))
     with torch_threads(threads if settings.torch_device.type == "cpu" else None):
         return list(_results_of(stream, model, settings, check_first=False))
 
@@ -103,7 +109,7 @@ def iterate_results(
     """
     if client is None:
         stream = BatchStream(dataset, positions, batch_size, read_workers=read_workers, pad=pad,
-                             likelihood=settings.likelihood)
+                             likelihood=settings.likelihood, prepare=_preparation(model))
         yield from _results_of(stream, model, settings, check_first=True)
         return
     from dask.distributed import as_completed

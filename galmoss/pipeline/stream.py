@@ -16,8 +16,10 @@ pass through as :class:`Unfitted` records so their rows are written too.
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -72,6 +74,14 @@ class BatchStream:
     likelihood
         The likelihood's name: with ``"poisson"`` negative pixels are masked and
         flagged (a Poisson likelihood needs counts >= 0).
+    prepare
+        A function applied to every batch (e.g.
+        :func:`galmoss.fitting.measure.with_estimates`). With it the batches are
+        stacked and prepared in a background thread, ``prefetch`` batches ahead
+        of the consumer, so that this host work overlaps the fit of the batch
+        before.
+    prefetch
+        Batches prepared ahead (with ``prepare``).
     """
 
     def __init__(
@@ -84,6 +94,8 @@ class BatchStream:
         read_ahead: int | None = None,
         pad: bool = True,
         likelihood: str = "chi2",
+        prepare: Callable[[Batch], Batch] | None = None,
+        prefetch: int = 2,
     ) -> None:
         self.dataset = dataset
         self.positions = np.asarray(positions, dtype=np.int64)
@@ -93,6 +105,8 @@ class BatchStream:
         self.pad = pad
         self.likelihood = likelihood
         self.max_waiting = 4 * self.batch_size
+        self.prepare = prepare
+        self.prefetch = max(1, int(prefetch))
 
     def galaxies(self) -> Iterator[GalaxyData]:
         """Galaxies in order, each read by a background thread ahead of its use."""
@@ -114,6 +128,11 @@ class BatchStream:
             self.dataset.close()
 
     def __iter__(self) -> Iterator[Batch | Unfitted]:
+        if self.prepare is None:
+            return self._batches()
+        return _ahead(self._batches(), self.prepare, self.prefetch)
+
+    def _batches(self) -> Iterator[Batch | Unfitted]:
         groups: dict[tuple, list[GalaxyData]] = {}
         waiting = 0
         for gal in self.galaxies():
@@ -165,6 +184,53 @@ class BatchStream:
             else:
                 del groups[key]
         return make_batch(chosen)
+
+
+def _ahead(items: Iterator, prepare: Callable[[Batch], Batch], depth: int) -> Iterator:
+    """``items`` with ``prepare`` applied to each :class:`Batch`, produced by a background thread ``depth`` ahead.
+
+    An error in the thread is raised to the consumer at the item where it
+    happened; a consumer that stops early stops the thread (and closes ``items``,
+    which closes the dataset).
+    """
+    out: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def hand_over(entry) -> bool:
+        while not stop.is_set():
+            try:
+                out.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if isinstance(item, Batch):
+                    item = prepare(item)
+                if not hand_over(("item", item)):
+                    return
+            hand_over(("done", None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+            hand_over(("error", exc))
+        finally:
+            items.close()
+
+    worker = threading.Thread(target=produce, name="galmoss-batches", daemon=True)
+    worker.start()
+    try:
+        while True:
+            kind, item = out.get()
+            if kind == "done":
+                return
+            if kind == "error":
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join()
 
 
 def _mask_negative(gal: GalaxyData) -> None:
