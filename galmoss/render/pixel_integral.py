@@ -301,13 +301,55 @@ class _Windowed:
         return self.profile.radial(r, v) * smooth_window(r, r1, r2)
 
 
+def _core_pixels(profile, v, r2: Tensor, y: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+    """The pixels whose square can reach the ellipse ``r <= r2``: (galaxy, flat pixel) index pairs, one flat list."""
+    q = v["axis_r"]
+    batch = q.shape[0]
+    with torch.no_grad():
+        x_maj, x_min = profile.major_minor(y, x, v)
+        r_centre = profile.elliptical_radius(x_maj, x_min, q).reshape(batch, -1)
+        # a pixel corner lies within sqrt(2)/2 of its centre: at most that over min(q, 1) in the stretched frame
+        reach = (r2.reshape(batch, 1) + 0.7072 / torch.clamp(q, max=1.0).reshape(batch, 1)) * 1.0001
+        # every galaxy's own pixels (a flattened galaxy's many pixels do not pad the others')
+        return torch.nonzero(r_centre <= reach, as_tuple=True)
+
+
+def _shared_edges(rows: Tensor, pixels: Tensor, h: int, w: int):
+    """Each pixel edge of the list once: keys of the bottom (E_h) and left (E_v) edges, and each pixel's four.
+
+    The bottom edges of the list and of the pixels above it, the left edges of the
+    list and of the pixels to its right, keyed on a grid one row and column
+    larger; a pixel is E_h(i, j) - E_h(i + 1, j) + E_v(i, j) - E_v(i, j + 1),
+    its square counter-clockwise. Returns ``per`` (keys a galaxy), the keys and
+    the inverse indices (the list's own edges first, then its neighbours').
+    """
+    with torch.no_grad():
+        iy, ix = pixels // w, pixels % w
+        per = (h + 1) * (w + 1)
+        key = rows * per + iy * (w + 1) + ix
+        keys_h, inv_h = torch.unique(torch.cat([key, key + (w + 1)]), return_inverse=True)
+        keys_v, inv_v = torch.unique(torch.cat([key, key + 1]), return_inverse=True)
+    return per, keys_h, inv_h, keys_v, inv_v
+
+
+def _edge_ends(keys: Tensor, per: int, w: int, y0: Tensor, x0: Tensor, horizontal: bool):
+    """The galaxy and the end points (ay, ax, by, bx) of the edges ``keys`` (pixel coordinates)."""
+    gal = keys // per
+    cell = keys % per
+    cy_ = y0 + (cell // (w + 1)).to(y0.dtype) - 0.5  # the edge's lower or left end, pixel corner coordinates
+    cx_ = x0 + (cell % (w + 1)).to(y0.dtype) - 0.5
+    if horizontal:  # (x - 1/2, y - 1/2) -> (x + 1/2, y - 1/2)
+        return gal, cy_, cx_, cy_, cx_ + 1.0
+    return gal, cy_ + 1.0, cx_, cy_, cx_  # (x - 1/2, y + 1/2) -> (x - 1/2, y - 1/2)
+
+
 def core_pixel_integrals(profile, v, r1: Tensor, r2: Tensor, grid) -> Tensor:
     """Exact integrals of the core ``I(r) w(r)`` over the pixels of ``grid`` (y, x), shape (B, H, W).
 
     The core vanishes beyond ``r2``: only the pixels whose square can reach the
     ellipse ``r <= r2`` are integrated (picked from the detached geometry, one
-    flat list over the batch), the rest are exactly 0. Computed in float64,
-    returned in the input precision.
+    flat list over the batch), the rest are exactly 0. Each pixel edge is
+    integrated once. Computed in float64, returned in the input precision.
     """
     out_dtype = grid[0].dtype
     v = {k: t.double() for k, t in v.items()}
@@ -316,50 +358,258 @@ def core_pixel_integrals(profile, v, r1: Tensor, r2: Tensor, grid) -> Tensor:
     q = v["axis_r"]
     batch = q.shape[0]
     h, w = y.shape
-    with torch.no_grad():
-        x_maj, x_min = profile.major_minor(y, x, v)
-        r_centre = profile.elliptical_radius(x_maj, x_min, q).reshape(batch, -1)
-        # a pixel corner lies within sqrt(2)/2 of its centre: at most that over min(q, 1) in the stretched frame
-        reach = (r2 + 0.7072 / torch.clamp(q, max=1.0)).reshape(batch, 1) * 1.0001
-        # every galaxy's own pixels, one flat list (a flattened galaxy's many pixels do not pad the others')
-        rows, pixels = torch.nonzero(r_centre <= reach, as_tuple=True)
+    rows, pixels = _core_pixels(profile, v, r2, y, x)
     windowed = _Windowed(profile, r1, r2)
     log_r, g, slope = _cumulative_table(windowed, v, r2.reshape(batch))
     t, wts = gauss_legendre(_CORE_EDGE_NODES, y.dtype, y.device)
     y0, x0 = y.reshape(-1)[0], x.reshape(-1)[0]
-    # Each edge is shared by two pixels: the bottom edges E_h of the list and of the pixels
-    # above it, the left edges E_v of the list and of the pixels to its right, each once
-    # (keys on a grid one row and column larger); a pixel is E_h(i, j) - E_h(i + 1, j) +
-    # E_v(i, j) - E_v(i, j + 1), its square counter-clockwise.
-    with torch.no_grad():
-        iy, ix = pixels // w, pixels % w
-        per = (h + 1) * (w + 1)
-        key = rows * per + iy * (w + 1) + ix
-        keys_h, inv_h = torch.unique(torch.cat([key, key + (w + 1)]), return_inverse=True)
-        keys_v, inv_v = torch.unique(torch.cat([key, key + 1]), return_inverse=True)
+    per, keys_h, inv_h, keys_v, inv_v = _shared_edges(rows, pixels, h, w)
 
     def edges(keys, horizontal: bool):
-        gal = keys // per
-        cell = keys % per
-        cy_ = y0 + (cell // (w + 1)).to(y.dtype) - 0.5  # the edge's lower or left end, pixel corner coordinates
-        cx_ = x0 + (cell % (w + 1)).to(y.dtype) - 0.5
-        if horizontal:  # (x - 1/2, y - 1/2) -> (x + 1/2, y - 1/2)
-            ay, ax, by, bx = cy_, cx_, cy_, cx_ + 1.0
-        else:  # (x - 1/2, y + 1/2) -> (x - 1/2, y - 1/2)
-            ay, ax, by, bx = cy_ + 1.0, cx_, cy_, cx_
+        gal, ay, ax, by, bx = _edge_ends(keys, per, w, y0, x0, horizontal)
         geometry = {k: t_.reshape(batch)[gal].reshape(1, -1, 1) for k, t_ in v.items() if t_.numel() == batch}
         u_maj, u_min = profile.major_minor(torch.stack([ay, by])[:, :, None], torch.stack([ax, bx])[:, :, None], geometry)
         u_min = u_min / geometry["axis_r"]
         return _edge_integrals(u_maj[0], u_min[0], u_maj[1], u_min[1], log_r, g, slope, t, wts, gal).reshape(-1)
 
     e_h, e_v = edges(keys_h, True), edges(keys_v, False)
-    n = key.numel()
+    n = rows.numel()
     acc = e_h[inv_h[:n]] - e_h[inv_h[n:]] + e_v[inv_v[:n]] - e_v[inv_v[n:]]
     # (x, y) -> (x_maj, x_min / q) reverses orientation, and dx dy = q du
     values = -v["axis_r"].reshape(batch)[rows] * acc
     image = torch.zeros(batch * h * w, dtype=values.dtype, device=values.device).index_add(0, rows * (h * w) + pixels,
                                                                                            values)
     return image.reshape(batch, h, w).to(out_dtype)
+
+
+def _core_table_and_tangents(profile, v, r1: Tensor, r2: Tensor, dr1: Tensor | None, dr2: Tensor | None,
+                             channels: list[str]):
+    """The core's table (:func:`_cumulative_table` of ``I w``) and its tangents along ``channels``, or None.
+
+    ``G`` is linear in the profile: a shape parameter's tangent is the same
+    table built from ``dI/dtheta`` at fixed radii (``radial_derivatives``). The
+    axis ratio also moves the window (``dr1``, ``dr2``) and the grid, which ends
+    at ``r2``: its nodes move, and the interpolation's step with them. Written
+    out as the derivative of the quadrature computed. Returns the log grid
+    (B, N), the tables (B, N, C + 1, 2) (G and dG/dlog r: the value's, then each
+    channel's) and each channel's rate of change of ``log r2`` (C, B); None when
+    the profile does not write its derivatives out.
+    """
+    from .core import smooth_window_and_slopes
+
+    dtype, device = r2.dtype, r2.device
+    batch = r2.shape[0]
+    r2f = r2.reshape(batch, 1)
+    s = torch.linspace(0.0, 1.0, _TABLE_POINTS, dtype=dtype, device=device)
+    log_lo = math.log(_TABLE_R_MIN)
+    log_r = log_lo + s[None, :] * (torch.log(r2f) - log_lo)
+    r = torch.exp(log_r)
+    t, w = gauss_legendre(4, dtype, device)
+    lo = torch.cat([torch.zeros_like(r[:, :1]), r[:, :-1]], dim=1)
+    nodes = lo[..., None] + (r - lo)[..., None] * t  # (B, N, 4)
+    t2, w2 = gauss_legendre(16, dtype, device)
+    first = r[:, :1] * t2**2  # the cusp's interval [0, r_min] (r = r_min t^2), which does not move
+    radii = torch.cat([nodes.reshape(batch, -1), first, r], dim=1)
+    got = profile.radial_derivatives(radii.reshape(batch, 1, -1), v, channels)
+    if got is None:
+        return None
+    bright, slope_r = got[0].reshape(radii.shape), got[2].reshape(radii.shape)
+    cols = [c.reshape(radii.shape) for c in got[1]]
+    window, dw_dr, dw_dr1, dw_dr2 = smooth_window_and_slopes(radii, r1.reshape(batch, 1), r2f)
+    n_nodes, n_first = nodes.shape[1] * nodes.shape[2], t2.numel()
+
+    def table(values, carried=None, d_r=None):
+        """G and its slope from the integrand at ``radii``; for a moving grid, also the integrand it carries."""
+        on_nodes = values[:, :n_nodes].reshape(nodes.shape)
+        on_first, on_grid = values[:, n_nodes : n_nodes + n_first], values[:, n_nodes + n_first :]
+        pieces = (on_nodes * nodes * w).sum(-1) * (r - lo)
+        head = (on_first * first * 2.0 * r[:, :1] * t2 * w2).sum(-1, keepdim=True)
+        slope = on_grid * r * r
+        if carried is not None:  # d(S r dr) = dS r dr + S d(r) dr + S r d(dr), the first in ``values``
+            s_nodes = carried[:, :n_nodes].reshape(nodes.shape)
+            d_lo = torch.cat([torch.zeros_like(d_r[:, :1]), d_r[:, :-1]], dim=1)
+            d_nodes = d_lo[..., None] + (d_r - d_lo)[..., None] * t
+            pieces = pieces + (s_nodes * d_nodes * w).sum(-1) * (r - lo) + (s_nodes * nodes * w).sum(-1) * (d_r - d_lo)
+            slope = slope + 2.0 * carried[:, n_nodes + n_first :] * r * d_r
+        return torch.stack([torch.cumsum(torch.cat([head, pieces[:, 1:]], dim=1), dim=1), slope], dim=-1)
+
+    primal = bright * window
+    tables = [table(primal)]
+    zero = torch.zeros(batch, dtype=dtype, device=device)
+    d_span = []
+    for c, col in zip(channels, cols):
+        d_values = col * window
+        if c != "axis_r":
+            tables.append(table(d_values))
+            d_span.append(zero)
+            continue
+        # the window's radii move, and the grid's nodes with r2 (log r_i = log r_min + s_i (log r2 - log r_min))
+        span_rate = dr2.reshape(batch, 1) / r2f
+        d_r = r * s * span_rate
+        d_lo = torch.cat([torch.zeros_like(d_r[:, :1]), d_r[:, :-1]], dim=1)
+        d_radii = torch.cat([(d_lo[..., None] + (d_r - d_lo)[..., None] * t).reshape(batch, -1),
+                             torch.zeros_like(first), d_r], dim=1)
+        # (inside r1 the window is flat: no slope there, where a cusp's may be large)
+        d_values = (d_values + bright * (dw_dr1 * dr1.reshape(batch, 1) + dw_dr2 * dr2.reshape(batch, 1))
+                    + (slope_r * window + bright * dw_dr) * d_radii)
+        tables.append(table(d_values, primal, d_r))
+        d_span.append(span_rate.reshape(batch))
+    return log_r, torch.stack(tables, dim=2), torch.stack(d_span) if d_span else zero[None, :0]
+
+
+def _edge_integrals_and_partials(ax, ay, bx, by, log_r: Tensor, tables: Tensor, d_span: Tensor, t, w, rows):
+    """:func:`_edge_integrals` of flat edges (E,) of galaxies ``rows``, with derivatives written out.
+
+    Returns the integrals (E,), their partial derivatives with respect to
+    ``(ax, ay, bx, by)`` (4, E) and their derivatives along the tables'
+    channels (C, E). The nodes' positions on an edge depend on its end points
+    (through the split at the point nearest the origin): the partials follow
+    them, so that they are those of the quadrature computed. The integrand is
+    evaluated once; every derivative is a sum over the nodes of an edge.
+    """
+    batch, n = log_r.shape
+    channels = tables.shape[2] - 1
+    log_lo, step, log_hi = log_r[:, 0][rows], (log_r[:, 1] - log_r[:, 0])[rows], log_r[:, -1][rows]
+    r_min = torch.exp(log_lo)
+    ex, ey = bx - ax, by - ay
+    length2 = (ex * ex + ey * ey).clamp_min(1e-30)
+    dot = ax * ex + ay * ey
+    lam_raw = -dot / length2
+    lam_star = lam_raw.clamp(0.0, 1.0)
+    moves = ((lam_raw >= 0.0) & (lam_raw <= 1.0)).to(ax.dtype)  # (clamp's derivative, its bounds included)
+    cross = ax * by - ay * bx
+    # the pieces [lam*, 1] and [0, lam*] (E, 2), nodes lam = lam* + span t^2 (E, 2, K)
+    span = torch.stack([1.0 - lam_star, -lam_star], dim=1)
+    length = torch.stack([1.0 - lam_star, lam_star], dim=1)
+    tt = t * t
+    lam = lam_star[:, None, None] + span[..., None] * tt
+    col = lambda a: a[:, None, None]  # noqa: E731
+    px, py = col(ax) + lam * col(ex), col(ay) + lam * col(ey)
+    rho = torch.sqrt((px * px + py * py).clamp_min(1e-30))
+    rho_c = torch.maximum(rho, col(r_min))
+    log_rho = torch.log(rho_c)
+    inside = log_rho < col(log_hi)  # beyond the table's end G is constant
+    u = (torch.minimum(log_rho, col(log_hi)) - col(log_lo)) / col(step)
+    idx = torch.nan_to_num(u, nan=0.0, posinf=0.0, neginf=0.0).floor().clamp(0, n - 2)
+    frac = (u - idx).clamp(0.0, 1.0)
+    flat = (idx.long() + col(rows * n)).reshape(-1)
+    by_row = tables.reshape(batch * n, -1)
+    at0 = by_row.index_select(0, flat).reshape(*u.shape, channels + 1, 2)
+    at1 = by_row.index_select(0, flat + 1).reshape(*u.shape, channels + 1, 2)
+    f2, one = frac * frac, 1.0 - frac
+    stp = col(step)
+    h00, h10 = (1.0 + 2.0 * frac) * one * one, frac * one * one * stp
+    h01, h11 = f2 * (3.0 - 2.0 * frac), f2 * (frac - 1.0) * stp
+    g0, d0, g1, d1 = at0[..., 0, 0], at0[..., 0, 1], at1[..., 0, 0], at1[..., 0, 1]
+    value = h00 * g0 + h10 * d0 + h01 * g1 + h11 * d1
+    # dG/du of the interpolant (u the table position)
+    value_u = 6.0 * frac * one * (g1 - g0) + (one * (1.0 - 3.0 * frac) * d0 + frac * (3.0 * frac - 2.0) * d1) * stp
+    inv_rho2 = 1.0 / (rho_c * rho_c)
+    quad = 2.0 * t * w  # (K,)
+    weight = quad * length[..., None] * inv_rho2  # (E, 2, K)
+    integrand = value * inv_rho2
+    total = (value * weight).sum((1, 2))
+    # d(G/rho^2)/drho, 0 below the table's start (where rho_c is r_min)
+    d_rho = torch.where(rho > col(r_min),
+                        (torch.where(inside, value_u / stp, 0.0) - 2.0 * value) * inv_rho2 / rho_c, 0.0)
+    a_node = d_rho / rho * quad * length[..., None]  # d/dp of each node's term is a_node * p
+    a_px, a_py = a_node * px, a_node * py
+    pa_x, pa_y = ((1.0 - lam) * a_px).sum((1, 2)), ((1.0 - lam) * a_py).sum((1, 2))
+    pb_x, pb_y = (lam * a_px).sum((1, 2)), (lam * a_py).sum((1, 2))
+    # along lam*: nodes move by (1 - t^2) dlam* along e, and the pieces' lengths by -dlam* and +dlam*
+    per_piece = (integrand * quad).sum(-1)
+    m = (a_node * (px * col(ex) + py * col(ey)) * (1.0 - tt)).sum((1, 2)) + per_piece[:, 1] - per_piece[:, 0]
+    m = m * moves
+    l4 = length2 * length2
+    dl_dax = -(bx - 2.0 * ax) / length2 - 2.0 * dot * ex / l4
+    dl_day = -(by - 2.0 * ay) / length2 - 2.0 * dot * ey / l4
+    dl_dbx = -ax / length2 + 2.0 * dot * ex / l4
+    dl_dby = -ay / length2 + 2.0 * dot * ey / l4
+    partials = torch.stack([by * total + cross * (pa_x + m * dl_dax), -bx * total + cross * (pa_y + m * dl_day),
+                            -ay * total + cross * (pb_x + m * dl_dbx), ax * total + cross * (pb_y + m * dl_dby)])
+    along = []
+    for c in range(1, channels + 1):
+        d_value = h00 * at0[..., c, 0] + h10 * at0[..., c, 1] + h01 * at1[..., c, 0] + h11 * at1[..., c, 1]
+        rate = d_span[c - 1][rows]
+        if bool((rate != 0).any()):
+            # the grid's step follows log r2: u = (log rho - log r_min) / step moves by -u dstep / step,
+            # and the slopes' scale (h10, h11 hold the step) with it
+            d_step = col(rate) / (n - 1)
+            d_value = d_value + (torch.where(inside, -value_u * u, 0.0) + h10 * d0 + h11 * d1) * (d_step / stp)
+        along.append(cross * (d_value * weight).sum((1, 2)))
+    return cross * total, partials, torch.stack(along) if along else total[None, :0]
+
+
+def core_pixel_integrals_and_derivatives(profile, v, r1: Tensor, r2: Tensor, dr1, dr2, grid, slots: list[str]):
+    """:func:`core_pixel_integrals` and its derivatives (S, B, H, W) with respect to ``slots``, or None.
+
+    A slot of the profile function (r_e, n, ..., and the axis ratio's share)
+    changes the table, linearly: its tangent table goes through the same edge
+    integrals. The centre, position angle and axis ratio move the edges' end
+    points in the stretched frame: each edge's partial derivatives with respect
+    to its end points (:func:`_edge_integrals_and_partials`) times their motion.
+    No tangent goes through the edges' nodes. ``dr1``, ``dr2``: the window
+    radii's derivatives with respect to the axis ratio (when it is a slot).
+    None when the profile does not write its derivatives at fixed radii out.
+    """
+    out_dtype = grid[0].dtype
+    v = {k: t_.double() for k, t_ in v.items()}
+    r1, r2 = r1.double(), r2.double()
+    if dr1 is not None:
+        dr1, dr2 = dr1.double(), dr2.double()
+    y, x = grid[0].double(), grid[1].double()
+    q = v["axis_r"]
+    batch = q.shape[0]
+    h, w = y.shape
+    # the slots of the table (the profile function does not depend on the centre or turn with the isophotes)
+    channels = [s for s in slots if s not in ("cen_x", "cen_y", "pa")]
+    got = _core_table_and_tangents(profile, v, r1.reshape(batch), r2.reshape(batch), dr1, dr2, channels)
+    if got is None:
+        return None
+    log_r, tables, d_span = got
+    rows, pixels = _core_pixels(profile, v, r2, y, x)
+    t, wts = gauss_legendre(_CORE_EDGE_NODES, y.dtype, y.device)
+    y0, x0 = y.reshape(-1)[0], x.reshape(-1)[0]
+    per, keys_h, inv_h, keys_v, inv_v = _shared_edges(rows, pixels, h, w)
+    geometry = {k: t_.reshape(batch) for k, t_ in v.items() if t_.numel() == batch}
+    sin_all, cos_all = torch.sin(geometry["pa"]), torch.cos(geometry["pa"])
+
+    def edges(keys, horizontal: bool):
+        gal, ay, ax, by, bx = _edge_ends(keys, per, w, y0, x0, horizontal)
+        vg = {k: t_[gal].reshape(1, -1, 1) for k, t_ in geometry.items()}
+        u_maj, u_min = profile.major_minor(torch.stack([ay, by])[:, :, None], torch.stack([ax, bx])[:, :, None], vg)
+        qg = geometry["axis_r"][gal]
+        u_maj, u_min = u_maj.reshape(2, -1), u_min.reshape(2, -1) / qg
+        value, (d_ax, d_ay, d_bx, d_by), along = _edge_integrals_and_partials(
+            u_maj[0], u_min[0], u_maj[1], u_min[1], log_r, tables, d_span, t, wts, gal)
+        sin, cos = sin_all[gal], cos_all[gal]
+        out = [value]
+        for slot in slots:
+            if slot == "cen_x":  # both ends move by d u_maj = sin, d u_min = -cos / q
+                out.append((d_ax + d_bx) * sin - (d_ay + d_by) * cos / qg)
+            elif slot == "cen_y":  # d u_maj = -cos, d u_min = -sin / q
+                out.append(-(d_ax + d_bx) * cos - (d_ay + d_by) * sin / qg)
+            elif slot == "pa":  # d u_maj = -q u_min, d u_min = u_maj / q
+                out.append((d_ay * u_maj[0] + d_by * u_maj[1]) / qg - (d_ax * u_min[0] + d_bx * u_min[1]) * qg)
+            else:
+                d = along[channels.index(slot)]
+                if slot == "axis_r":  # d u_min = -u_min / q
+                    d = d - (d_ay * u_min[0] + d_by * u_min[1]) / qg
+                out.append(d)
+        return torch.stack(out)  # (1 + S, E)
+
+    e_h, e_v = edges(keys_h, True), edges(keys_v, False)
+    n = rows.numel()
+    acc = e_h[:, inv_h[:n]] - e_h[:, inv_h[n:]] + e_v[:, inv_v[:n]] - e_v[:, inv_v[n:]]
+    # (x, y) -> (x_maj, x_min / q) reverses orientation, and dx dy = q du
+    q_rows = q.reshape(batch)[rows]
+    values = -q_rows * acc
+    if "axis_r" in slots:
+        k = 1 + slots.index("axis_r")
+        values[k] = values[k] - acc[0]
+    flat = torch.zeros((len(slots) + 1, batch * h * w), dtype=values.dtype, device=values.device)
+    flat = flat.index_add(1, rows * (h * w) + pixels, values).reshape(len(slots) + 1, batch, h, w).to(out_dtype)
+    return flat[0], flat[1:]
 
 
 #: Window of the split without a PSF (pixels along the sharpest axis, as ``RenderSettings.core_inner`` and
@@ -419,7 +669,7 @@ def pixel_integrated_split_and_derivatives(profile, v, grid, settings, slots: li
     if "axis_r" in slots:
         r1, r2, dr1, dr2 = core_radii_q_slopes(profile, v, None, wanted)
     else:
-        r1, r2 = core_radii(profile, v, None, wanted)
+        (r1, r2), dr1, dr2 = core_radii(profile, v, None, wanted), None, None
     at_fixed_r = [s for s in slots if s not in ("cen_x", "cen_y")]
     sin, cos = torch.sin(v["pa"]), torch.cos(v["pa"])
     q2 = q * q
@@ -458,7 +708,10 @@ def pixel_integrated_split_and_derivatives(profile, v, grid, settings, slots: li
                     d = d - torch.where(outside, primal * (dw_dr1 * dr1 + dw_dr2 * dr2), 0.0)
             column = pixel_sum(d)
             columns[k] = column if columns[k] is None else columns[k] + column
-    # the core's pixels: forward mode, a tangent per slot
+    written = core_pixel_integrals_and_derivatives(profile, v, r1, r2, dr1, dr2, grid, slots)
+    if written is not None:
+        return image + written[0], torch.stack(columns) + written[1]
+    # a profile that writes its derivatives out only where the smooth part needs them: forward mode, a tangent per slot
     x0 = torch.stack([v[s].reshape(-1).expand(batch) for s in slots], dim=1)
 
     def core_of(values):
