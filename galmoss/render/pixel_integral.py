@@ -454,7 +454,7 @@ def _core_table_and_tangents(profile, v, r1: Tensor, r2: Tensor, dr1: Tensor | N
                     + (slope_r * window + bright * dw_dr) * d_radii)
         tables.append(table(d_values, primal, d_r))
         d_span.append(span_rate.reshape(batch))
-    return log_r, torch.stack(tables, dim=2), torch.stack(d_span) if d_span else zero[None, :0]
+    return log_r, torch.stack(tables, dim=2), torch.stack(d_span) if d_span else zero.new_zeros((0, batch))
 
 
 def _edge_integrals_and_partials(ax, ay, bx, by, log_r: Tensor, tables: Tensor, d_span: Tensor, t, w, rows):
@@ -561,12 +561,16 @@ def core_pixel_integrals_and_derivatives(profile, v, r1: Tensor, r2: Tensor, dr1
     q = v["axis_r"]
     batch = q.shape[0]
     h, w = y.shape
-    # the slots of the table (the profile function does not depend on the centre or turn with the isophotes)
-    channels = [s for s in slots if s not in ("cen_x", "cen_y", "pa")]
+    # the slots of the table (the profile function does not depend on the centre)
+    channels = [s for s in slots if s not in ("cen_x", "cen_y")]
     got = _core_table_and_tangents(profile, v, r1.reshape(batch), r2.reshape(batch), dr1, dr2, channels)
     if got is None:
         return None
     log_r, tables, d_span = got
+    # a table that does not change (the position angle's: the profile function does not turn) has no edge integrals
+    live = [k for k in range(len(channels)) if bool(tables[:, :, k + 1].any()) or bool(d_span[k].any())]
+    tables, d_span = tables[:, :, [0] + [k + 1 for k in live]], d_span[live]
+    channels = [channels[k] for k in live]
     rows, pixels = _core_pixels(profile, v, r2, y, x)
     t, wts = gauss_legendre(_CORE_EDGE_NODES, y.dtype, y.device)
     y0, x0 = y.reshape(-1)[0], x.reshape(-1)[0]
@@ -589,11 +593,11 @@ def core_pixel_integrals_and_derivatives(profile, v, r1: Tensor, r2: Tensor, dr1
                 out.append((d_ax + d_bx) * sin - (d_ay + d_by) * cos / qg)
             elif slot == "cen_y":  # d u_maj = -cos, d u_min = -sin / q
                 out.append(-(d_ax + d_bx) * cos - (d_ay + d_by) * sin / qg)
-            elif slot == "pa":  # d u_maj = -q u_min, d u_min = u_maj / q
-                out.append((d_ay * u_maj[0] + d_by * u_maj[1]) / qg - (d_ax * u_min[0] + d_bx * u_min[1]) * qg)
             else:
-                d = along[channels.index(slot)]
-                if slot == "axis_r":  # d u_min = -u_min / q
+                d = along[channels.index(slot)] if slot in channels else torch.zeros_like(value)
+                if slot == "pa":  # d u_maj = -q u_min, d u_min = u_maj / q
+                    d = d + (d_ay * u_maj[0] + d_by * u_maj[1]) / qg - (d_ax * u_min[0] + d_bx * u_min[1]) * qg
+                elif slot == "axis_r":  # d u_min = -u_min / q
                     d = d - (d_ay * u_min[0] + d_by * u_min[1]) / qg
                 out.append(d)
         return torch.stack(out)  # (1 + S, E)
@@ -671,10 +675,8 @@ def pixel_integrated_split_and_derivatives(profile, v, grid, settings, slots: li
     else:
         (r1, r2), dr1, dr2 = core_radii(profile, v, None, wanted), None, None
     at_fixed_r = [s for s in slots if s not in ("cen_x", "cen_y")]
-    sin, cos = torch.sin(v["pa"]), torch.cos(v["pa"])
-    q2 = q * q
-    image = None
-    columns = [None] * len(slots)
+    # pixel sums of the samples' terms; a column is a per-galaxy combination of them (the sums are linear)
+    sums: dict[str, Tensor] = {}
     for ys, xs, weights in _offset_groups(grid, batch, profile):
         x_maj, x_min = profile.major_minor(ys, xs, v)
         r = profile.elliptical_radius(x_maj, x_min, q)
@@ -682,35 +684,59 @@ def pixel_integrated_split_and_derivatives(profile, v, grid, settings, slots: li
         if got is None:
             return None
         primal, slope = got[0].reshape(r.shape), got[2].reshape(r.shape)
-        fixed_r = [c.reshape(r.shape) for c in got[1]]
-        window, dw_dr, dw_dr1, dw_dr2 = smooth_window_and_slopes(r, r1, r2)
-        keep = 1.0 - window
         outside = r > r1  # inside r1 the window is 1: no smooth part (and a cusp's slope may be infinite)
-        radial_term = torch.where(outside, slope * keep - primal * dw_dr, 0.0) / r.clamp_min(1e-12)
+        # the window rolls off only between r1 and r2 (a few % of the samples): its values and slopes
+        # are taken there alone (1 inside, 0 beyond, flat both)
+        flat_r = r.reshape(-1)
+        band = torch.nonzero((outside & (r < r2)).reshape(-1)).squeeze(1)
+        owner = band // (flat_r.numel() // batch)
+        window, dw_dr, dw_dr1, dw_dr2 = smooth_window_and_slopes(flat_r[band], r1.reshape(-1)[owner],
+                                                                  r2.reshape(-1)[owner])
+        keep = outside.to(r.dtype).reshape(-1).index_put((band,), 1.0 - window).reshape(r.shape)
+        primal_band = primal.reshape(-1)[band]
+        # d(I (1 - w)) / dr over r: times r dr/dtheta it is a geometric slot's derivative
+        radial_term = torch.where(outside, slope * keep, 0.0).reshape(-1).index_add(
+            0, band, -primal_band * dw_dr).reshape(r.shape) / r.clamp_min(1e-12)
         weights = weights.to(r.dtype).reshape(1, -1, 1, 1)
 
-        def pixel_sum(samples):
-            return (samples.reshape(batch, weights.shape[1], *y.shape) * weights).sum(1)
+        def add(name, samples):
+            part = (samples.reshape(batch, weights.shape[1], *y.shape) * weights).sum(1)
+            sums[name] = part + sums[name] if name in sums else part
 
-        part = pixel_sum(primal * keep)
-        image = part if image is None else image + part
-        for k, slot in enumerate(slots):
-            if slot == "cen_x":  # d x_maj / d cen_x = sin, d x_min / d cen_x = -cos
-                d = radial_term * (x_maj * sin - x_min * cos / q2)
-            elif slot == "cen_y":
-                d = radial_term * (-x_maj * cos - x_min * sin / q2)
-            else:
-                d = fixed_r[at_fixed_r.index(slot)] * keep
-                if slot == "pa":
-                    d = d + radial_term * (x_maj * x_min * (1.0 / q2 - 1.0))
-                elif slot == "axis_r":
-                    d = d - radial_term * (x_min * x_min) / (q2 * q)
-                    d = d - torch.where(outside, primal * (dw_dr1 * dr1 + dw_dr2 * dr2), 0.0)
-            column = pixel_sum(d)
-            columns[k] = column if columns[k] is None else columns[k] + column
+        add("image", primal * keep)
+        for slot, column in zip(at_fixed_r, got[1]):
+            add(slot, column.reshape(r.shape) * keep)
+        if {"cen_x", "cen_y", "pa"} & set(slots):
+            term_maj = radial_term * x_maj
+            add("maj", term_maj)
+            if "pa" in slots:
+                add("maj_min", term_maj * x_min)
+        if {"cen_x", "cen_y", "axis_r"} & set(slots):
+            term_min = radial_term * x_min
+            add("min", term_min)
+            if "axis_r" in slots:
+                add("min_min", term_min * x_min)
+                moved = primal_band * (dw_dr1 * dr1.reshape(-1)[owner] + dw_dr2 * dr2.reshape(-1)[owner])
+                add("window_q", torch.zeros_like(flat_r).index_put((band,), moved))
+    image = sums["image"]
+    sin, cos = torch.sin(v["pa"]), torch.cos(v["pa"])
+    q2 = q * q
+    columns = []
+    for slot in slots:
+        if slot == "cen_x":  # d x_maj / d cen_x = sin, d x_min / d cen_x = -cos
+            columns.append(sums["maj"] * sin - sums["min"] * (cos / q2))
+        elif slot == "cen_y":
+            columns.append(-sums["maj"] * cos - sums["min"] * (sin / q2))
+        elif slot == "pa":
+            columns.append(sums["pa"] + sums["maj_min"] * (1.0 / q2 - 1.0))
+        elif slot == "axis_r":
+            columns.append(sums["axis_r"] - sums["min_min"] / (q2 * q) - sums["window_q"])
+        else:
+            columns.append(sums[slot])
+    columns = torch.stack(columns) if columns else image.new_zeros((0,) + image.shape)
     written = core_pixel_integrals_and_derivatives(profile, v, r1, r2, dr1, dr2, grid, slots)
     if written is not None:
-        return image + written[0], torch.stack(columns) + written[1]
+        return image + written[0], columns + written[1]
     # a profile that writes its derivatives out only where the smooth part needs them: forward mode, a tangent per slot
     x0 = torch.stack([v[s].reshape(-1).expand(batch) for s in slots], dim=1)
 
@@ -723,7 +749,7 @@ def pixel_integrated_split_and_derivatives(profile, v, grid, settings, slots: li
 
     basis = torch.eye(len(slots), dtype=x0.dtype, device=x0.device)[:, None, :].expand(len(slots), batch, len(slots))
     core, core_t = torch.func.vmap(lambda t: torch.func.jvp(core_of, (x0,), (t,)), out_dims=(None, 0))(basis)
-    return image + core, torch.stack(columns) + core_t
+    return image + core, columns + core_t
 
 
 def pixel_integrated_split(profile, v, grid, settings) -> Tensor:
