@@ -465,12 +465,10 @@ def _edge_integrals_and_partials(ax, ay, bx, by, log_r: Tensor, tables: Tensor, 
     channels (C, E). The nodes' positions on an edge depend on its end points
     (through the split at the point nearest the origin): the partials follow
     them, so that they are those of the quadrature computed. The integrand is
-    evaluated once; every derivative is a sum over the nodes of an edge.
+    evaluated once; every derivative is a sum over the nodes of a piece.
     """
     batch, n = log_r.shape
     channels = tables.shape[2] - 1
-    log_lo, step, log_hi = log_r[:, 0][rows], (log_r[:, 1] - log_r[:, 0])[rows], log_r[:, -1][rows]
-    r_min = torch.exp(log_lo)
     ex, ey = bx - ax, by - ay
     length2 = (ex * ex + ey * ey).clamp_min(1e-30)
     dot = ax * ex + ay * ey
@@ -478,26 +476,36 @@ def _edge_integrals_and_partials(ax, ay, bx, by, log_r: Tensor, tables: Tensor, 
     lam_star = lam_raw.clamp(0.0, 1.0)
     moves = ((lam_raw >= 0.0) & (lam_raw <= 1.0)).to(ax.dtype)  # (clamp's derivative, its bounds included)
     cross = ax * by - ay * bx
-    # the pieces [lam*, 1] and [0, lam*] (E, 2), nodes lam = lam* + span t^2 (E, 2, K)
-    span = torch.stack([1.0 - lam_star, -lam_star], dim=1)
-    length = torch.stack([1.0 - lam_star, lam_star], dim=1)
+    # The pieces [lam*, 1] and [0, lam*], nodes lam = lam* + span t^2. Where the nearest point is an
+    # end (and does not move), one piece is empty and adds nothing, nor do its derivatives: only the
+    # others are evaluated, one flat list (P,) of pieces.
+    with torch.no_grad():
+        first = torch.nonzero(~(lam_raw > 1.0)).squeeze(1)
+        second = torch.nonzero(lam_raw >= 0.0).squeeze(1)
+    edge = torch.cat([first, second])
+    sign = torch.cat([-torch.ones_like(first, dtype=ax.dtype), torch.ones_like(second, dtype=ax.dtype)])  # d len / d lam*
+    length = torch.cat([1.0 - lam_star[first], lam_star[second]])
+    gal = rows[edge]
+    col = lambda a: a[:, None]  # noqa: E731
+    log_lo, log_hi = col(log_r[:, 0][gal]), col(log_r[:, -1][gal])
+    stp = col((log_r[:, 1] - log_r[:, 0])[gal])
+    r_min = torch.exp(log_lo)
+    ex_p, ey_p = col(ex[edge]), col(ey[edge])
     tt = t * t
-    lam = lam_star[:, None, None] + span[..., None] * tt
-    col = lambda a: a[:, None, None]  # noqa: E731
-    px, py = col(ax) + lam * col(ex), col(ay) + lam * col(ey)
+    lam = col(lam_star[edge]) - col(sign * length) * tt  # (P, K)
+    px, py = col(ax[edge]) + lam * ex_p, col(ay[edge]) + lam * ey_p
     rho = torch.sqrt((px * px + py * py).clamp_min(1e-30))
-    rho_c = torch.maximum(rho, col(r_min))
+    rho_c = torch.maximum(rho, r_min)
     log_rho = torch.log(rho_c)
-    inside = log_rho < col(log_hi)  # beyond the table's end G is constant
-    u = (torch.minimum(log_rho, col(log_hi)) - col(log_lo)) / col(step)
+    inside = log_rho < log_hi  # beyond the table's end G is constant
+    u = (torch.minimum(log_rho, log_hi) - log_lo) / stp
     idx = torch.nan_to_num(u, nan=0.0, posinf=0.0, neginf=0.0).floor().clamp(0, n - 2)
     frac = (u - idx).clamp(0.0, 1.0)
-    flat = (idx.long() + col(rows * n)).reshape(-1)
+    flat = (idx.long() + col(gal * n)).reshape(-1)
     by_row = tables.reshape(batch * n, -1)
     at0 = by_row.index_select(0, flat).reshape(*u.shape, channels + 1, 2)
     at1 = by_row.index_select(0, flat + 1).reshape(*u.shape, channels + 1, 2)
     f2, one = frac * frac, 1.0 - frac
-    stp = col(step)
     h00, h10 = (1.0 + 2.0 * frac) * one * one, frac * one * one * stp
     h01, h11 = f2 * (3.0 - 2.0 * frac), f2 * (frac - 1.0) * stp
     g0, d0, g1, d1 = at0[..., 0, 0], at0[..., 0, 1], at1[..., 0, 0], at1[..., 0, 1]
@@ -506,19 +514,31 @@ def _edge_integrals_and_partials(ax, ay, bx, by, log_r: Tensor, tables: Tensor, 
     value_u = 6.0 * frac * one * (g1 - g0) + (one * (1.0 - 3.0 * frac) * d0 + frac * (3.0 * frac - 2.0) * d1) * stp
     inv_rho2 = 1.0 / (rho_c * rho_c)
     quad = 2.0 * t * w  # (K,)
-    weight = quad * length[..., None] * inv_rho2  # (E, 2, K)
     integrand = value * inv_rho2
-    total = (value * weight).sum((1, 2))
-    # d(G/rho^2)/drho, 0 below the table's start (where rho_c is r_min)
-    d_rho = torch.where(rho > col(r_min),
-                        (torch.where(inside, value_u / stp, 0.0) - 2.0 * value) * inv_rho2 / rho_c, 0.0)
-    a_node = d_rho / rho * quad * length[..., None]  # d/dp of each node's term is a_node * p
+    weight = quad * col(length) * inv_rho2  # (P, K)
+    sums = [(value * weight).sum(1)]
+    # d(G/rho^2)/drho, 0 below the table's start (where rho_c is r_min); d/dp of a node's term is a_node p
+    d_rho = torch.where(rho > r_min, (torch.where(inside, value_u / stp, 0.0) - 2.0 * value) * inv_rho2 / rho_c, 0.0)
+    a_node = d_rho / rho * quad * col(length)
     a_px, a_py = a_node * px, a_node * py
-    pa_x, pa_y = ((1.0 - lam) * a_px).sum((1, 2)), ((1.0 - lam) * a_py).sum((1, 2))
-    pb_x, pb_y = (lam * a_px).sum((1, 2)), (lam * a_py).sum((1, 2))
-    # along lam*: nodes move by (1 - t^2) dlam* along e, and the pieces' lengths by -dlam* and +dlam*
-    per_piece = (integrand * quad).sum(-1)
-    m = (a_node * (px * col(ex) + py * col(ey)) * (1.0 - tt)).sum((1, 2)) + per_piece[:, 1] - per_piece[:, 0]
+    # p = (1 - lam) a + lam b: the sums of a_node p weighted by lam (b's share) and by 1 - lam (a's)
+    lam_px, lam_py = (lam * a_px).sum(1), (lam * a_py).sum(1)
+    sums += [a_px.sum(1) - lam_px, a_py.sum(1) - lam_py, lam_px, lam_py]
+    # along lam*: the nodes move by (1 - t^2) dlam* along e, and the piece's length by sign dlam*
+    sums.append((a_node * (px * ex_p + py * ey_p) * (1.0 - tt)).sum(1) + sign * (integrand * quad).sum(1))
+    if channels:
+        tangents = (h00[..., None] * at0[..., 1:, 0] + h10[..., None] * at0[..., 1:, 1]
+                    + h01[..., None] * at1[..., 1:, 0] + h11[..., None] * at1[..., 1:, 1])
+        along = (tangents * weight[..., None]).sum(1).transpose(0, 1)  # (C, P)
+        if bool((d_span != 0).any()):
+            # the grid's step follows log r2: u = (log rho - log r_min) / step moves by -u dstep / step,
+            # and the slopes' scale (h10, h11 hold the step) with it
+            moving = ((torch.where(inside, -value_u * u, 0.0) + h10 * d0 + h11 * d1) * weight).sum(1) / stp[:, 0]
+            along = along + moving * d_span[:, gal] / (n - 1)
+        sums += list(along)
+    per_edge = torch.zeros((len(sums), ax.numel()), dtype=ax.dtype, device=ax.device).index_add(
+        1, edge, torch.stack(sums))
+    total, pa_x, pa_y, pb_x, pb_y, m = per_edge[:6]
     m = m * moves
     l4 = length2 * length2
     dl_dax = -(bx - 2.0 * ax) / length2 - 2.0 * dot * ex / l4
@@ -527,17 +547,7 @@ def _edge_integrals_and_partials(ax, ay, bx, by, log_r: Tensor, tables: Tensor, 
     dl_dby = -ay / length2 + 2.0 * dot * ey / l4
     partials = torch.stack([by * total + cross * (pa_x + m * dl_dax), -bx * total + cross * (pa_y + m * dl_day),
                             -ay * total + cross * (pb_x + m * dl_dbx), ax * total + cross * (pb_y + m * dl_dby)])
-    along = []
-    for c in range(1, channels + 1):
-        d_value = h00 * at0[..., c, 0] + h10 * at0[..., c, 1] + h01 * at1[..., c, 0] + h11 * at1[..., c, 1]
-        rate = d_span[c - 1][rows]
-        if bool((rate != 0).any()):
-            # the grid's step follows log r2: u = (log rho - log r_min) / step moves by -u dstep / step,
-            # and the slopes' scale (h10, h11 hold the step) with it
-            d_step = col(rate) / (n - 1)
-            d_value = d_value + (torch.where(inside, -value_u * u, 0.0) + h10 * d0 + h11 * d1) * (d_step / stp)
-        along.append(cross * (d_value * weight).sum((1, 2)))
-    return cross * total, partials, torch.stack(along) if along else total[None, :0]
+    return cross * total, partials, cross * per_edge[6:]
 
 
 def core_pixel_integrals_and_derivatives(profile, v, r1: Tensor, r2: Tensor, dr1, dr2, grid, slots: list[str]):
