@@ -116,6 +116,40 @@ def _edge_integrals(ax, ay, bx, by, log_r, g, slope, t, w, rows: Tensor | None =
     return cross * total
 
 
+def _nonempty_pieces(lam_raw: Tensor):
+    """The pieces [lam*, 1] and [0, lam*] of flat edges that are not empty, as one list.
+
+    Where the point nearest the origin is an end of an edge (and does not move:
+    ``lam_raw`` outside [0, 1]) one piece has no length, and adds nothing, nor
+    to the derivatives. Returns the edge of each piece and ``sign``: -1 for a
+    first piece, +1 for a second (the rate of its length with lam*).
+    """
+    with torch.no_grad():
+        first = torch.nonzero(~(lam_raw > 1.0)).squeeze(1)
+        second = torch.nonzero(lam_raw >= 0.0).squeeze(1)
+    sign = torch.cat([-torch.ones_like(first, dtype=lam_raw.dtype), torch.ones_like(second, dtype=lam_raw.dtype)])
+    return torch.cat([first, second]), sign
+
+
+def _flat_edge_integrals(ax, ay, bx, by, log_r, g, slope, t, w, rows: Tensor) -> Tensor:
+    """:func:`_edge_integrals` of flat edges (E,) of galaxies ``rows``: only their non-empty pieces."""
+    ex, ey = bx - ax, by - ay
+    length2 = (ex * ex + ey * ey).clamp_min(1e-30)
+    lam_raw = -(ax * ex + ay * ey) / length2
+    lam_star = lam_raw.clamp(0.0, 1.0)
+    edge, sign = _nonempty_pieces(lam_raw)
+    # a first piece spans 1 - lam*, a second -lam*: length -sign span (no abs(), whose zero derivative
+    # at 0 would drop the moving end point of an empty piece)
+    span = torch.where(sign < 0, 1.0 - lam_star[edge], -lam_star[edge])
+    lam = (lam_star[edge])[:, None] + span[:, None] * (t * t)  # (P, K)
+    px = ax[edge][:, None] + lam * ex[edge][:, None]
+    py = ay[edge][:, None] + lam * ey[edge][:, None]
+    rho = torch.sqrt((px * px + py * py).clamp_min(1e-30))
+    vals = _interp_g_over_r2(rho, log_r, g, slope, rows[edge])
+    pieces = (vals * 2.0 * t * w).sum(-1) * (-sign * span)
+    return (ax * by - ay * bx) * torch.zeros_like(ax).index_add(0, edge, pieces)
+
+
 def pixel_integrated_image(profile, v, grid, box_is_zero: bool) -> Tensor:
     """Integrals of an elliptical profile over the pixels of ``grid`` (y, x), shape (B, H, W).
 
@@ -370,7 +404,8 @@ def core_pixel_integrals(profile, v, r1: Tensor, r2: Tensor, grid) -> Tensor:
         geometry = {k: t_.reshape(batch)[gal].reshape(1, -1, 1) for k, t_ in v.items() if t_.numel() == batch}
         u_maj, u_min = profile.major_minor(torch.stack([ay, by])[:, :, None], torch.stack([ax, bx])[:, :, None], geometry)
         u_min = u_min / geometry["axis_r"]
-        return _edge_integrals(u_maj[0], u_min[0], u_maj[1], u_min[1], log_r, g, slope, t, wts, gal).reshape(-1)
+        return _flat_edge_integrals(u_maj[0, :, 0], u_min[0, :, 0], u_maj[1, :, 0], u_min[1, :, 0], log_r, g, slope, t,
+                                    wts, gal)
 
     e_h, e_v = edges(keys_h, True), edges(keys_v, False)
     n = rows.numel()
@@ -476,15 +511,9 @@ def _edge_integrals_and_partials(ax, ay, bx, by, log_r: Tensor, tables: Tensor, 
     lam_star = lam_raw.clamp(0.0, 1.0)
     moves = ((lam_raw >= 0.0) & (lam_raw <= 1.0)).to(ax.dtype)  # (clamp's derivative, its bounds included)
     cross = ax * by - ay * bx
-    # The pieces [lam*, 1] and [0, lam*], nodes lam = lam* + span t^2. Where the nearest point is an
-    # end (and does not move), one piece is empty and adds nothing, nor do its derivatives: only the
-    # others are evaluated, one flat list (P,) of pieces.
-    with torch.no_grad():
-        first = torch.nonzero(~(lam_raw > 1.0)).squeeze(1)
-        second = torch.nonzero(lam_raw >= 0.0).squeeze(1)
-    edge = torch.cat([first, second])
-    sign = torch.cat([-torch.ones_like(first, dtype=ax.dtype), torch.ones_like(second, dtype=ax.dtype)])  # d len / d lam*
-    length = torch.cat([1.0 - lam_star[first], lam_star[second]])
+    # the pieces [lam*, 1] and [0, lam*] that are not empty (P,), nodes lam = lam* + span t^2
+    edge, sign = _nonempty_pieces(lam_raw)
+    length = torch.where(sign < 0, 1.0 - lam_star[edge], lam_star[edge])
     gal = rows[edge]
     col = lambda a: a[:, None]  # noqa: E731
     log_lo, log_hi = col(log_r[:, 0][gal]), col(log_r[:, -1][gal])
@@ -663,6 +692,24 @@ def _offset_groups(grid, batch: int, profile):
                torch.stack([wt for _, _, wt in group]))
 
 
+def _roll_off(r: Tensor, r1: Tensor, r2: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Where the window rolls off: ``r > r1`` on the samples ``r`` (B, ...), and the flat indices of those
+    within ``r2`` with their galaxies. A few per cent of a cutout's samples: the window (1 inside r1, 0
+    beyond r2, flat both) is taken there alone."""
+    outside = r > r1
+    band = torch.nonzero((outside & (r < r2)).reshape(-1)).squeeze(1)
+    return outside, band, band // (r.numel() // r1.shape[0])
+
+
+def _keep(r: Tensor, r1: Tensor, r2: Tensor) -> Tensor:
+    """``1 - w(r)`` on the samples ``r`` (B, ...), the window evaluated only where it rolls off."""
+    from .core import smooth_window
+
+    outside, band, owner = _roll_off(r, r1, r2)
+    window = smooth_window(r.reshape(-1)[band], r1.reshape(-1)[owner], r2.reshape(-1)[owner])
+    return outside.to(r.dtype).reshape(-1).index_put((band,), 1.0 - window).reshape(r.shape)
+
+
 def pixel_integrated_split_and_derivatives(profile, v, grid, settings, slots: list[str]):
     """:func:`pixel_integrated_split` and its derivatives (S, B, H, W) with respect to ``slots``, or None.
 
@@ -694,12 +741,9 @@ def pixel_integrated_split_and_derivatives(profile, v, grid, settings, slots: li
         if got is None:
             return None
         primal, slope = got[0].reshape(r.shape), got[2].reshape(r.shape)
-        outside = r > r1  # inside r1 the window is 1: no smooth part (and a cusp's slope may be infinite)
-        # the window rolls off only between r1 and r2 (a few % of the samples): its values and slopes
-        # are taken there alone (1 inside, 0 beyond, flat both)
+        # inside r1 the window is 1: no smooth part (and a cusp's slope may be infinite)
+        outside, band, owner = _roll_off(r, r1, r2)
         flat_r = r.reshape(-1)
-        band = torch.nonzero((outside & (r < r2)).reshape(-1)).squeeze(1)
-        owner = band // (flat_r.numel() // batch)
         window, dw_dr, dw_dr1, dw_dr2 = smooth_window_and_slopes(flat_r[band], r1.reshape(-1)[owner],
                                                                   r2.reshape(-1)[owner])
         keep = outside.to(r.dtype).reshape(-1).index_put((band,), 1.0 - window).reshape(r.shape)
@@ -772,7 +816,7 @@ def pixel_integrated_split(profile, v, grid, settings) -> Tensor:
     the pixels it reaches, a few hundred at most. Both are local: no FFT, no
     margin, and the cost of a large frame is a few profile evaluations per pixel.
     """
-    from .core import core_radii, smooth_window
+    from .core import core_radii
 
     r1, r2 = core_radii(profile, v, None, _pixel_settings(settings))
     y = grid[0]
@@ -781,7 +825,7 @@ def pixel_integrated_split(profile, v, grid, settings) -> Tensor:
     for ys, xs, weights in _offset_groups(grid, batch, profile):
         x_maj, x_min = profile.major_minor(ys, xs, v)
         r = profile.elliptical_radius(x_maj, x_min, v["axis_r"])
-        values = profile.radial(r.reshape(batch, 1, -1), v).reshape(r.shape) * (1.0 - smooth_window(r, r1, r2))
+        values = profile.radial(r.reshape(batch, 1, -1), v).reshape(r.shape) * _keep(r, r1, r2)
         part = (values.reshape(batch, weights.numel(), *y.shape) * weights.to(values.dtype).reshape(1, -1, 1, 1)).sum(1)
         image = part if image is None else image + part
     return image + core_pixel_integrals(profile, v, r1, r2, grid)
