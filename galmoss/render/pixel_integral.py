@@ -28,6 +28,7 @@ import math
 
 import torch
 
+from ..profiles.base import EllipticalProfile
 from ..profiles.special import gauss_legendre
 
 Tensor = torch.Tensor
@@ -675,34 +676,63 @@ def _pixel_settings(settings):
 
 
 def _offset_groups(grid, batch: int, profile):
-    """The Gauss-Legendre points of every pixel, in groups: (stacked y, stacked x, weights (G,)).
+    """The Gauss-Legendre points of every pixel, in groups: their offsets in y and x and weights, (G,) each.
 
     A truncated profile (GALFIT's soft ``Ti)``/``To)``) has a second feature away from the
     centre, in the smooth part: one point more per axis (3 x 3 drew an inner truncation of
     softening 3 px 7.4e-4 of its peak off, 4 x 4 within the 5e-4 its test asks).
     """
-    y, x = grid
+    y = grid[0]
     nodes = SMOOTH_NODES + (1 if getattr(profile, "truncations", ()) else 0)
     t, w = gauss_legendre(nodes, y.dtype, y.device)
-    offsets = [(t[i] - 0.5, t[j] - 0.5, w[i] * w[j]) for i in range(nodes) for j in range(nodes)]
+    oy, ox = (t - 0.5).repeat_interleave(nodes), (t - 0.5).repeat(nodes)
+    weights = w.repeat_interleave(nodes) * w.repeat(nodes)
     per = max(1, _SMOOTH_SAMPLES // max(1, batch * y.numel()))
-    for start in range(0, len(offsets), per):
-        group = offsets[start : start + per]
-        yield (torch.cat([y + oy for oy, _, _ in group], dim=0), torch.cat([x + ox for _, ox, _ in group], dim=0),
-               torch.stack([wt for _, _, wt in group]))
+    for start in range(0, nodes * nodes, per):
+        yield oy[start : start + per], ox[start : start + per], weights[start : start + per]
+
+
+def _sample_geometry(profile, v, grid, oy: Tensor, ox: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Offsets from the centre along the axes and elliptical radii (B, G * H * W) at the points (y + oy, x + ox).
+
+    ``grid`` is a mesh: with the built-in geometry an offset is a row's part plus
+    a column's, (G, H, 1) and (G, 1, W) against each galaxy's (B, 1, 1, 1), so
+    that the full-size work is the two sums and the radius.
+    """
+    y, x = grid
+    q = v["axis_r"]
+    batch = q.shape[0]
+    kind = type(profile)
+    if (kind.major_minor is EllipticalProfile.major_minor
+            and kind.elliptical_radius is EllipticalProfile.elliptical_radius):
+        per_galaxy = {k: v[k].reshape(-1, 1, 1, 1) for k in ("cen_x", "cen_y", "pa")}
+        x_maj, x_min = profile.major_minor(y[:, :1] + oy[:, None, None], x[:1, :] + ox[:, None, None], per_galaxy)
+        r = profile.elliptical_radius(x_maj, x_min, q.reshape(-1, 1, 1, 1))
+    else:
+        ys, xs = torch.cat([y + o for o in oy], dim=0), torch.cat([x + o for o in ox], dim=0)
+        x_maj, x_min = profile.major_minor(ys, xs, v)
+        r = profile.elliptical_radius(x_maj, x_min, q)
+    flat = lambda t: t.expand(batch, *t.shape[1:]).reshape(batch, -1)  # noqa: E731
+    return flat(x_maj), flat(x_min), flat(r)
+
+
+def _pixel_sums(samples: Tensor, weights: Tensor, shape) -> Tensor:
+    """Weighted sums (B, H, W) of samples (B, G * H * W) over the G points of each pixel."""
+    batch = samples.shape[0]
+    return torch.matmul(weights.to(samples.dtype), samples.reshape(batch, weights.numel(), -1)).reshape(batch, *shape)
 
 
 def _roll_off(r: Tensor, r1: Tensor, r2: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Where the window rolls off: ``r > r1`` on the samples ``r`` (B, ...), and the flat indices of those
+    """Where the window rolls off: ``r > r1`` on the samples ``r`` (B, M), and the flat indices of those
     within ``r2`` with their galaxies. A few per cent of a cutout's samples: the window (1 inside r1, 0
     beyond r2, flat both) is taken there alone."""
-    outside = r > r1
-    band = torch.nonzero((outside & (r < r2)).reshape(-1)).squeeze(1)
-    return outside, band, band // (r.numel() // r1.shape[0])
+    outside = r > r1.reshape(-1, 1)
+    band = torch.nonzero((outside & (r < r2.reshape(-1, 1))).reshape(-1)).squeeze(1)
+    return outside, band, band // r.shape[1]
 
 
 def _keep(r: Tensor, r1: Tensor, r2: Tensor) -> Tensor:
-    """``1 - w(r)`` on the samples ``r`` (B, ...), the window evaluated only where it rolls off."""
+    """``1 - w(r)`` on the samples ``r`` (B, M), the window evaluated only where it rolls off."""
     from .core import smooth_window
 
     outside, band, owner = _roll_off(r, r1, r2)
@@ -734,9 +764,8 @@ def pixel_integrated_split_and_derivatives(profile, v, grid, settings, slots: li
     at_fixed_r = [s for s in slots if s not in ("cen_x", "cen_y")]
     # pixel sums of the samples' terms; a column is a per-galaxy combination of them (the sums are linear)
     sums: dict[str, Tensor] = {}
-    for ys, xs, weights in _offset_groups(grid, batch, profile):
-        x_maj, x_min = profile.major_minor(ys, xs, v)
-        r = profile.elliptical_radius(x_maj, x_min, q)
+    for oy, ox, weights in _offset_groups(grid, batch, profile):
+        x_maj, x_min, r = _sample_geometry(profile, v, grid, oy, ox)
         got = profile.radial_derivatives(r.reshape(batch, 1, -1), v, at_fixed_r)
         if got is None:
             return None
@@ -751,10 +780,9 @@ def pixel_integrated_split_and_derivatives(profile, v, grid, settings, slots: li
         # d(I (1 - w)) / dr over r: times r dr/dtheta it is a geometric slot's derivative
         radial_term = torch.where(outside, slope * keep, 0.0).reshape(-1).index_add(
             0, band, -primal_band * dw_dr).reshape(r.shape) / r.clamp_min(1e-12)
-        weights = weights.to(r.dtype).reshape(1, -1, 1, 1)
 
         def add(name, samples):
-            part = (samples.reshape(batch, weights.shape[1], *y.shape) * weights).sum(1)
+            part = _pixel_sums(samples, weights, y.shape)
             sums[name] = part + sums[name] if name in sums else part
 
         add("image", primal * keep)
@@ -771,7 +799,7 @@ def pixel_integrated_split_and_derivatives(profile, v, grid, settings, slots: li
             if "axis_r" in slots:
                 add("min_min", term_min * x_min)
                 moved = primal_band * (dw_dr1 * dr1.reshape(-1)[owner] + dw_dr2 * dr2.reshape(-1)[owner])
-                add("window_q", torch.zeros_like(flat_r).index_put((band,), moved))
+                add("window_q", torch.zeros_like(flat_r).index_put((band,), moved).reshape(r.shape))
     image = sums["image"]
     sin, cos = torch.sin(v["pa"]), torch.cos(v["pa"])
     q2 = q * q
@@ -822,10 +850,9 @@ def pixel_integrated_split(profile, v, grid, settings) -> Tensor:
     y = grid[0]
     batch = v["axis_r"].shape[0]
     image = None
-    for ys, xs, weights in _offset_groups(grid, batch, profile):
-        x_maj, x_min = profile.major_minor(ys, xs, v)
-        r = profile.elliptical_radius(x_maj, x_min, v["axis_r"])
+    for oy, ox, weights in _offset_groups(grid, batch, profile):
+        _, _, r = _sample_geometry(profile, v, grid, oy, ox)
         values = profile.radial(r.reshape(batch, 1, -1), v).reshape(r.shape) * _keep(r, r1, r2)
-        part = (values.reshape(batch, weights.numel(), *y.shape) * weights.to(values.dtype).reshape(1, -1, 1, 1)).sum(1)
+        part = _pixel_sums(values, weights, y.shape)
         image = part if image is None else image + part
     return image + core_pixel_integrals(profile, v, r1, r2, grid)
