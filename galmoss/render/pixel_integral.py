@@ -747,9 +747,12 @@ def pixel_integrated_split_and_derivatives(profile, v, grid, settings, slots: li
     fixed radii (``radial_derivatives``), and for the centre, position angle and
     axis ratio its radial slope times each sample's radius derivative, with the
     window's slopes; no tangent goes through the sub-pixel samples of the whole
-    cutout. The core's few pixels take forward mode. None when the profile does
-    not write its derivatives out (the caller then uses forward mode throughout).
-    Only for elliptical isophotes, the built-in radius and no truncation radius.
+    cutout. The core's are written out too
+    (:func:`core_pixel_integrals_and_derivatives`; forward mode where the
+    profile gives no derivatives on the table's radii). None when the profile
+    does not write its derivatives out (the caller then uses forward mode
+    throughout). Only for elliptical isophotes, the built-in radius and no
+    truncation radius.
     """
     from .core import core_radii, core_radii_q_slopes, smooth_window_and_slopes
 
