@@ -378,13 +378,15 @@ def _edge_ends(keys: Tensor, per: int, w: int, y0: Tensor, x0: Tensor, horizonta
     return gal, cy_ + 1.0, cx_, cy_, cx_  # (x - 1/2, y + 1/2) -> (x - 1/2, y - 1/2)
 
 
-def core_pixel_integrals(profile, v, r1: Tensor, r2: Tensor, grid) -> Tensor:
+def core_pixel_integrals(profile, v, r1: Tensor, r2: Tensor, grid,
+                         listed: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """Exact integrals of the core ``I(r) w(r)`` over the pixels of ``grid`` (y, x), shape (B, H, W).
 
     The core vanishes beyond ``r2``: only the pixels whose square can reach the
     ellipse ``r <= r2`` are integrated (picked from the detached geometry, one
     flat list over the batch), the rest are exactly 0. Each pixel edge is
-    integrated once. Computed in float64, returned in the input precision.
+    integrated once (``listed``: those pixels, if already known). Computed in float64, returned in the input
+    precision.
     """
     out_dtype = grid[0].dtype
     v = {k: t.double() for k, t in v.items()}
@@ -393,7 +395,7 @@ def core_pixel_integrals(profile, v, r1: Tensor, r2: Tensor, grid) -> Tensor:
     q = v["axis_r"]
     batch = q.shape[0]
     h, w = y.shape
-    rows, pixels = _core_pixels(profile, v, r2, y, x)
+    rows, pixels = _core_pixels(profile, v, r2, y, x) if listed is None else listed
     windowed = _Windowed(profile, r1, r2)
     log_r, g, slope = _cumulative_table(windowed, v, r2.reshape(batch))
     t, wts = gauss_legendre(_CORE_EDGE_NODES, y.dtype, y.device)
@@ -580,7 +582,8 @@ def _edge_integrals_and_partials(ax, ay, bx, by, log_r: Tensor, tables: Tensor, 
     return cross * total, partials, cross * per_edge[6:]
 
 
-def core_pixel_integrals_and_derivatives(profile, v, r1: Tensor, r2: Tensor, dr1, dr2, grid, slots: list[str]):
+def core_pixel_integrals_and_derivatives(profile, v, r1: Tensor, r2: Tensor, dr1, dr2, grid, slots: list[str],
+                                         listed: tuple[Tensor, Tensor] | None = None):
     """:func:`core_pixel_integrals` and its derivatives (S, B, H, W) with respect to ``slots``, or None.
 
     A slot of the profile function (r_e, n, ..., and the axis ratio's share)
@@ -589,8 +592,9 @@ def core_pixel_integrals_and_derivatives(profile, v, r1: Tensor, r2: Tensor, dr1
     points in the stretched frame: each edge's partial derivatives with respect
     to its end points (:func:`_edge_integrals_and_partials`) times their motion.
     No tangent goes through the edges' nodes. ``dr1``, ``dr2``: the window
-    radii's derivatives with respect to the axis ratio (when it is a slot).
-    None when the profile does not write its derivatives at fixed radii out.
+    radii's derivatives with respect to the axis ratio (when it is a slot);
+    ``listed``: the core's pixels, if already known. None when the profile does
+    not write its derivatives at fixed radii out.
     """
     out_dtype = grid[0].dtype
     v = {k: t_.double() for k, t_ in v.items()}
@@ -611,7 +615,7 @@ def core_pixel_integrals_and_derivatives(profile, v, r1: Tensor, r2: Tensor, dr1
     live = [k for k in range(len(channels)) if bool(tables[:, :, k + 1].any()) or bool(d_span[k].any())]
     tables, d_span = tables[:, :, [0] + [k + 1 for k in live]], d_span[live]
     channels = [channels[k] for k in live]
-    rows, pixels = _core_pixels(profile, v, r2, y, x)
+    rows, pixels = _core_pixels(profile, v, r2, y, x) if listed is None else listed
     t, wts = gauss_legendre(_CORE_EDGE_NODES, y.dtype, y.device)
     y0, x0 = y.reshape(-1)[0], x.reshape(-1)[0]
     per, keys_h, inv_h, keys_v, inv_v = _shared_edges(rows, pixels, h, w)
@@ -722,22 +726,42 @@ def _pixel_sums(samples: Tensor, weights: Tensor, shape) -> Tensor:
     return torch.matmul(weights.to(samples.dtype), samples.reshape(batch, weights.numel(), -1)).reshape(batch, *shape)
 
 
-def _roll_off(r: Tensor, r1: Tensor, r2: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Where the window rolls off: ``r > r1`` on the samples ``r`` (B, M), and the flat indices of those
-    within ``r2`` with their galaxies. A few per cent of a cutout's samples: the window (1 inside r1, 0
-    beyond r2, flat both) is taken there alone."""
-    outside = r > r1.reshape(-1, 1)
-    band = torch.nonzero((outside & (r < r2.reshape(-1, 1))).reshape(-1)).squeeze(1)
-    return outside, band, band // r.shape[1]
+def _core_listed(profile, v, r2: Tensor, grid) -> tuple[Tensor, Tensor]:
+    """:func:`_core_pixels` of ``grid`` in float64: the pixels where the window is not 0 somewhere."""
+    v = {k: t.double() for k, t in v.items()}
+    return _core_pixels(profile, v, r2.double(), grid[0].double(), grid[1].double())
 
 
-def _keep(r: Tensor, r1: Tensor, r2: Tensor) -> Tensor:
-    """``1 - w(r)`` on the samples ``r`` (B, M), the window evaluated only where it rolls off."""
-    from .core import smooth_window
+class _CoreSamples:
+    """The samples (B, G * H * W) of one offset group that lie in the core's pixels, and their pixel sums.
 
-    outside, band, owner = _roll_off(r, r1, r2)
-    window = smooth_window(r.reshape(-1)[band], r1.reshape(-1)[owner], r2.reshape(-1)[owner])
-    return outside.to(r.dtype).reshape(-1).index_put((band,), 1.0 - window).reshape(r.shape)
+    Beyond ``r2`` the window is 0 and flat: elsewhere a sample's smooth part is
+    the profile itself. The window is taken on these samples alone, and their
+    pixels' sums are replaced by sums of what the window leaves (never the
+    difference of two sums: a cusp's samples inside ``r1`` are left out exactly).
+    """
+
+    def __init__(self, listed: tuple[Tensor, Tensor], weights: Tensor, shape, batch: int) -> None:
+        rows, pixels = listed
+        groups, per_group = weights.numel(), shape[0] * shape[1]
+        self.pixel = rows * per_group + pixels  # (L,): flat (B * H * W) index of each listed pixel
+        offsets = torch.arange(groups, device=rows.device) * per_group
+        self.index = ((rows * (groups * per_group) + pixels)[:, None] + offsets).reshape(-1)  # (L * G,)
+        self.owner = rows.repeat_interleave(groups)
+        self.weights, self.shape, self.batch = weights, shape, batch
+
+    def take(self, samples: Tensor) -> Tensor:
+        return samples.reshape(-1)[self.index]
+
+    def pixel_sums(self, samples: Tensor | None, listed: Tensor) -> Tensor:
+        """Pixel sums (B, H, W) of full samples (B, M) (None: zeros) with the listed pixels' from ``listed`` (L * G,)."""
+        weights = self.weights.to(listed.dtype)
+        if samples is None:
+            sums = listed.new_zeros(self.batch * self.shape[0] * self.shape[1])
+        else:
+            sums = _pixel_sums(samples, weights, self.shape).reshape(-1)
+        return sums.index_put((self.pixel,), listed.reshape(-1, weights.numel()) @ weights).reshape(self.batch,
+                                                                                                    *self.shape)
 
 
 def pixel_integrated_split_and_derivatives(profile, v, grid, settings, slots: list[str]):
@@ -767,42 +791,46 @@ def pixel_integrated_split_and_derivatives(profile, v, grid, settings, slots: li
     at_fixed_r = [s for s in slots if s not in ("cen_x", "cen_y")]
     # pixel sums of the samples' terms; a column is a per-galaxy combination of them (the sums are linear)
     sums: dict[str, Tensor] = {}
+    listed = _core_listed(profile, v, r2, grid)
     for oy, ox, weights in _offset_groups(grid, batch, profile):
         x_maj, x_min, r = _sample_geometry(profile, v, grid, oy, ox)
         got = profile.radial_derivatives(r.reshape(batch, 1, -1), v, at_fixed_r)
         if got is None:
             return None
         primal, slope = got[0].reshape(r.shape), got[2].reshape(r.shape)
-        # inside r1 the window is 1: no smooth part (and a cusp's slope may be infinite)
-        outside, band, owner = _roll_off(r, r1, r2)
-        flat_r = r.reshape(-1)
-        window, dw_dr, dw_dr1, dw_dr2 = smooth_window_and_slopes(flat_r[band], r1.reshape(-1)[owner],
-                                                                  r2.reshape(-1)[owner])
-        keep = outside.to(r.dtype).reshape(-1).index_put((band,), 1.0 - window).reshape(r.shape)
-        primal_band = primal.reshape(-1)[band]
+        fixed = [c.reshape(r.shape) for c in got[1]]
+        core = _CoreSamples(listed, weights, y.shape, batch)
+        r_c, primal_c = core.take(r), core.take(primal)
+        window, dw_dr, dw_dr1, dw_dr2 = smooth_window_and_slopes(r_c, r1.reshape(-1)[core.owner],
+                                                                  r2.reshape(-1)[core.owner])
+        keep = 1.0 - window
         # d(I (1 - w)) / dr over r: times r dr/dtheta it is a geometric slot's derivative
-        radial_term = torch.where(outside, slope * keep, 0.0).reshape(-1).index_add(
-            0, band, -primal_band * dw_dr).reshape(r.shape) / r.clamp_min(1e-12)
+        # (inside r1 the window is 1: no smooth part, and a cusp's slope may be infinite)
+        radial_term = slope / r.clamp_min(1e-12)
+        radial_term_c = torch.where(r_c > r1.reshape(-1)[core.owner], core.take(slope) * keep - primal_c * dw_dr,
+                                    0.0) / r_c.clamp_min(1e-12)
 
-        def add(name, samples):
-            part = _pixel_sums(samples, weights, y.shape)
+        def add(name, samples, listed_samples):
+            part = core.pixel_sums(samples, listed_samples)
             sums[name] = part + sums[name] if name in sums else part
 
-        add("image", primal * keep)
-        for slot, column in zip(at_fixed_r, got[1]):
-            add(slot, column.reshape(r.shape) * keep)
+        add("image", primal, primal_c * keep)
+        for slot, column in zip(at_fixed_r, fixed):
+            add(slot, column, core.take(column) * keep)
+        x_maj_c, x_min_c = core.take(x_maj), core.take(x_min)
         if {"cen_x", "cen_y", "pa"} & set(slots):
-            term_maj = radial_term * x_maj
-            add("maj", term_maj)
+            term_maj, term_maj_c = radial_term * x_maj, radial_term_c * x_maj_c
+            add("maj", term_maj, term_maj_c)
             if "pa" in slots:
-                add("maj_min", term_maj * x_min)
+                add("maj_min", term_maj * x_min, term_maj_c * x_min_c)
         if {"cen_x", "cen_y", "axis_r"} & set(slots):
-            term_min = radial_term * x_min
-            add("min", term_min)
+            term_min, term_min_c = radial_term * x_min, radial_term_c * x_min_c
+            add("min", term_min, term_min_c)
             if "axis_r" in slots:
-                add("min_min", term_min * x_min)
-                moved = primal_band * (dw_dr1 * dr1.reshape(-1)[owner] + dw_dr2 * dr2.reshape(-1)[owner])
-                add("window_q", torch.zeros_like(flat_r).index_put((band,), moved).reshape(r.shape))
+                add("min_min", term_min * x_min, term_min_c * x_min_c)
+                moved = torch.where(r_c > r1.reshape(-1)[core.owner], primal_c * (
+                    dw_dr1 * dr1.reshape(-1)[core.owner] + dw_dr2 * dr2.reshape(-1)[core.owner]), 0.0)
+                add("window_q", None, moved)
     image = sums["image"]
     sin, cos = torch.sin(v["pa"]), torch.cos(v["pa"])
     q2 = q * q
@@ -819,7 +847,7 @@ def pixel_integrated_split_and_derivatives(profile, v, grid, settings, slots: li
         else:
             columns.append(sums[slot])
     columns = torch.stack(columns) if columns else image.new_zeros((0,) + image.shape)
-    written = core_pixel_integrals_and_derivatives(profile, v, r1, r2, dr1, dr2, grid, slots)
+    written = core_pixel_integrals_and_derivatives(profile, v, r1, r2, dr1, dr2, grid, slots, listed)
     if written is not None:
         return image + written[0], columns + written[1]
     # a profile that writes its derivatives out only where the smooth part needs them: forward mode, a tangent per slot
@@ -847,15 +875,19 @@ def pixel_integrated_split(profile, v, grid, settings) -> Tensor:
     the pixels it reaches, a few hundred at most. Both are local: no FFT, no
     margin, and the cost of a large frame is a few profile evaluations per pixel.
     """
-    from .core import core_radii
+    from .core import core_radii, smooth_window
 
     r1, r2 = core_radii(profile, v, None, _pixel_settings(settings))
     y = grid[0]
     batch = v["axis_r"].shape[0]
     image = None
+    listed = _core_listed(profile, v, r2, grid)
     for oy, ox, weights in _offset_groups(grid, batch, profile):
         _, _, r = _sample_geometry(profile, v, grid, oy, ox)
-        values = profile.radial(r.reshape(batch, 1, -1), v).reshape(r.shape) * _keep(r, r1, r2)
-        part = _pixel_sums(values, weights, y.shape)
+        values = profile.radial(r.reshape(batch, 1, -1), v).reshape(r.shape)
+        core = _CoreSamples(listed, weights, y.shape, batch)
+        r_c = core.take(r)
+        keep = 1.0 - smooth_window(r_c, r1.reshape(-1)[core.owner], r2.reshape(-1)[core.owner])
+        part = core.pixel_sums(values, core.take(values) * keep)
         image = part if image is None else image + part
-    return image + core_pixel_integrals(profile, v, r1, r2, grid)
+    return image + core_pixel_integrals(profile, v, r1, r2, grid, listed)
