@@ -117,7 +117,7 @@ def _edge_integrals(ax, ay, bx, by, log_r, g, slope, t, w, rows: Tensor | None =
     return cross * total
 
 
-def _nonempty_pieces(lam_raw: Tensor):
+def _nonempty_pieces(lam_raw: Tensor) -> tuple[Tensor, Tensor]:
     """The pieces [lam*, 1] and [0, lam*] of flat edges that are not empty, as one list.
 
     Where the point nearest the origin is an end of an edge (and does not move:
@@ -384,9 +384,9 @@ def core_pixel_integrals(profile, v, r1: Tensor, r2: Tensor, grid,
 
     The core vanishes beyond ``r2``: only the pixels whose square can reach the
     ellipse ``r <= r2`` are integrated (picked from the detached geometry, one
-    flat list over the batch), the rest are exactly 0. Each pixel edge is
-    integrated once (``listed``: those pixels, if already known). Computed in float64, returned in the input
-    precision.
+    flat list over the batch; ``listed``: those pixels, if already known), the
+    rest are exactly 0. Each pixel edge is integrated once. Computed in float64,
+    returned in the input precision.
     """
     out_dtype = grid[0].dtype
     v = {k: t.double() for k, t in v.items()}
@@ -619,7 +619,7 @@ def core_pixel_integrals_and_derivatives(profile, v, r1: Tensor, r2: Tensor, dr1
     t, wts = gauss_legendre(_CORE_EDGE_NODES, y.dtype, y.device)
     y0, x0 = y.reshape(-1)[0], x.reshape(-1)[0]
     per, keys_h, inv_h, keys_v, inv_v = _shared_edges(rows, pixels, h, w)
-    geometry = {k: t_.reshape(batch) for k, t_ in v.items() if t_.numel() == batch}
+    geometry = {k: v[k].reshape(-1).expand(batch) for k in ("cen_x", "cen_y", "pa", "axis_r")}
     sin_all, cos_all = torch.sin(geometry["pa"]), torch.cos(geometry["pa"])
 
     def edges(keys, horizontal: bool):
