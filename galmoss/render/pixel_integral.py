@@ -655,8 +655,9 @@ def core_pixel_integrals_and_derivatives(profile, v, r1: Tensor, r2: Tensor, dr1
     if "axis_r" in slots:
         k = 1 + slots.index("axis_r")
         values[k] = values[k] - acc[0]
-    flat = torch.zeros((len(slots) + 1, batch * h * w), dtype=values.dtype, device=values.device)
-    flat = flat.index_add(1, rows * (h * w) + pixels, values).reshape(len(slots) + 1, batch, h, w).to(out_dtype)
+    # each listed pixel once: written into zeros in place, in the output precision (no float64 copy of the cutouts)
+    flat = torch.zeros((len(slots) + 1, batch * h * w), dtype=out_dtype, device=values.device)
+    flat = flat.index_add_(1, rows * (h * w) + pixels, values.to(out_dtype)).reshape(len(slots) + 1, batch, h, w)
     return flat[0], flat[1:]
 
 
