@@ -755,7 +755,7 @@ class _CoreSamples:
         return samples.reshape(-1)[self.index]
 
     def pixel_sums(self, samples: Tensor | None, listed: Tensor) -> Tensor:
-        """Pixel sums (B, H, W) of full samples (B, M) (None: zeros) with the listed pixels' from ``listed`` (L * G,)."""
+        """Pixel sums (B, H, W) of full samples (B, M) (None: zeros), the listed pixels' from ``listed`` (L * G,)."""
         weights = self.weights.to(listed.dtype)
         if samples is None:
             sums = listed.new_zeros(self.batch * self.shape[0] * self.shape[1])
