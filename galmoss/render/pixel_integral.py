@@ -28,6 +28,7 @@ import math
 
 import torch
 
+from ..profiles.base import EllipticalProfile
 from ..profiles.special import gauss_legendre
 
 Tensor = torch.Tensor
@@ -114,6 +115,40 @@ def _edge_integrals(ax, ay, bx, by, log_r, g, slope, t, w, rows: Tensor | None =
         vals = _interp_g_over_r2(rho.reshape(batch, -1), log_r, g, slope, rows).reshape(rho.shape)
         total = total + (vals * 2.0 * t * w).sum(-1) * length
     return cross * total
+
+
+def _nonempty_pieces(lam_raw: Tensor) -> tuple[Tensor, Tensor]:
+    """The pieces [lam*, 1] and [0, lam*] of flat edges that are not empty, as one list.
+
+    Where the point nearest the origin is an end of an edge (and does not move:
+    ``lam_raw`` outside [0, 1]) one piece has no length, and adds nothing, nor
+    to the derivatives. Returns the edge of each piece and ``sign``: -1 for a
+    first piece, +1 for a second (the rate of its length with lam*).
+    """
+    with torch.no_grad():
+        first = torch.nonzero(~(lam_raw > 1.0)).squeeze(1)
+        second = torch.nonzero(lam_raw >= 0.0).squeeze(1)
+    sign = torch.cat([-torch.ones_like(first, dtype=lam_raw.dtype), torch.ones_like(second, dtype=lam_raw.dtype)])
+    return torch.cat([first, second]), sign
+
+
+def _flat_edge_integrals(ax, ay, bx, by, log_r, g, slope, t, w, rows: Tensor) -> Tensor:
+    """:func:`_edge_integrals` of flat edges (E,) of galaxies ``rows``: only their non-empty pieces."""
+    ex, ey = bx - ax, by - ay
+    length2 = (ex * ex + ey * ey).clamp_min(1e-30)
+    lam_raw = -(ax * ex + ay * ey) / length2
+    lam_star = lam_raw.clamp(0.0, 1.0)
+    edge, sign = _nonempty_pieces(lam_raw)
+    # a first piece spans 1 - lam*, a second -lam*: length -sign span (no abs(), whose zero derivative
+    # at 0 would drop the moving end point of an empty piece)
+    span = torch.where(sign < 0, 1.0 - lam_star[edge], -lam_star[edge])
+    lam = (lam_star[edge])[:, None] + span[:, None] * (t * t)  # (P, K)
+    px = ax[edge][:, None] + lam * ex[edge][:, None]
+    py = ay[edge][:, None] + lam * ey[edge][:, None]
+    rho = torch.sqrt((px * px + py * py).clamp_min(1e-30))
+    vals = _interp_g_over_r2(rho, log_r, g, slope, rows[edge])
+    pieces = (vals * 2.0 * t * w).sum(-1) * (-sign * span)
+    return (ax * by - ay * bx) * torch.zeros_like(ax).index_add(0, edge, pieces)
 
 
 def pixel_integrated_image(profile, v, grid, box_is_zero: bool) -> Tensor:
@@ -301,12 +336,56 @@ class _Windowed:
         return self.profile.radial(r, v) * smooth_window(r, r1, r2)
 
 
-def core_pixel_integrals(profile, v, r1: Tensor, r2: Tensor, grid) -> Tensor:
+def _core_pixels(profile, v, r2: Tensor, y: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+    """The pixels whose square can reach the ellipse ``r <= r2``: (galaxy, flat pixel) index pairs, one flat list."""
+    q = v["axis_r"]
+    batch = q.shape[0]
+    with torch.no_grad():
+        x_maj, x_min = profile.major_minor(y, x, v)
+        r_centre = profile.elliptical_radius(x_maj, x_min, q).reshape(batch, -1)
+        # a pixel corner lies within sqrt(2)/2 of its centre: at most that over min(q, 1) in the stretched frame
+        reach = (r2.reshape(batch, 1) + 0.7072 / torch.clamp(q, max=1.0).reshape(batch, 1)) * 1.0001
+        # every galaxy's own pixels (a flattened galaxy's many pixels do not pad the others')
+        return torch.nonzero(r_centre <= reach, as_tuple=True)
+
+
+def _shared_edges(rows: Tensor, pixels: Tensor, h: int, w: int):
+    """Each pixel edge of the list once: keys of the bottom (E_h) and left (E_v) edges, and each pixel's four.
+
+    The bottom edges of the list and of the pixels above it, the left edges of the
+    list and of the pixels to its right, keyed on a grid one row and column
+    larger; a pixel is E_h(i, j) - E_h(i + 1, j) + E_v(i, j) - E_v(i, j + 1),
+    its square counter-clockwise. Returns ``per`` (keys a galaxy), the keys and
+    the inverse indices (the list's own edges first, then its neighbours').
+    """
+    with torch.no_grad():
+        iy, ix = pixels // w, pixels % w
+        per = (h + 1) * (w + 1)
+        key = rows * per + iy * (w + 1) + ix
+        keys_h, inv_h = torch.unique(torch.cat([key, key + (w + 1)]), return_inverse=True)
+        keys_v, inv_v = torch.unique(torch.cat([key, key + 1]), return_inverse=True)
+    return per, keys_h, inv_h, keys_v, inv_v
+
+
+def _edge_ends(keys: Tensor, per: int, w: int, y0: Tensor, x0: Tensor, horizontal: bool):
+    """The galaxy and the end points (ay, ax, by, bx) of the edges ``keys`` (pixel coordinates)."""
+    gal = keys // per
+    cell = keys % per
+    cy_ = y0 + (cell // (w + 1)).to(y0.dtype) - 0.5  # the edge's lower or left end, pixel corner coordinates
+    cx_ = x0 + (cell % (w + 1)).to(y0.dtype) - 0.5
+    if horizontal:  # (x - 1/2, y - 1/2) -> (x + 1/2, y - 1/2)
+        return gal, cy_, cx_, cy_, cx_ + 1.0
+    return gal, cy_ + 1.0, cx_, cy_, cx_  # (x - 1/2, y + 1/2) -> (x - 1/2, y - 1/2)
+
+
+def core_pixel_integrals(profile, v, r1: Tensor, r2: Tensor, grid,
+                         listed: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """Exact integrals of the core ``I(r) w(r)`` over the pixels of ``grid`` (y, x), shape (B, H, W).
 
     The core vanishes beyond ``r2``: only the pixels whose square can reach the
     ellipse ``r <= r2`` are integrated (picked from the detached geometry, one
-    flat list over the batch), the rest are exactly 0. Computed in float64,
+    flat list over the batch; ``listed``: those pixels, if already known), the
+    rest are exactly 0. Each pixel edge is integrated once. Computed in float64,
     returned in the input precision.
     """
     out_dtype = grid[0].dtype
@@ -316,50 +395,270 @@ def core_pixel_integrals(profile, v, r1: Tensor, r2: Tensor, grid) -> Tensor:
     q = v["axis_r"]
     batch = q.shape[0]
     h, w = y.shape
-    with torch.no_grad():
-        x_maj, x_min = profile.major_minor(y, x, v)
-        r_centre = profile.elliptical_radius(x_maj, x_min, q).reshape(batch, -1)
-        # a pixel corner lies within sqrt(2)/2 of its centre: at most that over min(q, 1) in the stretched frame
-        reach = (r2 + 0.7072 / torch.clamp(q, max=1.0)).reshape(batch, 1) * 1.0001
-        # every galaxy's own pixels, one flat list (a flattened galaxy's many pixels do not pad the others')
-        rows, pixels = torch.nonzero(r_centre <= reach, as_tuple=True)
+    rows, pixels = _core_pixels(profile, v, r2, y, x) if listed is None else listed
     windowed = _Windowed(profile, r1, r2)
     log_r, g, slope = _cumulative_table(windowed, v, r2.reshape(batch))
     t, wts = gauss_legendre(_CORE_EDGE_NODES, y.dtype, y.device)
     y0, x0 = y.reshape(-1)[0], x.reshape(-1)[0]
-    # Each edge is shared by two pixels: the bottom edges E_h of the list and of the pixels
-    # above it, the left edges E_v of the list and of the pixels to its right, each once
-    # (keys on a grid one row and column larger); a pixel is E_h(i, j) - E_h(i + 1, j) +
-    # E_v(i, j) - E_v(i, j + 1), its square counter-clockwise.
-    with torch.no_grad():
-        iy, ix = pixels // w, pixels % w
-        per = (h + 1) * (w + 1)
-        key = rows * per + iy * (w + 1) + ix
-        keys_h, inv_h = torch.unique(torch.cat([key, key + (w + 1)]), return_inverse=True)
-        keys_v, inv_v = torch.unique(torch.cat([key, key + 1]), return_inverse=True)
+    per, keys_h, inv_h, keys_v, inv_v = _shared_edges(rows, pixels, h, w)
 
     def edges(keys, horizontal: bool):
-        gal = keys // per
-        cell = keys % per
-        cy_ = y0 + (cell // (w + 1)).to(y.dtype) - 0.5  # the edge's lower or left end, pixel corner coordinates
-        cx_ = x0 + (cell % (w + 1)).to(y.dtype) - 0.5
-        if horizontal:  # (x - 1/2, y - 1/2) -> (x + 1/2, y - 1/2)
-            ay, ax, by, bx = cy_, cx_, cy_, cx_ + 1.0
-        else:  # (x - 1/2, y + 1/2) -> (x - 1/2, y - 1/2)
-            ay, ax, by, bx = cy_ + 1.0, cx_, cy_, cx_
+        gal, ay, ax, by, bx = _edge_ends(keys, per, w, y0, x0, horizontal)
         geometry = {k: t_.reshape(batch)[gal].reshape(1, -1, 1) for k, t_ in v.items() if t_.numel() == batch}
         u_maj, u_min = profile.major_minor(torch.stack([ay, by])[:, :, None], torch.stack([ax, bx])[:, :, None], geometry)
         u_min = u_min / geometry["axis_r"]
-        return _edge_integrals(u_maj[0], u_min[0], u_maj[1], u_min[1], log_r, g, slope, t, wts, gal).reshape(-1)
+        return _flat_edge_integrals(u_maj[0, :, 0], u_min[0, :, 0], u_maj[1, :, 0], u_min[1, :, 0], log_r, g, slope, t,
+                                    wts, gal)
 
     e_h, e_v = edges(keys_h, True), edges(keys_v, False)
-    n = key.numel()
+    n = rows.numel()
     acc = e_h[inv_h[:n]] - e_h[inv_h[n:]] + e_v[inv_v[:n]] - e_v[inv_v[n:]]
     # (x, y) -> (x_maj, x_min / q) reverses orientation, and dx dy = q du
     values = -v["axis_r"].reshape(batch)[rows] * acc
     image = torch.zeros(batch * h * w, dtype=values.dtype, device=values.device).index_add(0, rows * (h * w) + pixels,
                                                                                            values)
     return image.reshape(batch, h, w).to(out_dtype)
+
+
+def _core_table_and_tangents(profile, v, r1: Tensor, r2: Tensor, dr1: Tensor | None, dr2: Tensor | None,
+                             channels: list[str]):
+    """The core's table (:func:`_cumulative_table` of ``I w``) and its tangents along ``channels``, or None.
+
+    ``G`` is linear in the profile: a shape parameter's tangent is the same
+    table built from ``dI/dtheta`` at fixed radii (``radial_derivatives``). The
+    axis ratio also moves the window (``dr1``, ``dr2``) and the grid, which ends
+    at ``r2``: its nodes move, and the interpolation's step with them. Written
+    out as the derivative of the quadrature computed. Returns the log grid
+    (B, N), the tables (B, N, C + 1, 2) (G and dG/dlog r: the value's, then each
+    channel's) and each channel's rate of change of ``log r2`` (C, B); None when
+    the profile does not write its derivatives out.
+    """
+    from .core import smooth_window_and_slopes
+
+    dtype, device = r2.dtype, r2.device
+    batch = r2.shape[0]
+    r2f = r2.reshape(batch, 1)
+    s = torch.linspace(0.0, 1.0, _TABLE_POINTS, dtype=dtype, device=device)
+    log_lo = math.log(_TABLE_R_MIN)
+    log_r = log_lo + s[None, :] * (torch.log(r2f) - log_lo)
+    r = torch.exp(log_r)
+    t, w = gauss_legendre(4, dtype, device)
+    lo = torch.cat([torch.zeros_like(r[:, :1]), r[:, :-1]], dim=1)
+    nodes = lo[..., None] + (r - lo)[..., None] * t  # (B, N, 4)
+    t2, w2 = gauss_legendre(16, dtype, device)
+    first = r[:, :1] * t2**2  # the cusp's interval [0, r_min] (r = r_min t^2), which does not move
+    radii = torch.cat([nodes.reshape(batch, -1), first, r], dim=1)
+    got = profile.radial_derivatives(radii.reshape(batch, 1, -1), v, channels)
+    if got is None:
+        return None
+    bright, slope_r = got[0].reshape(radii.shape), got[2].reshape(radii.shape)
+    cols = [c.reshape(radii.shape) for c in got[1]]
+    window, dw_dr, dw_dr1, dw_dr2 = smooth_window_and_slopes(radii, r1.reshape(batch, 1), r2f)
+    n_nodes, n_first = nodes.shape[1] * nodes.shape[2], t2.numel()
+
+    def table(values, carried=None, d_r=None):
+        """G and its slope from the integrand at ``radii``; for a moving grid, also the integrand it carries."""
+        on_nodes = values[:, :n_nodes].reshape(nodes.shape)
+        on_first, on_grid = values[:, n_nodes : n_nodes + n_first], values[:, n_nodes + n_first :]
+        pieces = (on_nodes * nodes * w).sum(-1) * (r - lo)
+        head = (on_first * first * 2.0 * r[:, :1] * t2 * w2).sum(-1, keepdim=True)
+        slope = on_grid * r * r
+        if carried is not None:  # d(S r dr) = dS r dr + S d(r) dr + S r d(dr), the first in ``values``
+            s_nodes = carried[:, :n_nodes].reshape(nodes.shape)
+            d_lo = torch.cat([torch.zeros_like(d_r[:, :1]), d_r[:, :-1]], dim=1)
+            d_nodes = d_lo[..., None] + (d_r - d_lo)[..., None] * t
+            pieces = pieces + (s_nodes * d_nodes * w).sum(-1) * (r - lo) + (s_nodes * nodes * w).sum(-1) * (d_r - d_lo)
+            slope = slope + 2.0 * carried[:, n_nodes + n_first :] * r * d_r
+        return torch.stack([torch.cumsum(torch.cat([head, pieces[:, 1:]], dim=1), dim=1), slope], dim=-1)
+
+    primal = bright * window
+    tables = [table(primal)]
+    zero = torch.zeros(batch, dtype=dtype, device=device)
+    d_span = []
+    for c, col in zip(channels, cols):
+        d_values = col * window
+        if c != "axis_r":
+            tables.append(table(d_values))
+            d_span.append(zero)
+            continue
+        # the window's radii move, and the grid's nodes with r2 (log r_i = log r_min + s_i (log r2 - log r_min))
+        span_rate = dr2.reshape(batch, 1) / r2f
+        d_r = r * s * span_rate
+        d_lo = torch.cat([torch.zeros_like(d_r[:, :1]), d_r[:, :-1]], dim=1)
+        d_radii = torch.cat([(d_lo[..., None] + (d_r - d_lo)[..., None] * t).reshape(batch, -1),
+                             torch.zeros_like(first), d_r], dim=1)
+        # (inside r1 the window is flat: no slope there, where a cusp's may be large)
+        d_values = (d_values + bright * (dw_dr1 * dr1.reshape(batch, 1) + dw_dr2 * dr2.reshape(batch, 1))
+                    + (slope_r * window + bright * dw_dr) * d_radii)
+        tables.append(table(d_values, primal, d_r))
+        d_span.append(span_rate.reshape(batch))
+    return log_r, torch.stack(tables, dim=2), torch.stack(d_span) if d_span else zero.new_zeros((0, batch))
+
+
+def _edge_integrals_and_partials(ax, ay, bx, by, log_r: Tensor, tables: Tensor, d_span: Tensor, t, w, rows):
+    """:func:`_edge_integrals` of flat edges (E,) of galaxies ``rows``, with derivatives written out.
+
+    Returns the integrals (E,), their partial derivatives with respect to
+    ``(ax, ay, bx, by)`` (4, E) and their derivatives along the tables'
+    channels (C, E). The nodes' positions on an edge depend on its end points
+    (through the split at the point nearest the origin): the partials follow
+    them, so that they are those of the quadrature computed. The integrand is
+    evaluated once; every derivative is a sum over the nodes of a piece.
+    """
+    batch, n = log_r.shape
+    channels = tables.shape[2] - 1
+    ex, ey = bx - ax, by - ay
+    length2 = (ex * ex + ey * ey).clamp_min(1e-30)
+    dot = ax * ex + ay * ey
+    lam_raw = -dot / length2
+    lam_star = lam_raw.clamp(0.0, 1.0)
+    moves = ((lam_raw >= 0.0) & (lam_raw <= 1.0)).to(ax.dtype)  # (clamp's derivative, its bounds included)
+    cross = ax * by - ay * bx
+    # the pieces [lam*, 1] and [0, lam*] that are not empty (P,), nodes lam = lam* + span t^2
+    edge, sign = _nonempty_pieces(lam_raw)
+    length = torch.where(sign < 0, 1.0 - lam_star[edge], lam_star[edge])
+    gal = rows[edge]
+    col = lambda a: a[:, None]  # noqa: E731
+    log_lo, log_hi = col(log_r[:, 0][gal]), col(log_r[:, -1][gal])
+    stp = col((log_r[:, 1] - log_r[:, 0])[gal])
+    r_min = torch.exp(log_lo)
+    ex_p, ey_p = col(ex[edge]), col(ey[edge])
+    tt = t * t
+    lam = col(lam_star[edge]) - col(sign * length) * tt  # (P, K)
+    px, py = col(ax[edge]) + lam * ex_p, col(ay[edge]) + lam * ey_p
+    rho = torch.sqrt((px * px + py * py).clamp_min(1e-30))
+    rho_c = torch.maximum(rho, r_min)
+    log_rho = torch.log(rho_c)
+    inside = log_rho < log_hi  # beyond the table's end G is constant
+    u = (torch.minimum(log_rho, log_hi) - log_lo) / stp
+    idx = torch.nan_to_num(u, nan=0.0, posinf=0.0, neginf=0.0).floor().clamp(0, n - 2)
+    frac = (u - idx).clamp(0.0, 1.0)
+    flat = (idx.long() + col(gal * n)).reshape(-1)
+    by_row = tables.reshape(batch * n, -1)
+    at0 = by_row.index_select(0, flat).reshape(*u.shape, channels + 1, 2)
+    at1 = by_row.index_select(0, flat + 1).reshape(*u.shape, channels + 1, 2)
+    f2, one = frac * frac, 1.0 - frac
+    h00, h10 = (1.0 + 2.0 * frac) * one * one, frac * one * one * stp
+    h01, h11 = f2 * (3.0 - 2.0 * frac), f2 * (frac - 1.0) * stp
+    g0, d0, g1, d1 = at0[..., 0, 0], at0[..., 0, 1], at1[..., 0, 0], at1[..., 0, 1]
+    value = h00 * g0 + h10 * d0 + h01 * g1 + h11 * d1
+    # dG/du of the interpolant (u the table position)
+    value_u = 6.0 * frac * one * (g1 - g0) + (one * (1.0 - 3.0 * frac) * d0 + frac * (3.0 * frac - 2.0) * d1) * stp
+    inv_rho2 = 1.0 / (rho_c * rho_c)
+    quad = 2.0 * t * w  # (K,)
+    integrand = value * inv_rho2
+    weight = quad * col(length) * inv_rho2  # (P, K)
+    sums = [(value * weight).sum(1)]
+    # d(G/rho^2)/drho, 0 below the table's start (where rho_c is r_min); d/dp of a node's term is a_node p
+    d_rho = torch.where(rho > r_min, (torch.where(inside, value_u / stp, 0.0) - 2.0 * value) * inv_rho2 / rho_c, 0.0)
+    a_node = d_rho / rho * quad * col(length)
+    a_px, a_py = a_node * px, a_node * py
+    # p = (1 - lam) a + lam b: the sums of a_node p weighted by lam (b's share) and by 1 - lam (a's)
+    lam_px, lam_py = (lam * a_px).sum(1), (lam * a_py).sum(1)
+    sums += [a_px.sum(1) - lam_px, a_py.sum(1) - lam_py, lam_px, lam_py]
+    # along lam*: the nodes move by (1 - t^2) dlam* along e, and the piece's length by sign dlam*
+    sums.append((a_node * (px * ex_p + py * ey_p) * (1.0 - tt)).sum(1) + sign * (integrand * quad).sum(1))
+    if channels:
+        tangents = (h00[..., None] * at0[..., 1:, 0] + h10[..., None] * at0[..., 1:, 1]
+                    + h01[..., None] * at1[..., 1:, 0] + h11[..., None] * at1[..., 1:, 1])
+        along = (tangents * weight[..., None]).sum(1).transpose(0, 1)  # (C, P)
+        if bool((d_span != 0).any()):
+            # the grid's step follows log r2: u = (log rho - log r_min) / step moves by -u dstep / step,
+            # and the slopes' scale (h10, h11 hold the step) with it
+            moving = ((torch.where(inside, -value_u * u, 0.0) + h10 * d0 + h11 * d1) * weight).sum(1) / stp[:, 0]
+            along = along + moving * d_span[:, gal] / (n - 1)
+        sums += list(along)
+    per_edge = torch.zeros((len(sums), ax.numel()), dtype=ax.dtype, device=ax.device).index_add(
+        1, edge, torch.stack(sums))
+    total, pa_x, pa_y, pb_x, pb_y, m = per_edge[:6]
+    m = m * moves
+    l4 = length2 * length2
+    dl_dax = -(bx - 2.0 * ax) / length2 - 2.0 * dot * ex / l4
+    dl_day = -(by - 2.0 * ay) / length2 - 2.0 * dot * ey / l4
+    dl_dbx = -ax / length2 + 2.0 * dot * ex / l4
+    dl_dby = -ay / length2 + 2.0 * dot * ey / l4
+    partials = torch.stack([by * total + cross * (pa_x + m * dl_dax), -bx * total + cross * (pa_y + m * dl_day),
+                            -ay * total + cross * (pb_x + m * dl_dbx), ax * total + cross * (pb_y + m * dl_dby)])
+    return cross * total, partials, cross * per_edge[6:]
+
+
+def core_pixel_integrals_and_derivatives(profile, v, r1: Tensor, r2: Tensor, dr1, dr2, grid, slots: list[str],
+                                         listed: tuple[Tensor, Tensor] | None = None):
+    """:func:`core_pixel_integrals` and its derivatives (S, B, H, W) with respect to ``slots``, or None.
+
+    A slot of the profile function (r_e, n, ..., and the axis ratio's share)
+    changes the table, linearly: its tangent table goes through the same edge
+    integrals. The centre, position angle and axis ratio move the edges' end
+    points in the stretched frame: each edge's partial derivatives with respect
+    to its end points (:func:`_edge_integrals_and_partials`) times their motion.
+    No tangent goes through the edges' nodes. ``dr1``, ``dr2``: the window
+    radii's derivatives with respect to the axis ratio (when it is a slot);
+    ``listed``: the core's pixels, if already known. None when the profile does
+    not write its derivatives at fixed radii out.
+    """
+    out_dtype = grid[0].dtype
+    v = {k: t_.double() for k, t_ in v.items()}
+    r1, r2 = r1.double(), r2.double()
+    if dr1 is not None:
+        dr1, dr2 = dr1.double(), dr2.double()
+    y, x = grid[0].double(), grid[1].double()
+    q = v["axis_r"]
+    batch = q.shape[0]
+    h, w = y.shape
+    # the slots of the table (the profile function does not depend on the centre)
+    channels = [s for s in slots if s not in ("cen_x", "cen_y")]
+    got = _core_table_and_tangents(profile, v, r1.reshape(batch), r2.reshape(batch), dr1, dr2, channels)
+    if got is None:
+        return None
+    log_r, tables, d_span = got
+    # a table that does not change (the position angle's: the profile function does not turn) has no edge integrals
+    live = [k for k in range(len(channels)) if bool(tables[:, :, k + 1].any()) or bool(d_span[k].any())]
+    tables, d_span = tables[:, :, [0] + [k + 1 for k in live]], d_span[live]
+    channels = [channels[k] for k in live]
+    rows, pixels = _core_pixels(profile, v, r2, y, x) if listed is None else listed
+    t, wts = gauss_legendre(_CORE_EDGE_NODES, y.dtype, y.device)
+    y0, x0 = y.reshape(-1)[0], x.reshape(-1)[0]
+    per, keys_h, inv_h, keys_v, inv_v = _shared_edges(rows, pixels, h, w)
+    geometry = {k: v[k].reshape(-1).expand(batch) for k in ("cen_x", "cen_y", "pa", "axis_r")}
+    sin_all, cos_all = torch.sin(geometry["pa"]), torch.cos(geometry["pa"])
+
+    def edges(keys, horizontal: bool):
+        gal, ay, ax, by, bx = _edge_ends(keys, per, w, y0, x0, horizontal)
+        vg = {k: t_[gal].reshape(1, -1, 1) for k, t_ in geometry.items()}
+        u_maj, u_min = profile.major_minor(torch.stack([ay, by])[:, :, None], torch.stack([ax, bx])[:, :, None], vg)
+        qg = geometry["axis_r"][gal]
+        u_maj, u_min = u_maj.reshape(2, -1), u_min.reshape(2, -1) / qg
+        value, (d_ax, d_ay, d_bx, d_by), along = _edge_integrals_and_partials(
+            u_maj[0], u_min[0], u_maj[1], u_min[1], log_r, tables, d_span, t, wts, gal)
+        sin, cos = sin_all[gal], cos_all[gal]
+        out = [value]
+        for slot in slots:
+            if slot == "cen_x":  # both ends move by d u_maj = sin, d u_min = -cos / q
+                out.append((d_ax + d_bx) * sin - (d_ay + d_by) * cos / qg)
+            elif slot == "cen_y":  # d u_maj = -cos, d u_min = -sin / q
+                out.append(-(d_ax + d_bx) * cos - (d_ay + d_by) * sin / qg)
+            else:
+                d = along[channels.index(slot)] if slot in channels else torch.zeros_like(value)
+                if slot == "pa":  # d u_maj = -q u_min, d u_min = u_maj / q
+                    d = d + (d_ay * u_maj[0] + d_by * u_maj[1]) / qg - (d_ax * u_min[0] + d_bx * u_min[1]) * qg
+                elif slot == "axis_r":  # d u_min = -u_min / q
+                    d = d - (d_ay * u_min[0] + d_by * u_min[1]) / qg
+                out.append(d)
+        return torch.stack(out)  # (1 + S, E)
+
+    e_h, e_v = edges(keys_h, True), edges(keys_v, False)
+    n = rows.numel()
+    acc = e_h[:, inv_h[:n]] - e_h[:, inv_h[n:]] + e_v[:, inv_v[:n]] - e_v[:, inv_v[n:]]
+    # (x, y) -> (x_maj, x_min / q) reverses orientation, and dx dy = q du
+    q_rows = q.reshape(batch)[rows]
+    values = -q_rows * acc
+    if "axis_r" in slots:
+        k = 1 + slots.index("axis_r")
+        values[k] = values[k] - acc[0]
+    # each listed pixel once: written into zeros in place, in the output precision (no float64 copy of the cutouts)
+    flat = torch.zeros((len(slots) + 1, batch * h * w), dtype=out_dtype, device=values.device)
+    flat = flat.index_add_(1, rows * (h * w) + pixels, values.to(out_dtype)).reshape(len(slots) + 1, batch, h, w)
+    return flat[0], flat[1:]
 
 
 #: Window of the split without a PSF (pixels along the sharpest axis, as ``RenderSettings.core_inner`` and
@@ -382,21 +681,88 @@ def _pixel_settings(settings):
 
 
 def _offset_groups(grid, batch: int, profile):
-    """The Gauss-Legendre points of every pixel, in groups: (stacked y, stacked x, weights (G,)).
+    """The Gauss-Legendre points of every pixel, in groups: their offsets in y and x and weights, (G,) each.
 
     A truncated profile (GALFIT's soft ``Ti)``/``To)``) has a second feature away from the
     centre, in the smooth part: one point more per axis (3 x 3 drew an inner truncation of
     softening 3 px 7.4e-4 of its peak off, 4 x 4 within the 5e-4 its test asks).
     """
-    y, x = grid
+    y = grid[0]
     nodes = SMOOTH_NODES + (1 if getattr(profile, "truncations", ()) else 0)
     t, w = gauss_legendre(nodes, y.dtype, y.device)
-    offsets = [(t[i] - 0.5, t[j] - 0.5, w[i] * w[j]) for i in range(nodes) for j in range(nodes)]
+    oy, ox = (t - 0.5).repeat_interleave(nodes), (t - 0.5).repeat(nodes)
+    weights = w.repeat_interleave(nodes) * w.repeat(nodes)
     per = max(1, _SMOOTH_SAMPLES // max(1, batch * y.numel()))
-    for start in range(0, len(offsets), per):
-        group = offsets[start : start + per]
-        yield (torch.cat([y + oy for oy, _, _ in group], dim=0), torch.cat([x + ox for _, ox, _ in group], dim=0),
-               torch.stack([wt for _, _, wt in group]))
+    for start in range(0, nodes * nodes, per):
+        yield oy[start : start + per], ox[start : start + per], weights[start : start + per]
+
+
+def _sample_geometry(profile, v, grid, oy: Tensor, ox: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Offsets from the centre along the axes and elliptical radii (B, G * H * W) at the points (y + oy, x + ox).
+
+    ``grid`` is a mesh: with the built-in geometry an offset is a row's part plus
+    a column's, (G, H, 1) and (G, 1, W) against each galaxy's (B, 1, 1, 1), so
+    that the full-size work is the two sums and the radius.
+    """
+    y, x = grid
+    q = v["axis_r"]
+    batch = q.shape[0]
+    kind = type(profile)
+    if (kind.major_minor is EllipticalProfile.major_minor
+            and kind.elliptical_radius is EllipticalProfile.elliptical_radius):
+        per_galaxy = {k: v[k].reshape(-1, 1, 1, 1) for k in ("cen_x", "cen_y", "pa")}
+        x_maj, x_min = profile.major_minor(y[:, :1] + oy[:, None, None], x[:1, :] + ox[:, None, None], per_galaxy)
+        r = profile.elliptical_radius(x_maj, x_min, q.reshape(-1, 1, 1, 1))
+    else:
+        ys, xs = torch.cat([y + o for o in oy], dim=0), torch.cat([x + o for o in ox], dim=0)
+        x_maj, x_min = profile.major_minor(ys, xs, v)
+        r = profile.elliptical_radius(x_maj, x_min, q)
+    flat = lambda t: t.expand(batch, *t.shape[1:]).reshape(batch, -1)  # noqa: E731
+    return flat(x_maj), flat(x_min), flat(r)
+
+
+def _pixel_sums(samples: Tensor, weights: Tensor, shape) -> Tensor:
+    """Weighted sums (B, H, W) of samples (B, G * H * W) over the G points of each pixel."""
+    batch = samples.shape[0]
+    return torch.matmul(weights.to(samples.dtype), samples.reshape(batch, weights.numel(), -1)).reshape(batch, *shape)
+
+
+def _core_listed(profile, v, r2: Tensor, grid) -> tuple[Tensor, Tensor]:
+    """:func:`_core_pixels` of ``grid`` in float64: the pixels where the window is not 0 somewhere."""
+    v = {k: t.double() for k, t in v.items()}
+    return _core_pixels(profile, v, r2.double(), grid[0].double(), grid[1].double())
+
+
+class _CoreSamples:
+    """The samples (B, G * H * W) of one offset group that lie in the core's pixels, and their pixel sums.
+
+    Beyond ``r2`` the window is 0 and flat: elsewhere a sample's smooth part is
+    the profile itself. The window is taken on these samples alone, and their
+    pixels' sums are replaced by sums of what the window leaves (never the
+    difference of two sums: a cusp's samples inside ``r1`` are left out exactly).
+    """
+
+    def __init__(self, listed: tuple[Tensor, Tensor], weights: Tensor, shape, batch: int) -> None:
+        rows, pixels = listed
+        groups, per_group = weights.numel(), shape[0] * shape[1]
+        self.pixel = rows * per_group + pixels  # (L,): flat (B * H * W) index of each listed pixel
+        offsets = torch.arange(groups, device=rows.device) * per_group
+        self.index = ((rows * (groups * per_group) + pixels)[:, None] + offsets).reshape(-1)  # (L * G,)
+        self.owner = rows.repeat_interleave(groups)
+        self.weights, self.shape, self.batch = weights, shape, batch
+
+    def take(self, samples: Tensor) -> Tensor:
+        return samples.reshape(-1)[self.index]
+
+    def pixel_sums(self, samples: Tensor | None, listed: Tensor) -> Tensor:
+        """Pixel sums (B, H, W) of full samples (B, M) (None: zeros), the listed pixels' from ``listed`` (L * G,)."""
+        weights = self.weights.to(listed.dtype)
+        if samples is None:
+            sums = listed.new_zeros(self.batch * self.shape[0] * self.shape[1])
+        else:
+            sums = _pixel_sums(samples, weights, self.shape).reshape(-1)
+        return sums.index_put((self.pixel,), listed.reshape(-1, weights.numel()) @ weights).reshape(self.batch,
+                                                                                                    *self.shape)
 
 
 def pixel_integrated_split_and_derivatives(profile, v, grid, settings, slots: list[str]):
@@ -406,9 +772,12 @@ def pixel_integrated_split_and_derivatives(profile, v, grid, settings, slots: li
     fixed radii (``radial_derivatives``), and for the centre, position angle and
     axis ratio its radial slope times each sample's radius derivative, with the
     window's slopes; no tangent goes through the sub-pixel samples of the whole
-    cutout. The core's few pixels take forward mode. None when the profile does
-    not write its derivatives out (the caller then uses forward mode throughout).
-    Only for elliptical isophotes, the built-in radius and no truncation radius.
+    cutout. The core's are written out too
+    (:func:`core_pixel_integrals_and_derivatives`; forward mode where the
+    profile gives no derivatives on the table's radii). None when the profile
+    does not write its derivatives out (the caller then uses forward mode
+    throughout). Only for elliptical isophotes, the built-in radius and no
+    truncation radius.
     """
     from .core import core_radii, core_radii_q_slopes, smooth_window_and_slopes
 
@@ -419,46 +788,70 @@ def pixel_integrated_split_and_derivatives(profile, v, grid, settings, slots: li
     if "axis_r" in slots:
         r1, r2, dr1, dr2 = core_radii_q_slopes(profile, v, None, wanted)
     else:
-        r1, r2 = core_radii(profile, v, None, wanted)
+        (r1, r2), dr1, dr2 = core_radii(profile, v, None, wanted), None, None
     at_fixed_r = [s for s in slots if s not in ("cen_x", "cen_y")]
-    sin, cos = torch.sin(v["pa"]), torch.cos(v["pa"])
-    q2 = q * q
-    image = None
-    columns = [None] * len(slots)
-    for ys, xs, weights in _offset_groups(grid, batch, profile):
-        x_maj, x_min = profile.major_minor(ys, xs, v)
-        r = profile.elliptical_radius(x_maj, x_min, q)
+    # pixel sums of the samples' terms; a column is a per-galaxy combination of them (the sums are linear)
+    sums: dict[str, Tensor] = {}
+    listed = _core_listed(profile, v, r2, grid)
+    for oy, ox, weights in _offset_groups(grid, batch, profile):
+        x_maj, x_min, r = _sample_geometry(profile, v, grid, oy, ox)
         got = profile.radial_derivatives(r.reshape(batch, 1, -1), v, at_fixed_r)
         if got is None:
             return None
         primal, slope = got[0].reshape(r.shape), got[2].reshape(r.shape)
-        fixed_r = [c.reshape(r.shape) for c in got[1]]
-        window, dw_dr, dw_dr1, dw_dr2 = smooth_window_and_slopes(r, r1, r2)
+        fixed = [c.reshape(r.shape) for c in got[1]]
+        core = _CoreSamples(listed, weights, y.shape, batch)
+        r_c, primal_c = core.take(r), core.take(primal)
+        window, dw_dr, dw_dr1, dw_dr2 = smooth_window_and_slopes(r_c, r1.reshape(-1)[core.owner],
+                                                                  r2.reshape(-1)[core.owner])
         keep = 1.0 - window
-        outside = r > r1  # inside r1 the window is 1: no smooth part (and a cusp's slope may be infinite)
-        radial_term = torch.where(outside, slope * keep - primal * dw_dr, 0.0) / r.clamp_min(1e-12)
-        weights = weights.to(r.dtype).reshape(1, -1, 1, 1)
+        # d(I (1 - w)) / dr over r: times r dr/dtheta it is a geometric slot's derivative
+        # (inside r1 the window is 1: no smooth part, and a cusp's slope may be infinite)
+        radial_term = slope / r.clamp_min(1e-12)
+        radial_term_c = torch.where(r_c > r1.reshape(-1)[core.owner], core.take(slope) * keep - primal_c * dw_dr,
+                                    0.0) / r_c.clamp_min(1e-12)
 
-        def pixel_sum(samples):
-            return (samples.reshape(batch, weights.shape[1], *y.shape) * weights).sum(1)
+        def add(name, samples, listed_samples):
+            part = core.pixel_sums(samples, listed_samples)
+            sums[name] = part + sums[name] if name in sums else part
 
-        part = pixel_sum(primal * keep)
-        image = part if image is None else image + part
-        for k, slot in enumerate(slots):
-            if slot == "cen_x":  # d x_maj / d cen_x = sin, d x_min / d cen_x = -cos
-                d = radial_term * (x_maj * sin - x_min * cos / q2)
-            elif slot == "cen_y":
-                d = radial_term * (-x_maj * cos - x_min * sin / q2)
-            else:
-                d = fixed_r[at_fixed_r.index(slot)] * keep
-                if slot == "pa":
-                    d = d + radial_term * (x_maj * x_min * (1.0 / q2 - 1.0))
-                elif slot == "axis_r":
-                    d = d - radial_term * (x_min * x_min) / (q2 * q)
-                    d = d - torch.where(outside, primal * (dw_dr1 * dr1 + dw_dr2 * dr2), 0.0)
-            column = pixel_sum(d)
-            columns[k] = column if columns[k] is None else columns[k] + column
-    # the core's pixels: forward mode, a tangent per slot
+        add("image", primal, primal_c * keep)
+        for slot, column in zip(at_fixed_r, fixed):
+            add(slot, column, core.take(column) * keep)
+        x_maj_c, x_min_c = core.take(x_maj), core.take(x_min)
+        if {"cen_x", "cen_y", "pa"} & set(slots):
+            term_maj, term_maj_c = radial_term * x_maj, radial_term_c * x_maj_c
+            add("maj", term_maj, term_maj_c)
+            if "pa" in slots:
+                add("maj_min", term_maj * x_min, term_maj_c * x_min_c)
+        if {"cen_x", "cen_y", "axis_r"} & set(slots):
+            term_min, term_min_c = radial_term * x_min, radial_term_c * x_min_c
+            add("min", term_min, term_min_c)
+            if "axis_r" in slots:
+                add("min_min", term_min * x_min, term_min_c * x_min_c)
+                moved = torch.where(r_c > r1.reshape(-1)[core.owner], primal_c * (
+                    dw_dr1 * dr1.reshape(-1)[core.owner] + dw_dr2 * dr2.reshape(-1)[core.owner]), 0.0)
+                add("window_q", None, moved)
+    image = sums["image"]
+    sin, cos = torch.sin(v["pa"]), torch.cos(v["pa"])
+    q2 = q * q
+    columns = []
+    for slot in slots:
+        if slot == "cen_x":  # d x_maj / d cen_x = sin, d x_min / d cen_x = -cos
+            columns.append(sums["maj"] * sin - sums["min"] * (cos / q2))
+        elif slot == "cen_y":
+            columns.append(-sums["maj"] * cos - sums["min"] * (sin / q2))
+        elif slot == "pa":
+            columns.append(sums["pa"] + sums["maj_min"] * (1.0 / q2 - 1.0))
+        elif slot == "axis_r":
+            columns.append(sums["axis_r"] - sums["min_min"] / (q2 * q) - sums["window_q"])
+        else:
+            columns.append(sums[slot])
+    columns = torch.stack(columns) if columns else image.new_zeros((0,) + image.shape)
+    written = core_pixel_integrals_and_derivatives(profile, v, r1, r2, dr1, dr2, grid, slots, listed)
+    if written is not None:
+        return image + written[0], columns + written[1]
+    # a profile that writes its derivatives out only where the smooth part needs them: forward mode, a tangent per slot
     x0 = torch.stack([v[s].reshape(-1).expand(batch) for s in slots], dim=1)
 
     def core_of(values):
@@ -470,7 +863,7 @@ def pixel_integrated_split_and_derivatives(profile, v, grid, settings, slots: li
 
     basis = torch.eye(len(slots), dtype=x0.dtype, device=x0.device)[:, None, :].expand(len(slots), batch, len(slots))
     core, core_t = torch.func.vmap(lambda t: torch.func.jvp(core_of, (x0,), (t,)), out_dims=(None, 0))(basis)
-    return image + core, torch.stack(columns) + core_t
+    return image + core, columns + core_t
 
 
 def pixel_integrated_split(profile, v, grid, settings) -> Tensor:
@@ -489,10 +882,13 @@ def pixel_integrated_split(profile, v, grid, settings) -> Tensor:
     y = grid[0]
     batch = v["axis_r"].shape[0]
     image = None
-    for ys, xs, weights in _offset_groups(grid, batch, profile):
-        x_maj, x_min = profile.major_minor(ys, xs, v)
-        r = profile.elliptical_radius(x_maj, x_min, v["axis_r"])
-        values = profile.radial(r.reshape(batch, 1, -1), v).reshape(r.shape) * (1.0 - smooth_window(r, r1, r2))
-        part = (values.reshape(batch, weights.numel(), *y.shape) * weights.to(values.dtype).reshape(1, -1, 1, 1)).sum(1)
+    listed = _core_listed(profile, v, r2, grid)
+    for oy, ox, weights in _offset_groups(grid, batch, profile):
+        _, _, r = _sample_geometry(profile, v, grid, oy, ox)
+        values = profile.radial(r.reshape(batch, 1, -1), v).reshape(r.shape)
+        core = _CoreSamples(listed, weights, y.shape, batch)
+        r_c = core.take(r)
+        keep = 1.0 - smooth_window(r_c, r1.reshape(-1)[core.owner], r2.reshape(-1)[core.owner])
+        part = core.pixel_sums(values, core.take(values) * keep)
         image = part if image is None else image + part
-    return image + core_pixel_integrals(profile, v, r1, r2, grid)
+    return image + core_pixel_integrals(profile, v, r1, r2, grid, listed)
