@@ -666,9 +666,11 @@ def core_pixel_integrals_and_derivatives(profile, v, r1: Tensor, r2: Tensor, dr1
 #: the 3 x 3 rule must integrate: over 4.5 px it is drawn within 3e-5 of the peak of GalSim's real-space
 #: integration (exponential, Gaussian, Moffat; 2.4e-4 over 3 px, 1.2e-3 over 2 px), at about 8 % more time a fit
 #: than 3 px (a core of about 260 pixels for a round galaxy, 660 at q = 0.2); 4 x 4 points over 3 px reach
-#: 2e-5 at 12 % more.
+#: 2e-5 at 12 % more. Beyond the core's pixels the window is 0 and the profile is smooth on the pixel scale
+#: (it is farther than r2 along the sharpest axis): 2 x 2 points integrate it (``FAR_NODES``).
 PIXEL_WINDOW = (1.0, 4.5)
 SMOOTH_NODES = 3
+FAR_NODES = 2
 #: sub-pixel samples of the smooth part evaluated at once (more: one pixel offset at a time, bounded memory)
 _SMOOTH_SAMPLES = 2**21
 
@@ -680,20 +682,33 @@ def _pixel_settings(settings):
     return dataclasses.replace(settings, core_inner=inner, core_width=width)
 
 
+def _nodes(profile, base: int) -> int:
+    """Points per pixel axis for a rule of ``base`` points: one more for a truncated profile.
+
+    A truncated profile (GALFIT's soft ``Ti)``/``To)``) has a second feature away from the
+    centre, in the smooth part (3 x 3 drew an inner truncation of softening 3 px 7.4e-4 of
+    its peak off, 4 x 4 within the 5e-4 its test asks).
+    """
+    return base + (1 if getattr(profile, "truncations", ()) else 0)
+
+
+def _pixel_rule(nodes: int, dtype, device) -> tuple[Tensor, Tensor, Tensor]:
+    """A ``nodes`` x ``nodes`` Gauss-Legendre rule over a unit pixel: offsets in y and x and weights, (G,) each."""
+    t, w = gauss_legendre(nodes, dtype, device)
+    return (t - 0.5).repeat_interleave(nodes), (t - 0.5).repeat(nodes), w.repeat_interleave(nodes) * w.repeat(nodes)
+
+
 def _offset_groups(grid, batch: int, profile):
     """The Gauss-Legendre points of every pixel, in groups: their offsets in y and x and weights, (G,) each.
 
-    A truncated profile (GALFIT's soft ``Ti)``/``To)``) has a second feature away from the
-    centre, in the smooth part: one point more per axis (3 x 3 drew an inner truncation of
-    softening 3 px 7.4e-4 of its peak off, 4 x 4 within the 5e-4 its test asks).
+    ``FAR_NODES`` a pixel axis, and the finer rule for a truncated profile, whose
+    truncation lies beyond the core.
     """
     y = grid[0]
-    nodes = SMOOTH_NODES + (1 if getattr(profile, "truncations", ()) else 0)
-    t, w = gauss_legendre(nodes, y.dtype, y.device)
-    oy, ox = (t - 0.5).repeat_interleave(nodes), (t - 0.5).repeat(nodes)
-    weights = w.repeat_interleave(nodes) * w.repeat(nodes)
+    base = SMOOTH_NODES if getattr(profile, "truncations", ()) else FAR_NODES
+    oy, ox, weights = _pixel_rule(_nodes(profile, base), y.dtype, y.device)
     per = max(1, _SMOOTH_SAMPLES // max(1, batch * y.numel()))
-    for start in range(0, nodes * nodes, per):
+    for start in range(0, weights.numel(), per):
         yield oy[start : start + per], ox[start : start + per], weights[start : start + per]
 
 
@@ -733,36 +748,64 @@ def _core_listed(profile, v, r2: Tensor, grid) -> tuple[Tensor, Tensor]:
     return _core_pixels(profile, v, r2.double(), grid[0].double(), grid[1].double())
 
 
-class _CoreSamples:
-    """The samples (B, G * H * W) of one offset group that lie in the core's pixels, and their pixel sums.
+class _ListedSamples:
+    """The smooth part's points in the core's pixels (listed per galaxy), by a finer rule, and their pixel sums.
 
-    Beyond ``r2`` the window is 0 and flat: elsewhere a sample's smooth part is
-    the profile itself. The window is taken on these samples alone, and their
-    pixels' sums are replaced by sums of what the window leaves (never the
-    difference of two sums: a cusp's samples inside ``r1`` are left out exactly).
+    Within ``r2`` the window rolls off: these pixels take a ``SMOOTH_NODES`` rule of
+    their own on what the window leaves, and their sums replace the whole grid's
+    coarser ones (never the difference of two sums: a cusp's points inside ``r1``
+    are left out exactly). The pixels are padded to the galaxy with the most, so
+    that the points are (B, G * L) like every per-galaxy tensor.
     """
 
-    def __init__(self, listed: tuple[Tensor, Tensor], weights: Tensor, shape, batch: int) -> None:
+    def __init__(self, listed: tuple[Tensor, Tensor], grid, batch: int, profile) -> None:
+        y, x = grid
         rows, pixels = listed
-        groups, per_group = weights.numel(), shape[0] * shape[1]
-        self.pixel = rows * per_group + pixels  # (L,): flat (B * H * W) index of each listed pixel
-        offsets = torch.arange(groups, device=rows.device) * per_group
-        self.index = ((rows * (groups * per_group) + pixels)[:, None] + offsets).reshape(-1)  # (L * G,)
-        self.owner = rows.repeat_interleave(groups)
-        self.weights, self.shape, self.batch = weights, shape, batch
+        self.rows, self.batch, self.shape = rows, batch, tuple(y.shape)
+        self.pixel = rows * y.numel() + pixels  # (L,): flat (B * H * W) index of each listed pixel
+        counts = torch.bincount(rows, minlength=batch)
+        first = torch.cumsum(counts, 0) - counts
+        self.slot = torch.arange(rows.numel(), device=rows.device) - first[rows]  # place within its galaxy
+        self.width = max(1, int(counts.max())) if rows.numel() else 1
+        padded = torch.zeros((batch, self.width), dtype=torch.long, device=rows.device)
+        padded[rows, self.slot] = pixels
+        self.oy, self.ox, self.weights = _pixel_rule(_nodes(profile, SMOOTH_NODES), y.dtype, y.device)
+        self.y = y.reshape(-1)[padded][:, None, :] + self.oy[:, None]  # (B, G, L)
+        self.x = x.reshape(-1)[padded][:, None, :] + self.ox[:, None]
 
-    def take(self, samples: Tensor) -> Tensor:
-        return samples.reshape(-1)[self.index]
+    def geometry(self, profile, v) -> tuple[Tensor, Tensor, Tensor]:
+        """Offsets from the centre along the axes and elliptical radii of the points, (B, G * L) each."""
+        x_maj, x_min = profile.major_minor(self.y, self.x, v)
+        r = profile.elliptical_radius(x_maj, x_min, v["axis_r"])
+        flat = lambda t: t.expand(self.batch, *self.y.shape[1:]).reshape(self.batch, -1)  # noqa: E731
+        return flat(x_maj), flat(x_min), flat(r)
 
-    def pixel_sums(self, samples: Tensor | None, listed: Tensor) -> Tensor:
-        """Pixel sums (B, H, W) of full samples (B, M) (None: zeros), the listed pixels' from ``listed`` (L * G,)."""
-        weights = self.weights.to(listed.dtype)
-        if samples is None:
-            sums = listed.new_zeros(self.batch * self.shape[0] * self.shape[1])
-        else:
-            sums = _pixel_sums(samples, weights, self.shape).reshape(-1)
-        return sums.index_put((self.pixel,), listed.reshape(-1, weights.numel()) @ weights).reshape(self.batch,
-                                                                                                    *self.shape)
+    def sums(self, samples: Tensor) -> Tensor:
+        """The listed pixels' weighted sums (L,) of their points' values (B, G * L)."""
+        per_pixel = torch.einsum("g,bgl->bl", self.weights.to(samples.dtype),
+                                 samples.reshape(self.batch, self.weights.numel(), self.width))
+        return per_pixel[self.rows, self.slot]
+
+    def replace(self, image: Tensor | None, listed: Tensor) -> Tensor:
+        """``image`` (B, H, W; None: zeros) with the listed pixels' values set to ``listed`` (L,)."""
+        flat = listed.new_zeros(self.batch * self.shape[0] * self.shape[1]) if image is None else image.reshape(-1)
+        return flat.index_put((self.pixel,), listed.to(flat.dtype)).reshape(self.batch, *self.shape)
+
+
+def _smooth_terms(slots: list[str], at_fixed_r: list[str], image: Tensor, fixed: list[Tensor], radial_term: Tensor,
+                  x_maj: Tensor, x_min: Tensor) -> dict[str, Tensor]:
+    """The smooth part's sample terms whose pixel sums make its columns: the image, each slot's derivative at
+    fixed radii, and the radial slope over r times the offsets (the geometric slots' chain rule)."""
+    terms = {"image": image, **dict(zip(at_fixed_r, fixed))}
+    if {"cen_x", "cen_y", "pa"} & set(slots):
+        terms["maj"] = radial_term * x_maj
+        if "pa" in slots:
+            terms["maj_min"] = terms["maj"] * x_min
+    if {"cen_x", "cen_y", "axis_r"} & set(slots):
+        terms["min"] = radial_term * x_min
+        if "axis_r" in slots:
+            terms["min_min"] = terms["min"] * x_min
+    return terms
 
 
 def pixel_integrated_split_and_derivatives(profile, v, grid, settings, slots: list[str]):
@@ -791,47 +834,37 @@ def pixel_integrated_split_and_derivatives(profile, v, grid, settings, slots: li
         (r1, r2), dr1, dr2 = core_radii(profile, v, None, wanted), None, None
     at_fixed_r = [s for s in slots if s not in ("cen_x", "cen_y")]
     # pixel sums of the samples' terms; a column is a per-galaxy combination of them (the sums are linear)
-    sums: dict[str, Tensor] = {}
-    listed = _core_listed(profile, v, r2, grid)
+    full: dict[str, Tensor] = {}
     for oy, ox, weights in _offset_groups(grid, batch, profile):
         x_maj, x_min, r = _sample_geometry(profile, v, grid, oy, ox)
         got = profile.radial_derivatives(r.reshape(batch, 1, -1), v, at_fixed_r)
         if got is None:
             return None
-        primal, slope = got[0].reshape(r.shape), got[2].reshape(r.shape)
         fixed = [c.reshape(r.shape) for c in got[1]]
-        core = _CoreSamples(listed, weights, y.shape, batch)
-        r_c, primal_c = core.take(r), core.take(primal)
-        window, dw_dr, dw_dr1, dw_dr2 = smooth_window_and_slopes(r_c, r1.reshape(-1)[core.owner],
-                                                                  r2.reshape(-1)[core.owner])
-        keep = 1.0 - window
-        # d(I (1 - w)) / dr over r: times r dr/dtheta it is a geometric slot's derivative
-        # (inside r1 the window is 1: no smooth part, and a cusp's slope may be infinite)
-        radial_term = slope / r.clamp_min(1e-12)
-        radial_term_c = torch.where(r_c > r1.reshape(-1)[core.owner], core.take(slope) * keep - primal_c * dw_dr,
-                                    0.0) / r_c.clamp_min(1e-12)
-
-        def add(name, samples, listed_samples):
-            part = core.pixel_sums(samples, listed_samples)
-            sums[name] = part + sums[name] if name in sums else part
-
-        add("image", primal, primal_c * keep)
-        for slot, column in zip(at_fixed_r, fixed):
-            add(slot, column, core.take(column) * keep)
-        x_maj_c, x_min_c = core.take(x_maj), core.take(x_min)
-        if {"cen_x", "cen_y", "pa"} & set(slots):
-            term_maj, term_maj_c = radial_term * x_maj, radial_term_c * x_maj_c
-            add("maj", term_maj, term_maj_c)
-            if "pa" in slots:
-                add("maj_min", term_maj * x_min, term_maj_c * x_min_c)
-        if {"cen_x", "cen_y", "axis_r"} & set(slots):
-            term_min, term_min_c = radial_term * x_min, radial_term_c * x_min_c
-            add("min", term_min, term_min_c)
-            if "axis_r" in slots:
-                add("min_min", term_min * x_min, term_min_c * x_min_c)
-                moved = torch.where(r_c > r1.reshape(-1)[core.owner], primal_c * (
-                    dw_dr1 * dr1.reshape(-1)[core.owner] + dw_dr2 * dr2.reshape(-1)[core.owner]), 0.0)
-                add("window_q", None, moved)
+        terms = _smooth_terms(slots, at_fixed_r, got[0].reshape(r.shape), fixed,
+                              got[2].reshape(r.shape) / r.clamp_min(1e-12), x_maj, x_min)
+        for name, samples in terms.items():
+            part = _pixel_sums(samples, weights, y.shape)
+            full[name] = part + full[name] if name in full else part
+    # the core's pixels: the finer rule on what the window leaves, replacing the coarse sums
+    listed = _core_listed(profile, v, r2, grid)
+    near = _ListedSamples(listed, grid, batch, profile)
+    x_maj, x_min, r = near.geometry(profile, v)
+    got = profile.radial_derivatives(r.reshape(batch, 1, -1), v, at_fixed_r)
+    primal, slope = got[0].reshape(r.shape), got[2].reshape(r.shape)
+    r1_, r2_ = r1.reshape(-1, 1), r2.reshape(-1, 1)
+    window, dw_dr, dw_dr1, dw_dr2 = smooth_window_and_slopes(r, r1_, r2_)
+    keep = 1.0 - window
+    # d(I (1 - w)) / dr over r: times r dr/dtheta it is a geometric slot's derivative
+    # (inside r1 the window is 1: no smooth part, and a cusp's slope may be infinite)
+    inside = r > r1_
+    radial_term = torch.where(inside, slope * keep - primal * dw_dr, 0.0) / r.clamp_min(1e-12)
+    terms = _smooth_terms(slots, at_fixed_r, primal * keep, [c.reshape(r.shape) * keep for c in got[1]], radial_term,
+                          x_maj, x_min)
+    if "axis_r" in slots:
+        terms["window_q"] = torch.where(inside, primal * (dw_dr1 * dr1.reshape(-1, 1) + dw_dr2 * dr2.reshape(-1, 1)),
+                                        0.0)
+    sums = {name: near.replace(full.get(name), near.sums(samples)) for name, samples in terms.items()}
     image = sums["image"]
     sin, cos = torch.sin(v["pa"]), torch.cos(v["pa"])
     q2 = q * q
@@ -882,13 +915,15 @@ def pixel_integrated_split(profile, v, grid, settings) -> Tensor:
     y = grid[0]
     batch = v["axis_r"].shape[0]
     image = None
-    listed = _core_listed(profile, v, r2, grid)
     for oy, ox, weights in _offset_groups(grid, batch, profile):
         _, _, r = _sample_geometry(profile, v, grid, oy, ox)
-        values = profile.radial(r.reshape(batch, 1, -1), v).reshape(r.shape)
-        core = _CoreSamples(listed, weights, y.shape, batch)
-        r_c = core.take(r)
-        keep = 1.0 - smooth_window(r_c, r1.reshape(-1)[core.owner], r2.reshape(-1)[core.owner])
-        part = core.pixel_sums(values, core.take(values) * keep)
+        part = _pixel_sums(profile.radial(r.reshape(batch, 1, -1), v).reshape(r.shape), weights, y.shape)
         image = part if image is None else image + part
+    # the core's pixels: the finer rule on what the window leaves, replacing the coarse sums
+    listed = _core_listed(profile, v, r2, grid)
+    near = _ListedSamples(listed, grid, batch, profile)
+    _, _, r = near.geometry(profile, v)
+    kept = profile.radial(r.reshape(batch, 1, -1), v).reshape(r.shape) * (
+        1.0 - smooth_window(r, r1.reshape(-1, 1), r2.reshape(-1, 1)))
+    image = near.replace(image, near.sums(kept))
     return image + core_pixel_integrals(profile, v, r1, r2, grid, listed)
