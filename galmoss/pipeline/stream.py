@@ -230,7 +230,9 @@ def _ahead(items: Iterator, prepare: Callable[[Batch], Batch], depth: int) -> It
             yield item
     finally:
         stop.set()
-        worker.join()
+        # it stops after the item in hand; a read that hangs (a stalled network disk) must not hold
+        # an interrupted run: the thread is a daemon and ends with the process
+        worker.join(timeout=10.0)
 
 
 def _mask_negative(gal: GalaxyData) -> None:
