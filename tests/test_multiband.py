@@ -461,7 +461,8 @@ def test_shards_resume_and_collate_give_the_whole_run(tmp_path):
     report = collate(tmp_path / "shards")
     assert not report.missing and report.table.meta["BANDS"] == "g,r,i"
     assert report.table.colnames == whole.colnames
-    for col in ("gal_mag_g", "gal_mag_i", "gal_eff_r", "gal_mag_r_err", "chi2", "chi2_g", "dof_i", "flag"):
+    for col in ("gal_mag_g", "gal_mag_i", "gal_eff_r", "gal_mag_r_err", "gal_axis_r_lo", "gal_axis_r_hi", "chi2",
+                "chi2_g", "dof_i", "flag"):
         np.testing.assert_allclose(report.table[col], whole[col], rtol=1e-12, err_msg=col)
     assert report.table["flag"][2] & int(Flag.read_error)
     # a resume fits nothing again, and gives the same table

@@ -170,6 +170,8 @@ class JointColumn:
     name: str
     spec: ParamSpec
     band: str | None = None
+    #: the parameter it reports (None for a Chebyshev coefficient)
+    parameter: Parameter | None = None
 
 
 def band_mode(prm: Parameter, role: Role):
@@ -303,11 +305,11 @@ class JointModel:
         for col in ref.columns:
             mode = self.modes[col.parameter]
             if mode == "shared":
-                self.columns.append(JointColumn(col.name, col.spec))
+                self.columns.append(JointColumn(col.name, col.spec, parameter=col.parameter))
                 self._report_source.append((0, col.name, None))
                 continue
             for b, band in enumerate(bands.names):
-                self.columns.append(JointColumn(f"{col.name}_{band}", col.spec, band))
+                self.columns.append(JointColumn(f"{col.name}_{band}", col.spec, band, col.parameter))
                 self._report_source.append((b, col.name, None))
         for prm in ref.free:
             mode = self.modes[prm]

@@ -12,6 +12,7 @@ import numpy as np
 from astropy.table import Table
 
 from ..params import Parameter
+from .results import is_uncertainty_column
 
 
 class StartValues(Mapping):
@@ -74,7 +75,7 @@ def results_to_init(results: Table, profile: str, *, fit: bool = True, fill: str
     prefix = f"{profile}_"
     values, units = {}, {}
     for name in results.colnames:
-        if not name.startswith(prefix) or name.endswith("_err"):
+        if not name.startswith(prefix) or is_uncertainty_column(name, results.colnames):
             continue
         slot = name[len(prefix):]
         col = np.asarray(results[name], dtype=np.float64).copy()

@@ -37,7 +37,9 @@ from .blocks import GALFIT_KEYS, galfit_header_cards, read_image_block, update_i
 
 __all__ = [
     "GALFIT_KEYS",
+    "UNCERTAINTY_SUFFIXES",
     "galfit_header_cards",
+    "is_uncertainty_column",
     "read_image_block",
     "update_image_block_header",
     "write_image_block",
@@ -51,6 +53,21 @@ PathLike = Union[str, os.PathLike]
 
 RESULTS_FITS = "results.fits"
 RESULTS_CSV = "results.csv"
+
+#: a results column ``<column><suffix>`` describes the uncertainty of ``<column>``: its error,
+#: and the lower and upper ends of its 68.3 % interval (:mod:`galmoss.fitting.intervals`)
+UNCERTAINTY_SUFFIXES = ("_err", "_lo", "_hi")
+
+
+def is_uncertainty_column(name: str, colnames=None) -> bool:
+    """Whether results column ``name`` is another column's error or interval end, not a value.
+
+    With ``colnames`` (the table's), only where the column it qualifies is in the table.
+    """
+    for suffix in UNCERTAINTY_SUFFIXES:
+        if name.endswith(suffix) and (colnames is None or name[: -len(suffix)] in colnames):
+            return True
+    return False
 
 
 # ------------------------------------------------------------------- helpers

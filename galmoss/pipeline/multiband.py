@@ -27,7 +27,9 @@ from ..fitting.starts import with_auto_starts
 from ..flags import Flag
 from ..fitting.fit_settings import ProfileOutputError
 from ..fitting.memory import FitMemoryError
+from ..fitting.intervals import interval_kind
 from ..pipeline.stream import make_batch
+from ..pipeline.store import add_interval
 
 log = logging.getLogger("galmoss")
 
@@ -276,6 +278,7 @@ class MultiBandRun:
                          "meta": self._band_meta(c[len("band_loss_"):]) if c.startswith("band_loss_") else {}}
                         for c in part_columns([c.name for c in jm.columns], jm.bands)],
             "vectors": {},
+            "intervals": self.intervals(),  # not a model key: it shapes the table (run.MODEL_KEYS)
             "free": jm.free_names(),
             "profiles": {name: type(p).__name__ for name, p in jm.ref.profiles.items()},
             "bands": {"names": list(jm.bands.names), "wavelength": list(jm.bands.wavelength),
@@ -538,7 +541,12 @@ class MultiBandRun:
             [self.image_block[int(p)] for p in res.result.positions], ds.img_block_path)
         priors = "; ".join(f"{term.label}: {term.prior.describe()}" for term in jm.ref.priors) or None
         return band_table(res, [c.name for c in jm.columns], jm.bands, jm.n_free, self.fitting.likelihood.name,
-                          errors, priors, blocks)
+                          errors, priors, blocks, self.intervals())
+
+    def intervals(self) -> dict[str, str]:
+        """The columns that have a 68.3 % interval, and its kind (:func:`galmoss.fitting.intervals.interval_kind`)."""
+        kinds = {c.name: interval_kind(c) for c in self.model.columns if c.parameter is not None}
+        return {name: kind for name, kind in kinds.items() if kind is not None}
 
 
 def band_dof(res: MultiBandResult, n_free: int) -> np.ndarray:
@@ -551,10 +559,12 @@ def band_dof(res: MultiBandResult, n_free: int) -> np.ndarray:
 
 
 def band_table(res: MultiBandResult, columns: list[str], bands, n_free: int, likelihood: str, errors: bool,
-               priors: str | None = None, blocks: tuple[list[str], object] | None = None) -> Table:
+               priors: str | None = None, blocks: tuple[list[str], object] | None = None,
+               intervals: dict[str, str] | None = None) -> Table:
     """The results table of a multi-band run (a fit's, or ``galmoss collate``'s of its parts).
 
     ``blocks``: each row's image-block file name and the blocks' folder.
+    ``intervals``: ``{column: kind}`` of the columns given a 68.3 % interval beside the error.
     """
     r = res.result
     t = Table()
@@ -563,6 +573,8 @@ def band_table(res: MultiBandResult, columns: list[str], bands, n_free: int, lik
         t[name] = r.values[name]
         if errors:
             t[f"{name}_err"] = r.errors[name] if r.errors is not None else np.full(len(r), np.nan)
+            if (intervals or {}).get(name):
+                add_interval(t, name, intervals[name])
     loss = "chi2" if likelihood == "chi2" else "deviance"
     t[loss] = r.loss
     t["dof"] = r.dof
@@ -648,4 +660,4 @@ def collate_table(store, description: dict, fitted: np.ndarray) -> Table:
         blocks = ([store.image_block[int(p)] for p in fitted], description["img_block_path"])
     priors = "; ".join(description.get("priors") or []) or None
     return band_table(res, columns, bands, len(description.get("free", [])), table_options.get("likelihood", "chi2"),
-                      res.result.errors is not None, priors, blocks)
+                      res.result.errors is not None, priors, blocks, description.get("intervals"))

@@ -19,13 +19,15 @@ from dataclasses import dataclass, field
 import numpy as np
 from astropy.table import Table
 
+from ..fitting.intervals import interval, interval_kind
 from ..fitting.records import BatchResult
+from ..io.results import UNCERTAINTY_SUFFIXES
 from ..fitting.status import Status
 from ..model import Model
 
 log = logging.getLogger("galmoss")
 
-__all__ = ["ROW_FIELDS", "ResultColumn", "ResultStore", "RowField", "TableOptions", "column_units"]
+__all__ = ["ROW_FIELDS", "ResultColumn", "ResultStore", "RowField", "TableOptions", "add_interval", "column_units"]
 
 
 @dataclass(frozen=True)
@@ -58,16 +60,19 @@ ROW_FIELDS: tuple[RowField, ...] = (
 
 @dataclass(frozen=True)
 class ResultColumn:
-    """One value column of the store: its name, unit, ``gm.p`` keywords, and vector group.
+    """One value column of the store: its name, unit, ``gm.p`` keywords, vector group and interval.
 
     ``group`` is the results-table column a vector parameter's elements are
-    gathered into (None for a scalar).
+    gathered into (None for a scalar). ``interval`` names the 68.3 % interval the
+    table gives beside the error (``<name>_lo``, ``<name>_hi``;
+    :data:`galmoss.fitting.intervals.KINDS`), None for none.
     """
 
     name: str
     unit: str | None = None
     meta: dict = field(default_factory=dict)
     group: str | None = None
+    interval: str | None = None
 
 
 @dataclass(frozen=True)
@@ -104,7 +109,8 @@ class ResultStore:
     def __init__(self, model: Model | list[ResultColumn], names: list[str], n_free: int | None = None) -> None:
         if isinstance(model, Model):
             n_free = model.n_free
-            model = [ResultColumn(c.name, *column_units(c), group=None if c.element is None else c.group)
+            model = [ResultColumn(c.name, *column_units(c), group=None if c.element is None else c.group,
+                                  interval=None if c.element is not None else interval_kind(c))
                      for c in model.columns]
         self.info: list[ResultColumn] = list(model)
         self.names = list(names)
@@ -139,14 +145,18 @@ class ResultStore:
         """
         vectors = description.get("vectors", vectors) or {}
         group_of = {name: group for group, elements in vectors.items() for name in elements}
-        columns = [ResultColumn(c["name"], c.get("unit"), dict(c.get("meta") or {}), group_of.get(c["name"]))
+        intervals = description.get("intervals") or {}  # absent from a run.json written before intervals
+        columns = [ResultColumn(c["name"], c.get("unit"), dict(c.get("meta") or {}), group_of.get(c["name"]),
+                                intervals.get(c["name"]))
                    for c in description["columns"]]
         return cls(columns, names, n_free=len(description.get("free", [])))
 
     def description(self) -> dict:
-        """The columns as ``run.json`` lists them (``"columns"`` and ``"vectors"``)."""
+        """The columns as ``run.json`` lists them (``"columns"``, ``"vectors"`` and ``"intervals"``)."""
+        # the interval kinds apart from "columns": they shape the table, not the model (run.MODEL_KEYS)
         return {"columns": [{"name": c.name, "unit": c.unit, "meta": c.meta} for c in self.info],
-                "vectors": self.vectors}
+                "vectors": self.vectors,
+                "intervals": {c.name: c.interval for c in self.info if c.interval is not None}}
 
     def __len__(self) -> int:
         return len(self.names)
@@ -232,7 +242,9 @@ class ResultStore:
         """The results table (docs/design.md): one row per galaxy, in dataset order.
 
         A vector parameter (K values per galaxy) is one column ``<profile>_<slot>``
-        of shape (N, K), its errors ``<profile>_<slot>_err`` likewise.
+        of shape (N, K), its errors ``<profile>_<slot>_err`` likewise. With
+        errors, a column that has an interval kind gets its 68.3 % interval
+        ``<name>_lo``, ``<name>_hi`` (:mod:`galmoss.fitting.intervals`).
 
         ``chi2`` holds the minimised objective only for the chi2 likelihood; for
         the others it is called ``deviance`` (-2 ln L up to a constant).
@@ -251,8 +263,11 @@ class ResultStore:
                 table[name].unit = col.unit
             if errors:
                 table[f"{name}_err"] = self.errors[take][:, cols]
-                if col.unit:
-                    table[f"{name}_err"].unit = col.unit
+                if col.interval is not None and col.group is None:
+                    add_interval(table, name, col.interval)
+                for suffix in UNCERTAINTY_SUFFIXES if col.unit else ():
+                    if f"{name}{suffix}" in table.colnames:
+                        table[f"{name}{suffix}"].unit = col.unit
         loss_name = "chi2" if likelihood == "chi2" else "deviance"
         loss, dof = self.loss[take], self.dof[take]
         table[loss_name] = loss
@@ -276,6 +291,13 @@ class ResultStore:
         table.meta["method"] = method
         table.meta["likeliho"] = likelihood
         return table
+
+
+def add_interval(table: Table, name: str, kind: str) -> None:
+    """Add ``<name>_lo`` and ``<name>_hi``, the 68.3 % interval of ``kind``, right after ``<name>_err``."""
+    lo, hi = interval(kind, table[name], table[f"{name}_err"])
+    at = table.colnames.index(f"{name}_err") + 1
+    table.add_columns([lo, hi], indexes=[at, at], names=[f"{name}_lo", f"{name}_hi"])
 
 
 def _strings(items: list[str], take) -> np.ndarray:

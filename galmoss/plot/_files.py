@@ -18,6 +18,7 @@ import numpy as np
 from astropy.table import Row, Table
 
 from ..errors import DataError, DataFileNotFoundError
+from ..io.results import is_uncertainty_column
 
 logger = logging.getLogger("galmoss")
 
@@ -282,7 +283,7 @@ def parameter_columns(table: Table) -> list[str]:
     per_band = {f"{k}_{b}" for b in bands[0] for k in ("chi2", "deviance", "dof")} if bands else set()
     out = []
     for name in table.colnames:
-        if name in META_COLUMNS or name in per_band or name.endswith("_err"):
+        if name in META_COLUMNS or name in per_band or is_uncertainty_column(name, table.colnames):
             continue
         kind = np.asarray(table[name]).dtype.kind
         if kind in "fiu":

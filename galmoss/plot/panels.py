@@ -19,6 +19,7 @@ import numpy as np
 from astropy.table import Row, Table
 
 from ..errors import DataError, DataFileNotFoundError
+from ..io.results import is_uncertainty_column
 from . import _files
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -391,8 +392,9 @@ def plot_bands(row: Mapping[str, Any], images: Mapping[str, np.ndarray], *, out:
 def _parameter_names(row: Mapping[str, Any]) -> list[str]:
     """The fitted-parameter entries of a row (as :func:`_files.parameter_columns` for a table)."""
     out = []
+    names = set(row.keys())
     for name, value in row.items():
-        if name in _files.META_COLUMNS or name.endswith("_err"):
+        if name in _files.META_COLUMNS or is_uncertainty_column(name, names):
             continue
         if isinstance(value, (bool, np.bool_)) or np.asarray(value).dtype.kind not in "fiu":
             continue
