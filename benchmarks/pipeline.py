@@ -4,7 +4,7 @@
     python benchmarks/pipeline.py memory [--sizes 2000 20000 200000]
     python benchmarks/pipeline.py resume [--galaxies 48]
     python benchmarks/pipeline.py dask [--galaxies 48]
-    python benchmarks/pipeline.py host [--galaxies 20000] [--batches 512]   # galaxies/s with the fit a no-op
+    python benchmarks/pipeline.py host [--galaxies 20000] [--batches 512] [--prepare-workers 0 2]   # fit a no-op
 
 ``throughput`` uses only the public API, so the same script measures an older
 checkout (``PYTHONPATH=<old tree> python benchmarks/pipeline.py throughput``).
@@ -255,7 +255,7 @@ def starts_only(model, batch, settings):
     return out
 
 run.fit_batch_safely = starts_only
-source, out, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
+source, out, batch, workers = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 if source.endswith(".txt"):
     files = source[:-4]
     import glob
@@ -265,10 +265,12 @@ if source.endswith(".txt"):
 else:
     ds = gm.Dataset.from_image_set(source, result_path=out)
 ds.define_profiles(sersic=gm.lp.Sersic(), sky=gm.lp.Sky())
-f = gm.Fitting(ds, batch_size=batch, device="cpu", progress=False)
+f = gm.Fitting(ds, batch_size=batch, device="cpu", progress=False, prepare_workers=workers)
 t0, c0 = time.perf_counter(), time.process_time()
 res = f.fit()
 wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+children = resource.getrusage(resource.RUSAGE_CHILDREN)  # the worker processes, once they have ended
+cpu += children.ru_utime + children.ru_stime
 print(json.dumps(dict(n=len(res), wall=wall, cpu=cpu, fit_s=f.timing["fit_s"],
                       ok=int(np.isfinite(res["sersic_eff_r"]).sum()), rss=peak_rss_mb())))
 """
@@ -294,17 +296,17 @@ def host(args) -> None:
                     fits.PrimaryHDU(hdul["SIGMA"].section[i]).writeto(folder / f"sig{i:07d}.fits")
                 fits.PrimaryHDU(hdul["PSF"].data).writeto(folder / "psf.fits")
             sources.append(("one FITS file each", str(folder) + ".txt"))
-        for k, (label, source) in enumerate(sources):
-            for b in args.batches:
-                for rep in range(args.repeat):
-                    result = str(Path(tmp) / f"out-{k}-{b}-{rep}")  # a result folder per run: none resumes another
-                    out = subprocess.run([sys.executable, "-c", PEAK_RSS + HOST_CHILD, source, result, str(b)],
-                                         stdout=subprocess.PIPE, text=True, check=True).stdout.splitlines()[-1]
-                    got = json.loads(out)
-                    rows.append((label, b, got))
-                    print(f"{label:>20} B={b:5d} galaxies={got['n']:7d} wall={got['wall']:7.2f} s "
-                          f"galaxies/s={got['n'] / got['wall']:8.0f} CPU-s/galaxy={got['cpu'] / got['n'] * 1e3:6.3f} ms "
-                          f"started={got['ok']} peak RSS={got['rss']:.0f} MB", flush=True)
+        runs = [(k, label, source, b, workers, rep) for k, (label, source) in enumerate(sources)
+                for b in args.batches for workers in args.prepare_workers for rep in range(args.repeat)]
+        for k, label, source, b, workers, rep in runs:
+            result = str(Path(tmp) / f"out-{k}-{b}-{workers}-{rep}")  # a folder per run: none resumes another
+            out = subprocess.run([sys.executable, "-c", PEAK_RSS + HOST_CHILD, source, result, str(b), str(workers)],
+                                 stdout=subprocess.PIPE, text=True, check=True).stdout.splitlines()[-1]
+            got = json.loads(out)
+            rows.append((label, b, got))
+            print(f"{label:>20} B={b:5d} prepare_workers={workers} galaxies={got['n']:7d} wall={got['wall']:7.2f} s "
+                  f"galaxies/s={got['n'] / got['wall']:8.0f} CPU-s/galaxy={got['cpu'] / got['n'] * 1e3:6.3f} ms "
+                  f"started={got['ok']} peak RSS={got['rss']:.0f} MB", flush=True)
 
 
 def main() -> None:
@@ -315,6 +317,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 20000, 200000])
     parser.add_argument("--batches", type=int, nargs="+", default=None)
     parser.add_argument("--files", type=int, default=0, help="host: also as one FITS file per galaxy (this many)")
+    parser.add_argument("--prepare-workers", type=int, nargs="+", default=[0],
+                        help="host: Fitting(prepare_workers=...) values to run (0: threads)")
     args = parser.parse_args()
     if args.batches is None:
         args.batches = [512] if args.what == "host" else [16, 64]

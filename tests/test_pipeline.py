@@ -446,3 +446,34 @@ def test_batches_prepared_ahead_carry_the_starts_the_fit_would_measure(tmp_path)
 
     with pytest.raises(RuntimeError, match="cannot prepare"):
         list(BatchStream(ds, np.arange(10), 4, prepare=broken))
+
+
+def test_worker_processes_prepare_the_batches_with_the_same_answers(tmp_path):
+    # Fitting(prepare_workers=2): reading, checks, stacking and starts in two spawned processes. A galaxy's fit
+    # does not depend on who prepared its batch: the threads' table, the unreadable galaxy flagged in both,
+    # its row in place. (Workers batch within blocks of batch_size galaxies, so galaxy 8 shares no batch
+    # with 5-7 there: float32 round-off of another batch, 1e-10 here; 1e-6 allowed.)
+    images, sigmas, mags = _mocks(9, seed=6)
+    images[4] = np.nan  # no usable pixel: flagged, never fitted
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(images, name="IMAGE"), fits.ImageHDU(sigmas, name="SIGMA"),
+                  fits.ImageHDU(PSF, name="PSF")]).writeto(tmp_path / "set.fits")
+    tables = []
+    for workers in (0, 2):
+        ds = gm.Dataset.from_image_set(tmp_path / "set.fits", result_path=tmp_path / f"w{workers}")
+        ds.define_profiles(sersic=gm.lp.Sersic(mag=gm.p(M0=22.5)))
+        tables.append(gm.Fitting(ds, batch_size=4, device="cpu", progress=False, prepare_workers=workers).fit())
+    threads, workers = tables
+    assert list(workers["galaxy_index"]) == list(threads["galaxy_index"])
+    for col in [c for c in threads.colnames if c.startswith("sersic_")] + ["chi2"]:
+        np.testing.assert_allclose(workers[col], threads[col], rtol=1e-6, err_msg=col)
+    np.testing.assert_array_equal(workers["flag"], threads["flag"])
+    assert workers["flag"][4] & int(Flag.fully_masked) and np.isnan(workers["sersic_mag"][4])
+    fitted = np.flatnonzero(workers["flag"] == 0)
+    assert fitted.size >= 7 and np.all(np.abs(workers["sersic_mag"][fitted] - mags[fitted]) < 0.05)
+
+    from galmoss.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="prepare_workers must be an integer >= 0"):
+        gm.Fitting(ds, prepare_workers=-1)
+    with pytest.raises(ConfigError, match="dask client"):
+        gm.Fitting(ds, prepare_workers=2, client=object())

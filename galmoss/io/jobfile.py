@@ -113,6 +113,8 @@ KEYS: tuple[Key, ...] = (
     Key("fit", "priors", "", 'a preset of priors by name ("sourcextractor"; docs/priors.md); left out: none',
         '"sourcextractor"'),
     Key("fit", "read_workers", "2", "threads reading cutouts ahead of the fit"),
+    Key("fit", "prepare_workers", "0", "processes reading, checking and starting batches ahead of the fit (0: "
+        "threads of the fitting process)", "4"),
     Key("fit", "pad_shapes", "true", "pad cutouts of different sizes into one batch shape (false: batch by shape)"),
     Key("fit", "jacobian_chunk", "", "galaxies per forward-mode Jacobian pass (bounds memory); left out: 32 on a "
         "CPU, 512 on a GPU", "32"),

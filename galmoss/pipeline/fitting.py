@@ -119,6 +119,14 @@ class Fitting:
         tasks (results equal a local run's).
     read_workers
         Threads reading files ahead of the fit.
+    prepare_workers
+        Processes that read the galaxies, check them, stack the batches and
+        measure their image-based starts ahead of the fit (0: this process's
+        threads do it). The host work then scales with the cores: a GPU fits
+        faster than one core prepares (docs/benchmarks.md). Workers are started
+        by ``spawn``, so a script using them keeps its fitting code under ``if
+        __name__ == "__main__":``. Not with ``client`` (dask's tasks read their
+        own galaxies).
     pad_shapes
         Pad cutouts of similar sizes into full batches when sizes are mixed.
     priors
@@ -155,6 +163,7 @@ class Fitting:
         pad_shapes: bool = True,
         threads: int | None = 1,
         priors: str | None = None,
+        prepare_workers: int = 0,
     ) -> None:
         from ..fitting.likelihoods import get_likelihood
 
@@ -167,8 +176,14 @@ class Fitting:
             batch_size=batch_size, iteration=iteration, method=method, likelihood=likelihood, device=device,
             dtype=dtype, render_settings=render_settings, lm_settings=lm_settings, adam_settings=adam_settings,
             jacobian_chunk=jacobian_chunk, progress=progress, restarts=restarts, read_workers=read_workers,
-            pad_shapes=pad_shapes, threads=threads, priors=priors,
+            prepare_workers=prepare_workers, pad_shapes=pad_shapes, threads=threads, priors=priors,
         )
+        if options.prepare_workers and client is not None:
+            raise ConfigError(f"Fitting: prepare_workers={options.prepare_workers} with a dask client: dask's tasks "
+                              "read and prepare their own galaxies; leave prepare_workers at 0")
+        if options.prepare_workers and isinstance(dataset, MultiBandDataset):
+            raise ConfigError(f"Fitting: prepare_workers={options.prepare_workers} with a multi-band dataset: its "
+                              "bands are read together in this process; leave prepare_workers at 0")
         self.dataset = dataset
         self.batch_size = options.batch_size
         self.iteration = options.iteration
@@ -184,6 +199,7 @@ class Fitting:
         self.restarts = options.restarts
         self.client = client
         self.read_workers = options.read_workers
+        self.prepare_workers = options.prepare_workers
         self.pad_shapes = options.pad_shapes
         self.threads = options.threads
         self.priors = options.priors
@@ -430,7 +446,7 @@ class Fitting:
 
         batches = iterate_results(self.dataset, model, settings, todo, self.batch_size,
                                   read_workers=self.read_workers, pad=self.pad_shapes,
-                                  client=self.client, threads=self.threads)
+                                  client=self.client, threads=self.threads, prepare_workers=self.prepare_workers)
         try:
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="galmoss-write") as writer:
                 try:

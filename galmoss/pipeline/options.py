@@ -109,6 +109,7 @@ class RunOptions:
     progress: bool | None = None
     restarts: bool = True
     read_workers: int = 2
+    prepare_workers: int = 0
     pad_shapes: bool = True
     threads: int | None = 1
     priors: str | None = None
@@ -151,6 +152,7 @@ class RunOptions:
             else (32 if self.device.type == "cpu" else 512))
         put("restarts", bool(self.restarts))
         put("read_workers", _count("read_workers", self.read_workers))
+        put("prepare_workers", _count("prepare_workers", self.prepare_workers, minimum=0))
         put("pad_shapes", bool(self.pad_shapes))
         put("threads", _count("threads", self.threads) if self.threads is not None else None)
         from ..params.priors import PRESETS
@@ -167,7 +169,8 @@ class RunOptions:
         return [f.name for f in dataclasses.fields(cls)]
 
     #: options that change a galaxy's fitted values (a resume with others would mix two fits in one table);
-    #: the rest (batch_size, threads, device, read_workers, jacobian_chunk, pad_shapes, progress) only change
+    #: the rest (batch_size, threads, device, read_workers, prepare_workers, jacobian_chunk, pad_shapes, progress)
+    #: only change
     #: how fast the same fit runs
     ANSWER_OPTIONS = ("iteration", "method", "likelihood", "dtype", "render_settings", "lm_settings",
                       "adam_settings", "restarts", "priors")

@@ -101,6 +101,7 @@ def iterate_results(
     client=None,
     chunk_size: int | None = None,
     threads: int | None = None,
+    prepare_workers: int = 0,
 ) -> Iterator[tuple[Batch | None, BatchResult]]:
     """Fitted batches (and their inputs) of ``positions``, locally or on a dask cluster.
 
@@ -109,7 +110,8 @@ def iterate_results(
     """
     if client is None:
         stream = BatchStream(dataset, positions, batch_size, read_workers=read_workers, pad=pad,
-                             likelihood=settings.likelihood, prepare=_preparation(model))
+                             likelihood=settings.likelihood, prepare=_preparation(model),
+                             prepare_workers=prepare_workers)
         yield from _results_of(stream, model, settings, check_first=True)
         return
     from dask.distributed import as_completed

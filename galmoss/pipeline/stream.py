@@ -12,15 +12,25 @@ are cut back to each galaxy's own shape.
 
 Galaxies that cannot be fitted (unreadable files, fully masked, no source, ...)
 pass through as :class:`Unfitted` records so their rows are written too.
+
+With ``prepare_workers`` > 0 the host work (reading, checks, stacking and the
+``prepare`` step, the image-based starts) runs in that many worker processes
+instead of this process's threads, each on a block of ``batch_size`` galaxies at
+a time, so that it scales with the cores a machine has (threads share one
+interpreter's lock). Blocks come back in order, at most two per worker ahead of
+the consumer; galaxies are grouped into batches within a block, so with mixed
+cutout sizes a block can end in a part-filled batch (a galaxy's fit does not
+depend on its batch).
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,6 +92,11 @@ class BatchStream:
         before.
     prefetch
         Batches prepared ahead (with ``prepare``).
+    prepare_workers
+        Worker processes that read, stack and prepare the batches (0: this
+        process's threads). Workers are started by ``spawn``: a script that
+        fits with them keeps its fitting code under ``if __name__ ==
+        "__main__":`` (Python's rule for processes it starts).
     """
 
     def __init__(
@@ -96,6 +111,7 @@ class BatchStream:
         likelihood: str = "chi2",
         prepare: Callable[[Batch], Batch] | None = None,
         prefetch: int = 2,
+        prepare_workers: int = 0,
     ) -> None:
         self.dataset = dataset
         self.positions = np.asarray(positions, dtype=np.int64)
@@ -107,6 +123,7 @@ class BatchStream:
         self.max_waiting = 4 * self.batch_size
         self.prepare = prepare
         self.prefetch = max(1, int(prefetch))
+        self.prepare_workers = max(0, int(prepare_workers))
 
     def galaxies(self) -> Iterator[GalaxyData]:
         """Galaxies in order, each read by a background thread ahead of its use."""
@@ -128,9 +145,31 @@ class BatchStream:
             self.dataset.close()
 
     def __iter__(self) -> Iterator[Batch | Unfitted]:
+        if self.prepare_workers:
+            return self._from_workers()
         if self.prepare is None:
             return self._batches()
         return _ahead(self._batches(), self.prepare, self.prefetch)
+
+    def _from_workers(self) -> Iterator[Batch | Unfitted]:
+        """The batches of blocks of ``batch_size`` galaxies, each read and prepared in a worker process."""
+        blocks = (self.positions[i : i + self.batch_size] for i in range(0, len(self.positions), self.batch_size))
+        options = dict(batch_size=self.batch_size, read_workers=1, pad=self.pad, likelihood=self.likelihood)
+        context = multiprocessing.get_context("spawn")  # fork would copy this process's threads' locks
+        pending: deque = deque()
+        try:
+            with ProcessPoolExecutor(self.prepare_workers, mp_context=context, initializer=_start_worker,
+                                     initargs=(self.dataset, options, self.prepare)) as pool:
+                for block in blocks:
+                    pending.append(pool.submit(_prepare_block, block))
+                    if len(pending) >= 2 * self.prepare_workers:
+                        yield from pending.popleft().result()
+                while pending:
+                    yield from pending.popleft().result()
+        finally:
+            for future in pending:  # a consumer that stops early: what is queued is not started
+                future.cancel()
+            self.dataset.close()
 
     def _batches(self) -> Iterator[Batch | Unfitted]:
         groups: dict[tuple, list[GalaxyData]] = {}
@@ -233,6 +272,24 @@ def _ahead(items: Iterator, prepare: Callable[[Batch], Batch], depth: int) -> It
         # it stops after the item in hand; a read that hangs (a stalled network disk) must not hold
         # an interrupted run: the thread is a daemon and ends with the process
         worker.join(timeout=10.0)
+
+
+#: a worker process's dataset, stream options and preparation (set once, by :func:`_start_worker`)
+_WORKER: dict = {}
+
+
+def _start_worker(dataset: Dataset, options: dict, prepare: Callable[[Batch], Batch] | None) -> None:
+    import torch
+
+    torch.set_num_threads(1)  # one core per worker: the workers are the parallelism
+    _WORKER.update(dataset=dataset, options=options, prepare=prepare)
+
+
+def _prepare_block(positions: np.ndarray) -> list[Batch | Unfitted]:
+    """The batches of one block of galaxies, read and prepared in a worker process."""
+    stream = BatchStream(_WORKER["dataset"], positions, **_WORKER["options"])
+    prepare = _WORKER["prepare"]
+    return [prepare(item) if prepare is not None and isinstance(item, Batch) else item for item in stream._batches()]
 
 
 def _mask_negative(gal: GalaxyData) -> None:
