@@ -202,6 +202,36 @@ def score(err: np.ndarray, mag: np.ndarray):
     return arr, float(np.nanmean(np.abs(arr[:, 0]) + arr[:, 1] + arr[:, 2]) / 3)
 
 
+def _entries(results):
+    """((parameter, priors), (error, pull, inside)) for every parameter, priors off then on."""
+    for name in results[None][1]:
+        for priors in (None, "sourcextractor"):
+            yield (name, priors), results[priors][1][name]
+
+
+def _within_one_sigma(pull: np.ndarray) -> np.ndarray | None:
+    """1 where |pull| <= 1, 0 beyond, NaN without an error bar; None where no fit has one."""
+    if not np.isfinite(pull).any():
+        return None
+    return np.where(np.isfinite(pull), np.abs(pull) <= 1, np.nan)
+
+
+def _coverage_table(covered: dict, mag: np.ndarray, bins: list[str]) -> None:
+    """Per I_E bin, the fraction of 1s among each row's 1 / 0 / NaN (NaN: no error bar; their count shown)."""
+    print("| parameter | priors | " + " | ".join(f"I_E {b}" for b in bins) + " |")
+    print("|---|---|" + "---|" * len(bins))
+    for (name, priors), inside in covered.items():
+        if inside is None:
+            continue
+        cells = []
+        for lo, hi in zip(BINS[:-1], BINS[1:]):
+            c = inside[(mag >= lo) & (mag < hi)]
+            total = c.size
+            c = c[np.isfinite(c)]
+            cells.append((f"{np.mean(c):.2f}" + (f" ({c.size}/{total})" if c.size < total else "")) if c.size else "-")
+        print(f"| {name} | {'on' if priors else 'off'} | " + " | ".join(cells) + " |")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--population", choices=("sersic", "sersic_prior", "bd", "bd_free", "bd_prior"), default="sersic")
@@ -253,38 +283,10 @@ def main(argv=None) -> int:
             cells = [f"{b:+.3f} / {d:.3f} / {f:.2f}" for b, d, f in arr]
             print(f"| {name} | {'on' if priors else 'off'} | " + " | ".join(cells) + f" | {glob:.3f} |")
     print("\ncells: bias / dispersion / outlier fraction (|error| > 0.5)\n")
-    print("| parameter | priors | " + " | ".join(f"I_E {b}" for b in bins) + " |")
-    print("|---|---|" + "---|" * len(bins))
-    for name in results[None][1]:
-        for priors in (None, "sourcextractor"):
-            pull = results[priors][1][name][1]
-            if not np.isfinite(pull).any():
-                continue
-            cells = []
-            for lo, hi in zip(BINS[:-1], BINS[1:]):
-                p = pull[(mag >= lo) & (mag < hi)]
-                total = p.size
-                p = p[np.isfinite(p)]
-                # a fit at a bound of its range has no error bar (NaN): the count of those that have one
-                cells.append((f"{np.mean(np.abs(p) <= 1):.2f}" + (f" ({p.size}/{total})" if p.size < total else ""))
-                             if p.size else "-")
-            print(f"| {name} | {'on' if priors else 'off'} | " + " | ".join(cells) + " |")
+    _coverage_table({key: _within_one_sigma(entry[1]) for key, entry in _entries(results)}, mag, bins)
     print("\ncells: fraction of truths within +-1 reported sigma (of the fits with an error bar: (with / all) where "
           "some have none)\n")
-    print("| parameter | priors | " + " | ".join(f"I_E {b}" for b in bins) + " |")
-    print("|---|---|" + "---|" * len(bins))
-    for name in results[None][1]:
-        for priors in (None, "sourcextractor"):
-            covered = results[priors][1][name][2]
-            if covered is None:
-                continue
-            cells = []
-            for lo, hi in zip(BINS[:-1], BINS[1:]):
-                c = covered[(mag >= lo) & (mag < hi)]
-                total = c.size
-                c = c[np.isfinite(c)]
-                cells.append((f"{np.mean(c):.2f}" + (f" ({c.size}/{total})" if c.size < total else "")) if c.size else "-")
-            print(f"| {name} | {'on' if priors else 'off'} | " + " | ".join(cells) + " |")
+    _coverage_table({key: entry[2] for key, entry in _entries(results)}, mag, bins)
     print("\ncells: fraction of truths inside the results' 68.3 % interval (<column>_lo, <column>_hi)\n")
     print("| priors | " + " | ".join(f"I_E {b}" for b in bins) + " |")
     print("|---|" + "---|" * len(bins))
