@@ -1,40 +1,33 @@
 r"""68.3 % intervals of reported values, from each value and its error.
 
 A symmetric ``value +- err`` is the delta method's statement about the fitting
-space mapped linearly to the reported units. Where the mapping is not linear it
-misplaces the interval, and where the likelihood has a wall or a fold it
-misstates it. Two cases are handled here, each from the reported value and its
-``_err`` alone:
+space mapped linearly to the reported units. Where the likelihood has a fold it
+misstates the interval: the axis ratio is the case that matters, and the results
+give it a 68.3 % interval (``<column>_lo``, ``<column>_hi``) beside its error.
 
-* **Positive values fitted on a log scale** (sizes, axis ratios' far side,
-  Sersic indices, any ``gm.p(..., log=True)``): the interval is the fitting
-  space's :math:`\ln v \pm \sigma_{\ln v}` mapped back, ``[v e^{-s}, v e^{s}]``
-  with :math:`s = \mathrm{err} / v` (the delta method's own
-  :math:`\sigma_{\ln v}`). A faint galaxy's n of 1.0 +- 0.8 reads [0.45, 2.2], not
-  [0.2, 1.8].
-* **Axis ratios**: the shape of an ellipse is a two-component quantity, the
-  ellipticity :math:`\eta = -\ln q` along the position angle. Noise in its two
-  components makes a round galaxy look elongated (the fitted modulus of a
-  vector measured with noise :math:`\sigma` follows a Rice distribution, whose
-  mean exceeds the truth by up to :math:`1.25\sigma`), so that ``q +- err`` of a
-  faint round galaxy does not reach q = 1 when it should. The interval of
-  :math:`\eta` is the Feldman & Cousins (1998) unified 68.3 % interval of a
-  Rice-distributed modulus in units of its noise, :math:`\sigma_\eta =
-  \mathrm{err}_q / q` (the fitted ``ln q``'s own error), mapped to q. Where the
-  measured :math:`\eta` is within about 1.5 sigma of round the interval reaches
-  q = 1; at high S/N it is the log-scale interval above. It covers the truth
-  68.3 % of the time for any true shape when the two ellipticity components'
-  errors are Gaussian with one width (the test suite checks this by sampling).
+The shape of an ellipse is a two-component quantity, the ellipticity
+:math:`\eta = -\ln q` along the position angle. Noise in its two components makes
+a round galaxy look elongated (the fitted modulus of a vector measured with noise
+:math:`\sigma` follows a Rice distribution, whose mean exceeds the truth by up to
+:math:`1.25\sigma`), so that ``q +- err`` of a faint round galaxy does not reach
+q = 1 when it should. The interval of :math:`\eta` is the Feldman & Cousins
+(1998) unified 68.3 % interval of a Rice-distributed modulus in units of its
+noise, :math:`\sigma_\eta = \mathrm{err}_q / q` (the fitted ``ln q``'s own error),
+mapped to q. Where the measured :math:`\eta` is within about 1.5 sigma of round
+the interval reaches q = 1; at high S/N it is :math:`\ln q \pm \sigma_\eta`. It
+covers the truth 68.3 % of the time for any true shape when the two ellipticity
+components' errors are Gaussian with one width (the test suite checks this by
+sampling).
+
+Where a prior enters the axis ratio's posterior the interval is
+:math:`\ln q \pm \sigma_{\ln q}` mapped back, ``[q e^{-s}, q e^{s}]`` with
+``s = err / q`` (:func:`log_interval`): the unified construction is a
+likelihood's, and the posterior's Gaussian approximation lives in the fitting
+space. Which columns get an interval, and of which kind, is decided here once
+(:func:`interval_kind`).
 
 A value with error 0 (held fixed) has the interval [v, v]; one without a finite
 error has none (NaN), as its error has none.
-
-Which columns of a results table get an interval (``<column>_lo``,
-``<column>_hi``) is decided once, by :func:`interval_kind`: every axis ratio,
-with the unified interval where the data alone measure it and the log-scale
-one where a prior enters its posterior (the unified construction is a
-likelihood's; the posterior's Gaussian approximation lives in the fitting space,
-``ln q``).
 """
 
 from __future__ import annotations
@@ -114,7 +107,8 @@ def rice_interval(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     Both in units of the noise of each of the vector's two components (the
     measured modulus follows a Rice distribution of parameter ``t``). Exact on a
-    grid of 0.01 up to ``t = 25``, normal beyond (where the two agree to < 0.01).
+    grid of 0.02 in ``t`` (0.01 in ``x``) up to ``t = 25``, normal beyond (where
+    the two agree to < 0.01).
     """
     x = np.asarray(x, dtype=np.float64)
     t, x_lo, x_hi = _acceptance()
