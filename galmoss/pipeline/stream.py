@@ -31,6 +31,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 import numpy as np
@@ -153,6 +154,10 @@ class BatchStream:
 
     def _from_workers(self) -> Iterator[Batch | Unfitted]:
         """The batches of blocks of ``batch_size`` galaxies, each read and prepared in a worker process."""
+        if getattr(multiprocessing.current_process(), "_inheriting", False):
+            # a spawned worker still starting, re-running the script that started it (the flag is the one
+            # Python's own check reads): said plainly, in the worker
+            raise RuntimeError(_UNGUARDED)
         blocks = (self.positions[i : i + self.batch_size] for i in range(0, len(self.positions), self.batch_size))
         options = dict(batch_size=self.batch_size, read_workers=1, pad=self.pad, likelihood=self.likelihood)
         context = multiprocessing.get_context("spawn")  # fork would copy this process's threads' locks
@@ -163,9 +168,9 @@ class BatchStream:
                 for block in blocks:
                     pending.append(pool.submit(_prepare_block, block))
                     if len(pending) >= 2 * self.prepare_workers:
-                        yield from pending.popleft().result()
+                        yield from _block_result(pending.popleft())
                 while pending:
-                    yield from pending.popleft().result()
+                    yield from _block_result(pending.popleft())
         finally:
             for future in pending:  # a consumer that stops early: what is queued is not started
                 future.cancel()
@@ -272,6 +277,21 @@ def _ahead(items: Iterator, prepare: Callable[[Batch], Batch], depth: int) -> It
         # it stops after the item in hand; a read that hangs (a stalled network disk) must not hold
         # an interrupted run: the thread is a daemon and ends with the process
         worker.join(timeout=10.0)
+
+
+_UNGUARDED = ("prepare_workers: a worker process is re-running the script that started it; keep the script's "
+              "fitting code under 'if __name__ == \"__main__\":' (Python's rule for the processes it spawns)")
+
+
+def _block_result(future) -> list[Batch | Unfitted]:
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        raise RuntimeError(
+            "prepare_workers: a worker process ended abruptly: killed for memory (fewer prepare_workers or a "
+            "smaller batch_size), or a script whose fitting code is not under 'if __name__ == \"__main__\":' "
+            "(spawned workers re-run it)"
+        ) from None
 
 
 #: a worker process's dataset, stream options and preparation (set once, by :func:`_start_worker`)
