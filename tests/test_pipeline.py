@@ -481,16 +481,18 @@ def test_worker_processes_prepare_the_batches_with_the_same_answers(tmp_path):
 
 def test_a_script_without_a_main_guard_is_told_how_to_use_worker_processes(tmp_path):
     # spawned workers re-run the script that started them; without `if __name__ == "__main__":` each would
-    # start a fit of its own: the run stops with one line saying why, from the workers and the parent
+    # start a fit of its own: the run stops with one line saying why, from the workers and the parent. The
+    # dataset (370 KB pickled) is larger than a pipe's buffer: a worker that dies while starting must not
+    # leave the parent writing its start arguments forever.
     script = tmp_path / "unguarded.py"
     script.write_text(textwrap.dedent("""
         import numpy as np, galmoss as gm
-        images = np.random.default_rng(0).normal(1.0, 0.05, (4, 24, 24)).astype(np.float32)
+        images = np.random.default_rng(0).normal(1.0, 0.05, (40, 48, 48)).astype(np.float32)
         ds = gm.Dataset.from_arrays(images, np.full_like(images, 0.05))
         ds.define_profiles(sersic=gm.lp.Sersic())
         gm.Fitting(ds, batch_size=2, device="cpu", progress=False, prepare_workers=1).fit()
     """))
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=180,
                           cwd=tmp_path)
     assert done.returncode != 0
     assert "keep the script's fitting code under 'if __name__ == \"__main__\":'" in done.stderr

@@ -26,6 +26,7 @@ depend on its batch).
 from __future__ import annotations
 
 import multiprocessing
+import pickle
 import queue
 import threading
 from collections import deque
@@ -33,6 +34,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from multiprocessing import resource_tracker, shared_memory
 
 import numpy as np
 
@@ -161,10 +163,18 @@ class BatchStream:
         blocks = (self.positions[i : i + self.batch_size] for i in range(0, len(self.positions), self.batch_size))
         options = dict(batch_size=self.batch_size, read_workers=1, pad=self.pad, likelihood=self.likelihood)
         context = multiprocessing.get_context("spawn")  # fork would copy this process's threads' locks
+        # The dataset reaches the workers through shared memory, not with their start: Python writes a
+        # worker's start arguments into a pipe whose reading end it holds itself, so a worker that dies
+        # while starting (killed for memory, a script without a main guard) would leave that write, and
+        # the run, hanging once they pass the pipe's 64 KB.
+        dataset = pickle.dumps(self.dataset, protocol=pickle.HIGHEST_PROTOCOL)
+        shared = shared_memory.SharedMemory(create=True, size=max(1, len(dataset)))
+        shared.buf[: len(dataset)] = dataset
+        del dataset
         pending: deque = deque()
         try:
             with ProcessPoolExecutor(self.prepare_workers, mp_context=context, initializer=_start_worker,
-                                     initargs=(self.dataset, options, self.prepare)) as pool:
+                                     initargs=(shared.name, shared.size, options, self.prepare)) as pool:
                 for block in blocks:
                     pending.append(pool.submit(_prepare_block, block))
                     if len(pending) >= 2 * self.prepare_workers:
@@ -174,6 +184,8 @@ class BatchStream:
         finally:
             for future in pending:  # a consumer that stops early: what is queued is not started
                 future.cancel()
+            shared.close()
+            shared.unlink()
             self.dataset.close()
 
     def _batches(self) -> Iterator[Batch | Unfitted]:
@@ -298,10 +310,17 @@ def _block_result(future) -> list[Batch | Unfitted]:
 _WORKER: dict = {}
 
 
-def _start_worker(dataset: Dataset, options: dict, prepare: Callable[[Batch], Batch] | None) -> None:
+def _start_worker(name: str, size: int, options: dict, prepare: Callable[[Batch], Batch] | None) -> None:
     import torch
 
     torch.set_num_threads(1)  # one core per worker: the workers are the parallelism
+    shared = shared_memory.SharedMemory(name=name)
+    try:
+        dataset = pickle.loads(shared.buf[:size])
+    finally:
+        shared.close()
+        # the block is the parent's to remove: a worker's exit must not (Python < 3.13 registers every attach)
+        resource_tracker.unregister(shared._name, "shared_memory")
     _WORKER.update(dataset=dataset, options=options, prepare=prepare)
 
 
