@@ -51,6 +51,10 @@ def test_axis_ratio_interval_in_q():
     assert lo[0] == hi[0] == 0.7 and np.isnan(lo[1]) and np.isnan(hi[1])
     lo, hi = log_interval(np.array([2.0]), np.array([0.2]))
     np.testing.assert_allclose([lo[0], hi[0]], [2 * math.exp(-0.1), 2 * math.exp(0.1)])
+    # with a prior: ln q +- err / q, its upper end held at b/a = 1
+    lo, hi = interval("axis_ratio_prior", [0.95, 0.5], [0.1, 0.05])
+    np.testing.assert_allclose(lo, [0.95 * math.exp(-0.1 / 0.95), 0.5 * math.exp(-0.1)])
+    np.testing.assert_allclose(hi, [1.0, 0.5 * math.exp(0.1)])
 
 
 def test_results_carry_the_axis_ratio_intervals_through_files_collate_and_init(tmp_path):
@@ -79,7 +83,7 @@ def test_results_carry_the_axis_ratio_intervals_through_files_collate_and_init(t
         if prior is None:
             np.testing.assert_array_equal([lo, hi], axis_ratio_interval(q, err))
         else:
-            np.testing.assert_allclose([lo, hi], [q * np.exp(-err / q), q * np.exp(err / q)])
+            np.testing.assert_allclose([lo, hi], [q * np.exp(-err / q), np.minimum(q * np.exp(err / q), 1.0)])
         assert "sersic_eff_r_lo" not in res.colnames  # other columns: the error alone
         assert str(res["sersic_axis_r_lo"].unit) == str(res["sersic_axis_r"].unit)
         back = Table.read(folder / "results.fits")

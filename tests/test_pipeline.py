@@ -497,3 +497,18 @@ def test_a_script_without_a_main_guard_is_told_how_to_use_worker_processes(tmp_p
     assert done.returncode != 0
     assert "keep the script's fitting code under 'if __name__ == \"__main__\":'" in done.stderr
     assert "prepare_workers: a worker process ended abruptly" in done.stderr
+
+
+def test_worker_processes_fall_back_to_threads_where_shared_memory_cannot_hold_the_dataset(monkeypatch, caplog):
+    # a small or read-only /dev/shm (a container's 64 MB, say): said in the log, and the same batches from threads
+    from galmoss.fitting.measure import with_estimates
+    from galmoss.pipeline import stream
+
+    images, sigmas, _ = _mocks(12, seed=4)  # 75 KB pickled: more than goes with a worker's start
+    ds = gm.Dataset.from_arrays(images, sigmas, PSF)
+    monkeypatch.setattr(stream, "_shared_copy", lambda data: None)
+    with caplog.at_level("WARNING", logger="galmoss"):
+        batches = list(stream.BatchStream(ds, np.arange(12), 5, prepare=with_estimates, prepare_workers=2))
+    assert "prepared in this process's threads" in caplog.text
+    assert [list(b.positions) for b in batches] == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [10, 11]]
+    assert all(b.estimates is not None for b in batches)

@@ -20,10 +20,17 @@ components' errors are Gaussian with one width (the test suite checks this by
 sampling).
 
 Where a prior enters the axis ratio's posterior the interval is
-:math:`\ln q \pm \sigma_{\ln q}` mapped back, ``[q e^{-s}, q e^{s}]`` with
-``s = err / q`` (:func:`log_interval`): the unified construction is a
+:math:`\ln q \pm \sigma_{\ln q}` mapped back, ``[q e^{-s}, min(q e^{s}, 1)]``
+with ``s = err / q`` (:func:`log_interval`): the unified construction is a
 likelihood's, and the posterior's Gaussian approximation lives in the fitting
-space. Which columns get an interval, and of which kind, is decided here once
+space.
+
+Like every unified interval, the interval of a shape measured rounder than noise
+usually makes it (eta below half its error: one fit in eight of a round galaxy)
+is narrower than the error: ``[0.94, 1]`` for q = 1.0 +- 0.3. Over repeated
+measurements such intervals still cover the truth 68.3 % of the time, but a
+single one understates the elongation the data allow; ``_err`` beside it says how
+noisy the shape is. Which columns get an interval, and of which kind, is decided here once
 (:func:`interval_kind`).
 
 A value with error 0 (held fixed) has the interval [v, v]; one without a finite
@@ -40,8 +47,9 @@ from scipy.special import i0e, i1e
 
 from ..params import Role
 
-#: the interval kinds a results column can have: the unified interval of an axis ratio, a log-scale one
-KINDS = ("axis_ratio", "log")
+#: the interval kinds a results column can have: an axis ratio's unified interval (the likelihood's), and its
+#: ln q +- sigma (a posterior's, with a prior on it)
+KINDS = ("axis_ratio", "axis_ratio_prior")
 
 #: the probability content of the intervals: that of +-1 sigma of a normal distribution
 LEVEL = math.erf(1.0 / math.sqrt(2.0))
@@ -55,7 +63,7 @@ def interval_kind(column) -> str | None:
     """The kind of 68.3 % interval the results give for a model column (None: the error alone)."""
     if column.spec.role is not Role.AXIS_RATIO:
         return None
-    return "log" if getattr(column.parameter, "prior", None) is not None else "axis_ratio"
+    return "axis_ratio_prior" if getattr(column.parameter, "prior", None) is not None else "axis_ratio"
 
 
 def interval(kind: str, value, err) -> tuple[np.ndarray, np.ndarray]:
@@ -63,8 +71,9 @@ def interval(kind: str, value, err) -> tuple[np.ndarray, np.ndarray]:
     value, err = np.asarray(value, dtype=np.float64), np.asarray(err, dtype=np.float64)
     if kind == "axis_ratio":
         lo, hi = axis_ratio_interval(value, err)
-    elif kind == "log":
+    elif kind == "axis_ratio_prior":
         lo, hi = log_interval(value, err)
+        hi = np.minimum(hi, 1.0)  # a reported axis ratio is b/a <= 1
     else:
         raise ValueError(f"interval kind {kind!r}: one of {', '.join(KINDS)}")
     fixed = err == 0  # a value held fixed is its own interval

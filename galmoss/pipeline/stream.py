@@ -25,16 +25,20 @@ depend on its batch).
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
+import multiprocessing.connection
+import os
 import pickle
 import queue
+import signal
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from multiprocessing import resource_tracker, shared_memory
+from multiprocessing import shared_memory
 
 import numpy as np
 
@@ -44,6 +48,8 @@ from ..fitting.neighbours import signature
 from ..flags import Flag
 
 __all__ = ["BatchStream", "Unfitted", "bucket_size"]
+
+log = logging.getLogger("galmoss")
 
 
 @dataclass
@@ -160,33 +166,57 @@ class BatchStream:
             # a spawned worker still starting, re-running the script that started it (the flag is the one
             # Python's own check reads): said plainly, in the worker
             raise RuntimeError(_UNGUARDED)
+        pool, shared = self._start_workers()
+        if pool is None:
+            log.warning("prepare_workers: this machine's shared memory cannot hold the worker processes' start "
+                        "(a small or read-only /dev/shm); the batches are prepared in this process's threads")
+            yield from (self._batches() if self.prepare is None
+                        else _ahead(self._batches(), self.prepare, self.prefetch))
+            return
         blocks = (self.positions[i : i + self.batch_size] for i in range(0, len(self.positions), self.batch_size))
-        options = dict(batch_size=self.batch_size, read_workers=1, pad=self.pad, likelihood=self.likelihood)
-        context = multiprocessing.get_context("spawn")  # fork would copy this process's threads' locks
-        # The dataset reaches the workers through shared memory, not with their start: Python writes a
-        # worker's start arguments into a pipe whose reading end it holds itself, so a worker that dies
-        # while starting (killed for memory, a script without a main guard) would leave that write, and
-        # the run, hanging once they pass the pipe's 64 KB.
-        dataset = pickle.dumps(self.dataset, protocol=pickle.HIGHEST_PROTOCOL)
-        shared = shared_memory.SharedMemory(create=True, size=max(1, len(dataset)))
-        shared.buf[: len(dataset)] = dataset
-        del dataset
-        pending: deque = deque()
         try:
-            with ProcessPoolExecutor(self.prepare_workers, mp_context=context, initializer=_start_worker,
-                                     initargs=(shared.name, shared.size, options, self.prepare)) as pool:
-                for block in blocks:
-                    pending.append(pool.submit(_prepare_block, block))
-                    if len(pending) >= 2 * self.prepare_workers:
+            with pool:
+                try:
+                    pending: deque = deque()
+                    for block in blocks:
+                        pending.append(pool.submit(_prepare_block, block))
+                        if len(pending) >= 2 * self.prepare_workers:
+                            yield from _block_result(pending.popleft())
+                    while pending:
                         yield from _block_result(pending.popleft())
-                while pending:
-                    yield from _block_result(pending.popleft())
+                finally:
+                    # a consumer that stops early: the blocks queued are not prepared
+                    pool.shutdown(wait=True, cancel_futures=True)
         finally:
-            for future in pending:  # a consumer that stops early: what is queued is not started
-                future.cancel()
-            shared.close()
-            shared.unlink()
+            if shared is not None:
+                shared.close()
+                shared.unlink()
             self.dataset.close()
+
+    def _start_workers(self) -> tuple[ProcessPoolExecutor | None, shared_memory.SharedMemory | None]:
+        """The worker pool and the shared memory that hands them the dataset; (None, None) where it cannot start.
+
+        A worker's start arguments go into a pipe whose reading end Python holds itself, so a worker that
+        dies while starting (killed for memory, a script without a main guard) would leave that write, and
+        the run, hanging once they pass the pipe's 64 KB: a larger dataset goes through shared memory.
+        """
+        dataset = pickle.dumps(self.dataset, protocol=pickle.HIGHEST_PROTOCOL)
+        shared = None
+        if len(dataset) > _INLINE_BYTES:
+            shared = _shared_copy(dataset)
+            if shared is None:
+                return None, None
+        handle = ("shared", shared.name, len(dataset)) if shared is not None else ("bytes", dataset)
+        options = dict(batch_size=self.batch_size, read_workers=1, pad=self.pad, likelihood=self.likelihood)
+        try:
+            pool = ProcessPoolExecutor(self.prepare_workers, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=_start_worker, initargs=(handle, options, self.prepare))
+        except OSError:  # no semaphores (a read-only /dev/shm)
+            if shared is not None:
+                shared.close()
+                shared.unlink()
+            return None, None
+        return pool, shared
 
     def _batches(self) -> Iterator[Batch | Unfitted]:
         groups: dict[tuple, list[GalaxyData]] = {}
@@ -306,22 +336,54 @@ def _block_result(future) -> list[Batch | Unfitted]:
         ) from None
 
 
+#: a dataset description up to this size goes with a worker's start (a pipe holds 64 KB), a larger one through
+#: shared memory
+_INLINE_BYTES = 32 * 1024
+
 #: a worker process's dataset, stream options and preparation (set once, by :func:`_start_worker`)
 _WORKER: dict = {}
 
 
-def _start_worker(name: str, size: int, options: dict, prepare: Callable[[Batch], Batch] | None) -> None:
+def _start_worker(handle: tuple, options: dict, prepare: Callable[[Batch], Batch] | None) -> None:
     import torch
 
     torch.set_num_threads(1)  # one core per worker: the workers are the parallelism
-    shared = shared_memory.SharedMemory(name=name)
-    try:
-        dataset = pickle.loads(shared.buf[:size])
-    finally:
-        shared.close()
-        # the block is the parent's to remove: a worker's exit must not (Python < 3.13 registers every attach)
-        resource_tracker.unregister(shared._name, "shared_memory")
+    # Ctrl-C is the fitting process's to handle (it stops the workers); a worker whose fitting process
+    # is gone (killed) ends too, not holding its copy of the dataset
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_end_with, args=(parent.sentinel,), daemon=True).start()
+    if handle[0] == "bytes":
+        dataset = pickle.loads(handle[1])
+    else:
+        shared = shared_memory.SharedMemory(name=handle[1])
+        try:
+            dataset = pickle.loads(shared.buf[: handle[2]])
+        finally:
+            shared.close()  # the fitting process removes the block
     _WORKER.update(dataset=dataset, options=options, prepare=prepare)
+
+
+def _end_with(sentinel) -> None:
+    multiprocessing.connection.wait([sentinel])
+    os._exit(0)
+
+
+def _shared_copy(data: bytes) -> shared_memory.SharedMemory | None:
+    """``data`` in a new shared-memory block, or None where the shared memory cannot hold it."""
+    try:  # a full tmpfs would not fail the copy but kill this process (SIGBUS) at the first page it lacks
+        free = os.statvfs("/dev/shm")
+        if free.f_bavail * free.f_frsize < 2 * len(data):
+            return None
+    except OSError:
+        pass  # no /dev/shm (macOS): shm_open has its own store
+    try:
+        shared = shared_memory.SharedMemory(create=True, size=len(data))
+    except OSError:
+        return None
+    shared.buf[: len(data)] = data
+    return shared
 
 
 def _prepare_block(positions: np.ndarray) -> list[Batch | Unfitted]:
