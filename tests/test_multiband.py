@@ -211,6 +211,14 @@ def test_bad_chebyshev_degrees_raise(bands, wl, match):
         gm.Fitting(ds).fit()
 
 
+def test_worker_processes_are_refused_for_a_multi_band_dataset():
+    # its bands are read together in the fitting process: a configuration error, before any work
+    images, sigmas, psfs = small()
+    ds = gm.Dataset.from_arrays(images, sigmas, psfs, wavelength=WL, pix_scale=SCALES)
+    with pytest.raises(ConfigError, match="prepare_workers=2 with a multi-band dataset"):
+        gm.Fitting(ds, prepare_workers=2)
+
+
 def test_bands_keyword_and_band_starts_are_checked():
     with pytest.raises(ValueError, match="bands must be 'shared'"):
         gm.p(3.0, bands="some")
