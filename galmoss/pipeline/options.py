@@ -169,9 +169,8 @@ class RunOptions:
         return [f.name for f in dataclasses.fields(cls)]
 
     #: options that change a galaxy's fitted values (a resume with others would mix two fits in one table);
-    #: the rest (batch_size, threads, device, read_workers, prepare_workers, jacobian_chunk, pad_shapes, progress)
-    #: only change
-    #: how fast the same fit runs
+    #: the rest (batch_size, threads, device, read_workers, prepare_workers, jacobian_chunk, pad_shapes,
+    #: progress) only change how fast the same fit runs
     ANSWER_OPTIONS = ("iteration", "method", "likelihood", "dtype", "render_settings", "lm_settings",
                       "adam_settings", "restarts", "priors")
 

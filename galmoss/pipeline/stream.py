@@ -154,11 +154,11 @@ class BatchStream:
             self.dataset.close()
 
     def __iter__(self) -> Iterator[Batch | Unfitted]:
-        if self.prepare_workers:
-            return self._from_workers()
-        if self.prepare is None:
-            return self._batches()
-        return _ahead(self._batches(), self.prepare, self.prefetch)
+        return self._from_workers() if self.prepare_workers else self._in_threads()
+
+    def _in_threads(self) -> Iterator[Batch | Unfitted]:
+        """The batches read by this process's threads, prepared ahead in one of them (with ``prepare``)."""
+        return self._batches() if self.prepare is None else _ahead(self._batches(), self.prepare, self.prefetch)
 
     def _from_workers(self) -> Iterator[Batch | Unfitted]:
         """The batches of blocks of ``batch_size`` galaxies, each read and prepared in a worker process."""
@@ -170,8 +170,7 @@ class BatchStream:
         if pool is None:
             log.warning("prepare_workers: this machine's shared memory cannot hold the worker processes' start "
                         "(a small or read-only /dev/shm); the batches are prepared in this process's threads")
-            yield from (self._batches() if self.prepare is None
-                        else _ahead(self._batches(), self.prepare, self.prefetch))
+            yield from self._in_threads()
             return
         blocks = (self.positions[i : i + self.batch_size] for i in range(0, len(self.positions), self.batch_size))
         try:
@@ -188,9 +187,7 @@ class BatchStream:
                     # a consumer that stops early: the blocks queued are not prepared
                     pool.shutdown(wait=True, cancel_futures=True)
         finally:
-            if shared is not None:
-                shared.close()
-                shared.unlink()
+            _release(shared)
             self.dataset.close()
 
     def _start_workers(self) -> tuple[ProcessPoolExecutor | None, shared_memory.SharedMemory | None]:
@@ -212,9 +209,7 @@ class BatchStream:
             pool = ProcessPoolExecutor(self.prepare_workers, mp_context=multiprocessing.get_context("spawn"),
                                        initializer=_start_worker, initargs=(handle, options, self.prepare))
         except OSError:  # no semaphores (a read-only /dev/shm)
-            if shared is not None:
-                shared.close()
-                shared.unlink()
+            _release(shared)
             return None, None
         return pool, shared
 
@@ -384,6 +379,12 @@ def _shared_copy(data: bytes) -> shared_memory.SharedMemory | None:
         return None
     shared.buf[: len(data)] = data
     return shared
+
+
+def _release(shared: shared_memory.SharedMemory | None) -> None:
+    if shared is not None:
+        shared.close()
+        shared.unlink()
 
 
 def _prepare_block(positions: np.ndarray) -> list[Batch | Unfitted]:

@@ -612,7 +612,10 @@ def core_pixel_integrals_and_derivatives(profile, v, r1: Tensor, r2: Tensor, dr1
         return None
     log_r, tables, d_span = got
     # a table that does not change (the position angle's: the profile function does not turn) has no edge integrals
-    live = [k for k in range(len(channels)) if bool(tables[:, :, k + 1].any()) or bool(d_span[k].any())]
+    live = []
+    if channels:
+        changes = tables[:, :, 1:].reshape(-1, len(channels)).any(0) | d_span.reshape(len(channels), -1).any(1)
+        live = torch.nonzero(changes).flatten().tolist()  # one transfer to the host, not one per channel
     tables, d_span = tables[:, :, [0] + [k + 1 for k in live]], d_span[live]
     channels = [channels[k] for k in live]
     rows, pixels = _core_pixels(profile, v, r2, y, x) if listed is None else listed
