@@ -136,22 +136,23 @@ class BatchObjective:
         if self.model.has_vectors:
             # vector parameters (K values a slot) take the general route in chunks of columns
             return self._chunked_jacobian(theta, index)
-        if self.model.ties or self.renderer.settings.psf_oversampling > 1:
-            # a tied slot's derivative belongs to its base's and link's columns, and an
-            # oversampled renderer (PSF finer than the data) has no data-grid spectra:
-            # the general route differentiates through Model.values and the rendering
+        structured = self.renderer.structured(self.model.profiles)
+        if self.model.ties or structured is None:
+            # a tied slot's derivative belongs to its base's and link's columns, and a model
+            # drawn on a finer PSF's grid has no data-grid spectra: the general route
+            # differentiates through Model.values and the rendering
             return self._forward_jacobian(lambda t, ix: self.model_images(t, ix).reshape(t.shape[0], -1), theta, index)
         prepare_forward_mode()
         images, jacobians = [], []
         for start in range(0, theta.shape[0], self.jacobian_chunk):
             m, j = self._model_and_jacobian_chunk(theta[start : start + self.jacobian_chunk],
-                                                  index[start : start + self.jacobian_chunk])
+                                                  index[start : start + self.jacobian_chunk], structured)
             images.append(m)
             jacobians.append(j)
         return torch.cat(images), torch.cat(jacobians)
 
-    def _model_and_jacobian_chunk(self, theta: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
-        model, renderer = self.model, self.renderer
+    def _model_and_jacobian_chunk(self, theta: Tensor, index: Tensor, renderer) -> tuple[Tensor, Tensor]:
+        model = self.model
         rows = self._rows(index)
         values = model.values(theta, {k: v[index] for k, v in self.fixed.items()})
         column_of = {prm: j for j, prm in enumerate(model.free)}
@@ -198,12 +199,12 @@ class BatchObjective:
                 if kind == "amplitude":
                     add(column_of[prm], _LN10_04 * image)
                 else:
-                    k = renderer.kx if kind == "x" else renderer.ky
-                    add(column_of[prm], renderer.to_image(spectrum * (-1j * k)))
+                    add(column_of[prm], renderer.shift_derivative(spectrum, kind))
                 handled.add(slot)
             rest = [(slot, prm) for slot, prm in params.items() if prm in column_of and slot not in handled]
             if rest:
-                for j, tangent in zip([column_of[prm] for _, prm in rest], self._component_tangents(name, profile, values, rest, rows)):
+                tangents = self._component_tangents(renderer, name, profile, values, rest, rows)
+                for j, tangent in zip([column_of[prm] for _, prm in rest], tangents):
                     add(j, tangent)
         b = theta.shape[0]
         jac = torch.stack(
@@ -212,9 +213,8 @@ class BatchObjective:
         jac = jac.reshape(b, -1, len(columns)) * model.value_derivatives(theta)[:, None, :].to(jac.dtype)
         return total.reshape(b, -1), jac
 
-    def _component_tangents(self, name, profile, values, rest, rows) -> Tensor:
+    def _component_tangents(self, renderer, name, profile, values, rest, rows) -> Tensor:
         """Forward-mode derivatives (R, b, H, W) of one component's image w.r.t. ``rest``."""
-        renderer = self.renderer
         params = [prm for _, prm in rest]
         x0 = torch.stack([values[prm].reshape(-1) for prm in params], dim=1)  # (b, R)
 

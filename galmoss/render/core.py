@@ -76,9 +76,13 @@ def _tables_np(n_nodes: int, n_kappa: int, kappa_step: float):
 
 
 @functools.lru_cache(maxsize=16)
-def core_tables(settings: RenderSettings, dtype: torch.dtype, device: torch.device):
-    """Quadrature nodes, weights and Bessel matrices for ``settings`` (cached)."""
-    n_kappa = int(math.ceil(math.pi * math.sqrt(2.0) * settings.max_core_radius / settings.kappa_step)) + 3
+def core_tables(settings: RenderSettings, dtype: torch.dtype, device: torch.device, band: int = 1):
+    """Quadrature nodes, weights and Bessel matrices for ``settings`` (cached).
+
+    The tables reach the corner of ``band`` times the sampling band (|k| < band pi
+    on each axis) for the largest core.
+    """
+    n_kappa = int(math.ceil(band * math.pi * math.sqrt(2.0) * settings.max_core_radius / settings.kappa_step)) + 3
     t, w, j0m, dj0m = _tables_np(settings.radial_nodes, n_kappa, settings.kappa_step)
     as_t = functools.partial(torch.as_tensor, dtype=dtype, device=device)
     return as_t(t), as_t(w), as_t(j0m), as_t(dj0m)
@@ -262,6 +266,7 @@ def core_map(
     kx: Tensor,
     origin: tuple[float, float],
     settings: RenderSettings,
+    band: int = 1,
 ) -> CoreMap:
     """The :class:`CoreMap` of galaxies with geometry ``v`` and window radii ``(r1, r2)``.
 
@@ -272,12 +277,16 @@ def core_map(
     r1, r2
         Window radii from :func:`core_radii`.
     ky, kx
-        Angular frequencies, shapes (N, 1) and (1, M').
+        Angular frequencies, shapes (N, 1) and (1, M') (a grid), or both (1, F)
+        (a list of frequencies).
     origin
         1-based (y, x) coordinate of index (0, 0) of the FFT box.
+    band
+        The frequencies reach ``band`` times the sampling band (a PSF sampled
+        that many times finer than the data).
     """
     dtype, device = r2.dtype, r2.device
-    _, _, j0m, dj0m = core_tables(settings, dtype, device)
+    _, _, j0m, dj0m = core_tables(settings, dtype, device, band)
     batch = r2.shape[0]
     node_factor = core_node_factor(r1, r2, settings)
     q = v["axis_r"]
@@ -339,11 +348,16 @@ def smooth_window_and_slopes(r: Tensor, r1: Tensor, r2: Tensor) -> tuple[Tensor,
 def shift_phase(spectrum: Tensor, cen_y: Tensor, cen_x: Tensor, ky: Tensor, kx: Tensor, origin) -> Tensor:
     """Multiply a centred spectrum (B, N, M') by ``exp(-i k . x0)``: a source at (cen_x, cen_y).
 
-    ``origin`` is the 1-based (y, x) coordinate of index (0, 0) of the FFT box. The
-    phase is separable in x and y, so only (B, N) + (B, M') exponentials are taken.
+    ``origin`` is the 1-based (y, x) coordinate of index (0, 0) of the FFT box. On
+    a grid (``ky`` a column (N, 1), ``kx`` a row (1, M')) the phase is separable in
+    x and y, so only (B, N) + (B, M') exponentials are taken; ``ky`` and ``kx``
+    of one shape (1, F) are a list of frequencies, each its own exponential.
     """
     batch = cen_y.shape[0]
     oy, ox = origin
+    if ky.shape[-1] != 1 or kx.shape[-2] != 1:
+        phase = ky * (cen_y.reshape(batch, 1, 1) - oy) + kx * (cen_x.reshape(batch, 1, 1) - ox)
+        return spectrum * torch.complex(torch.cos(phase), -torch.sin(phase))
     phase_y = ky.reshape(1, -1) * (cen_y.reshape(batch, 1) - oy)
     phase_x = kx.reshape(1, -1) * (cen_x.reshape(batch, 1) - ox)
     ey = torch.complex(torch.cos(phase_y), -torch.sin(phase_y))[:, :, None]

@@ -29,6 +29,9 @@ response applied to its band-limited spectrum. Grid-sampled components with
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -97,13 +100,16 @@ class Renderer:
         self.settings = settings
         if psf is not None:
             self.psf = prepare_psf(psf, batch, dtype, self.device)
-            psf_shape = tuple(self.psf.shape[-2:])
+            psf_shape = self._footprint(self.psf)
         else:
             self.psf = None
             psf_shape = (2 * _PIXEL_MARGIN + 1, 2 * _PIXEL_MARGIN + 1)
         self.layout = ConvolutionLayout(self.shape, psf_shape, settings.fft_padding)
         self.ky, self.kx = self.layout.frequencies(dtype, self.device)
-        self.psf_hat = psf_spectrum(self.psf, self.layout) if self.psf is not None else None
+        # the frequencies at which cores and point sources are drawn (more than the
+        # FFT box's when a finer PSF carries light from beyond the band)
+        self.source_ky, self.source_kx = self._source_frequencies()
+        self.psf_hat = self._kernel() if self.psf is not None else None
         # Pixel response (a unit box) restricted to the sampling band.
         self.pixel_hat = torch.sinc(self.ky / (2 * torch.pi)) * torch.sinc(self.kx / (2 * torch.pi))
         # GALFIT's convention: every convolved component integrated over pixels first (the
@@ -115,6 +121,37 @@ class Renderer:
         self.taper = self.layout.taper_weights(dtype, self.device)
         self.cutout_grid = self.layout.cutout_grid(dtype, self.device)
         self.origin = self.layout.extended_origin
+
+    # ------------------------------------------------------------------ kernel
+    def _footprint(self, psf: Tensor) -> tuple[int, int]:
+        """The PSF's extent in data pixels (h, w), odd sizes centred on ``(h // 2, w // 2)``."""
+        return tuple(psf.shape[-2:])
+
+    #: how many times the sampling band the source frequencies reach
+    core_band = 1
+
+    def _source_frequencies(self) -> tuple[Tensor, Tensor]:
+        return self.ky, self.kx
+
+    def _kernel(self) -> Tensor:
+        """The PSF's spectrum at :attr:`source_ky`, :attr:`source_kx` (B or 1, N, M')."""
+        return psf_spectrum(self.psf, self.layout)
+
+    def structured(self, profiles: Mapping[str, LightProfile]) -> "Renderer | None":
+        """The renderer whose component spectra a structured Jacobian of ``profiles`` may use (None: none)."""
+        return self
+
+    def _convolved(self, smooth_spectrum: Tensor | None, source_spectrum: Tensor | None, psf_hat: Tensor):
+        """A component's convolved spectrum as :meth:`to_image` and :meth:`shift_derivative` take it."""
+        return self._convolve(smooth_spectrum, source_spectrum, psf_hat)
+
+    def _convolve(self, smooth_spectrum: Tensor | None, source_spectrum: Tensor | None, psf_hat: Tensor) -> Tensor:
+        """The convolved spectrum on the FFT box of a smooth part's rfft2 and cores' or points' spectra."""
+        if smooth_spectrum is None:
+            return source_spectrum * psf_hat
+        if source_spectrum is None:
+            return smooth_spectrum * psf_hat
+        return (smooth_spectrum + source_spectrum) * psf_hat
 
     # ------------------------------------------------------------------ parts
     def _values(self, profile: LightProfile, values: Mapping[Parameter, Tensor]) -> dict[str, Tensor]:
@@ -133,7 +170,7 @@ class Renderer:
             r_ell=r_ell,
             nodes=core_nodes(r2, self.settings),
             window=smooth_window(r_ell, r1, r2),
-            core=core_map(v, r1, r2, self.ky, self.kx, self.origin, self.settings),
+            core=core_map(v, r1, r2, self.source_ky, self.source_kx, self.origin, self.settings, self.core_band),
         )
 
     def _radii(self, geometry: "_Geometry") -> Tensor:
@@ -239,7 +276,7 @@ class Renderer:
         else:
             window = smooth_window(r_ell, r1, r2)
         geometry = _Geometry(r_ell=r_ell, nodes=core_nodes(r2, self.settings), window=window,
-                             core=core_map(v, r1, r2, self.ky, self.kx, self.origin, self.settings))
+                             core=core_map(v, r1, r2, self.source_ky, self.source_kx, self.origin, self.settings, self.core_band))
         radii = self._radii(geometry)
         x0 = torch.stack([v[slot].reshape(-1) for slot in slots], dim=1)  # (B, S)
 
@@ -276,8 +313,8 @@ class Renderer:
                 core_t[pos] += extra_core
         n, m = self.layout.fft_shape
         smooth, spectrum = self._from_brightness(geometry, primal)
-        primal_spectrum = (spectrum + torch.fft.rfft2(smooth, s=(n, m))) * psf_hat
-        tangent_spectra = (core_t + torch.fft.rfft2(smooth_t, s=(n, m))) * psf_hat
+        primal_spectrum = self._convolved(torch.fft.rfft2(smooth, s=(n, m)), spectrum, psf_hat)
+        tangent_spectra = self._convolve(torch.fft.rfft2(smooth_t, s=(n, m)), core_t, psf_hat)
         return primal_spectrum, self.to_image(tangent_spectra)
 
     def _geometry_terms(self, geometry, window_slopes, v, brightness, slope, r1, r2, x_maj, x_min, dr1_dq, dr2_dq,
@@ -331,7 +368,7 @@ class Renderer:
                 "or a psf_path to the Dataset."
             )
         flux = profile.total_flux(v)
-        spectrum = shift_phase(flux, v["cen_y"], v["cen_x"], self.ky, self.kx, self.origin)
+        spectrum = shift_phase(flux, v["cen_y"], v["cen_x"], self.source_ky, self.source_kx, self.origin)
         return spectrum / self.pixel_hat if self.pixel_twice else spectrum
 
     def _prepare(self, values: Mapping[Parameter, Tensor], index: Tensor | None):
@@ -409,17 +446,20 @@ class Renderer:
         with parameter_values(values):
             for name, profile in profiles.items():
                 with_psf, smooth, spectrum, plain = self._parts(profile, values, mode, batch, name)
-                if smooth is not None:
-                    fft = torch.fft.rfft2(smooth, s=(n, m))
-                    spectrum = fft if spectrum is None else spectrum + fft
-                if spectrum is not None:
-                    spectrum = spectrum * (psf_hat if with_psf else self.pixel_hat)
+                fft = torch.fft.rfft2(smooth, s=(n, m)) if smooth is not None else None
+                if fft is not None or spectrum is not None:
+                    spectrum = (self._convolved(fft, spectrum, psf_hat) if with_psf
+                                else Renderer._convolve(self, fft, spectrum, self.pixel_hat))
                 out[name] = (spectrum, plain)
         return out
 
     def to_image(self, spectrum: Tensor) -> Tensor:
         """The cutout image of a spectrum on the FFT box."""
         return self.layout.inverse(spectrum)
+
+    def shift_derivative(self, spectrum: Tensor, axis: str) -> Tensor:
+        """The derivative of a component's image (from :meth:`component_spectra`) w.r.t. its centre's ``axis``."""
+        return self.to_image(spectrum * (-1j * (self.kx if axis == "x" else self.ky)))
 
     def component_image(self, spectrum: Tensor | None, plain: Tensor | None) -> Tensor:
         """A component's image from the two parts :meth:`component_spectra` gives."""
@@ -469,13 +509,14 @@ class Renderer:
                 added = plain if added is None else added + plain
         total_spectrum = None
         for with_psf in (True, False):
-            spec = spectra[with_psf]
-            if smooth[with_psf] is not None:
-                fft = torch.fft.rfft2(smooth[with_psf], s=(n, m))
-                spec = fft if spec is None else spec + fft
-            if spec is None:
+            fft = torch.fft.rfft2(smooth[with_psf], s=(n, m)) if smooth[with_psf] is not None else None
+            if fft is None and spectra[with_psf] is None:
                 continue
-            spec = spec * (psf_hat if with_psf else self.pixel_hat)
+            if with_psf:
+                spec = self._convolve(fft, spectra[with_psf], psf_hat)
+            else:
+                # the pixel response acts inside the band only: nothing there is drawn beyond it
+                spec = Renderer._convolve(self, fft, spectra[with_psf], self.pixel_hat)
             total_spectrum = spec if total_spectrum is None else total_spectrum + spec
         total = None
         if total_spectrum is not None:
@@ -526,13 +567,19 @@ def box_is_zero(profile: EllipticalProfile) -> bool:
 class OversampledRenderer(Renderer):
     """Model images when the PSF is sampled E times finer than the data (GALFIT's E) > 1).
 
-    The model is drawn on the PSF's grid -- E x E fine pixels per data pixel,
-    with a fine pixel's centre at data coordinate ``0.5 + (i - 0.5) / E`` --,
-    convolved there with the fine PSF (which holds the fine pixel's response),
-    and each data pixel is the sum of its E x E fine pixels: the light falling
-    into it. Parameters stay in data pixels: positions map to
-    ``E (x - 0.5) + 0.5``, lengths to ``E r``, magnitudes are unchanged (the
-    total flux is), a sky level is spread over E^2 fine pixels.
+    A data pixel is the sum of E x E fine pixels -- a fine pixel's centre at data
+    coordinate ``0.5 + (i - 0.5) / E`` -- of the profile convolved with the fine
+    PSF (which holds the fine pixel's response) read as band-limited on the fine
+    grid: the light falling into the pixel.
+
+    Models whose PSF-convolved components are all elliptical profiles without
+    boxy, Fourier or bending terms, and point sources, are drawn on the data grid
+    (:class:`AliasedRenderer`): what the fine grid adds beyond the data's band is
+    folded into it, from the cores' and points' analytic spectra. Any other model
+    is drawn on the fine grid and summed into data pixels, with its parameters
+    moved there: positions map to ``E (x - 0.5) + 0.5``, lengths to ``E r``,
+    magnitudes are unchanged (the total flux is), a sky level is spread over E^2
+    fine pixels.
 
     Only :meth:`__call__` is offered: the fitter differentiates through it
     (forward mode), as it does for tied parameters.
@@ -540,8 +587,6 @@ class OversampledRenderer(Renderer):
 
     def __init__(self, shape, psf=None, *, batch=None, dtype=torch.float32, device=None,
                  settings: RenderSettings = RenderSettings()) -> None:
-        import dataclasses
-
         factor = settings.psf_oversampling
         if psf is None:
             raise ValueError("render: psf_oversampling > 1 needs a PSF (the grid it is finer than the data on)")
@@ -552,11 +597,19 @@ class OversampledRenderer(Renderer):
         self.dtype = dtype
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.settings = settings
-        self.fine = Renderer((self.shape[0] * factor, self.shape[1] * factor), psf, batch=batch, dtype=dtype,
-                             device=device, settings=dataclasses.replace(settings, psf_oversampling=1))
-        self.psf = self.fine.psf
+        self.batch = batch
+        self.aliased = AliasedRenderer(self.shape, psf, factor=factor, batch=batch, dtype=dtype, device=device,
+                                       settings=settings)
+        self.psf = self.aliased.psf
         # the fitter's structured Jacobian uses the spectra of a data-grid renderer; none here
         self.psf_hat = None
+
+    @functools.cached_property
+    def fine(self) -> Renderer:
+        """The renderer of the fine grid (built when a model first needs it)."""
+        size = (self.shape[0] * self.factor, self.shape[1] * self.factor)
+        return Renderer(size, self.psf, batch=self.batch, dtype=self.dtype, device=self.device,
+                        settings=dataclasses.replace(self.settings, psf_oversampling=1))
 
     def _fine_values(self, profiles: Mapping[str, LightProfile], values: Mapping[Parameter, Tensor]):
         from ..params import Role
@@ -601,6 +654,8 @@ class OversampledRenderer(Renderer):
         return image.reshape(b, h, self.factor, w, self.factor).sum(dim=(2, 4))
 
     def __call__(self, profiles, values, *, components: bool = False, mode: str = "updating_model", index=None):
+        if self.aliased.draws(profiles):
+            return self.aliased(profiles, values, components=components, mode=mode, index=index)
         fine_profiles, fine_values = self._fine_values(profiles, values)
         result = self.fine(fine_profiles, fine_values, components=components, mode=mode, index=index)
         if not components:
@@ -615,3 +670,167 @@ class OversampledRenderer(Renderer):
     spectrum_and_shape_derivatives = _unavailable
     to_image = _unavailable
     component_image = _unavailable
+    shift_derivative = _unavailable
+
+    def structured(self, profiles: Mapping[str, LightProfile]) -> Renderer | None:
+        # the data-grid renderer's spectra where it draws the model; none on the fine grid
+        return self.aliased if self.aliased.draws(profiles) else None
+
+
+class AliasedRenderer(Renderer):
+    """The data-grid model of a PSF sampled E times finer than the data.
+
+    On the fine grid the model's spectrum is ``S(k) K(k)`` for |k| < E pi on
+    each axis (k in radians per data pixel), with ``S`` the profile's continuous
+    spectrum and ``K`` the fine PSF's samples read as band-limited, times the
+    sum over the E x E fine pixels a data pixel holds. Sampling at the data
+    pixels folds that band onto the data's: the spectrum on the FFT box is
+    ``sum_m S(k + 2 pi m) K(k + 2 pi m)`` over the aliases ``m`` inside the fine
+    band. The cores' and point sources' spectra are analytic and are drawn at
+    every alias frequency where the kernel carries light (those whose ``|K|``
+    sum to all but :data:`ALIAS_TOLERANCE` of its total); the smooth part,
+    whose spectrum lies inside the data's band by construction, enters at
+    ``m = 0`` only. One FFT box of the data's size, as without oversampling.
+
+    Draws elliptical profiles without boxy, Fourier or bending terms and point
+    sources (:meth:`draws`); GALFIT's pixel convention and other PSF-convolved
+    components take the fine grid (:class:`OversampledRenderer`).
+    """
+
+    #: the share of the kernel's summed modulus left out with the frequencies of least
+    #: modulus (a point source's image changes by at most this fraction of its peak)
+    ALIAS_TOLERANCE = 1e-6
+
+    def __init__(self, shape, psf, *, factor: int, batch=None, dtype=torch.float32, device=None,
+                 settings: RenderSettings = RenderSettings()) -> None:
+        self.factor = int(factor)
+        self.core_band = self.factor
+        self.pixel_response = settings.pixel_response
+        # the renderer works in data pixels: its own settings are those of E = 1, GALFIT's
+        # pixel convention aside (which this renderer leaves to the fine grid)
+        super().__init__(shape, psf, batch=batch, dtype=dtype, device=device,
+                         settings=dataclasses.replace(settings, psf_oversampling=1, pixel_response="psf"))
+
+    def draws(self, profiles: Mapping[str, LightProfile]) -> bool:
+        """Whether every PSF-convolved component of ``profiles`` is drawn exactly here."""
+        if self.pixel_response != "psf":
+            return False
+        for profile in profiles.values():
+            if not profile.psf or isinstance(profile, PointSource):
+                continue
+            if not (isinstance(profile, EllipticalProfile) and box_is_zero(profile)):
+                return False
+        return True
+
+    def _footprint(self, psf: Tensor) -> tuple[int, int]:
+        # data pixels the fine stamp reaches from its centre, the E fine pixels of a data pixel included
+        e = self.factor
+        return tuple(2 * ((size // 2 + e) // e) + 1 for size in psf.shape[-2:])
+
+    def _source_frequencies(self) -> tuple[Tensor, Tensor]:
+        """Every alias frequency of the fine band where the kernel carries light, as a list (1, F).
+
+        Also keeps the full kernel's data-band part (for the smooth parts) and where
+        each listed frequency folds to on the FFT box.
+        """
+        kernel, rows, cols = self._alias_kernel()
+        n, m = self.ky.shape[0], self.kx.shape[1]
+        modulus = kernel.abs().amax(0).reshape(-1)
+        order = torch.argsort(modulus, descending=True)
+        mass = torch.cumsum(modulus[order], 0)
+        count = int(torch.searchsorted(mass, mass[-1] * (1.0 - self.ALIAS_TOLERANCE))) + 1
+        kept = torch.sort(order[:count]).values
+        ay, ax = rows.numel() // n, cols.numel() // m
+        row, col = kept // cols.numel(), kept % cols.numel()
+        self._fold_index = (row % n) * m + (col % m)
+        central = kernel.reshape(kernel.shape[0], ay, n, ax, m)[:, ay // 2, :, ax // 2, :]
+        complex_dtype = torch.complex64 if self.dtype == torch.float32 else torch.complex128
+        self._alias_kernel_parts = (kernel.reshape(kernel.shape[0], 1, -1)[..., kept].to(complex_dtype),
+                                    central.to(complex_dtype))
+        return rows[row].reshape(1, -1), cols[col].reshape(1, -1)
+
+    def _alias_kernel(self) -> tuple[Tensor, Tensor, Tensor]:
+        """The kernel (B or 1, Ay N, Ax M') on the grid of every alias (complex128), and that grid's ky, kx."""
+        e = self.factor
+        reach = e // 2  # aliases m with |k + 2 pi m| <= E pi for some k of the data band
+        shifts = torch.arange(-reach, reach + 1, dtype=torch.float64, device=self.device) * (2.0 * math.pi)
+        rows = (self.ky.reshape(1, -1).to(torch.float64) + shifts[:, None]).reshape(-1)
+        cols = (self.kx.reshape(1, -1).to(torch.float64) + shifts[:, None]).reshape(-1)
+        h, w = self.psf.shape[-2:]
+        # the fine PSF's samples at (i - centre) / E data pixels, read as band-limited
+        offsets_y = (torch.arange(h, dtype=torch.float64, device=self.device) - h // 2) / e
+        offsets_x = (torch.arange(w, dtype=torch.float64, device=self.device) - w // 2) / e
+        ey = torch.exp(-1j * rows[:, None] * offsets_y[None, :])
+        ex = torch.exp(-1j * cols[:, None] * offsets_x[None, :])
+        samples = self.psf.to(torch.float64).to(torch.complex128)
+        kernel = torch.matmul(torch.matmul(ey, samples), ex.transpose(0, 1)) / e**2
+        # a data pixel sums its E x E fine pixels, centred at (a - (E - 1) / 2) / E; the fine
+        # band |k| <= E pi on each axis, its Nyquist frequency shared by its two ends
+        within = (torch.arange(e, dtype=torch.float64, device=self.device) - (e - 1) / 2.0) / e
+        edge = e * math.pi
+
+        def axis_factor(k: Tensor) -> Tensor:
+            inside = torch.where(k.abs() < edge - 1e-9, 1.0, torch.where(k.abs() <= edge + 1e-9, 0.5, 0.0))
+            return torch.cos(k[:, None] * within[None, :]).sum(1) * inside
+
+        kernel = kernel * axis_factor(rows)[None, :, None] * axis_factor(cols)[None, None, :]
+        return kernel, rows.to(self.dtype), cols.to(self.dtype)
+
+    def _kernel(self) -> Tensor:
+        # the listed frequencies' kernel and the data band's, side by side on one last axis so
+        # that a batch of PSFs is indexed by galaxy as one tensor
+        listed, central = self._alias_kernel_parts
+        del self._alias_kernel_parts
+        return torch.cat([listed, central.reshape(central.shape[0], 1, -1)], dim=-1)
+
+    def _convolved(self, smooth_spectrum: Tensor | None, source_spectrum: Tensor | None,
+                   psf_hat: Tensor) -> "AliasedSpectrum":
+        count = self._fold_index.numel()
+        n, m = self.ky.shape[0], self.kx.shape[1]
+        source = None if source_spectrum is None else source_spectrum * psf_hat[..., :count]
+        smooth = (None if smooth_spectrum is None
+                  else smooth_spectrum * psf_hat[..., count:].reshape(psf_hat.shape[:-2] + (n, m)))
+        return AliasedSpectrum(source, smooth)
+
+    def _fold(self, spectrum: "AliasedSpectrum", source_factor: Tensor | None = None,
+              smooth_factor: Tensor | None = None) -> Tensor:
+        """The spectrum on the FFT box, each part times its factor first."""
+        n, m = self.ky.shape[0], self.kx.shape[1]
+        out = None
+        if spectrum.source is not None:
+            source = spectrum.source if source_factor is None else spectrum.source * source_factor
+            lead = source.shape[:-2]
+            source = source.reshape(lead + (source.shape[-1],))
+            out = source.new_zeros(lead + (n * m,)).index_add(-1, self._fold_index, source).reshape(lead + (n, m))
+        if spectrum.smooth is not None:
+            smooth = spectrum.smooth if smooth_factor is None else spectrum.smooth * smooth_factor
+            out = smooth if out is None else out + smooth
+        return out
+
+    def _convolve(self, smooth_spectrum: Tensor | None, source_spectrum: Tensor | None, psf_hat: Tensor) -> Tensor:
+        return self._fold(self._convolved(smooth_spectrum, source_spectrum, psf_hat))
+
+    def to_image(self, spectrum) -> Tensor:
+        if isinstance(spectrum, AliasedSpectrum):
+            spectrum = self._fold(spectrum)
+        return self.layout.inverse(spectrum)
+
+    def shift_derivative(self, spectrum, axis: str) -> Tensor:
+        if not isinstance(spectrum, AliasedSpectrum):
+            return super().shift_derivative(spectrum, axis)
+        # each alias frequency moves its own phase: -i (k + 2 pi m), not the folded -i k
+        source_k, k = (self.source_kx, self.kx) if axis == "x" else (self.source_ky, self.ky)
+        return self.layout.inverse(self._fold(spectrum, -1j * source_k, -1j * k))
+
+
+@dataclass
+class AliasedSpectrum:
+    """A component's convolved spectrum before folding (:class:`AliasedRenderer`).
+
+    ``source`` (..., B, 1, F): cores and point sources at the listed alias
+    frequencies, times the kernel; ``smooth`` (..., B, N, M'): the smooth part
+    on the FFT box, times the kernel's data band. Either may be None.
+    """
+
+    source: Tensor | None
+    smooth: Tensor | None
