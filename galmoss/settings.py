@@ -27,8 +27,9 @@ class RenderSettings:
         galaxies near the edge.
     psf_oversampling
         The PSF is sampled this many times finer than the data (GALFIT's E): the
-        model is drawn on the PSF's grid, convolved there and summed into data
-        pixels (:class:`galmoss.render.renderer.OversampledRenderer`).
+        model is the profile convolved with the fine PSF and summed over the fine
+        pixels of each data pixel (:class:`galmoss.render.renderer.OversampledRenderer`).
+        Give an undersampled PSF (FWHM below about 2 pixels) this way at high S/N.
     pixel_response
         ``"psf"`` (default): the PSF is a star's image and already holds the
         pixel response, so the continuous profile is convolved with it and

@@ -54,8 +54,11 @@ def at_bound(message: str) -> list[str]:
 
 
 def assess(model: Model, batch: Batch, start: dict, reported: dict, theta: Tensor, loss: np.ndarray,
-           dof: np.ndarray, status: np.ndarray, converged: np.ndarray, chi2: bool):
-    """The flags and messages of a fitted batch: the reading flags plus the fit's (see the module)."""
+           dof: np.ndarray, status: np.ndarray, converged: np.ndarray, chi2: bool, psf_sampling: int = 1):
+    """The flags and messages of a fitted batch: the reading flags plus the fit's (see the module).
+
+    ``psf_sampling``: the PSF's samples per data pixel (``RenderSettings.psf_oversampling``).
+    """
     finite = np.isfinite(loss)
     near = near_bound(model, theta)
     flags = batch.flags.copy()
@@ -71,12 +74,12 @@ def assess(model: Model, batch: Batch, start: dict, reported: dict, theta: Tenso
             flags[i] |= int(Flag.no_dof)
     if model.n_free:
         _quality(model, start, reported, loss, dof, finite, tuple(batch.image.shape[1:]), flags, messages, chi2,
-                 psf=batch.psf)
+                 psf=batch.psf, psf_sampling=psf_sampling)
     return flags, messages
 
 
 def _quality(model: Model, start: dict, reported: dict, loss, dof, finite, shape, flags, messages, chi2: bool,
-             psf=None) -> None:
+             psf=None, psf_sampling: int = 1) -> None:
     """Flags that never hide a bad fit (:func:`galmoss.auto.quality.quality_flags`), ORed into ``flags``."""
     from ..auto.psf import measure_fwhm
     from ..auto.quality import quality_flags
@@ -99,7 +102,8 @@ def _quality(model: Model, start: dict, reported: dict, loss, dof, finite, shape
         reduced, dof, reported, {k: v for k, v in start_rep.items() if k in free}, shape,
         pixel_scale=scales or None, components={c.name: c.profile for c in model.columns if c.name in reported},
         lengths=list(dict.fromkeys(c.slot for c in model.columns if c.spec.role is Role.LENGTH)),
-        psf_fwhm=None if psf is None else measure_fwhm(psf),
+        # in data pixels: a PSF sampled E times finer measures E times its FWHM
+        psf_fwhm=None if psf is None else measure_fwhm(psf) / psf_sampling,
     )
     for i in np.flatnonzero(finite & (q_flags != 0)):
         flags[i] |= int(q_flags[i])

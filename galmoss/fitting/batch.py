@@ -151,7 +151,7 @@ def fit_batch(model: Model, batch: Batch, settings: FitSettings) -> BatchResult:
     n_used = objective.weight.flatten(1).gt(0).sum(1).cpu().numpy()
     dof = (n_used - model.n_free).astype(np.int64)
     flags, messages = assess(model, batch, start, reported, result.theta, loss, dof, status, converged,
-                             settings.likelihood == "chi2")
+                             settings.likelihood == "chi2", psf_sampling=settings.render.psf_oversampling)
     theta = result.theta.double().cpu().numpy()
     theta[~finite] = np.nan
     for col in reported.values():
