@@ -78,6 +78,9 @@ REGISTRY: tuple[FlagInfo, ...] = (
                                     "prior says as much about it as the data"),
     FlagInfo("degenerate_component", 27, "a component collapsed (axis ratio below 0.05, or a half-light size below "
                                          "0.1 of the PSF's FWHM): only its flux is measured"),
+    FlagInfo("psf_undersampled", 28, "the PSF, given at the pixels' sampling, aliases, and the galaxy is compact and "
+                                     "bright enough for that to bias it by about its error: give the PSF finer "
+                                     "(psf_oversampling)"),
 )
 
 # Flags are stored as int64 everywhere (results tables, parts, tensors).

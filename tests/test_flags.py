@@ -43,6 +43,7 @@ EXPECTED_VALUES = {
     "bootstrap_split": 1 << 25,
     "prior_dominated": 1 << 26,
     "degenerate_component": 1 << 27,
+    "psf_undersampled": 1 << 28,
 }
 
 

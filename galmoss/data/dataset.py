@@ -54,6 +54,7 @@ import numpy as np
 from ..errors import DataError
 from ..flags import Flag
 from ..profiles.base import LightProfile, check_slots
+from ..render.psf import LARGER_THAN_CUTOUT, psf_exceeds_cutout
 
 PathLike = str | os.PathLike
 
@@ -686,9 +687,9 @@ class Dataset:
                     f"(row {psf.shape[0] // 2 + 1}, column {psf.shape[1] // 2 + 1}, 1-based); fitted centres are "
                     "shifted by the same amount: re-centre the PSF stamp"
                 )
-            if psf.shape[0] > image.shape[0] or psf.shape[1] > image.shape[1]:
+            if psf_exceeds_cutout(psf.shape, image.shape):
                 gal.flags |= Flag.psf_larger_than_cutout
-                gal.messages.append(f"the PSF ({psf.shape[0]}x{psf.shape[1]}) is larger than the cutout "
+                gal.messages.append(f"the PSF ({psf.shape[0]}x{psf.shape[1]}) {LARGER_THAN_CUTOUT} "
                                     f"({image.shape[0]}x{image.shape[1]})")
         weight = np.ones(image.shape)
         if mask is not None:

@@ -10,15 +10,21 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..render.psf import LARGER_THAN_CUTOUT, psf_exceeds_cutout
 from ..flags import Flag
 from ..model import Model
 from ..params import Role
 from .records import Batch
 from .status import decode_status
 
-__all__ = ["assess", "check_starts", "near_bound"]
+__all__ = ["PSF_BIAS_LIMIT", "assess", "check_starts", "near_bound", "psf_sampling_bias"]
 
 Tensor = torch.Tensor
+
+#: ``psf_undersampled``: the estimated bias (in errors) of drawing a galaxy with an aliasing PSF above which the
+#: galaxy is flagged. The estimate, S/N x (the PSF's spectrum at the sampling band's edge) x (the galaxy's), is
+#: 1-6 times the bias fits of GalSim mocks measure (docs/validation.md): above 2 the bias is 0.35-2 errors.
+PSF_BIAS_LIMIT = 2.0
 
 
 def check_starts(model: Model, batch: Batch, start: dict):
@@ -54,15 +60,23 @@ def at_bound(message: str) -> list[str]:
 
 
 def assess(model: Model, batch: Batch, start: dict, reported: dict, theta: Tensor, loss: np.ndarray,
-           dof: np.ndarray, status: np.ndarray, converged: np.ndarray, chi2: bool, psf_sampling: int = 1):
+           dof: np.ndarray, status: np.ndarray, converged: np.ndarray, chi2: bool, psf_sampling: int = 1,
+           psf_bias: "tuple[np.ndarray, np.ndarray, np.ndarray] | None" = None):
     """The flags and messages of a fitted batch: the reading flags plus the fit's (see the module).
 
-    ``psf_sampling``: the PSF's samples per data pixel (``RenderSettings.psf_oversampling``).
+    ``psf_sampling``: the PSF's samples per data pixel (``RenderSettings.psf_oversampling``);
+    ``psf_bias``: :func:`psf_sampling_bias` of the fit (None: not judged).
     """
     finite = np.isfinite(loss)
     near = near_bound(model, theta)
     flags = batch.flags.copy()
     messages = [list(m) for m in batch.messages]
+    if psf_sampling > 1 and batch.psf is not None and not psf_exceeds_cutout(batch.psf.shape, batch.image.shape,
+                                                                             psf_sampling):
+        # reading compared the PSF's samples with the cutout's pixels: E times finer, it fits
+        for i in np.flatnonzero(flags & int(Flag.psf_larger_than_cutout)):
+            flags[i] &= ~int(Flag.psf_larger_than_cutout)
+            messages[i] = [m for m in messages[i] if LARGER_THAN_CUTOUT not in m]
     for i in range(len(batch)):
         if not converged[i]:
             flags[i] |= int(Flag.non_finite if not finite[i] else Flag.no_convergence)
@@ -72,6 +86,14 @@ def assess(model: Model, batch: Batch, start: dict, reported: dict, theta: Tenso
             messages[i].append(AT_BOUND_NOTE + ", ".join(near[i]))
         if finite[i] and dof[i] <= 0:
             flags[i] |= int(Flag.no_dof)
+    if psf_bias is not None:
+        bias, snr, aliasing = psf_bias
+        for i in np.flatnonzero(finite & (bias > PSF_BIAS_LIMIT)):
+            flags[i] |= int(Flag.psf_undersampled)
+            messages[i].append(
+                f"the PSF aliases ({aliasing[i]:.2g} of its spectrum at the sampling band's edge) and this galaxy "
+                f"(S/N {snr[i]:.0f}) is compact enough that drawing it with that PSF may bias it by up to about "
+                f"{bias[i]:.1f} errors: give the PSF finer (RenderSettings(psf_oversampling=E))")
     if model.n_free:
         _quality(model, start, reported, loss, dof, finite, tuple(batch.image.shape[1:]), flags, messages, chi2,
                  psf=batch.psf, psf_sampling=psf_sampling)
@@ -115,3 +137,57 @@ def near_bound(model: Model, theta: Tensor) -> list[list[str]]:
     names = model.free_names()
     close = model.near_bound(theta).cpu().numpy()
     return [[names[j] for j in np.flatnonzero(row)] for row in close]
+
+
+def _band_edge_share(images: np.ndarray) -> np.ndarray:
+    """The largest modulus of each image's DFT (B, h, w) at the sampling band's edge, over its sum."""
+    spectrum = np.abs(np.fft.fft2(images))
+    h, w = images.shape[-2:]
+    rows, cols = [h // 2, (h + 1) // 2 % h], [w // 2, (w + 1) // 2 % w]
+    edge = np.maximum(spectrum[:, rows, :].max(axis=(1, 2)), spectrum[:, :, cols].max(axis=(1, 2)))
+    total = np.abs(images.sum(axis=(1, 2)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(total > 0, edge / total, np.nan)
+
+
+def psf_sampling_bias(objective, theta: Tensor, psf_sampling: int = 1):
+    """How far a PSF given at the pixels' sampling may bias each galaxy, in units of its errors.
+
+    A PSF's samples are read as band-limited (:mod:`galmoss.render.psf`); a PSF
+    narrower than about two pixels is not, and the light its spectrum has beyond
+    the band comes back aliased. A galaxy's model is then misdrawn by about the
+    product of the PSF's spectrum at the band's edge and the galaxy's own
+    (unconvolved, integrated over pixels), both relative to their totals: at a
+    signal-to-noise S/N the fitted values move by up to about S/N times that, in
+    errors. Returns ``(bias, snr, aliasing)`` arrays (B,) for the batch, or None
+    when the PSF is given finer than the pixels or there is none.
+    """
+    from ..render.renderer import Renderer
+
+    renderer = objective.renderer
+    if psf_sampling > 1 or getattr(renderer, "psf", None) is None:
+        return None
+    count = theta.shape[0]
+    aliasing = np.broadcast_to(_band_edge_share(renderer.psf.detach().double().cpu().numpy()), (count,)).copy()
+    convolved = {name: p for name, p in objective.model.profiles.items() if p.psf}
+    bias = np.zeros(count)
+    snr = np.full(count, np.nan)
+    if not convolved:
+        return bias, snr, aliasing
+    with torch.no_grad():
+        index = torch.arange(count, device=theta.device)
+        _, parts = objective.model_images(theta, index, components=True)
+        light = sum(parts[name] for name in convolved)
+        rows = objective._rows(index)
+        weight, sigma = objective.weight[index], objective.sigma[rows]
+        snr = torch.sqrt((weight * (light / sigma) ** 2).flatten(1).sum(1)).double().cpu().numpy()
+        # only where the galaxy's own spectrum could make it matter (its share is at most 1)
+        judged = np.flatnonzero(np.isfinite(snr) & (snr * aliasing > PSF_BIAS_LIMIT))
+        if judged.size:
+            pick = torch.as_tensor(judged, device=theta.device)
+            values = objective.model.values(theta[pick], {k: v[pick] for k, v in objective.fixed.items()})
+            plain = Renderer(tuple(light.shape[-2:]), None, dtype=light.dtype, device=light.device,
+                             settings=renderer.settings)
+            own = plain(convolved, values).double().cpu().numpy()
+            bias[judged] = snr[judged] * aliasing[judged] * np.nan_to_num(_band_edge_share(own))
+    return bias, snr, aliasing

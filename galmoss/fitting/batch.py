@@ -25,7 +25,7 @@ import torch
 
 from ..flags import Flag
 from ..model import Model
-from .assess import assess, check_starts
+from .assess import assess, check_starts, psf_sampling_bias
 from .fit_settings import FitSettings, ProfileOutputError
 from .memory import FitMemoryError, available_memory, check_memory, memory_per_galaxy
 from .records import Batch, BatchResult
@@ -151,7 +151,8 @@ def fit_batch(model: Model, batch: Batch, settings: FitSettings) -> BatchResult:
     n_used = objective.weight.flatten(1).gt(0).sum(1).cpu().numpy()
     dof = (n_used - model.n_free).astype(np.int64)
     flags, messages = assess(model, batch, start, reported, result.theta, loss, dof, status, converged,
-                             settings.likelihood == "chi2", psf_sampling=settings.render.psf_oversampling)
+                             settings.likelihood == "chi2", psf_sampling=settings.render.psf_oversampling,
+                             psf_bias=psf_sampling_bias(objective, result.theta, settings.render.psf_oversampling))
     theta = result.theta.double().cpu().numpy()
     theta[~finite] = np.nan
     for col in reported.values():

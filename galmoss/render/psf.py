@@ -17,6 +17,15 @@ from ..errors import PSFError
 from .grid import ConvolutionLayout
 
 
+#: the words of the ``psf_larger_than_cutout`` message (a finer PSF that fits in data pixels takes it back)
+LARGER_THAN_CUTOUT = "is larger than the cutout"
+
+
+def psf_exceeds_cutout(psf_shape, image_shape, sampling: int = 1) -> bool:
+    """Whether a PSF stamp, ``sampling`` samples a data pixel, spans more data pixels than the cutout."""
+    return any(p > sampling * c for p, c in zip(tuple(psf_shape)[-2:], tuple(image_shape)[-2:]))
+
+
 def prepare_psf(psf, batch: int | None, dtype: torch.dtype, device, *, source: str = "psf") -> torch.Tensor:
     """Validate and normalise a PSF; return a tensor of shape (B or 1, h, w).
 
