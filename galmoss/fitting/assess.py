@@ -162,6 +162,7 @@ def psf_sampling_bias(objective, theta: Tensor, psf_sampling: int = 1):
     errors. Returns ``(bias, snr, aliasing)`` arrays (B,) for the batch, or None
     when the PSF is given finer than the pixels or there is none.
     """
+    from ..profiles.point_source import PointSource
     from ..render.renderer import Renderer
 
     renderer = objective.renderer
@@ -186,8 +187,19 @@ def psf_sampling_bias(objective, theta: Tensor, psf_sampling: int = 1):
         if judged.size:
             pick = torch.as_tensor(judged, device=theta.device)
             values = objective.model.values(theta[pick], {k: v[pick] for k, v in objective.fixed.items()})
-            plain = Renderer(tuple(light.shape[-2:]), None, dtype=light.dtype, device=light.device,
-                             settings=renderer.settings)
-            own = plain(convolved, values).double().cpu().numpy()
-            bias[judged] = snr[judged] * aliasing[judged] * np.nan_to_num(_band_edge_share(own))
+            # a point source's spectrum is flat: its whole flux reaches the band's edge
+            points = {name: p for name, p in convolved.items() if isinstance(p, PointSource)}
+            extended = {name: p for name, p in convolved.items() if name not in points}
+            point_flux = sum((parts[name][pick].flatten(1).sum(1).abs().double().cpu().numpy() for name in points),
+                             np.zeros(judged.size))
+            edge, total = point_flux.copy(), point_flux.copy()
+            if extended:
+                plain = Renderer(tuple(light.shape[-2:]), None, dtype=light.dtype, device=light.device,
+                                 settings=renderer.settings)
+                own = plain(extended, values).double().cpu().numpy()
+                edge += np.nan_to_num(_band_edge_share(own)) * np.abs(own.sum(axis=(1, 2)))
+                total += np.abs(own.sum(axis=(1, 2)))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                share = np.where(total > 0, edge / total, 0.0)
+            bias[judged] = snr[judged] * aliasing[judged] * share
     return bias, snr, aliasing
