@@ -170,3 +170,15 @@ def test_bright_compact_galaxies_fitted_with_a_finer_psf_recover_their_truths():
         assert np.all(np.abs(pulls) < 4.0), (column, pulls)
     assert np.all(np.abs(a("reduced_chi2") - 1.0) < 0.1)
     assert not np.any(np.asarray(res["flag"]) & int(Flag.degenerate_component))
+
+
+def test_a_psf_made_from_a_fwhm_is_refused_with_a_finer_psf_before_fitting():
+    """psf_fwhm makes a PSF at the pixels' sampling; read as 3x finer it would be 3x too narrow."""
+    from galmoss.errors import ConfigError
+
+    ds = gm.Dataset.from_arrays(np.ones((2,) + SHAPE), np.ones((2,) + SHAPE), psf_fwhm=1.7)
+    ds.define_profiles(galaxy=gm.lp.Sersic(mag=gm.p(M0=0.0)))
+    fitting = gm.Fitting(ds, batch_size=2, device="cpu", progress=False,
+                         render_settings=RenderSettings(psf_oversampling=3))
+    with pytest.raises(ConfigError, match=r"psf_fwhm=1.7.*psf_oversampling = 3"):
+        fitting.fit()

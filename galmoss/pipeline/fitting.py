@@ -350,7 +350,7 @@ class Fitting:
             raise ValueError("Fitting.fit(resume=True) needs the dataset's result_path (where the parts are)")
         if resume and overwrite:
             raise ValueError("Fitting.fit: resume=True keeps the parts that overwrite=True removes; give one of them")
-        check_dataset(self.dataset)
+        check_dataset(self.dataset, psf_oversampling=self.render_settings.psf_oversampling)
         if getattr(self.dataset, "neighbours", "mask") == "fit":
             from ..fitting.neighbours import neighbour_model
 

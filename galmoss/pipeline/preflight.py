@@ -15,8 +15,11 @@ from ..io.fits import check_hdu
 __all__ = ["check_dataset"]
 
 
-def check_dataset(dataset) -> None:
+def check_dataset(dataset, psf_oversampling: int = 1) -> None:
     """Check the settings of ``dataset`` that hold for every galaxy.
+
+    ``psf_oversampling``: the PSF samples per data pixel the fit will read
+    (``RenderSettings.psf_oversampling``).
 
     Raises
     ------
@@ -26,6 +29,10 @@ def check_dataset(dataset) -> None:
     for what, hdu in (getattr(dataset, "hdus", None) or {}).items():
         check_hdu(hdu, f"Dataset: {what}_hdu")
     fwhm = next((f for f in getattr(dataset, "psf_fwhm", None) or [] if f is not None), None)
+    if fwhm is not None and psf_oversampling > 1:
+        raise ConfigError(f"Dataset (psf_fwhm={fwhm:g}): a PSF made from a FWHM is sampled at the pixels, and "
+                          f"psf_oversampling = {psf_oversampling} would read it {psf_oversampling} times too "
+                          "narrow; give PSF files drawn that much finer, or leave psf_oversampling at 1")
     if fwhm is not None:
         from ..auto.psf import psf_from_fwhm
 
