@@ -65,3 +65,19 @@ def test_the_same_psf_given_finer_draws_the_galaxy_without_bias_and_no_flag():
     bias, flagged, messages = _fit([(4.0, 0.6, 0.7, 1.7, 300.0)], fine, factor=factor)
     assert bias[0] < 0.2 and not flagged[0], bias
     assert messages == [""]
+
+
+def test_a_joint_fit_is_flagged_by_its_worst_band():
+    """Two bands of the same compact bulge (S/N 300 each): under a 3.5 px PSF in one and the aliasing 1.7 px PSF
+    in the other, the joint fit is flagged by the second."""
+    pix = lambda fwhm: moffat_psf(3.0, fwhm).drawImage(nx=31, ny=31, scale=1.0, method="auto").array  # noqa: E731
+    bands = {"a": 3.5, "b": 1.7}
+    mocks = {band: _mock(4.0, 0.6, 0.7, fwhm, 300.0) for band, fwhm in bands.items()}
+    ds = gm.Dataset.from_arrays({b: m[0][None] for b, m in mocks.items()}, {b: m[1][None] for b, m in mocks.items()},
+                                {b: pix(fwhm) for b, fwhm in bands.items()}, wavelength={"a": 600.0, "b": 800.0},
+                                pix_scale=0.1)
+    ds.define_profiles(galaxy=gm.lp.Sersic(cen_x=gm.p(20.3), cen_y=gm.p(19.8), pa=gm.p(30.0), axis_r=gm.p(0.7),
+                                           eff_r=gm.p(0.6), mag=gm.p(-2.5 * np.log10(FLUX), M0=0.0), ser_n=gm.p(4.0)))
+    fitting = gm.Fitting(ds, batch_size=1, device="cpu", progress=False)
+    res = fitting.fit()
+    assert int(res["flag"][0]) & int(Flag.psf_undersampled), res["message"][0]

@@ -17,7 +17,8 @@ from ..params import Role
 from .records import Batch
 from .status import decode_status
 
-__all__ = ["PSF_BIAS_LIMIT", "assess", "check_starts", "near_bound", "psf_sampling_bias"]
+__all__ = ["PSF_BIAS_LIMIT", "assess", "check_starts", "mark_psf_undersampled", "near_bound", "psf_sampling_bias",
+           "worst_psf_bias"]
 
 Tensor = torch.Tensor
 
@@ -86,14 +87,7 @@ def assess(model: Model, batch: Batch, start: dict, reported: dict, theta: Tenso
             messages[i].append(AT_BOUND_NOTE + ", ".join(near[i]))
         if finite[i] and dof[i] <= 0:
             flags[i] |= int(Flag.no_dof)
-    if psf_bias is not None:
-        bias, snr, aliasing = psf_bias
-        for i in np.flatnonzero(finite & (bias > PSF_BIAS_LIMIT)):
-            flags[i] |= int(Flag.psf_undersampled)
-            messages[i].append(
-                f"the PSF aliases ({aliasing[i]:.2g} of its spectrum at the sampling band's edge) and this galaxy "
-                f"(S/N {snr[i]:.0f}) is compact enough that drawing it with that PSF may bias it by up to about "
-                f"{bias[i]:.1f} errors: give the PSF finer (RenderSettings(psf_oversampling=E))")
+    mark_psf_undersampled(psf_bias, finite, flags, messages)
     if model.n_free:
         _quality(model, start, reported, loss, dof, finite, tuple(batch.image.shape[1:]), flags, messages, chi2,
                  psf=batch.psf, psf_sampling=psf_sampling)
@@ -137,6 +131,29 @@ def near_bound(model: Model, theta: Tensor) -> list[list[str]]:
     names = model.free_names()
     close = model.near_bound(theta).cpu().numpy()
     return [[names[j] for j in np.flatnonzero(row)] for row in close]
+
+
+def mark_psf_undersampled(psf_bias, finite, flags, messages) -> None:
+    """``psf_undersampled`` and its message (in place) where :func:`psf_sampling_bias` passes the limit."""
+    if psf_bias is None:
+        return
+    bias, snr, aliasing = psf_bias
+    for i in np.flatnonzero(finite & (bias > PSF_BIAS_LIMIT)):
+        flags[i] |= int(Flag.psf_undersampled)
+        messages[i].append(
+            f"the PSF aliases ({aliasing[i]:.2g} of its spectrum at the sampling band's edge) and this galaxy "
+            f"(S/N {snr[i]:.0f}) is compact enough that drawing it with that PSF may bias it by up to about "
+            f"{bias[i]:.1f} errors: give the PSF finer (RenderSettings(psf_oversampling=E))")
+
+
+def worst_psf_bias(per_band):
+    """The band whose :func:`psf_sampling_bias` is largest, per galaxy (None where no band was judged)."""
+    judged = [b for b in per_band if b is not None]
+    if not judged:
+        return None
+    stacked = [np.stack(parts) for parts in zip(*judged)]  # bias, snr, aliasing: (bands, B) each
+    worst = np.argmax(stacked[0], axis=0)
+    return tuple(part[worst, np.arange(part.shape[1])] for part in stacked)
 
 
 def _band_edge_share(images: np.ndarray) -> np.ndarray:

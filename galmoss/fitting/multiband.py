@@ -256,7 +256,7 @@ def bootstrap_multiband(jm: JointModel, batches: list[Batch], theta_best: np.nda
 
 
 def _reference_quality(jm: JointModel, ref: Batch, theta0: Tensor, theta: Tensor, fixed: dict, loss, dof, finite,
-                       flags, messages, chi2: bool) -> None:
+                       flags, messages, chi2: bool, psf_sampling: int = 1) -> None:
     """The single-band quality flags (:func:`galmoss.auto.quality.quality_flags`), judged on the reference band.
 
     Its values (the shared ones and its own), the joint reduced chi2, its cutout and PSF.
@@ -276,7 +276,7 @@ def _reference_quality(jm: JointModel, ref: Batch, theta0: Tensor, theta: Tensor
         reported[col.name] = joint[name].double().cpu().numpy()
     if np.isfinite(loss).any():
         _quality(jm.ref, start, reported, np.where(finite, loss, np.nan), dof, finite, tuple(ref.image.shape[1:]),
-                 flags, messages, chi2, psf=ref.psf)
+                 flags, messages, chi2, psf=ref.psf, psf_sampling=psf_sampling)
 
 
 def _restart_strays(jm: JointModel, objective: MultiBandObjective, batches: list[Batch], estimates, result,
@@ -369,7 +369,13 @@ def fit_multiband_batch(jm: JointModel, batches: list[Batch], settings) -> Multi
         near = near.any(0).any(1).cpu().numpy() & finite
         flags[near] |= int(Flag.near_bound)
         _reference_quality(jm, ref, theta0, result.theta, fixed_t, loss, dof, finite, flags, messages,
-                           settings.likelihood == "chi2")
+                           settings.likelihood == "chi2", settings.render.psf_oversampling)
+        # every band's PSF is judged: the worst band decides
+        from .assess import mark_psf_undersampled, psf_sampling_bias, worst_psf_bias
+
+        mark_psf_undersampled(worst_psf_bias([
+            psf_sampling_bias(obj, objective.band_theta(b, result.theta, everyone)[0], settings.render.psf_oversampling)
+            for b, obj in enumerate(objectives)]), finite, flags, messages)
     errors = covariance = None
     if settings.covariance:
         from .uncertainty import covariance_errors
