@@ -699,7 +699,7 @@ class AliasedRenderer(Renderer):
 
     #: the share of the kernel's summed modulus left out with the frequencies of least
     #: modulus (a point source's image changes by at most this fraction of its peak)
-    ALIAS_TOLERANCE = 1e-6
+    ALIAS_TOLERANCE = 1e-5
 
     def __init__(self, shape, psf, *, factor: int, batch=None, dtype=torch.float32, device=None,
                  settings: RenderSettings = RenderSettings()) -> None:
