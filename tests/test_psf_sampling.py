@@ -64,7 +64,7 @@ def test_the_same_psf_given_finer_draws_the_galaxy_without_bias_and_no_flag():
     fine = moffat_psf(3.0, 1.7).drawImage(nx=31 * factor, ny=31 * factor, scale=1.0 / factor, method="auto").array
     bias, flagged, messages = _fit([(4.0, 0.6, 0.7, 1.7, 300.0)], fine, factor=factor)
     assert bias[0] < 0.2 and not flagged[0], bias
-    assert messages == [""]
+    assert "larger than the cutout" not in messages[0] and "aliases" not in messages[0], messages[0]
 
 
 def test_a_joint_fit_is_flagged_by_its_worst_band():
