@@ -168,7 +168,7 @@ def errors(population: str, res, t) -> dict[str, tuple[np.ndarray, np.ndarray, n
     if population.startswith("sersic"):
         re, n = a("galaxy_eff_r"), a("galaxy_ser_n")
         out["r_e"] = (re / t["re"] - 1, (re - t["re"]) / a("galaxy_eff_r_err"), None)
-        out["n"] = (np.log10(n / t["n"]), (n - t["n"]) / a("galaxy_ser_n_err"), None)
+        out["n"] = (np.log10(n / t["n"]), (n - t["n"]) / a("galaxy_ser_n_err"), inside("galaxy_ser_n", t["n"]))
         out["q"] = (a("galaxy_axis_r") - t["q"], (a("galaxy_axis_r") - t["q"]) / a("galaxy_axis_r_err"),
                     inside("galaxy_axis_r", t["q"]))
         out["mag"] = (a("galaxy_mag") - t["mag"], (a("galaxy_mag") - t["mag"]) / a("galaxy_mag_err"), None)
@@ -180,7 +180,7 @@ def errors(population: str, res, t) -> dict[str, tuple[np.ndarray, np.ndarray, n
     out["r_e disk"] = (re_d / t["re_d"] - 1, (re_d - t["re_d"]) / (1.678347 * a("disk_scale_l_err")), None)
     if population == "bd_free":
         n = a("bulge_ser_n")
-        out["n bulge"] = (np.log10(n / t["n_b"]), (n - t["n_b"]) / a("bulge_ser_n_err"), None)
+        out["n bulge"] = (np.log10(n / t["n_b"]), (n - t["n_b"]) / a("bulge_ser_n_err"), inside("bulge_ser_n", t["n_b"]))
     out["q disk"] = (a("disk_axis_r") - t["q"], (a("disk_axis_r") - t["q"]) / a("disk_axis_r_err"),
                      inside("disk_axis_r", t["q"]))
     out["B/T"] = (fb / (fb + fd) - t["bt"], np.full(len(fb), np.nan), None)

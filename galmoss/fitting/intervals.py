@@ -4,6 +4,11 @@ A symmetric ``value +- err`` is the delta method's statement about the fitting
 space mapped linearly to the reported units. Where the likelihood has a fold it
 misstates the interval: the axis ratio is the case that matters, and the results
 give it a 68.3 % interval (``<column>_lo``, ``<column>_hi``) beside its error.
+Where it is skewed in the reported units but not in the space that is fitted, the
+interval is the fitting space's: an index (a Sersic n, a Moffat beta: the slots of
+role ``POSITIVE``, fitted in log space) gets ``[v e^{-s}, v e^{s}]``, ``s = err / v``
+(:func:`log_interval`), which covers the truth of a faint galaxy's n as often as it
+should where ``n +- err`` covers it too often.
 
 The shape of an ellipse is a two-component quantity, the ellipticity
 :math:`\eta = -\ln q` along the position angle. Noise in its two components makes
@@ -47,9 +52,9 @@ from scipy.special import i0e, i1e
 
 from ..params import Role
 
-#: the interval kinds a results column can have: an axis ratio's unified interval (the likelihood's), and its
-#: ln q +- sigma (a posterior's, with a prior on it)
-KINDS = ("axis_ratio", "axis_ratio_prior")
+#: the interval kinds a results column can have: an axis ratio's unified interval (the likelihood's), its
+#: ln q +- sigma (a posterior's, with a prior on it), and an index's ln v +- sigma (the fitting space's)
+KINDS = ("axis_ratio", "axis_ratio_prior", "log")
 
 #: the probability content of the intervals: that of +-1 sigma of a normal distribution
 LEVEL = math.erf(1.0 / math.sqrt(2.0))
@@ -61,6 +66,8 @@ _STEP = 0.02
 
 def interval_kind(column) -> str | None:
     """The kind of 68.3 % interval the results give for a model column (None: the error alone)."""
+    if column.spec.role is Role.POSITIVE:
+        return "log"
     if column.spec.role is not Role.AXIS_RATIO:
         return None
     return "axis_ratio_prior" if getattr(column.parameter, "prior", None) is not None else "axis_ratio"
@@ -74,6 +81,8 @@ def interval(kind: str, value, err) -> tuple[np.ndarray, np.ndarray]:
     elif kind == "axis_ratio_prior":
         lo, hi = log_interval(value, err)
         hi = np.minimum(hi, 1.0)  # a reported axis ratio is b/a <= 1
+    elif kind == "log":
+        lo, hi = log_interval(value, err)
     else:
         raise ValueError(f"interval kind {kind!r}: one of {', '.join(KINDS)}")
     fixed = err == 0  # a value held fixed is its own interval
