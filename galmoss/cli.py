@@ -174,8 +174,10 @@ def _flags(args: argparse.Namespace) -> int:
         print(", ".join(decode(args.value)) or "0: no flag set")
         return 0
     table = flag_table()
+    value_width = max(len(str(value)) for value in table["value"])
+    name_width = max(len(name) for name in table["name"])
     for row in table:
-        print(f"{row['value']:6d}  {row['name']:18s} {row['description']}")
+        print(f"{row['value']:{value_width}d}  {row['name']:{name_width}s}  {row['description']}")
     return 0
 
 

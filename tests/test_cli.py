@@ -33,6 +33,12 @@ def test_demo_fits_generated_galaxies_end_to_end(tmp_path, capsys):
 
 def test_flags_lists_and_decodes(capsys):
     assert main(["flags"]) == 0
-    assert "no_convergence" in capsys.readouterr().out
+    lines = capsys.readouterr().out.splitlines()
+    assert "no_convergence" in lines[0]
+    # one column for the names, however long: every description starts at the same place
+    import re
+
+    starts = {re.match(r"^\s*\d+  \S+\s+", line).end() for line in lines}
+    assert len(starts) == 1, starts
     assert main(["flags", "5"]) == 0
     assert capsys.readouterr().out.strip() == "no_convergence, no_covariance"
