@@ -81,3 +81,20 @@ def test_a_joint_fit_is_flagged_by_its_worst_band():
     fitting = gm.Fitting(ds, batch_size=1, device="cpu", progress=False)
     res = fitting.fit()
     assert int(res["flag"][0]) & int(Flag.psf_undersampled), res["message"][0]
+
+
+def test_a_fitted_neighbour_does_not_flag_the_target():
+    """A bright star 12 px from an extended galaxy, both under the aliasing 1.7 px PSF, the star fitted as a
+    neighbour: the star's S/N (tens of thousands) would flag any compact source, but the flag judges the target,
+    whose exponential-like light (r_e 6 px) it does not bias."""
+    pytest.importorskip("photutils")
+    from .helpers.neighbour_mocks import neighbour_scene
+
+    target = dict(n=1.5, re=6.0, q=0.6, pa=30.0, cx=40.3, cy=40.7, flux=400.0)
+    image, sigma, psf, _ = neighbour_scene(target, [dict(kind="star", x=52.0, y=40.0, flux=5000.0)], seed=4,
+                                           psf_fwhm=1.7)
+    ds = gm.Dataset.from_arrays(image[None], sigma[None], psf, auto_mask=True, neighbours="fit")
+    ds.define_profiles(g=gm.lp.Sersic(), sky=gm.lp.Sky())
+    res = gm.Fitting(ds, batch_size=1, device="cpu", progress=False).fit()
+    assert "g_eff_r" in res.colnames and abs(res["g_eff_r"][0] / target["re"] - 1) < 0.05
+    assert not int(res["flag"][0]) & int(Flag.psf_undersampled), res["message"][0]

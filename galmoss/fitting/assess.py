@@ -187,7 +187,9 @@ def psf_sampling_bias(objective, theta: Tensor, psf_sampling: int = 1):
         return None
     count = theta.shape[0]
     aliasing = np.broadcast_to(_band_edge_share(renderer.psf.detach().double().cpu().numpy()), (count,)).copy()
-    convolved = {name: p for name, p in objective.model.profiles.items() if p.psf}
+    # the target's own components: a fitted neighbour is another source, judged by its own fit
+    neighbours = set(objective.model.neighbour_components)
+    convolved = {name: p for name, p in objective.model.profiles.items() if p.psf and name not in neighbours}
     bias = np.zeros(count)
     snr = np.full(count, np.nan)
     if not convolved:

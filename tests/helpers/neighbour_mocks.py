@@ -114,17 +114,18 @@ def neighbour_mocks(count: int, seed: int = 0, shape=(96, 96), neighbours=(1, 2)
                         np.array(others), np.array(masks), truth, all_nb, np.array(snrs))
 
 
-def neighbour_scene(target: dict | None, neighbours: list[dict], shape=(80, 80), noise: float = 0.02, seed: int = 0):
+def neighbour_scene(target: dict | None, neighbours: list[dict], shape=(80, 80), noise: float = 0.02, seed: int = 0,
+                    psf_fwhm: float = 3.5):
     """One GalSim cutout of given sources: (image, sigma image, PSF, noiseless target).
 
     ``target``: n, re, q, pa, cx, cy, flux (or None: no target); each neighbour:
     kind ("galaxy" or "star"), x, y, flux and, for a galaxy, n, re, q, pa.
     A flat sky of :data:`SKY`, Gaussian noise of ``noise``, the Moffat PSF of
-    :func:`neighbour_mocks`.
+    :func:`neighbour_mocks` (FWHM ``psf_fwhm`` pixels).
     """
     rng = np.random.default_rng(seed)
     h, w = shape
-    psf = galsim.Moffat(beta=3.5, fwhm=3.5, gsparams=GSPARAMS)
+    psf = galsim.Moffat(beta=3.5, fwhm=psf_fwhm, gsparams=GSPARAMS)
     psf_img = psf_image(psf, 25)
     psf_img /= psf_img.sum()
     clean = np.zeros(shape)
