@@ -33,7 +33,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..render.psf import LARGER_THAN_CUTOUT, psf_exceeds_cutout
 from ..flags import Flag, decode
 from .constraints import Constraint, parse_constraints
 from .convert import (SLOTS, build_profiles, component_labels, component_name, coupled_keys, free_and_fixed,
@@ -424,12 +423,6 @@ def _write_outputs(g, gal: GalaxyInput, row, out: dict, n_free: int, n_fix: int,
         if free.get(key) and (not math.isfinite(v) or not math.isfinite(errors.get(key, math.nan))
                               or _column(comp, key[1]) in message):
             problems.add(key)
-    spurious = int(Flag.psf_larger_than_cutout)
-    if (feedme.psf_sampling > 1 and gal.psf is not None and flags & spurious
-            and not psf_exceeds_cutout(gal.psf.shape, gal.image.shape, feedme.psf_sampling)):
-        # the PSF is sampled E times finer: compared with the cutout in data pixels it fits
-        flags &= ~spurious
-        message = "; ".join(m for m in message.split("; ") if LARGER_THAN_CUTOUT not in m)
     messages = [m for m in [*gal.messages, message] if m]
     chi2 = float(row["chi2"])
     ndof = int(row["dof"])

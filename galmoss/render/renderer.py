@@ -147,11 +147,7 @@ class Renderer:
 
     def _convolve(self, smooth_spectrum: Tensor | None, source_spectrum: Tensor | None, psf_hat: Tensor) -> Tensor:
         """The convolved spectrum on the FFT box of a smooth part's rfft2 and cores' or points' spectra."""
-        if smooth_spectrum is None:
-            return source_spectrum * psf_hat
-        if source_spectrum is None:
-            return smooth_spectrum * psf_hat
-        return (smooth_spectrum + source_spectrum) * psf_hat
+        return _times_kernel(smooth_spectrum, source_spectrum, psf_hat)
 
     # ------------------------------------------------------------------ parts
     def _values(self, profile: LightProfile, values: Mapping[Parameter, Tensor]) -> dict[str, Tensor]:
@@ -276,7 +272,8 @@ class Renderer:
         else:
             window = smooth_window(r_ell, r1, r2)
         geometry = _Geometry(r_ell=r_ell, nodes=core_nodes(r2, self.settings), window=window,
-                             core=core_map(v, r1, r2, self.source_ky, self.source_kx, self.origin, self.settings, self.core_band))
+                             core=core_map(v, r1, r2, self.source_ky, self.source_kx, self.origin, self.settings,
+                                           self.core_band))
         radii = self._radii(geometry)
         x0 = torch.stack([v[slot].reshape(-1) for slot in slots], dim=1)  # (B, S)
 
@@ -449,7 +446,7 @@ class Renderer:
                 fft = torch.fft.rfft2(smooth, s=(n, m)) if smooth is not None else None
                 if fft is not None or spectrum is not None:
                     spectrum = (self._convolved(fft, spectrum, psf_hat) if with_psf
-                                else Renderer._convolve(self, fft, spectrum, self.pixel_hat))
+                                else _times_kernel(fft, spectrum, self.pixel_hat))
                 out[name] = (spectrum, plain)
         return out
 
@@ -516,7 +513,7 @@ class Renderer:
                 spec = self._convolve(fft, spectra[with_psf], psf_hat)
             else:
                 # the pixel response acts inside the band only: nothing there is drawn beyond it
-                spec = Renderer._convolve(self, fft, spectra[with_psf], self.pixel_hat)
+                spec = _times_kernel(fft, spectra[with_psf], self.pixel_hat)
             total_spectrum = spec if total_spectrum is None else total_spectrum + spec
         total = None
         if total_spectrum is not None:
@@ -526,6 +523,15 @@ class Renderer:
         if total is None:
             total = torch.zeros((batch,) + self.shape, dtype=self.dtype, device=self.device)
         return total
+
+
+def _times_kernel(smooth_spectrum: Tensor | None, source_spectrum: Tensor | None, kernel: Tensor) -> Tensor:
+    """(smooth part's spectrum + cores' or points' spectra) x kernel, either part possibly None."""
+    if smooth_spectrum is None:
+        return source_spectrum * kernel
+    if source_spectrum is None:
+        return smooth_spectrum * kernel
+    return (smooth_spectrum + source_spectrum) * kernel
 
 
 def _batch_image(name: str, profile: LightProfile, image, want: tuple[int, int, int]) -> Tensor:
@@ -581,8 +587,9 @@ class OversampledRenderer(Renderer):
     magnitudes are unchanged (the total flux is), a sky level is spread over E^2
     fine pixels.
 
-    Only :meth:`__call__` is offered: the fitter differentiates through it
-    (forward mode), as it does for tied parameters.
+    Only :meth:`__call__` is offered. The fitter's structured Jacobian uses the
+    data-grid renderer's spectra (:meth:`structured`); a model drawn on the fine
+    grid is differentiated by forward mode, as tied parameters are.
     """
 
     def __init__(self, shape, psf=None, *, batch=None, dtype=torch.float32, device=None,
