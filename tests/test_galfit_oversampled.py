@@ -182,3 +182,23 @@ def test_a_psf_made_from_a_fwhm_is_refused_with_a_finer_psf_before_fitting():
                          render_settings=RenderSettings(psf_oversampling=3))
     with pytest.raises(ConfigError, match=r"psf_fwhm=1.7.*psf_oversampling = 3"):
         fitting.fit()
+
+
+def test_a_finer_psf_that_fits_the_cutout_is_not_called_larger_in_a_joint_fit():
+    """Two bands, each PSF 3x finer (a 93x93 stamp: 31 data pixels inside the 40x40 cutout): the reading's
+    psf_larger_than_cutout compares samples with pixels, and the joint fit takes it back as a single-band fit does."""
+    from galmoss.flags import Flag
+
+    factor = 3
+    fine = moffat_psf(3.0, 2.5).drawImage(nx=31 * factor, ny=31 * factor, scale=1.0 / factor, method="auto").array
+    truth = galsim.Convolve(galsim_sersic(1.0, 3.0, 0.7, 30.0, 20.3, 19.8, 1000.0, SHAPE), moffat_psf(3.0, 2.5),
+                            gsparams=GSPARAMS).drawImage(nx=SHAPE[1], ny=SHAPE[0], scale=1.0, method="auto").array
+    rng = np.random.default_rng(3)
+    images = {b: (truth + rng.normal(0.0, 1.0, SHAPE))[None] for b in ("a", "b")}
+    ds = gm.Dataset.from_arrays(images, {b: np.ones((1,) + SHAPE) for b in images}, {b: fine for b in images},
+                                wavelength={"a": 600.0, "b": 800.0}, pix_scale=0.1)
+    ds.define_profiles(galaxy=gm.lp.Sersic(mag=gm.p(M0=0.0)))
+    res = gm.Fitting(ds, batch_size=1, device="cpu", progress=False,
+                     render_settings=RenderSettings(psf_oversampling=factor)).fit()
+    assert not int(res["flag"][0]) & int(Flag.psf_larger_than_cutout), res["message"][0]
+    assert abs(res["galaxy_eff_r"][0] / 3.0 - 1) < 0.1

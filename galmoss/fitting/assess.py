@@ -18,7 +18,7 @@ from .records import Batch
 from .status import decode_status
 
 __all__ = ["PSF_BIAS_LIMIT", "assess", "check_starts", "mark_psf_undersampled", "near_bound", "psf_sampling_bias",
-           "worst_psf_bias"]
+           "take_back_psf_size", "worst_psf_bias"]
 
 Tensor = torch.Tensor
 
@@ -72,12 +72,7 @@ def assess(model: Model, batch: Batch, start: dict, reported: dict, theta: Tenso
     near = near_bound(model, theta)
     flags = batch.flags.copy()
     messages = [list(m) for m in batch.messages]
-    if psf_sampling > 1 and batch.psf is not None and not psf_exceeds_cutout(batch.psf.shape, batch.image.shape,
-                                                                             psf_sampling):
-        # reading compared the PSF's samples with the cutout's pixels: E times finer, it fits
-        for i in np.flatnonzero(flags & int(Flag.psf_larger_than_cutout)):
-            flags[i] &= ~int(Flag.psf_larger_than_cutout)
-            messages[i] = [m for m in messages[i] if LARGER_THAN_CUTOUT not in m]
+    take_back_psf_size([batch], psf_sampling, flags, messages)
     for i in range(len(batch)):
         if not converged[i]:
             flags[i] |= int(Flag.non_finite if not finite[i] else Flag.no_convergence)
@@ -131,6 +126,20 @@ def near_bound(model: Model, theta: Tensor) -> list[list[str]]:
     names = model.free_names()
     close = model.near_bound(theta).cpu().numpy()
     return [[names[j] for j in np.flatnonzero(row)] for row in close]
+
+
+def take_back_psf_size(batches: list[Batch], psf_sampling: int, flags, messages) -> None:
+    """Clear ``psf_larger_than_cutout`` (in place) where a PSF sampled E times finer fits every cutout.
+
+    Reading compares a stamp's samples with the cutout's pixels; the fit knows
+    how many samples a pixel holds.
+    """
+    if psf_sampling <= 1 or any(b.psf is None or psf_exceeds_cutout(b.psf.shape, b.image.shape, psf_sampling)
+                                for b in batches):
+        return
+    for i in np.flatnonzero(flags & int(Flag.psf_larger_than_cutout)):
+        flags[i] &= ~int(Flag.psf_larger_than_cutout)
+        messages[i] = [m for m in messages[i] if LARGER_THAN_CUTOUT not in m]
 
 
 def mark_psf_undersampled(psf_bias, finite, flags, messages) -> None:

@@ -325,6 +325,9 @@ def fit_multiband_batch(jm: JointModel, batches: list[Batch], settings) -> Multi
     for b in range(1, nb):
         for i, m in enumerate(batches[b].messages):
             messages[i].extend(f"{jm.bands.names[b]}: {x}" for x in m)
+    from .assess import take_back_psf_size
+
+    take_back_psf_size(batches, settings.render.psf_oversampling, flags, messages)
     if jm.n_free:
         if settings.method == "lm":
             result = levenberg_marquardt(objective.residuals, objective.residuals_and_jacobian, theta0, settings.lm)
