@@ -136,6 +136,17 @@ def _component_pair(model: Model):
     return tuple(sorted(extended, key=lambda n: order.get(roles.get(n), 2)))
 
 
+def _traded_places(pair, values: dict, count: int, policy: RestartPolicy = DEFAULT_POLICY) -> np.ndarray:
+    """Which of ``count`` fits ended with the compact component larger than the extended one (they traded
+    places), as a bool array; all False when the two share no size slot."""
+    a, b = pair
+    length = next((s for s in policy.size_slots if f"{a}_{s}" in values and f"{b}_{s}" in values), None)
+    if length is None:
+        return np.zeros(count, dtype=bool)
+    with np.errstate(invalid="ignore"):
+        return values[f"{a}_{length}"] > values[f"{b}_{length}"]
+
+
 def _suspicious_pairs(model: Model, pair, values: dict, loss: np.ndarray, dof: np.ndarray, converged: np.ndarray,
                       policy: RestartPolicy = DEFAULT_POLICY):
     """Two-component fits that may sit in a wrong minimum, as a bool array (B,).
@@ -151,9 +162,7 @@ def _suspicious_pairs(model: Model, pair, values: dict, loss: np.ndarray, dof: n
         total = sum(flux.values()) if flux else None
         out = ~converged | ~np.isfinite(loss)
         out |= np.isfinite(loss) & (dof > 0) & (loss > dof + policy.pair_chi2_sigmas * np.sqrt(2.0 * np.maximum(dof, 1)))
-        length = next((s for s in policy.size_slots if f"{a}_{s}" in values and f"{b}_{s}" in values), None)
-        if length is not None:
-            out |= values[f"{a}_{length}"] > values[f"{b}_{length}"]
+        out |= _traded_places(pair, values, out.shape[0], policy)
         for c in pair:
             for s in policy.size_slots:
                 if f"{c}_{s}" in values:
@@ -172,9 +181,10 @@ def _suspicious_pairs(model: Model, pair, values: dict, loss: np.ndarray, dof: n
 def restart_components(model, objective, batch, start, estimates, result, settings, refitted=()):
     """Two-component fits that may have ended in a wrong minimum: try the alternatives, keep the lowest chi2.
 
-    For the suspicious fits (:func:`_suspicious_pairs`), three restarts are fitted
-    together as one batch: the two components' shape parameters swapped (they
-    traded places); both restarted apart from the image (the rules of
+    For the suspicious fits (:func:`_suspicious_pairs`), up to four restarts are
+    fitted together as one batch: the two components' shape parameters swapped
+    (only where they traded places, :func:`_traded_places`: elsewhere the swap
+    never found the lower minimum, docs/benchmarks.md); both restarted apart from the image (the rules of
     :func:`galmoss.fitting.starts.component_rules`); and each component in
     turn reset from those rules while the other keeps its fitted values (one
     component collapsed or stuck). Parameters of neither component (the sky,
@@ -211,7 +221,10 @@ def restart_components(model, objective, batch, start, estimates, result, settin
         if pa_ is None or pb_ is None or pa_ is pb_ or pa_ not in fitted or pb_ not in fitted:
             continue
         swapped[pa_], swapped[pb_] = fitted[pb_], fitted[pa_]
-    candidates.append((swapped, everyone))
+    traded = np.flatnonzero(_traded_places(pair, {k: v[rows] for k, v in reported.items()}, rows.size,
+                                            settings.restart_policy))
+    if traded.size:
+        candidates.append(({prm: v[traded] for prm, v in swapped.items()}, traded))
     # both components restarted apart; everything else (sky, fitted neighbours) keeps its fit
     both = set(a.values()) | set(b.values())
     apart = np.flatnonzero(~np.isin(rows, np.asarray(refitted, dtype=int)))
@@ -231,7 +244,7 @@ def restart_components(model, objective, batch, start, estimates, result, settin
     by_galaxy = by_loss[torch.argsort(which_t[by_loss], stable=True)]
     first = torch.ones_like(by_galaxy, dtype=torch.bool)
     first[1:] = which_t[by_galaxy][1:] != which_t[by_galaxy][:-1]
-    pick = by_galaxy[first]  # one per galaxy, in the order of `rows` (every galaxy has the swap)
+    pick = by_galaxy[first]  # one per galaxy, in the order of `rows` (every galaxy has the resets)
     taken = keep_better(result, torch.as_tensor(rows, device=settings.torch_device), again, pick)
     log.info("two-component restarts: %d suspicious fits, %d improved", rows.size, taken)
     return result
