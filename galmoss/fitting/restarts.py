@@ -221,8 +221,7 @@ def restart_components(model, objective, batch, start, estimates, result, settin
         if pa_ is None or pb_ is None or pa_ is pb_ or pa_ not in fitted or pb_ not in fitted:
             continue
         swapped[pa_], swapped[pb_] = fitted[pb_], fitted[pa_]
-    traded = np.flatnonzero(_traded_places(pair, {k: v[rows] for k, v in reported.items()}, rows.size,
-                                            settings.restart_policy))
+    traded = np.flatnonzero(_traded_places(pair, reported, len(batch), settings.restart_policy)[rows])
     if traded.size:
         candidates.append(({prm: v[traded] for prm, v in swapped.items()}, traded))
     # both components restarted apart; everything else (sky, fitted neighbours) keeps its fit
