@@ -58,3 +58,13 @@ def test_which_fits_are_suspicious():
     loss[5] = 10000 + 4 * np.sqrt(2 * 10000)  # 4 spreads above dof
     out = _suspicious_pairs(None, ("bulge", "disk"), values, loss, dof, np.ones(b, dtype=bool))
     assert list(out) == [False, True, True, True, True, True]
+
+
+def test_traded_places_only_where_the_sizes_compare():
+    """Two r_e: the compact one larger is traded; an r_e beside a scale length: not known (None), never a guess."""
+    from galmoss.fitting.restarts import _traded_places
+
+    both = {"bulge_eff_r": np.array([2.0, 9.0]), "disk_eff_r": np.array([8.0, 8.0])}
+    assert list(_traded_places(("bulge", "disk"), both)) == [False, True]
+    mixed = {"bulge_eff_r": np.array([2.0, 9.0]), "disk_scale_l": np.array([5.0, 5.0])}
+    assert _traded_places(("bulge", "disk"), mixed) is None

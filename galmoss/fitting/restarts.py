@@ -136,13 +136,14 @@ def _component_pair(model: Model):
     return tuple(sorted(extended, key=lambda n: order.get(roles.get(n), 2)))
 
 
-def _traded_places(pair, values: dict, count: int, policy: RestartPolicy = DEFAULT_POLICY) -> np.ndarray:
-    """Which of ``count`` fits ended with the compact component larger than the extended one (they traded
-    places), as a bool array; all False when the two share no size slot."""
+def _traded_places(pair, values: dict, policy: RestartPolicy = DEFAULT_POLICY) -> np.ndarray | None:
+    """Which fits ended with the compact component larger than the extended one (they traded places), as a
+    bool array; None when the two share no size slot (a Sersic's r_e and an exponential's scale length):
+    then it is not known."""
     a, b = pair
     length = next((s for s in policy.size_slots if f"{a}_{s}" in values and f"{b}_{s}" in values), None)
     if length is None:
-        return np.zeros(count, dtype=bool)
+        return None
     with np.errstate(invalid="ignore"):
         return values[f"{a}_{length}"] > values[f"{b}_{length}"]
 
@@ -162,7 +163,9 @@ def _suspicious_pairs(model: Model, pair, values: dict, loss: np.ndarray, dof: n
         total = sum(flux.values()) if flux else None
         out = ~converged | ~np.isfinite(loss)
         out |= np.isfinite(loss) & (dof > 0) & (loss > dof + policy.pair_chi2_sigmas * np.sqrt(2.0 * np.maximum(dof, 1)))
-        out |= _traded_places(pair, values, out.shape[0], policy)
+        traded = _traded_places(pair, values, policy)
+        if traded is not None:
+            out |= traded
         for c in pair:
             for s in policy.size_slots:
                 if f"{c}_{s}" in values:
@@ -183,8 +186,9 @@ def restart_components(model, objective, batch, start, estimates, result, settin
 
     For the suspicious fits (:func:`_suspicious_pairs`), up to four restarts are
     fitted together as one batch: the two components' shape parameters swapped
-    (only where they traded places, :func:`_traded_places`: elsewhere the swap
-    never found the lower minimum, docs/benchmarks.md); both restarted apart from the image (the rules of
+    (only where they traded places, :func:`_traded_places`, when their sizes
+    compare: elsewhere the swap never found the lower minimum,
+    docs/benchmarks.md); both restarted apart from the image (the rules of
     :func:`galmoss.fitting.starts.component_rules`); and each component in
     turn reset from those rules while the other keeps its fitted values (one
     component collapsed or stuck). Parameters of neither component (the sky,
@@ -221,7 +225,9 @@ def restart_components(model, objective, batch, start, estimates, result, settin
         if pa_ is None or pb_ is None or pa_ is pb_ or pa_ not in fitted or pb_ not in fitted:
             continue
         swapped[pa_], swapped[pb_] = fitted[pb_], fitted[pa_]
-    traded = np.flatnonzero(_traded_places(pair, reported, len(batch), settings.restart_policy)[rows])
+    # the swap where they traded places; every suspicious fit tries it where that is not known
+    traded = _traded_places(pair, reported, settings.restart_policy)
+    traded = everyone if traded is None else np.flatnonzero(traded[rows])
     if traded.size:
         candidates.append(({prm: v[traded] for prm, v in swapped.items()}, traded))
     # both components restarted apart; everything else (sky, fitted neighbours) keeps its fit
