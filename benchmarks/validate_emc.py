@@ -204,8 +204,8 @@ def score(err: np.ndarray, mag: np.ndarray):
 
 def _entries(results):
     """((parameter, priors), (error, pull, inside)) for every parameter, priors off then on."""
-    for name in results[None][1]:
-        for priors in (None, "sourcextractor"):
+    for name in next(iter(results.values()))[1]:
+        for priors in results:
             yield (name, priors), results[priors][1][name]
 
 
@@ -243,6 +243,7 @@ def main(argv=None) -> int:
                         help="give the fitter the PSF this many times finer than the pixels (GALFIT's E)")
     parser.add_argument("--max-mag", type=float, default=None, help="only the I_E bins below this magnitude")
     parser.add_argument("--min-mag", type=float, default=None, help="only the I_E bins above this magnitude")
+    parser.add_argument("--priors", choices=("both", "off", "on"), default="both", help="which fits to run")
     parser.add_argument("--save", type=Path, default=None,
                         help="write the truths and every fitted column, priors off and on, to this .npz")
     args = parser.parse_args(argv)
@@ -259,7 +260,7 @@ def main(argv=None) -> int:
     mag = truth["mag"]
     bins = [f"{lo:g}-{hi:g}" for lo, hi in zip(BINS[:-1], BINS[1:])]
     results = {}
-    for priors in (None, "sourcextractor"):
+    for priors in {"both": (None, "sourcextractor"), "off": (None,), "on": ("sourcextractor",)}[args.priors]:
         t0, c0 = time.perf_counter(), time.process_time()
         res = fit(args.population, images, sigmas, psf, priors, args.psf_oversampling)
         results[priors] = (res, errors(args.population, res, truth))
@@ -276,8 +277,8 @@ def main(argv=None) -> int:
     print()
     print("| parameter | priors | " + " | ".join(f"I_E {b}" for b in bins) + " | global score |")
     print("|---|---|" + "---|" * len(bins) + "---|")
-    for name in results[None][1]:
-        for priors in (None, "sourcextractor"):
+    for name in next(iter(results.values()))[1]:
+        for priors in results:
             err = results[priors][1][name][0]
             arr, glob = score(err, mag)
             cells = [f"{b:+.3f} / {d:.3f} / {f:.2f}" for b, d, f in arr]
@@ -290,7 +291,7 @@ def main(argv=None) -> int:
     print("\ncells: fraction of truths inside the results' 68.3 % interval (<column>_lo, <column>_hi)\n")
     print("| priors | " + " | ".join(f"I_E {b}" for b in bins) + " |")
     print("|---|" + "---|" * len(bins))
-    for priors in (None, "sourcextractor"):
+    for priors in results:
         res = results[priors][0]
         ok = np.isfinite(np.asarray(res["chi2"], dtype=float))
         cells = [f"{np.mean(ok[(mag >= lo) & (mag < hi)]):.3f}" for lo, hi in zip(BINS[:-1], BINS[1:])]

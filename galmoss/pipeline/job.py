@@ -57,7 +57,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, GalmossError
-from .options import SETTINGS_TYPES, RunOptions, check_uncertainty
+from .options import SETTINGS_TYPES, UNCERTAINTY_METHODS, RunOptions, check_uncertainty
 
 __all__ = ["Job", "JobError", "load_job"]
 
@@ -275,8 +275,8 @@ def load_job(path) -> Job:
     for key in ("method", "likelihood", "device", "dtype", "uncertainty"):
         if key in fit:
             _expect(fit[key], str, f"fit.{key}", path, "a string")
-    if fit.get("uncertainty", "covar_mat") not in ("covar_mat", "bootstrap", "none"):
-        raise JobError(f"{path}: fit.uncertainty = {fit['uncertainty']!r}; choose covar_mat, bootstrap or none")
+    if fit.get("uncertainty", "covar_mat") not in UNCERTAINTY_METHODS + ("none",):
+        raise JobError(f"{path}: fit.uncertainty = {fit['uncertainty']!r}; choose {', '.join(UNCERTAINTY_METHODS)} or none")
     for key, kind in SETTINGS_TYPES.items():
         if key in fit:
             fit[key] = _settings(fit[key], kind, f"fit.{key}", path)

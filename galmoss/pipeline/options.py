@@ -187,6 +187,10 @@ class RunOptions:
         return out
 
 
+#: the methods of ``Fitting.uncertainty`` (a job file's ``uncertainty`` takes these or "none")
+UNCERTAINTY_METHODS = ("covar_mat", "bootstrap")
+
+
 def check_uncertainty(method: str, n_resample, iteration=None, seed=0) -> tuple[str, int, int | None, int]:
     """The options of ``Fitting.uncertainty`` (a job file's ``uncertainty``, ``n_resample``, ``seed``), checked.
 
@@ -198,8 +202,8 @@ def check_uncertainty(method: str, n_resample, iteration=None, seed=0) -> tuple[
     ConfigError
         Naming the option and the fix.
     """
-    if method not in ("covar_mat", "bootstrap"):
-        raise ConfigError(f"uncertainty method={method!r}: choose 'covar_mat' or 'bootstrap'")
+    if method not in UNCERTAINTY_METHODS:
+        raise ConfigError(f"uncertainty method={method!r}: choose {' or '.join(repr(m) for m in UNCERTAINTY_METHODS)}")
     n_resample = _count("n_resample", n_resample, 2)
     if iteration is not None:
         iteration = _count("iteration", iteration)
