@@ -132,10 +132,16 @@ def test_the_sourcextractor_preset_puts_its_priors_on_copies_of_a_bulge_and_a_di
     # log10(r_b / r_d^2) in pixels = log10(r_b,arcsec / h_arcsec^2) - log10(0.1) + 2 log10(h / 0.1) ... as centres:
     assert b.eff_r.prior.mu[0] == pytest.approx(-1.0 - math.log10(1 / 0.1) + 2 * math.log10(h / 0.1))
     assert isinstance(b.mag.prior, gm.prior.FluxFraction)
-    lo, hi = model.transforms[b.ser_n].lower, model.transforms[b.ser_n].upper
-    assert (lo, hi) == pytest.approx((0.25, 20.0))
+    # a bulge's free index gets no prior (the preset's index prior, centred at n = 0.84, is a whole galaxy's)
+    assert b.ser_n.prior is None
     labels = sorted(t.label for t in model.priors)
-    assert labels == ["bulge.axis_r", "bulge.eff_r", "bulge.mag", "bulge.ser_n", "disk.axis_r", "disk.scale_l"]
+    assert labels == ["bulge.axis_r", "bulge.eff_r", "bulge.mag", "disk.axis_r", "disk.scale_l"]
+    # one component: the index's logit prior, whose bounds become its range
+    single = gm.Model({"galaxy": gm.lp.Sersic(cen_x=cx, cen_y=cy, eff_r=gm.p(2.0), mag=gm.p(19.0, M0=24.0),
+                                              ser_n=gm.p(3.0), axis_r=gm.p(0.8), pa=gm.p(0.0))}, priors="sourcextractor")
+    n = single.profiles["galaxy"].ser_n
+    assert (n.prior.mu[0], n.prior.space) == (-3.9, "logit")
+    assert (single.transforms[n].lower, single.transforms[n].upper) == pytest.approx((0.25, 20.0))
     with pytest.raises(ValueError, match="unknown preset"):
         gm.Model({"bulge": bulge}, priors="emc2")
 

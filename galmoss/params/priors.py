@@ -374,7 +374,9 @@ def apply_preset(profiles, name: str, skip=()) -> dict:
     that gets a prior is copied once (a parameter shared by two slots stays
     shared). A model of one elliptical component with a size gets the
     single-component priors; one of exactly a disk (an exponential disk, or a
-    Sersic with n fixed at 1) and one other Sersic gets the bulge + disk priors;
+    Sersic with n fixed at 1) and one other Sersic gets the bulge + disk priors
+    (none on the bulge's index: the single-component index prior describes
+    whole galaxies, not bulges);
     other models, and components named in ``skip`` (fitted neighbours), get
     the size, index and ellipticity priors on each component. Free parameters
     only; a parameter that already has a prior keeps it.
@@ -417,7 +419,9 @@ def apply_preset(profiles, name: str, skip=()) -> dict:
             setattr(new, size, with_prior(prms[size], ln_pixels(*preset["disk_size"], size)))
         elif not bulge_disk:
             setattr(new, size, with_prior(prms[size], ln_pixels(*preset["size"], size)))
-        if "ser_n" in prms:
+        # the index prior describes whole galaxies (centred at n = 0.84); SourceXtractor++'s bulge + disk
+        # model held its bulge at n = 4 and published no prior for a bulge's index: a free one gets none
+        if "ser_n" in prms and not bulge_disk:
             mu, sigma, bounds = preset["index"]
             setattr(new, "ser_n", with_prior(prms["ser_n"], lambda prm: Normal(mu, sigma, space="logit", bounds=bounds)))
         if "axis_r" in prms:
