@@ -45,20 +45,18 @@ SLOTS = ("cen_x", "cen_y", "bulge_mag", "bulge_eff_r", "bulge_axis_r", "bulge_pa
          "disk_axis_r", "disk_pa")
 
 
-def _fit(images, sigmas, psf, oversampling, values=None, held=(), restarts=True):
-    """A Sersic (n = 4) bulge + exponential disk fit; ``values`` start (or, for ``held`` slots, hold) each galaxy."""
+def _fit(images, sigmas, psf, oversampling, values, held=(), restarts=True):
+    """The bulge + disk of ``validate_emc.fit`` started (or, for ``held`` slots, held) at ``values`` per galaxy."""
     ds = gm.Dataset.from_arrays(images, sigmas, psf)
 
     def p(slot, **kw):
-        if values is None:
-            return gm.p(**kw)
         return gm.p(values[slot], fit=slot not in held, **kw)
 
     cx, cy = p("cen_x"), p("cen_y")
     bulge = gm.lp.Sersic(cen_x=cx, cen_y=cy, ser_n=gm.p(4.0, fit=False), mag=p("bulge_mag", M0=emc.ZERO_POINT),
-                         **({} if values is None else {s: p(f"bulge_{s}") for s in ("eff_r", "axis_r", "pa")}))
+                         **{s: p(f"bulge_{s}") for s in ("eff_r", "axis_r", "pa")})
     disk = gm.lp.ExpDisk(cen_x=cx, cen_y=cy, mag=p("disk_mag", M0=emc.ZERO_POINT),
-                         **({} if values is None else {s: p(f"disk_{s}") for s in ("scale_l", "axis_r", "pa")}))
+                         **{s: p(f"disk_{s}") for s in ("scale_l", "axis_r", "pa")})
     ds.define_profiles(bulge=bulge, disk=disk)
     fitting = gm.Fitting(ds, batch_size=100, iteration=200, device="cpu", progress=False, restarts=restarts,
                          render_settings=gm.RenderSettings(psf_oversampling=oversampling))
@@ -88,12 +86,11 @@ def main(argv=None) -> int:
     e = args.psf_oversampling
     # the truth in galmoss's conventions: 1-based pixel centres (a 64-pixel cutout's centre is 32.5), a
     # major-axis r_e, an exponential's scale length r_e / 1.678
-    centre = emc.SHAPE[1] / 2 + 0.5
-    truth = {"cen_x": centre + t["dx"], "cen_y": emc.SHAPE[0] / 2 + 0.5 + t["dy"], "bulge_mag": t["mag_b"],
+    truth = {"cen_x": emc.SHAPE[1] / 2 + 0.5 + t["dx"], "cen_y": emc.SHAPE[0] / 2 + 0.5 + t["dy"], "bulge_mag": t["mag_b"],
              "bulge_eff_r": t["re_b"], "bulge_axis_r": t["q_b"], "bulge_pa": t["pa_b"], "disk_mag": t["mag_d"],
              "disk_scale_l": t["re_d"] / 1.678347, "disk_axis_r": t["q"], "disk_pa": t["pa"]}
     c0 = time.process_time()
-    best = _fit(images, sigmas, psf, e)
+    best = emc.fit("bd", images, sigmas, psf, None, e)  # the survey fit: no starts, priors off
     chi2 = np.asarray(best["chi2"], dtype=np.float64)
     at_truth = np.asarray(_fit(images, sigmas, psf, e, truth, held=SLOTS)["chi2"], dtype=np.float64) - chi2
     started = _fit(images, sigmas, psf, e, truth, restarts=False)
