@@ -203,27 +203,26 @@ POLISH_TOLERANCE = 1e-6
 
 def polishable(model: Model, settings: FitSettings) -> bool:
     """Whether :func:`polish` ends the fit: a float32 Levenberg-Marquardt fit of scalar parameters."""
-    return settings.polish and settings.method == "lm" and settings.dtype == "float32" and bool(model.n_free) \
+    return settings.polishes and settings.method == "lm" and settings.dtype == "float32" and bool(model.n_free) \
         and not model.has_vectors
 
 
 def polish(model: Model, batch: Batch, start: dict, objective, result, settings: FitSettings):
     """The float32 solution taken to the float64 minimum: ``(float64 objective, result)``.
 
-    In float32 a galaxy's solution depends, by round-off, on which other galaxies
-    share its batch (reductions and matrix products take other paths at other
-    sizes, converged galaxies leave the batch at other iterations): a few
-    percent of its errors apart between two cuts of one catalogue. Each
-    galaxy's own float64 residuals and Jacobian at that solution do not depend
-    on its neighbours beyond 1e-12. Gauss-Newton steps on those residuals land on
-    the float64 minimum whatever the cut: up to :data:`POLISH_STEPS`, each from
-    a Jacobian at the current point (the fit's float32 one: only the fixed point
-    ``J^T r = 0`` must be exact, and the float64 residuals set it) and kept only
-    where it lowers the galaxy's loss; a galaxy goes on while its step lowered
-    the loss by more than :data:`POLISH_TOLERANCE`. The last ``J^T J`` is the
-    result's normal matrix, from which the covariance follows. Costs a float64
-    residual evaluation and a float32 Jacobian per step; most galaxies take
-    two or three.
+    On the CPU a galaxy's float32 arithmetic is the same in any batch
+    (:mod:`galmoss.batched`), so its fit is too; on a GPU the FFT and matrix
+    kernels choose their algorithms by batch size, and a galaxy's solution
+    depends, by round-off, on which other galaxies share its batch. Each
+    galaxy's own float64 residuals at that solution do not depend on its
+    neighbours beyond 1e-12, and Gauss-Newton steps on them land on the float64
+    minimum whatever the cut: up to :data:`POLISH_STEPS`, each from a Jacobian at
+    the current point (the fit's float32 one: only the fixed point ``J^T r = 0``
+    must be exact, and the float64 residuals set it) and kept only where it
+    lowers the galaxy's loss; a galaxy goes on while its step lowered the loss by
+    more than :data:`POLISH_TOLERANCE`. The last ``J^T J`` is the result's normal
+    matrix, from which the covariance follows. Costs a float64 residual
+    evaluation and a float32 Jacobian per step; most galaxies take two or three.
     """
     import dataclasses
 

@@ -48,9 +48,12 @@ class FitSettings:
     model_images
         Return the model and component images (for image blocks).
     polish
-        End a float32 Levenberg-Marquardt fit with up to two Gauss-Newton steps in
-        float64, so that a galaxy's values do not depend on which galaxies share
-        its batch, shard or dask chunk (``galmoss.fitting.batch.polish``).
+        End a float32 Levenberg-Marquardt fit with Gauss-Newton steps on float64
+        residuals (``galmoss.fitting.batch.polish``), which take every cut of a
+        catalogue to the same float64 minimum where the float32 arithmetic itself
+        depends on the batch. None (the default): only off the CPU, whose batched
+        arithmetic galmoss keeps the same for a galaxy in any batch
+        (``galmoss.batched``); GPU kernels choose their algorithms by batch size.
     """
 
     method: str = "lm"
@@ -65,7 +68,12 @@ class FitSettings:
     restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
     covariance: bool = True
     model_images: bool = False
-    polish: bool = True
+    polish: bool | None = None
+
+    @property
+    def polishes(self) -> bool:
+        """Whether a float32 fit ends with the float64 polish (``polish``; None: off the CPU only)."""
+        return self.torch_device.type != "cpu" if self.polish is None else bool(self.polish)
 
     @property
     def torch_dtype(self) -> torch.dtype:

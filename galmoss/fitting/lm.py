@@ -50,6 +50,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..batched import matvec, transposed_matvec
 from .status import Status, is_converged
 
 Tensor = torch.Tensor
@@ -198,7 +199,7 @@ class OptimizeResult:
 def _normal_equations(r: Tensor, jac: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """J^T J (b, P, P), J^T r (b, P) in float64, and the sum of squares (b,)."""
     a = torch.bmm(jac.transpose(1, 2), jac).double()
-    g = torch.bmm(jac.transpose(1, 2), r.unsqueeze(-1)).squeeze(-1).double()
+    g = transposed_matvec(jac, r).double()
     return a, g, sum_of_squares(r)
 
 
@@ -312,7 +313,7 @@ def levenberg_marquardt(
             step[failed] = _eigen_solve(lhs[failed], -g_i[failed])
         solvable = torch.isfinite(step).all(1)
         step = torch.where(solvable[:, None], step, torch.zeros_like(step))
-        predicted = (step * (a_i @ step.unsqueeze(-1)).squeeze(-1)).sum(1) + 2.0 * lam * (step * step * scale).sum(1)
+        predicted = (step * matvec(a_i, step)).sum(1) + 2.0 * lam * (step * step * scale).sum(1)
         return step, solvable, scale, predicted
 
     for _ in range(settings.max_iterations):
@@ -401,7 +402,7 @@ def _rank_one_update(jac, r, a, g, chi2, updates, idx, update, step, scale, r_tr
     ds = scale[which] * s
     jac_u = jac[rows]
     r_new = r_trial[which]
-    u = (r_new - r[rows]) - (jac_u @ s.to(jac_u.dtype).unsqueeze(-1)).squeeze(-1)
+    u = (r_new - r[rows]) - matvec(jac_u, s.to(jac_u.dtype))
     v = (ds / (ds * s).sum(1, keepdim=True).clamp_min(1e-300)).to(jac_u.dtype)
     jac_u = jac_u + u.unsqueeze(-1) * v.unsqueeze(1)
     jac[rows], r[rows] = jac_u, r_new

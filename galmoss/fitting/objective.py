@@ -26,6 +26,11 @@ from .priors import PriorRows
 Tensor = torch.Tensor
 
 
+#: Pixels a cutout may have for the objective to draw its batch with a spare galaxy
+#: (:meth:`BatchObjective._with_spare`); 512 x 512
+SPARE_PIXELS = 512 * 512
+
+
 @dataclass
 class BatchObjective:
     """Residuals of a batch of galaxies.
@@ -67,11 +72,29 @@ class BatchObjective:
     def _rows(self, index: Tensor) -> Tensor:
         return index if self.galaxy is None else self.galaxy[index]
 
+    def _with_spare(self, theta: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
+        """``theta``, ``index`` with their last galaxy repeated, its results to be dropped by the caller.
+
+        torch's CPU loops finish a tensor with scalar code that rounds differently from
+        their vector code; a spare galaxy at the end keeps every real galaxy's values off
+        that remainder, so that a galaxy is drawn alike wherever it sits in a batch
+        (galmoss/batched.py). A frame beyond :data:`SPARE_PIXELS` is drawn without one:
+        it would cost a second frame, and the memory check fits such frames a few at a time.
+        """
+        if len(index) and self.data[0].numel() <= SPARE_PIXELS:
+            return torch.cat([theta, theta[-1:]]), torch.cat([index, index[-1:]])
+        return theta, index
+
     def model_images(self, theta: Tensor, index: Tensor, components: bool = False):
         """Model images (b, H, W) of rows ``index`` at ``theta`` (b, P)."""
+        count = len(index)
+        theta, index = self._with_spare(theta, index)
         fixed = {k: v[index] for k, v in self.fixed.items()}
         values = self.model.values(theta, fixed)
-        return self.renderer(self.model.profiles, values, index=self._rows(index), components=components)
+        out = self.renderer(self.model.profiles, values, index=self._rows(index), components=components)
+        if components:
+            return out[0][:count], {k: v[:count] for k, v in out[1].items()}
+        return out[:count]
 
     def residuals(self, theta: Tensor, index: Tensor) -> Tensor:
         rows = self._rows(index)
@@ -145,10 +168,10 @@ class BatchObjective:
         prepare_forward_mode()
         images, jacobians = [], []
         for start in range(0, theta.shape[0], self.jacobian_chunk):
-            m, j = self._model_and_jacobian_chunk(theta[start : start + self.jacobian_chunk],
-                                                  index[start : start + self.jacobian_chunk], structured)
-            images.append(m)
-            jacobians.append(j)
+            th, ix = theta[start : start + self.jacobian_chunk], index[start : start + self.jacobian_chunk]
+            m, j = self._model_and_jacobian_chunk(*self._with_spare(th, ix), structured)
+            images.append(m[: len(ix)])
+            jacobians.append(j[: len(ix)])
         return torch.cat(images), torch.cat(jacobians)
 
     def _model_and_jacobian_chunk(self, theta: Tensor, index: Tensor, renderer) -> tuple[Tensor, Tensor]:
@@ -501,3 +524,4 @@ def _pixel_structured(profile, values) -> bool:
 def _builtin_total_flux(profile):
     """The built-in magnitude-to-flux map (a subclass overriding it loses the shortcut)."""
     return EllipticalProfile.total_flux if isinstance(profile, EllipticalProfile) else PointSource.total_flux
+

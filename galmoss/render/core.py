@@ -57,6 +57,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..batched import rowwise_matmul
 from ..profiles.special import exp_limit
 from ..settings import RenderSettings
 from .grid import ConvolutionLayout
@@ -237,8 +238,8 @@ class CoreMap:
         return slope.reshape(g.shape[:-2] + self.phase.shape)
 
     def _interpolate(self, g: Tensor, basis) -> Tensor:
-        values = g @ self.j0m  # (..., B, K): C at kappa_i = i * step
-        slopes = g @ self.dj0m  # (..., B, K): dC/dkappa, times the step (in the basis)
+        values = rowwise_matmul(g, self.j0m)  # (..., B, K): C at kappa_i = i * step
+        slopes = rowwise_matmul(g, self.dj0m)  # (..., B, K): dC/dkappa, times the step (in the basis)
         batch, n_kappa = values.shape[-2:]
         values = values.reshape(-1, batch, n_kappa)
         slopes = slopes.reshape(-1, batch, n_kappa)

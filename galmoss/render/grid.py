@@ -145,7 +145,10 @@ class ConvolutionLayout:
         """
         (H, W), (my, mx) = self.shape, self.margin_before
         n, m = self.fft_shape
-        rows = torch.fft.ifft(spectrum, n=n, dim=-2)[..., my : my + H, :]
+        # along the last, contiguous axis: a strided transform groups lines of different
+        # galaxies into one vector, and its round-off then depends on the batch (batched.py)
+        columns = torch.fft.ifft(spectrum.transpose(-1, -2).contiguous(), n=n, dim=-1)[..., my : my + H]
+        rows = columns.transpose(-1, -2).contiguous()
         return torch.fft.irfft(rows, n=m, dim=-1)[..., mx : mx + W]
 
     def core_room(self, cen_y: torch.Tensor, cen_x: torch.Tensor) -> torch.Tensor:

@@ -28,6 +28,7 @@ import math
 
 import torch
 
+from ..batched import weighted_sum
 from ..profiles.base import EllipticalProfile
 from ..profiles.special import gauss_legendre
 
@@ -742,7 +743,7 @@ def _sample_geometry(profile, v, grid, oy: Tensor, ox: Tensor) -> tuple[Tensor, 
 def _pixel_sums(samples: Tensor, weights: Tensor, shape) -> Tensor:
     """Weighted sums (B, H, W) of samples (B, G * H * W) over the G points of each pixel."""
     batch = samples.shape[0]
-    return torch.matmul(weights.to(samples.dtype), samples.reshape(batch, weights.numel(), -1)).reshape(batch, *shape)
+    return weighted_sum(weights, samples.reshape(batch, weights.numel(), -1)).reshape(batch, *shape)
 
 
 def _core_listed(profile, v, r2: Tensor, grid) -> tuple[Tensor, Tensor]:
@@ -785,8 +786,7 @@ class _ListedSamples:
 
     def sums(self, samples: Tensor) -> Tensor:
         """The listed pixels' weighted sums (L,) of their points' values (B, G * L)."""
-        per_pixel = torch.einsum("g,bgl->bl", self.weights.to(samples.dtype),
-                                 samples.reshape(self.batch, self.weights.numel(), self.width))
+        per_pixel = weighted_sum(self.weights, samples.reshape(self.batch, self.weights.numel(), self.width))
         return per_pixel[self.rows, self.slot]
 
     def replace(self, image: Tensor | None, listed: Tensor) -> Tensor:

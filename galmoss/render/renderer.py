@@ -375,6 +375,11 @@ class Renderer:
         psf_hat = self.psf_hat
         if index is not None and psf_hat is not None and psf_hat.shape[0] > 1:
             psf_hat = psf_hat[index]
+        elif psf_hat is not None and batch > 1:
+            # one kernel for every galaxy, as many copies as galaxies: a broadcast product runs its
+            # vector loop galaxy by galaxy and would round a galaxy's last values unlike a batch
+            # of per-galaxy kernels does (galmoss/batched.py)
+            psf_hat = psf_hat.expand(batch, *psf_hat.shape[1:]).contiguous()
         return batch, values, psf_hat
 
     def _batch_size(self, values: Mapping[Parameter, Tensor]) -> int:
@@ -742,18 +747,23 @@ class AliasedRenderer(Renderer):
         """
         kernel, rows, cols = self._alias_kernel()
         n, m = self.ky.shape[0], self.kx.shape[1]
-        modulus = kernel.abs().amax(0).reshape(-1)
-        order = torch.argsort(modulus, descending=True)
-        mass = torch.cumsum(modulus[order], 0)
-        count = int(torch.searchsorted(mass, mass[-1] * (1.0 - self.ALIAS_TOLERANCE))) + 1
-        kept = torch.sort(order[:count]).values
+        # each galaxy's own frequencies (its kernel's largest moduli), the batch drawing their
+        # union with every galaxy's kernel 0 outside its own: a galaxy's image does not depend
+        # on which other PSFs share its batch
+        modulus = kernel.abs().reshape(kernel.shape[0], -1)
+        order = torch.argsort(modulus, dim=1, descending=True)
+        mass = torch.cumsum(torch.gather(modulus, 1, order), 1)
+        count = torch.searchsorted(mass, mass[:, -1:] * (1.0 - self.ALIAS_TOLERANCE)) + 1
+        own = torch.zeros_like(modulus, dtype=torch.bool).scatter_(
+            1, order, torch.arange(modulus.shape[1], device=modulus.device)[None, :] < count)
+        kept = torch.nonzero(own.any(0)).squeeze(1)
         ay, ax = rows.numel() // n, cols.numel() // m
         row, col = kept // cols.numel(), kept % cols.numel()
         self._fold_index = (row % n) * m + (col % m)
         central = kernel.reshape(kernel.shape[0], ay, n, ax, m)[:, ay // 2, :, ax // 2, :]
         complex_dtype = torch.complex64 if self.dtype == torch.float32 else torch.complex128
-        self._alias_kernel_parts = (kernel.reshape(kernel.shape[0], 1, -1)[..., kept].to(complex_dtype),
-                                    central.to(complex_dtype))
+        listed = torch.where(own[:, kept], kernel.reshape(kernel.shape[0], -1)[:, kept], 0.0)
+        self._alias_kernel_parts = (listed.reshape(kernel.shape[0], 1, -1).to(complex_dtype), central.to(complex_dtype))
         return rows[row].reshape(1, -1), cols[col].reshape(1, -1)
 
     def _alias_kernel(self) -> tuple[Tensor, Tensor, Tensor]:

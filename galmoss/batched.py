@@ -1,0 +1,67 @@
+"""Tensor operations whose result for one galaxy does not depend on the rest of its batch.
+
+A galaxy's fitted values must not depend on which other galaxies share its
+batch, shard or dask chunk (docs/design.md, "Scale-out"). Float32 round-off is
+enough to move a fit: Levenberg-Marquardt's accept, reject and stop decisions
+turn a difference in the last bit into a different end point, by up to a few
+thousandths of an error for a regular galaxy and by whole errors for a
+degenerate one. On the CPU most torch operations compute each galaxy's values
+alike in any batch; four kinds do not, and galmoss avoids each:
+
+* a matrix product that folds the batch into one BLAS problem, ``(B, R) @ (R, K)``
+  or ``J^T r`` as a batched matrix-vector product: its blocking, and so its
+  summation order, follows B. :func:`rowwise_matmul`, :func:`matvec`,
+  :func:`transposed_matvec` and :func:`weighted_sum` compute one galaxy's
+  problem at a time, or sum in a fixed order;
+* a Fourier transform along a strided axis, which vectorises across lines of
+  different galaxies: transforms run along the last, contiguous axis
+  (``render.grid.ConvolutionLayout.inverse``);
+* the end of a tensor: torch's vector loops finish a tensor's last values with
+  scalar code, whose transcendental functions and complex products round
+  differently. The objective draws every batch of cutouts with a spare copy of
+  its last galaxy, whose results it drops (``fitting.objective``), so no real galaxy's
+  values are ever the remainder;
+* a product with one kernel broadcast over the batch, which runs its vector
+  loop galaxy by galaxy: a batch of one galaxy (whose PSF looks shared) takes
+  its kernel in as many copies as rows (``render.renderer.Renderer._prepare``).
+
+With one torch thread per process (a fit's default), fits of single Sersics
+(with and without a PSF, a PSF given finer than the data, priors, image-based
+starts) and of bulges + disks, restarts included, then end bit for bit alike in
+batches of 1, 3 and 8 (``benchmarks/cut_invariance.py``; the tests ask for 1e-3
+of an error). More threads split some batched products by the batch's size.
+GPU kernels are not covered: there the float64 polish (``fitting.batch.polish``)
+takes every cut to the same minimum.
+"""
+
+from __future__ import annotations
+
+import torch
+
+Tensor = torch.Tensor
+
+
+def rowwise_matmul(rows: Tensor, matrix: Tensor) -> Tensor:
+    """``rows @ matrix`` (..., R) x (R, K) -> (..., K), each row its own product."""
+    flat = rows.reshape(-1, 1, rows.shape[-1])
+    out = torch.bmm(flat, matrix.to(rows.dtype).expand(flat.shape[0], *matrix.shape))
+    return out.reshape(rows.shape[:-1] + (matrix.shape[-1],))
+
+
+def matvec(matrix: Tensor, vector: Tensor) -> Tensor:
+    """``matrix @ vector`` (b, m, n) x (b, n) -> (b, m), each galaxy's its own (a sum along the last axis)."""
+    return (matrix * vector.unsqueeze(-2)).sum(-1)
+
+
+def transposed_matvec(matrix: Tensor, vector: Tensor) -> Tensor:
+    """``matrix^T @ vector`` (b, m, n) x (b, m) -> (b, n): a row vector times each galaxy's matrix."""
+    return torch.bmm(vector.unsqueeze(1), matrix).squeeze(1)
+
+
+def weighted_sum(weights: Tensor, samples: Tensor) -> Tensor:
+    """``sum_g weights[g] * samples[:, g]`` (G,) x (b, G, ...) -> (b, ...), the G terms added in order."""
+    weights = weights.to(samples.dtype)
+    out = weights[0] * samples[:, 0]
+    for g in range(1, weights.numel()):
+        out = out + weights[g] * samples[:, g]
+    return out
