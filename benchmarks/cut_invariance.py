@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import galmoss as gm  # noqa: E402
-from tests.helpers.mocks import ZERO_POINT, bulge_disk_mocks, single_sersic_mocks  # noqa: E402
+from tests.helpers.mocks import ZERO_POINT, bulge_disk_dataset, bulge_disk_mocks, single_sersic_mocks  # noqa: E402
 
 
 def _sersic(m, psf=True):
@@ -42,17 +42,6 @@ def _auto(m):
     ds.define_profiles(galaxy=gm.lp.Sersic(mag=gm.p(M0=ZERO_POINT)), sky=gm.lp.Sky())
     return ds
 
-
-def _bulge_disk(m):
-    s = m.start
-    ds = gm.Dataset.from_arrays(m.images, m.sigmas, m.psfs)
-    cx, cy = gm.p(s["cx"]), gm.p(s["cy"])
-    ds.define_profiles(
-        bulge=gm.lp.Sersic(cen_x=cx, cen_y=cy, pa=gm.p(s["pa_b"], angle=True), axis_r=gm.p(s["q_b"]),
-                           eff_r=gm.p(s["re_b"]), mag=gm.p(s["mag_b"], M0=ZERO_POINT), ser_n=gm.p(4.0, fit=False)),
-        disk=gm.lp.ExpDisk(cen_x=cx, cen_y=cy, pa=gm.p(s["pa_d"], angle=True), axis_r=gm.p(s["q_d"]),
-                           scale_l=gm.p(s["re_d"] / 1.678), mag=gm.p(s["mag_d"], M0=ZERO_POINT)))
-    return ds
 
 
 def _worst(table, reference) -> float:
@@ -88,7 +77,7 @@ def main() -> None:
         ("the same with priors='sourcextractor'", lambda: _auto(sersics), {"priors": "sourcextractor"}),
         ("the same with the PSF given as 3x finer", lambda: _auto(sersics),
          {"render_settings": gm.RenderSettings(psf_oversampling=3)}),
-        ("bulge + disk, restarts on", lambda: _bulge_disk(bulge_disks), {}),
+        ("bulge + disk, restarts on", lambda: bulge_disk_dataset(bulge_disks), {}),
     ]
     print("| model | batch 1 against 8 | batch 3 against 8 | flags alike |")
     print("|---|---|---|---|")

@@ -15,7 +15,7 @@ import pytest
 
 import galmoss as gm
 
-from .helpers.mocks import ZERO_POINT, bulge_disk_mocks, single_sersic_mocks
+from .helpers.mocks import ZERO_POINT, bulge_disk_dataset, bulge_disk_mocks, single_sersic_mocks
 
 pytest.importorskip("galsim")
 
@@ -41,17 +41,6 @@ def _fit(m, batch_size, make=None, threads=1, **options):
     fitting.fit()
     return fitting.uncertainty()
 
-
-def _bulge_disk_dataset(m):
-    s = m.start
-    ds = gm.Dataset.from_arrays(m.images, m.sigmas, m.psfs)
-    cx, cy = gm.p(s["cx"]), gm.p(s["cy"])
-    ds.define_profiles(
-        bulge=gm.lp.Sersic(cen_x=cx, cen_y=cy, pa=gm.p(s["pa_b"], angle=True), axis_r=gm.p(s["q_b"]),
-                           eff_r=gm.p(s["re_b"]), mag=gm.p(s["mag_b"], M0=ZERO_POINT), ser_n=gm.p(4.0, fit=False)),
-        disk=gm.lp.ExpDisk(cen_x=cx, cen_y=cy, pa=gm.p(s["pa_d"], angle=True), axis_r=gm.p(s["q_d"]),
-                           scale_l=gm.p(s["re_d"] / 1.678), mag=gm.p(s["mag_d"], M0=ZERO_POINT)))
-    return ds
 
 
 def _worst(table, reference) -> float:
@@ -99,7 +88,7 @@ def test_bulge_disk_fits_do_not_depend_on_the_batch():
     # restarts on: among these, fits whose bulge collapses, where a difference in the last bit
     # used to end in another point of a flat valley, with other flags
     m = bulge_disk_mocks(8, seed=3, shape=(64, 64))
-    runs = {b: _fit(m, b, make=_bulge_disk_dataset) for b in (1, 3, 8)}
+    runs = {b: _fit(m, b, make=bulge_disk_dataset) for b in (1, 3, 8)}
     reference = runs[8]
     assert np.any(reference["flag"] != 0)  # the degenerate fits are in the test
     for b in (1, 3):

@@ -158,3 +158,18 @@ def bulge_disk_mocks(count, seed=0, shape=(128, 128), snr_range=(20.0, 500.0), s
     start["cx"] = truth["cx"] + r * np.cos(phi)
     start["cy"] = truth["cy"] + r * np.sin(phi)
     return MockSet(np.array(images), np.array(sigmas), np.array(psfs), np.array(truths), truth, start, snr)
+
+
+def bulge_disk_dataset(mocks: MockSet):
+    """A ``gm.Dataset`` of bulge + disk mocks: an n = 4 Sersic bulge and an exponential disk sharing a centre, from the starts."""
+    import galmoss as gm
+
+    s = mocks.start
+    ds = gm.Dataset.from_arrays(mocks.images, mocks.sigmas, mocks.psfs)
+    cx, cy = gm.p(s["cx"]), gm.p(s["cy"])
+    ds.define_profiles(
+        bulge=gm.lp.Sersic(cen_x=cx, cen_y=cy, pa=gm.p(s["pa_b"], angle=True), axis_r=gm.p(s["q_b"]),
+                           eff_r=gm.p(s["re_b"]), mag=gm.p(s["mag_b"], M0=ZERO_POINT), ser_n=gm.p(4.0, fit=False)),
+        disk=gm.lp.ExpDisk(cen_x=cx, cen_y=cy, pa=gm.p(s["pa_d"], angle=True), axis_r=gm.p(s["q_d"]),
+                           scale_l=gm.p(s["re_d"] / 1.678), mag=gm.p(s["mag_d"], M0=ZERO_POINT)))
+    return ds
