@@ -524,4 +524,3 @@ def _pixel_structured(profile, values) -> bool:
 def _builtin_total_flux(profile):
     """The built-in magnitude-to-flux map (a subclass overriding it loses the shortcut)."""
     return EllipticalProfile.total_flux if isinstance(profile, EllipticalProfile) else PointSource.total_flux
-
