@@ -22,8 +22,8 @@ alike in any batch; four kinds do not, and galmoss avoids each:
   its last galaxy, whose results it drops (``fitting.objective``), so no real galaxy's
   values are ever the remainder;
 * a product with one kernel broadcast over the batch, which runs its vector
-  loop galaxy by galaxy: a batch of one galaxy (whose PSF looks shared) takes
-  its kernel in as many copies as rows (``render.renderer.Renderer._prepare``).
+  loop galaxy by galaxy: a batch of one galaxy (whose PSF looks shared) indexes
+  its PSF by galaxy as a larger batch does (``render.renderer.Renderer._prepare``).
 
 With one torch thread per process (a fit's default), fits of single Sersics
 (with and without a PSF, a PSF given finer than the data, priors, image-based

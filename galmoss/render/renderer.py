@@ -100,9 +100,14 @@ class Renderer:
         self.settings = settings
         if psf is not None:
             self.psf = prepare_psf(psf, batch, dtype, self.device)
+            # one PSF per galaxy (a batch of one galaxy included) is indexed by galaxy; one for all is
+            # broadcast. Indexing even one galaxy's keeps its products' loops those of a larger batch
+            # (galmoss/batched.py)
+            self._psf_per_galaxy = batch is not None and self.psf.shape[0] == batch
             psf_shape = self._footprint(self.psf)
         else:
             self.psf = None
+            self._psf_per_galaxy = False
             psf_shape = (2 * _PIXEL_MARGIN + 1, 2 * _PIXEL_MARGIN + 1)
         self.layout = ConvolutionLayout(self.shape, psf_shape, settings.fft_padding)
         self.ky, self.kx = self.layout.frequencies(dtype, self.device)
@@ -373,13 +378,8 @@ class Renderer:
         batch = self._batch_size(values)
         values = {prm: t.expand((batch,) + tuple(t.shape[1:])) if t.shape[0] != batch else t for prm, t in values.items()}
         psf_hat = self.psf_hat
-        if index is not None and psf_hat is not None and psf_hat.shape[0] > 1:
+        if index is not None and psf_hat is not None and (psf_hat.shape[0] > 1 or self._psf_per_galaxy):
             psf_hat = psf_hat[index]
-        elif psf_hat is not None and batch > 1:
-            # one kernel for every galaxy, as many copies as galaxies: a broadcast product runs its
-            # vector loop galaxy by galaxy and would round a galaxy's last values unlike a batch
-            # of per-galaxy kernels does (galmoss/batched.py)
-            psf_hat = psf_hat.expand(batch, *psf_hat.shape[1:]).contiguous()
         return batch, values, psf_hat
 
     def _batch_size(self, values: Mapping[Parameter, Tensor]) -> int:
