@@ -107,6 +107,104 @@ def smooth_window(r: Tensor, r1: Tensor, r2: Tensor) -> Tensor:
     return torch.where(t >= 1.0, 0.0, torch.where(t <= 0.0, 1.0, torch.sigmoid(z)))
 
 
+#: A window box lists its pixels in multiples of this many: torch's CPU loops then run their
+#: vector code on every one (the scalar code of a loop's remainder rounds ``sigmoid``
+#: differently), so a pixel's window does not depend on the box's size, which follows the
+#: batch's largest core.
+_VECTOR_BLOCK = 64
+
+
+@dataclass
+class WindowBox:
+    """The smooth window on a box of grid pixels around each galaxy's core (it is 0 beyond).
+
+    Beyond ``r2`` the window and its slopes are exactly 0 and the smooth part is the
+    profile itself: only the few hundred pixels of the core's box need them, not the
+    tens of thousands of an extended grid.
+
+    Attributes
+    ----------
+    index
+        (B, L) flat positions on the (H, W) grid: ``count`` distinct ones, then the
+        last repeated to make L a multiple of :data:`_VECTOR_BLOCK`.
+    window
+        (B, L) the window at those pixels.
+    slopes
+        (B, L) each: its derivatives with respect to ``r``, ``r1`` and ``r2``
+        (:func:`smooth_window_and_slopes`), or None when not asked for.
+    """
+
+    index: Tensor
+    count: int
+    window: Tensor
+    slopes: tuple[Tensor, Tensor, Tensor] | None = None
+
+    def take(self, full: Tensor) -> Tensor:
+        """``full`` (..., B, H, W) or (H, W) at the box's pixels: (..., B, L)."""
+        flat = full.flatten(-2)
+        if flat.dim() == 1:
+            return flat[self.index]
+        return flat.gather(-1, self.index.expand(flat.shape[:-1] + self.index.shape[-1:]))
+
+    def put(self, full: Tensor, values: Tensor) -> Tensor:
+        """A copy of ``full`` (..., B, H, W) with the box's pixels set to ``values`` (..., B, L)."""
+        flat = full.flatten(-2)
+        values = values[..., : self.count]  # each pixel once: reverse mode would count a repeat twice
+        return flat.scatter(-1, self.index[:, : self.count].expand(values.shape), values).reshape(full.shape)
+
+    def put_(self, full: Tensor, values: Tensor) -> Tensor:
+        """:meth:`put` in place: ``full`` must be contiguous."""
+        values = values[..., : self.count]
+        full.flatten(-2).scatter_(-1, self.index[:, : self.count].expand(values.shape), values)
+        return full
+
+
+def window_box(r_ell: Tensor, r1: Tensor, r2: Tensor, v: Mapping[str, Tensor], origin: tuple[float, float],
+               slopes: bool = False) -> WindowBox:
+    """:func:`smooth_window` (and with ``slopes`` its derivatives) on the box of pixels each core reaches.
+
+    ``r_ell`` (B, H, W) is the elliptical radius on a grid whose first pixel has the
+    1-based coordinate ``origin``; ``r1``, ``r2`` are (B, 1, 1) and ``v`` holds the
+    centre and axis ratio. The box is a square of the grid around each centre that
+    holds every pixel of the ellipse ``r_ell < r2`` (the batch's largest), clipped to
+    the grid; under a ``torch.func`` transform (forward-mode Jacobians of any
+    profile) it is the whole grid.
+    """
+    batch, height, width = r_ell.shape
+    device = r_ell.device
+    reach = None
+    wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+    if not any(wrapped(t) for t in (r2, v["axis_r"], v["cen_y"], v["cen_x"])):
+        # the ellipse reaches r2 along its major axis (r2 q along the other, if q > 1)
+        extent = r2.detach() * v["axis_r"].detach().clamp_min(1.0)
+        largest = float(extent.max()) if extent.numel() else 0.0
+        if math.isfinite(largest):
+            reach = int(math.ceil(largest)) + 1
+    rows = height if reach is None else min(2 * reach + 1, height)
+    cols = width if reach is None else min(2 * reach + 1, width)
+    if rows == height and cols == width:
+        flat = torch.arange(height * width, device=device).expand(batch, -1)
+    else:
+        def first(centre: Tensor, o: float, size: int, box: int) -> Tensor:
+            at = torch.nan_to_num(centre.detach().reshape(batch) - o, nan=0.0, posinf=0.0, neginf=0.0)
+            return (torch.round(at).clamp(-2**30, 2**30).long() - reach).clamp(0, size - box)
+
+        y0, x0 = first(v["cen_y"], origin[0], height, rows), first(v["cen_x"], origin[1], width, cols)
+        ys = y0[:, None] + torch.arange(rows, device=device)
+        xs = x0[:, None] + torch.arange(cols, device=device)
+        flat = (ys[:, :, None] * width + xs[:, None, :]).reshape(batch, -1)
+    count = flat.shape[1]
+    short = -count % _VECTOR_BLOCK
+    if short:
+        flat = torch.cat([flat, flat[:, -1:].expand(batch, short)], dim=1)
+    r = r_ell.reshape(batch, -1).gather(1, flat)
+    inner, outer = r1.reshape(batch, 1), r2.reshape(batch, 1)
+    if slopes:
+        window, *derivatives = smooth_window_and_slopes(r, inner, outer)
+        return WindowBox(flat, count, window, tuple(derivatives))
+    return WindowBox(flat, count, smooth_window(r, inner, outer))
+
+
 def core_radii(
     profile, v: Mapping[str, Tensor], layout: ConvolutionLayout | None, settings: RenderSettings
 ) -> tuple[Tensor, Tensor]:
@@ -214,13 +312,13 @@ class CoreMap:
     kc: Tensor | None = None  # (B, N, M'): the stretched frequency
     kappa_step: float = 1.0
 
-    def apply(self, radial_at_nodes: Tensor) -> Tensor:
-        """Core spectra (..., B, N, M') of brightness at the nodes (..., B, R)."""
-        return self.apply_weighted(radial_at_nodes * self.node_factor)
+    def apply(self, radial_at_nodes: Tensor, out: Tensor | None = None) -> Tensor:
+        """Core spectra (..., B, N, M') of brightness at the nodes (..., B, R) (into ``out`` if given)."""
+        return self.apply_weighted(radial_at_nodes * self.node_factor, out=out)
 
-    def apply_weighted(self, g: Tensor) -> Tensor:
+    def apply_weighted(self, g: Tensor, out: Tensor | None = None) -> Tensor:
         """Core spectra (..., B, N, M') of quadrature-weighted node values ``g`` (..., B, R)."""
-        return self._interpolate(g, self.basis).reshape(g.shape[:-2] + self.phase.shape) * self.phase
+        return torch.mul(self._interpolate(g, self.basis).reshape(g.shape[:-2] + self.phase.shape), self.phase, out=out)
 
     def kappa_slope(self, g: Tensor) -> Tensor:
         """dC/dkappa (B, F) at every frequency, of weighted node values ``g`` (B, R), as interpolated.

@@ -42,8 +42,8 @@ from ..params import Parameter, parameter_values
 from ..profiles.base import EllipticalProfile, LightProfile
 from ..profiles.point_source import PointSource
 from ..settings import RenderSettings
-from .core import (CoreMap, core_map, core_node_factor_slope, core_nodes, core_radii, core_radii_q_slopes, core_tables,
-                   shift_phase, smooth_window, smooth_window_and_slopes)
+from .core import (CoreMap, WindowBox, core_map, core_node_factor_slope, core_nodes, core_radii, core_radii_q_slopes,
+                   core_tables, shift_phase, window_box)
 from .grid import ConvolutionLayout
 from .pixel_integral import boxy_difference_means, pixel_integrated_split, pixel_integrated_split_and_derivatives
 from .psf import prepare_psf, psf_spectrum
@@ -170,7 +170,7 @@ class Renderer:
         return _Geometry(
             r_ell=r_ell,
             nodes=core_nodes(r2, self.settings),
-            window=smooth_window(r_ell, r1, r2),
+            window=window_box(r_ell, r1, r2, v, self.origin),
             core=core_map(v, r1, r2, self.source_ky, self.source_kx, self.origin, self.settings, self.core_band),
         )
 
@@ -179,17 +179,25 @@ class Renderer:
         batch = geometry.r_ell.shape[0]
         return torch.cat([geometry.r_ell.reshape(batch, 1, -1), geometry.nodes.reshape(batch, 1, -1)], dim=-1)
 
-    def _from_brightness(self, geometry: "_Geometry", brightness: Tensor) -> tuple[Tensor, Tensor]:
+    def _from_brightness(self, geometry: "_Geometry", brightness: Tensor,
+                         out: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
         """Tapered smooth part (..., B, He, We) and core spectrum from brightness (..., B, 1, radii).
 
         Linear in ``brightness``: any number of leading dimensions is mapped at once.
+        ``out``: contiguous tensors of those two shapes to write them into.
         """
         shape = geometry.r_ell.shape
         n_grid = geometry.r_ell[0].numel()
         on_grid = brightness[..., 0, :n_grid].reshape(brightness.shape[:-3] + shape)
-        smooth = on_grid * (1.0 - geometry.window)
-        spectrum = geometry.core.apply(brightness[..., 0, n_grid:])
-        return smooth * self.taper, spectrum
+        # the window is 0 beyond the cores' boxes: there the smooth part is the profile
+        box = geometry.window
+        inside = box.take(on_grid) * (1.0 - box.window) * box.take(self.taper)
+        if out is None:
+            return box.put(on_grid * self.taper, inside), geometry.core.apply(brightness[..., 0, n_grid:])
+        smooth, spectrum = out
+        box.put_(torch.mul(on_grid, self.taper, out=smooth), inside)
+        geometry.core.apply(brightness[..., 0, n_grid:], out=spectrum)
+        return smooth, spectrum
 
     def _elliptical(self, profile: EllipticalProfile, v: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
         """Smooth part on the extended grid and core spectrum of an elliptical profile."""
@@ -272,55 +280,66 @@ class Renderer:
         y, x = self.extended_grid
         x_maj, x_min = profile.major_minor(y, x, v)
         r_ell = profile.elliptical_radius(x_maj, x_min, q)
-        if geometric:
-            window, *window_slopes = smooth_window_and_slopes(r_ell, r1, r2)
-        else:
-            window = smooth_window(r_ell, r1, r2)
+        window = window_box(r_ell, r1, r2, v, self.origin, slopes=bool(geometric))
         geometry = _Geometry(r_ell=r_ell, nodes=core_nodes(r2, self.settings), window=window,
                              core=core_map(v, r1, r2, self.source_ky, self.source_kx, self.origin, self.settings,
                                            self.core_band))
         radii = self._radii(geometry)
-        x0 = torch.stack([v[slot].reshape(-1) for slot in slots], dim=1)  # (B, S)
+        # the profile function at a given elliptical radius does not depend on the PA: its column
+        # is the geometry term alone. The others are drawn first, into the leading rows of one buffer
+        radial = [slot for slot in slots if slot != "pa"]
+        order = [slots.index(slot) for slot in radial] + [i for i, slot in enumerate(slots) if slot == "pa"]
+        x0 = torch.stack([v[slot].reshape(-1) for slot in radial], dim=1)  # (B, S')
 
         def brightness(x, rr):
             shaped = dict(v)
-            for i, slot in enumerate(slots):
+            for i, slot in enumerate(radial):
                 shaped[slot] = x[:, i].reshape(-1, 1, 1)
             return profile.radial(rr, shaped)
 
         # tangents: each slot at fixed radii, and (with geometry) the radial slope;
         # written out by the profile when it can (forward mode costs ~10x)
-        n_slots = len(slots)
+        n_radial = len(radial)
         analytic = getattr(profile, "radial_derivatives", None)
-        analytic = analytic(radii, v, slots) if analytic is not None else None
+        analytic = analytic(radii, v, radial) if analytic is not None else None
         if analytic is not None:
             primal, columns, slope = analytic
-            tangents = torch.stack(columns + ([slope] if geometric else []))
+            tangents = torch.stack(columns) if columns else None
         else:
-            n_dir = n_slots + (1 if geometric else 0)
-            basis_x = torch.eye(n_dir, n_slots, dtype=x0.dtype, device=x0.device)[:, None, :].expand(n_dir, batch, n_slots)
+            n_dir = n_radial + (1 if geometric else 0)
+            basis_x = torch.eye(n_dir, n_radial, dtype=x0.dtype, device=x0.device)[:, None, :].expand(
+                n_dir, batch, n_radial)
             basis_r = torch.zeros((n_dir,) + radii.shape, dtype=radii.dtype, device=radii.device)
             if geometric:
                 basis_r[-1] = 1.0
             primal, tangents = torch.func.vmap(lambda tx, tr: torch.func.jvp(brightness, (x0, radii), (tx, tr)),
                                                out_dims=(None, 0))(basis_x, basis_r)
-        smooth_t, core_t = self._from_brightness(geometry, tangents[:n_slots])  # fresh tensors: added to in place
+            slope = tangents[-1] if geometric else None
+            tangents = tangents[:n_radial] if n_radial else None
+        smooth_t = primal.new_empty((len(slots),) + geometry.r_ell.shape)
+        core_t = geometry.core.phase.new_empty((len(slots),) + geometry.core.phase.shape)
+        if tangents is not None:
+            self._from_brightness(geometry, tangents, out=(smooth_t[:n_radial], core_t[:n_radial]))
         if geometric:
-            terms = self._geometry_terms(geometry, window_slopes, v, primal, tangents[-1], r1, r2, x_maj, x_min,
+            terms = self._geometry_terms(geometry, v, primal, slope, r1, r2, x_maj, x_min,
                                          dr1_dq if "axis_r" in geometric else None,
                                          dr2_dq if "axis_r" in geometric else None, geometric)
             for slot, (extra_smooth, extra_core) in zip(geometric, terms):
-                pos = slots.index(slot)
-                smooth_t[pos] += extra_smooth * self.taper
-                core_t[pos] += extra_core
+                row = order.index(slots.index(slot))
+                if row < n_radial:
+                    smooth_t[row] += extra_smooth * self.taper
+                    core_t[row] += extra_core
+                else:
+                    torch.mul(extra_smooth, self.taper, out=smooth_t[row])
+                    core_t[row] = extra_core
         n, m = self.layout.fft_shape
         smooth, spectrum = self._from_brightness(geometry, primal)
         primal_spectrum = self._convolved(torch.fft.rfft2(smooth, s=(n, m)), spectrum, psf_hat)
         tangent_spectra = self._convolve(torch.fft.rfft2(smooth_t, s=(n, m)), core_t, psf_hat)
-        return primal_spectrum, self.to_image(tangent_spectra)
+        images = self.to_image(tangent_spectra)
+        return primal_spectrum, [images[order.index(i)] for i in range(len(slots))]
 
-    def _geometry_terms(self, geometry, window_slopes, v, brightness, slope, r1, r2, x_maj, x_min, dr1_dq, dr2_dq,
-                        slots):
+    def _geometry_terms(self, geometry, v, brightness, slope, r1, r2, x_maj, x_min, dr1_dq, dr2_dq, slots):
         """What moving the radii adds to the PA and q columns: per slot, (B, He, We) smooth part and (B, N, M') core spectrum.
 
         ``brightness`` and ``slope`` are the profile and its radial derivative at
@@ -333,9 +352,14 @@ class Renderer:
         slope_grid = slope[:, 0, :n_grid].reshape(shape)
         at_nodes, slope_nodes = brightness[:, 0, n_grid:], slope[:, 0, n_grid:]
         r = geometry.r_ell
-        outside = r > r1  # inside r1 the window is 1: no smooth part (and a cusp's slope may be infinite)
-        dw_dr, dw_dr1, dw_dr2 = window_slopes
-        radial_term = torch.where(outside, slope_grid * (1.0 - geometry.window) - on_grid * dw_dr, 0.0)
+        box = geometry.window
+        dw_dr, dw_dr1, dw_dr2 = box.slopes
+        # inside r1 the window is 1: no smooth part (and a cusp's slope may be infinite). Beyond the
+        # cores' boxes the window and its slopes are 0: there the radial term is the profile's slope
+        outside = box.take(r) > r1.reshape(-1, 1)
+        on_box = box.take(on_grid)
+        radial_term = box.put(slope_grid, torch.where(outside, box.take(slope_grid) * (1.0 - box.window)
+                                                      - on_box * dw_dr, 0.0))
         core = geometry.core
         g0 = at_nodes * core.node_factor
         dc_dkappa = core.kappa_slope(g0)  # (B, N, M')
@@ -349,7 +373,10 @@ class Renderer:
                 out.append((radial_term * dr, dc_dkappa * (dkc * r2 / self.settings.kappa_step) * core.phase))
                 continue
             dr = -(x_min * x_min) / (q2 * q * r)
-            window_term = torch.where(outside, on_grid * (dw_dr1 * dr1_dq + dw_dr2 * dr2_dq), 0.0)
+            smooth_part = radial_term * dr
+            window_term = torch.where(outside, on_box * (dw_dr1 * dr1_dq.reshape(-1, 1) + dw_dr2 * dr2_dq.reshape(-1, 1)),
+                                      0.0)
+            smooth_part = box.put(smooth_part, box.take(smooth_part) - window_term)
             # the core: its nodes r2 t^2 and quadrature factors move with r2 (and r1),
             # its stretched frequency with q and r2, and its prefactor is q
             t, _, _, _ = core_tables(self.settings, r2.dtype, r2.device)
@@ -360,7 +387,7 @@ class Renderer:
             dkappa = (dkc * r2 + core.kc * dr2_dq) / self.settings.kappa_step
             # (the transform is linear in the node values: the prefactor's term rides along)
             core_part = core.apply_weighted(dg + g0 / q.reshape(batch, 1))
-            out.append((radial_term * dr - window_term, core_part + dc_dkappa * dkappa * core.phase))
+            out.append((smooth_part, core_part + dc_dkappa * dkappa * core.phase))
         return out
 
     def _point(self, profile: PointSource, v: Mapping[str, Tensor]) -> Tensor:
@@ -563,7 +590,7 @@ class _Geometry:
 
     r_ell: Tensor
     nodes: Tensor
-    window: Tensor
+    window: WindowBox
     core: CoreMap
 
 
