@@ -7,6 +7,7 @@ defaults are in docs/validation.md ("Bulge + disk: the right minimum").
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from .assess import near_bound
 from .solve import optimise
 from .measure import batch_estimates
 from .starts import assign_roles, restart_values
+from .status import Status
 
 log = logging.getLogger("galmoss")
 
@@ -55,6 +57,11 @@ class RestartPolicy:
     size_slots
         The lengths (``Role.LENGTH``) that are a component's size, compared
         between the two (a truncation or core radius is not).
+    race_iterations
+        A restart still running after this many iterations goes on only where its
+        loss is already below the fit it is to replace (a try above it then has
+        rarely ended below it, docs/benchmarks.md); None: every try runs to the
+        end. Levenberg-Marquardt only.
     """
 
     max_size_diagonals: float = 4.0
@@ -67,6 +74,13 @@ class RestartPolicy:
     ser_n_range: tuple[float, float] = (0.3, 7.0)
     swap_slots: tuple[str, ...] = ("eff_r", "axis_r", "pa", "ser_n", "mag", "scale_l", "fwhm")
     size_slots: tuple[str, ...] = ("eff_r", "scale_l", "fwhm")
+    race_iterations: int | None = 15
+
+    def __post_init__(self) -> None:
+        k = self.race_iterations
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+            raise ValueError(f"RestartPolicy(race_iterations={k!r}): give a whole number of iterations >= 1, "
+                             "or None to run every restart to the end")
 
 
 DEFAULT_POLICY = RestartPolicy()
@@ -106,7 +120,7 @@ def restart_strays(model, objective, batch, start, estimates, result, settings):
     second = restart_values(model, sub_start, [estimates[i] for i in stray])
     theta0 = model.theta_from_values(second, settings.torch_dtype, settings.torch_device)
     rows = torch.as_tensor(stray, device=settings.torch_device)
-    again = optimise(model, objective, theta0, rows, settings)
+    again = _race(model, objective, theta0, rows, settings, result.loss[rows])
     taken = keep_better(result, rows, again, torch.arange(rows.numel(), device=rows.device))
     log.info("restarted %d galaxies from image-based starts; %d improved", stray.size, taken)
     return result, stray
@@ -241,7 +255,7 @@ def restart_components(model, objective, batch, start, estimates, result, settin
     theta0 = torch.cat([model.theta_from_values(c, settings.torch_dtype, settings.torch_device) for c, _ in candidates])
     which = np.concatenate([who for _, who in candidates])  # the index into `rows` of each try
     galaxies = torch.as_tensor(rows[which], device=settings.torch_device)
-    again = optimise(model, objective, theta0, galaxies, settings)
+    again = _race(model, objective, theta0, galaxies, settings, result.loss[galaxies])
     loss = torch.where(torch.isfinite(again.loss), again.loss, torch.full_like(again.loss, float("inf")))
     # per galaxy the try of lowest loss: sort by loss, then the first try of each galaxy (a stable sort by galaxy)
     by_loss = torch.argsort(loss, stable=True)
@@ -253,6 +267,31 @@ def restart_components(model, objective, batch, start, estimates, result, settin
     taken = keep_better(result, torch.as_tensor(rows, device=settings.torch_device), again, pick)
     log.info("two-component restarts: %d suspicious fits, %d improved", rows.size, taken)
     return result
+
+
+def _race(model, objective, theta0: Tensor, rows: Tensor, settings, incumbent: Tensor):
+    """:func:`optimise` of restart tries of galaxies ``rows``, each to replace a fit of loss ``incumbent``.
+
+    After ``restart_policy.race_iterations`` iterations a try still running goes on
+    (from where it stands, with the iterations left) only if its loss is already
+    below ``incumbent``: a try above it is kept as it stands, and loses.
+    """
+    first = settings.restart_policy.race_iterations
+    limit = settings.lm.max_iterations
+    if settings.method != "lm" or first is None or first >= limit:
+        return optimise(model, objective, theta0, rows, settings)
+    short = dataclasses.replace(settings, lm=dataclasses.replace(settings.lm, max_iterations=first))
+    out = optimise(model, objective, theta0, rows, short)
+    going = torch.nonzero((out.status == int(Status.MAX_ITERATIONS)) & (out.loss < incumbent.to(out.loss.dtype)))
+    going = going.squeeze(1)
+    if going.numel():
+        rest = dataclasses.replace(settings, lm=dataclasses.replace(settings.lm, max_iterations=limit - first))
+        more = optimise(model, objective, out.theta[going], rows[going], rest)
+        out.theta[going], out.loss[going], out.status[going] = more.theta, more.loss, more.status
+        out.n_iter[going] = out.n_iter[going] + more.n_iter
+        if out.normal_matrix is not None and more.normal_matrix is not None:
+            out.normal_matrix[going] = more.normal_matrix
+    return out
 
 
 def keep_better(result, rows: Tensor, again, pick: Tensor) -> int:
