@@ -291,26 +291,35 @@ class CoreMap:
     """The linear map from a profile's brightness at the core nodes to the core's spectrum.
 
     Everything in it depends only on the geometry (centre, PA, q) and the window:
-    the quadrature factors, the table positions of every FFT frequency with their
-    Hermite weights, and the phase. Applying it is a matrix product and four
-    gathers, for any number of brightness vectors at once (a leading dimension),
-    which is how the derivatives with respect to a profile's shape parameters
-    are mapped to spectra without pushing tangents through the geometry.
+    the quadrature factors, the table position of every FFT frequency (an interval
+    and the place in it), and the phase. Applying it is a matrix product, four
+    gathers and a cubic, for any number of brightness vectors at once (a leading
+    dimension), which is how the derivatives with respect to a profile's shape
+    parameters are mapped to spectra without pushing tangents through the geometry.
     """
 
     node_factor: Tensor  # (B, R): 2 pi w(r) r dr/dt, Gauss-Legendre weight included
-    index: Tensor  # (B, F): table position of each frequency
-    basis: tuple[Tensor, Tensor, Tensor, Tensor]  # (B, F) Hermite weights of C0, C0', C1, C1'
+    index: Tensor  # (B, F): the table interval of each frequency
+    frac: Tensor  # (B, F): the frequency's place in its interval, in [0, 1]
+    offset: Tensor  # (B, F): that place before it was clamped to [0, 1] (beyond the table's end)
     phase: Tensor  # (B, N, M'): q exp(-i k . x0)
     j0m: Tensor
     dj0m: Tensor
-    # kept for the geometry derivatives (:func:`core_geometry_derivatives`)
-    frac: Tensor | None = None  # (B, F): position of each frequency between its two table entries
-    frac_moves: Tensor | None = None  # (B, F): 1 where that position follows kappa (not clamped)
-    k_major: Tensor | None = None  # (B, N, M'): frequency along the major axis
-    k_minor: Tensor | None = None
-    kc: Tensor | None = None  # (B, N, M'): the stretched frequency
+    kc: Tensor  # (B, N, M'): the stretched frequency
+    sin: Tensor  # (B, 1, 1): the position angle's sine and cosine
+    cos: Tensor
+    ky: Tensor  # the frequencies (N, 1) and (1, M'), or both (1, F)
+    kx: Tensor
     kappa_step: float = 1.0
+
+    # the frequency along the major and minor axes, for the geometry derivatives
+    @functools.cached_property
+    def k_major(self) -> Tensor:
+        return -self.kx * self.sin + self.ky * self.cos
+
+    @functools.cached_property
+    def k_minor(self) -> Tensor:
+        return self.kx * self.cos + self.ky * self.sin
 
     def apply(self, radial_at_nodes: Tensor, out: Tensor | None = None) -> Tensor:
         """Core spectra (..., B, N, M') of brightness at the nodes (..., B, R) (into ``out`` if given)."""
@@ -318,43 +327,43 @@ class CoreMap:
 
     def apply_weighted(self, g: Tensor, out: Tensor | None = None) -> Tensor:
         """Core spectra (..., B, N, M') of quadrature-weighted node values ``g`` (..., B, R)."""
-        return torch.mul(self._interpolate(g, self.basis).reshape(g.shape[:-2] + self.phase.shape), self.phase, out=out)
+        c0, c1, c2, c3 = self._coefficients(g)
+        f = self.frac
+        # the interval's cubic in its place f, by Horner
+        value = torch.addcmul(c2, c3, f).mul_(f).add_(c1).mul_(f).add_(c0)
+        return torch.mul(value.reshape(g.shape[:-2] + self.phase.shape), self.phase, out=out)
 
     def kappa_slope(self, g: Tensor) -> Tensor:
         """dC/dkappa (B, F) at every frequency, of weighted node values ``g`` (B, R), as interpolated.
 
-        The derivative of the cubic Hermite interpolant with respect to the
-        position between two table entries (zero where the position is clamped
-        at the table's end), so that it is the derivative of what :meth:`apply`
-        computes.
+        The derivative of the cubic with respect to the place in its interval
+        (zero where that place is clamped at the table's end), so that it is the
+        derivative of what :meth:`apply` computes.
         """
+        c1, c2, c3 = self._coefficients(g, first=1)
         f = self.frac
-        one_f = 1.0 - f
-        step = self.kappa_step
-        slope_basis = (-6.0 * f * one_f, one_f * (1.0 - 3.0 * f) * step, 6.0 * f * one_f, f * (3.0 * f - 2.0) * step)
-        slope = self._interpolate(g, slope_basis) * self.frac_moves
-        return slope.reshape(g.shape[:-2] + self.phase.shape)
+        slope = torch.addcmul(2.0 * c2, c3, 3.0 * f).mul_(f).add_(c1)
+        moves = (self.offset >= 0.0) & (self.offset <= 1.0)
+        return torch.where(moves, slope, 0.0).reshape(g.shape[:-2] + self.phase.shape)
 
-    def _interpolate(self, g: Tensor, basis) -> Tensor:
+    def _coefficients(self, g: Tensor, first: int = 0) -> list[Tensor]:
+        """The cubic Hermite interpolant of the tabulated transform of ``g``, as each frequency's interval's
+        polynomial coefficients ``c0 + c1 f + c2 f^2 + c3 f^3`` (f in table steps), gathered: (..., B, F) each,
+        from ``c<first>`` on.
+
+        From the table's values V and slopes S (times the step) at the interval's ends:
+        c0 = V0, c1 = S0, c2 = 3 (V1 - V0) - 2 S0 - S1, c3 = 2 (V0 - V1) + S0 + S1.
+        """
         values = rowwise_matmul(g, self.j0m)  # (..., B, K): C at kappa_i = i * step
-        slopes = rowwise_matmul(g, self.dj0m)  # (..., B, K): dC/dkappa, times the step (in the basis)
+        slopes = rowwise_matmul(g, self.dj0m) * self.kappa_step  # (..., B, K): dC/dkappa times the step
         batch, n_kappa = values.shape[-2:]
         values = values.reshape(-1, batch, n_kappa)
         slopes = slopes.reshape(-1, batch, n_kappa)
-        lead = values.shape[0]
-        idx = self.index.expand(lead, *self.index.shape)
-        idx_next = self.index_next.expand(lead, *self.index.shape)
-        h00, h10, h01, h11 = basis
-        return (
-            h00 * torch.gather(values, 2, idx)
-            + h10 * torch.gather(slopes, 2, idx)
-            + h01 * torch.gather(values, 2, idx_next)
-            + h11 * torch.gather(slopes, 2, idx_next)
-        )
-
-    @functools.cached_property
-    def index_next(self) -> Tensor:
-        return self.index + 1
+        v0, v1, s0, s1 = values[..., :-1], values[..., 1:], slopes[..., :-1], slopes[..., 1:]
+        rise = v1 - v0
+        table = (v0, s0, 3.0 * rise - 2.0 * s0 - s1, s0 + s1 - 2.0 * rise)
+        idx = self.index.expand(values.shape[0], *self.index.shape)
+        return [torch.gather(c, 2, idx) for c in table[first:]]
 
 
 def core_map(
@@ -393,6 +402,7 @@ def core_map(
     k_major = -kx * sin + ky * cos
     k_minor = kx * cos + ky * sin
     kc = torch.sqrt((k_major * k_major + (q * k_minor) ** 2).clamp_min(1e-30))
+    del k_major, k_minor  # kept as the CoreMap's (lazy) properties: a Jacobian's PA and q columns need them
     kappa = (kc * r2) / settings.kappa_step
     n_kappa = j0m.shape[1]
     # a non-finite trial parameter must give a non-finite image (which the
@@ -400,18 +410,8 @@ def core_map(
     index = torch.nan_to_num(kappa.detach(), nan=0.0, posinf=0.0, neginf=0.0).floor().clamp(0, n_kappa - 2)
     offset = (kappa - index).reshape(batch, -1)
     frac = offset.clamp(0.0, 1.0)
-    frac_moves = ((offset >= 0.0) & (offset <= 1.0)).to(frac.dtype)
-    f2 = frac * frac
-    one_f = 1.0 - frac
-    basis = (
-        (1.0 + 2.0 * frac) * one_f * one_f,
-        frac * one_f * one_f * settings.kappa_step,
-        f2 * (3.0 - 2.0 * frac),
-        f2 * (frac - 1.0) * settings.kappa_step,
-    )
     phase = shift_phase(q.to(kc.dtype), v["cen_y"], v["cen_x"], ky, kx, origin).expand(batch, *kc.shape[-2:])
-    return CoreMap(node_factor, index.long().reshape(batch, -1), basis, phase, j0m, dj0m,
-                   frac=frac, frac_moves=frac_moves, k_major=k_major, k_minor=k_minor, kc=kc,
+    return CoreMap(node_factor, index.long().reshape(batch, -1), frac, offset, phase, j0m, dj0m, kc, sin, cos, ky, kx,
                    kappa_step=settings.kappa_step)
 
 
