@@ -123,6 +123,9 @@ class Renderer:
         if self.pixel_twice:
             self.psf_hat = self.psf_hat * self.pixel_hat
         self.extended_grid = self.layout.extended_grid(dtype, self.device)
+        # the grid's row and column coordinates, (He, 1) and (1, We): an offset from a centre is then a
+        # row's part plus a column's, one pass over the grid instead of several
+        self.extended_axes = (self.extended_grid[0][:, :1], self.extended_grid[1][:1, :])
         self.taper = self.layout.taper_weights(dtype, self.device)
         self.cutout_grid = self.layout.cutout_grid(dtype, self.device)
         self.origin = self.layout.extended_origin
@@ -163,7 +166,7 @@ class Renderer:
 
     def _geometry(self, profile: EllipticalProfile, v: Mapping[str, Tensor]) -> "_Geometry":
         """Everything about drawing an elliptical profile that its shape parameters do not change."""
-        y, x = self.extended_grid
+        y, x = self.extended_axes
         r1, r2 = core_radii(profile, v, self.layout, self.settings)
         x_maj, x_min = profile.major_minor(y, x, v)
         r_ell = profile.elliptical_radius(x_maj, x_min, v["axis_r"])
@@ -277,7 +280,7 @@ class Renderer:
             r1, r2, dr1_dq, dr2_dq = core_radii_q_slopes(profile, v, self.layout, self.settings)
         else:
             r1, r2 = core_radii(profile, v, self.layout, self.settings)
-        y, x = self.extended_grid
+        y, x = self.extended_axes
         x_maj, x_min = profile.major_minor(y, x, v)
         r_ell = profile.elliptical_radius(x_maj, x_min, q)
         window = window_box(r_ell, r1, r2, v, self.origin, slopes=bool(geometric))
