@@ -248,3 +248,31 @@ def test_every_constructor_takes_the_same_dataset_options_checked_in_one_place(t
             make()
     with pytest.raises(TypeError, match="unknown keyword\\(s\\) mask_idx; the dataset options are mask_index"):
         gm.Dataset.from_arrays(images, mask_idx=1)
+
+
+@pytest.mark.parametrize("source", ["arrays", "files"])
+def test_a_shared_psf_is_read_once_and_flagged_for_every_galaxy(tmp_path, monkeypatch, source):
+    """One PSF for every galaxy is read and checked once; each galaxy still carries its flag, and the
+    caller's array is left writeable. Truth: the PSF's centroid is 0.6 px off its centre pixel (> 0.5)."""
+    yy, xx = np.mgrid[:15, :15].astype(float)
+    psf = np.exp(-0.5 * ((xx - 7.0) ** 2 + (yy - 7.6) ** 2) / 1.5**2)
+    rng = np.random.default_rng(3)
+    images = rng.normal(0.0, 1.0, (5, 32, 32)) + 10.0 * np.exp(-0.5 * ((np.arange(32) - 16.0) ** 2)[None, :, None] / 9)
+    if source == "arrays":
+        ds = gm.Dataset.from_arrays(images, np.ones_like(images), psf)
+    else:
+        paths = []
+        for i, image in enumerate(images):
+            fits.PrimaryHDU(image).writeto(tmp_path / f"g{i}.fits")
+            paths.append(str(tmp_path / f"g{i}.fits"))
+        fits.PrimaryHDU(psf).writeto(tmp_path / "psf.fits")
+        ds = gm.Dataset([f"g{i}" for i in range(5)], paths, None, [str(tmp_path / "psf.fits")] * 5,
+                        result_path=tmp_path / "out")
+    reads = []
+    read = gm.Dataset._read
+    monkeypatch.setattr(gm.Dataset, "_read", lambda self, what, i: (reads.append(what), read(self, what, i))[1])
+    gals = [ds.load(i) for i in range(5)]
+    assert reads.count("psf") == 1
+    assert all(g.flags & Flag.psf_off_centre for g in gals)
+    assert all("0.60 px" in " ".join(g.messages) for g in gals)
+    assert psf.flags.writeable and not gals[0].psf.flags.writeable

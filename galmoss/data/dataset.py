@@ -640,7 +640,7 @@ class Dataset:
             gal.messages.append(_describe(exc))
             return gal
         try:
-            psf, _ = self._read("psf", position)
+            psf, psf_ok, offset = self._psf_checked(position)
         except Exception as exc:  # any failure to read is this galaxy's problem, not the run's
             gal.flags |= Flag.read_error | Flag.bad_psf
             gal.messages.append(_describe(exc))
@@ -670,8 +670,9 @@ class Dataset:
 
             psf = psf_from_fwhm(self.psf_fwhm[position], kind=self.psf_kind, beta=self.psf_beta)[0]
             gal.messages.append(f"PSF: a {self.psf_kind} of FWHM {self.psf_fwhm[position]:g} px (psf_fwhm)")
+            psf_ok, offset = _psf_checks(psf)
         if psf is not None:
-            if not (np.all(np.isfinite(psf)) and np.any(psf > 0) and psf.sum() > 0):
+            if not psf_ok:
                 gal.flags |= Flag.bad_psf
                 gal.messages.append(
                     f"{self._source('psf', position)}: the PSF has non-finite pixels or no positive flux; "
@@ -679,7 +680,6 @@ class Dataset:
                 )
                 return gal
             gal.psf = psf
-            offset = _psf_centroid_offset(psf)
             if offset > 0.5:
                 gal.flags |= Flag.psf_off_centre
                 gal.messages.append(
@@ -751,15 +751,16 @@ class Dataset:
             sigma = estimate_sigma(image, weight, self._gain(header))
             gal.flags |= Flag.sigma_estimated
             gal.messages.append("sigma estimated from the image (no sigma image given)")
-        bad = ~np.isfinite(image) | ~np.isfinite(sigma) | ~(sigma > 0)
-        n_bad = int(np.count_nonzero(bad & (weight > 0)))
-        if n_bad:
-            gal.flags |= Flag.bad_pixels_masked
-            gal.messages.append(f"{n_bad} pixels with non-finite data or sigma <= 0 were masked")
-        weight[bad] = 0.0
-        # masked pixels must not inject NaN into sums (0 * NaN is NaN)
-        gal.image = np.where(bad, 0.0, image)
-        gal.sigma = np.where(bad, 1.0, sigma)
+        bad = ~(np.isfinite(image) & (sigma > 0) & (sigma < np.inf))
+        if bad.any():
+            n_bad = int(np.count_nonzero(bad & (weight > 0)))
+            if n_bad:
+                gal.flags |= Flag.bad_pixels_masked
+                gal.messages.append(f"{n_bad} pixels with non-finite data or sigma <= 0 were masked")
+            weight[bad] = 0.0
+            # masked pixels must not inject NaN into sums (0 * NaN is NaN)
+            image, sigma = np.where(bad, 0.0, image), np.where(bad, 1.0, sigma)
+        gal.image, gal.sigma = image, sigma
         gal.weight = weight
         used = weight > 0
         if not np.any(used):
@@ -772,6 +773,42 @@ class Dataset:
         return gal
 
     # ------------------------------------------------------------- internals
+    def _psf_checked(self, position: int) -> tuple[np.ndarray | None, bool, float]:
+        """Galaxy ``position``'s PSF (None: none given), whether it has finite pixels and positive flux, and its
+        centroid's offset from the centre pixel (:func:`_psf_checks`).
+
+        A PSF that other galaxies share (the image set's one plane, the one array,
+        the same file) is read and checked once, and handed out read-only.
+        """
+        key = self._shared_psf_key(position)
+        cache = self.__dict__.setdefault("_psf_cache", {})
+        if key is not None and key in cache:
+            return cache[key]
+        psf, _ = self._read("psf", position)
+        found = (psf, False, 0.0) if psf is None else (psf, *_psf_checks(psf))
+        if key is not None and psf is not None:
+            psf = psf.view()  # read-only for every galaxy that shares it (a view: the caller's array keeps its flags)
+            psf.flags.writeable = False
+            found = (psf,) + found[1:]
+            if len(cache) >= _PSF_CACHE_SIZE:
+                cache.pop(next(iter(cache)))
+            cache[key] = found
+        return found
+
+    def _shared_psf_key(self, position: int):
+        """What names the PSF galaxy ``position`` shares with others, or None where each has its own."""
+        if self._image_set is not None:
+            return ("image set",) if self._image_set.shared("PSF") else None
+        if self._arrays is not None:
+            return ("array",) if isinstance(self._arrays["psf"], _SharedPlane) else None
+        path = self.psf_paths[position]
+        return None if path is None else ("file", str(path), self.hdus.get("psf"))
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_psf_cache", None)  # PSFs read here; a worker reads its own
+        return state
+
     def _start_xy(self, position: int) -> tuple[float, float] | None:
         """The first profile's start centre (1-based pixels) for galaxy ``position``, or None."""
         for profile in self.profiles.values():
@@ -1106,6 +1143,16 @@ def _cut_region(region, shape, source: str):
         return (f"{source}: the fitting region x {xmin}-{xmax}, y {ymin}-{ymax} leaves the image, which is "
                 f"{w} x {h} pixels; give a region inside it")
     return (slice(ymin - 1, ymax), slice(xmin - 1, xmax))
+
+
+#: shared PSFs (files, planes) a dataset keeps after their first read
+_PSF_CACHE_SIZE = 16
+
+
+def _psf_checks(psf: np.ndarray) -> tuple[bool, float]:
+    """Whether a PSF has only finite pixels and positive flux, and its centroid's offset (:func:`_psf_centroid_offset`)."""
+    ok = bool(np.all(np.isfinite(psf)) and np.any(psf > 0) and psf.sum() > 0)
+    return ok, (_psf_centroid_offset(psf) if ok else 0.0)
 
 
 def _psf_centroid_offset(psf: np.ndarray) -> float:

@@ -223,6 +223,13 @@ class ImageSet:
                 arr = hdu.data if where is None else hdu.section[where]  # BSCALE/BZERO applied by astropy
             return np.array(arr, dtype=np.float64)  # native byte order, a private copy of one plane
 
+    def shared(self, plane: str) -> bool:
+        """Whether one ``plane`` stands for every galaxy (a PSF without a galaxy axis)."""
+        if not self.has(plane) or plane != "PSF":
+            return False
+        banded = self.band is not None and self._banded.get(plane)
+        return self._shapes_cache[plane] == (3 if banded else 2)
+
     def _where(self, plane: str, index: int):
         """The index of galaxy ``index``'s plane in the file (None: the whole of a shared 2-D PSF)."""
         if self.band is not None and self._banded.get(plane):

@@ -416,14 +416,19 @@ def make_batch(gals: list[GalaxyData]) -> Batch:
     h = max(g.image.shape[0] for g in gals)
     w = max(g.image.shape[1] for g in gals)
     n = len(gals)
-    image = np.zeros((n, h, w))
-    sigma = np.ones((n, h, w))
-    weight = np.zeros((n, h, w))
-    for i, g in enumerate(gals):
-        gh, gw = g.image.shape
-        image[i, :gh, :gw] = g.image
-        sigma[i, :gh, :gw] = g.sigma
-        weight[i, :gh, :gw] = g.weight
+    if all(g.image.shape == (h, w) for g in gals):  # one shape (the common case): each plane copied once
+        image = np.stack([g.image for g in gals]).astype(np.float64, copy=False)
+        sigma = np.stack([g.sigma for g in gals]).astype(np.float64, copy=False)
+        weight = np.stack([g.weight for g in gals]).astype(np.float64, copy=False)
+    else:
+        image = np.zeros((n, h, w))
+        sigma = np.ones((n, h, w))
+        weight = np.zeros((n, h, w))
+        for i, g in enumerate(gals):
+            gh, gw = g.image.shape
+            image[i, :gh, :gw] = g.image
+            sigma[i, :gh, :gw] = g.sigma
+            weight[i, :gh, :gw] = g.weight
     psf = None
     if gals[0].psf is not None:
         psf = np.stack(_pad_psfs([g.psf for g in gals]))
