@@ -36,7 +36,11 @@ takes every cut to the same minimum.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
+
+from ._compat import prepare_forward_mode
 
 Tensor = torch.Tensor
 
@@ -65,3 +69,35 @@ def weighted_sum(weights: Tensor, samples: Tensor) -> Tensor:
     for g in range(1, weights.numel()):
         out = out + weights[g] * samples[:, g]
     return out
+
+
+def rowwise_jacobian(fn: Callable[[Tensor], Tensor], theta: Tensor) -> Tensor:
+    """The Jacobian (B, C, P) of ``fn(theta (B, P)) -> (B, C)``, whose row b depends on ``theta[b]`` alone.
+
+    Galaxies are independent, so one pass gives one column (or row) of every
+    galaxy's Jacobian at once: reverse mode takes a pass per output (C), forward
+    mode a pass per parameter (P). Reverse mode is taken unless C > 2 P: its
+    passes are plain autograd, while torch.func's forward mode goes through
+    Python decompositions (and imports torch's compiler, about a second, on its
+    first use).
+    """
+    batch, n_par = theta.shape
+    with torch.enable_grad():
+        th = theta.detach().requires_grad_(True)
+        out = fn(th)
+        n_out = out.shape[1]
+        if n_out <= 2 * n_par:
+            rows = []
+            for j in range(n_out):
+                grad = None
+                if out.requires_grad:
+                    (grad,) = torch.autograd.grad(out[:, j].sum(), th, retain_graph=j < n_out - 1, allow_unused=True)
+                rows.append(torch.zeros_like(theta) if grad is None else grad)
+            return torch.stack(rows, 1) if rows else theta.new_zeros(batch, 0, n_par)
+    prepare_forward_mode()
+    columns = []
+    for k in range(n_par):
+        tangent = torch.zeros_like(theta)
+        tangent[:, k] = 1.0
+        columns.append(torch.func.jvp(fn, (theta,), (tangent,))[1])
+    return torch.stack(columns, -1)

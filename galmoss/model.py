@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .batched import rowwise_jacobian
 from .params import Parameter, ParamSpec, Role, Transform, UnitMap
 from .params.auto import AutoStart, ImageStart, NeighbourStart  # noqa: F401 - their home before params.auto
 from .params.priors import apply_preset
@@ -427,12 +428,11 @@ class Model:
         """
         names = [c.name for c in self.columns]
 
-        def one(th, fx):
-            vals = self.values(th[None], {k: t[None] for k, t in fx.items()})
-            rep = self.report(vals)
-            return torch.stack([rep[n][0] for n in names])
+        def reported(th):
+            rep = self.report(self.values(th, fixed))
+            return torch.stack([rep[n].reshape(-1) for n in names], 1)
 
-        jac = torch.func.vmap(torch.func.jacfwd(one), in_dims=(0, 0))(theta, dict(fixed))
+        jac = rowwise_jacobian(reported, theta)
         with torch.no_grad():
             rep = self.report(self.values(theta, fixed))
         return rep, jac

@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from galmoss._compat import torch_threads
-from galmoss.batched import matvec, rowwise_matmul, transposed_matvec, weighted_sum
+from galmoss._compat import prepare_forward_mode, torch_threads
+from galmoss.batched import matvec, rowwise_jacobian, rowwise_matmul, transposed_matvec, weighted_sum
 
 
 @pytest.fixture(autouse=True)
@@ -46,3 +46,21 @@ def test_weighted_sum():
     weights, samples = torch.rand(9, generator=g), torch.randn(4, 9, 50, generator=g)
     _close(weighted_sum(weights, samples), torch.einsum("g,bgl->bl", weights.double(), samples.double()))
     assert torch.equal(weighted_sum(weights, samples)[3], weighted_sum(weights, samples[3:4])[0])
+
+
+@pytest.mark.parametrize("n_out", [3, 9])  # reverse mode (C <= 2P) and forward mode (C > 2P)
+def test_rowwise_jacobian_is_each_galaxys_own_jacobian(n_out):
+    """Against torch.func.jacfwd of one galaxy at a time, in float64."""
+    g = torch.Generator().manual_seed(2)
+    theta = torch.randn(5, 4, generator=g, dtype=torch.float64)
+    mix = torch.randn(4, n_out, generator=g, dtype=torch.float64)
+
+    def fn(th):  # (B, P) -> (B, C), each row from its own galaxy; one output does not depend on theta
+        out = torch.sin(th) @ mix + th[:, :1] ** 3
+        return torch.cat([out[:, :-1], torch.ones_like(out[:, -1:])], 1)
+
+    got = rowwise_jacobian(fn, theta)
+    prepare_forward_mode()
+    want = torch.stack([torch.func.jacfwd(lambda t: fn(t[None])[0])(theta[b]) for b in range(5)])
+    assert got.shape == (5, n_out, 4)
+    assert torch.allclose(got, want, rtol=1e-12, atol=1e-12)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..batched import rowwise_jacobian
 from ..errors import ConfigError
 from ..model import Model
 from ..params import Parameter, ParamSpec, Role
@@ -579,11 +580,11 @@ class JointModel:
         """Reported values and their derivatives (B, C, P) by theta (for the delta method)."""
         names = [c.name for c in self.columns]
 
-        def one(th, fx):
-            rep = self.report(th[None], {k: t[None] for k, t in fx.items()})
-            return torch.stack([rep[n].reshape(-1)[0] for n in names])
+        def reported(th):
+            rep = self.report(th, fixed)
+            return torch.stack([rep[n].reshape(-1) for n in names], 1)
 
-        jac = torch.func.vmap(torch.func.jacfwd(one), in_dims=(0, 0))(theta, dict(fixed))
+        jac = rowwise_jacobian(reported, theta)
         with torch.no_grad():
             rep = self.report(theta, fixed)
         return rep, jac
