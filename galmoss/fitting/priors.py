@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..batched import rowwise_jacobian
 from ..model import Model
 from ..params import Parameter
 
@@ -73,12 +74,8 @@ class PriorRows:
     def residuals_and_jacobian(self, theta: Tensor, fixed: dict[Parameter, Tensor], rows: Tensor) -> tuple[Tensor, Tensor]:
         """Prior rows (b, R) and their Jacobian (b, R, P) with respect to ``theta``."""
 
-        def one(th, fx, mu, sigma):
-            coords = self.coordinates(th[None], {k: v[None] for k, v in fx.items()})[0]
-            return (coords - mu) / sigma
-
         mu, sigma = self.mu[rows], self.sigma[rows]
-        jac = torch.func.vmap(torch.func.jacfwd(one), in_dims=(0, 0, 0, 0))(theta, dict(fixed), mu, sigma)
+        jac = rowwise_jacobian(lambda th: (self.coordinates(th, fixed) - mu) / sigma, theta)
         with torch.no_grad():
             r = self.residuals(theta, fixed, rows)
         return r, jac
