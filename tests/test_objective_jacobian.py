@@ -62,6 +62,15 @@ CASES = {
     # the room left (and so depend on q): the PA and q columns must follow
     "flat_sersic_near_edge": lambda: {"s": _sersic(gm.p([5.2, 36.0, 20.0]), gm.p([20.0, 4.6, 37.3]),
                                                    axis_r=gm.p([0.25, 0.3, 0.95]), ser_n=gm.p([4.0, 6.0, 2.5]))},
+    # the PA the only free shape parameter: its column is the geometry term alone (a Sersic's
+    # written-out radial derivatives, a Moffat's by forward mode)
+    "pa_only_free_shape": lambda: {
+        "s": _sersic(gm.p([20.3, 19.6, 21.0]), gm.p([18.8, 20.2, 19.1]), axis_r=gm.p([0.6, 0.9, 0.4], fit=False),
+                     eff_r=gm.p([3.0, 2.0, 5.0], fit=False), ser_n=gm.p([1.5, 3.0, 0.8], fit=False)),
+        "m": gm.lp.Moffat(cen_x=gm.p([19.0, 21.0, 20.5]), cen_y=gm.p([21.0, 18.5, 20.0]), pa=gm.p([10.0, 50.0, -60.0]),
+                          axis_r=gm.p(0.5, fit=False), fwhm=gm.p(3.0, fit=False), con=gm.p(2.5, fit=False),
+                          mag=gm.p(18.0, M0=22.5)),
+    },
     "star_and_user_profile": lambda: {
         "star": gm.lp.PointSource(cen_x=gm.p([10.2, 25.7, 30.1]), cen_y=gm.p([30.4, 9.9, 12.0]), mag=gm.p(18.0, M0=22.5)),
         "tilt": Tilt(gm.p([1.0, 2.0, 0.5]), gm.p([0.01, -0.02, 0.0])),

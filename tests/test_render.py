@@ -259,3 +259,23 @@ def test_boxy_and_disky_isophotes_match_a_supersampled_reference(box):
     sigma = 0.5 * flux / (100 * np.sqrt(20))  # half-light S/N 100 for this compact galaxy
     chi2 = (((ours - reference) / sigma) ** 2).sum()
     assert chi2 < 0.2  # the reference's own sampling error is ~0.02; point samples of the boxy part give 0.6-1.3
+
+
+def test_a_profile_with_its_own_radius_is_drawn_alike_in_any_batch():
+    """A subclass whose elliptical radius reaches farther than the built-in ellipse: its window is not cut to
+    the square the built-in radius would need, so its image does not depend on the other galaxies' cores.
+    Truth: the same galaxy drawn alone."""
+
+    class Stretched(gm.lp.Sersic):
+        @staticmethod
+        def elliptical_radius(x_maj, x_min, q):
+            return torch.sqrt((x_maj / 3.0) ** 2 + (x_min / q) ** 2 + 1e-12)
+
+    yy, xx = np.mgrid[:9, :9] - 4.0
+    psf = np.exp(-0.5 * (xx**2 + yy**2) / 1.5**2)
+    one = dict(cen_x=30.2, cen_y=29.7, pa=20.0, axis_r=0.9, eff_r=4.0, mag=16.0, ser_n=2.0)
+    alone = gm.render(Stretched(**{k: gm.p(v) for k, v in one.items()}), (60, 60), psf=psf, dtype=torch.float64)
+    pair = {k: [v, v] for k, v in one.items()}
+    pair["axis_r"] = [0.9, 0.1]  # the second's core is ten times longer: a larger square for the batch
+    together = gm.render(Stretched(**{k: gm.p(v) for k, v in pair.items()}), (60, 60), psf=psf, dtype=torch.float64)
+    assert torch.allclose(together[0], alone[0], rtol=0, atol=1e-12 * float(alone.abs().max()))

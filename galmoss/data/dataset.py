@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -782,17 +783,22 @@ class Dataset:
         """
         key = self._shared_psf_key(position)
         cache = self.__dict__.setdefault("_psf_cache", {})
-        if key is not None and key in cache:
-            return cache[key]
+        lock = self.__dict__.setdefault("_psf_lock", threading.Lock())  # the reading threads share the cache
+        if key is not None:
+            with lock:
+                found = cache.get(key)
+            if found is not None:
+                return found
         psf, _ = self._read("psf", position)
         found = (psf, False, 0.0) if psf is None else (psf, *_psf_checks(psf))
         if key is not None and psf is not None:
             psf = psf.view()  # read-only for every galaxy that shares it (a view: the caller's array keeps its flags)
             psf.flags.writeable = False
             found = (psf,) + found[1:]
-            if len(cache) >= _PSF_CACHE_SIZE:
-                cache.pop(next(iter(cache)))
-            cache[key] = found
+            with lock:
+                if len(cache) >= _PSF_CACHE_SIZE:
+                    cache.pop(next(iter(cache)))
+                cache[key] = found
         return found
 
     def _shared_psf_key(self, position: int):
@@ -807,6 +813,7 @@ class Dataset:
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         state.pop("_psf_cache", None)  # PSFs read here; a worker reads its own
+        state.pop("_psf_lock", None)
         return state
 
     def _start_xy(self, position: int) -> tuple[float, float] | None:

@@ -481,9 +481,7 @@ _RADIUS_SLOTS = frozenset({"pa", "axis_r"})
 
 def _builtin_radius(profile) -> bool:
     """Whether the profile keeps the built-in major/minor offsets and elliptical radius."""
-    kind = type(profile)
-    return (kind.major_minor is EllipticalProfile.major_minor
-            and kind.elliptical_radius is EllipticalProfile.elliptical_radius)
+    return isinstance(profile, EllipticalProfile) and type(profile).builtin_radius()
 
 
 def _is_shape_slot(profile, slot: str, values) -> bool:

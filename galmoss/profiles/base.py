@@ -388,6 +388,16 @@ class EllipticalProfile(LightProfile):
         """Surface brightness (flux per pixel area) at major-axis radius ``r``."""
         return self.amplitude(v) * self.profile_function(r, v)
 
+    @classmethod
+    def builtin_radius(cls) -> bool:
+        """Whether the class keeps the built-in :meth:`major_minor` and :meth:`elliptical_radius`.
+
+        Then a pixel's radius is its distance along the major axis and the minor
+        axis over q, and the renderer may rely on that geometry (the window's box,
+        offsets from row and column coordinates, written-out PA and q columns).
+        """
+        return cls.major_minor is EllipticalProfile.major_minor and cls.elliptical_radius is EllipticalProfile.elliptical_radius
+
     @staticmethod
     def major_minor(y: Tensor, x: Tensor, v: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
         """Offsets from the centre along the major and minor axes (pixels)."""

@@ -160,7 +160,7 @@ class WindowBox:
 
 
 def window_box(r_ell: Tensor, r1: Tensor, r2: Tensor, v: Mapping[str, Tensor], origin: tuple[float, float],
-               slopes: bool = False) -> WindowBox:
+               slopes: bool = False, whole: bool = False) -> WindowBox:
     """:func:`smooth_window` (and with ``slopes`` its derivatives) on the box of pixels each core reaches.
 
     ``r_ell`` (B, H, W) is the elliptical radius on a grid whose first pixel has the
@@ -168,13 +168,16 @@ def window_box(r_ell: Tensor, r1: Tensor, r2: Tensor, v: Mapping[str, Tensor], o
     centre and axis ratio. The box is a square of the grid around each centre that
     holds every pixel of the ellipse ``r_ell < r2`` (the batch's largest), clipped to
     the grid; under a ``torch.func`` transform (forward-mode Jacobians of any
-    profile) it is the whole grid.
+    profile), and with ``whole`` (a radius other than the built-in one, whose
+    ellipse the square need not hold), it is the whole grid. Sizing the square
+    reads the batch's largest core (one host sync a call; a fit syncs every
+    iteration anyway).
     """
     batch, height, width = r_ell.shape
     device = r_ell.device
     reach = None
     wrapped = torch._C._functorch.is_functorch_wrapped_tensor
-    if not any(wrapped(t) for t in (r2, v["axis_r"], v["cen_y"], v["cen_x"])):
+    if not whole and not any(wrapped(t) for t in (r2, v["axis_r"], v["cen_y"], v["cen_x"])):
         # the ellipse reaches r2 along its major axis (r2 q along the other, if q > 1)
         extent = r2.detach() * v["axis_r"].detach().clamp_min(1.0)
         largest = float(extent.max()) if extent.numel() else 0.0

@@ -166,14 +166,15 @@ class Renderer:
 
     def _geometry(self, profile: EllipticalProfile, v: Mapping[str, Tensor]) -> "_Geometry":
         """Everything about drawing an elliptical profile that its shape parameters do not change."""
-        y, x = self.extended_axes
+        builtin = type(profile).builtin_radius()
+        y, x = self.extended_axes if builtin else self.extended_grid
         r1, r2 = core_radii(profile, v, self.layout, self.settings)
         x_maj, x_min = profile.major_minor(y, x, v)
         r_ell = profile.elliptical_radius(x_maj, x_min, v["axis_r"])
         return _Geometry(
             r_ell=r_ell,
             nodes=core_nodes(r2, self.settings),
-            window=window_box(r_ell, r1, r2, v, self.origin),
+            window=window_box(r_ell, r1, r2, v, self.origin, whole=not builtin),
             core=core_map(v, r1, r2, self.source_ky, self.source_kx, self.origin, self.settings, self.core_band),
         )
 
@@ -249,11 +250,11 @@ class Renderer:
         slots: list[str],
         *,
         index: Tensor | None = None,
-    ) -> tuple[Tensor, Tensor]:
+    ) -> tuple[Tensor, list[Tensor]]:
         """A convolved elliptical component's spectrum and its derivatives w.r.t. ``slots``.
 
         Returns the spectrum times the PSF's (as :meth:`component_spectra`) and the
-        derivative images (S, B, H, W). A shape parameter (Sersic n, r_e, a Moffat
+        derivative images, a list of S tensors (B, H, W) in the order of ``slots``. A shape parameter (Sersic n, r_e, a Moffat
         index...) changes only the profile function at fixed radii, and the image is
         linear in that function: its derivative at the grid and core nodes (forward
         mode through the profile function alone) is mapped through the same FFT and
@@ -280,10 +281,11 @@ class Renderer:
             r1, r2, dr1_dq, dr2_dq = core_radii_q_slopes(profile, v, self.layout, self.settings)
         else:
             r1, r2 = core_radii(profile, v, self.layout, self.settings)
-        y, x = self.extended_axes
+        builtin = type(profile).builtin_radius()
+        y, x = self.extended_axes if builtin else self.extended_grid
         x_maj, x_min = profile.major_minor(y, x, v)
         r_ell = profile.elliptical_radius(x_maj, x_min, q)
-        window = window_box(r_ell, r1, r2, v, self.origin, slopes=bool(geometric))
+        window = window_box(r_ell, r1, r2, v, self.origin, slopes=bool(geometric), whole=not builtin)
         geometry = _Geometry(r_ell=r_ell, nodes=core_nodes(r2, self.settings), window=window,
                              core=core_map(v, r1, r2, self.source_ky, self.source_kx, self.origin, self.settings,
                                            self.core_band))
@@ -292,7 +294,8 @@ class Renderer:
         # is the geometry term alone. The others are drawn first, into the leading rows of one buffer
         radial = [slot for slot in slots if slot != "pa"]
         order = [slots.index(slot) for slot in radial] + [i for i, slot in enumerate(slots) if slot == "pa"]
-        x0 = torch.stack([v[slot].reshape(-1) for slot in radial], dim=1)  # (B, S')
+        x0 = (torch.stack([v[slot].reshape(-1) for slot in radial], dim=1) if radial  # (B, S')
+              else radii.new_zeros((batch, 0)))
 
         def brightness(x, rr):
             shaped = dict(v)
