@@ -176,8 +176,9 @@ def window_box(r_ell: Tensor, r1: Tensor, r2: Tensor, v: Mapping[str, Tensor], o
     batch, height, width = r_ell.shape
     device = r_ell.device
     reach = None
-    wrapped = torch._C._functorch.is_functorch_wrapped_tensor
-    if not whole and not any(wrapped(t) for t in (r2, v["axis_r"], v["cen_y"], v["cen_x"])):
+    # a torch without this test (it is torch's own, not public) draws every window on the whole grid
+    wrapped = getattr(getattr(torch._C, "_functorch", None), "is_functorch_wrapped_tensor", None)
+    if not whole and wrapped is not None and not any(wrapped(t) for t in (r2, v["axis_r"], v["cen_y"], v["cen_x"])):
         # the ellipse reaches r2 along its major axis (r2 q along the other, if q > 1)
         extent = r2.detach() * v["axis_r"].detach().clamp_min(1.0)
         largest = float(extent.max()) if extent.numel() else 0.0
