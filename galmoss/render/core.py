@@ -170,15 +170,18 @@ def window_box(r_ell: Tensor, r1: Tensor, r2: Tensor, v: Mapping[str, Tensor], o
     the grid; under a ``torch.func`` transform (forward-mode Jacobians of any
     profile), and with ``whole`` (a radius other than the built-in one, whose
     ellipse the square need not hold), it is the whole grid. Sizing the square
-    reads the batch's largest core (one host sync a call; a fit syncs every
-    iteration anyway).
+    reads the batch's largest core on the host: off the CPU, where that read would
+    wait for the device at every model image and elementwise passes are cheap, the
+    box is the whole grid too (the same values).
     """
     batch, height, width = r_ell.shape
     device = r_ell.device
     reach = None
     # a torch without this test (it is torch's own, not public) draws every window on the whole grid
     wrapped = getattr(getattr(torch._C, "_functorch", None), "is_functorch_wrapped_tensor", None)
-    if not whole and wrapped is not None and not any(wrapped(t) for t in (r2, v["axis_r"], v["cen_y"], v["cen_x"])):
+    on_host = r2.device.type == "cpu"
+    if (on_host and not whole and wrapped is not None
+            and not any(wrapped(t) for t in (r2, v["axis_r"], v["cen_y"], v["cen_x"]))):
         # the ellipse reaches r2 along its major axis (r2 q along the other, if q > 1)
         extent = r2.detach() * v["axis_r"].detach().clamp_min(1.0)
         largest = float(extent.max()) if extent.numel() else 0.0
@@ -316,14 +319,19 @@ class CoreMap:
     kx: Tensor
     kappa_step: float = 1.0
 
-    # the frequency along the major and minor axes, for the geometry derivatives
+    # the frequency along the major and minor axes, for the geometry derivatives (drawn again
+    # when a Jacobian's PA or q column asks, instead of kept for every model image)
     @functools.cached_property
-    def k_major(self) -> Tensor:
-        return -self.kx * self.sin + self.ky * self.cos
+    def _along_axes(self) -> tuple[Tensor, Tensor]:
+        return along_axes(self.kx, self.ky, self.sin, self.cos)
 
-    @functools.cached_property
+    @property
+    def k_major(self) -> Tensor:
+        return self._along_axes[0]
+
+    @property
     def k_minor(self) -> Tensor:
-        return self.kx * self.cos + self.ky * self.sin
+        return self._along_axes[1]
 
     def apply(self, radial_at_nodes: Tensor, out: Tensor | None = None) -> Tensor:
         """Core spectra (..., B, N, M') of brightness at the nodes (..., B, R) (into ``out`` if given)."""
@@ -370,6 +378,11 @@ class CoreMap:
         return [torch.gather(c, 2, idx) for c in table[first:]]
 
 
+def along_axes(kx: Tensor, ky: Tensor, sin: Tensor, cos: Tensor) -> tuple[Tensor, Tensor]:
+    """A frequency's components along the major and minor axes of a galaxy at position angle (sin, cos)."""
+    return -kx * sin + ky * cos, kx * cos + ky * sin
+
+
 def core_map(
     v: Mapping[str, Tensor],
     r1: Tensor,
@@ -403,10 +416,9 @@ def core_map(
     node_factor = core_node_factor(r1, r2, settings)
     q = v["axis_r"]
     sin, cos = torch.sin(v["pa"]), torch.cos(v["pa"])
-    k_major = -kx * sin + ky * cos
-    k_minor = kx * cos + ky * sin
+    k_major, k_minor = along_axes(kx, ky, sin, cos)
     kc = torch.sqrt((k_major * k_major + (q * k_minor) ** 2).clamp_min(1e-30))
-    del k_major, k_minor  # kept as the CoreMap's (lazy) properties: a Jacobian's PA and q columns need them
+    del k_major, k_minor  # the CoreMap draws them again where a Jacobian needs them
     kappa = (kc * r2) / settings.kappa_step
     n_kappa = j0m.shape[1]
     # a non-finite trial parameter must give a non-finite image (which the

@@ -166,17 +166,28 @@ class Renderer:
 
     def _geometry(self, profile: EllipticalProfile, v: Mapping[str, Tensor]) -> "_Geometry":
         """Everything about drawing an elliptical profile that its shape parameters do not change."""
-        builtin = type(profile).builtin_radius()
-        y, x = self.extended_axes if builtin else self.extended_grid
         r1, r2 = core_radii(profile, v, self.layout, self.settings)
-        x_maj, x_min = profile.major_minor(y, x, v)
-        r_ell = profile.elliptical_radius(x_maj, x_min, v["axis_r"])
+        _, _, r_ell, window = self._radius_and_window(profile, v, r1, r2)
         return _Geometry(
             r_ell=r_ell,
             nodes=core_nodes(r2, self.settings),
-            window=window_box(r_ell, r1, r2, v, self.origin, whole=not builtin),
+            window=window,
             core=core_map(v, r1, r2, self.source_ky, self.source_kx, self.origin, self.settings, self.core_band),
         )
+
+    def _radius_and_window(self, profile: EllipticalProfile, v: Mapping[str, Tensor], r1: Tensor, r2: Tensor,
+                           slopes: bool = False) -> tuple[Tensor, Tensor, Tensor, WindowBox]:
+        """Offsets along the axes, elliptical radius (B, He, We) and the window's box of an elliptical profile.
+
+        The built-in radius takes the grid's row and column coordinates (an offset is a
+        row's part plus a column's) and a box around each core; a profile with its own
+        radius gets full coordinate planes and the whole grid.
+        """
+        builtin = type(profile).builtin_radius()
+        y, x = self.extended_axes if builtin else self.extended_grid
+        x_maj, x_min = profile.major_minor(y, x, v)
+        r_ell = profile.elliptical_radius(x_maj, x_min, v["axis_r"])
+        return x_maj, x_min, r_ell, window_box(r_ell, r1, r2, v, self.origin, slopes=slopes, whole=not builtin)
 
     def _radii(self, geometry: "_Geometry") -> Tensor:
         """Every radius the profile function is needed at, (B, 1, grid + nodes)."""
@@ -281,11 +292,7 @@ class Renderer:
             r1, r2, dr1_dq, dr2_dq = core_radii_q_slopes(profile, v, self.layout, self.settings)
         else:
             r1, r2 = core_radii(profile, v, self.layout, self.settings)
-        builtin = type(profile).builtin_radius()
-        y, x = self.extended_axes if builtin else self.extended_grid
-        x_maj, x_min = profile.major_minor(y, x, v)
-        r_ell = profile.elliptical_radius(x_maj, x_min, q)
-        window = window_box(r_ell, r1, r2, v, self.origin, slopes=bool(geometric), whole=not builtin)
+        x_maj, x_min, r_ell, window = self._radius_and_window(profile, v, r1, r2, slopes=bool(geometric))
         geometry = _Geometry(r_ell=r_ell, nodes=core_nodes(r2, self.settings), window=window,
                              core=core_map(v, r1, r2, self.source_ky, self.source_kx, self.origin, self.settings,
                                            self.core_band))
