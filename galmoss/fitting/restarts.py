@@ -60,8 +60,8 @@ class RestartPolicy:
     race_iterations
         A restart still running after this many iterations goes on only where its
         loss is already below the fit it is to replace (a try above it then has
-        rarely ended below it, docs/benchmarks.md); None: every try runs to the
-        end. Levenberg-Marquardt only.
+        rarely ended below it; what that costs at the faint end is in
+        docs/validation.md); None: every try runs to the end. Levenberg-Marquardt only.
     """
 
     max_size_diagonals: float = 4.0
@@ -287,10 +287,7 @@ def _race(model, objective, theta0: Tensor, rows: Tensor, settings, incumbent: T
     if going.numel():
         rest = dataclasses.replace(settings, lm=dataclasses.replace(settings.lm, max_iterations=limit - first))
         more = optimise(model, objective, out.theta[going], rows[going], rest)
-        out.theta[going], out.loss[going], out.status[going] = more.theta, more.loss, more.status
-        out.n_iter[going] = out.n_iter[going] + more.n_iter
-        if out.normal_matrix is not None and more.normal_matrix is not None:
-            out.normal_matrix[going] = more.normal_matrix
+        _take(out, going, more, torch.arange(going.numel(), device=going.device))
     return out
 
 
@@ -300,12 +297,17 @@ def keep_better(result, rows: Tensor, again, pick: Tensor) -> int:
     better = (new < old) | (~torch.isfinite(old) & torch.isfinite(new))
     take, chosen = rows[better], pick[better]
     if take.numel():
-        result.theta[take] = again.theta[chosen]
-        result.loss[take] = again.loss[chosen]
-        result.status[take] = again.status[chosen]
-        result.n_iter[take] = result.n_iter[take] + again.n_iter[chosen]
-        if result.normal_matrix is not None and again.normal_matrix is not None:
-            result.normal_matrix[take] = again.normal_matrix[chosen]
+        _take(result, take, again, chosen)
     return int(take.numel())
+
+
+def _take(result, rows: Tensor, again, pick: Tensor) -> None:
+    """``result[rows]`` becomes refit ``again[pick]`` (in place), its iterations added to those before."""
+    result.theta[rows] = again.theta[pick]
+    result.loss[rows] = again.loss[pick]
+    result.status[rows] = again.status[pick]
+    result.n_iter[rows] = result.n_iter[rows] + again.n_iter[pick]
+    if result.normal_matrix is not None and again.normal_matrix is not None:
+        result.normal_matrix[rows] = again.normal_matrix[pick]
 
 
